@@ -1,0 +1,695 @@
+//! Simulated agents: presence, the SSE event stream, the claim race, replies and resolves.
+//!
+//! Each agent sets `PUT /api/v1/agents/me/presence {"status":"online"}`, opens
+//! `GET /api/v1/events` and learns of conversations from it. For a queued, unassigned conversation
+//! a deterministic subset of `--claim-race` agents (chosen by hashing the conversation id) races
+//! to `POST .../claim`; the winner replies (`POST .../messages`, unique idempotency key, retried
+//! with the same key on transport errors and 5xx), sometimes replays the same key to check
+//! idempotency, waits `--resolve-after-ms` and resolves. After any disconnect (e.g. a broker
+//! crash) the agent reconnects with back-off, sets presence again and re-lists the conversations
+//! it may see, adopting any that the broker says it owns (a claim whose answer was lost); a
+//! `lagged` event (the broker dropped events for a slow subscriber) triggers the same re-list.
+//!
+//! Invariants the audit relies on:
+//! - every successful claim, adoption and resolve is logged as an `OwnEvent` with the instants
+//!   the request was sent and its answer received (for adoption: the last claim attempt and the
+//!   observation); when a resolve's outcome is unknown because an earlier attempt failed in
+//!   transit, the end is logged from that earlier attempt, so a lost answer never looks like an
+//!   owner who never let go;
+//! - every 202 reply is logged once as a `ReplyRecord` with the broker's message id and the
+//!   instant the 202 arrived;
+//! - an agent handles a conversation at most once at a time (`handling` set), and never starts
+//!   new work after `stop` begins.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, Instant};
+
+use crate::api::{error_code, seg, ApiClient, Conversation, Event};
+use crate::load::Tracker;
+use crate::outcome::{error_kind, status_kind};
+use crate::sse::SseParser;
+use crate::stats::{lock, Counters, Latency};
+
+/// A conversation's ownership changed, as one agent observed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnKind {
+    /// `POST claim` answered 200.
+    Claim,
+    /// The broker listed the conversation as ours without a successful claim answer.
+    Adopt,
+    /// `POST resolve` answered 2xx (or its earlier, failed-in-transit attempt may have).
+    Resolve,
+}
+
+/// One ownership observation.
+#[derive(Debug, Clone)]
+pub struct OwnEvent {
+    pub conversation: String,
+    pub agent: usize,
+    pub kind: OwnKind,
+    pub sent: Instant,
+    pub recv: Instant,
+}
+
+/// A reply the broker accepted with 202.
+#[derive(Debug, Clone)]
+pub struct ReplyRecord {
+    pub conversation: String,
+    pub message_id: String,
+    pub key: String,
+    pub agent: usize,
+    /// When the request that got the 202 was sent.
+    pub requested_at: Instant,
+    /// When its 202 arrived.
+    pub accepted_at: Instant,
+}
+
+/// Settings of the agent fleet.
+#[derive(Clone)]
+pub struct AgentsConfig {
+    pub api: ApiClient,
+    pub tokens: Vec<String>,
+    /// Known agent ids (same order as tokens), or empty to learn them from the broker.
+    pub ids: Vec<String>,
+    pub race: usize,
+    pub resolve_after: Duration,
+    pub replay_ratio: f64,
+    pub run_id: String,
+}
+
+/// Measurements and logs shared by all agents.
+pub struct AgentsShared {
+    cfg: AgentsConfig,
+    pub claim_latency: Latency,
+    pub counters: Counters,
+    /// Failures by `agent.<what>.<kind>`.
+    pub errors: Counters,
+    pub replies: Mutex<Vec<ReplyRecord>>,
+    pub ownership: Mutex<Vec<OwnEvent>>,
+    /// Replays whose answer named a different message: `(first id, replay id)`.
+    pub replay_mismatches: Mutex<Vec<(String, String)>>,
+    /// Conversation ids seen on any agent's SSE stream.
+    pub seen_via_sse: Mutex<HashSet<String>>,
+    handlers: Arc<Tracker>,
+    last_activity: Mutex<Instant>,
+    stopping: AtomicBool,
+    connected: AtomicUsize,
+}
+
+struct AgentState {
+    index: usize,
+    token: String,
+    id: Mutex<Option<String>>,
+    handling: Mutex<HashSet<String>>,
+    attempted: Mutex<HashSet<String>>,
+    ended: Mutex<HashMap<String, Instant>>,
+    last_claim_sent: Mutex<HashMap<String, Instant>>,
+    seq: AtomicU64,
+}
+
+impl AgentState {
+    fn id(&self) -> Option<String> {
+        lock(&self.id).clone()
+    }
+
+    fn learn_id(&self, id: Option<&str>) {
+        if let Some(id) = id.filter(|s| !s.is_empty()) {
+            let mut g = lock(&self.id);
+            if g.is_none() {
+                *g = Some(id.to_string());
+            }
+        }
+    }
+}
+
+/// The running agent fleet.
+pub struct Agents {
+    pub shared: Arc<AgentsShared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// FNV-1a, for a stable choice of racers per conversation.
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Whether agent `index` of `k` races for conversation `id` (exactly `min(race, k)` do).
+pub fn is_racer(id: &str, index: usize, k: usize, race: usize) -> bool {
+    if k == 0 {
+        return false;
+    }
+    let first = (fnv(id) % k as u64) as usize;
+    (index + k - first) % k < race.min(k)
+}
+
+impl Agents {
+    /// Starts one task per token.
+    pub fn start(cfg: AgentsConfig) -> Agents {
+        let shared = Arc::new(AgentsShared {
+            cfg: cfg.clone(),
+            claim_latency: Latency::new(),
+            counters: Counters::default(),
+            errors: Counters::default(),
+            replies: Mutex::new(Vec::new()),
+            ownership: Mutex::new(Vec::new()),
+            replay_mismatches: Mutex::new(Vec::new()),
+            seen_via_sse: Mutex::new(HashSet::new()),
+            handlers: Arc::new(Tracker::default()),
+            last_activity: Mutex::new(Instant::now()),
+            stopping: AtomicBool::new(false),
+            connected: AtomicUsize::new(0),
+        });
+        let tasks = cfg
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(index, token)| {
+                let me = Arc::new(AgentState {
+                    index,
+                    token: token.clone(),
+                    id: Mutex::new(cfg.ids.get(index).cloned()),
+                    handling: Mutex::new(HashSet::new()),
+                    attempted: Mutex::new(HashSet::new()),
+                    ended: Mutex::new(HashMap::new()),
+                    last_claim_sent: Mutex::new(HashMap::new()),
+                    seq: AtomicU64::new(1),
+                });
+                tokio::spawn(agent_loop(shared.clone(), me))
+            })
+            .collect();
+        Agents { shared, tasks }
+    }
+
+    /// Waits until every agent has an open event stream (or the deadline). Returns how many do.
+    pub async fn wait_connected(&self, deadline: Instant) -> usize {
+        let k = self.tasks.len();
+        loop {
+            let n = self.shared.connected.load(Ordering::Acquire);
+            if n >= k || Instant::now() >= deadline {
+                return n;
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until no conversation is being handled and nothing happened for `idle`.
+    pub async fn quiesce(&self, idle: Duration, deadline: Instant) -> bool {
+        loop {
+            let quiet = self.shared.handlers.active() == 0
+                && lock(&self.shared.last_activity).elapsed() >= idle;
+            if quiet {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stops taking new work, closes the event streams and waits for in-flight handlers.
+    pub async fn stop(self, deadline: Instant) -> Arc<AgentsShared> {
+        self.shared.stopping.store(true, Ordering::Release);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if !self.shared.handlers.wait_idle(deadline).await {
+            self.shared.errors.add(
+                "agent.handler_unfinished_at_deadline",
+                self.shared.handlers.active() as u64,
+            );
+        }
+        self.shared
+    }
+}
+
+impl AgentsShared {
+    fn touch(&self) {
+        *lock(&self.last_activity) = Instant::now();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn err(&self, what: &str, kind: &str) {
+        self.errors.inc(&format!("agent.{what}.{kind}"));
+    }
+
+    async fn call(
+        &self,
+        me: &AgentState,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), String> {
+        self.cfg.api.call(&me.token, method, path, body).await
+    }
+}
+
+struct ConnectedGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ConnectedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn agent_loop(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
+    let mut failures: u32 = 0;
+    loop {
+        if sh.stopping() {
+            return;
+        }
+        if failures > 0 {
+            sleep(Duration::from_millis(50 * u64::from(failures.min(10)))).await;
+        }
+        failures += 1;
+
+        let presence = json!({"status": "online"});
+        match sh
+            .call(
+                &me,
+                Method::PUT,
+                "/api/v1/agents/me/presence",
+                Some(&presence),
+            )
+            .await
+        {
+            Ok((s, v)) if s.is_success() => {
+                sh.counters.inc("presence_set");
+                me.learn_id(
+                    v.get("id")
+                        .and_then(Value::as_str)
+                        .or_else(|| v.pointer("/agent/id").and_then(Value::as_str)),
+                );
+            }
+            Ok((s, _)) => {
+                sh.err("presence", &status_kind(s));
+                continue;
+            }
+            Err(kind) => {
+                sh.err("presence", &kind);
+                continue;
+            }
+        }
+
+        let url = format!("{}/api/v1/events", sh.cfg.api.base_url);
+        let resp = sh
+            .cfg
+            .api
+            .client
+            .get(&url)
+            .bearer_auth(&me.token)
+            .header(ACCEPT, "text/event-stream")
+            .send()
+            .await;
+        let mut resp = match resp {
+            Ok(r) if r.status() == StatusCode::OK => r,
+            Ok(r) => {
+                sh.err("events", &status_kind(r.status()));
+                continue;
+            }
+            Err(e) => {
+                sh.err("events", error_kind(&e));
+                continue;
+            }
+        };
+        let ctype = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ctype.starts_with("text/event-stream") {
+            sh.err("events", "wrong_content_type");
+        }
+        sh.counters.inc("event_stream_connects");
+        sh.connected.fetch_add(1, Ordering::AcqRel);
+        let _connected = ConnectedGuard(&sh.connected);
+        failures = 0;
+
+        // Anything that happened while we were not listening.
+        {
+            let (sh, me) = (sh.clone(), me.clone());
+            tokio::spawn(async move { resync(sh, me).await });
+        }
+
+        let mut parser = SseParser::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    for ev in parser.push(&bytes) {
+                        on_sse(&sh, &me, &ev.data);
+                    }
+                }
+                Ok(None) => {
+                    sh.err("events", "stream_ended");
+                    break;
+                }
+                Err(e) => {
+                    sh.err("events", error_kind(&e));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn resync(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
+    match sh
+        .call(&me, Method::GET, "/api/v1/conversations", None)
+        .await
+    {
+        Ok((s, v)) if s.is_success() => {
+            let convs: Vec<Conversation> = v
+                .get("conversations")
+                .cloned()
+                .and_then(|c| serde_json::from_value(c).ok())
+                .unwrap_or_default();
+            for c in convs {
+                on_conversation(&sh, &me, &c);
+            }
+        }
+        Ok((s, _)) => sh.err("list", &status_kind(s)),
+        Err(kind) => sh.err("list", &kind),
+    }
+}
+
+/// Re-reads one conversation after this agent's handler for it has finished.
+async fn recheck_later(sh: Arc<AgentsShared>, me: Arc<AgentState>, id: String) {
+    for _ in 0..100 {
+        sleep(Duration::from_millis(100)).await;
+        if sh.stopping() {
+            return;
+        }
+        if !lock(&me.handling).contains(&id) {
+            break;
+        }
+    }
+    let path = format!("/api/v1/conversations/{}", seg(&id));
+    match sh.call(&me, Method::GET, &path, None).await {
+        Ok((s, v)) if s.is_success() => {
+            if let Ok(conv) = serde_json::from_value::<Conversation>(v) {
+                on_conversation(&sh, &me, &conv);
+            }
+        }
+        // No longer visible to this agent (someone else owns it): nothing to do.
+        Ok((s, _)) if s == StatusCode::NOT_FOUND || s == StatusCode::FORBIDDEN => {}
+        Ok((s, _)) => sh.err("recheck", &status_kind(s)),
+        Err(kind) => sh.err("recheck", &kind),
+    }
+}
+
+fn on_sse(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, data: &str) {
+    sh.counters.inc("events_received");
+    let ev: Event = match serde_json::from_str(data) {
+        Ok(e) => e,
+        Err(_) => {
+            sh.err("events", "bad_json");
+            return;
+        }
+    };
+    let Some(conv) = ev.conversation else {
+        if ev.kind == "lagged" {
+            // The broker dropped events for us: re-read the list, as it asks.
+            sh.counters.inc("events_lagged");
+            let (sh, me) = (sh.clone(), me.clone());
+            tokio::spawn(async move { resync(sh, me).await });
+        } else if !ev.kind.is_empty() {
+            sh.counters.inc("events_without_conversation");
+        }
+        return;
+    };
+    if conv.id.is_empty() {
+        sh.err("events", "conversation_without_id");
+        return;
+    }
+    lock(&sh.seen_via_sse).insert(conv.id.clone());
+    on_conversation(sh, me, &conv);
+}
+
+/// How long after resolving a conversation an "assigned to me" observation is considered stale.
+const STALE_AFTER_END: Duration = Duration::from_secs(2);
+
+fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversation) {
+    if sh.stopping() {
+        return;
+    }
+    let id = conv.id.clone();
+    let k = sh.cfg.tokens.len();
+    if conv.status() == "queued" && conv.assignee.is_none() {
+        if !is_racer(&id, me.index, k, sh.cfg.race) {
+            return;
+        }
+        if !lock(&me.attempted).insert(id.clone()) {
+            return;
+        }
+        if !lock(&me.handling).insert(id.clone()) {
+            // Still finishing an earlier round of this conversation (it was resolved and
+            // reopened meanwhile): look again once that is done.
+            lock(&me.attempted).remove(&id);
+            let (sh, me) = (sh.clone(), me.clone());
+            tokio::spawn(async move { recheck_later(sh, me, id).await });
+            return;
+        }
+        let guard = sh.handlers.enter();
+        sh.touch();
+        let (sh, me) = (sh.clone(), me.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            claim_and_handle(&sh, &me, id).await;
+            sh.touch();
+        });
+        return;
+    }
+    lock(&me.attempted).remove(&id);
+    let mine = conv.status() == "assigned" && conv.assignee.is_some() && conv.assignee == me.id();
+    if !mine {
+        return;
+    }
+    if lock(&me.ended)
+        .get(&id)
+        .is_some_and(|t| t.elapsed() < STALE_AFTER_END)
+    {
+        return;
+    }
+    if !lock(&me.handling).insert(id.clone()) {
+        return;
+    }
+    let now = Instant::now();
+    let sent = lock(&me.last_claim_sent).remove(&id).unwrap_or(now);
+    lock(&sh.ownership).push(OwnEvent {
+        conversation: id.clone(),
+        agent: me.index,
+        kind: OwnKind::Adopt,
+        sent,
+        recv: now,
+    });
+    sh.counters.inc("adoptions");
+    let guard = sh.handlers.enter();
+    sh.touch();
+    let (sh, me) = (sh.clone(), me.clone());
+    tokio::spawn(async move {
+        let _guard = guard;
+        handle_owned(&sh, &me, &id).await;
+        sh.touch();
+    });
+}
+
+async fn claim_and_handle(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: String) {
+    let path = format!("/api/v1/conversations/{}/claim", seg(&id));
+    sh.counters.inc("claims_attempted");
+    let sent = Instant::now();
+    let r = sh.call(me, Method::POST, &path, None).await;
+    let recv = Instant::now();
+    match r {
+        Ok((s, v)) if s == StatusCode::OK => {
+            sh.claim_latency.record(recv - sent);
+            sh.counters.inc("claims_won");
+            me.learn_id(v.get("assignee").and_then(Value::as_str));
+            lock(&sh.ownership).push(OwnEvent {
+                conversation: id.clone(),
+                agent: me.index,
+                kind: OwnKind::Claim,
+                sent,
+                recv,
+            });
+            handle_owned(sh, me, &id).await;
+        }
+        Ok((s, v)) => {
+            sh.claim_latency.record(recv - sent);
+            if s == StatusCode::CONFLICT {
+                let code = error_code(&v).unwrap_or("conflict_without_code");
+                sh.counters.inc(&format!("claims_{code}"));
+            } else {
+                sh.err("claim", &status_kind(s));
+            }
+            lock(&me.handling).remove(&id);
+        }
+        Err(kind) => {
+            sh.err("claim", &kind);
+            // The claim may or may not have happened: allow a retry after a resync and remember
+            // when we asked, in case the broker later tells us we own it.
+            lock(&me.last_claim_sent).insert(id.clone(), sent);
+            lock(&me.attempted).remove(&id);
+            lock(&me.handling).remove(&id);
+        }
+    }
+}
+
+fn transient(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+}
+
+async fn handle_owned(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: &str) {
+    let base = format!("/api/v1/conversations/{}", seg(id));
+    let seq = me.seq.fetch_add(1, Ordering::Relaxed);
+    let key = format!("lt-{}-a{}-{}", sh.cfg.run_id, me.index + 1, seq);
+    let text = format!("Thanks for your message, we are on it. [lt reply {key}]");
+    let body = json!({"text": text, "idempotency_key": key});
+    let msg_path = format!("{base}/messages");
+
+    let mut message_id: Option<String> = None;
+    for attempt in 0..6u32 {
+        if attempt > 0 {
+            sleep(Duration::from_millis(100 << attempt.min(4))).await;
+        }
+        let requested_at = Instant::now();
+        match sh.call(me, Method::POST, &msg_path, Some(&body)).await {
+            Ok((s, v)) if s == StatusCode::ACCEPTED => {
+                let mid = v
+                    .get("id")
+                    .map(|i| match i {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default();
+                if mid.is_empty() {
+                    sh.err("reply", "accepted_without_id");
+                    break;
+                }
+                sh.counters.inc("replies_accepted");
+                lock(&sh.replies).push(ReplyRecord {
+                    conversation: id.to_string(),
+                    message_id: mid.clone(),
+                    key: key.clone(),
+                    agent: me.index,
+                    requested_at,
+                    accepted_at: Instant::now(),
+                });
+                message_id = Some(mid);
+                break;
+            }
+            Ok((s, v)) if transient(s) => {
+                let _ = v;
+                sh.err("reply", &status_kind(s));
+            }
+            Ok((s, v)) => {
+                sh.err("reply", error_code(&v).unwrap_or(&status_kind(s)));
+                break;
+            }
+            Err(kind) => sh.err("reply", &kind),
+        }
+    }
+
+    if let Some(first) = &message_id {
+        if sh.cfg.replay_ratio > 0.0 && rand::thread_rng().gen_bool(sh.cfg.replay_ratio) {
+            sh.counters.inc("replays");
+            match sh.call(me, Method::POST, &msg_path, Some(&body)).await {
+                Ok((s, v)) if s.is_success() => {
+                    let again = v
+                        .get("id")
+                        .map(|i| match i {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .unwrap_or_default();
+                    if &again != first {
+                        lock(&sh.replay_mismatches).push((first.clone(), again));
+                    }
+                }
+                Ok((s, v)) => sh.err("replay", error_code(&v).unwrap_or(&status_kind(s))),
+                Err(kind) => sh.err("replay", &kind),
+            }
+        }
+    }
+
+    sleep(sh.cfg.resolve_after).await;
+
+    let resolve_path = format!("{base}/resolve");
+    let mut first_failed: Option<Instant> = None;
+    for attempt in 0..6u32 {
+        if attempt > 0 {
+            sleep(Duration::from_millis(100 << attempt.min(4))).await;
+        }
+        let sent = Instant::now();
+        match sh.call(me, Method::POST, &resolve_path, None).await {
+            Ok((s, _)) if s.is_success() => {
+                sh.counters.inc("resolves");
+                lock(&sh.ownership).push(OwnEvent {
+                    conversation: id.to_string(),
+                    agent: me.index,
+                    kind: OwnKind::Resolve,
+                    sent: first_failed.unwrap_or(sent),
+                    recv: Instant::now(),
+                });
+                break;
+            }
+            Ok((s, _)) if transient(s) => {
+                sh.err("resolve", &status_kind(s));
+                first_failed.get_or_insert(sent);
+            }
+            Ok((s, v)) => {
+                sh.err("resolve", error_code(&v).unwrap_or(&status_kind(s)));
+                if let Some(t) = first_failed {
+                    // An earlier attempt may have resolved it before its answer was lost.
+                    lock(&sh.ownership).push(OwnEvent {
+                        conversation: id.to_string(),
+                        agent: me.index,
+                        kind: OwnKind::Resolve,
+                        sent: t,
+                        recv: Instant::now(),
+                    });
+                }
+                break;
+            }
+            Err(kind) => {
+                sh.err("resolve", &kind);
+                first_failed.get_or_insert(sent);
+            }
+        }
+    }
+    lock(&me.handling).remove(id);
+    lock(&me.ended).insert(id.to_string(), Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn racers_are_exactly_race_many() {
+        for id in ["1", "2", "conv-abc", "99999"] {
+            for k in 1..8 {
+                for race in 1..5 {
+                    let n = (0..k).filter(|&i| is_racer(id, i, k, race)).count();
+                    assert_eq!(n, race.min(k), "id {id} k {k} race {race}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Lifecycle of a broker process the load test starts itself (`--broker-bin`).
+//!
+//! Invariants:
+//! - the broker listens on a loopback port found by binding `127.0.0.1:0`, reading the port and
+//!   dropping the listener (`free_loopback_port`); the port stays the same across restarts;
+//! - start-up is only considered done when `GET /healthz` answers 200, polled every 50 ms up to a
+//!   bounded deadline; if the child exits meanwhile, the error carries the tail of its log;
+//! - a crash is `Child::kill` (SIGKILL) followed by reaping; a restart reuses the same binary,
+//!   config and data directory; the broker's stdout/stderr are appended to one log file;
+//! - the child never outlives us: it is killed on `Drop`, and on Linux it also gets
+//!   `PR_SET_PDEATHSIG = SIGKILL` (children are spawned from runtime threads that live as long as
+//!   the run). The normal end of a run is SIGTERM, a bounded wait, then SIGKILL.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::time::{sleep, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_loopback_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// How the broker ended at the end of the run.
+#[derive(Debug, Clone)]
+pub enum Shutdown {
+    /// Exited by itself after SIGTERM, with this status.
+    Graceful(String),
+    /// Did not exit within the grace period and was SIGKILLed.
+    Killed,
+    /// Was not running.
+    NotRunning,
+}
+
+/// A broker child process.
+pub struct BrokerProcess {
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    pub base_url: String,
+    child: Option<Child>,
+    /// How many times it was started.
+    pub starts: u32,
+}
+
+impl BrokerProcess {
+    pub fn new(bin: &Path, config: &Path, log: &Path, base_url: String) -> Self {
+        BrokerProcess {
+            bin: bin.to_path_buf(),
+            config: config.to_path_buf(),
+            log: log.to_path_buf(),
+            base_url,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Spawns `bin --config CONFIG` (does not wait for health).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("broker already running");
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        self.starts += 1;
+        let _ = writeln!(log, "=== switchboard-loadtest: start #{} ===", self.starts);
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting broker {}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Polls `GET /healthz` until 200; fails if the child exits or the deadline passes.
+    pub async fn wait_healthy(
+        &mut self,
+        client: &reqwest::Client,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        let deadline = t0 + timeout;
+        let url = format!("{}/healthz", self.base_url);
+        loop {
+            match self.child.as_mut() {
+                None => bail!("broker is not running"),
+                Some(c) => {
+                    if let Some(status) = c.try_wait()? {
+                        self.child = None;
+                        bail!(
+                            "broker exited during start-up ({}); last log lines of {}:\n{}",
+                            describe(status),
+                            self.log.display(),
+                            self.log_tail(20)
+                        );
+                    }
+                }
+            }
+            let ok = client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .map(|r| r.status() == reqwest::StatusCode::OK)
+                .unwrap_or(false);
+            if ok {
+                return Ok(t0.elapsed());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "broker did not answer GET /healthz with 200 within {:.1}s; last log lines of {}:\n{}",
+                    timeout.as_secs_f64(),
+                    self.log.display(),
+                    self.log_tail(20)
+                );
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            if c.try_wait()?.is_none() {
+                c.kill()?;
+            }
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL.
+    pub async fn shutdown(&mut self, grace: Duration) -> Shutdown {
+        let Some(mut c) = self.child.take() else {
+            return Shutdown::NotRunning;
+        };
+        if let Ok(Some(status)) = c.try_wait() {
+            return Shutdown::Graceful(format!("already exited: {}", describe(status)));
+        }
+        if let Ok(pid) = libc::pid_t::try_from(c.id()) {
+            // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Shutdown::Graceful(describe(status));
+            }
+            sleep(Duration::from_millis(25)).await;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        Shutdown::Killed
+    }
+
+    /// The last `n` lines of the broker's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        match std::fs::read(&self.log) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(n)..].join("\n")
+            }
+            Err(e) => format!("(cannot read log: {e})"),
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_is_usable() {
+        let p = free_loopback_port().unwrap_or(0);
+        assert!(p > 0);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn reports_early_exit_with_log() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        // `false` exits 1 immediately, whatever its arguments.
+        let mut b = BrokerProcess::new(
+            Path::new("false"),
+            &dir.path().join("c.toml"),
+            &dir.path().join("broker.log"),
+            "http://127.0.0.1:1".into(),
+        );
+        if let Err(e) = b.start() {
+            panic!("{e}");
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        let r = b.wait_healthy(&client, Duration::from_secs(5)).await;
+        let msg = match r {
+            Ok(_) => panic!("should fail"),
+            Err(e) => e.to_string(),
+        };
+        assert!(msg.contains("exit code 1"), "{msg}");
+        assert!(matches!(
+            b.shutdown(Duration::from_millis(10)).await,
+            Shutdown::NotRunning
+        ));
+    }
+}

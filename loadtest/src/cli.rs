@@ -1,0 +1,545 @@
+//! Command-line interface and argument validation.
+//!
+//! `Cli` is what clap parses (its doc comments are the `--help` text); `Settings` is the validated,
+//! typed form the rest of the crate uses. Invariants established here and relied on elsewhere:
+//! every ratio is in `[0, 1]`, durations are finite and positive, the target is either a broker we
+//! start (`Target::Spawn`) or one that is already running at a loopback URL (`Target::External`),
+//! never both, and no URL we will send traffic to points outside the loopback range.
+//! Validation failures are reported as `UsageError` and become exit code 2.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+const LONG_ABOUT: &str = "\
+Load generator, chaos driver and auditor for the Switchboard broker.
+
+It sends Meta-style signed WhatsApp webhooks (new messages, batches, Meta redeliveries and status
+callbacks) at an open-loop target rate, runs simulated agents that follow the broker's SSE event
+stream and race to claim, answer and resolve conversations, serves a fake Graph API that receives
+the broker's replies (optionally throttling them with Meta's 130429 error), can SIGKILL and restart
+the broker mid-run, and finally audits the broker's stored state through its API.
+
+Latency of webhooks is measured from each request's *intended* send time (no coordinated
+omission). --rate 0 switches to closed-loop maximum throughput with --connections workers.
+
+Target: either --broker-bin PATH (the load test generates a config, picks free loopback ports,
+starts the broker, waits for /healthz and kills it at the end) or --url of a running broker
+(loopback only) plus --app-secret, --admin-token and --agent-token values matching its config;
+--print-config writes a matching config for that case.
+
+Exit status: 0 when the audit passes, 1 when it fails (or the run could not complete),
+2 for bad arguments.";
+
+const EXAMPLES: &str = "\
+Examples:
+  # CI smoke: start the broker, crash it halfway, audit
+  switchboard-loadtest --broker-bin target/debug/switchboard --rate 200 --duration 3 \\
+      --agents 4 --customers 50 --numbers 2 --crash-after 1.5 --json /tmp/x.json
+
+  # throughput against a trivial HTTP server, closed loop
+  switchboard-loadtest --broker-bin target/release/switchboard --rate 0 --duration 10 --baseline
+
+  # a broker you started yourself
+  switchboard-loadtest --print-config --graph-port 18090 > lt.toml
+  switchboard --config lt.toml &
+  switchboard-loadtest --url http://127.0.0.1:8080 --graph-port 18090 \\
+      --agent-token lt-token-1 --agent-token lt-token-2";
+
+/// Parsed command line (see `--help`).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "switchboard-loadtest", version, about = "Load generator, chaos driver and auditor for the Switchboard broker", long_about = LONG_ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Base URL of an already running broker, e.g. http://127.0.0.1:8080 (loopback addresses only).
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "broker_bin",
+        help_heading = "Target"
+    )]
+    pub url: Option<String>,
+
+    /// Path of the `switchboard` binary: the load test generates a config, starts it on a free
+    /// loopback port, waits for GET /healthz and kills it at the end.
+    #[arg(long, value_name = "PATH", help_heading = "Target")]
+    pub broker_bin: Option<PathBuf>,
+
+    /// Storage directory for a broker started with --broker-bin (default: a fresh temporary
+    /// directory, deleted at the end unless --keep-data or the audit fails). The generated config
+    /// and the broker's log (broker.log) are written there too; RocksDB goes to DIR/db.
+    #[arg(long, value_name = "DIR", help_heading = "Target")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep the temporary data directory (config, RocksDB files, broker.log) after the run.
+    #[arg(long, help_heading = "Target")]
+    pub keep_data: bool,
+
+    /// HMAC key used to sign webhooks (must equal the broker's whatsapp.app_secret).
+    #[arg(long, default_value = "lt-app-secret", help_heading = "Target")]
+    pub app_secret: String,
+
+    /// Verify token written into a generated config.
+    #[arg(long, default_value = "lt-verify-token", help_heading = "Target")]
+    pub verify_token: String,
+
+    /// Graph API bearer token: written into a generated config and required by the fake Graph API.
+    #[arg(long, default_value = "lt-access-token", help_heading = "Target")]
+    pub access_token: String,
+
+    /// Bearer token of an `admin` agent, used for the end-of-run audit.
+    #[arg(long, default_value = "lt-admin", help_heading = "Target")]
+    pub admin_token: String,
+
+    /// Bearer token of a simulated agent (repeat for several). Only with --url; a started broker
+    /// gets generated tokens lt-token-1..K.
+    #[arg(long = "agent-token", value_name = "TOKEN", help_heading = "Target")]
+    pub agent_tokens: Vec<String>,
+
+    /// Loopback port of the built-in fake Graph API (0 = any free port). With --url, the broker's
+    /// graph_api_base must point at http://127.0.0.1:PORT.
+    #[arg(long, default_value_t = 0, help_heading = "Target")]
+    pub graph_port: u16,
+
+    /// Print the broker config this run would generate (for --url runs) and exit.
+    #[arg(long, help_heading = "Target")]
+    pub print_config: bool,
+
+    /// Target webhook rate in requests per second (open loop); 0 = closed-loop maximum throughput
+    /// with --connections workers.
+    #[arg(long, default_value_t = 100.0, help_heading = "Load")]
+    pub rate: f64,
+
+    /// How long to generate load, in seconds.
+    #[arg(long, default_value_t = 10.0, help_heading = "Load")]
+    pub duration: f64,
+
+    /// Most webhook requests in flight at once. When all are busy, requests wait; their latency
+    /// still counts from their intended send time.
+    #[arg(long, default_value_t = 64, help_heading = "Load")]
+    pub connections: usize,
+
+    /// Number of simulated customers (each writes to one business number).
+    #[arg(long, default_value_t = 1000, help_heading = "Load")]
+    pub customers: usize,
+
+    /// Number of business phone numbers the customers are spread across.
+    #[arg(long, default_value_t = 2, help_heading = "Load")]
+    pub numbers: usize,
+
+    /// Share of webhooks that are Meta redeliveries: an already acknowledged body re-sent byte for
+    /// byte.
+    #[arg(long, default_value_t = 0.05, help_heading = "Load")]
+    pub duplicate_ratio: f64,
+
+    /// Share of webhooks that carry several messages (possibly for several customers and numbers,
+    /// across several entries/changes).
+    #[arg(long, default_value_t = 0.1, help_heading = "Load")]
+    pub batch_ratio: f64,
+
+    /// Most messages in one batched webhook.
+    #[arg(long, default_value_t = 5, help_heading = "Load")]
+    pub max_batch: usize,
+
+    /// How many times a webhook that was not acknowledged (connection error, 503, timeout) is
+    /// delivered again with back-off, as Meta does.
+    #[arg(long, default_value_t = 6, help_heading = "Load")]
+    pub redeliveries: u32,
+
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 10.0, help_heading = "Load")]
+    pub request_timeout: f64,
+
+    /// Seed for the payload generator (default: random).
+    #[arg(long, help_heading = "Load")]
+    pub seed: Option<u64>,
+
+    /// Number of simulated agents (default: the number of --agent-token values, or 8 when the
+    /// broker is started by the load test).
+    #[arg(long, help_heading = "Agents")]
+    pub agents: Option<usize>,
+
+    /// How many agents race to claim each queued conversation.
+    #[arg(long, default_value_t = 3, help_heading = "Agents")]
+    pub claim_race: usize,
+
+    /// How long the winning agent waits after its reply before resolving, in milliseconds.
+    #[arg(long, default_value_t = 200, help_heading = "Agents")]
+    pub resolve_after_ms: u64,
+
+    /// Share of replies the agent sends a second time with the same idempotency key, checking the
+    /// broker answers with the same message and sends nothing.
+    #[arg(long, default_value_t = 0.1, help_heading = "Agents")]
+    pub replay_ratio: f64,
+
+    /// max_concurrent of each generated agent.
+    #[arg(long, default_value_t = 50, help_heading = "Agents")]
+    pub max_concurrent: u32,
+
+    /// Share of fake Graph API sends answered with HTTP 400 and Meta's 130429 rate-limit error.
+    #[arg(long, default_value_t = 0.0, help_heading = "Fake Graph API")]
+    pub throttle_ratio: f64,
+
+    /// `mps` of each generated business number.
+    #[arg(long, default_value_t = 1000, help_heading = "Fake Graph API")]
+    pub mps: u32,
+
+    /// SIGKILL the started broker this many seconds into the load, restart it on the same data
+    /// directory and config, and carry on (requires --broker-bin; must be below --duration).
+    #[arg(long, value_name = "SECONDS", help_heading = "Chaos")]
+    pub crash_after: Option<f64>,
+
+    /// Also drive a trivial HTTP server (reads the body, answers 200) with the same generator,
+    /// mode and duration, and print broker throughput / baseline throughput.
+    #[arg(long, help_heading = "Output")]
+    pub baseline: bool,
+
+    /// Write the results (rates, latency percentiles, errors by kind, audit) as JSON to FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub json: Option<PathBuf>,
+
+    /// Seconds to wait after the load for redeliveries, agents and outbound sends to settle.
+    #[arg(long, default_value_t = 30.0, help_heading = "Output")]
+    pub drain_timeout: f64,
+
+    /// Seconds to wait for a started broker's /healthz to answer 200.
+    #[arg(long, default_value_t = 30.0, help_heading = "Output")]
+    pub startup_timeout: f64,
+}
+
+/// Where the broker under test comes from.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Start `bin` ourselves; `data_dir` `None` means a fresh temporary directory.
+    Spawn {
+        bin: PathBuf,
+        data_dir: Option<PathBuf>,
+        keep_data: bool,
+    },
+    /// A broker already listening at `url` (no trailing slash).
+    External { url: String },
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub target: Target,
+    pub app_secret: String,
+    pub verify_token: String,
+    pub access_token: String,
+    pub admin_token: String,
+    /// One token per simulated agent (length == number of agents).
+    pub agent_tokens: Vec<String>,
+    /// Agent ids when we know them (generated config); empty for an external broker.
+    pub agent_ids: Vec<String>,
+    pub graph_port: u16,
+    /// `None` = closed loop.
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub connections: usize,
+    pub customers: usize,
+    pub numbers: usize,
+    pub duplicate_ratio: f64,
+    pub batch_ratio: f64,
+    pub max_batch: usize,
+    pub redeliveries: u32,
+    pub request_timeout: Duration,
+    pub seed: Option<u64>,
+    pub claim_race: usize,
+    pub resolve_after: Duration,
+    pub replay_ratio: f64,
+    pub max_concurrent: u32,
+    pub throttle_ratio: f64,
+    pub mps: u32,
+    pub crash_after: Option<Duration>,
+    pub baseline: bool,
+    pub json: Option<PathBuf>,
+    pub drain_timeout: Duration,
+    pub startup_timeout: Duration,
+}
+
+/// A problem with the command line (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn bad(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+fn ratio(name: &str, v: f64) -> Result<f64, UsageError> {
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad(format!("--{name} must be between 0 and 1, got {v}")))
+    }
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, UsageError> {
+    if v.is_finite() && v > 0.0 && v < 1.0e7 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(bad(format!(
+            "--{name} must be a positive number of seconds, got {v}"
+        )))
+    }
+}
+
+/// Accepts only `http://` URLs whose host is in 127.0.0.0/8, `localhost` or `[::1]`, and returns
+/// it without a trailing slash.
+pub fn loopback_url(raw: &str) -> Result<String, UsageError> {
+    let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("--url {raw:?}: {e}")))?;
+    if url.scheme() != "http" {
+        return Err(bad(format!("--url {raw:?}: only http:// is supported")));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    };
+    if !loopback {
+        return Err(bad(format!(
+            "--url {raw:?}: the load test only sends traffic to loopback addresses (127.0.0.0/8, localhost, [::1])"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(format!(
+            "--url {raw:?}: give the base URL without query or fragment"
+        )));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+impl Cli {
+    /// Checks the arguments and turns them into `Settings`.
+    pub fn validate(self) -> Result<Settings, UsageError> {
+        let target = match (&self.url, &self.broker_bin) {
+            (Some(_), Some(_)) => return Err(bad("give either --url or --broker-bin, not both")),
+            (Some(url), None) => {
+                if self.data_dir.is_some() || self.keep_data {
+                    return Err(bad(
+                        "--data-dir and --keep-data only apply with --broker-bin",
+                    ));
+                }
+                Target::External {
+                    url: loopback_url(url)?,
+                }
+            }
+            (None, Some(bin)) => Target::Spawn {
+                bin: bin.clone(),
+                data_dir: self.data_dir.clone(),
+                keep_data: self.keep_data,
+            },
+            (None, None) if self.print_config => Target::External {
+                url: "http://127.0.0.1:8080".to_string(),
+            },
+            (None, None) => {
+                return Err(bad(
+                    "give --broker-bin PATH (start a broker) or --url URL (drive a running one)",
+                ))
+            }
+        };
+
+        let rate = if !self.rate.is_finite() || self.rate < 0.0 {
+            return Err(bad(format!(
+                "--rate must be >= 0 (0 = closed loop), got {}",
+                self.rate
+            )));
+        } else if self.rate == 0.0 {
+            None
+        } else {
+            Some(self.rate)
+        };
+        let duration = seconds("duration", self.duration)?;
+        if self.connections == 0 || self.connections > 100_000 {
+            return Err(bad("--connections must be between 1 and 100000"));
+        }
+        if self.customers == 0 || self.customers > 10_000_000 {
+            return Err(bad("--customers must be between 1 and 10000000"));
+        }
+        if self.numbers == 0 || self.numbers > 1000 {
+            return Err(bad("--numbers must be between 1 and 1000"));
+        }
+        if self.max_batch < 2 || self.max_batch > 1000 {
+            return Err(bad("--max-batch must be between 2 and 1000"));
+        }
+        if let Some(r) = rate {
+            if r * duration.as_secs_f64() > 1.0e9 {
+                return Err(bad("--rate x --duration is too large"));
+            }
+        }
+
+        let spawn = matches!(target, Target::Spawn { .. }) || self.print_config;
+        let (agent_tokens, agent_ids) = if spawn {
+            if !self.agent_tokens.is_empty() && !self.print_config {
+                return Err(bad(
+                    "--agent-token is for --url; a started broker gets generated agents",
+                ));
+            }
+            let k = self.agents.unwrap_or(8);
+            if k > 10_000 {
+                return Err(bad("--agents must be at most 10000"));
+            }
+            (
+                (1..=k).map(|i| format!("lt-token-{i}")).collect(),
+                (1..=k).map(|i| format!("agent{i}")).collect(),
+            )
+        } else {
+            let k = self.agents.unwrap_or(self.agent_tokens.len());
+            if k > self.agent_tokens.len() {
+                return Err(bad(format!(
+                    "--agents {k} needs as many --agent-token values (got {})",
+                    self.agent_tokens.len()
+                )));
+            }
+            (self.agent_tokens[..k].to_vec(), Vec::new())
+        };
+        if self.claim_race == 0 {
+            return Err(bad("--claim-race must be at least 1"));
+        }
+
+        let crash_after = match self.crash_after {
+            None => None,
+            Some(s) => {
+                if !matches!(target, Target::Spawn { .. }) {
+                    return Err(bad(
+                        "--crash-after needs --broker-bin (only a broker we started can be killed)",
+                    ));
+                }
+                let d = seconds("crash-after", s)?;
+                if d >= duration {
+                    return Err(bad("--crash-after must be below --duration"));
+                }
+                Some(d)
+            }
+        };
+        if self.mps == 0 {
+            return Err(bad("--mps must be at least 1"));
+        }
+        for (name, v) in [
+            ("app-secret", &self.app_secret),
+            ("admin-token", &self.admin_token),
+        ] {
+            if v.is_empty() {
+                return Err(bad(format!("--{name} must not be empty")));
+            }
+        }
+
+        Ok(Settings {
+            target,
+            app_secret: self.app_secret,
+            verify_token: self.verify_token,
+            access_token: self.access_token,
+            admin_token: self.admin_token,
+            agent_tokens,
+            agent_ids,
+            graph_port: self.graph_port,
+            rate,
+            duration,
+            connections: self.connections,
+            customers: self.customers,
+            numbers: self.numbers,
+            duplicate_ratio: ratio("duplicate-ratio", self.duplicate_ratio)?,
+            batch_ratio: ratio("batch-ratio", self.batch_ratio)?,
+            max_batch: self.max_batch,
+            redeliveries: self.redeliveries,
+            request_timeout: seconds("request-timeout", self.request_timeout)?,
+            seed: self.seed,
+            claim_race: self.claim_race,
+            resolve_after: Duration::from_millis(self.resolve_after_ms),
+            replay_ratio: ratio("replay-ratio", self.replay_ratio)?,
+            max_concurrent: self.max_concurrent,
+            throttle_ratio: ratio("throttle-ratio", self.throttle_ratio)?,
+            mps: self.mps,
+            crash_after,
+            baseline: self.baseline,
+            json: self.json,
+            drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
+            startup_timeout: seconds("startup-timeout", self.startup_timeout)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, UsageError> {
+        let mut v = vec!["switchboard-loadtest"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)
+            .map_err(|e| UsageError(e.to_string()))?
+            .validate()
+    }
+
+    #[test]
+    fn loopback_only() {
+        assert!(loopback_url("http://127.0.0.1:8080/").is_ok());
+        assert!(loopback_url("http://127.3.2.1:1").is_ok());
+        assert!(loopback_url("http://localhost:1").is_ok());
+        assert!(loopback_url("http://[::1]:1").is_ok());
+        assert!(loopback_url("http://10.0.0.1:8080").is_err());
+        assert!(loopback_url("http://example.com").is_err());
+        assert!(loopback_url("https://127.0.0.1").is_err());
+        assert_eq!(
+            loopback_url("http://127.0.0.1:8080/").ok().as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+    }
+
+    #[test]
+    fn smoke_command_validates() {
+        let s = parse(&[
+            "--broker-bin",
+            "target/debug/switchboard",
+            "--rate",
+            "200",
+            "--duration",
+            "3",
+            "--agents",
+            "4",
+            "--customers",
+            "50",
+            "--numbers",
+            "2",
+            "--crash-after",
+            "1.5",
+            "--json",
+            "/tmp/x.json",
+        ]);
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(s.agent_tokens.len(), 4);
+        assert_eq!(s.rate, Some(200.0));
+        assert_eq!(s.crash_after, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn rejects_bad_combinations() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--url", "http://127.0.0.1:1", "--crash-after", "1"]).is_err());
+        assert!(parse(&["--broker-bin", "x", "--duplicate-ratio", "1.5"]).is_err());
+        assert!(parse(&["--broker-bin", "x", "--duration", "2", "--crash-after", "3"]).is_err());
+        assert!(parse(&["--broker-bin", "x", "--rate", "-1"]).is_err());
+        assert!(parse(&["--url", "http://127.0.0.1:1", "--agents", "2"]).is_err());
+        assert!(parse(&["--url", "http://192.168.1.1:1"]).is_err());
+    }
+
+    #[test]
+    fn rate_zero_is_closed_loop() {
+        let s = parse(&["--broker-bin", "x", "--rate", "0"]);
+        assert!(matches!(s, Ok(Settings { rate: None, .. })));
+    }
+}

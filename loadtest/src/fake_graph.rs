@@ -1,0 +1,334 @@
+//! Built-in fake WhatsApp Graph API (loopback only).
+//!
+//! Serves `POST /{phone_number_id}/messages` (and `/{version}/{phone_number_id}/messages`) with
+//! `Authorization: Bearer <access_token>`. A `--throttle-ratio` share of well-formed sends is
+//! answered HTTP 400 with Meta's 130429 error envelope; every other one is accepted with Meta's
+//! success shape and a fresh `wamid.OUT{run_id}{n}`.
+//!
+//! Invariants: every accepted send is recorded (phone number, recipient, body text,
+//! `biz_opaque_callback_data`, wamid, arrival instant) *before* the answer is written, and is
+//! announced exactly once on the status channel so status callbacks (sent/delivered/read) can be
+//! generated for it. Rejected and throttled attempts are counted but never recorded as sends.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::stats::{lock, Counters};
+
+/// A send the fake Graph API accepted.
+#[derive(Debug, Clone)]
+pub struct SendRecord {
+    pub phone_number_id: String,
+    pub to: String,
+    pub text: Option<String>,
+    pub biz_opaque: Option<String>,
+    pub wamid: String,
+    pub at: Instant,
+}
+
+/// Announced for every accepted send (drives status callbacks).
+#[derive(Debug, Clone)]
+pub struct SentNotice {
+    pub phone_number_id: String,
+    pub wamid: String,
+    pub recipient: String,
+}
+
+/// Shared state of the fake Graph API.
+pub struct GraphState {
+    access_token: String,
+    throttle_ratio: f64,
+    run_id: String,
+    next: AtomicU64,
+    sends: Mutex<Vec<SendRecord>>,
+    /// `requests`, `accepted`, `throttled`, `unauthorized`, `bad_request`.
+    pub counters: Counters,
+    notices: mpsc::UnboundedSender<SentNotice>,
+}
+
+impl GraphState {
+    pub fn sends(&self) -> Vec<SendRecord> {
+        lock(&self.sends).clone()
+    }
+
+    /// Accepted sends carrying this `biz_opaque_callback_data`.
+    pub fn count_for(&self, biz_opaque: &str) -> usize {
+        lock(&self.sends)
+            .iter()
+            .filter(|s| s.biz_opaque.as_deref() == Some(biz_opaque))
+            .count()
+    }
+}
+
+/// A running fake Graph API server.
+pub struct FakeGraph {
+    pub addr: SocketAddr,
+    pub state: Arc<GraphState>,
+    task: JoinHandle<()>,
+}
+
+impl FakeGraph {
+    /// Base URL to put in `graph_api_base`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the server on `127.0.0.1:port` (0 = any free port).
+    pub async fn start(
+        port: u16,
+        access_token: String,
+        throttle_ratio: f64,
+        run_id: String,
+        notices: mpsc::UnboundedSender<SentNotice>,
+    ) -> anyhow::Result<FakeGraph> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| anyhow::anyhow!("fake Graph API: cannot bind 127.0.0.1:{port}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(GraphState {
+            access_token,
+            throttle_ratio,
+            run_id,
+            next: AtomicU64::new(1),
+            sends: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+            notices,
+        });
+        let app = Router::new()
+            .route("/{pnid}/messages", post(send_v))
+            .route("/{version}/{pnid}/messages", post(send_versioned))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("fake Graph API stopped: {e}");
+            }
+        });
+        Ok(FakeGraph { addr, state, task })
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for FakeGraph {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn graph_error(status: StatusCode, code: u64, message: &str, details: &str) -> Response {
+    let trace: String = (0..22)
+        .map(|_| {
+            let c = rand::thread_rng().gen_range(0..62u8);
+            char::from(match c {
+                0..=9 => b'0' + c,
+                10..=35 => b'a' + c - 10,
+                _ => b'A' + c - 36,
+            })
+        })
+        .collect();
+    let body = json!({"error": {
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": details},
+        "fbtrace_id": trace
+    }});
+    (status, Json(body)).into_response()
+}
+
+async fn send_versioned(
+    State(st): State<Arc<GraphState>>,
+    Path((_version, pnid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, pnid, headers, body)
+}
+
+async fn send_v(
+    State(st): State<Arc<GraphState>>,
+    Path(pnid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, pnid, headers, body)
+}
+
+fn handle(st: Arc<GraphState>, pnid: String, headers: HeaderMap, body: Bytes) -> Response {
+    let at = Instant::now();
+    st.counters.inc("requests");
+    let expected = format!("Bearer {}", st.access_token);
+    let authorized = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected);
+    if !authorized {
+        st.counters.inc("unauthorized");
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Invalid OAuth access token - Cannot parse access token",
+            "Invalid OAuth access token.",
+        );
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            st.counters.inc("bad_request");
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                100,
+                "(#100) Invalid parameter",
+                "Request body is not JSON.",
+            );
+        }
+    };
+    let to = v
+        .get("to")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if v.get("messaging_product").and_then(Value::as_str) != Some("whatsapp") || to.is_empty() {
+        st.counters.inc("bad_request");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) Invalid parameter",
+            "messaging_product must be whatsapp and to is required.",
+        );
+    }
+    if st.throttle_ratio > 0.0 && rand::thread_rng().gen_bool(st.throttle_ratio) {
+        st.counters.inc("throttled");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            130429,
+            "(#130429) Rate limit hit",
+            "Cloud API message throughput has been reached.",
+        );
+    }
+    let n = st.next.fetch_add(1, Ordering::Relaxed);
+    let wamid = format!("wamid.OUT{}{n}", st.run_id);
+    let rec = SendRecord {
+        phone_number_id: pnid.clone(),
+        to: to.clone(),
+        text: v
+            .pointer("/text/body")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        biz_opaque: v
+            .get("biz_opaque_callback_data")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        wamid: wamid.clone(),
+        at,
+    };
+    lock(&st.sends).push(rec);
+    st.counters.inc("accepted");
+    let _ = st.notices.send(SentNotice {
+        phone_number_id: pnid,
+        wamid: wamid.clone(),
+        recipient: to.clone(),
+    });
+    (
+        StatusCode::OK,
+        Json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": wamid}]
+        })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(throttle: f64) -> (FakeGraph, mpsc::UnboundedReceiver<SentNotice>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        match FakeGraph::start(0, "tok".into(), throttle, "R1".into(), tx).await {
+            Ok(g) => (g, rx),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn accepts_and_records() {
+        let (g, mut rx) = start(0.0).await;
+        let body = json!({"messaging_product":"whatsapp","to":"4915000001","type":"text",
+            "text":{"body":"hi"},"biz_opaque_callback_data":"msg-1"});
+        let r = client()
+            .post(format!("{}/v25.0/106540352242921/messages", g.base_url()))
+            .bearer_auth("tok")
+            .json(&body)
+            .send()
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(v["contacts"][0]["wa_id"], "4915000001");
+        let wamid = v["messages"][0]["id"].as_str().unwrap_or("").to_string();
+        assert!(wamid.starts_with("wamid.OUTR1"));
+        assert_eq!(g.state.count_for("msg-1"), 1);
+        let n = rx.recv().await;
+        assert_eq!(n.map(|n| n.wamid), Some(wamid));
+        let sends = g.state.sends();
+        assert_eq!(sends[0].text.as_deref(), Some("hi"));
+        assert_eq!(sends[0].phone_number_id, "106540352242921");
+    }
+
+    #[tokio::test]
+    async fn throttles_and_checks_token() {
+        let (g, _rx) = start(1.0).await;
+        let body =
+            json!({"messaging_product":"whatsapp","to":"1","type":"text","text":{"body":"x"}});
+        let url = format!("{}/1/messages", g.base_url());
+        let r = client()
+            .post(&url)
+            .bearer_auth("tok")
+            .json(&body)
+            .send()
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"], 130429);
+        let r = client()
+            .post(&url)
+            .bearer_auth("nope")
+            .json(&body)
+            .send()
+            .await;
+        assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 401);
+        assert_eq!(g.state.sends().len(), 0);
+    }
+}

@@ -1,0 +1,211 @@
+//! Results: the JSON document written with `--json` and the human summary printed at the end.
+//!
+//! The JSON is the stable, machine-readable record of a run (CI reads `audit.passed`); the
+//! summary is the same data for people. Both are produced from one `Report` value so they cannot
+//! disagree. Latencies are milliseconds; rates are requests per second.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::audit::Audit;
+use crate::load::LoadSummary;
+use crate::stats::LatencySummary;
+
+/// Latency percentiles of the run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latencies {
+    /// Scheduled webhooks answered 200, from intended send time.
+    pub webhook_ack: LatencySummary,
+    /// Claim requests, request to answer (200 and 409 alike).
+    pub claim: LatencySummary,
+    /// From a reply's 202 to the fake Graph API receiving the accepted send (0 when the send
+    /// arrived before the 202 did).
+    pub reply_to_graph: LatencySummary,
+    /// From sending the reply request (the attempt that got 202) to the fake Graph API
+    /// receiving the accepted send.
+    pub reply_request_to_graph: LatencySummary,
+    /// Status-callback webhooks answered 200, from when they were due.
+    pub status_webhook_ack: LatencySummary,
+}
+
+/// The crash/restart of `--crash-after`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Crash {
+    pub requested_at_s: f64,
+    pub killed_at_s: Option<f64>,
+    /// From SIGKILL to /healthz answering 200 again.
+    pub downtime_ms: Option<f64>,
+    pub restarted: bool,
+    pub error: Option<String>,
+}
+
+/// The `--baseline` comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineResult {
+    pub load: LoadSummary,
+    pub latency_ms: LatencySummary,
+    /// broker achieved rate / baseline achieved rate.
+    pub ratio: f64,
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub target: String,
+    pub settings: BTreeMap<String, serde_json::Value>,
+    pub mode: &'static str,
+    pub offered_rate: Option<f64>,
+    pub achieved_rate: f64,
+    pub load: LoadSummary,
+    pub webhooks: BTreeMap<String, u64>,
+    pub latency_ms: Latencies,
+    pub agents: BTreeMap<String, u64>,
+    pub fake_graph: BTreeMap<String, u64>,
+    /// Failures by `<what>.<kind>`.
+    pub errors: BTreeMap<String, u64>,
+    pub crash: Option<Crash>,
+    pub baseline: Option<BaselineResult>,
+    /// Replies still neither sent nor failed when the drain deadline passed.
+    pub replies_pending_at_deadline: usize,
+    pub broker_shutdown: Option<String>,
+    pub broker_log: Option<String>,
+    pub audit: Audit,
+}
+
+fn lat_row(out: &mut String, name: &str, l: &LatencySummary) {
+    if l.count == 0 {
+        let _ = writeln!(out, "  {name:<16} {:>9}", "-");
+    } else {
+        let _ = writeln!(
+            out,
+            "  {name:<16} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}",
+            l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
+        );
+    }
+}
+
+fn kv(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".to_string();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Report {
+    /// The human summary.
+    pub fn summary(&self) -> String {
+        let mut o = String::new();
+        let w = &self.webhooks;
+        let g = |k: &str| w.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "switchboard-loadtest run {} against {}",
+            self.run_id, self.target
+        );
+        let offered = self
+            .offered_rate
+            .map(|r| format!("{r:.1}/s"))
+            .unwrap_or_else(|| "closed loop".into());
+        let _ = writeln!(
+            o,
+            "webhooks   {} offered {offered}, achieved {:.1}/s over {:.2}s: sent {} acked {} not-sent {}",
+            self.mode, self.achieved_rate, self.load.elapsed_s, self.load.sent, self.load.acked,
+            self.load.not_sent
+        );
+        let _ = writeln!(
+            o,
+            "           messages acked {}, duplicates {} sent / {} acked, redeliveries {} sent / {} acked / {} given up",
+            g("messages_acked"),
+            g("duplicates_sent"),
+            g("duplicates_acked"),
+            g("redeliveries_sent"),
+            g("redeliveries_acked"),
+            g("redeliveries_given_up")
+        );
+        let _ = writeln!(
+            o,
+            "           status callbacks: {} webhooks sent / {} acked, {} statuses acked",
+            g("status_webhooks_sent"),
+            g("status_webhooks_acked"),
+            g("statuses_acked")
+        );
+        let _ = writeln!(
+            o,
+            "latency ms             p50       p99     p99.9       max     count"
+        );
+        lat_row(&mut o, "webhook ack", &self.latency_ms.webhook_ack);
+        lat_row(&mut o, "claim", &self.latency_ms.claim);
+        lat_row(&mut o, "reply 202->graph", &self.latency_ms.reply_to_graph);
+        lat_row(
+            &mut o,
+            "reply req->graph",
+            &self.latency_ms.reply_request_to_graph,
+        );
+        lat_row(&mut o, "status ack", &self.latency_ms.status_webhook_ack);
+        let _ = writeln!(o, "agents     {}", kv(&self.agents));
+        let _ = writeln!(o, "fake graph {}", kv(&self.fake_graph));
+        if let Some(c) = &self.crash {
+            match (&c.error, c.killed_at_s, c.downtime_ms) {
+                (None, Some(k), Some(d)) => {
+                    let _ = writeln!(
+                        o,
+                        "crash      SIGKILL at {k:.2}s, healthy again after {d:.0} ms"
+                    );
+                }
+                _ => {
+                    let _ = writeln!(o, "crash      {c:?}");
+                }
+            }
+        }
+        if let Some(b) = &self.baseline {
+            let _ = writeln!(
+                o,
+                "baseline   achieved {:.1}/s (p99 {:.2} ms): broker/baseline throughput = {:.3}",
+                b.load.achieved_rate, b.latency_ms.p99_ms, b.ratio
+            );
+        }
+        let _ = writeln!(o, "errors     {}", kv(&self.errors));
+        if self.replies_pending_at_deadline > 0 {
+            let _ = writeln!(
+                o,
+                "drain      {} replies still pending at the deadline",
+                self.replies_pending_at_deadline
+            );
+        }
+        if let Some(s) = &self.broker_shutdown {
+            let _ = writeln!(o, "shutdown   {s}");
+        }
+        if let Some(l) = &self.broker_log {
+            let _ = writeln!(o, "broker log {l}");
+        }
+        let _ = writeln!(
+            o,
+            "audit      {}",
+            if self.audit.passed { "PASS" } else { "FAIL" }
+        );
+        for e in &self.audit.errors {
+            let _ = writeln!(o, "  error: {e}");
+        }
+        for (name, c) in &self.audit.checks {
+            let _ = writeln!(
+                o,
+                "  [{}] {name:<30} {}",
+                if c.passed { " ok " } else { "FAIL" },
+                kv(&c.counts)
+            );
+            for ex in &c.examples {
+                let _ = writeln!(o, "         {ex}");
+            }
+        }
+        if !self.audit.notes.is_empty() {
+            let _ = writeln!(o, "  notes: {}", kv(&self.audit.notes));
+        }
+        o
+    }
+}

@@ -1,0 +1,494 @@
+//! Orchestration of one run: set up, drive, drain, audit, tear down, report.
+//!
+//! Order (each waiting step is bounded):
+//! 1. start the fake Graph API; start the broker (`--broker-bin`: generated config, free loopback
+//!    port, wait for /healthz) or check the given `--url` answers /healthz;
+//! 2. `--baseline`: drive a trivial server with the same generator, mode and duration;
+//! 3. start the agents (presence + event stream) and the status-callback poster;
+//! 4. drive the broker for `--duration` (with `--crash-after`: SIGKILL, restart, wait healthy);
+//! 5. drain, within `--drain-timeout` in total: redeliveries, agents' in-flight work (then stop
+//!    them), outbound sends reaching the fake Graph API, status callbacks;
+//! 6. audit through the admin API; stop the broker (SIGTERM, then SIGKILL after 10 s);
+//! 7. print the summary, write `--json`.
+//!
+//! The temporary data directory is deleted unless `--keep-data` or the run failed, in which case
+//! its path is printed so the broker log and RocksDB files can be inspected.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use tokio::sync::{mpsc, Mutex as AsyncMutex};
+use tokio::time::{sleep, sleep_until, Instant};
+
+use crate::agents::{Agents, AgentsConfig, AgentsShared};
+use crate::api::ApiClient;
+use crate::audit::{self, Audit, Observed, ReplyLatency};
+use crate::baseline::Baseline;
+use crate::broker_config::{render, BrokerConfigSpec};
+use crate::broker_process::{free_loopback_port, BrokerProcess, Shutdown};
+use crate::cli::{Settings, Target};
+use crate::fake_graph::FakeGraph;
+use crate::load::{closed_loop, open_loop, LoadCtx, LoadSummary};
+use crate::outcome;
+use crate::report::{BaselineResult, Crash, Latencies, Report};
+use crate::stats::lock;
+use crate::status_callbacks::StatusPoster;
+use crate::webhook::{Generator, Population};
+
+/// The config `--print-config` shows (for running a broker by hand against `--url`).
+pub fn print_config(s: &Settings) -> anyhow::Result<String> {
+    let listen = match &s.target {
+        Target::External { url } => url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string(),
+        Target::Spawn { .. } => "127.0.0.1:8080".to_string(),
+    };
+    let graph_port = if s.graph_port == 0 {
+        18090
+    } else {
+        s.graph_port
+    };
+    let text = render(&BrokerConfigSpec {
+        listen,
+        storage_path: "./lt-data".into(),
+        app_secret: &s.app_secret,
+        verify_token: &s.verify_token,
+        access_token: &s.access_token,
+        graph_api_base: format!("http://127.0.0.1:{graph_port}"),
+        numbers: s.numbers,
+        mps: s.mps,
+        agent_ids: &s.agent_ids,
+        agent_tokens: &s.agent_tokens,
+        admin_token: &s.admin_token,
+        max_concurrent: s.max_concurrent,
+    })?;
+    Ok(format!(
+        "# Run the load test with --graph-port {graph_port} --numbers {} and one --agent-token per agent below.\n{text}",
+        s.numbers
+    ))
+}
+
+async fn drive(ctx: &Arc<LoadCtx>, s: &Settings, seed: u64) -> LoadSummary {
+    match s.rate {
+        Some(rate) => {
+            open_loop(
+                ctx.clone(),
+                rate,
+                s.duration,
+                s.connections,
+                seed,
+                s.drain_timeout,
+            )
+            .await
+        }
+        None => closed_loop(ctx.clone(), s.duration, s.connections, seed).await,
+    }
+}
+
+async fn wait_external_healthy(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match client.get(format!("{url}/healthz")).send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(()),
+            Ok(r) if Instant::now() >= deadline => {
+                bail!("GET {url}/healthz answered {}", r.status())
+            }
+            Err(e) if Instant::now() >= deadline => bail!("GET {url}/healthz failed: {e}"),
+            _ => sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn crash_and_restart(
+    broker: Arc<AsyncMutex<BrokerProcess>>,
+    client: reqwest::Client,
+    load_start: Instant,
+    after: Duration,
+    startup_timeout: Duration,
+) -> Crash {
+    let mut c = Crash {
+        requested_at_s: after.as_secs_f64(),
+        ..Default::default()
+    };
+    sleep_until(load_start + after).await;
+    let mut b = broker.lock().await;
+    if let Err(e) = b.kill() {
+        c.error = Some(format!("SIGKILL failed: {e:#}"));
+        return c;
+    }
+    let killed = Instant::now();
+    c.killed_at_s = Some((killed - load_start).as_secs_f64());
+    if let Err(e) = b.start() {
+        c.error = Some(format!("restart failed: {e:#}"));
+        return c;
+    }
+    match b.wait_healthy(&client, startup_timeout).await {
+        Ok(_) => {
+            c.restarted = true;
+            c.downtime_ms = Some(killed.elapsed().as_secs_f64() * 1000.0);
+        }
+        Err(e) => c.error = Some(format!("restarted broker not healthy: {e:#}")),
+    }
+    c
+}
+
+/// Runs everything; returns the report (its `audit.passed` decides the exit code).
+pub async fn run(s: Settings) -> anyhow::Result<Report> {
+    let seed = s.seed.unwrap_or_else(rand::random);
+    let run_id = format!("{:08X}", rand::random::<u32>());
+    let pop = Arc::new(Population::new(s.numbers, s.customers));
+
+    let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+    let graph = FakeGraph::start(
+        s.graph_port,
+        s.access_token.clone(),
+        s.throttle_ratio,
+        run_id.clone(),
+        notice_tx,
+    )
+    .await?;
+
+    let health_client = outcome::client(2, Some(Duration::from_secs(2)))?;
+    let mut broker: Option<Arc<AsyncMutex<BrokerProcess>>> = None;
+    let mut tmp: Option<tempfile::TempDir> = None;
+    let mut data_dir: Option<PathBuf> = None;
+    let mut keep = false;
+    let base_url = match &s.target {
+        Target::Spawn {
+            bin,
+            data_dir: dd,
+            keep_data,
+        } => {
+            keep = *keep_data;
+            let dir = match dd {
+                Some(d) => {
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("creating {}", d.display()))?;
+                    keep = true;
+                    d.clone()
+                }
+                None => {
+                    let t = tempfile::Builder::new()
+                        .prefix("switchboard-loadtest-")
+                        .tempdir()?;
+                    let p = t.path().to_path_buf();
+                    tmp = Some(t);
+                    p
+                }
+            };
+            data_dir = Some(dir.clone());
+            let port = free_loopback_port()?;
+            let listen = format!("127.0.0.1:{port}");
+            let cfg = render(&BrokerConfigSpec {
+                listen: listen.clone(),
+                storage_path: dir.join("db").display().to_string(),
+                app_secret: &s.app_secret,
+                verify_token: &s.verify_token,
+                access_token: &s.access_token,
+                graph_api_base: graph.base_url(),
+                numbers: s.numbers,
+                mps: s.mps,
+                agent_ids: &s.agent_ids,
+                agent_tokens: &s.agent_tokens,
+                admin_token: &s.admin_token,
+                max_concurrent: s.max_concurrent,
+            })?;
+            let cfg_path = dir.join("switchboard-loadtest.toml");
+            std::fs::write(&cfg_path, cfg)
+                .with_context(|| format!("writing {}", cfg_path.display()))?;
+            let base = format!("http://{listen}");
+            let mut b = BrokerProcess::new(bin, &cfg_path, &dir.join("broker.log"), base.clone());
+            b.start()?;
+            if let Err(e) = b.wait_healthy(&health_client, s.startup_timeout).await {
+                if let Some(t) = tmp.take() {
+                    let kept = t.keep();
+                    eprintln!("kept data directory {}", kept.display());
+                }
+                return Err(e);
+            }
+            broker = Some(Arc::new(AsyncMutex::new(b)));
+            base
+        }
+        Target::External { url } => {
+            wait_external_healthy(&health_client, url, s.startup_timeout).await?;
+            url.clone()
+        }
+    };
+    let result = drive_and_audit(
+        &s,
+        &run_id,
+        seed,
+        pop,
+        &graph,
+        notice_rx,
+        &base_url,
+        broker.clone(),
+    )
+    .await;
+
+    // Tear down whatever happened.
+    let shutdown = match &broker {
+        Some(b) => Some(
+            match b.lock().await.shutdown(Duration::from_secs(10)).await {
+                Shutdown::Graceful(st) => format!("SIGTERM: exited ({st})"),
+                Shutdown::Killed => "SIGTERM: still running after 10 s, SIGKILLed".to_string(),
+                Shutdown::NotRunning => "was not running at the end".to_string(),
+            },
+        ),
+        None => None,
+    };
+    graph.stop();
+    let mut report = result?;
+    report.broker_shutdown = shutdown;
+    if let Some(dir) = &data_dir {
+        let log = dir.join("broker.log");
+        if !report.audit.passed {
+            keep = true;
+        }
+        if keep {
+            if let Some(t) = tmp.take() {
+                let _ = t.keep();
+            }
+            report.broker_log = Some(log.display().to_string());
+        }
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive_and_audit(
+    s: &Settings,
+    run_id: &str,
+    seed: u64,
+    pop: Arc<Population>,
+    graph: &FakeGraph,
+    notice_rx: mpsc::UnboundedReceiver<crate::fake_graph::SentNotice>,
+    base_url: &str,
+    broker: Option<Arc<AsyncMutex<BrokerProcess>>>,
+) -> anyhow::Result<Report> {
+    let k = s.agent_tokens.len();
+    let webhook_client = outcome::client(s.connections, Some(s.request_timeout))?;
+    let api = ApiClient {
+        client: outcome::client(k * 4 + 32, None)?,
+        base_url: base_url.to_string(),
+        timeout: s.request_timeout,
+    };
+
+    // 2. baseline
+    let baseline = if s.baseline {
+        let bl = Baseline::start().await?;
+        let gen = Arc::new(Generator::new(
+            pop.clone(),
+            format!("{:08X}", rand::random::<u32>()),
+            &s.app_secret,
+            s.batch_ratio,
+            s.max_batch,
+        ));
+        let ctx = LoadCtx::new(
+            gen,
+            webhook_client.clone(),
+            bl.webhook_url(),
+            s.duplicate_ratio,
+            s.redeliveries,
+            s.connections,
+        );
+        let sum = drive(&ctx, s, seed).await;
+        ctx.set_give_up_at(Instant::now());
+        Some((sum, ctx.stats.ack.summary()))
+    } else {
+        None
+    };
+
+    // 3. agents and status callbacks
+    let gen = Arc::new(Generator::new(
+        pop.clone(),
+        run_id.to_string(),
+        &s.app_secret,
+        s.batch_ratio,
+        s.max_batch,
+    ));
+    let ctx = LoadCtx::new(
+        gen.clone(),
+        webhook_client.clone(),
+        format!("{base_url}/webhooks/whatsapp"),
+        s.duplicate_ratio,
+        s.redeliveries,
+        s.connections,
+    );
+    let agents = if k > 0 {
+        let a = Agents::start(AgentsConfig {
+            api: api.clone(),
+            tokens: s.agent_tokens.clone(),
+            ids: s.agent_ids.clone(),
+            race: s.claim_race,
+            resolve_after: s.resolve_after,
+            replay_ratio: s.replay_ratio,
+            run_id: run_id.to_string(),
+        });
+        let n = a
+            .wait_connected(Instant::now() + Duration::from_secs(10))
+            .await;
+        if n < k {
+            eprintln!("warning: only {n} of {k} agents have an open event stream; going on");
+        }
+        Some(a)
+    } else {
+        None
+    };
+    let poster = StatusPoster::start(ctx.clone(), notice_rx, seed ^ 0x5EED);
+
+    // 4. load (and crash)
+    let load_start = Instant::now();
+    let crash_task = match (s.crash_after, &broker) {
+        (Some(after), Some(b)) => Some(tokio::spawn(crash_and_restart(
+            b.clone(),
+            outcome::client(2, Some(Duration::from_secs(2)))?,
+            load_start,
+            after,
+            s.startup_timeout,
+        ))),
+        _ => None,
+    };
+    let summary = drive(&ctx, s, seed).await;
+    let crash = match crash_task {
+        Some(t) => Some(match t.await {
+            Ok(c) => c,
+            Err(e) => Crash {
+                error: Some(format!("crash task failed: {e}")),
+                ..Default::default()
+            },
+        }),
+        None => None,
+    };
+
+    // 5. drain
+    let deadline = Instant::now() + s.drain_timeout;
+    ctx.set_give_up_at(deadline);
+    ctx.redelivering.wait_idle(deadline).await;
+    let shared: Option<Arc<AgentsShared>> = match agents {
+        Some(a) => {
+            a.quiesce(Duration::from_millis(500), deadline).await;
+            Some(a.stop(deadline).await)
+        }
+        None => None,
+    };
+    let replies = shared
+        .as_ref()
+        .map(|sh| lock(&sh.replies).clone())
+        .unwrap_or_default();
+    let pending =
+        audit::wait_for_sends(&api, &s.admin_token, &replies, &graph.state, deadline).await;
+    poster.finish(deadline).await;
+    ctx.redelivering.wait_idle(deadline).await;
+
+    // 6. audit
+    let ledger = ctx.ledger.snapshot();
+    let status_acked = ctx.status_ledger.snapshot();
+    let sends = graph.state.sends();
+    let (ownership, mismatches, seen) = match &shared {
+        Some(sh) => (
+            lock(&sh.ownership).clone(),
+            lock(&sh.replay_mismatches).clone(),
+            lock(&sh.seen_via_sse).clone(),
+        ),
+        None => Default::default(),
+    };
+    let prefix = gen.wamid_prefix();
+    let (audit, reply_latency) = match audit::fetch_conversations(&api, &s.admin_token).await {
+        Ok(convs) => audit::check(
+            &Observed {
+                wamid_prefix: &prefix,
+                ledger: &ledger,
+                population: &pop,
+                ownership: &ownership,
+                replies: &replies,
+                replay_mismatches: &mismatches,
+                sends: &sends,
+                status_acked: &status_acked,
+                seen_via_sse: &seen,
+                agents: k,
+            },
+            &convs,
+        ),
+        Err(e) => (
+            Audit::failed(format!("reading the broker's state failed: {e:#}")),
+            ReplyLatency::default(),
+        ),
+    };
+
+    // 7. report
+    let mut errors = ctx.stats.errors.snapshot();
+    if let Some(sh) = &shared {
+        errors.extend(sh.errors.snapshot());
+    }
+    let mut settings = BTreeMap::new();
+    settings.insert("rate".into(), json!(s.rate.unwrap_or(0.0)));
+    settings.insert("duration_s".into(), json!(s.duration.as_secs_f64()));
+    settings.insert("connections".into(), json!(s.connections));
+    settings.insert("customers".into(), json!(s.customers));
+    settings.insert("numbers".into(), json!(s.numbers));
+    settings.insert("agents".into(), json!(k));
+    settings.insert("claim_race".into(), json!(s.claim_race));
+    settings.insert("duplicate_ratio".into(), json!(s.duplicate_ratio));
+    settings.insert("batch_ratio".into(), json!(s.batch_ratio));
+    settings.insert("throttle_ratio".into(), json!(s.throttle_ratio));
+    settings.insert(
+        "crash_after_s".into(),
+        json!(s.crash_after.map(|d| d.as_secs_f64())),
+    );
+    settings.insert("seed".into(), json!(seed));
+    let baseline = baseline.map(|(load, latency_ms)| BaselineResult {
+        ratio: if load.achieved_rate > 0.0 {
+            summary.achieved_rate / load.achieved_rate
+        } else {
+            0.0
+        },
+        load,
+        latency_ms,
+    });
+    let target = match &s.target {
+        Target::Spawn { bin, .. } => format!("{} (started at {base_url})", bin.display()),
+        Target::External { url } => url.clone(),
+    };
+    Ok(Report {
+        run_id: run_id.to_string(),
+        target,
+        settings,
+        mode: summary.mode,
+        offered_rate: summary.offered_rate,
+        achieved_rate: summary.achieved_rate,
+        webhooks: ctx.stats.counters.snapshot(),
+        latency_ms: Latencies {
+            webhook_ack: ctx.stats.ack.summary(),
+            claim: shared
+                .as_ref()
+                .map(|sh| sh.claim_latency.summary())
+                .unwrap_or_default(),
+            reply_to_graph: reply_latency.from_ack.summary(),
+            reply_request_to_graph: reply_latency.from_request.summary(),
+            status_webhook_ack: ctx.stats.status_ack.summary(),
+        },
+        load: summary,
+        agents: shared
+            .as_ref()
+            .map(|sh| sh.counters.snapshot())
+            .unwrap_or_default(),
+        fake_graph: graph.state.counters.snapshot(),
+        errors,
+        crash,
+        baseline,
+        replies_pending_at_deadline: pending,
+        broker_shutdown: None,
+        broker_log: None,
+        audit,
+    })
+}

@@ -1,0 +1,549 @@
+//! Meta-shaped webhook payloads: the simulated population, the message generator and signing.
+//!
+//! Invariants:
+//! - every generated inbound message gets a fresh wamid `wamid.LT{run_id}{counter}`; `run_id` has
+//!   a fixed length, so ids are unique across the run (and across runs with different ids);
+//! - customers have fixed, distinct `wa_id`s (digit strings with varied country prefixes) and each
+//!   writes to one "home" business number, so a conversation is `(number, customer)`;
+//! - bodies are serialized once, non-ASCII text is written as `\uXXXX` escapes like Meta does, and
+//!   the signature is `sha256=<lowercase hex HMAC-SHA256(app_secret, exact body bytes)>`; a
+//!   `Webhook` is immutable afterwards, so redeliveries are byte-for-byte identical.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+/// The WhatsApp Business Account id used in generated configs and payloads.
+pub const WABA_ID: &str = "102290129340398";
+
+const COUNTRY_CODES: [&str; 7] = ["49", "44", "1", "33", "34", "91", "55"];
+const FIRST_NAMES: [&str; 12] = [
+    "Sheena", "Jonas", "Amelia", "Luc", "Lucía", "Priya", "João", "Mia", "Oliver", "Chloé",
+    "Arjun", "Sofia",
+];
+const LAST_NAMES: [&str; 10] = [
+    "Nelson", "Müller", "Smith", "Dubois", "García", "Sharma", "Silva", "Weber", "Brown", "Martin",
+];
+const TEXTS: [&str; 10] = [
+    "Does it come in another color?",
+    "Where is my order #4711?",
+    "Hallo, wo ist meine Bestellung?",
+    "Grüße aus München 👋 kann ich die Lieferadresse ändern?",
+    "¿Dónde está mi pedido?",
+    "Bonjour, j'ai une question sur ma commande",
+    "मेरा ऑर्डर कहाँ है?",
+    "Olá, preciso de ajuda com o pagamento",
+    "Can I return this item?",
+    "Thanks! 🙏",
+];
+
+/// A business phone number.
+#[derive(Debug, Clone)]
+pub struct Number {
+    pub phone_number_id: String,
+    pub display_phone_number: String,
+}
+
+/// A simulated customer.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub wa_id: String,
+    pub name: String,
+    /// Index into `Population::numbers` of the number this customer writes to.
+    pub number: usize,
+}
+
+/// Numbers and customers of a run.
+#[derive(Debug, Clone)]
+pub struct Population {
+    pub numbers: Vec<Number>,
+    pub customers: Vec<Customer>,
+}
+
+/// The business numbers of a run: `10654035224292N` / `1555078388N`, N = 1..=m.
+pub fn numbers(m: usize) -> Vec<Number> {
+    (1..=m)
+        .map(|n| Number {
+            phone_number_id: format!("10654035224292{n}"),
+            display_phone_number: format!("1555078388{n}"),
+        })
+        .collect()
+}
+
+impl Population {
+    pub fn new(numbers_count: usize, customers: usize) -> Self {
+        let numbers = numbers(numbers_count);
+        let customers = (0..customers)
+            .map(|i| {
+                let cc = COUNTRY_CODES[i % COUNTRY_CODES.len()];
+                // 3-digit area part + 7-digit running number: unique for i < 10^7.
+                let wa_id = format!("{cc}{}{:07}", 150 + (i / 7) % 30, i);
+                let name = format!(
+                    "{} {}",
+                    FIRST_NAMES[i % FIRST_NAMES.len()],
+                    LAST_NAMES[(i / FIRST_NAMES.len()) % LAST_NAMES.len()]
+                );
+                Customer {
+                    wa_id,
+                    name,
+                    number: i % numbers_count.max(1),
+                }
+            })
+            .collect();
+        Population { numbers, customers }
+    }
+
+    /// Display number of a phone_number_id (or the id itself when unknown).
+    pub fn display_of(&self, phone_number_id: &str) -> String {
+        self.numbers
+            .iter()
+            .find(|n| n.phone_number_id == phone_number_id)
+            .map(|n| n.display_phone_number.clone())
+            .unwrap_or_else(|| phone_number_id.to_string())
+    }
+}
+
+/// What a webhook carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// New inbound messages (one or a batch).
+    Messages,
+    /// A byte-for-byte redelivery of an already acknowledged `Messages` body.
+    Duplicate,
+    /// Outbound status callbacks.
+    Statuses,
+}
+
+/// One inbound message carried by a webhook.
+#[derive(Debug, Clone)]
+pub struct InboundRef {
+    pub wamid: String,
+    pub customer: usize,
+}
+
+/// A status update carried by a webhook.
+#[derive(Debug, Clone)]
+pub struct StatusRef {
+    pub wamid: String,
+    pub status: OutStatus,
+}
+
+/// Outbound statuses, in the order the contract says they only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OutStatus {
+    Sent = 1,
+    Delivered = 2,
+    Read = 3,
+}
+
+impl OutStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutStatus::Sent => "sent",
+            OutStatus::Delivered => "delivered",
+            OutStatus::Read => "read",
+        }
+    }
+
+    /// Rank of a status string as the broker reports it (`accepted` = 0); `None` for `failed`
+    /// and unknown values.
+    pub fn rank_of(s: &str) -> Option<u8> {
+        match s {
+            "accepted" => Some(0),
+            "sent" => Some(1),
+            "delivered" => Some(2),
+            "read" => Some(3),
+            _ => None,
+        }
+    }
+}
+
+/// A status callback to generate.
+#[derive(Debug, Clone)]
+pub struct StatusItem {
+    pub phone_number_id: String,
+    pub wamid: String,
+    pub recipient: String,
+    pub status: OutStatus,
+}
+
+/// A signed, immutable webhook request.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub kind: Kind,
+    pub body: Bytes,
+    pub signature: String,
+    pub messages: Vec<InboundRef>,
+    pub statuses: Vec<StatusRef>,
+}
+
+impl Webhook {
+    /// The same bytes, marked as a redelivery.
+    pub fn as_duplicate(&self) -> Webhook {
+        Webhook {
+            kind: Kind::Duplicate,
+            body: self.body.clone(),
+            signature: self.signature.clone(),
+            messages: self.messages.clone(),
+            statuses: Vec::new(),
+        }
+    }
+}
+
+/// `sha256=<lowercase hex HMAC-SHA256(secret, body)>`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key size");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Rewrites every non-ASCII character of serialized JSON as `\uXXXX` escapes (UTF-16, surrogate
+/// pairs for astral characters), as Meta does. Non-ASCII only occurs inside JSON strings, so the
+/// result is the same JSON value.
+pub fn escape_non_ascii(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+    }
+    out
+}
+
+/// Current unix time in seconds, as Meta's string timestamps.
+pub fn unix_now() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string()
+}
+
+/// Generates signed webhooks for a population.
+pub struct Generator {
+    pub pop: Arc<Population>,
+    pub run_id: String,
+    secret: Vec<u8>,
+    counter: AtomicU64,
+    batch_ratio: f64,
+    max_batch: usize,
+}
+
+impl Generator {
+    pub fn new(
+        pop: Arc<Population>,
+        run_id: String,
+        secret: &str,
+        batch_ratio: f64,
+        max_batch: usize,
+    ) -> Self {
+        Generator {
+            pop,
+            run_id,
+            secret: secret.as_bytes().to_vec(),
+            counter: AtomicU64::new(1),
+            batch_ratio,
+            max_batch: max_batch.max(2),
+        }
+    }
+
+    /// Prefix shared by all wamids of this run.
+    pub fn wamid_prefix(&self) -> String {
+        format!("wamid.LT{}", self.run_id)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Signs a body into a `Webhook`.
+    pub fn seal(
+        &self,
+        kind: Kind,
+        value: &Value,
+        messages: Vec<InboundRef>,
+        statuses: Vec<StatusRef>,
+    ) -> Webhook {
+        let text = escape_non_ascii(&value.to_string());
+        let signature = sign(&self.secret, text.as_bytes());
+        Webhook {
+            kind,
+            body: Bytes::from(text),
+            signature,
+            messages,
+            statuses,
+        }
+    }
+
+    /// A webhook with one new message, or (with probability `batch_ratio`) several messages for
+    /// possibly several customers and numbers, spread over several changes and entries.
+    pub fn messages<R: Rng>(&self, rng: &mut R) -> Webhook {
+        let pop = &self.pop;
+        let count = if rng.gen_bool(self.batch_ratio) {
+            rng.gen_range(2..=self.max_batch)
+        } else {
+            1
+        };
+        let ts = unix_now();
+        // number index -> messages (customer, wamid, text)
+        let mut by_number: BTreeMap<usize, Vec<(usize, String, String)>> = BTreeMap::new();
+        let mut refs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let customer = rng.gen_range(0..pop.customers.len());
+            let n = self.next_id();
+            let wamid = format!("wamid.LT{}{n}", self.run_id);
+            let text = format!("{} [lt {n}]", TEXTS[rng.gen_range(0..TEXTS.len())]);
+            by_number
+                .entry(pop.customers[customer].number)
+                .or_default()
+                .push((customer, wamid.clone(), text));
+            refs.push(InboundRef { wamid, customer });
+        }
+
+        let mut changes = Vec::new();
+        for (number, msgs) in by_number {
+            // Sometimes one change per message, otherwise one change per number.
+            let groups: Vec<Vec<(usize, String, String)>> = if msgs.len() > 1 && rng.gen_bool(0.3) {
+                msgs.into_iter().map(|m| vec![m]).collect()
+            } else {
+                vec![msgs]
+            };
+            for group in groups {
+                changes.push(self.message_change(number, &group, &ts));
+            }
+        }
+        let entries = self.entries(changes, rng);
+        let value = json!({"object": "whatsapp_business_account", "entry": entries});
+        self.seal(Kind::Messages, &value, refs, Vec::new())
+    }
+
+    fn message_change(&self, number: usize, msgs: &[(usize, String, String)], ts: &str) -> Value {
+        let pop = &self.pop;
+        let num = &pop.numbers[number];
+        let mut seen = Vec::new();
+        let mut contacts = Vec::new();
+        for (c, _, _) in msgs {
+            if !seen.contains(c) {
+                seen.push(*c);
+                let cust = &pop.customers[*c];
+                contacts.push(json!({"profile": {"name": cust.name}, "wa_id": cust.wa_id}));
+            }
+        }
+        let messages: Vec<Value> = msgs
+            .iter()
+            .map(|(c, wamid, text)| {
+                json!({
+                    "from": pop.customers[*c].wa_id,
+                    "id": wamid,
+                    "timestamp": ts,
+                    "type": "text",
+                    "text": {"body": text}
+                })
+            })
+            .collect();
+        json!({
+            "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {
+                    "display_phone_number": num.display_phone_number,
+                    "phone_number_id": num.phone_number_id
+                },
+                "contacts": contacts,
+                "messages": messages
+            },
+            "field": "messages"
+        })
+    }
+
+    /// Puts changes into one entry, or (sometimes, when there are several) one entry each.
+    fn entries<R: Rng>(&self, changes: Vec<Value>, rng: &mut R) -> Vec<Value> {
+        if changes.len() > 1 && rng.gen_bool(0.5) {
+            changes
+                .into_iter()
+                .map(|c| json!({"id": WABA_ID, "changes": [c]}))
+                .collect()
+        } else {
+            vec![json!({"id": WABA_ID, "changes": changes})]
+        }
+    }
+
+    /// A webhook carrying status callbacks (grouped into one change per number).
+    pub fn statuses<R: Rng>(&self, items: &[StatusItem], rng: &mut R) -> Webhook {
+        let ts = unix_now();
+        let mut by_number: BTreeMap<&str, Vec<&StatusItem>> = BTreeMap::new();
+        for it in items {
+            by_number.entry(&it.phone_number_id).or_default().push(it);
+        }
+        let mut changes = Vec::new();
+        for (pnid, its) in by_number {
+            let statuses: Vec<Value> = its
+                .iter()
+                .map(|it| {
+                    let mut s = json!({
+                        "id": it.wamid,
+                        "status": it.status.as_str(),
+                        "timestamp": ts,
+                        "recipient_id": it.recipient
+                    });
+                    if it.status != OutStatus::Read && rng.gen_bool(0.5) {
+                        s["pricing"] = json!({"billable": true, "pricing_model": "PMP", "category": "service"});
+                    }
+                    s
+                })
+                .collect();
+            changes.push(json!({
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {
+                        "display_phone_number": self.pop.display_of(pnid),
+                        "phone_number_id": pnid
+                    },
+                    "statuses": statuses
+                },
+                "field": "messages"
+            }));
+        }
+        let mut entries = self.entries(changes, rng);
+        entries.shuffle(rng);
+        let value = json!({"object": "whatsapp_business_account", "entry": entries});
+        let refs = items
+            .iter()
+            .map(|it| StatusRef {
+                wamid: it.wamid.clone(),
+                status: it.status,
+            })
+            .collect();
+        self.seal(Kind::Statuses, &value, Vec::new(), refs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::collections::HashSet;
+
+    fn gen(batch: f64) -> Generator {
+        Generator::new(
+            Arc::new(Population::new(3, 40)),
+            "ABCD1234".into(),
+            "secret",
+            batch,
+            5,
+        )
+    }
+
+    #[test]
+    fn signature_matches_known_vector() {
+        // RFC 4231 test case 2.
+        let sig = sign(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            sig,
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn escapes_non_ascii_like_meta() {
+        let v = json!({"t": "Grüße 👋"});
+        let s = escape_non_ascii(&v.to_string());
+        assert!(s.is_ascii());
+        assert!(s.contains("Gr\\u00fc\\u00dfe \\ud83d\\udc4b"), "{s}");
+        let back: Value = serde_json::from_str(&s).unwrap_or(Value::Null);
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn customers_are_distinct_digit_strings() {
+        let pop = Population::new(2, 5000);
+        let ids: HashSet<_> = pop.customers.iter().map(|c| c.wa_id.clone()).collect();
+        assert_eq!(ids.len(), 5000);
+        assert!(ids.iter().all(|w| w.chars().all(|c| c.is_ascii_digit())));
+        assert!(pop.customers.iter().all(|c| c.number < 2));
+    }
+
+    #[test]
+    fn messages_have_meta_shape_and_unique_ids() {
+        let g = gen(1.0);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut ids = HashSet::new();
+        for _ in 0..200 {
+            let w = g.messages(&mut rng);
+            assert_eq!(w.signature, sign(b"secret", &w.body));
+            let v: Value = serde_json::from_slice(&w.body).unwrap_or(Value::Null);
+            assert_eq!(v["object"], "whatsapp_business_account");
+            let mut found = 0;
+            for e in v["entry"].as_array().into_iter().flatten() {
+                assert_eq!(e["id"], WABA_ID);
+                for c in e["changes"].as_array().into_iter().flatten() {
+                    assert_eq!(c["field"], "messages");
+                    let val = &c["value"];
+                    assert!(val["metadata"]["phone_number_id"].is_string());
+                    for m in val["messages"].as_array().into_iter().flatten() {
+                        assert_eq!(m["type"], "text");
+                        assert!(m["timestamp"].is_string());
+                        let from = m["from"].as_str().unwrap_or("");
+                        assert!(val["contacts"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["wa_id"] == from));
+                        assert!(ids.insert(m["id"].as_str().unwrap_or("").to_string()));
+                        found += 1;
+                    }
+                }
+            }
+            assert!(found >= 2, "batch ratio 1 always batches");
+            assert_eq!(found, w.messages.len());
+        }
+    }
+
+    #[test]
+    fn status_webhook_shape() {
+        let g = gen(0.0);
+        let mut rng = StdRng::seed_from_u64(1);
+        let items = vec![
+            StatusItem {
+                phone_number_id: "106540352242921".into(),
+                wamid: "wamid.OUT1".into(),
+                recipient: "4915000001".into(),
+                status: OutStatus::Sent,
+            },
+            StatusItem {
+                phone_number_id: "106540352242922".into(),
+                wamid: "wamid.OUT2".into(),
+                recipient: "4415000002".into(),
+                status: OutStatus::Read,
+            },
+        ];
+        let w = g.statuses(&items, &mut rng);
+        let v: Value = serde_json::from_slice(&w.body).unwrap_or(Value::Null);
+        let mut seen = 0;
+        for e in v["entry"].as_array().into_iter().flatten() {
+            for c in e["changes"].as_array().into_iter().flatten() {
+                for s in c["value"]["statuses"].as_array().into_iter().flatten() {
+                    assert!(s["id"].as_str().unwrap_or("").starts_with("wamid.OUT"));
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 2);
+        assert_eq!(w.statuses.len(), 2);
+    }
+}

@@ -1,0 +1,97 @@
+//! CI smoke test: run the load test against a real broker binary, crash it halfway, and require
+//! a passing audit.
+//!
+//! Skips (passes with a note) when `SWITCHBOARD_BIN` is unset, so `cargo test` works before the
+//! broker is built. When set (absolute, or relative to the current directory or the workspace
+//! root), it runs
+//! `switchboard-loadtest --broker-bin $SWITCHBOARD_BIN --rate 200 --duration 3 --agents 4
+//! --customers 50 --numbers 2 --crash-after 1.5 --json FILE` with a 120 s limit and asserts exit
+//! status 0 and `audit.passed == true` in the JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn broker_bin() -> Option<PathBuf> {
+    let raw = std::env::var_os("SWITCHBOARD_BIN")?;
+    let p = PathBuf::from(raw);
+    if p.is_absolute() || p.exists() {
+        return Some(p);
+    }
+    // Relative to the workspace root (this crate lives in <root>/loadtest).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.join(&p);
+    Some(if root.exists() { root } else { p })
+}
+
+#[test]
+fn smoke_against_broker_with_crash() {
+    let Some(bin) = broker_bin() else {
+        eprintln!("note: SWITCHBOARD_BIN is not set; skipping the load-test smoke run");
+        return;
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("cannot create a temporary directory: {e}"),
+    };
+    let json_path = dir.path().join("smoke.json");
+    let mut child = match Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+        .arg("--broker-bin")
+        .arg(&bin)
+        .args([
+            "--rate",
+            "200",
+            "--duration",
+            "3",
+            "--agents",
+            "4",
+            "--customers",
+            "50",
+            "--numbers",
+            "2",
+            "--crash-after",
+            "1.5",
+            "--json",
+        ])
+        .arg(&json_path)
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start switchboard-loadtest: {e}"),
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("switchboard-loadtest did not finish within 120 s");
+            }
+            Err(e) => panic!("waiting for switchboard-loadtest: {e}"),
+        }
+    };
+
+    let text = std::fs::read_to_string(&json_path).unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    assert_eq!(
+        report.pointer("/audit/passed"),
+        Some(&serde_json::Value::Bool(true)),
+        "audit did not pass (exit {status}); audit: {}",
+        report
+            .get("audit")
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "no JSON report".into())
+    );
+    assert!(
+        status.success(),
+        "switchboard-loadtest exited with {status}"
+    );
+    let acked = report
+        .pointer("/webhooks/messages_acked")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    assert!(acked > 0, "no inbound message was acknowledged");
+}

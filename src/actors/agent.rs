@@ -1,0 +1,109 @@
+//! One actor per agent: presence and capacity.
+//!
+//! Capacity is checked and taken in one message ([`AgentMsg::Reserve`]), so two conversations
+//! claimed by the same agent at the same moment cannot both slip under `max_concurrent`. The set of
+//! owned conversations is rebuilt from the assignee index when the actor starts, so it survives
+//! restarts; presence does not (agents are `offline` until they say otherwise).
+
+use std::collections::HashSet;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::domain::Presence;
+use crate::store::Store;
+
+pub struct AgentActor;
+
+pub struct Args {
+    pub id: String,
+    pub max_concurrent: u32,
+    pub store: Store,
+}
+
+pub struct State {
+    id: String,
+    max: usize,
+    presence: Presence,
+    owned: HashSet<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentSnapshot {
+    pub id: String,
+    pub presence: Presence,
+    pub owned: usize,
+    pub max_concurrent: usize,
+}
+
+pub enum AgentMsg {
+    /// Takes a slot for `conversation` if below capacity (idempotent per conversation).
+    Reserve {
+        conversation: String,
+        reply: RpcReplyPort<bool>,
+    },
+    /// Gives a slot back.
+    Free { conversation: String },
+    SetPresence {
+        presence: Presence,
+        reply: RpcReplyPort<Presence>,
+    },
+    Get {
+        reply: RpcReplyPort<AgentSnapshot>,
+    },
+}
+
+impl Actor for AgentActor {
+    type Msg = AgentMsg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        let owned = args.store.owned_by(&args.id).await?.into_iter().collect();
+        Ok(State {
+            id: args.id,
+            max: args.max_concurrent as usize,
+            presence: Presence::Offline,
+            owned,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: AgentMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::Reserve {
+                conversation,
+                reply,
+            } => {
+                let ok = state.owned.contains(&conversation) || state.owned.len() < state.max;
+                if ok {
+                    state.owned.insert(conversation);
+                }
+                let _ = reply.send(ok);
+            }
+            AgentMsg::Free { conversation } => {
+                state.owned.remove(&conversation);
+            }
+            AgentMsg::SetPresence { presence, reply } => {
+                state.presence = presence;
+                let _ = reply.send(presence);
+            }
+            AgentMsg::Get { reply } => {
+                let _ = reply.send(AgentSnapshot {
+                    id: state.id.clone(),
+                    presence: state.presence,
+                    owned: state.owned.len(),
+                    max_concurrent: state.max,
+                });
+            }
+        }
+        Ok(())
+    }
+}

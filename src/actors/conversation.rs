@@ -1,0 +1,643 @@
+//! The conversation actor: single writer of one conversation's state.
+//!
+//! Every command (inbound messages, status callbacks, claim, release, transfer, resolve, reply,
+//! note, send outcomes) is a message, handled one at a time. Each handler:
+//! 1. checks the domain rules on the in-memory state;
+//! 2. builds one atomic [`Batch`] with the new state, messages and index entries;
+//! 3. awaits the group commit (durable, fsync'd when configured);
+//! 4. only then updates memory, tells agents/teams/the outbox, publishes the event and replies.
+//!
+//! So a reply always describes durable state, a failed commit leaves memory unchanged, and a crash
+//! between steps loses nothing that was acknowledged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::{count_change, Ctx, TeamMsg};
+use crate::domain::{
+    Caller, Conversation, DeliveryStatus, Direction, DomainError, Message, MessageError,
+    TransferTarget,
+};
+use crate::error::Error;
+use crate::events::{Event, EventKind};
+use crate::metrics as m;
+use crate::store::{Batch, OutboxJob};
+use crate::whatsapp::webhook::{InboundMessage, InboundStatus};
+
+pub struct ConversationActor {
+    pub ctx: Arc<Ctx>,
+}
+
+pub struct Args {
+    pub conv: Conversation,
+    /// Whether `conv` is already on disk (false for a brand-new conversation).
+    pub persisted: bool,
+}
+
+pub struct State {
+    conv: Conversation,
+    persisted: bool,
+    last_active: Instant,
+    retired: bool,
+}
+
+/// What an inbound delivery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboundAck {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+type Reply<T> = RpcReplyPort<Result<T, Error>>;
+
+pub enum ConversationMsg {
+    Inbound {
+        messages: Vec<InboundMessage>,
+        reply: Reply<InboundAck>,
+    },
+    Status {
+        seq: u64,
+        update: InboundStatus,
+        reply: Reply<bool>,
+    },
+    Claim {
+        caller: Caller,
+        reply: Reply<Conversation>,
+    },
+    Release {
+        caller: Caller,
+        reply: Reply<Conversation>,
+    },
+    Resolve {
+        caller: Caller,
+        reply: Reply<Conversation>,
+    },
+    Transfer {
+        caller: Caller,
+        target: TransferTarget,
+        note: Option<String>,
+        reply: Reply<Conversation>,
+    },
+    Reply {
+        caller: Caller,
+        text: String,
+        idempotency_key: Option<String>,
+        reply: Reply<Message>,
+    },
+    Note {
+        caller: Caller,
+        text: String,
+        reply: Reply<Message>,
+    },
+    SendOutcome {
+        seq: u64,
+        outcome: Result<String, MessageError>,
+        reply: Reply<()>,
+    },
+    /// Sent by the idle sweeper; the actor stops if it has been idle long enough.
+    IdleCheck,
+    /// Test-only: panics inside the handler, to exercise supervision.
+    #[cfg(test)]
+    Crash,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        Ok(State {
+            conv: args.conv,
+            persisted: args.persisted,
+            last_active: Instant::now(),
+            retired: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: ConversationMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let ConversationMsg::IdleCheck = msg {
+            self.idle_check(&myself, state);
+            return Ok(());
+        }
+        if state.retired {
+            reject_retired(msg);
+            return Ok(());
+        }
+        state.last_active = Instant::now();
+        match msg {
+            ConversationMsg::Inbound { messages, reply } => {
+                let _ = reply.send(self.inbound(state, messages).await);
+            }
+            ConversationMsg::Status { seq, update, reply } => {
+                let _ = reply.send(self.status(state, seq, update).await);
+            }
+            ConversationMsg::Claim { caller, reply } => {
+                let r = self.claim(state, &caller).await;
+                let outcome = match &r {
+                    Ok(_) => "won",
+                    Err(e) => e.code(),
+                };
+                metrics::counter!(m::CLAIMS, "outcome" => outcome).increment(1);
+                let _ = reply.send(r);
+            }
+            ConversationMsg::Release { caller, reply } => {
+                let _ = reply.send(self.release(state, &caller).await);
+            }
+            ConversationMsg::Resolve { caller, reply } => {
+                let _ = reply.send(self.resolve(state, &caller).await);
+            }
+            ConversationMsg::Transfer {
+                caller,
+                target,
+                note,
+                reply,
+            } => {
+                let _ = reply.send(self.transfer(state, &caller, target, note).await);
+            }
+            ConversationMsg::Reply {
+                caller,
+                text,
+                idempotency_key,
+                reply,
+            } => {
+                let _ = reply.send(self.reply(state, &caller, text, idempotency_key).await);
+            }
+            ConversationMsg::Note {
+                caller,
+                text,
+                reply,
+            } => {
+                let _ = reply.send(self.note(state, &caller, text).await);
+            }
+            ConversationMsg::SendOutcome {
+                seq,
+                outcome,
+                reply,
+            } => {
+                let _ = reply.send(self.send_outcome(state, seq, outcome).await);
+            }
+            ConversationMsg::IdleCheck => {}
+            #[cfg(test)]
+            ConversationMsg::Crash => panic!("injected crash"),
+        }
+        Ok(())
+    }
+}
+
+/// Answers a command that reached an actor after it retired, so the caller retries elsewhere.
+fn reject_retired(msg: ConversationMsg) {
+    match msg {
+        ConversationMsg::Inbound { reply, .. } => drop(reply.send(Err(Error::Retired))),
+        ConversationMsg::Status { reply, .. } => drop(reply.send(Err(Error::Retired))),
+        ConversationMsg::Claim { reply, .. }
+        | ConversationMsg::Release { reply, .. }
+        | ConversationMsg::Resolve { reply, .. }
+        | ConversationMsg::Transfer { reply, .. } => drop(reply.send(Err(Error::Retired))),
+        ConversationMsg::Reply { reply, .. } | ConversationMsg::Note { reply, .. } => {
+            drop(reply.send(Err(Error::Retired)))
+        }
+        ConversationMsg::SendOutcome { reply, .. } => drop(reply.send(Err(Error::Retired))),
+        ConversationMsg::IdleCheck => {}
+        #[cfg(test)]
+        ConversationMsg::Crash => {}
+    }
+}
+
+impl ConversationActor {
+    fn idle_check(&self, myself: &ActorRef<ConversationMsg>, state: &mut State) {
+        if state.retired || state.last_active.elapsed() < self.ctx.config.idle_timeout() {
+            return;
+        }
+        // Leave the registry first: from here on, new commands activate a fresh actor from
+        // storage, and anything already queued here is answered `Retired` and retried there.
+        state.retired = true;
+        self.ctx.forget(&state.conv.id, myself.get_id());
+        myself.stop(Some("idle".into()));
+    }
+
+    /// Commits `batch` together with the conversation's new state; on success the new state
+    /// becomes the actor's, on failure nothing changes.
+    async fn persist(
+        &self,
+        state: &mut State,
+        next: Conversation,
+        mut batch: Batch,
+    ) -> Result<(), Error> {
+        let before = state.persisted.then_some(&state.conv);
+        batch.put_conversation(before, &next)?;
+        self.ctx.store.commit(batch).await?;
+        count_change(before, &next);
+        state.conv = next;
+        state.persisted = true;
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        kind: EventKind,
+        conv: &Conversation,
+        message: Option<Message>,
+        previous: Option<&Conversation>,
+    ) {
+        self.ctx.bus.publish(Event {
+            kind,
+            conversation: conv.clone(),
+            message,
+            previous_team: previous.map(|p| p.team.clone()),
+            previous_assignee: previous.and_then(|p| p.assignee.clone()),
+        });
+    }
+
+    fn team_cast(&self, team: &str, msg: TeamMsg) {
+        if let Some(t) = self.ctx.team(team) {
+            let _ = t.cast(msg);
+        }
+    }
+
+    /// Keeps team queues in step with a status/team change.
+    fn sync_queues(&self, before: Option<&Conversation>, after: &Conversation) {
+        let was = before.filter(|b| b.status == crate::domain::ConversationStatus::Queued);
+        let is = after.status == crate::domain::ConversationStatus::Queued;
+        if let Some(b) = was {
+            if !is || b.team != after.team {
+                self.team_cast(
+                    &b.team,
+                    TeamMsg::Remove {
+                        conversation: b.id.clone(),
+                    },
+                );
+            }
+        }
+        if is && (was.is_none() || was.is_some_and(|b| b.team != after.team || b.queued_at != after.queued_at)) {
+            self.team_cast(
+                &after.team,
+                TeamMsg::Enqueue {
+                    conversation: after.id.clone(),
+                    at: after.queued_at,
+                },
+            );
+        }
+    }
+
+    fn free_agent(&self, agent: &str, conversation: &str) {
+        if let Some(a) = self.ctx.agent(agent) {
+            let _ = a.cast(super::AgentMsg::Free {
+                conversation: conversation.to_string(),
+            });
+        }
+    }
+
+    async fn reserve_agent(&self, agent: &str, conversation: &str) -> Result<(), Error> {
+        let Some(a) = self.ctx.agent(agent) else {
+            return Err(DomainError::NotFound.into());
+        };
+        let conversation = conversation.to_string();
+        match a
+            .call(
+                |reply| super::AgentMsg::Reserve {
+                    conversation,
+                    reply,
+                },
+                Some(super::CALL_TIMEOUT),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(true)) => Ok(()),
+            Ok(ractor::rpc::CallResult::Success(false)) => Err(DomainError::CapacityReached.into()),
+            _ => Err(Error::Unavailable),
+        }
+    }
+
+    async fn inbound(
+        &self,
+        state: &mut State,
+        items: Vec<InboundMessage>,
+    ) -> Result<InboundAck, Error> {
+        let known = self
+            .ctx
+            .store
+            .lookup_wamids(items.iter().map(|i| i.wamid.clone()).collect())
+            .await?;
+        let now = now_ms();
+        let before = state.conv.clone();
+        let mut next = state.conv.clone();
+        let reopen_team = self.ctx.default_team(&next.number);
+        let mut seen = HashSet::new();
+        let mut batch = Batch::new();
+        let mut created = Vec::new();
+        let mut ack = InboundAck::default();
+        let mut reopened = false;
+        for (item, known) in items.into_iter().zip(known) {
+            if known.is_some() || !seen.insert(item.wamid.clone()) {
+                ack.duplicates += 1;
+                continue;
+            }
+            reopened |= next.on_inbound(item.customer_name.as_deref(), item.sent_at, now, &reopen_team);
+            let msg = Message {
+                conversation_id: next.id.clone(),
+                seq: next.take_seq(),
+                direction: Direction::Inbound,
+                kind: item.kind,
+                text: item.text,
+                wamid: Some(item.wamid),
+                status: Some(DeliveryStatus::Received),
+                author: item.customer,
+                at: item.sent_at,
+                error: None,
+                idempotency_key: None,
+                raw: Some(item.raw),
+            };
+            batch.put_message(&msg)?;
+            created.push(msg);
+        }
+        if created.is_empty() {
+            metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
+            return Ok(ack);
+        }
+        let is_new = !state.persisted;
+        self.persist(state, next, batch).await?;
+        ack.stored = created.len();
+        metrics::counter!(m::INBOUND_MESSAGES).increment(ack.stored as u64);
+        metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
+        let conv = &state.conv;
+        if is_new {
+            self.sync_queues(None, conv);
+            self.publish(EventKind::ConversationCreated, conv, None, None);
+        } else if reopened {
+            self.sync_queues(Some(&before), conv);
+            self.publish(EventKind::ConversationReopened, conv, None, Some(&before));
+        }
+        for msg in created {
+            self.publish(EventKind::MessageCreated, conv, Some(msg), None);
+        }
+        Ok(ack)
+    }
+
+    async fn status(
+        &self,
+        state: &mut State,
+        seq: u64,
+        update: InboundStatus,
+    ) -> Result<bool, Error> {
+        let Some(mut msg) = self.ctx.store.get_message(&state.conv.id, seq).await? else {
+            return Ok(false);
+        };
+        let changed = msg.apply_status(update.status, update.error);
+        let mut batch = Batch::new();
+        // A status may have been parked as an orphan while the send was in flight.
+        batch.delete_orphan_status(&update.wamid);
+        if changed {
+            batch.put_message(&msg)?;
+        }
+        let next = state.conv.clone();
+        self.persist(state, next, batch).await?;
+        metrics::counter!(m::STATUS_UPDATES, "outcome" => if changed { "applied" } else { "stale" })
+            .increment(1);
+        if changed {
+            self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+        }
+        Ok(changed)
+    }
+
+    async fn claim(&self, state: &mut State, caller: &Caller) -> Result<Conversation, Error> {
+        if !state.conv.check_claim(caller)? {
+            return Ok(state.conv.clone());
+        }
+        self.reserve_agent(&caller.id, &state.conv.id).await?;
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        next.assign(&caller.id);
+        if let Err(e) = self.persist(state, next, Batch::new()).await {
+            self.free_agent(&caller.id, &before.id);
+            return Err(e);
+        }
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(EventKind::ConversationClaimed, &state.conv, None, Some(&before));
+        Ok(state.conv.clone())
+    }
+
+    async fn release(&self, state: &mut State, caller: &Caller) -> Result<Conversation, Error> {
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        let owner = next.release(caller, now_ms())?;
+        self.persist(state, next, Batch::new()).await?;
+        self.free_agent(&owner, &before.id);
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(EventKind::ConversationReleased, &state.conv, None, Some(&before));
+        Ok(state.conv.clone())
+    }
+
+    async fn resolve(&self, state: &mut State, caller: &Caller) -> Result<Conversation, Error> {
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        let freed = next.resolve(caller)?;
+        if next == before {
+            return Ok(before);
+        }
+        self.persist(state, next, Batch::new()).await?;
+        if let Some(owner) = freed {
+            self.free_agent(&owner, &before.id);
+        }
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(EventKind::ConversationResolved, &state.conv, None, Some(&before));
+        Ok(state.conv.clone())
+    }
+
+    async fn transfer(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        target: TransferTarget,
+        note: Option<String>,
+    ) -> Result<Conversation, Error> {
+        let old_owner = state.conv.check_transfer(caller)?;
+        let now = now_ms();
+        let new_owner = match &target {
+            TransferTarget::Team(team) if !self.ctx.config.team_exists(team) => {
+                return Err(DomainError::NotFound.into())
+            }
+            TransferTarget::Team(_) => None,
+            TransferTarget::Agent { id, .. } => {
+                if old_owner.as_deref() != Some(id.as_str()) {
+                    self.reserve_agent(id, &state.conv.id).await?;
+                }
+                Some(id.clone())
+            }
+        };
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        next.transfer(&target, now);
+        let mut batch = Batch::new();
+        let mut note_msg = None;
+        if let Some(text) = note.filter(|t| !t.trim().is_empty()) {
+            let msg = note_message(&mut next, caller, text, now);
+            batch.put_message(&msg)?;
+            note_msg = Some(msg);
+        }
+        if let Err(e) = self.persist(state, next, batch).await {
+            if let Some(n) = new_owner.filter(|n| Some(n) != old_owner.as_ref()) {
+                self.free_agent(&n, &before.id);
+            }
+            return Err(e);
+        }
+        if let Some(o) = old_owner.filter(|o| Some(o) != new_owner.as_ref()) {
+            self.free_agent(&o, &before.id);
+        }
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(EventKind::ConversationTransferred, &state.conv, None, Some(&before));
+        if let Some(msg) = note_msg {
+            self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
+        }
+        Ok(state.conv.clone())
+    }
+
+    async fn reply(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        text: String,
+        idempotency_key: Option<String>,
+    ) -> Result<Message, Error> {
+        let id = state.conv.id.clone();
+        if let Some(key) = &idempotency_key {
+            if let Some(seq) = self.ctx.store.idempotent_seq(&id, key).await? {
+                if let Some(msg) = self.ctx.store.get_message(&id, seq).await? {
+                    return Ok(msg);
+                }
+            }
+        }
+        let now = now_ms();
+        state.conv.check_reply(caller, now)?;
+        let mut next = state.conv.clone();
+        let seq = next.take_seq();
+        next.last_message_at = now;
+        let msg = Message {
+            conversation_id: id.clone(),
+            seq,
+            direction: Direction::Outbound,
+            kind: "text".into(),
+            text: Some(text.clone()),
+            wamid: None,
+            status: Some(DeliveryStatus::Pending),
+            author: caller.id.clone(),
+            at: now,
+            error: None,
+            idempotency_key: idempotency_key.clone(),
+            raw: None,
+        };
+        let job = OutboxJob {
+            conversation_id: id.clone(),
+            seq,
+            number: next.number.clone(),
+            to: next.customer.clone(),
+            text,
+        };
+        let mut batch = Batch::new();
+        batch.put_message(&msg)?;
+        batch.put_outbox(&job)?;
+        if let Some(key) = &idempotency_key {
+            batch.put_idempotency(&id, key, seq);
+        }
+        self.persist(state, next, batch).await?;
+        metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
+        if let Some(outbox) = self.ctx.outbox.get() {
+            outbox.enqueue(job).await;
+        }
+        self.publish(EventKind::MessageCreated, &state.conv, Some(msg.clone()), None);
+        Ok(msg)
+    }
+
+    async fn note(&self, state: &mut State, caller: &Caller, text: String) -> Result<Message, Error> {
+        if !state.conv.visible_to(caller) && !caller.in_team(&state.conv.team) {
+            return Err(DomainError::NotFound.into());
+        }
+        let mut next = state.conv.clone();
+        let msg = note_message(&mut next, caller, text, now_ms());
+        let mut batch = Batch::new();
+        batch.put_message(&msg)?;
+        self.persist(state, next, batch).await?;
+        self.publish(EventKind::MessageCreated, &state.conv, Some(msg.clone()), None);
+        Ok(msg)
+    }
+
+    async fn send_outcome(
+        &self,
+        state: &mut State,
+        seq: u64,
+        outcome: Result<String, MessageError>,
+    ) -> Result<(), Error> {
+        let id = state.conv.id.clone();
+        let mut batch = Batch::new();
+        batch.delete_outbox(&id, seq);
+        let Some(mut msg) = self.ctx.store.get_message(&id, seq).await? else {
+            let next = state.conv.clone();
+            return self.persist(state, next, batch).await;
+        };
+        if msg.status != Some(DeliveryStatus::Pending) {
+            // Already settled (a duplicate outcome after a restart): just drop the job.
+            let next = state.conv.clone();
+            return self.persist(state, next, batch).await;
+        }
+        let label = match outcome {
+            Ok(wamid) => {
+                msg.status = Some(DeliveryStatus::Accepted);
+                if let Some(orphan) = self.ctx.store.orphan_status(&wamid).await? {
+                    msg.apply_status(orphan.status, orphan.error);
+                    batch.delete_orphan_status(&wamid);
+                }
+                msg.wamid = Some(wamid);
+                "accepted"
+            }
+            Err(e) => {
+                let label = if e.code == crate::whatsapp::graph::WINDOW_CLOSED_CODE {
+                    "window_closed"
+                } else {
+                    "failed"
+                };
+                msg.status = Some(DeliveryStatus::Failed);
+                msg.error = Some(e);
+                label
+            }
+        };
+        batch.put_message(&msg)?;
+        let next = state.conv.clone();
+        self.persist(state, next, batch).await?;
+        metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
+        self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+        Ok(())
+    }
+}
+
+fn note_message(conv: &mut Conversation, caller: &Caller, text: String, now: i64) -> Message {
+    Message {
+        conversation_id: conv.id.clone(),
+        seq: conv.take_seq(),
+        direction: Direction::Note,
+        kind: "note".into(),
+        text: Some(text),
+        wamid: None,
+        status: None,
+        author: caller.id.clone(),
+        at: now,
+        error: None,
+        idempotency_key: None,
+        raw: None,
+    }
+}

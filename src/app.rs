@@ -1,0 +1,228 @@
+//! Wiring and lifecycle: start everything in order, serve, shut down cleanly.
+//!
+//! Start-up order: metrics → store (RocksDB open replays its WAL) → agent and team actors (rebuild
+//! load and queues from the indexes) → conversation supervisor → outbox (resumes every pending
+//! send in the background) → HTTP. `/healthz` answers as soon as the listener serves, which does
+//! not wait for anything proportional to the number of conversations: actors activate lazily.
+//!
+//! Shutdown: stop taking webhooks (503), let the HTTP server finish requests in flight, give the
+//! outbox a grace period for sends in flight, stop actors, then close the store (which drains the
+//! group-commit writer). Acknowledged work not yet sent stays on disk for the next start.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::actors::supervisor::ConversationSupervisor;
+use crate::actors::{agent, team, AgentActor, ConversationMsg, Ctx, TeamActor};
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::http::{self, AppState};
+use crate::metrics as m;
+use crate::outbox::Outbox;
+use crate::store::{Store, StoreError};
+use crate::whatsapp::graph::GraphClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open storage at {path}: {source}")]
+    Storage { path: String, source: StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("config error: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot start {0}")]
+    Spawn(String),
+}
+
+/// A running broker.
+pub struct Broker {
+    addr: SocketAddr,
+    ctx: Arc<Ctx>,
+    state: AppState,
+    stop_http: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    sweeper: JoinHandle<()>,
+    supervisor: ActorRef<()>,
+}
+
+impl Broker {
+    /// Starts a broker from a validated config; binds `server.listen` (port 0 picks a free one).
+    pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let metrics = m::install();
+        let listen = config.listen_addr()?;
+        let config = Arc::new(config);
+
+        let path = config.storage.path.clone();
+        let (sync, batch) = (config.storage.sync, config.storage.max_commit_batch);
+        let store = tokio::task::spawn_blocking(move || Store::open(&path, sync, batch))
+            .await
+            .map_err(|e| StartError::Spawn(format!("storage open task: {e}")))?
+            .map_err(|source| StartError::Storage {
+                path: config.storage.path.display().to_string(),
+                source,
+            })?;
+
+        let mut agents = HashMap::new();
+        for a in &config.agents {
+            let args = agent::Args {
+                id: a.id.clone(),
+                max_concurrent: a.max_concurrent,
+                store: store.clone(),
+            };
+            let (r, _) = Actor::spawn(None, AgentActor, args)
+                .await
+                .map_err(|e| StartError::Spawn(format!("agent {}: {e}", a.id)))?;
+            agents.insert(a.id.clone(), r);
+        }
+        let mut teams = HashMap::new();
+        for t in &config.teams {
+            let args = team::Args {
+                id: t.id.clone(),
+                store: store.clone(),
+            };
+            let (r, _) = Actor::spawn(None, TeamActor, args)
+                .await
+                .map_err(|e| StartError::Spawn(format!("team {}: {e}", t.id)))?;
+            teams.insert(t.id.clone(), r);
+        }
+
+        let ctx = Arc::new(Ctx::new(config.clone(), store.clone(), EventBus::new(), agents, teams));
+        let (supervisor, _) = Actor::spawn(None, ConversationSupervisor { ctx: ctx.clone() }, ())
+            .await
+            .map_err(|e| StartError::Spawn(format!("supervisor: {e}")))?;
+        let _ = ctx.supervisor.set(supervisor.get_cell());
+
+        let graph = GraphClient::new(
+            &config.whatsapp.graph_api_base,
+            &config.whatsapp.access_token,
+            Duration::from_millis(config.outbox.request_timeout_ms),
+        )
+        .map_err(|e| StartError::Spawn(format!("graph client: {e}")))?;
+        let _ = ctx.outbox.set(Outbox::start(&ctx, graph));
+        tokio::spawn(resume_pending(ctx.clone()));
+        tokio::spawn(init_gauges(store.clone()));
+        let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
+
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let state = AppState::new(ctx.clone(), metrics);
+        let router = http::app(state.clone());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        tracing::info!(%addr, "switchboard listening");
+        Ok(Broker {
+            addr,
+            ctx,
+            state,
+            stop_http: Some(stop_tx),
+            server: Some(server),
+            sweeper,
+            supervisor,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful shutdown; returns when storage is flushed and closed.
+    pub async fn shutdown(mut self) {
+        self.state.accepting.store(false, Ordering::Release);
+        if let Some(tx) = self.stop_http.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            // SSE streams never end by themselves; don't let them hold shutdown hostage.
+            if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+                tracing::warn!("http server did not stop within 5 s");
+            }
+        }
+        if let Some(outbox) = self.ctx.outbox.get() {
+            outbox.shutdown(Duration::from_secs(3)).await;
+        }
+        self.sweeper.abort();
+        self.supervisor
+            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        let _ = self
+            .supervisor
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        for a in self.ctx.agents.values() {
+            a.stop(None);
+        }
+        for t in self.ctx.teams.values() {
+            t.stop(None);
+        }
+        self.ctx.store.close().await;
+        tracing::info!("switchboard stopped");
+    }
+}
+
+/// Re-queues every send that was acknowledged but not finished before the last stop.
+async fn resume_pending(ctx: Arc<Ctx>) {
+    match ctx.store.pending_outbox().await {
+        Ok(jobs) => {
+            if !jobs.is_empty() {
+                tracing::info!(count = jobs.len(), "resuming pending outbound messages");
+            }
+            if let Some(outbox) = ctx.outbox.get() {
+                for job in jobs {
+                    outbox.enqueue(job).await;
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read pending outbox"),
+    }
+}
+
+/// Sets the conversations-by-status-and-team gauge from the index (keys only).
+async fn init_gauges(store: Store) {
+    match store.count_by_status_team().await {
+        Ok(counts) => {
+            for ((status, team), n) in counts {
+                metrics::gauge!(m::CONVERSATIONS, "status" => status.as_str(), "team" => team)
+                    .set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count conversations"),
+    }
+}
+
+/// Asks every live conversation actor whether it has been idle long enough to stop.
+async fn sweep_idle(ctx: Arc<Ctx>) {
+    let every = (ctx.config.idle_timeout() / 2).clamp(Duration::from_millis(20), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for entry in ctx.conversations.iter() {
+            let _ = entry.value().cast(ConversationMsg::IdleCheck);
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Typed, validated configuration.
+//!
+//! The broker reads one TOML file (`--config PATH`, default `config/default.toml`). Everything is
+//! checked before anything starts: a bad file stops start-up with exit code 2 and exactly one line
+//! that names the offending key, so an operator never has to read a backtrace. Invariants after a
+//! successful [`Config::from_toml_str`]:
+//! - `server.listen` parses as a socket address;
+//! - number, team and agent ids and agent tokens are unique and non-empty;
+//! - every `default_team` and every agent team names a configured team;
+//! - every bound (`mps`, `max_concurrent`, in-flight limits, retry settings) is positive.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// One line naming the key and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {key}: {problem}")]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `agents[1].teams`.
+    pub key: String,
+    /// What is wrong with it, on one line.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        let problem: String = problem.into();
+        // One line, always: serde and toml messages may carry newlines.
+        let problem = problem.split_whitespace().collect::<Vec<_>>().join(" ");
+        Self {
+            key: key.into(),
+            problem,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub whatsapp: WhatsAppConfig,
+    #[serde(default)]
+    pub numbers: Vec<NumberConfig>,
+    #[serde(default)]
+    pub teams: Vec<TeamConfig>,
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub conversations: ConversationsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerConfig {
+    /// Address for webhooks, the agent API, /metrics and /healthz.
+    pub listen: String,
+    /// Most webhook requests processed at once; beyond it the broker answers 503 + Retry-After.
+    #[serde(default = "default_max_inflight_webhooks")]
+    pub max_inflight_webhooks: usize,
+    /// Most SSE subscribers at once (each holds a buffered channel).
+    #[serde(default = "default_max_event_streams")]
+    pub max_event_streams: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageConfig {
+    /// RocksDB directory, created if missing.
+    pub path: PathBuf,
+    /// fsync before acknowledging (default true).
+    #[serde(default = "default_true")]
+    pub sync: bool,
+    /// Most commits merged into one write + fsync by the group-commit writer.
+    #[serde(default = "default_max_commit_batch")]
+    pub max_commit_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WhatsAppConfig {
+    pub app_secret: String,
+    pub verify_token: String,
+    pub access_token: String,
+    pub waba_id: String,
+    #[serde(default = "default_graph_api_base")]
+    pub graph_api_base: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NumberConfig {
+    pub phone_number_id: String,
+    #[serde(default)]
+    pub display_phone_number: String,
+    pub default_team: String,
+    /// Outbound messages per second allowed for this number.
+    #[serde(default = "default_mps")]
+    pub mps: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TeamConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// What an agent may see and do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Agent,
+    Supervisor,
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub token: String,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default = "default_role")]
+    pub role: Role,
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+}
+
+/// Outbound delivery settings shared by every number's outbox.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutboxConfig {
+    /// First retry delay; doubles each attempt, with full jitter.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Ceiling of the retry delay.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Attempts before a transiently failing message is marked failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Graph API requests in flight per number.
+    #[serde(default = "default_outbox_in_flight")]
+    pub max_in_flight: usize,
+    /// Jobs buffered per number before producers wait.
+    #[serde(default = "default_outbox_queue")]
+    pub queue_capacity: usize,
+    /// Timeout of one Graph API request.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            retry_base_ms: default_retry_base_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            max_attempts: default_max_attempts(),
+            max_in_flight: default_outbox_in_flight(),
+            queue_capacity: default_outbox_queue(),
+            request_timeout_ms: default_request_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConversationsConfig {
+    /// A conversation actor with no activity for this long is stopped; its state stays on disk.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_ms: default_idle_timeout_ms(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_inflight_webhooks() -> usize {
+    1024
+}
+fn default_max_event_streams() -> usize {
+    1024
+}
+fn default_max_commit_batch() -> usize {
+    2048
+}
+fn default_graph_api_base() -> String {
+    "https://graph.facebook.com/v25.0".to_string()
+}
+fn default_mps() -> u32 {
+    80
+}
+fn default_role() -> Role {
+    Role::Agent
+}
+fn default_max_concurrent() -> u32 {
+    5
+}
+fn default_retry_base_ms() -> u64 {
+    500
+}
+fn default_retry_max_ms() -> u64 {
+    60_000
+}
+fn default_max_attempts() -> u32 {
+    10
+}
+fn default_outbox_in_flight() -> usize {
+    64
+}
+fn default_outbox_queue() -> usize {
+    10_000
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "--config",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let key = if path.is_empty() || path == "." {
+                match inner.span() {
+                    Some(span) => format!("line {}", line_of(text, span.start)),
+                    None => "(file)".to_string(),
+                }
+            } else {
+                path
+            };
+            ConfigError::new(key, inner.message())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The listen address, already validated.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::new("server.listen", format!("bad address {:?}", self.server.listen)))
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.conversations.idle_timeout_ms)
+    }
+
+    pub fn number(&self, phone_number_id: &str) -> Option<&NumberConfig> {
+        self.numbers
+            .iter()
+            .find(|n| n.phone_number_id == phone_number_id)
+    }
+
+    pub fn team_exists(&self, id: &str) -> bool {
+        self.teams.iter().any(|t| t.id == id)
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.storage.path.as_os_str().is_empty() {
+            return Err(ConfigError::new("storage.path", "must not be empty"));
+        }
+        positive("storage.max_commit_batch", self.storage.max_commit_batch as u64)?;
+        positive("server.max_inflight_webhooks", self.server.max_inflight_webhooks as u64)?;
+        positive("server.max_event_streams", self.server.max_event_streams as u64)?;
+        if self.whatsapp.app_secret.is_empty() {
+            return Err(ConfigError::new("whatsapp.app_secret", "must not be empty"));
+        }
+        if !(self.whatsapp.graph_api_base.starts_with("http://")
+            || self.whatsapp.graph_api_base.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "whatsapp.graph_api_base",
+                format!("not an http(s) URL: {:?}", self.whatsapp.graph_api_base),
+            ));
+        }
+        positive("outbox.retry_base_ms", self.outbox.retry_base_ms)?;
+        positive("outbox.retry_max_ms", self.outbox.retry_max_ms)?;
+        positive("outbox.max_attempts", self.outbox.max_attempts as u64)?;
+        positive("outbox.max_in_flight", self.outbox.max_in_flight as u64)?;
+        positive("outbox.queue_capacity", self.outbox.queue_capacity as u64)?;
+        positive("outbox.request_timeout_ms", self.outbox.request_timeout_ms)?;
+        positive("conversations.idle_timeout_ms", self.conversations.idle_timeout_ms)?;
+
+        let mut teams = HashSet::new();
+        for (i, t) in self.teams.iter().enumerate() {
+            id_ok(&format!("teams[{i}].id"), &t.id)?;
+            if !teams.insert(t.id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("teams[{i}].id"),
+                    format!("duplicate team id {:?}", t.id),
+                ));
+            }
+        }
+        let mut numbers = HashSet::new();
+        for (i, n) in self.numbers.iter().enumerate() {
+            id_ok(&format!("numbers[{i}].phone_number_id"), &n.phone_number_id)?;
+            if !numbers.insert(n.phone_number_id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("numbers[{i}].phone_number_id"),
+                    format!("duplicate number {:?}", n.phone_number_id),
+                ));
+            }
+            if !teams.contains(n.default_team.as_str()) {
+                return Err(ConfigError::new(
+                    format!("numbers[{i}].default_team"),
+                    format!("unknown team {:?}", n.default_team),
+                ));
+            }
+            positive(&format!("numbers[{i}].mps"), n.mps as u64)?;
+        }
+        let mut agents = HashSet::new();
+        let mut tokens = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            id_ok(&format!("agents[{i}].id"), &a.id)?;
+            if !agents.insert(a.id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("agents[{i}].id"),
+                    format!("duplicate agent id {:?}", a.id),
+                ));
+            }
+            if a.token.is_empty() {
+                return Err(ConfigError::new(format!("agents[{i}].token"), "must not be empty"));
+            }
+            if !tokens.insert(a.token.as_str()) {
+                return Err(ConfigError::new(
+                    format!("agents[{i}].token"),
+                    "duplicate token (every agent needs its own)",
+                ));
+            }
+            for team in &a.teams {
+                if !teams.contains(team.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("agents[{i}].teams"),
+                        format!("unknown team {team:?}"),
+                    ));
+                }
+            }
+            positive(&format!("agents[{i}].max_concurrent"), a.max_concurrent as u64)?;
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+/// Ids become parts of storage keys separated by NUL, and appear in URLs.
+fn id_ok(key: &str, id: &str) -> Result<(), ConfigError> {
+    if id.is_empty() {
+        return Err(ConfigError::new(key, "must not be empty"));
+    }
+    if id.chars().any(|c| c.is_control() || c == '/' || c.is_whitespace()) {
+        return Err(ConfigError::new(
+            key,
+            format!("{id:?} may not contain spaces, '/' or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|s| s.matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+path = "/tmp/x"
+[whatsapp]
+app_secret = "s"
+verify_token = "v"
+access_token = "a"
+waba_id = "w"
+[[numbers]]
+phone_number_id = "1"
+default_team = "support"
+[[teams]]
+id = "support"
+"#;
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_toml_str(BASE).expect("valid");
+        assert!(c.storage.sync);
+        assert_eq!(c.numbers[0].mps, 80);
+    }
+
+    #[test]
+    fn unknown_team_in_agent_names_key() {
+        let text = format!(
+            "{BASE}\n[[agents]]\nid = \"a\"\ntoken = \"t\"\nteams = [\"nope\"]\n"
+        );
+        let e = Config::from_toml_str(&text).unwrap_err();
+        assert_eq!(e.key, "agents[0].teams");
+        assert!(e.to_string().contains("nope"));
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn missing_field_names_path() {
+        let e = Config::from_toml_str("[server]\n").unwrap_err();
+        assert!(e.to_string().contains("storage") || e.to_string().contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen() {
+        let e = Config::from_toml_str(&BASE.replace("127.0.0.1:0", "nowhere")).unwrap_err();
+        assert_eq!(e.key, "server.listen");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = Config::from_toml_str(&BASE.replace("path = \"/tmp/x\"", "path = \"/tmp/x\"\nsync = \"yes\""))
+            .unwrap_err();
+        assert_eq!(e.key, "storage.sync");
+    }
+}

@@ -1,0 +1,335 @@
+//! A conversation between one business number and one customer, and every rule of its life.
+//!
+//! Invariants, enforced only here:
+//! - one conversation per (business `phone_number_id`, customer id): its id is derived from that
+//!   pair, so every path that meets the pair finds the same conversation without an index;
+//! - `assignee` is `Some` exactly when `status` is `Assigned` (exactly one owner at a time);
+//! - only the owner may reply, release or resolve; supervisors of the team and admins may also
+//!   transfer and resolve;
+//! - a new inbound message after `resolved` reopens the conversation to its team's queue;
+//! - the customer-service window closes 24 h after the customer's last inbound message timestamp.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Caller, DomainError, Millis, WINDOW_MS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    Bot,
+    Queued,
+    Assigned,
+    Resolved,
+}
+
+impl ConversationStatus {
+    pub const ALL: [ConversationStatus; 4] = [Self::Bot, Self::Queued, Self::Assigned, Self::Resolved];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bot => "bot",
+            Self::Queued => "queued",
+            Self::Assigned => "assigned",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Derives the conversation id from (business number, customer): 16 hex digits of SHA-256.
+pub fn conversation_id(number: &str, customer: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(number.as_bytes());
+    h.update([0u8]);
+    h.update(customer.as_bytes());
+    let d = h.finalize();
+    let mut id = String::with_capacity(17);
+    id.push('c');
+    id.push_str(&hex::encode(&d[..8]));
+    id
+}
+
+/// Where a transfer sends a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    Team(String),
+    Agent { id: String, team: String },
+}
+
+/// The durable state of a conversation (messages are stored beside it, keyed by `seq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub number: String,
+    pub customer: String,
+    pub customer_name: Option<String>,
+    pub status: ConversationStatus,
+    pub team: String,
+    pub assignee: Option<String>,
+    /// Customer's last inbound message timestamp (ms), from Meta's `timestamp`.
+    pub last_inbound_at: Option<Millis>,
+    pub last_message_at: Millis,
+    pub created_at: Millis,
+    /// When it last entered a queue (orders the team queue).
+    pub queued_at: Millis,
+    /// Sequence number the next message will get.
+    pub next_seq: u64,
+}
+
+impl Conversation {
+    pub fn new(number: &str, customer: &str, team: &str, now: Millis) -> Self {
+        Self {
+            id: conversation_id(number, customer),
+            number: number.to_string(),
+            customer: customer.to_string(),
+            customer_name: None,
+            status: ConversationStatus::Queued,
+            team: team.to_string(),
+            assignee: None,
+            last_inbound_at: None,
+            last_message_at: now,
+            created_at: now,
+            queued_at: now,
+            next_seq: 0,
+        }
+    }
+
+    pub fn window_expires_at(&self) -> Option<Millis> {
+        self.last_inbound_at.map(|t| t + WINDOW_MS)
+    }
+
+    pub fn window_open(&self, now: Millis) -> bool {
+        self.window_expires_at().is_some_and(|exp| now < exp)
+    }
+
+    /// Whether `caller` may see this conversation at all.
+    pub fn visible_to(&self, caller: &Caller) -> bool {
+        if caller.manages(&self.team) || self.assignee.as_deref() == Some(caller.id.as_str()) {
+            return true;
+        }
+        caller.in_team(&self.team)
+            && matches!(
+                self.status,
+                ConversationStatus::Queued | ConversationStatus::Bot
+            )
+    }
+
+    fn is_owner(&self, caller: &Caller) -> bool {
+        self.status == ConversationStatus::Assigned
+            && self.assignee.as_deref() == Some(caller.id.as_str())
+    }
+
+    /// Checks a claim; `Ok(false)` means the caller already owns it (nothing to do).
+    pub fn check_claim(&self, caller: &Caller) -> Result<bool, DomainError> {
+        if !self.visible_to(caller) && !caller.in_team(&self.team) {
+            return Err(DomainError::NotFound);
+        }
+        match (&self.status, &self.assignee) {
+            (ConversationStatus::Assigned, Some(a)) if *a == caller.id => Ok(false),
+            (ConversationStatus::Assigned, Some(a)) => Err(DomainError::AlreadyAssigned {
+                assignee: a.clone(),
+            }),
+            _ => Ok(true),
+        }
+    }
+
+    pub fn assign(&mut self, agent: &str) {
+        self.status = ConversationStatus::Assigned;
+        self.assignee = Some(agent.to_string());
+    }
+
+    /// Release by the owner: back to its team's queue.
+    pub fn release(&mut self, caller: &Caller, now: Millis) -> Result<String, DomainError> {
+        let owner = self.owner_or_manager(caller, false)?;
+        self.enqueue(now);
+        Ok(owner)
+    }
+
+    /// Resolve by the owner, or by a supervisor of the team / an admin. Returns the freed owner.
+    pub fn resolve(&mut self, caller: &Caller) -> Result<Option<String>, DomainError> {
+        if self.status == ConversationStatus::Resolved {
+            return if caller.manages(&self.team) || caller.in_team(&self.team) {
+                Ok(None)
+            } else {
+                Err(DomainError::NotOwner)
+            };
+        }
+        if !self.is_owner(caller) && !caller.manages(&self.team) {
+            return Err(DomainError::NotOwner);
+        }
+        self.status = ConversationStatus::Resolved;
+        Ok(self.assignee.take())
+    }
+
+    /// Checks that the caller may transfer; returns the current owner (to free its capacity).
+    pub fn check_transfer(&self, caller: &Caller) -> Result<Option<String>, DomainError> {
+        if self.is_owner(caller) || caller.manages(&self.team) {
+            return Ok(self.assignee.clone());
+        }
+        Err(DomainError::NotOwner)
+    }
+
+    /// Applies a transfer that [`Self::check_transfer`] allowed.
+    pub fn transfer(&mut self, target: &TransferTarget, now: Millis) {
+        match target {
+            TransferTarget::Team(team) => {
+                self.team = team.clone();
+                self.enqueue(now);
+            }
+            TransferTarget::Agent { id, team } => {
+                self.team = team.clone();
+                self.assign(id);
+            }
+        }
+    }
+
+    /// Only the owner may send a reply, and only inside the window.
+    pub fn check_reply(&self, caller: &Caller, now: Millis) -> Result<(), DomainError> {
+        if !self.is_owner(caller) {
+            return Err(DomainError::NotOwner);
+        }
+        if !self.window_open(now) {
+            return Err(DomainError::WindowClosed);
+        }
+        Ok(())
+    }
+
+    /// Records an inbound message; returns true when it reopened a resolved conversation.
+    pub fn on_inbound(
+        &mut self,
+        customer_name: Option<&str>,
+        sent_at: Millis,
+        now: Millis,
+        reopen_team: &str,
+    ) -> bool {
+        if let Some(name) = customer_name {
+            if self.customer_name.as_deref() != Some(name) {
+                self.customer_name = Some(name.to_string());
+            }
+        }
+        self.last_inbound_at = Some(self.last_inbound_at.map_or(sent_at, |t| t.max(sent_at)));
+        self.last_message_at = self.last_message_at.max(now);
+        if self.status == ConversationStatus::Resolved {
+            self.team = reopen_team.to_string();
+            self.enqueue(now);
+            return true;
+        }
+        false
+    }
+
+    fn enqueue(&mut self, now: Millis) {
+        self.status = ConversationStatus::Queued;
+        self.assignee = None;
+        self.queued_at = now;
+    }
+
+    fn owner_or_manager(&self, caller: &Caller, managers: bool) -> Result<String, DomainError> {
+        match &self.assignee {
+            Some(a) if self.is_owner(caller) || (managers && caller.manages(&self.team)) => {
+                Ok(a.clone())
+            }
+            _ => Err(DomainError::NotOwner),
+        }
+    }
+
+    pub fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Role;
+
+    fn caller(id: &str, role: Role) -> Caller {
+        Caller {
+            id: id.into(),
+            role,
+            teams: vec!["support".into()],
+        }
+    }
+
+    #[test]
+    fn id_is_stable_per_pair() {
+        assert_eq!(conversation_id("1", "2"), conversation_id("1", "2"));
+        assert_ne!(conversation_id("1", "2"), conversation_id("12", ""));
+        assert_eq!(conversation_id("1", "2").len(), 17);
+    }
+
+    #[test]
+    fn claim_then_other_claim_fails_naming_owner() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        let alice = caller("alice", Role::Agent);
+        let bob = caller("bob", Role::Agent);
+        assert_eq!(c.check_claim(&alice), Ok(true));
+        c.assign("alice");
+        assert_eq!(c.check_claim(&alice), Ok(false));
+        assert_eq!(
+            c.check_claim(&bob),
+            Err(DomainError::AlreadyAssigned {
+                assignee: "alice".into()
+            })
+        );
+    }
+
+    #[test]
+    fn only_owner_replies_inside_window() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        c.on_inbound(None, 1_000, 1_000, "support");
+        let alice = caller("alice", Role::Agent);
+        assert_eq!(c.check_reply(&alice, 2_000), Err(DomainError::NotOwner));
+        c.assign("alice");
+        assert_eq!(c.check_reply(&alice, 2_000), Ok(()));
+        assert_eq!(
+            c.check_reply(&alice, 1_000 + WINDOW_MS),
+            Err(DomainError::WindowClosed)
+        );
+    }
+
+    #[test]
+    fn inbound_after_resolve_reopens() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        c.assign("alice");
+        c.resolve(&caller("alice", Role::Agent)).expect("owner resolves");
+        assert_eq!(c.assignee, None);
+        assert!(c.on_inbound(None, 5, 5, "support"));
+        assert_eq!(c.status, ConversationStatus::Queued);
+    }
+
+    #[test]
+    fn supervisor_may_resolve_agent_may_not() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        c.assign("alice");
+        assert_eq!(
+            c.resolve(&caller("bob", Role::Agent)),
+            Err(DomainError::NotOwner)
+        );
+        assert_eq!(
+            c.resolve(&caller("carol", Role::Supervisor)),
+            Ok(Some("alice".into()))
+        );
+    }
+
+    #[test]
+    fn visibility_by_role() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        let bob = caller("bob", Role::Agent);
+        assert!(c.visible_to(&bob));
+        c.assign("alice");
+        assert!(!c.visible_to(&bob));
+        assert!(c.visible_to(&caller("carol", Role::Supervisor)));
+        let outsider = Caller {
+            id: "x".into(),
+            role: Role::Supervisor,
+            teams: vec!["sales".into()],
+        };
+        assert!(!c.visible_to(&outsider));
+    }
+}

@@ -1,0 +1,36 @@
+//! Pure data and state transitions: no I/O, no async, no clocks read here.
+//!
+//! Every rule of a conversation's life (who may claim, reply, release, transfer, resolve; how
+//! statuses move; when the customer-service window is open) is a plain function on these types,
+//! so the actors only sequence them and the rules are testable without a runtime.
+
+pub mod agent;
+pub mod conversation;
+pub mod message;
+
+pub use agent::{Caller, Presence};
+pub use conversation::{conversation_id, Conversation, ConversationStatus, TransferTarget};
+pub use message::{DeliveryStatus, Direction, Message, MessageError};
+
+/// Milliseconds since the Unix epoch: the one time unit stored and compared in the core.
+pub type Millis = i64;
+
+/// The 24-hour customer-service window.
+pub const WINDOW_MS: Millis = 24 * 60 * 60 * 1000;
+
+/// A rule of the domain was broken; each variant has a stable API code (see `crate::error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("conversation is assigned to {assignee}")]
+    AlreadyAssigned { assignee: String },
+    #[error("agent has reached max_concurrent")]
+    CapacityReached,
+    #[error("only the conversation's owner can do this")]
+    NotOwner,
+    #[error("the 24-hour customer-service window is closed")]
+    WindowClosed,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+}

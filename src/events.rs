@@ -1,0 +1,94 @@
+//! The change feed behind `GET /api/v1/events`.
+//!
+//! Conversation actors publish an [`Event`] after a change is durable; each SSE subscriber filters
+//! the feed by what its agent may see. The feed is a bounded broadcast channel: a subscriber that
+//! falls more than `CAPACITY` events behind is told it lagged (so it can re-read the list)
+//! instead of slowing the publishers down.
+
+use tokio::sync::broadcast;
+
+use crate::domain::{Caller, Conversation, Message};
+
+/// Events buffered per subscriber before it is told it lagged.
+pub const CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    ConversationCreated,
+    ConversationClaimed,
+    ConversationReleased,
+    ConversationTransferred,
+    ConversationResolved,
+    ConversationReopened,
+    MessageCreated,
+    MessageStatus,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConversationCreated => "conversation.created",
+            Self::ConversationClaimed => "conversation.claimed",
+            Self::ConversationReleased => "conversation.released",
+            Self::ConversationTransferred => "conversation.transferred",
+            Self::ConversationResolved => "conversation.resolved",
+            Self::ConversationReopened => "conversation.reopened",
+            Self::MessageCreated => "message.created",
+            Self::MessageStatus => "message.status",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub conversation: Conversation,
+    pub message: Option<Message>,
+    /// Team and owner before the change: people who could see it before must hear it changed.
+    pub previous_team: Option<String>,
+    pub previous_assignee: Option<String>,
+}
+
+impl Event {
+    /// Whether `caller` should hear of this change: it can see the conversation now, could see
+    /// it before, or belongs to its team (so nobody starts typing into a chat someone just took).
+    pub fn visible_to(&self, caller: &Caller) -> bool {
+        let c = &self.conversation;
+        if c.visible_to(caller) || caller.in_team(&c.team) {
+            return true;
+        }
+        let was_team = self
+            .previous_team
+            .as_deref()
+            .is_some_and(|t| caller.in_team(t) || caller.manages(t));
+        let was_owner = self.previous_assignee.as_deref() == Some(caller.id.as_str());
+        was_team || was_owner
+    }
+}
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Self { tx }
+    }
+
+    pub fn publish(&self, event: Event) {
+        // No subscribers is normal; nothing to do.
+        let _ = self.tx.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}

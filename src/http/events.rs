@@ -1,0 +1,69 @@
+//! `GET /api/v1/events`: the caller's live change feed as Server-Sent Events.
+//!
+//! Each event is `event: <type>` plus `data: {"type", "conversation", "message"?}`, filtered by
+//! what the caller may see (see `crate::events::Event::visible_to`). A subscriber that falls behind
+//! the bounded feed gets one `lagged` event with the number of events it missed, and should re-read
+//! the conversation list. Open streams are bounded by `server.max_event_streams`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::auth::Auth;
+use super::error::{ApiError, ApiResult};
+use super::views::{ConversationView, MessageView};
+use super::AppState;
+use crate::metrics as m;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/events", get(stream))
+}
+
+struct StreamGuard(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(m::EVENT_STREAMS).decrement(1.0);
+    }
+}
+
+async fn stream(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<impl IntoResponse> {
+    let permit = s
+        .stream_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::overloaded("overloaded", "too many event streams"))?;
+    metrics::gauge!(m::EVENT_STREAMS).increment(1.0);
+    let guard = StreamGuard(permit);
+    let rx = s.ctx.bus.subscribe();
+    let events = BroadcastStream::new(rx).filter_map(move |item| {
+        let _alive = &guard;
+        let out = match item {
+            Ok(ev) if ev.visible_to(&caller) => {
+                let data = json!({
+                    "type": ev.kind.as_str(),
+                    "conversation": ConversationView::new(&ev.conversation, None),
+                    "message": ev.message.as_ref().map(MessageView::new),
+                });
+                Some(Ok::<_, Infallible>(
+                    SseEvent::default().event(ev.kind.as_str()).data(data.to_string()),
+                ))
+            }
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(SseEvent::default()
+                .event("lagged")
+                .data(json!({ "type": "lagged", "missed": n }).to_string()))),
+        };
+        std::future::ready(out)
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

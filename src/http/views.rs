@@ -1,0 +1,90 @@
+//! JSON shapes of the agent API (the contract's Conversation and Message).
+//!
+//! Domain types are never serialized to clients directly: these views fix the field names and
+//! render times as RFC 3339, so storage can evolve without changing the API.
+
+use chrono::{SecondsFormat, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::domain::{Conversation, Message, MessageError, Millis};
+
+pub fn rfc3339(ms: Millis) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+pub struct ConversationView {
+    pub id: String,
+    pub number: String,
+    pub customer: String,
+    pub customer_name: Option<String>,
+    pub status: &'static str,
+    pub team: String,
+    pub assignee: Option<String>,
+    pub window_expires_at: Option<String>,
+    pub last_message_at: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<MessageView>>,
+}
+
+impl ConversationView {
+    pub fn new(c: &Conversation, messages: Option<&[Message]>) -> Self {
+        Self {
+            id: c.id.clone(),
+            number: c.number.clone(),
+            customer: c.customer.clone(),
+            customer_name: c.customer_name.clone(),
+            status: c.status.as_str(),
+            team: c.team.clone(),
+            assignee: c.assignee.clone(),
+            window_expires_at: c.window_expires_at().map(rfc3339),
+            last_message_at: rfc3339(c.last_message_at),
+            created_at: rfc3339(c.created_at),
+            messages: messages.map(|ms| ms.iter().map(MessageView::new).collect()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct MessageView {
+    pub id: String,
+    pub direction: &'static str,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+    pub wamid: Option<String>,
+    pub status: Option<&'static str>,
+    pub author: String,
+    pub at: String,
+    pub error: Option<MessageError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The customer's original message JSON (unknown types and fields included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl MessageView {
+    pub fn new(m: &Message) -> Self {
+        Self {
+            id: m.id(),
+            direction: m.direction.as_str(),
+            kind: m.kind.clone(),
+            text: m.text.clone(),
+            wamid: m.wamid.clone(),
+            status: m.status.map(|s| s.as_str()),
+            author: m.author.clone(),
+            at: rfc3339(m.at),
+            error: m.error.clone(),
+            idempotency_key: m.idempotency_key.clone(),
+            raw: m
+                .raw
+                .as_ref()
+                .and_then(|r| serde_json::value::RawValue::from_string(r.clone()).ok()),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `/webhooks/whatsapp`: Meta's verification handshake and notifications.
+//!
+//! Order of checks on POST, cheapest refusal first: admission (503 + Retry-After when
+//! `server.max_inflight_webhooks` requests are already being processed — nothing is read or
+//! stored), size (413 above 3 MiB), signature over the raw bytes (401), JSON (400). Then every
+//! message, status and change is made durable ([`crate::ingest`]) and only then is 200 sent, so
+//! Meta never gets a 200 for something not stored and redelivers anything else.
+
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::metrics as m;
+use crate::whatsapp::{signature, webhook};
+
+/// Largest accepted notification body.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/webhooks/whatsapp", get(verify).post(receive))
+}
+
+#[derive(Deserialize)]
+struct VerifyParams {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+async fn verify(State(s): State<AppState>, Query(p): Query<VerifyParams>) -> Response {
+    let ok = p.mode.as_deref() == Some("subscribe")
+        && p.token.as_deref() == Some(s.ctx.config.whatsapp.verify_token.as_str());
+    match (ok, p.challenge) {
+        (true, Some(c)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            c,
+        )
+            .into_response(),
+        _ => (StatusCode::FORBIDDEN, "verification failed").into_response(),
+    }
+}
+
+async fn receive(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let (outcome, resp) = handle(&s, &headers, body).await;
+    metrics::counter!(m::WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
+    metrics::histogram!(m::WEBHOOK_DURATION).record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str, Response) {
+    if !s.accepting() {
+        return (
+            "overloaded",
+            ApiError::overloaded("shutting_down", "broker is shutting down").into_response(),
+        );
+    }
+    let Ok(_permit) = s.webhook_permits.clone().try_acquire_owned() else {
+        return (
+            "overloaded",
+            ApiError::overloaded("overloaded", "too many webhooks in flight; retry").into_response(),
+        );
+    };
+    metrics::gauge!(m::WEBHOOKS_IN_FLIGHT).increment(1.0);
+    let _in_flight = InFlight;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "body exceeds 3 MiB",
+        )
+        .into_response()
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return ("too_large", too_large());
+    }
+    let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return ("too_large", too_large()),
+    };
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature::verify(s.ctx.config.whatsapp.app_secret.as_bytes(), &bytes, sig) {
+        let e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "X-Hub-Signature-256 missing or wrong",
+        );
+        return ("invalid_signature", e.into_response());
+    }
+    let notification = match webhook::parse(&bytes) {
+        Ok(n) => n,
+        Err(e) => {
+            let e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string());
+            return ("invalid_json", e.into_response());
+        }
+    };
+    if notification.skipped > 0 {
+        tracing::warn!(skipped = notification.skipped, "webhook items without id or sender");
+    }
+    match crate::ingest::ingest(&s.ctx, notification).await {
+        Ok(report) => {
+            tracing::debug!(?report, "webhook stored");
+            ("ok", (StatusCode::OK, "EVENT_RECEIVED").into_response())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook not stored; Meta will redeliver");
+            ("error", ApiError::from(e).into_response())
+        }
+    }
+}
+
+/// Keeps the in-flight gauge right on every exit path.
+struct InFlight;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(m::WEBHOOKS_IN_FLIGHT).decrement(1.0);
+    }
+}

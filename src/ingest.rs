@@ -1,0 +1,149 @@
+//! Makes a parsed webhook notification durable: every message, status and other change.
+//!
+//! Messages are grouped by conversation and handed to each conversation's actor (activated, or
+//! created from a seed), all groups concurrently; the call returns only when every group is
+//! durable, so the transport may answer 200. Statuses go to the conversation that owns their
+//! wamid. A status whose wamid is not known yet (it raced the Graph API's answer) is parked as an
+//! orphan; both this path and the outbox path write first and check second, so whichever comes
+//! last applies it. Other changes (template updates, account events, echoes) are kept verbatim.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::try_join_all;
+
+use crate::actors::{ConversationMsg, Ctx};
+use crate::domain::Conversation;
+use crate::error::Error;
+use crate::metrics as m;
+use crate::store::{Batch, StatusUpdate};
+use crate::whatsapp::webhook::{InboundMessage, InboundStatus, Notification};
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestReport {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub statuses: usize,
+    pub other: usize,
+}
+
+pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Error> {
+    let mut report = IngestReport {
+        statuses: n.statuses.len(),
+        other: n.other.len(),
+        ..Default::default()
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut groups: HashMap<String, (Conversation, Vec<InboundMessage>)> = HashMap::new();
+    for msg in n.messages {
+        let id = crate::domain::conversation_id(&msg.number, &msg.customer);
+        groups
+            .entry(id)
+            .or_insert_with(|| {
+                let team = ctx.default_team(&msg.number);
+                (Conversation::new(&msg.number, &msg.customer, &team, now), Vec::new())
+            })
+            .1
+            .push(msg);
+    }
+    let deliveries = groups.into_iter().map(|(id, (seed, messages))| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.ask(&id, Some(&seed), |reply| ConversationMsg::Inbound {
+                messages: messages.clone(),
+                reply,
+            })
+            .await
+        }
+    });
+    let statuses = deliver_statuses(ctx, n.statuses);
+    let other = keep_other(ctx, n.other);
+    let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, other)?;
+    for a in acks {
+        report.stored += a.stored;
+        report.duplicates += a.duplicates;
+    }
+    Ok(report)
+}
+
+async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Result<(), Error> {
+    if statuses.is_empty() {
+        return Ok(());
+    }
+    let refs = ctx
+        .store
+        .lookup_wamids(statuses.iter().map(|s| s.wamid.clone()).collect())
+        .await?;
+    let mut orphans = Vec::new();
+    let mut known = Vec::new();
+    for (s, r) in statuses.into_iter().zip(refs) {
+        match r {
+            Some(r) => known.push((r, s)),
+            None => orphans.push(s),
+        }
+    }
+    if !orphans.is_empty() {
+        park_orphans(ctx, &orphans).await?;
+        // Write first, check second: the send outcome may have landed in between.
+        let again = ctx
+            .store
+            .lookup_wamids(orphans.iter().map(|s| s.wamid.clone()).collect())
+            .await?;
+        for (s, r) in orphans.into_iter().zip(again) {
+            match r {
+                Some(r) => known.push((r, s)),
+                None => metrics::counter!(m::STATUS_UPDATES, "outcome" => "orphan").increment(1),
+            }
+        }
+    }
+    let calls = known.into_iter().map(|(r, s)| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.ask(&r.conversation_id, None, |reply| ConversationMsg::Status {
+                seq: r.seq,
+                update: s.clone(),
+                reply,
+            })
+            .await
+        }
+    });
+    try_join_all(calls).await?;
+    Ok(())
+}
+
+/// Stores statuses for unknown wamids, keeping the most advanced one per wamid.
+async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), Error> {
+    let mut batch = Batch::new();
+    for s in orphans {
+        let existing = ctx.store.orphan_status(&s.wamid).await?;
+        if existing
+            .as_ref()
+            .is_some_and(|e| !e.status.can_become(s.status))
+        {
+            continue;
+        }
+        batch.put_orphan_status(&StatusUpdate {
+            wamid: s.wamid.clone(),
+            status: s.status,
+            error: s.error.clone(),
+            at: s.at,
+        })?;
+    }
+    ctx.store.commit(batch).await?;
+    Ok(())
+}
+
+async fn keep_other(
+    ctx: &Arc<Ctx>,
+    other: Vec<crate::whatsapp::webhook::OtherChange>,
+) -> Result<(), Error> {
+    if other.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    for o in &other {
+        batch.put_other_change(&o.field, &o.raw);
+    }
+    ctx.store.commit(batch).await?;
+    Ok(())
+}

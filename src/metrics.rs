@@ -1,0 +1,85 @@
+//! Metric names, their descriptions and the Prometheus recorder.
+//!
+//! Every name is a constant here, described once at start-up. Label values come from bounded
+//! sets only: outcomes are fixed strings, statuses are the four conversation statuses, teams and
+//! numbers come from the config. Never a customer, message or conversation id.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const WEBHOOK_REQUESTS: &str = "switchboard_webhook_requests_total";
+pub const WEBHOOK_DURATION: &str = "switchboard_webhook_duration_seconds";
+pub const INBOUND_MESSAGES: &str = "switchboard_inbound_messages_total";
+pub const INBOUND_DUPLICATES: &str = "switchboard_inbound_duplicates_total";
+pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
+pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
+pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
+pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
+pub const CLAIMS: &str = "switchboard_claims_total";
+pub const CONVERSATIONS: &str = "switchboard_conversations";
+pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
+pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
+pub const ACTOR_ACTIVATIONS: &str = "switchboard_actor_activations_total";
+pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_duration_seconds";
+pub const STORE_GROUP_SIZE: &str = "switchboard_store_group_commit_size";
+pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
+pub const EVENT_STREAMS: &str = "switchboard_event_streams";
+pub const API_REQUESTS: &str = "switchboard_api_requests_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once (tests start several brokers in one process) and
+/// returns the handle that renders `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".to_string()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(STORE_GROUP_SIZE.to_string()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                    )
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(WEBHOOK_REQUESTS, "Webhook POSTs by outcome (ok, invalid_signature, invalid_json, too_large, overloaded, error).");
+    describe_histogram!(WEBHOOK_DURATION, Unit::Seconds, "Time from webhook request to its answer.");
+    describe_counter!(INBOUND_MESSAGES, "Inbound customer messages stored (duplicates excluded).");
+    describe_counter!(INBOUND_DUPLICATES, "Redelivered inbound messages recognised by wamid and not stored again.");
+    describe_counter!(STATUS_UPDATES, "Outbound status callbacks by outcome (applied, stale, orphan).");
+    describe_counter!(OUTBOUND_MESSAGES, "Outbound messages by outcome (queued, accepted, failed, window_closed).");
+    describe_counter!(OUTBOUND_RETRIES, "Graph API send attempts retried after a transient error.");
+    describe_histogram!(GRAPH_DURATION, Unit::Seconds, "Graph API send request duration.");
+    describe_counter!(CLAIMS, "Claims by outcome (won, already_assigned, capacity_reached, not_found).");
+    describe_gauge!(CONVERSATIONS, "Conversations by status and team.");
+    describe_gauge!(LIVE_ACTORS, "Conversation actors currently in memory.");
+    describe_counter!(ACTOR_RESTARTS, "Conversation actors restarted from durable state after a panic.");
+    describe_counter!(ACTOR_ACTIVATIONS, "Conversation actors activated from storage.");
+    describe_histogram!(STORE_COMMIT_SECONDS, Unit::Seconds, "Duration of one group commit (write + fsync).");
+    describe_histogram!(STORE_GROUP_SIZE, "Commits merged into one group commit.");
+    describe_gauge!(WEBHOOKS_IN_FLIGHT, "Webhook requests being processed.");
+    describe_gauge!(EVENT_STREAMS, "Open SSE event streams.");
+    describe_counter!(API_REQUESTS, "Agent API requests by outcome code.");
+}

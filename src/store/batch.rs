@@ -1,0 +1,131 @@
+//! A typed, atomic set of changes: what one acknowledgement makes durable.
+//!
+//! Callers describe changes in domain terms; encoding happens here, on the caller's task, so the
+//! group-commit writer only copies bytes. A batch is applied in one RocksDB `WriteBatch`, so a
+//! message, its wamid entry, its conversation and the conversation's index entries are either all
+//! durable or none is.
+
+use crate::domain::{Conversation, Message};
+
+use super::codec::encode;
+use super::schema::*;
+use super::StoreError;
+
+pub(super) enum Op {
+    Put {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: &'static str,
+        key: Vec<u8>,
+    },
+}
+
+#[derive(Default)]
+pub struct Batch {
+    pub(super) ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    fn put(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(Op::Put { cf, key, value });
+    }
+
+    fn delete(&mut self, cf: &'static str, key: Vec<u8>) {
+        self.ops.push(Op::Delete { cf, key });
+    }
+
+    /// Writes a conversation and moves its index entries from `before` to `after`.
+    pub fn put_conversation(
+        &mut self,
+        before: Option<&Conversation>,
+        after: &Conversation,
+    ) -> Result<(), StoreError> {
+        self.put(CF_CONVERSATIONS, after.id.as_bytes().to_vec(), encode(after)?);
+        let new_keys = IndexKey::for_conversation(after);
+        if let Some(b) = before {
+            for old in IndexKey::for_conversation(b) {
+                if !new_keys.contains(&old) {
+                    self.delete(CF_INDEX, old.encode());
+                }
+            }
+        }
+        for k in new_keys {
+            self.put(CF_INDEX, k.encode(), Vec::new());
+        }
+        Ok(())
+    }
+
+    /// Writes a message (and its wamid entry, when it has one).
+    pub fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
+        self.put(
+            CF_MESSAGES,
+            seq_key(&m.conversation_id, m.seq),
+            encode(m)?,
+        );
+        if let Some(w) = &m.wamid {
+            let r = WamidRef {
+                conversation_id: m.conversation_id.clone(),
+                seq: m.seq,
+            };
+            self.put(CF_WAMIDS, w.as_bytes().to_vec(), encode(&r)?);
+        }
+        Ok(())
+    }
+
+    pub fn put_outbox(&mut self, job: &OutboxJob) -> Result<(), StoreError> {
+        self.put(
+            CF_OUTBOX,
+            seq_key(&job.conversation_id, job.seq),
+            encode(job)?,
+        );
+        Ok(())
+    }
+
+    pub fn delete_outbox(&mut self, conversation_id: &str, seq: u64) {
+        self.delete(CF_OUTBOX, seq_key(conversation_id, seq));
+    }
+
+    pub fn put_idempotency(&mut self, conversation_id: &str, key: &str, seq: u64) {
+        self.put(
+            CF_IDEMPOTENCY,
+            idempotency_key(conversation_id, key),
+            seq.to_be_bytes().to_vec(),
+        );
+    }
+
+    pub fn put_orphan_status(&mut self, s: &StatusUpdate) -> Result<(), StoreError> {
+        self.put(CF_ORPHAN_STATUS, s.wamid.as_bytes().to_vec(), encode(s)?);
+        Ok(())
+    }
+
+    pub fn delete_orphan_status(&mut self, wamid: &str) {
+        self.delete(CF_ORPHAN_STATUS, wamid.as_bytes().to_vec());
+    }
+
+    /// Keeps a webhook change the broker does not act on (yet), verbatim, keyed by its digest so
+    /// a redelivery is stored once.
+    pub fn put_other_change(&mut self, field: &str, raw: &str) {
+        use sha2::{Digest, Sha256};
+        let key = Sha256::digest(raw.as_bytes()).to_vec();
+        let mut value = Vec::with_capacity(field.len() + raw.len() + 1);
+        value.extend_from_slice(field.as_bytes());
+        value.push(0);
+        value.extend_from_slice(raw.as_bytes());
+        self.put(CF_OTHER_CHANGES, key, value);
+    }
+}

@@ -1,0 +1,214 @@
+//! Column families, their key layouts and the records stored in them.
+//!
+//! | column family   | key                                   | value                    |
+//! |-----------------|---------------------------------------|--------------------------|
+//! | `conversations` | conversation id                       | [`Conversation`]         |
+//! | `messages`      | conversation id, 0, seq (u64 BE)      | [`Message`]              |
+//! | `wamids`        | wamid                                 | [`WamidRef`]             |
+//! | `outbox`        | conversation id, 0, seq (u64 BE)      | [`OutboxJob`]            |
+//! | `idempotency`   | conversation id, 0, key               | seq (u64 BE)             |
+//! | `index`         | see [`IndexKey`]                      | empty                    |
+//! | `orphan_status` | wamid                                 | [`StatusUpdate`]         |
+//! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
+//!
+//! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
+//! returns a conversation's messages oldest first. Ids never contain NUL (config validation and
+//! the id derivation guarantee it), so NUL separates key parts unambiguously.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Conversation, ConversationStatus, DeliveryStatus, MessageError, Millis};
+
+pub const CF_CONVERSATIONS: &str = "conversations";
+pub const CF_MESSAGES: &str = "messages";
+pub const CF_WAMIDS: &str = "wamids";
+pub const CF_OUTBOX: &str = "outbox";
+pub const CF_IDEMPOTENCY: &str = "idempotency";
+pub const CF_INDEX: &str = "index";
+pub const CF_ORPHAN_STATUS: &str = "orphan_status";
+pub const CF_OTHER_CHANGES: &str = "other_changes";
+
+pub const ALL_CFS: [&str; 8] = [
+    CF_CONVERSATIONS,
+    CF_MESSAGES,
+    CF_WAMIDS,
+    CF_OUTBOX,
+    CF_IDEMPOTENCY,
+    CF_INDEX,
+    CF_ORPHAN_STATUS,
+    CF_OTHER_CHANGES,
+];
+
+/// Where a wamid lives: which conversation, which message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WamidRef {
+    pub conversation_id: String,
+    pub seq: u64,
+}
+
+/// An outbound message that is durable but not yet accepted by the Graph API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxJob {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub number: String,
+    pub to: String,
+    pub text: String,
+}
+
+impl OutboxJob {
+    pub fn message_id(&self) -> String {
+        crate::domain::message::message_id(&self.conversation_id, self.seq)
+    }
+}
+
+/// A status callback for a wamid we could not match yet (it raced the Graph API's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub wamid: String,
+    pub status: DeliveryStatus,
+    pub error: Option<MessageError>,
+    pub at: Millis,
+}
+
+pub fn seq_key(conversation_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(conversation_id.len() + 9);
+    k.extend_from_slice(conversation_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn conversation_prefix(conversation_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(conversation_id.len() + 1);
+    k.extend_from_slice(conversation_id.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn idempotency_key(conversation_id: &str, key: &str) -> Vec<u8> {
+    let mut k = conversation_prefix(conversation_id);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Secondary index entries, kept in the same write batch as the conversation they describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexKey {
+    /// `s` status team id: list by status and team.
+    StatusTeam {
+        status: ConversationStatus,
+        team: String,
+        id: String,
+    },
+    /// `a` assignee id: list an agent's conversations, rebuild its load.
+    Assignee { agent: String, id: String },
+}
+
+impl IndexKey {
+    /// The index entries a conversation state implies.
+    pub fn for_conversation(c: &Conversation) -> Vec<IndexKey> {
+        let mut keys = vec![IndexKey::StatusTeam {
+            status: c.status,
+            team: c.team.clone(),
+            id: c.id.clone(),
+        }];
+        if let Some(agent) = &c.assignee {
+            keys.push(IndexKey::Assignee {
+                agent: agent.clone(),
+                id: c.id.clone(),
+            });
+        }
+        keys
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            IndexKey::StatusTeam { status, team, id } => {
+                join(&[b"s", status.as_str().as_bytes(), team.as_bytes(), id.as_bytes()])
+            }
+            IndexKey::Assignee { agent, id } => join(&[b"a", agent.as_bytes(), id.as_bytes()]),
+        }
+    }
+
+    pub fn decode(key: &[u8]) -> Option<IndexKey> {
+        let parts: Vec<&[u8]> = key.split(|b| *b == 0).collect();
+        let s = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+        match parts.as_slice() {
+            [b"s", status, team, id] => Some(IndexKey::StatusTeam {
+                status: ConversationStatus::parse(std::str::from_utf8(status).ok()?)?,
+                team: s(team)?,
+                id: s(id)?,
+            }),
+            [b"a", agent, id] => Some(IndexKey::Assignee {
+                agent: s(agent)?,
+                id: s(id)?,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            IndexKey::StatusTeam { id, .. } | IndexKey::Assignee { id, .. } => id,
+        }
+    }
+}
+
+/// Prefix of index keys for a status (and optionally a team).
+pub fn status_prefix(status: ConversationStatus, team: Option<&str>) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = vec![b"s", status.as_str().as_bytes()];
+    if let Some(t) = team {
+        parts.push(t.as_bytes());
+    }
+    let mut k = join(&parts);
+    k.push(0);
+    k
+}
+
+pub fn assignee_prefix(agent: &str) -> Vec<u8> {
+    let mut k = join(&[b"a", agent.as_bytes()]);
+    k.push(0);
+    k
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_keys_round_trip_and_prefix() {
+        let k = IndexKey::StatusTeam {
+            status: ConversationStatus::Queued,
+            team: "support".into(),
+            id: "c1".into(),
+        };
+        let bytes = k.encode();
+        assert_eq!(IndexKey::decode(&bytes), Some(k));
+        assert!(bytes.starts_with(&status_prefix(ConversationStatus::Queued, Some("support"))));
+        assert!(!bytes.starts_with(&status_prefix(ConversationStatus::Queued, Some("supp"))));
+        let a = IndexKey::Assignee {
+            agent: "alice".into(),
+            id: "c1".into(),
+        };
+        assert_eq!(IndexKey::decode(&a.encode()), Some(a.clone()));
+        assert!(a.encode().starts_with(&assignee_prefix("alice")));
+    }
+
+    #[test]
+    fn seq_keys_sort_numerically() {
+        assert!(seq_key("c", 2) < seq_key("c", 10));
+        assert!(seq_key("c", 255) < seq_key("c", 256));
+    }
+}

@@ -1,0 +1,8 @@
+//! Meta's formats: webhook signatures, webhook payloads, the Graph API client and its error codes.
+//!
+//! Nothing here knows about actors or HTTP servers; it turns Meta's bytes into typed values and
+//! typed values into Meta's requests.
+
+pub mod graph;
+pub mod signature;
+pub mod webhook;

@@ -1,0 +1,235 @@
+//! Parsing Meta's webhook notifications: every entry, every change, every message and status.
+//!
+//! The parser is lenient by design: unknown message types, unknown fields and unknown change
+//! kinds are kept (each message's original JSON travels with it as `raw`; other changes are
+//! returned as [`OtherChange`]), because Meta adds types faster than any broker ships. Only bodies
+//! that are not JSON at all are rejected. Timestamps arrive as strings in messages and statuses
+//! but as integers elsewhere; both are accepted.
+
+use serde_json::Value;
+
+use crate::domain::{DeliveryStatus, MessageError, Millis};
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed JSON: {0}")]
+pub struct ParseError(String);
+
+/// An inbound customer message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    pub number: String,
+    pub customer: String,
+    pub customer_name: Option<String>,
+    pub wamid: String,
+    /// Meta's `timestamp`, in ms.
+    pub sent_at: Millis,
+    pub kind: String,
+    pub text: Option<String>,
+    pub raw: String,
+}
+
+/// A status callback for an outbound message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundStatus {
+    pub number: String,
+    pub wamid: String,
+    pub status: DeliveryStatus,
+    pub error: Option<MessageError>,
+    pub at: Millis,
+}
+
+/// Any change that is not a message or status (template updates, account events, echoes, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtherChange {
+    pub field: String,
+    pub raw: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Notification {
+    pub messages: Vec<InboundMessage>,
+    pub statuses: Vec<InboundStatus>,
+    pub other: Vec<OtherChange>,
+    /// Items that could not be used (no id, no sender, unknown status) — counted and logged.
+    pub skipped: usize,
+}
+
+pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
+    let root: Value = serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
+    let mut out = Notification::default();
+    for entry in array(&root, "entry") {
+        for change in array(entry, "changes") {
+            let field = change.get("field").and_then(Value::as_str).unwrap_or("");
+            let value = change.get("value").unwrap_or(&Value::Null);
+            let has_messages = value.get("messages").is_some() || value.get("statuses").is_some();
+            if field == "messages" || has_messages {
+                parse_messages_value(value, &mut out);
+            } else {
+                out.other.push(OtherChange {
+                    field: field.to_string(),
+                    raw: change.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter())
+        .into_iter()
+        .flatten()
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+/// Meta's timestamps: seconds, as a string or a number.
+fn timestamp_ms(v: Option<&Value>) -> Option<Millis> {
+    let secs = match v? {
+        Value::String(s) => s.trim().parse::<i64>().ok()?,
+        Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    secs.checked_mul(1000)
+}
+
+fn parse_messages_value(value: &Value, out: &mut Notification) {
+    let number = str_at(value, &["metadata", "phone_number_id"]).unwrap_or("").to_string();
+    let contacts: Vec<(Option<&str>, Option<&str>, Option<&str>)> = array(value, "contacts")
+        .map(|c| {
+            (
+                c.get("wa_id").and_then(Value::as_str),
+                c.get("user_id").and_then(Value::as_str),
+                str_at(c, &["profile", "name"]),
+            )
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    for m in array(value, "messages") {
+        let wamid = m.get("id").and_then(Value::as_str);
+        let from = m
+            .get("from")
+            .and_then(Value::as_str)
+            .or_else(|| m.get("from_user_id").and_then(Value::as_str));
+        let (Some(wamid), Some(customer)) = (wamid, from) else {
+            out.skipped += 1;
+            continue;
+        };
+        if number.is_empty() {
+            out.skipped += 1;
+            continue;
+        }
+        let customer_name = contacts
+            .iter()
+            .find(|(wa, uid, _)| *wa == Some(customer) || *uid == Some(customer))
+            .or(if contacts.len() == 1 { contacts.first() } else { None })
+            .and_then(|(_, _, name)| name.map(str::to_string));
+        let kind = m.get("type").and_then(Value::as_str).unwrap_or("unknown");
+        out.messages.push(InboundMessage {
+            number: number.clone(),
+            customer: customer.to_string(),
+            customer_name,
+            wamid: wamid.to_string(),
+            sent_at: timestamp_ms(m.get("timestamp")).unwrap_or(now),
+            kind: kind.to_string(),
+            text: text_of(kind, m),
+            raw: m.to_string(),
+        });
+    }
+    for s in array(value, "statuses") {
+        let wamid = s.get("id").and_then(Value::as_str);
+        let status = s
+            .get("status")
+            .and_then(Value::as_str)
+            .and_then(DeliveryStatus::parse);
+        let (Some(wamid), Some(status)) = (wamid, status) else {
+            out.skipped += 1;
+            continue;
+        };
+        let error = array(s, "errors").next().map(|e| MessageError {
+            code: e.get("code").and_then(Value::as_i64).unwrap_or(0),
+            title: e
+                .get("title")
+                .or_else(|| e.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        });
+        out.statuses.push(InboundStatus {
+            number: number.clone(),
+            wamid: wamid.to_string(),
+            status,
+            error,
+            at: timestamp_ms(s.get("timestamp")).unwrap_or(now),
+        });
+    }
+}
+
+/// The human-readable text of a message, whatever its type.
+fn text_of(kind: &str, m: &Value) -> Option<String> {
+    let s = |path: &[&str]| str_at(m, path).map(str::to_string);
+    match kind {
+        "text" => s(&["text", "body"]),
+        "image" | "video" | "document" | "sticker" | "audio" => s(&[kind, "caption"]),
+        "button" => s(&["button", "text"]),
+        "interactive" => s(&["interactive", "button_reply", "title"])
+            .or_else(|| s(&["interactive", "list_reply", "title"])),
+        "reaction" => s(&["reaction", "emoji"]),
+        "location" => s(&["location", "name"]).or_else(|| s(&["location", "address"])),
+        "order" => s(&["order", "text"]),
+        "system" => s(&["system", "body"]),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = include_str!("../../tests/fixtures/whatsapp/text_message.json");
+
+    #[test]
+    fn parses_fixture_text() {
+        let n = parse(TEXT.as_bytes()).expect("parse");
+        assert_eq!(n.messages.len(), 1);
+        let m = &n.messages[0];
+        assert_eq!(m.number, "106540352242922");
+        assert_eq!(m.customer, "16505551234");
+        assert_eq!(m.customer_name.as_deref(), Some("Sheena Nelson"));
+        assert_eq!(m.text.as_deref(), Some("Does it come in another color?"));
+        assert_eq!(m.sent_at, 1_749_416_383_000);
+    }
+
+    #[test]
+    fn every_entry_change_message_and_status() {
+        let body = r#"{"entry":[
+          {"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+             "messages":[{"from":"a","id":"w1","timestamp":"1","type":"text","text":{"body":"x"}},
+                         {"from":"b","id":"w2","timestamp":2,"type":"brand_new","brand_new":{"k":1}}],
+             "statuses":[{"id":"o1","status":"delivered","timestamp":"3"}]}},
+             {"field":"message_template_status_update","value":{"event":"APPROVED"}}]},
+          {"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},
+             "messages":[{"from_user_id":"US.1","id":"w3","type":"reaction","reaction":{}}]}}]}]}"#;
+        let n = parse(body.as_bytes()).expect("parse");
+        assert_eq!(n.messages.len(), 3);
+        assert_eq!(n.messages[1].kind, "brand_new");
+        assert!(n.messages[1].raw.contains("brand_new"));
+        assert_eq!(n.messages[2].customer, "US.1");
+        assert_eq!(n.statuses.len(), 1);
+        assert_eq!(n.other.len(), 1);
+    }
+
+    #[test]
+    fn rejects_non_json_only() {
+        assert!(parse(b"{not json").is_err());
+        assert!(parse(b"{}").expect("empty ok").messages.is_empty());
+    }
+}

@@ -1,0 +1,214 @@
+//! Configuration errors and process behaviour of the real binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A valid config (as TOML text) using `dir` for storage and a dummy graph URL.
+fn valid(dir: &Path, port: u16) -> String {
+    let mut cfg = Cfg::new(&dir.join("db"), "http://127.0.0.1:9/v25.0");
+    cfg.listen = format!("127.0.0.1:{port}");
+    cfg.toml()
+}
+
+/// Runs the binary on `toml` and expects exit code 2 with exactly one non-empty stderr line
+/// containing every string of `must_contain` (case-insensitive). Returns that line.
+fn expect_config_error(toml: &str, must_contain: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml).unwrap();
+    run_expect_exit2(&[std::ffi::OsStr::new("--config"), path.as_os_str()], dir.path(), must_contain)
+}
+
+fn run_expect_exit2(args: &[&std::ffi::OsStr], cwd: &Path, must_contain: &[&str]) -> String {
+    let mut child = Command::new(bin_path())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // bounded wait: a broker that starts despite the bad config must not hang the suite
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "switchboard did not exit on a bad config; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "exit status {:?}; stderr:\n{stderr}", out.status);
+    let lower = stderr.to_lowercase();
+    assert!(!lower.contains("panick"), "panic on config error:\n{stderr}");
+    assert!(!lower.contains("backtrace"), "backtrace on config error:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one line on stderr, got:\n{stderr}");
+    for want in must_contain {
+        assert!(lower.contains(&want.to_lowercase()), "stderr line should mention {want:?}: {stderr}");
+    }
+    lines[0].to_owned()
+}
+
+#[test]
+fn agent_with_unknown_team_exits_2_naming_agents_and_team() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[agents]]\nid = \"eve\"\nname = \"Eve\"\ntoken = \"t-eve\"\nteams = [\"marketing\"]\nrole = \"agent\"\nmax_concurrent = 3\n");
+    expect_config_error(&toml, &["agents", "marketing"]);
+}
+
+#[test]
+fn duplicate_agent_ids_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[agents]]\nid = \"alice\"\nname = \"Alice Two\"\ntoken = \"t-alice-2\"\nteams = [\"support\"]\nrole = \"agent\"\nmax_concurrent = 3\n");
+    expect_config_error(&toml, &["agents", "alice"]);
+}
+
+#[test]
+fn duplicate_team_ids_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[teams]]\nid = \"sales\"\nname = \"Sales again\"\n");
+    expect_config_error(&toml, &["teams", "sales"]);
+}
+
+#[test]
+fn duplicate_number_ids_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str(&format!(
+        "\n[[numbers]]\nphone_number_id = \"{N1}\"\ndisplay_phone_number = \"15550000000\"\ndefault_team = \"support\"\n"
+    ));
+    expect_config_error(&toml, &["numbers", N1]);
+}
+
+#[test]
+fn number_with_unknown_default_team_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[numbers]]\nphone_number_id = \"306540352242944\"\ndisplay_phone_number = \"15550783883\"\ndefault_team = \"billing\"\n");
+    expect_config_error(&toml, &["numbers", "billing"]);
+}
+
+#[test]
+fn bad_listen_address_exits_2_naming_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["not-an-address", "127.0.0.1:99999", "127.0.0.1"] {
+        let toml = valid(dir.path(), 1).replace("listen = \"127.0.0.1:1\"", &format!("listen = \"{bad}\""));
+        assert!(toml.contains(bad));
+        expect_config_error(&toml, &["listen"]);
+    }
+}
+
+#[test]
+fn unreadable_config_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("does-not-exist.toml");
+    run_expect_exit2(
+        &[std::ffi::OsStr::new("--config"), missing.as_os_str()],
+        dir.path(),
+        &["does-not-exist.toml"],
+    );
+}
+
+#[test]
+fn toml_syntax_error_exits_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[agents]\nid = \"broken\n");
+    expect_config_error(&toml, &[]);
+}
+
+#[test]
+fn invalid_role_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid(dir.path(), free_port()).replacen("role = \"supervisor\"", "role = \"overlord\"", 1);
+    expect_config_error(&toml, &["role"]);
+}
+
+#[test]
+fn missing_app_secret_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid(dir.path(), free_port()).replace("app_secret = \"test-secret\"\n", "");
+    expect_config_error(&toml, &["app_secret"]);
+}
+
+#[test]
+fn library_rejects_unknown_team_in_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), 0);
+    toml.push_str("\n[[agents]]\nid = \"eve\"\nname = \"Eve\"\ntoken = \"t-eve\"\nteams = [\"marketing\"]\nrole = \"agent\"\nmax_concurrent = 3\n");
+    assert!(switchboard::config::Config::from_toml_str(&toml).is_err());
+    // and the base config is fine
+    assert!(switchboard::config::Config::from_toml_str(&valid(dir.path(), 0)).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_starts_serves_healthz_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg_path = dir.path().join("ok.toml");
+    std::fs::write(&cfg_path, valid(dir.path(), port)).unwrap();
+    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log.txt")).await;
+    let cust = customer();
+    p.api.open_conv(N1, &cust, "before sigterm").await;
+    let st = p.signal_and_wait("TERM", Duration::from_secs(20)).await;
+    assert!(st.success(), "exit after SIGTERM: {st:?}; log:\n{}", p.log_text());
+    // storage was flushed and released: a new process opens it and has the data
+    let port2 = free_port();
+    std::fs::write(&cfg_path, valid(dir.path(), port2)).unwrap();
+    let p2 = BinProc::spawn(&cfg_path, port2, &dir.path().join("log2.txt")).await;
+    let id = p2.api.conv_id(N1, &cust).await;
+    assert_eq!(p2.api.messages(&id).await[0]["text"], serde_json::json!("before sigterm"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_exits_cleanly_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg_path = dir.path().join("ok.toml");
+    std::fs::write(&cfg_path, valid(dir.path(), port)).unwrap();
+    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log.txt")).await;
+    let st = p.signal_and_wait("INT", Duration::from_secs(20)).await;
+    assert!(st.success(), "exit after SIGINT: {st:?}; log:\n{}", p.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_flag_reads_config_default_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/default.toml"), valid(dir.path(), port)).unwrap();
+    let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
+    let child = Command::new(bin_path())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let mut p = BinProc {
+        child,
+        api: Api::from_base(format!("http://127.0.0.1:{port}")),
+        log: dir.path().join("log.txt"),
+    };
+    p.wait_healthy(Duration::from_secs(30)).await;
+    assert_eq!(p.api.healthz().await, 200);
+}

@@ -1,0 +1,209 @@
+//! Crash safety with the real binary: SIGKILL and restart on the same storage directory.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn write_config(path: &Path, storage: &Path, port: u16, graph: &str, max_attempts: u64) {
+    let mut cfg = Cfg::new(storage, graph);
+    cfg.listen = format!("127.0.0.1:{port}");
+    cfg.max_attempts = max_attempts;
+    cfg.retry_base_ms = 10;
+    cfg.retry_max_ms = 50;
+    std::fs::write(path, cfg.toml()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_acknowledged_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("db");
+    let cfg_path = dir.path().join("switchboard.toml");
+
+    // Phase 1: Graph is down (500 forever), so the reply stays pending.
+    let broken = FakeGraph::start_with_prefix("wamid.BROKEN").await;
+    broken.set_default(GraphReply::Status(500));
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &broken.base, 1_000_000);
+    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log1.txt")).await;
+    let api = p.api.clone();
+
+    let (ca, cb, cc) = (customer(), customer(), customer());
+    let t = now() - 300;
+    // conversation A on number 1: three messages over two POSTs (one batched)
+    let wa = vec![wamid(), wamid(), wamid()];
+    assert_eq!(api.webhook(&text_webhook(N1, &ca, &wa[0], t, "A one")).await, 200);
+    let batch = envelope(vec![
+        entry(vec![change(N1, vec![text_msg(&wa[1], &ca, t + 1, "A two"), text_msg(&wa[2], &ca, t + 2, "A three")], vec![])]),
+        entry(vec![change(N2, vec![text_msg(&wamid(), &cb, t + 3, "B one")], vec![])]),
+    ]);
+    assert_eq!(api.webhook(&batch).await, 200);
+    assert_eq!(api.webhook(&text_webhook(N1, &cc, &wamid(), t + 4, "C one")).await, 200);
+
+    let a = api.conv_id(N1, &ca).await;
+    let b = api.conv_id(N2, &cb).await;
+    let c = api.conv_id(N1, &cc).await;
+    api.must_claim(ALICE, &a).await;
+    api.must_claim(DAVE, &b).await;
+    api.must_claim(BOB, &c).await;
+    assert_eq!(api.resolve(BOB, &c).await.0, 200);
+    let (s, note) = api.note(ALICE, &a, "VIP customer, be nice").await;
+    assert_eq!(s, 201, "{note}");
+    let (s, reply) = api.reply(ALICE, &a, "We have it in blue and red.", "crash-key-1").await;
+    assert_eq!(s, 202, "{reply}");
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
+    broken.wait_sends(2, WAIT).await; // it was attempted (and failed) at least twice
+    assert_eq!(api.message(&a, &reply_id).await.unwrap()["status"], json!("pending"));
+    let before_a = api.conversation(&a).await;
+
+    // Phase 2: SIGKILL.
+    p.kill9();
+    drop(broken);
+
+    // Phase 3: restart on the same directory with a working Graph.
+    let good = FakeGraph::start_with_prefix("wamid.GOOD").await;
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &good.base, 1_000_000);
+    let p2 = BinProc::spawn(&cfg_path, port, &dir.path().join("log2.txt")).await;
+    let api = p2.api.clone();
+
+    // the pending reply is sent after the restart
+    let sends = good.wait_sends(1, Duration::from_secs(15)).await;
+    assert_eq!(sends[0].body["biz_opaque_callback_data"], json!(reply_id));
+    assert_eq!(sends[0].body["to"], json!(ca));
+    assert_eq!(sends[0].body["text"]["body"], json!("We have it in blue and red."));
+    let m = api.wait_status(&a, &reply_id, "accepted").await;
+    assert_eq!(m["wamid"], json!("wamid.GOOD1"));
+
+    // conversation A: owner, every message, the note
+    let conv_a = api.conversation(&a).await;
+    assert_eq!(conv_a["assignee"], json!("alice"));
+    assert_eq!(conv_a["status"], json!("assigned"));
+    let msgs = conv_a["messages"].as_array().unwrap();
+    let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap_or("")).collect();
+    assert_eq!(texts, vec!["A one", "A two", "A three", "VIP customer, be nice", "We have it in blue and red."]);
+    assert_eq!(msgs[3]["direction"], json!("note"));
+    assert_eq!(msgs[3]["author"], json!("alice"));
+    let before_ids: Vec<&Value> = before_a["messages"].as_array().unwrap().iter().map(|m| &m["id"]).collect();
+    let after_ids: Vec<&Value> = msgs.iter().map(|m| &m["id"]).collect();
+    assert_eq!(before_ids, after_ids, "message ids are stable across the crash");
+    // B and C
+    let conv_b = api.conversation(&b).await;
+    assert_eq!(conv_b["assignee"], json!("dave"));
+    assert_eq!(conv_b["team"], json!("sales"));
+    assert_eq!(conv_b["messages"].as_array().unwrap().len(), 1);
+    let conv_c = api.conversation(&c).await;
+    assert_eq!(conv_c["status"], json!("resolved"));
+
+    // the idempotency key survived: same key → same message, nothing new sent
+    let (s, again) = api.reply(ALICE, &a, "We have it in blue and red.", "crash-key-1").await;
+    assert_eq!(s, 202, "{again}");
+    assert_eq!(again["id"], json!(reply_id));
+    // wamid dedup survived: redelivering A's first message stores nothing new
+    assert_eq!(api.webhook(&text_webhook(N1, &ca, &wa[0], t, "A one")).await, 200);
+    // a fresh reply goes out as the second send, proving the duplicate was not sent
+    let fresh = api.must_reply(ALICE, &a, "anything else?").await;
+    good.wait_sends(2, WAIT).await;
+    api.wait_status(&a, fresh["id"].as_str().unwrap(), "accepted").await;
+    assert_eq!(good.count(), 2, "{:?}", good.sends());
+    assert_eq!(good.sends()[1].body["biz_opaque_callback_data"], fresh["id"]);
+    let n = api.messages(&a).await.len();
+    assert_eq!(n, 6, "5 before + the fresh reply; redelivery added nothing");
+    // capacity survived: alice owns A (1 of 2) → one more claim works, the next is refused
+    let x = api.open_conv(N1, &customer(), "x").await;
+    let y = api.open_conv(N1, &customer(), "y").await;
+    api.must_claim(ALICE, &x).await;
+    assert_eq!(api.claim(ALICE, &y).await.0, 409);
+}
+
+/// Many concurrent webhooks; SIGKILL in the middle; every acknowledged one must be there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_webhooks_survive_sigkill_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("db");
+    let cfg_path = dir.path().join("switchboard.toml");
+    let graph = FakeGraph::start().await;
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &graph.base, 5);
+    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log1.txt")).await;
+
+    let customers: Vec<String> = (0..6).map(|_| customer()).collect();
+    let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::new(Mutex::new(Vec::new())); // (number, customer, wamid)
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let api = p.api.clone();
+        let acked = acked.clone();
+        let stop = stop.clone();
+        let customers = customers.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let cust = &customers[(worker + i) % customers.len()];
+                let number = if i % 3 == 0 { N2 } else { N1 };
+                let w1 = wamid();
+                let w2 = wamid();
+                let body = envelope(vec![entry(vec![change(
+                    number,
+                    vec![text_msg(&w1, cust, now(), &format!("w{worker} i{i} a")), text_msg(&w2, cust, now(), &format!("w{worker} i{i} b"))],
+                    vec![],
+                )])]);
+                let bytes = serde_json::to_vec(&body).unwrap();
+                match api.webhook_bytes_opt(bytes).await {
+                    Some(200) => {
+                        let mut a = acked.lock().unwrap();
+                        a.push((number.to_owned(), cust.clone(), w1));
+                        a.push((number.to_owned(), cust.clone(), w2));
+                    }
+                    Some(_) | None => {}
+                }
+                i += 1;
+            }
+        }));
+    }
+    // let it run until a good number were acknowledged, then kill
+    eventually("100 acknowledged webhook messages", Duration::from_secs(30), || {
+        let n = acked.lock().unwrap().len();
+        async move { if n >= 100 { Ok(()) } else { Err(format!("{n}")) } }
+    })
+    .await;
+    p.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &graph.base, 5);
+    let p2 = BinProc::spawn(&cfg_path, port, &dir.path().join("log2.txt")).await;
+    let mut stored: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for (number, cust, _) in &acked {
+        let key = (number.clone(), cust.clone());
+        if stored.contains_key(&key) {
+            continue;
+        }
+        let id = p2.api.conv_id(number, cust).await;
+        let wamids = p2.api.messages(&id).await.iter().filter_map(|m| m["wamid"].as_str().map(str::to_owned)).collect();
+        stored.insert(key, wamids);
+    }
+    let mut missing = Vec::new();
+    for (number, cust, w) in &acked {
+        if !stored[&(number.clone(), cust.clone())].contains(w) {
+            missing.push(w.clone());
+        }
+    }
+    assert!(missing.is_empty(), "{} of {} acknowledged messages lost after SIGKILL: {:?}", missing.len(), acked.len(), missing);
+    // and no duplicates
+    for ((n, c), ws) in &stored {
+        let mut sorted = ws.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ws.len(), "duplicate wamids in ({n}, {c})");
+    }
+}

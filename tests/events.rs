@@ -1,0 +1,161 @@
+//! Server-sent events: `GET /api/v1/events`.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_requires_auth() {
+    let tb = TB::start().await;
+    let client = http_client(Some(std::time::Duration::from_secs(5)));
+    let resp = client.get(tb.url("/api/v1/events")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = client.get(tb.url("/api/v1/events")).bearer_auth("t-nobody").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_message_emits_created_events() {
+    let tb = TB::start().await;
+    let mut bob = Sse::connect(&tb, BOB).await;
+    let cust = customer();
+    let w = tb.send_text(N1, &cust, "hello stream").await;
+    let id = tb.conv_id(N1, &cust).await;
+
+    let ev = bob.wait_type("conversation.created", &id).await;
+    assert_eq!(ev.data["type"], json!("conversation.created"));
+    assert_eq!(ev.data["conversation"]["customer"], json!(cust));
+    assert_eq!(ev.data["conversation"]["status"], json!("queued"));
+    assert_eq!(ev.data["conversation"]["team"], json!("support"));
+
+    let ev = bob.wait_type("message.created", &id).await;
+    assert_eq!(ev.data["type"], json!("message.created"));
+    assert_eq!(ev.data["message"]["wamid"], json!(w));
+    assert_eq!(ev.data["message"]["text"], json!("hello stream"));
+    assert_eq!(ev.data["message"]["direction"], json!("inbound"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_by_one_agent_reaches_the_other_agents_of_the_team() {
+    let tb = TB::start().await;
+    let id = tb.open_conv(N1, &customer(), "who takes me?").await;
+    let mut bob = Sse::connect(&tb, BOB).await;
+    let mut carol = Sse::connect(&tb, CAROL).await;
+    let mut root = Sse::connect(&tb, ROOT).await;
+    tb.must_claim(ALICE, &id).await;
+    for (name, s) in [("bob", &mut bob), ("carol", &mut carol), ("root", &mut root)] {
+        let ev = s.wait_type("conversation.claimed", &id).await;
+        assert_eq!(ev.data["type"], json!("conversation.claimed"), "{name}");
+        assert_eq!(ev.data["conversation"]["assignee"], json!("alice"), "{name}");
+        assert_eq!(ev.data["conversation"]["status"], json!("assigned"), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_events_released_transferred_resolved_reopened() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let id = tb.open_conv(N1, &cust, "lifecycle").await;
+    let mut root = Sse::connect(&tb, ROOT).await;
+
+    tb.must_claim(ALICE, &id).await;
+    root.wait_type("conversation.claimed", &id).await;
+
+    assert_eq!(tb.release(ALICE, &id).await.0, 200);
+    let ev = root.wait_type("conversation.released", &id).await;
+    assert!(ev.data["conversation"]["assignee"].is_null());
+    assert_eq!(ev.data["conversation"]["status"], json!("queued"));
+
+    tb.must_claim(ALICE, &id).await;
+    assert_eq!(tb.transfer(ALICE, &id, json!({"team": "sales"})).await.0, 200);
+    let ev = root.wait_type("conversation.transferred", &id).await;
+    assert_eq!(ev.data["conversation"]["team"], json!("sales"));
+
+    tb.must_claim(DAVE, &id).await;
+    assert_eq!(tb.resolve(DAVE, &id).await.0, 200);
+    let ev = root.wait_type("conversation.resolved", &id).await;
+    assert_eq!(ev.data["conversation"]["status"], json!("resolved"));
+
+    tb.send_text(N1, &cust, "me again").await;
+    let ev = root.wait_type("conversation.reopened", &id).await;
+    assert_eq!(ev.data["conversation"]["status"], json!("queued"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_emits_message_created_and_status_events() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let id = tb.open_conv(N1, &cust, "hi").await;
+    tb.must_claim(ALICE, &id).await;
+    let mut alice = Sse::connect(&tb, ALICE).await;
+    let m = tb.must_reply(ALICE, &id, "hello from alice").await;
+    let msg_id = m["id"].clone();
+    let ev = alice
+        .wait_for("message.created for the reply", |e| {
+            e.event == "message.created" && e.data["message"]["id"] == msg_id
+        })
+        .await;
+    assert_eq!(ev.data["message"]["direction"], json!("outbound"));
+    assert_eq!(ev.data["conversation"]["id"], json!(id));
+    let ev = alice
+        .wait_for("message.status accepted", |e| {
+            e.event == "message.status" && e.data["message"]["id"] == msg_id && e.data["message"]["status"] == json!("accepted")
+        })
+        .await;
+    let w = ev.data["message"]["wamid"].as_str().expect("accepted message has a wamid").to_owned();
+    assert_eq!(tb.webhook(&status_webhook(N1, vec![status_obj(&w, "delivered", now(), &cust)])).await, 200);
+    alice
+        .wait_for("message.status delivered", |e| {
+            e.event == "message.status" && e.data["message"]["id"] == msg_id && e.data["message"]["status"] == json!("delivered")
+        })
+        .await;
+    // notes are events too
+    let (_, n) = tb.note(ALICE, &id, "internal").await;
+    let nid = n["id"].clone();
+    alice
+        .wait_for("message.created for the note", |e| e.event == "message.created" && e.data["message"]["id"] == nid)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_other_teams_are_not_delivered() {
+    let tb = TB::start().await;
+    let mut dave = Sse::connect(&tb, DAVE).await; // sales only
+    let mut alice = Sse::connect(&tb, ALICE).await; // support only
+    let support_cust = customer();
+    tb.send_text(N1, &support_cust, "support question").await;
+    let support_id = tb.conv_id(N1, &support_cust).await;
+    alice.wait_type("conversation.created", &support_id).await;
+    // a sales event afterwards, which dave must get; everything before it must not be support's
+    let sales_cust = customer();
+    tb.send_text(N2, &sales_cust, "sales question").await;
+    let sales_id = tb.conv_id(N2, &sales_cust).await;
+    dave.wait_type("conversation.created", &sales_id).await;
+    dave.wait_type("message.created", &sales_id).await;
+    for e in &dave.seen {
+        assert_ne!(e.data["conversation"]["id"], json!(support_id), "dave got a support event: {e:?}");
+    }
+    // and alice sees no sales traffic: after a later support event, nothing of sales was seen
+    tb.send_text(N1, &support_cust, "still support").await;
+    alice
+        .wait_for("second support message", |e| {
+            e.event == "message.created" && e.data["message"]["text"] == json!("still support")
+        })
+        .await;
+    for e in &alice.seen {
+        assert_ne!(e.data["conversation"]["id"], json!(sales_id), "alice got a sales event: {e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_have_matching_event_name_and_type() {
+    let tb = TB::start().await;
+    let mut root = Sse::connect(&tb, ROOT).await;
+    let id = tb.open_conv(N2, &customer(), "check framing").await;
+    root.wait_type("message.created", &id).await;
+    for e in &root.seen {
+        assert_eq!(e.data["type"], json!(e.event), "event name and data.type differ: {e:?}");
+        assert!(e.data["conversation"]["id"].is_string(), "{e:?}");
+    }
+}

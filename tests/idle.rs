@@ -1,0 +1,72 @@
+//! Idle conversation actors passivate and come back from storage with their state intact.
+//! (Its own test binary, so the process-global actor gauge belongs to this broker alone.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passivated_conversations_reactivate_with_state_intact() {
+    let tb = TB::start_with(|c| c.idle_timeout_ms = 200).await;
+    let cust = customer();
+    let id = tb.open_conv(N1, &cust, "before idle").await;
+    tb.must_claim(ALICE, &id).await;
+    assert_eq!(tb.note(ALICE, &id, "idle note").await.0, 201);
+    let (s, r) = tb.reply(ALICE, &id, "before idle reply", "idle-key").await;
+    assert_eq!(s, 202);
+    tb.wait_status(&id, r["id"].as_str().unwrap(), "accepted").await;
+    let other = tb.open_conv(N1, &customer(), "second conversation").await;
+    let before = tb.conversation(&id).await;
+
+    // the live-actor gauge drops to zero once both conversations are idle
+    let api = &tb.api;
+    eventually("live actors to drop to 0", Duration::from_secs(10), move || async move {
+        let t = api.metrics().await;
+        match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
+            Some(v) if v == 0.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // state intact after reactivation by a read
+    let after = tb.conversation(&id).await;
+    assert_eq!(after["assignee"], json!("alice"));
+    assert_eq!(after["status"], json!("assigned"));
+    assert_eq!(after["messages"], before["messages"]);
+
+    // ownership and capacity are enforced after passivation
+    let (s, v) = tb.claim(BOB, &id).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["assignee"], json!("alice"));
+    tb.must_claim(ALICE, &other).await;
+    let third = tb.open_conv(N1, &customer(), "third").await;
+    let (s, v) = tb.claim(ALICE, &third).await;
+    assert_eq!(s, 409, "alice owns 2 (max 2) even though the actors slept: {v}");
+    assert_eq!(err_code(&v), "capacity_reached");
+
+    // idempotency key and wamid dedup survive passivation
+    let api = &tb.api;
+    eventually("live actors to drop to 0 again", Duration::from_secs(10), move || async move {
+        let t = api.metrics().await;
+        match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
+            Some(v) if v == 0.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (s, again) = tb.reply(ALICE, &id, "before idle reply", "idle-key").await;
+    assert_eq!(s, 202);
+    assert_eq!(again["id"], r["id"]);
+    let first_wamid = before["messages"][0]["wamid"].as_str().unwrap().to_owned();
+    let ts = parse_time(&before["messages"][0]["at"]).timestamp();
+    assert_eq!(tb.webhook(&text_webhook(N1, &cust, &first_wamid, ts, "before idle")).await, 200);
+    tb.send_text(N1, &cust, "after idle").await;
+    let msgs = tb.messages(&id).await;
+    assert_eq!(msgs.len(), 4, "inbound, note, reply, new inbound: {msgs:#?}");
+    assert_eq!(msgs[3]["text"], json!("after idle"));
+    assert_eq!(tb.graph.count(), 1, "the idempotent retry sent nothing");
+}
