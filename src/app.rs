@@ -150,6 +150,11 @@ impl Broker {
         self.addr
     }
 
+    /// The core, for in-process drivers (benchmarks, tests) that bypass HTTP.
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
     /// Graceful shutdown; returns when storage is flushed and closed.
     pub async fn shutdown(mut self) {
         self.state.accepting.store(false, Ordering::Release);
