@@ -96,7 +96,13 @@ impl Broker {
             teams.insert(t.id.clone(), r);
         }
 
-        let ctx = Arc::new(Ctx::new(config.clone(), store.clone(), EventBus::new(), agents, teams));
+        let ctx = Arc::new(Ctx::new(
+            config.clone(),
+            store.clone(),
+            EventBus::new(),
+            agents,
+            teams,
+        ));
         let (supervisor, _) = Actor::spawn(None, ConversationSupervisor { ctx: ctx.clone() }, ())
             .await
             .map_err(|e| StartError::Spawn(format!("supervisor: {e}")))?;
@@ -163,7 +169,10 @@ impl Broker {
         }
         if let Some(server) = self.server.take() {
             // SSE streams never end by themselves; don't let them hold shutdown hostage.
-            if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+            {
                 tracing::warn!("http server did not stop within 5 s");
             }
         }
@@ -221,7 +230,8 @@ async fn init_gauges(store: Store) {
 
 /// Asks every live conversation actor whether it has been idle long enough to stop.
 async fn sweep_idle(ctx: Arc<Ctx>) {
-    let every = (ctx.config.idle_timeout() / 2).clamp(Duration::from_millis(20), Duration::from_secs(30));
+    let every =
+        (ctx.config.idle_timeout() / 2).clamp(Duration::from_millis(20), Duration::from_secs(30));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

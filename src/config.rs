@@ -232,10 +232,7 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                "--config",
-                format!("cannot read {}: {e}", path.display()),
-            )
+            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
         })?;
         Self::from_toml_str(&text)
     }
@@ -262,10 +259,12 @@ impl Config {
 
     /// The listen address, already validated.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|_| ConfigError::new("server.listen", format!("bad address {:?}", self.server.listen)))
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("bad address {:?}", self.server.listen),
+            )
+        })
     }
 
     pub fn idle_timeout(&self) -> Duration {
@@ -291,9 +290,18 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.path", "must not be empty"));
         }
-        positive("storage.max_commit_batch", self.storage.max_commit_batch as u64)?;
-        positive("server.max_inflight_webhooks", self.server.max_inflight_webhooks as u64)?;
-        positive("server.max_event_streams", self.server.max_event_streams as u64)?;
+        positive(
+            "storage.max_commit_batch",
+            self.storage.max_commit_batch as u64,
+        )?;
+        positive(
+            "server.max_inflight_webhooks",
+            self.server.max_inflight_webhooks as u64,
+        )?;
+        positive(
+            "server.max_event_streams",
+            self.server.max_event_streams as u64,
+        )?;
         if self.whatsapp.app_secret.is_empty() {
             return Err(ConfigError::new("whatsapp.app_secret", "must not be empty"));
         }
@@ -311,7 +319,10 @@ impl Config {
         positive("outbox.max_in_flight", self.outbox.max_in_flight as u64)?;
         positive("outbox.queue_capacity", self.outbox.queue_capacity as u64)?;
         positive("outbox.request_timeout_ms", self.outbox.request_timeout_ms)?;
-        positive("conversations.idle_timeout_ms", self.conversations.idle_timeout_ms)?;
+        positive(
+            "conversations.idle_timeout_ms",
+            self.conversations.idle_timeout_ms,
+        )?;
 
         let mut teams = HashSet::new();
         for (i, t) in self.teams.iter().enumerate() {
@@ -351,7 +362,10 @@ impl Config {
                 ));
             }
             if a.token.is_empty() {
-                return Err(ConfigError::new(format!("agents[{i}].token"), "must not be empty"));
+                return Err(ConfigError::new(
+                    format!("agents[{i}].token"),
+                    "must not be empty",
+                ));
             }
             if !tokens.insert(a.token.as_str()) {
                 return Err(ConfigError::new(
@@ -367,7 +381,10 @@ impl Config {
                     ));
                 }
             }
-            positive(&format!("agents[{i}].max_concurrent"), a.max_concurrent as u64)?;
+            positive(
+                &format!("agents[{i}].max_concurrent"),
+                a.max_concurrent as u64,
+            )?;
         }
         Ok(())
     }
@@ -385,7 +402,10 @@ fn id_ok(key: &str, id: &str) -> Result<(), ConfigError> {
     if id.is_empty() {
         return Err(ConfigError::new(key, "must not be empty"));
     }
-    if id.chars().any(|c| c.is_control() || c == '/' || c.is_whitespace()) {
+    if id
+        .chars()
+        .any(|c| c.is_control() || c == '/' || c.is_whitespace())
+    {
         return Err(ConfigError::new(
             key,
             format!("{id:?} may not contain spaces, '/' or control characters"),
@@ -430,9 +450,7 @@ id = "support"
 
     #[test]
     fn unknown_team_in_agent_names_key() {
-        let text = format!(
-            "{BASE}\n[[agents]]\nid = \"a\"\ntoken = \"t\"\nteams = [\"nope\"]\n"
-        );
+        let text = format!("{BASE}\n[[agents]]\nid = \"a\"\ntoken = \"t\"\nteams = [\"nope\"]\n");
         let e = Config::from_toml_str(&text).unwrap_err();
         assert_eq!(e.key, "agents[0].teams");
         assert!(e.to_string().contains("nope"));
@@ -442,7 +460,10 @@ id = "support"
     #[test]
     fn missing_field_names_path() {
         let e = Config::from_toml_str("[server]\n").unwrap_err();
-        assert!(e.to_string().contains("storage") || e.to_string().contains("listen"), "{e}");
+        assert!(
+            e.to_string().contains("storage") || e.to_string().contains("listen"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -453,8 +474,10 @@ id = "support"
 
     #[test]
     fn wrong_type_names_key() {
-        let e = Config::from_toml_str(&BASE.replace("path = \"/tmp/x\"", "path = \"/tmp/x\"\nsync = \"yes\""))
-            .unwrap_err();
+        let e = Config::from_toml_str(
+            &BASE.replace("path = \"/tmp/x\"", "path = \"/tmp/x\"\nsync = \"yes\""),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "storage.sync");
     }
 }

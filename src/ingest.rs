@@ -41,7 +41,10 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
             .entry(id)
             .or_insert_with(|| {
                 let team = ctx.default_team(&msg.number);
-                (Conversation::new(&msg.number, &msg.customer, &team, now), Vec::new())
+                (
+                    Conversation::new(&msg.number, &msg.customer, &team, now),
+                    Vec::new(),
+                )
             })
             .1
             .push(msg);

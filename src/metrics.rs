@@ -46,7 +46,9 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(STORE_GROUP_SIZE.to_string()),
-                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                        &[
+                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                        ],
                     )
                 });
             let recorder = match builder {
@@ -65,19 +67,55 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     describe_counter!(WEBHOOK_REQUESTS, "Webhook POSTs by outcome (ok, invalid_signature, invalid_json, too_large, overloaded, error).");
-    describe_histogram!(WEBHOOK_DURATION, Unit::Seconds, "Time from webhook request to its answer.");
-    describe_counter!(INBOUND_MESSAGES, "Inbound customer messages stored (duplicates excluded).");
-    describe_counter!(INBOUND_DUPLICATES, "Redelivered inbound messages recognised by wamid and not stored again.");
-    describe_counter!(STATUS_UPDATES, "Outbound status callbacks by outcome (applied, stale, orphan).");
-    describe_counter!(OUTBOUND_MESSAGES, "Outbound messages by outcome (queued, accepted, failed, window_closed).");
-    describe_counter!(OUTBOUND_RETRIES, "Graph API send attempts retried after a transient error.");
-    describe_histogram!(GRAPH_DURATION, Unit::Seconds, "Graph API send request duration.");
-    describe_counter!(CLAIMS, "Claims by outcome (won, already_assigned, capacity_reached, not_found).");
+    describe_histogram!(
+        WEBHOOK_DURATION,
+        Unit::Seconds,
+        "Time from webhook request to its answer."
+    );
+    describe_counter!(
+        INBOUND_MESSAGES,
+        "Inbound customer messages stored (duplicates excluded)."
+    );
+    describe_counter!(
+        INBOUND_DUPLICATES,
+        "Redelivered inbound messages recognised by wamid and not stored again."
+    );
+    describe_counter!(
+        STATUS_UPDATES,
+        "Outbound status callbacks by outcome (applied, stale, orphan)."
+    );
+    describe_counter!(
+        OUTBOUND_MESSAGES,
+        "Outbound messages by outcome (queued, accepted, failed, window_closed)."
+    );
+    describe_counter!(
+        OUTBOUND_RETRIES,
+        "Graph API send attempts retried after a transient error."
+    );
+    describe_histogram!(
+        GRAPH_DURATION,
+        Unit::Seconds,
+        "Graph API send request duration."
+    );
+    describe_counter!(
+        CLAIMS,
+        "Claims by outcome (won, already_assigned, capacity_reached, not_found)."
+    );
     describe_gauge!(CONVERSATIONS, "Conversations by status and team.");
     describe_gauge!(LIVE_ACTORS, "Conversation actors currently in memory.");
-    describe_counter!(ACTOR_RESTARTS, "Conversation actors restarted from durable state after a panic.");
-    describe_counter!(ACTOR_ACTIVATIONS, "Conversation actors activated from storage.");
-    describe_histogram!(STORE_COMMIT_SECONDS, Unit::Seconds, "Duration of one group commit (write + fsync).");
+    describe_counter!(
+        ACTOR_RESTARTS,
+        "Conversation actors restarted from durable state after a panic."
+    );
+    describe_counter!(
+        ACTOR_ACTIVATIONS,
+        "Conversation actors activated from storage."
+    );
+    describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Duration of one group commit (write + fsync)."
+    );
     describe_histogram!(STORE_GROUP_SIZE, "Commits merged into one group commit.");
     describe_gauge!(WEBHOOKS_IN_FLIGHT, "Webhook requests being processed.");
     describe_gauge!(EVENT_STREAMS, "Open SSE event streams.");

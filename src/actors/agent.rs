@@ -42,7 +42,9 @@ pub enum AgentMsg {
         reply: RpcReplyPort<bool>,
     },
     /// Gives a slot back.
-    Free { conversation: String },
+    Free {
+        conversation: String,
+    },
     SetPresence {
         presence: Presence,
         reply: RpcReplyPort<Presence>,

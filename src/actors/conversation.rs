@@ -285,7 +285,10 @@ impl ConversationActor {
                 );
             }
         }
-        if is && (was.is_none() || was.is_some_and(|b| b.team != after.team || b.queued_at != after.queued_at)) {
+        if is
+            && (was.is_none()
+                || was.is_some_and(|b| b.team != after.team || b.queued_at != after.queued_at))
+        {
             self.team_cast(
                 &after.team,
                 TeamMsg::Enqueue {
@@ -349,7 +352,12 @@ impl ConversationActor {
                 ack.duplicates += 1;
                 continue;
             }
-            reopened |= next.on_inbound(item.customer_name.as_deref(), item.sent_at, now, &reopen_team);
+            reopened |= next.on_inbound(
+                item.customer_name.as_deref(),
+                item.sent_at,
+                now,
+                &reopen_team,
+            );
             let msg = Message {
                 conversation_id: next.id.clone(),
                 seq: next.take_seq(),
@@ -429,7 +437,12 @@ impl ConversationActor {
             return Err(e);
         }
         self.sync_queues(Some(&before), &state.conv);
-        self.publish(EventKind::ConversationClaimed, &state.conv, None, Some(&before));
+        self.publish(
+            EventKind::ConversationClaimed,
+            &state.conv,
+            None,
+            Some(&before),
+        );
         Ok(state.conv.clone())
     }
 
@@ -440,7 +453,12 @@ impl ConversationActor {
         self.persist(state, next, Batch::new()).await?;
         self.free_agent(&owner, &before.id);
         self.sync_queues(Some(&before), &state.conv);
-        self.publish(EventKind::ConversationReleased, &state.conv, None, Some(&before));
+        self.publish(
+            EventKind::ConversationReleased,
+            &state.conv,
+            None,
+            Some(&before),
+        );
         Ok(state.conv.clone())
     }
 
@@ -456,7 +474,12 @@ impl ConversationActor {
             self.free_agent(&owner, &before.id);
         }
         self.sync_queues(Some(&before), &state.conv);
-        self.publish(EventKind::ConversationResolved, &state.conv, None, Some(&before));
+        self.publish(
+            EventKind::ConversationResolved,
+            &state.conv,
+            None,
+            Some(&before),
+        );
         Ok(state.conv.clone())
     }
 
@@ -501,7 +524,12 @@ impl ConversationActor {
             self.free_agent(&o, &before.id);
         }
         self.sync_queues(Some(&before), &state.conv);
-        self.publish(EventKind::ConversationTransferred, &state.conv, None, Some(&before));
+        self.publish(
+            EventKind::ConversationTransferred,
+            &state.conv,
+            None,
+            Some(&before),
+        );
         if let Some(msg) = note_msg {
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
@@ -560,11 +588,21 @@ impl ConversationActor {
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.enqueue(job).await;
         }
-        self.publish(EventKind::MessageCreated, &state.conv, Some(msg.clone()), None);
+        self.publish(
+            EventKind::MessageCreated,
+            &state.conv,
+            Some(msg.clone()),
+            None,
+        );
         Ok(msg)
     }
 
-    async fn note(&self, state: &mut State, caller: &Caller, text: String) -> Result<Message, Error> {
+    async fn note(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        text: String,
+    ) -> Result<Message, Error> {
         if !state.conv.visible_to(caller) && !caller.in_team(&state.conv.team) {
             return Err(DomainError::NotFound.into());
         }
@@ -573,7 +611,12 @@ impl ConversationActor {
         let mut batch = Batch::new();
         batch.put_message(&msg)?;
         self.persist(state, next, batch).await?;
-        self.publish(EventKind::MessageCreated, &state.conv, Some(msg.clone()), None);
+        self.publish(
+            EventKind::MessageCreated,
+            &state.conv,
+            Some(msg.clone()),
+            None,
+        );
         Ok(msg)
     }
 

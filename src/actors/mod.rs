@@ -154,7 +154,12 @@ impl Ctx {
 
     /// Sends a command to a conversation and waits for its answer, re-activating the actor when it
     /// passivated or restarted in between.
-    pub async fn ask<R, F>(self: &Arc<Self>, id: &str, seed: Option<&Conversation>, make: F) -> Result<R, Error>
+    pub async fn ask<R, F>(
+        self: &Arc<Self>,
+        id: &str,
+        seed: Option<&Conversation>,
+        make: F,
+    ) -> Result<R, Error>
     where
         R: Send + 'static,
         F: Fn(RpcReplyPort<Result<R, Error>>) -> ConversationMsg,

@@ -48,8 +48,13 @@ pub struct QueueSnapshot {
 }
 
 pub enum TeamMsg {
-    Enqueue { conversation: String, at: Millis },
-    Remove { conversation: String },
+    Enqueue {
+        conversation: String,
+        at: Millis,
+    },
+    Remove {
+        conversation: String,
+    },
     Snapshot {
         limit: usize,
         reply: RpcReplyPort<QueueSnapshot>,
@@ -96,7 +101,12 @@ impl Actor for TeamActor {
                 let _ = reply.send(QueueSnapshot {
                     depth: state.order.len(),
                     oldest_queued_at: state.order.first().map(|(at, _)| *at),
-                    conversations: state.order.iter().take(limit).map(|(_, id)| id.clone()).collect(),
+                    conversations: state
+                        .order
+                        .iter()
+                        .take(limit)
+                        .map(|(_, id)| id.clone())
+                        .collect(),
                 });
             }
         }

@@ -24,7 +24,8 @@ pub enum ConversationStatus {
 }
 
 impl ConversationStatus {
-    pub const ALL: [ConversationStatus; 4] = [Self::Bot, Self::Queued, Self::Assigned, Self::Resolved];
+    pub const ALL: [ConversationStatus; 4] =
+        [Self::Bot, Self::Queued, Self::Assigned, Self::Resolved];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -297,7 +298,8 @@ mod tests {
     fn inbound_after_resolve_reopens() {
         let mut c = Conversation::new("n", "c", "support", 0);
         c.assign("alice");
-        c.resolve(&caller("alice", Role::Agent)).expect("owner resolves");
+        c.resolve(&caller("alice", Role::Agent))
+            .expect("owner resolves");
         assert_eq!(c.assignee, None);
         assert!(c.on_inbound(None, 5, 5, "support"));
         assert_eq!(c.status, ConversationStatus::Queued);

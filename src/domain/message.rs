@@ -162,7 +162,10 @@ mod tests {
 
     #[test]
     fn message_ids_round_trip() {
-        assert_eq!(parse_message_id(&message_id("c0123", 42)), Some(("c0123", 42)));
+        assert_eq!(
+            parse_message_id(&message_id("c0123", 42)),
+            Some(("c0123", 42))
+        );
         assert_eq!(parse_message_id("nope"), None);
     }
 }

@@ -37,7 +37,10 @@ async fn set_presence(
         .ok_or_else(|| ApiError::invalid("\"status\" must be online, away or offline"))?;
     let agent = s.ctx.agent(&caller.id).ok_or_else(ApiError::not_found)?;
     match agent
-        .call(|reply| AgentMsg::SetPresence { presence, reply }, Some(CALL_TIMEOUT))
+        .call(
+            |reply| AgentMsg::SetPresence { presence, reply },
+            Some(CALL_TIMEOUT),
+        )
         .await
     {
         Ok(CallResult::Success(p)) => Ok(Json(json!({ "agent": caller.id, "status": p.as_str() }))),
@@ -47,7 +50,10 @@ async fn set_presence(
 
 async fn me(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<serde_json::Value>> {
     let agent = s.ctx.agent(&caller.id).ok_or_else(ApiError::not_found)?;
-    match agent.call(|reply| AgentMsg::Get { reply }, Some(CALL_TIMEOUT)).await {
+    match agent
+        .call(|reply| AgentMsg::Get { reply }, Some(CALL_TIMEOUT))
+        .await
+    {
         Ok(CallResult::Success(a)) => Ok(Json(json!({
             "id": a.id,
             "role": caller.role,

@@ -4,8 +4,8 @@
 //! with the contract's error body, before any handler runs.
 
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 
 use super::error::ApiError;
 use super::AppState;

@@ -69,7 +69,14 @@ async fn list(
         nonempty(&p.number),
     );
     let limit = p.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
-    let queries = plan(&caller, status, team.as_deref(), assignee.as_deref(), customer.as_deref(), number.as_deref());
+    let queries = plan(
+        &caller,
+        status,
+        team.as_deref(),
+        assignee.as_deref(),
+        customer.as_deref(),
+        number.as_deref(),
+    );
     let mut found: Vec<Conversation> = Vec::new();
     for q in queries {
         found.extend(s.ctx.store.list(q, MAX_LIST * 4).await?);
@@ -83,7 +90,9 @@ async fn list(
             && p.after.as_deref().is_none_or(|a| c.id.as_str() > a)
             && status.is_none_or(|st| c.status == st)
             && team.as_deref().is_none_or(|t| c.team == t)
-            && assignee.as_deref().is_none_or(|a| c.assignee.as_deref() == Some(a))
+            && assignee
+                .as_deref()
+                .is_none_or(|a| c.assignee.as_deref() == Some(a))
             && customer.as_deref().is_none_or(|x| c.customer == x)
             && number.as_deref().is_none_or(|x| c.number == x)
     }) {
@@ -93,7 +102,9 @@ async fn list(
         }
         page.push(ConversationView::new(c, None));
     }
-    Ok(Json(json!({ "conversations": page, "next_after": next_after })))
+    Ok(Json(
+        json!({ "conversations": page, "next_after": next_after }),
+    ))
 }
 
 /// Chooses index scans that cover everything the filters and the caller's visibility allow.
@@ -121,7 +132,11 @@ fn plan(
     if caller.role == Role::Agent {
         // An agent sees queued and bot conversations of its teams plus its own.
         let mut qs = vec![ListQuery::Assignee(caller.id.clone())];
-        for t in caller.teams.iter().filter(|t| team.is_none_or(|x| x == t.as_str())) {
+        for t in caller
+            .teams
+            .iter()
+            .filter(|t| team.is_none_or(|x| x == t.as_str()))
+        {
             for st in [ConversationStatus::Queued, ConversationStatus::Bot] {
                 qs.push(ListQuery::Status {
                     status: st,
@@ -235,7 +250,11 @@ async fn transfer(
             };
             TransferTarget::Agent { id: agent, team }
         }
-        _ => return Err(ApiError::invalid("give exactly one of \"team\" or \"agent\"")),
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of \"team\" or \"agent\"",
+            ))
+        }
     };
     command(&s, &id, |reply| ConversationMsg::Transfer {
         caller: caller.clone(),
@@ -268,8 +287,14 @@ async fn reply(
     if text.chars().count() > MAX_TEXT {
         return Err(ApiError::invalid("\"text\" is longer than 4096 characters"));
     }
-    if body.idempotency_key.as_deref().is_some_and(|k| k.is_empty() || k.len() > 256) {
-        return Err(ApiError::invalid("\"idempotency_key\" must be 1 to 256 bytes"));
+    if body
+        .idempotency_key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || k.len() > 256)
+    {
+        return Err(ApiError::invalid(
+            "\"idempotency_key\" must be 1 to 256 bytes",
+        ));
     }
     let msg = s
         .ctx

@@ -55,7 +55,9 @@ async fn stream(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<impl
                     "message": ev.message.as_ref().map(MessageView::new),
                 });
                 Some(Ok::<_, Infallible>(
-                    SseEvent::default().event(ev.kind.as_str()).data(data.to_string()),
+                    SseEvent::default()
+                        .event(ev.kind.as_str())
+                        .data(data.to_string()),
                 ))
             }
             Ok(_) => None,

@@ -30,11 +30,16 @@ async fn queue(
 ) -> ApiResult<Json<serde_json::Value>> {
     let team = s.ctx.team(&id).ok_or_else(ApiError::not_found)?;
     if !caller.manages(&id) {
-        return Err(ApiError::forbidden("supervisors of the team and admins only"));
+        return Err(ApiError::forbidden(
+            "supervisors of the team and admins only",
+        ));
     }
     let limit = p.limit.unwrap_or(100).min(1000);
     let snap: QueueSnapshot = match team
-        .call(|reply| TeamMsg::Snapshot { limit, reply }, Some(CALL_TIMEOUT))
+        .call(
+            |reply| TeamMsg::Snapshot { limit, reply },
+            Some(CALL_TIMEOUT),
+        )
         .await
     {
         Ok(CallResult::Success(q)) => q,

@@ -70,7 +70,8 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
     let Ok(_permit) = s.webhook_permits.clone().try_acquire_owned() else {
         return (
             "overloaded",
-            ApiError::overloaded("overloaded", "too many webhooks in flight; retry").into_response(),
+            ApiError::overloaded("overloaded", "too many webhooks in flight; retry")
+                .into_response(),
         );
     };
     metrics::gauge!(m::WEBHOOKS_IN_FLIGHT).increment(1.0);
@@ -113,7 +114,10 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
         }
     };
     if notification.skipped > 0 {
-        tracing::warn!(skipped = notification.skipped, "webhook items without id or sender");
+        tracing::warn!(
+            skipped = notification.skipped,
+            "webhook items without id or sender"
+        );
     }
     match crate::ingest::ingest(&s.ctx, notification).await {
         Ok(report) => {

@@ -84,7 +84,9 @@ impl Outbox {
                     tracing::warn!("outbox stopped; job stays on disk for the next start");
                 }
             }
-            None => tracing::error!(number = %job.number, "no outbox for number; job stays on disk"),
+            None => {
+                tracing::error!(number = %job.number, "no outbox for number; job stays on disk")
+            }
         }
     }
 

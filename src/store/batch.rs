@@ -55,7 +55,11 @@ impl Batch {
         before: Option<&Conversation>,
         after: &Conversation,
     ) -> Result<(), StoreError> {
-        self.put(CF_CONVERSATIONS, after.id.as_bytes().to_vec(), encode(after)?);
+        self.put(
+            CF_CONVERSATIONS,
+            after.id.as_bytes().to_vec(),
+            encode(after)?,
+        );
         let new_keys = IndexKey::for_conversation(after);
         if let Some(b) = before {
             for old in IndexKey::for_conversation(b) {
@@ -72,11 +76,7 @@ impl Batch {
 
     /// Writes a message (and its wamid entry, when it has one).
     pub fn put_message(&mut self, m: &Message) -> Result<(), StoreError> {
-        self.put(
-            CF_MESSAGES,
-            seq_key(&m.conversation_id, m.seq),
-            encode(m)?,
-        );
+        self.put(CF_MESSAGES, seq_key(&m.conversation_id, m.seq), encode(m)?);
         if let Some(w) = &m.wamid {
             let r = WamidRef {
                 conversation_id: m.conversation_id.clone(),

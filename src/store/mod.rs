@@ -23,13 +23,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction as IterDirection, IteratorMode, Options, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction as IterDirection, IteratorMode, Options, DB,
+};
 use tokio::sync::{mpsc, oneshot};
 
 pub use batch::Batch;
 use codec::decode;
-pub use schema::{IndexKey, OutboxJob, StatusUpdate, WamidRef};
 use schema::*;
+pub use schema::{IndexKey, OutboxJob, StatusUpdate, WamidRef};
 
 use crate::domain::{Conversation, ConversationStatus, Message};
 
@@ -400,7 +402,10 @@ mod tests {
         store.close().await;
 
         let store = Store::open(dir.path(), true, 64).expect("reopen");
-        assert_eq!(store.get_conversation(&c.id).await.expect("get"), Some(c.clone()));
+        assert_eq!(
+            store.get_conversation(&c.id).await.expect("get"),
+            Some(c.clone())
+        );
         let queued = store
             .list(
                 ListQuery::Status {
@@ -412,7 +417,10 @@ mod tests {
             .await
             .expect("list");
         assert!(queued.is_empty(), "old index entry must be gone");
-        assert_eq!(store.owned_by("alice").await.expect("owned"), vec![c.id.clone()]);
+        assert_eq!(
+            store.owned_by("alice").await.expect("owned"),
+            vec![c.id.clone()]
+        );
         let counts = store.count_by_status_team().await.expect("counts");
         assert_eq!(
             counts.get(&(ConversationStatus::Assigned, "support".to_string())),

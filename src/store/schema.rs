@@ -124,9 +124,12 @@ impl IndexKey {
 
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            IndexKey::StatusTeam { status, team, id } => {
-                join(&[b"s", status.as_str().as_bytes(), team.as_bytes(), id.as_bytes()])
-            }
+            IndexKey::StatusTeam { status, team, id } => join(&[
+                b"s",
+                status.as_str().as_bytes(),
+                team.as_bytes(),
+                id.as_bytes(),
+            ]),
             IndexKey::Assignee { agent, id } => join(&[b"a", agent.as_bytes(), id.as_bytes()]),
         }
     }

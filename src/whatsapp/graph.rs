@@ -97,7 +97,9 @@ pub fn classify(status: u16, body: &[u8]) -> Result<String, SendError> {
         .unwrap_or("")
         .to_string();
     match code {
-        Some(c) if RETRYABLE_CODES.contains(&c) => Err(SendError::Transient(format!("({c}) {title}"))),
+        Some(c) if RETRYABLE_CODES.contains(&c) => {
+            Err(SendError::Transient(format!("({c}) {title}")))
+        }
         Some(WINDOW_CLOSED_CODE) => Err(SendError::WindowClosed {
             code: WINDOW_CLOSED_CODE,
             title: if title.is_empty() {
@@ -128,7 +130,10 @@ mod tests {
         let rl = include_bytes!("../../tests/fixtures/whatsapp/graph_error_rate_limit.json");
         assert!(matches!(classify(400, rl), Err(SendError::Transient(_))));
         let wc = br#"{"error":{"code":131047,"message":"Re-engagement message"}}"#;
-        assert!(matches!(classify(400, wc), Err(SendError::WindowClosed { code: 131047, .. })));
+        assert!(matches!(
+            classify(400, wc),
+            Err(SendError::WindowClosed { code: 131047, .. })
+        ));
         let other = br#"{"error":{"code":131026,"message":"Message undeliverable"}}"#;
         assert_eq!(
             classify(400, other),
@@ -137,7 +142,13 @@ mod tests {
                 title: "Message undeliverable".into()
             })
         );
-        assert!(matches!(classify(503, b"oops"), Err(SendError::Transient(_))));
-        assert!(matches!(classify(404, b""), Err(SendError::Permanent { code: 404, .. })));
+        assert!(matches!(
+            classify(503, b"oops"),
+            Err(SendError::Transient(_))
+        ));
+        assert!(matches!(
+            classify(404, b""),
+            Err(SendError::Permanent { code: 404, .. })
+        ));
     }
 }

@@ -102,7 +102,9 @@ fn timestamp_ms(v: Option<&Value>) -> Option<Millis> {
 }
 
 fn parse_messages_value(value: &Value, out: &mut Notification) {
-    let number = str_at(value, &["metadata", "phone_number_id"]).unwrap_or("").to_string();
+    let number = str_at(value, &["metadata", "phone_number_id"])
+        .unwrap_or("")
+        .to_string();
     let contacts: Vec<(Option<&str>, Option<&str>, Option<&str>)> = array(value, "contacts")
         .map(|c| {
             (
@@ -130,7 +132,11 @@ fn parse_messages_value(value: &Value, out: &mut Notification) {
         let customer_name = contacts
             .iter()
             .find(|(wa, uid, _)| *wa == Some(customer) || *uid == Some(customer))
-            .or(if contacts.len() == 1 { contacts.first() } else { None })
+            .or(if contacts.len() == 1 {
+                contacts.first()
+            } else {
+                None
+            })
             .and_then(|(_, _, name)| name.map(str::to_string));
         let kind = m.get("type").and_then(Value::as_str).unwrap_or("unknown");
         out.messages.push(InboundMessage {
