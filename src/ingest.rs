@@ -114,11 +114,21 @@ async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Resul
     Ok(())
 }
 
-/// Stores statuses for unknown wamids, keeping the most advanced one per wamid.
+/// Stores statuses for unknown wamids, keeping the most advanced one per wamid (across this
+/// notification and what is already parked).
 async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), Error> {
-    let mut batch = Batch::new();
+    let mut best: HashMap<&str, &InboundStatus> = HashMap::new();
     for s in orphans {
-        let existing = ctx.store.orphan_status(&s.wamid).await?;
+        match best.get(s.wamid.as_str()) {
+            Some(b) if !b.status.can_become(s.status) => {}
+            _ => {
+                best.insert(s.wamid.as_str(), s);
+            }
+        }
+    }
+    let mut batch = Batch::new();
+    for (wamid, s) in best {
+        let existing = ctx.store.orphan_status(wamid).await?;
         if existing
             .as_ref()
             .is_some_and(|e| !e.status.can_become(s.status))

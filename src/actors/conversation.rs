@@ -409,13 +409,13 @@ impl ConversationActor {
         };
         let changed = msg.apply_status(update.status, update.error);
         let mut batch = Batch::new();
-        // A status may have been parked as an orphan while the send was in flight.
+        // A status may have been parked as an orphan while the send was in flight; this one
+        // supersedes or equals it (both came through the same forward-only rule).
         batch.delete_orphan_status(&update.wamid);
         if changed {
             batch.put_message(&msg)?;
         }
-        let next = state.conv.clone();
-        self.persist(state, next, batch).await?;
+        self.ctx.store.commit(batch).await?;
         metrics::counter!(m::STATUS_UPDATES, "outcome" => if changed { "applied" } else { "stale" })
             .increment(1);
         if changed {
@@ -629,21 +629,18 @@ impl ConversationActor {
         let id = state.conv.id.clone();
         let mut batch = Batch::new();
         batch.delete_outbox(&id, seq);
-        let Some(mut msg) = self.ctx.store.get_message(&id, seq).await? else {
-            let next = state.conv.clone();
-            return self.persist(state, next, batch).await;
+        let msg = self.ctx.store.get_message(&id, seq).await?;
+        let Some(mut msg) = msg.filter(|m| m.status == Some(DeliveryStatus::Pending)) else {
+            // Unknown or already settled (a duplicate outcome after a restart): drop the job.
+            self.ctx.store.commit(batch).await?;
+            return Ok(());
         };
-        if msg.status != Some(DeliveryStatus::Pending) {
-            // Already settled (a duplicate outcome after a restart): just drop the job.
-            let next = state.conv.clone();
-            return self.persist(state, next, batch).await;
-        }
+        let wamid = outcome.as_ref().ok().cloned();
         let label = match outcome {
             Ok(wamid) => {
                 msg.status = Some(DeliveryStatus::Accepted);
                 if let Some(orphan) = self.ctx.store.orphan_status(&wamid).await? {
                     msg.apply_status(orphan.status, orphan.error);
-                    batch.delete_orphan_status(&wamid);
                 }
                 msg.wamid = Some(wamid);
                 "accepted"
@@ -660,8 +657,21 @@ impl ConversationActor {
             }
         };
         batch.put_message(&msg)?;
-        let next = state.conv.clone();
-        self.persist(state, next, batch).await?;
+        self.ctx.store.commit(batch).await?;
+        if let Some(wamid) = wamid {
+            // Write first, check second (the webhook path does the same in the other order): a
+            // status parked after our first read is applied here; one parked after this commit
+            // finds the wamid and comes to this actor as a Status message.
+            if let Some(orphan) = self.ctx.store.orphan_status(&wamid).await? {
+                let changed = msg.apply_status(orphan.status, orphan.error);
+                let mut batch = Batch::new();
+                batch.delete_orphan_status(&wamid);
+                if changed {
+                    batch.put_message(&msg)?;
+                }
+                self.ctx.store.commit(batch).await?;
+            }
+        }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
         self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
         Ok(())
