@@ -50,19 +50,26 @@ pub struct Event {
 }
 
 impl Event {
-    /// Whether `caller` should hear of this change: it can see the conversation now, could see
-    /// it before, or belongs to its team (so nobody starts typing into a chat someone just took).
+    /// Whether `caller` should hear of this change. Message events only reach those who may see
+    /// the conversation now; ownership and routing changes also reach everyone of its team and
+    /// whoever could see it before (so nobody starts typing into a chat someone just took).
     pub fn visible_to(&self, caller: &Caller) -> bool {
         let c = &self.conversation;
-        if c.visible_to(caller) || caller.in_team(&c.team) {
+        if c.visible_to(caller) {
             return true;
+        }
+        if matches!(
+            self.kind,
+            EventKind::MessageCreated | EventKind::MessageStatus
+        ) {
+            return false;
         }
         let was_team = self
             .previous_team
             .as_deref()
             .is_some_and(|t| caller.in_team(t) || caller.manages(t));
         let was_owner = self.previous_assignee.as_deref() == Some(caller.id.as_str());
-        was_team || was_owner
+        caller.in_team(&c.team) || was_team || was_owner
     }
 }
 

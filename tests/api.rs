@@ -6,7 +6,10 @@ use common::*;
 use serde_json::{json, Value};
 
 fn ids(convs: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = convs.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let mut v: Vec<String> = convs
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
     v.sort();
     v
 }
@@ -28,14 +31,46 @@ async fn missing_or_unknown_token_is_401() {
     let id = tb.open_conv(N1, &customer(), "hi").await;
     let routes: Vec<(reqwest::Method, String, Option<Value>)> = vec![
         (reqwest::Method::GET, "/api/v1/conversations".into(), None),
-        (reqwest::Method::GET, format!("/api/v1/conversations/{id}"), None),
-        (reqwest::Method::POST, format!("/api/v1/conversations/{id}/claim"), Some(json!({}))),
-        (reqwest::Method::POST, format!("/api/v1/conversations/{id}/release"), Some(json!({}))),
-        (reqwest::Method::POST, format!("/api/v1/conversations/{id}/messages"), Some(json!({"text": "x", "idempotency_key": "k"}))),
-        (reqwest::Method::POST, format!("/api/v1/conversations/{id}/notes"), Some(json!({"text": "x"}))),
-        (reqwest::Method::POST, format!("/api/v1/conversations/{id}/transfer"), Some(json!({"team": "sales"}))),
-        (reqwest::Method::POST, format!("/api/v1/conversations/{id}/resolve"), Some(json!({}))),
-        (reqwest::Method::PUT, "/api/v1/agents/me/presence".into(), Some(json!({"status": "online"}))),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/conversations/{id}"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/conversations/{id}/claim"),
+            Some(json!({})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/conversations/{id}/release"),
+            Some(json!({})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/conversations/{id}/messages"),
+            Some(json!({"text": "x", "idempotency_key": "k"})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/conversations/{id}/notes"),
+            Some(json!({"text": "x"})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/conversations/{id}/transfer"),
+            Some(json!({"team": "sales"})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/conversations/{id}/resolve"),
+            Some(json!({})),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/agents/me/presence".into(),
+            Some(json!({"status": "online"})),
+        ),
         (reqwest::Method::GET, "/api/v1/events".into(), None),
     ];
     for (m, path, body) in routes {
@@ -73,8 +108,15 @@ async fn presence_can_be_set_and_is_validated() {
     let (s, v) = tb.presence(DAVE, "away").await;
     assert_eq!(s, 200);
     assert_eq!(v["agent"], json!("dave"));
-    for bad in [json!({"status": "sleeping"}), json!({"status": ""}), json!({}), json!({"status": 1})] {
-        let (s, v) = tb.put(ALICE, "/api/v1/agents/me/presence", bad.clone()).await;
+    for bad in [
+        json!({"status": "sleeping"}),
+        json!({"status": ""}),
+        json!({}),
+        json!({"status": 1}),
+    ] {
+        let (s, v) = tb
+            .put(ALICE, "/api/v1/agents/me/presence", bad.clone())
+            .await;
         assert_eq!(s, 400, "{bad}: {v}");
         assert_eq!(err_code(&v), "invalid_request", "{bad}: {v}");
     }
@@ -95,16 +137,38 @@ async fn visibility_by_role() {
     assert_eq!(tb.resolve(BOB, &resolved).await.0, 200);
     tb.must_claim(DAVE, &daves).await;
 
-    let all = sorted(vec![q1.clone(), bobs.clone(), alices.clone(), resolved.clone(), sales_q.clone(), daves.clone()]);
+    let all = sorted(vec![
+        q1.clone(),
+        bobs.clone(),
+        alices.clone(),
+        resolved.clone(),
+        sales_q.clone(),
+        daves.clone(),
+    ]);
     assert_eq!(ids(&tb.list(ROOT, "").await), all, "admin sees everything");
     assert_eq!(
         ids(&tb.list(CAROL, "").await),
-        sorted(vec![q1.clone(), bobs.clone(), alices.clone(), resolved.clone()]),
+        sorted(vec![
+            q1.clone(),
+            bobs.clone(),
+            alices.clone(),
+            resolved.clone()
+        ]),
         "supervisor sees everything in its teams"
     );
-    assert_eq!(ids(&tb.list(ALICE, "").await), sorted(vec![q1.clone(), alices.clone()]), "agent: queued of its teams + own");
-    assert_eq!(ids(&tb.list(BOB, "").await), sorted(vec![q1.clone(), bobs.clone()]));
-    assert_eq!(ids(&tb.list(DAVE, "").await), sorted(vec![sales_q.clone(), daves.clone()]));
+    assert_eq!(
+        ids(&tb.list(ALICE, "").await),
+        sorted(vec![q1.clone(), alices.clone()]),
+        "agent: queued of its teams + own"
+    );
+    assert_eq!(
+        ids(&tb.list(BOB, "").await),
+        sorted(vec![q1.clone(), bobs.clone()])
+    );
+    assert_eq!(
+        ids(&tb.list(DAVE, "").await),
+        sorted(vec![sales_q.clone(), daves.clone()])
+    );
 
     // GET by id follows the same rules: invisible → 404 not_found
     for (tok, id, visible) in [
@@ -140,24 +204,58 @@ async fn list_filters() {
     let c = tb.open_conv(N2, &c1, "c").await;
     tb.must_claim(BOB, &b).await;
 
-    assert_eq!(ids(&tb.list(ROOT, "status=queued").await), sorted(vec![a.clone(), c.clone()]));
-    assert_eq!(ids(&tb.list(ROOT, "status=assigned").await), vec![b.clone()]);
+    assert_eq!(
+        ids(&tb.list(ROOT, "status=queued").await),
+        sorted(vec![a.clone(), c.clone()])
+    );
+    assert_eq!(
+        ids(&tb.list(ROOT, "status=assigned").await),
+        vec![b.clone()]
+    );
     assert_eq!(ids(&tb.list(ROOT, "team=sales").await), vec![c.clone()]);
-    assert_eq!(ids(&tb.list(ROOT, "team=support").await), sorted(vec![a.clone(), b.clone()]));
+    assert_eq!(
+        ids(&tb.list(ROOT, "team=support").await),
+        sorted(vec![a.clone(), b.clone()])
+    );
     assert_eq!(ids(&tb.list(ROOT, "assignee=bob").await), vec![b.clone()]);
     assert!(tb.list(ROOT, "assignee=alice").await.is_empty());
-    assert_eq!(ids(&tb.list(ROOT, &format!("customer={c1}")).await), sorted(vec![a.clone(), c.clone()]));
-    assert_eq!(ids(&tb.list(ROOT, &format!("number={N2}")).await), vec![c.clone()]);
-    assert_eq!(ids(&tb.list(ROOT, &format!("number={N1}")).await), sorted(vec![a.clone(), b.clone()]));
-    assert_eq!(ids(&tb.list(ROOT, &format!("customer={c1}&number={N1}")).await), vec![a.clone()]);
-    assert_eq!(ids(&tb.list(ROOT, "status=queued&team=support").await), vec![a.clone()]);
+    assert_eq!(
+        ids(&tb.list(ROOT, &format!("customer={c1}")).await),
+        sorted(vec![a.clone(), c.clone()])
+    );
+    assert_eq!(
+        ids(&tb.list(ROOT, &format!("number={N2}")).await),
+        vec![c.clone()]
+    );
+    assert_eq!(
+        ids(&tb.list(ROOT, &format!("number={N1}")).await),
+        sorted(vec![a.clone(), b.clone()])
+    );
+    assert_eq!(
+        ids(&tb.list(ROOT, &format!("customer={c1}&number={N1}")).await),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        ids(&tb.list(ROOT, "status=queued&team=support").await),
+        vec![a.clone()]
+    );
     assert!(tb.list(ROOT, "status=resolved").await.is_empty());
     // filters combine with visibility
     assert!(tb.list(ALICE, "team=sales").await.is_empty());
     assert!(tb.list(ALICE, "assignee=bob").await.is_empty());
     // conversation objects carry the documented fields
     let one = tb.list(ROOT, &format!("customer={c2}")).await.remove(0);
-    for k in ["id", "number", "customer", "customer_name", "status", "team", "assignee", "window_expires_at", "last_message_at"] {
+    for k in [
+        "id",
+        "number",
+        "customer",
+        "customer_name",
+        "status",
+        "team",
+        "assignee",
+        "window_expires_at",
+        "last_message_at",
+    ] {
         assert!(one.get(k).is_some(), "conversation lacks {k}: {one}");
     }
     assert_eq!(one["customer_name"], json!(format!("Customer {c2}")));
@@ -171,18 +269,29 @@ async fn graceful_shutdown_and_restart_keep_everything() {
     tb.must_claim(ALICE, &id).await;
     assert_eq!(tb.note(ALICE, &id, "a note").await.0, 201);
     let r = tb.must_reply(ALICE, &id, "a reply").await;
-    tb.wait_status(&id, r["id"].as_str().unwrap(), "accepted").await;
+    tb.wait_status(&id, r["id"].as_str().unwrap(), "accepted")
+        .await;
     let before = tb.conversation(&id).await;
 
     tb.restart().await;
     let after = tb.conversation(&id).await;
     assert_eq!(after["assignee"], json!("alice"));
     assert_eq!(after["status"], json!("assigned"));
-    assert_eq!(after["messages"], before["messages"], "messages identical after restart");
+    assert_eq!(
+        after["messages"], before["messages"],
+        "messages identical after restart"
+    );
     // redelivery after restart is still deduplicated
-    let again = tb.messages(&id).await[0]["wamid"].as_str().unwrap().to_owned();
+    let again = tb.messages(&id).await[0]["wamid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let ts = parse_time(&tb.messages(&id).await[0]["at"]).timestamp();
-    assert_eq!(tb.webhook(&text_webhook(N1, &cust, &again, ts, "before restart")).await, 200);
+    assert_eq!(
+        tb.webhook(&text_webhook(N1, &cust, &again, ts, "before restart"))
+            .await,
+        200
+    );
     assert_eq!(tb.messages(&id).await.len(), 3);
     // capacity state survives: alice (max 2) owns 1 → one more claim, then capacity_reached
     let x = tb.open_conv(N1, &customer(), "x").await;

@@ -21,7 +21,11 @@ fn expect_config_error(toml: &str, must_contain: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, toml).unwrap();
-    run_expect_exit2(&[std::ffi::OsStr::new("--config"), path.as_os_str()], dir.path(), must_contain)
+    run_expect_exit2(
+        &[std::ffi::OsStr::new("--config"), path.as_os_str()],
+        dir.path(),
+        must_contain,
+    )
 }
 
 fn run_expect_exit2(args: &[&std::ffi::OsStr], cwd: &Path, must_contain: &[&str]) -> String {
@@ -53,14 +57,32 @@ fn run_expect_exit2(args: &[&std::ffi::OsStr], cwd: &Path, must_contain: &[&str]
     }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "exit status {:?}; stderr:\n{stderr}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit status {:?}; stderr:\n{stderr}",
+        out.status
+    );
     let lower = stderr.to_lowercase();
-    assert!(!lower.contains("panick"), "panic on config error:\n{stderr}");
-    assert!(!lower.contains("backtrace"), "backtrace on config error:\n{stderr}");
+    assert!(
+        !lower.contains("panick"),
+        "panic on config error:\n{stderr}"
+    );
+    assert!(
+        !lower.contains("backtrace"),
+        "backtrace on config error:\n{stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected exactly one line on stderr, got:\n{stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line on stderr, got:\n{stderr}"
+    );
     for want in must_contain {
-        assert!(lower.contains(&want.to_lowercase()), "stderr line should mention {want:?}: {stderr}");
+        assert!(
+            lower.contains(&want.to_lowercase()),
+            "stderr line should mention {want:?}: {stderr}"
+        );
     }
     lines[0].to_owned()
 }
@@ -111,7 +133,8 @@ fn number_with_unknown_default_team_exits_2() {
 fn bad_listen_address_exits_2_naming_listen() {
     let dir = tempfile::tempdir().unwrap();
     for bad in ["not-an-address", "127.0.0.1:99999", "127.0.0.1"] {
-        let toml = valid(dir.path(), 1).replace("listen = \"127.0.0.1:1\"", &format!("listen = \"{bad}\""));
+        let toml = valid(dir.path(), 1)
+            .replace("listen = \"127.0.0.1:1\"", &format!("listen = \"{bad}\""));
         assert!(toml.contains(bad));
         expect_config_error(&toml, &["listen"]);
     }
@@ -139,7 +162,8 @@ fn toml_syntax_error_exits_2_with_one_line() {
 #[test]
 fn invalid_role_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let toml = valid(dir.path(), free_port()).replacen("role = \"supervisor\"", "role = \"overlord\"", 1);
+    let toml =
+        valid(dir.path(), free_port()).replacen("role = \"supervisor\"", "role = \"overlord\"", 1);
     expect_config_error(&toml, &["role"]);
 }
 
@@ -170,13 +194,20 @@ async fn binary_starts_serves_healthz_and_exits_cleanly_on_sigterm() {
     let cust = customer();
     p.api.open_conv(N1, &cust, "before sigterm").await;
     let st = p.signal_and_wait("TERM", Duration::from_secs(20)).await;
-    assert!(st.success(), "exit after SIGTERM: {st:?}; log:\n{}", p.log_text());
+    assert!(
+        st.success(),
+        "exit after SIGTERM: {st:?}; log:\n{}",
+        p.log_text()
+    );
     // storage was flushed and released: a new process opens it and has the data
     let port2 = free_port();
     std::fs::write(&cfg_path, valid(dir.path(), port2)).unwrap();
     let p2 = BinProc::spawn(&cfg_path, port2, &dir.path().join("log2.txt")).await;
     let id = p2.api.conv_id(N1, &cust).await;
-    assert_eq!(p2.api.messages(&id).await[0]["text"], serde_json::json!("before sigterm"));
+    assert_eq!(
+        p2.api.messages(&id).await[0]["text"],
+        serde_json::json!("before sigterm")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +218,11 @@ async fn binary_exits_cleanly_on_sigint() {
     std::fs::write(&cfg_path, valid(dir.path(), port)).unwrap();
     let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log.txt")).await;
     let st = p.signal_and_wait("INT", Duration::from_secs(20)).await;
-    assert!(st.success(), "exit after SIGINT: {st:?}; log:\n{}", p.log_text());
+    assert!(
+        st.success(),
+        "exit after SIGINT: {st:?}; log:\n{}",
+        p.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +230,11 @@ async fn without_flag_reads_config_default_toml() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::write(dir.path().join("config/default.toml"), valid(dir.path(), port)).unwrap();
+    std::fs::write(
+        dir.path().join("config/default.toml"),
+        valid(dir.path(), port),
+    )
+    .unwrap();
     let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
     let child = Command::new(bin_path())
         .current_dir(dir.path())

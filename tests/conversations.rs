@@ -31,7 +31,10 @@ async fn new_conversation_is_queued_on_default_team_and_unassigned_while_agents_
     let c = tb.conversation(&id).await;
     assert_eq!(c["status"], json!("queued"));
     assert_eq!(c["team"], json!("support"));
-    assert!(c["assignee"].is_null(), "nobody is online, nothing may be assigned: {c}");
+    assert!(
+        c["assignee"].is_null(),
+        "nobody is online, nothing may be assigned: {c}"
+    );
     assert_eq!(c["customer"], json!(cust));
     assert_eq!(c["number"], json!(N1));
     // A second message: still unassigned.
@@ -51,7 +54,10 @@ async fn agents_that_went_offline_again_get_nothing_assigned() {
     assert_eq!(tb.presence(BOB, "away").await.0, 200);
     let id = tb.open_conv(N1, &customer(), "hello?").await;
     let c = tb.conversation(&id).await;
-    assert!(c["assignee"].is_null(), "offline/away agents must not be assigned: {c}");
+    assert!(
+        c["assignee"].is_null(),
+        "offline/away agents must not be assigned: {c}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -74,14 +80,20 @@ async fn claim_assigns_the_caller() {
     let (s, v) = tb.claim(ALICE, &id).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(err_code(&v), "already_assigned");
-    assert_eq!(v["error"]["assignee"], json!("bob"), "409 names the owner: {v}");
+    assert_eq!(
+        v["error"]["assignee"],
+        json!("bob"),
+        "409 names the owner: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_have_exactly_one_winner() {
     let tb = TB::start_with(|c| c.extra = racer_agents(20)).await;
     for round in 0..3 {
-        let id = tb.open_conv(N1, &customer(), &format!("race {round}")).await;
+        let id = tb
+            .open_conv(N1, &customer(), &format!("race {round}"))
+            .await;
         let mut handles = Vec::new();
         for i in 0..20 {
             let api = tb.api.clone();
@@ -107,7 +119,11 @@ async fn concurrent_claims_have_exactly_one_winner() {
         assert_eq!(losers.len(), 19);
         for (i, v) in &losers {
             assert_eq!(err_code(v), "already_assigned", "racer{i}: {v}");
-            assert_eq!(v["error"]["assignee"], json!(winner), "racer{i} told the wrong owner: {v}");
+            assert_eq!(
+                v["error"]["assignee"],
+                json!(winner),
+                "racer{i} told the wrong owner: {v}"
+            );
         }
         assert_eq!(tb.conversation(&id).await["assignee"], json!(winner));
     }
@@ -170,7 +186,9 @@ async fn claim_of_unknown_conversation_is_404() {
     let (s, v) = tb.claim(BOB, "no-such-conversation").await;
     assert_eq!(s, 404, "{v}");
     assert_eq!(err_code(&v), "not_found");
-    let (s, v) = tb.get(BOB, "/api/v1/conversations/no-such-conversation").await;
+    let (s, v) = tb
+        .get(BOB, "/api/v1/conversations/no-such-conversation")
+        .await;
     assert_eq!(s, 404, "{v}");
     assert_eq!(err_code(&v), "not_found");
 }
@@ -180,7 +198,10 @@ async fn agent_cannot_claim_other_teams_conversation() {
     let tb = TB::start().await;
     let sales = tb.open_conv(N2, &customer(), "buy").await;
     let (s, v) = tb.claim(ALICE, &sales).await;
-    assert!(s == 403 || s == 404, "alice (support) claimed a sales conversation: {s} {v}");
+    assert!(
+        s == 403 || s == 404,
+        "alice (support) claimed a sales conversation: {s} {v}"
+    );
     assert!(tb.conversation(&sales).await["assignee"].is_null());
     // dave (sales) can.
     tb.must_claim(DAVE, &sales).await;
@@ -226,7 +247,9 @@ async fn release_of_unowned_conversation_is_not_owner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_team_queues_it_there() {
     let tb = TB::start().await;
-    let id = tb.open_conv(N1, &customer(), "actually I want to buy").await;
+    let id = tb
+        .open_conv(N1, &customer(), "actually I want to buy")
+        .await;
     tb.must_claim(ALICE, &id).await;
     let (s, v) = tb.transfer(ALICE, &id, json!({"team": "sales"})).await;
     assert_eq!(s, 200, "{v}");
@@ -297,10 +320,16 @@ async fn transfer_to_unknown_target_is_404() {
         assert_eq!(err_code(&v), "not_found", "{v}");
     }
     let c = tb.conversation(&id).await;
-    assert_eq!(c["assignee"], json!("alice"), "failed transfers change nothing");
+    assert_eq!(
+        c["assignee"],
+        json!("alice"),
+        "failed transfers change nothing"
+    );
     assert_eq!(c["team"], json!("support"));
     // transfer of an unknown conversation
-    let (s, v) = tb.transfer(ROOT, "no-such-conv", json!({"team": "sales"})).await;
+    let (s, v) = tb
+        .transfer(ROOT, "no-such-conv", json!({"team": "sales"}))
+        .await;
     assert_eq!(s, 404, "{v}");
 }
 
@@ -323,7 +352,12 @@ async fn resolve_then_inbound_reopens_the_same_conversation() {
     let c = tb.conversation(&id).await;
     assert_eq!(c["status"], json!("resolved"));
     assert!(c["assignee"].is_null(), "{c}");
-    assert_eq!(tb.list(ROOT, &format!("customer={cust}&status=resolved")).await.len(), 1);
+    assert_eq!(
+        tb.list(ROOT, &format!("customer={cust}&status=resolved"))
+            .await
+            .len(),
+        1
+    );
 
     tb.send_text(N1, &cust, "one more thing").await;
     let convs = tb.list(ROOT, &format!("customer={cust}")).await;
@@ -360,14 +394,21 @@ async fn reopen_after_transfer_goes_back_to_number_default_team() {
     let cust = customer();
     let id = tb.open_conv(N1, &cust, "hi").await;
     tb.must_claim(ALICE, &id).await;
-    assert_eq!(tb.transfer(ALICE, &id, json!({"team": "sales"})).await.0, 200);
+    assert_eq!(
+        tb.transfer(ALICE, &id, json!({"team": "sales"})).await.0,
+        200
+    );
     tb.must_claim(DAVE, &id).await;
     assert_eq!(tb.resolve(DAVE, &id).await.0, 200);
     tb.send_text(N1, &cust, "back again").await;
     let c = tb.conversation(&id).await;
     assert_eq!(c["status"], json!("queued"));
     assert!(c["assignee"].is_null());
-    assert_eq!(c["team"], json!("support"), "reopen routes to the number's default team: {c}");
+    assert_eq!(
+        c["team"],
+        json!("support"),
+        "reopen routes to the number's default team: {c}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,12 +422,20 @@ async fn window_expires_24h_after_last_inbound_timestamp() {
     let t1 = now() - 3_600;
     tb.send_text_at(N1, &cust, t1, "first").await;
     let c = tb.conv_of(N1, &cust).await.unwrap();
-    assert_eq!(parse_time(&c["window_expires_at"]).timestamp(), t1 + SECS_PER_DAY, "{c}");
+    assert_eq!(
+        parse_time(&c["window_expires_at"]).timestamp(),
+        t1 + SECS_PER_DAY,
+        "{c}"
+    );
 
     let t2 = now() - 60;
     tb.send_text_at(N1, &cust, t2, "second").await;
     let c = tb.conv_of(N1, &cust).await.unwrap();
-    assert_eq!(parse_time(&c["window_expires_at"]).timestamp(), t2 + SECS_PER_DAY, "{c}");
+    assert_eq!(
+        parse_time(&c["window_expires_at"]).timestamp(),
+        t2 + SECS_PER_DAY,
+        "{c}"
+    );
     parse_time(&c["last_message_at"]);
 }
 
@@ -396,23 +445,34 @@ async fn window_does_not_move_back_for_a_late_delivered_older_message() {
     let cust = customer();
     let t2 = now() - 60;
     tb.send_text_at(N1, &cust, t2, "newer").await;
-    tb.send_text_at(N1, &cust, t2 - 7_200, "older, delivered late").await;
+    tb.send_text_at(N1, &cust, t2 - 7_200, "older, delivered late")
+        .await;
     let c = tb.conv_of(N1, &cust).await.unwrap();
-    assert_eq!(parse_time(&c["window_expires_at"]).timestamp(), t2 + SECS_PER_DAY, "{c}");
+    assert_eq!(
+        parse_time(&c["window_expires_at"]).timestamp(),
+        t2 + SECS_PER_DAY,
+        "{c}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_after_window_closed_is_422_and_nothing_is_sent() {
     let tb = TB::start().await;
     let cust = customer();
-    tb.send_text_at(N1, &cust, now() - 2 * SECS_PER_DAY, "two days ago").await;
+    tb.send_text_at(N1, &cust, now() - 2 * SECS_PER_DAY, "two days ago")
+        .await;
     let id = tb.conv_id(N1, &cust).await;
     tb.must_claim(ALICE, &id).await;
     let (s, v) = tb.reply(ALICE, &id, "sorry for the delay", "late-1").await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(err_code(&v), "window_closed");
     // A note is still fine (it never goes to WhatsApp).
-    assert_eq!(tb.note(ALICE, &id, "window closed, need a template").await.0, 201);
+    assert_eq!(
+        tb.note(ALICE, &id, "window closed, need a template")
+            .await
+            .0,
+        201
+    );
 
     // Once the customer writes again, replies work and only that one is sent.
     tb.send_text(N1, &cust, "hello again").await;
@@ -423,7 +483,9 @@ async fn reply_after_window_closed_is_422_and_nothing_is_sent() {
     assert_eq!(sends[0].body["biz_opaque_callback_data"], m["id"]);
     let msgs = tb.messages(&id).await;
     assert!(
-        !msgs.iter().any(|m| m["text"] == json!("sorry for the delay")),
+        !msgs
+            .iter()
+            .any(|m| m["text"] == json!("sorry for the delay")),
         "the refused reply must not be stored as a message: {msgs:#?}"
     );
 }
@@ -433,16 +495,78 @@ async fn window_closes_exactly_after_24_hours() {
     let tb = TB::start().await;
     // 23h59m ago: still open.
     let open = customer();
-    tb.send_text_at(N1, &open, now() - SECS_PER_DAY + 60, "almost a day ago").await;
+    tb.send_text_at(N1, &open, now() - SECS_PER_DAY + 60, "almost a day ago")
+        .await;
     let id = tb.conv_id(N1, &open).await;
     tb.must_claim(BOB, &id).await;
     tb.must_reply(BOB, &id, "just in time").await;
     // 24h01m ago: closed.
     let closed = customer();
-    tb.send_text_at(N1, &closed, now() - SECS_PER_DAY - 60, "a bit more than a day ago").await;
+    tb.send_text_at(
+        N1,
+        &closed,
+        now() - SECS_PER_DAY - 60,
+        "a bit more than a day ago",
+    )
+    .await;
     let id = tb.conv_id(N1, &closed).await;
     tb.must_claim(BOB, &id).await;
     let (s, v) = tb.reply(BOB, &id, "too late", "late-2").await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(err_code(&v), "window_closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_an_agent_at_capacity_does_not_exceed_max_concurrent() {
+    let tb = TB::start().await;
+    let a = tb.open_conv(N1, &customer(), "a").await;
+    let b = tb.open_conv(N1, &customer(), "b").await;
+    let c = tb.open_conv(N1, &customer(), "c").await;
+    tb.must_claim(ALICE, &a).await;
+    tb.must_claim(ALICE, &b).await; // alice: 2 of 2
+    tb.must_claim(BOB, &c).await;
+    let (s, v) = tb.transfer(BOB, &c, json!({"agent": "alice"})).await;
+    assert_ne!(s, 200, "alice (max_concurrent 2) would own 3: {v}");
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(err_code(&v), "capacity_reached", "{v}");
+    assert_eq!(tb.list(ROOT, "assignee=alice").await.len(), 2);
+    assert_eq!(
+        tb.conversation(&c).await["assignee"],
+        json!("bob"),
+        "a refused transfer changes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn former_owner_cannot_reply_after_resolve_or_release() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let id = tb.open_conv(N1, &cust, "hi").await;
+    tb.must_claim(ALICE, &id).await;
+    assert_eq!(tb.resolve(ALICE, &id).await.0, 200);
+    let (s, v) = tb.reply(ALICE, &id, "after resolve", "ar-1").await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(err_code(&v), "not_owner");
+    tb.send_text(N1, &cust, "reopen").await;
+    tb.must_claim(ALICE, &id).await;
+    assert_eq!(tb.release(ALICE, &id).await.0, 200);
+    let (s, v) = tb.reply(ALICE, &id, "after release", "ar-2").await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(err_code(&v), "not_owner");
+    assert_eq!(tb.graph.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_cannot_transfer_or_resolve_an_unowned_queued_conversation() {
+    let tb = TB::start().await;
+    let id = tb.open_conv(N1, &customer(), "queued").await;
+    let (s, v) = tb.transfer(ALICE, &id, json!({"team": "sales"})).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(err_code(&v), "not_owner");
+    let (s, v) = tb.resolve(ALICE, &id).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(err_code(&v), "not_owner");
+    let c = tb.conversation(&id).await;
+    assert_eq!(c["status"], json!("queued"));
+    assert_eq!(c["team"], json!("support"));
 }

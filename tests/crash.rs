@@ -37,13 +37,32 @@ async fn everything_acknowledged_survives_sigkill() {
     let t = now() - 300;
     // conversation A on number 1: three messages over two POSTs (one batched)
     let wa = vec![wamid(), wamid(), wamid()];
-    assert_eq!(api.webhook(&text_webhook(N1, &ca, &wa[0], t, "A one")).await, 200);
+    assert_eq!(
+        api.webhook(&text_webhook(N1, &ca, &wa[0], t, "A one"))
+            .await,
+        200
+    );
     let batch = envelope(vec![
-        entry(vec![change(N1, vec![text_msg(&wa[1], &ca, t + 1, "A two"), text_msg(&wa[2], &ca, t + 2, "A three")], vec![])]),
-        entry(vec![change(N2, vec![text_msg(&wamid(), &cb, t + 3, "B one")], vec![])]),
+        entry(vec![change(
+            N1,
+            vec![
+                text_msg(&wa[1], &ca, t + 1, "A two"),
+                text_msg(&wa[2], &ca, t + 2, "A three"),
+            ],
+            vec![],
+        )]),
+        entry(vec![change(
+            N2,
+            vec![text_msg(&wamid(), &cb, t + 3, "B one")],
+            vec![],
+        )]),
     ]);
     assert_eq!(api.webhook(&batch).await, 200);
-    assert_eq!(api.webhook(&text_webhook(N1, &cc, &wamid(), t + 4, "C one")).await, 200);
+    assert_eq!(
+        api.webhook(&text_webhook(N1, &cc, &wamid(), t + 4, "C one"))
+            .await,
+        200
+    );
 
     let a = api.conv_id(N1, &ca).await;
     let b = api.conv_id(N2, &cb).await;
@@ -54,11 +73,16 @@ async fn everything_acknowledged_survives_sigkill() {
     assert_eq!(api.resolve(BOB, &c).await.0, 200);
     let (s, note) = api.note(ALICE, &a, "VIP customer, be nice").await;
     assert_eq!(s, 201, "{note}");
-    let (s, reply) = api.reply(ALICE, &a, "We have it in blue and red.", "crash-key-1").await;
+    let (s, reply) = api
+        .reply(ALICE, &a, "We have it in blue and red.", "crash-key-1")
+        .await;
     assert_eq!(s, 202, "{reply}");
     let reply_id = reply["id"].as_str().unwrap().to_owned();
     broken.wait_sends(2, WAIT).await; // it was attempted (and failed) at least twice
-    assert_eq!(api.message(&a, &reply_id).await.unwrap()["status"], json!("pending"));
+    assert_eq!(
+        api.message(&a, &reply_id).await.unwrap()["status"],
+        json!("pending")
+    );
     let before_a = api.conversation(&a).await;
 
     // Phase 2: SIGKILL.
@@ -76,7 +100,10 @@ async fn everything_acknowledged_survives_sigkill() {
     let sends = good.wait_sends(1, Duration::from_secs(15)).await;
     assert_eq!(sends[0].body["biz_opaque_callback_data"], json!(reply_id));
     assert_eq!(sends[0].body["to"], json!(ca));
-    assert_eq!(sends[0].body["text"]["body"], json!("We have it in blue and red."));
+    assert_eq!(
+        sends[0].body["text"]["body"],
+        json!("We have it in blue and red.")
+    );
     let m = api.wait_status(&a, &reply_id, "accepted").await;
     assert_eq!(m["wamid"], json!("wamid.GOOD1"));
 
@@ -85,13 +112,33 @@ async fn everything_acknowledged_survives_sigkill() {
     assert_eq!(conv_a["assignee"], json!("alice"));
     assert_eq!(conv_a["status"], json!("assigned"));
     let msgs = conv_a["messages"].as_array().unwrap();
-    let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap_or("")).collect();
-    assert_eq!(texts, vec!["A one", "A two", "A three", "VIP customer, be nice", "We have it in blue and red."]);
+    let texts: Vec<&str> = msgs
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "A one",
+            "A two",
+            "A three",
+            "VIP customer, be nice",
+            "We have it in blue and red."
+        ]
+    );
     assert_eq!(msgs[3]["direction"], json!("note"));
     assert_eq!(msgs[3]["author"], json!("alice"));
-    let before_ids: Vec<&Value> = before_a["messages"].as_array().unwrap().iter().map(|m| &m["id"]).collect();
+    let before_ids: Vec<&Value> = before_a["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
     let after_ids: Vec<&Value> = msgs.iter().map(|m| &m["id"]).collect();
-    assert_eq!(before_ids, after_ids, "message ids are stable across the crash");
+    assert_eq!(
+        before_ids, after_ids,
+        "message ids are stable across the crash"
+    );
     // B and C
     let conv_b = api.conversation(&b).await;
     assert_eq!(conv_b["assignee"], json!("dave"));
@@ -101,17 +148,27 @@ async fn everything_acknowledged_survives_sigkill() {
     assert_eq!(conv_c["status"], json!("resolved"));
 
     // the idempotency key survived: same key → same message, nothing new sent
-    let (s, again) = api.reply(ALICE, &a, "We have it in blue and red.", "crash-key-1").await;
+    let (s, again) = api
+        .reply(ALICE, &a, "We have it in blue and red.", "crash-key-1")
+        .await;
     assert_eq!(s, 202, "{again}");
     assert_eq!(again["id"], json!(reply_id));
     // wamid dedup survived: redelivering A's first message stores nothing new
-    assert_eq!(api.webhook(&text_webhook(N1, &ca, &wa[0], t, "A one")).await, 200);
+    assert_eq!(
+        api.webhook(&text_webhook(N1, &ca, &wa[0], t, "A one"))
+            .await,
+        200
+    );
     // a fresh reply goes out as the second send, proving the duplicate was not sent
     let fresh = api.must_reply(ALICE, &a, "anything else?").await;
     good.wait_sends(2, WAIT).await;
-    api.wait_status(&a, fresh["id"].as_str().unwrap(), "accepted").await;
+    api.wait_status(&a, fresh["id"].as_str().unwrap(), "accepted")
+        .await;
     assert_eq!(good.count(), 2, "{:?}", good.sends());
-    assert_eq!(good.sends()[1].body["biz_opaque_callback_data"], fresh["id"]);
+    assert_eq!(
+        good.sends()[1].body["biz_opaque_callback_data"],
+        fresh["id"]
+    );
     let n = api.messages(&a).await.len();
     assert_eq!(n, 6, "5 before + the fresh reply; redelivery added nothing");
     // capacity survived: alice owns A (1 of 2) → one more claim works, the next is refused
@@ -150,7 +207,10 @@ async fn acknowledged_webhooks_survive_sigkill_under_load() {
                 let w2 = wamid();
                 let body = envelope(vec![entry(vec![change(
                     number,
-                    vec![text_msg(&w1, cust, now(), &format!("w{worker} i{i} a")), text_msg(&w2, cust, now(), &format!("w{worker} i{i} b"))],
+                    vec![
+                        text_msg(&w1, cust, now(), &format!("w{worker} i{i} a")),
+                        text_msg(&w2, cust, now(), &format!("w{worker} i{i} b")),
+                    ],
                     vec![],
                 )])]);
                 let bytes = serde_json::to_vec(&body).unwrap();
@@ -167,10 +227,20 @@ async fn acknowledged_webhooks_survive_sigkill_under_load() {
         }));
     }
     // let it run until a good number were acknowledged, then kill
-    eventually("100 acknowledged webhook messages", Duration::from_secs(30), || {
-        let n = acked.lock().unwrap().len();
-        async move { if n >= 100 { Ok(()) } else { Err(format!("{n}")) } }
-    })
+    eventually(
+        "100 acknowledged webhook messages",
+        Duration::from_secs(30),
+        || {
+            let n = acked.lock().unwrap().len();
+            async move {
+                if n >= 100 {
+                    Ok(())
+                } else {
+                    Err(format!("{n}"))
+                }
+            }
+        },
+    )
     .await;
     p.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -189,7 +259,13 @@ async fn acknowledged_webhooks_survive_sigkill_under_load() {
             continue;
         }
         let id = p2.api.conv_id(number, cust).await;
-        let wamids = p2.api.messages(&id).await.iter().filter_map(|m| m["wamid"].as_str().map(str::to_owned)).collect();
+        let wamids = p2
+            .api
+            .messages(&id)
+            .await
+            .iter()
+            .filter_map(|m| m["wamid"].as_str().map(str::to_owned))
+            .collect();
         stored.insert(key, wamids);
     }
     let mut missing = Vec::new();
@@ -198,12 +274,141 @@ async fn acknowledged_webhooks_survive_sigkill_under_load() {
             missing.push(w.clone());
         }
     }
-    assert!(missing.is_empty(), "{} of {} acknowledged messages lost after SIGKILL: {:?}", missing.len(), acked.len(), missing);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost after SIGKILL: {:?}",
+        missing.len(),
+        acked.len(),
+        missing
+    );
     // and no duplicates
     for ((n, c), ws) in &stored {
         let mut sorted = ws.clone();
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), ws.len(), "duplicate wamids in ({n}, {c})");
+    }
+}
+
+/// SIGTERM while a send is at Graph: the broker finishes it (no duplicate after restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_in_flight_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("db");
+    let cfg_path = dir.path().join("switchboard.toml");
+    let graph = FakeGraph::start().await;
+    graph.push(GraphReply::Delay(800, Box::new(GraphReply::Ok)));
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &graph.base, 5);
+    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log1.txt")).await;
+    let api = p.api.clone();
+    let cust = customer();
+    let id = api.open_conv(N1, &cust, "hello").await;
+    api.must_claim(ALICE, &id).await;
+    let m = api.must_reply(ALICE, &id, "in flight at shutdown").await;
+    let msg_id = m["id"].as_str().unwrap().to_owned();
+    graph.wait_sends(1, WAIT).await;
+    let st = p.signal_and_wait("TERM", Duration::from_secs(20)).await;
+    assert!(st.success(), "{st:?}; log:\n{}", p.log_text());
+
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &graph.base, 5);
+    let p2 = BinProc::spawn(&cfg_path, port, &dir.path().join("log2.txt")).await;
+    let m = p2.api.wait_status(&id, &msg_id, "accepted").await;
+    // prove no resend happened: a fresh reply is the second and last send
+    let fresh = p2.api.must_reply(ALICE, &id, "after restart").await;
+    p2.api
+        .wait_status(&id, fresh["id"].as_str().unwrap(), "accepted")
+        .await;
+    let sends = graph.sends();
+    assert_eq!(
+        graph.sends_for(&msg_id).len(),
+        1,
+        "the in-flight message was sent twice: {sends:#?}"
+    );
+    assert_eq!(m["wamid"], json!("wamid.OUT1"));
+}
+
+/// Replies acknowledged with 202 under load, then SIGKILL: after the restart each one is sent
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_replies_survive_sigkill_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("db");
+    let cfg_path = dir.path().join("switchboard.toml");
+    let broken = FakeGraph::start_with_prefix("wamid.BROKEN").await;
+    broken.set_default(GraphReply::Status(500));
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &broken.base, 1_000_000);
+    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log1.txt")).await;
+
+    let owners = [BOB, CAROL, ROOT, BOB];
+    let mut convs = Vec::new();
+    for tok in owners {
+        let id = p.api.open_conv(N1, &customer(), "load").await;
+        p.api.must_claim(tok, &id).await;
+        convs.push((tok, id));
+    }
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new())); // (conv, msg id)
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (w, (tok, id)) in convs.iter().cloned().enumerate() {
+        let api = p.api.clone();
+        let acked = acked.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let resp = api
+                    .http
+                    .post(api.url(&format!("/api/v1/conversations/{id}/messages")))
+                    .bearer_auth(tok)
+                    .json(&json!({"text": format!("w{w} r{i}"), "idempotency_key": format!("load-{w}-{i}")}))
+                    .send()
+                    .await;
+                if let Ok(r) = resp {
+                    if r.status().as_u16() == 202 {
+                        if let Ok(v) = r.json::<Value>().await {
+                            acked.lock().unwrap().push((id.clone(), v["id"].as_str().unwrap().to_owned()));
+                        }
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    eventually("60 acknowledged replies", Duration::from_secs(30), || {
+        let n = acked.lock().unwrap().len();
+        async move {
+            if n >= 60 {
+                Ok(())
+            } else {
+                Err(format!("{n}"))
+            }
+        }
+    })
+    .await;
+    p.kill9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(broken);
+    let acked = acked.lock().unwrap().clone();
+
+    let good = FakeGraph::start_with_prefix("wamid.GOOD").await;
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &good.base, 1_000_000);
+    let p2 = BinProc::spawn(&cfg_path, port, &dir.path().join("log2.txt")).await;
+    good.wait_sends(acked.len(), Duration::from_secs(20)).await;
+    for (conv, msg) in &acked {
+        let m = p2.api.wait_status(conv, msg, "accepted").await;
+        assert!(m["wamid"].as_str().unwrap().starts_with("wamid.GOOD"));
+        assert_eq!(
+            good.sends_for(msg).len(),
+            1,
+            "message {msg} sent {} times",
+            good.sends_for(msg).len()
+        );
     }
 }

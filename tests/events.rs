@@ -11,7 +11,12 @@ async fn events_stream_requires_auth() {
     let client = http_client(Some(std::time::Duration::from_secs(5)));
     let resp = client.get(tb.url("/api/v1/events")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = client.get(tb.url("/api/v1/events")).bearer_auth("t-nobody").send().await.unwrap();
+    let resp = client
+        .get(tb.url("/api/v1/events"))
+        .bearer_auth("t-nobody")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 }
 
@@ -44,11 +49,23 @@ async fn claim_by_one_agent_reaches_the_other_agents_of_the_team() {
     let mut carol = Sse::connect(&tb, CAROL).await;
     let mut root = Sse::connect(&tb, ROOT).await;
     tb.must_claim(ALICE, &id).await;
-    for (name, s) in [("bob", &mut bob), ("carol", &mut carol), ("root", &mut root)] {
+    for (name, s) in [
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+        ("root", &mut root),
+    ] {
         let ev = s.wait_type("conversation.claimed", &id).await;
         assert_eq!(ev.data["type"], json!("conversation.claimed"), "{name}");
-        assert_eq!(ev.data["conversation"]["assignee"], json!("alice"), "{name}");
-        assert_eq!(ev.data["conversation"]["status"], json!("assigned"), "{name}");
+        assert_eq!(
+            ev.data["conversation"]["assignee"],
+            json!("alice"),
+            "{name}"
+        );
+        assert_eq!(
+            ev.data["conversation"]["status"],
+            json!("assigned"),
+            "{name}"
+        );
     }
 }
 
@@ -68,7 +85,10 @@ async fn lifecycle_events_released_transferred_resolved_reopened() {
     assert_eq!(ev.data["conversation"]["status"], json!("queued"));
 
     tb.must_claim(ALICE, &id).await;
-    assert_eq!(tb.transfer(ALICE, &id, json!({"team": "sales"})).await.0, 200);
+    assert_eq!(
+        tb.transfer(ALICE, &id, json!({"team": "sales"})).await.0,
+        200
+    );
     let ev = root.wait_type("conversation.transferred", &id).await;
     assert_eq!(ev.data["conversation"]["team"], json!("sales"));
 
@@ -100,21 +120,37 @@ async fn reply_emits_message_created_and_status_events() {
     assert_eq!(ev.data["conversation"]["id"], json!(id));
     let ev = alice
         .wait_for("message.status accepted", |e| {
-            e.event == "message.status" && e.data["message"]["id"] == msg_id && e.data["message"]["status"] == json!("accepted")
+            e.event == "message.status"
+                && e.data["message"]["id"] == msg_id
+                && e.data["message"]["status"] == json!("accepted")
         })
         .await;
-    let w = ev.data["message"]["wamid"].as_str().expect("accepted message has a wamid").to_owned();
-    assert_eq!(tb.webhook(&status_webhook(N1, vec![status_obj(&w, "delivered", now(), &cust)])).await, 200);
+    let w = ev.data["message"]["wamid"]
+        .as_str()
+        .expect("accepted message has a wamid")
+        .to_owned();
+    assert_eq!(
+        tb.webhook(&status_webhook(
+            N1,
+            vec![status_obj(&w, "delivered", now(), &cust)]
+        ))
+        .await,
+        200
+    );
     alice
         .wait_for("message.status delivered", |e| {
-            e.event == "message.status" && e.data["message"]["id"] == msg_id && e.data["message"]["status"] == json!("delivered")
+            e.event == "message.status"
+                && e.data["message"]["id"] == msg_id
+                && e.data["message"]["status"] == json!("delivered")
         })
         .await;
     // notes are events too
     let (_, n) = tb.note(ALICE, &id, "internal").await;
     let nid = n["id"].clone();
     alice
-        .wait_for("message.created for the note", |e| e.event == "message.created" && e.data["message"]["id"] == nid)
+        .wait_for("message.created for the note", |e| {
+            e.event == "message.created" && e.data["message"]["id"] == nid
+        })
         .await;
 }
 
@@ -134,7 +170,11 @@ async fn events_of_other_teams_are_not_delivered() {
     dave.wait_type("conversation.created", &sales_id).await;
     dave.wait_type("message.created", &sales_id).await;
     for e in &dave.seen {
-        assert_ne!(e.data["conversation"]["id"], json!(support_id), "dave got a support event: {e:?}");
+        assert_ne!(
+            e.data["conversation"]["id"],
+            json!(support_id),
+            "dave got a support event: {e:?}"
+        );
     }
     // and alice sees no sales traffic: after a later support event, nothing of sales was seen
     tb.send_text(N1, &support_cust, "still support").await;
@@ -144,7 +184,11 @@ async fn events_of_other_teams_are_not_delivered() {
         })
         .await;
     for e in &alice.seen {
-        assert_ne!(e.data["conversation"]["id"], json!(sales_id), "alice got a sales event: {e:?}");
+        assert_ne!(
+            e.data["conversation"]["id"],
+            json!(sales_id),
+            "alice got a sales event: {e:?}"
+        );
     }
 }
 
@@ -155,7 +199,37 @@ async fn events_have_matching_event_name_and_type() {
     let id = tb.open_conv(N2, &customer(), "check framing").await;
     root.wait_type("message.created", &id).await;
     for e in &root.seen {
-        assert_eq!(e.data["type"], json!(e.event), "event name and data.type differ: {e:?}");
+        assert_eq!(
+            e.data["type"],
+            json!(e.event),
+            "event name and data.type differ: {e:?}"
+        );
         assert!(e.data["conversation"]["id"].is_string(), "{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_gets_no_message_events_of_a_conversation_someone_else_owns() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let id = tb.open_conv(N1, &cust, "bob's customer").await;
+    let mut alice = Sse::connect(&tb, ALICE).await;
+    tb.must_claim(BOB, &id).await;
+    alice.wait_type("conversation.claimed", &id).await;
+    let r = tb.must_reply(BOB, &id, "private reply").await;
+    tb.wait_status(&id, r["id"].as_str().unwrap(), "accepted")
+        .await;
+    tb.send_text(N1, &cust, "private inbound").await;
+    assert_eq!(tb.note(BOB, &id, "private note").await.0, 201);
+    // fence: a new queued conversation alice may see
+    let fence = tb.open_conv(N1, &customer(), "fence").await;
+    alice.wait_type("message.created", &fence).await;
+    for e in &alice.seen {
+        if e.data["conversation"]["id"] == json!(id) {
+            assert!(
+                !e.event.starts_with("message."),
+                "alice (agent) saw a message event of bob's conversation: {e:?}"
+            );
+        }
     }
 }

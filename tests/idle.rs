@@ -17,19 +17,24 @@ async fn passivated_conversations_reactivate_with_state_intact() {
     assert_eq!(tb.note(ALICE, &id, "idle note").await.0, 201);
     let (s, r) = tb.reply(ALICE, &id, "before idle reply", "idle-key").await;
     assert_eq!(s, 202);
-    tb.wait_status(&id, r["id"].as_str().unwrap(), "accepted").await;
+    tb.wait_status(&id, r["id"].as_str().unwrap(), "accepted")
+        .await;
     let other = tb.open_conv(N1, &customer(), "second conversation").await;
     let before = tb.conversation(&id).await;
 
     // the live-actor gauge drops to zero once both conversations are idle
     let api = &tb.api;
-    eventually("live actors to drop to 0", Duration::from_secs(10), move || async move {
-        let t = api.metrics().await;
-        match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
-            Some(v) if v == 0.0 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        "live actors to drop to 0",
+        Duration::from_secs(10),
+        move || async move {
+            let t = api.metrics().await;
+            match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
+                Some(v) if v == 0.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
 
     // state intact after reactivation by a read
@@ -45,28 +50,43 @@ async fn passivated_conversations_reactivate_with_state_intact() {
     tb.must_claim(ALICE, &other).await;
     let third = tb.open_conv(N1, &customer(), "third").await;
     let (s, v) = tb.claim(ALICE, &third).await;
-    assert_eq!(s, 409, "alice owns 2 (max 2) even though the actors slept: {v}");
+    assert_eq!(
+        s, 409,
+        "alice owns 2 (max 2) even though the actors slept: {v}"
+    );
     assert_eq!(err_code(&v), "capacity_reached");
 
     // idempotency key and wamid dedup survive passivation
     let api = &tb.api;
-    eventually("live actors to drop to 0 again", Duration::from_secs(10), move || async move {
-        let t = api.metrics().await;
-        match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
-            Some(v) if v == 0.0 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        "live actors to drop to 0 again",
+        Duration::from_secs(10),
+        move || async move {
+            let t = api.metrics().await;
+            match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
+                Some(v) if v == 0.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     let (s, again) = tb.reply(ALICE, &id, "before idle reply", "idle-key").await;
     assert_eq!(s, 202);
     assert_eq!(again["id"], r["id"]);
     let first_wamid = before["messages"][0]["wamid"].as_str().unwrap().to_owned();
     let ts = parse_time(&before["messages"][0]["at"]).timestamp();
-    assert_eq!(tb.webhook(&text_webhook(N1, &cust, &first_wamid, ts, "before idle")).await, 200);
+    assert_eq!(
+        tb.webhook(&text_webhook(N1, &cust, &first_wamid, ts, "before idle"))
+            .await,
+        200
+    );
     tb.send_text(N1, &cust, "after idle").await;
     let msgs = tb.messages(&id).await;
-    assert_eq!(msgs.len(), 4, "inbound, note, reply, new inbound: {msgs:#?}");
+    assert_eq!(
+        msgs.len(),
+        4,
+        "inbound, note, reply, new inbound: {msgs:#?}"
+    );
     assert_eq!(msgs[3]["text"], json!("after idle"));
     assert_eq!(tb.graph.count(), 1, "the idempotent retry sent nothing");
 }

@@ -5,7 +5,10 @@ mod common;
 use common::*;
 
 fn has_series(text: &str, name: &str) -> bool {
-    text.lines().any(|l| !l.starts_with('#') && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))))
+    text.lines().any(|l| {
+        !l.starts_with('#')
+            && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,18 +17,28 @@ async fn metrics_are_prometheus_text_without_auth() {
     tb.open_conv(N1, &customer(), "hi").await;
     let resp = tb.http.get(tb.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     assert!(ct.starts_with("text/plain"), "content-type {ct:?}");
     let text = resp.text().await.unwrap();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let name = if let Some(rest) = line.strip_prefix("# TYPE ").or_else(|| line.strip_prefix("# HELP ")) {
+        let name = if let Some(rest) = line
+            .strip_prefix("# TYPE ")
+            .or_else(|| line.strip_prefix("# HELP "))
+        {
             rest.split_whitespace().next().unwrap_or("")
         } else if line.starts_with('#') {
             continue;
         } else {
             line.split(|c| c == '{' || c == ' ').next().unwrap()
         };
-        assert!(name.starts_with("switchboard_"), "metric not prefixed with switchboard_: {line}");
+        assert!(
+            name.starts_with("switchboard_"),
+            "metric not prefixed with switchboard_: {line}"
+        );
     }
 }
 
@@ -33,7 +46,8 @@ async fn metrics_are_prometheus_text_without_auth() {
 async fn required_metrics_are_present_and_move() {
     let tb = TB::start().await;
     let before = tb.metrics().await;
-    let inbound_before = metric_sum(&before, "switchboard_inbound_messages_total", &[]).unwrap_or(0.0);
+    let inbound_before =
+        metric_sum(&before, "switchboard_inbound_messages_total", &[]).unwrap_or(0.0);
 
     // activity: a rejected webhook, accepted webhooks, claims (ok and conflict), a reply
     let (s, _) = tb.webhook_raw(b"{}".to_vec(), Some("sha256=00")).await;
@@ -44,7 +58,8 @@ async fn required_metrics_are_present_and_move() {
     tb.must_claim(BOB, &id).await;
     assert_eq!(tb.claim(ALICE, &id).await.0, 409);
     let m = tb.must_reply(BOB, &id, "metrics reply").await;
-    tb.wait_status(&id, m["id"].as_str().unwrap(), "accepted").await;
+    tb.wait_status(&id, m["id"].as_str().unwrap(), "accepted")
+        .await;
     let q = tb.open_conv(N2, &customer(), "queued sales").await;
     let _ = q;
 
@@ -53,7 +68,11 @@ async fn required_metrics_are_present_and_move() {
     let text = eventually("inbound counter to increase", WAIT, move || async move {
         let t = api.metrics().await;
         let v = metric_sum(&t, "switchboard_inbound_messages_total", &[]).unwrap_or(0.0);
-        if v >= inbound_before + 3.0 { Ok(t) } else { Err(format!("{v} (before {inbound_before})")) }
+        if v >= inbound_before + 3.0 {
+            Ok(t)
+        } else {
+            Err(format!("{v} (before {inbound_before})"))
+        }
     })
     .await;
 
@@ -71,23 +90,39 @@ async fn required_metrics_are_present_and_move() {
     let outcomes = |name: &str| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")))
-            .filter_map(|l| l.split("outcome=\"").nth(1).map(|r| r.split('"').next().unwrap().to_owned()))
+            .filter_map(|l| {
+                l.split("outcome=\"")
+                    .nth(1)
+                    .map(|r| r.split('"').next().unwrap().to_owned())
+            })
             .collect::<std::collections::BTreeSet<String>>()
             .into_iter()
             .collect()
     };
     let wh = outcomes("switchboard_webhook_requests_total");
-    assert!(wh.len() >= 2, "webhook requests need >= 2 outcomes (accepted and rejected), got {wh:?}");
+    assert!(
+        wh.len() >= 2,
+        "webhook requests need >= 2 outcomes (accepted and rejected), got {wh:?}"
+    );
     let cl = outcomes("switchboard_claims_total");
-    assert!(cl.len() >= 2, "claims need >= 2 outcomes (ok and conflict), got {cl:?}");
+    assert!(
+        cl.len() >= 2,
+        "claims need >= 2 outcomes (ok and conflict), got {cl:?}"
+    );
     assert!(!outcomes("switchboard_outbound_messages_total").is_empty());
     // conversations by status and team
     assert!(
-        text.lines().any(|l| l.starts_with("switchboard_conversations{") && l.contains("status=\"assigned\"") && l.contains("team=\"support\"")),
+        text.lines()
+            .any(|l| l.starts_with("switchboard_conversations{")
+                && l.contains("status=\"assigned\"")
+                && l.contains("team=\"support\"")),
         "no switchboard_conversations{{status=\"assigned\",team=\"support\"}}:\n{text}"
     );
     assert!(
-        text.lines().any(|l| l.starts_with("switchboard_conversations{") && l.contains("status=\"queued\"") && l.contains("team=\"sales\"")),
+        text.lines()
+            .any(|l| l.starts_with("switchboard_conversations{")
+                && l.contains("status=\"queued\"")
+                && l.contains("team=\"sales\"")),
         "no switchboard_conversations{{status=\"queued\",team=\"sales\"}}:\n{text}"
     );
     // latency histogram
@@ -95,8 +130,14 @@ async fn required_metrics_are_present_and_move() {
         text.contains("# TYPE switchboard_webhook_duration_seconds histogram"),
         "webhook latency must be a histogram:\n{text}"
     );
-    assert!(has_series(&text, "switchboard_webhook_duration_seconds_bucket"));
-    assert!(has_series(&text, "switchboard_webhook_duration_seconds_count"));
+    assert!(has_series(
+        &text,
+        "switchboard_webhook_duration_seconds_bucket"
+    ));
+    assert!(has_series(
+        &text,
+        "switchboard_webhook_duration_seconds_count"
+    ));
     let count = metric_sum(&text, "switchboard_webhook_duration_seconds_count", &[]).unwrap();
     assert!(count >= 3.0, "histogram count {count}");
 }

@@ -99,6 +99,8 @@ pub struct AgentsShared {
     pub replay_mismatches: Mutex<Vec<(String, String)>>,
     /// Conversation ids seen on any agent's SSE stream.
     pub seen_via_sse: Mutex<HashSet<String>>,
+    /// Outbound message id -> wamids the event stream showed for it.
+    pub wamids_seen: Mutex<HashMap<String, HashSet<String>>>,
     handlers: Arc<Tracker>,
     last_activity: Mutex<Instant>,
     stopping: AtomicBool,
@@ -168,6 +170,7 @@ impl Agents {
             ownership: Mutex::new(Vec::new()),
             replay_mismatches: Mutex::new(Vec::new()),
             seen_via_sse: Mutex::new(HashSet::new()),
+            wamids_seen: Mutex::new(HashMap::new()),
             handlers: Arc::new(Tracker::default()),
             last_activity: Mutex::new(Instant::now()),
             stopping: AtomicBool::new(false),
@@ -439,6 +442,14 @@ fn on_sse(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, data: &str) {
         return;
     }
     lock(&sh.seen_via_sse).insert(conv.id.clone());
+    if let Some(m) = &ev.message {
+        if let (Some("outbound"), Some(w)) = (m.direction.as_deref(), m.wamid.as_deref()) {
+            lock(&sh.wamids_seen)
+                .entry(m.id.clone())
+                .or_default()
+                .insert(w.to_string());
+        }
+    }
     on_conversation(sh, me, &conv);
 }
 

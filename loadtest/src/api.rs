@@ -86,6 +86,8 @@ pub struct Event {
     pub kind: String,
     #[serde(default)]
     pub conversation: Option<Conversation>,
+    #[serde(default)]
+    pub message: Option<Message>,
 }
 
 /// `error.code` of an error body.

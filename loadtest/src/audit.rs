@@ -11,7 +11,11 @@
 //!   and answer instants bound each event, and the check only fails when no ordering of the
 //!   events inside those bounds explains the observations);
 //! - `no_double_send`: no reply reached the fake Graph API twice (same
-//!   `biz_opaque_callback_data`), and every send carried it;
+//!   `biz_opaque_callback_data`), and every send carried it. One exception, counted as
+//!   `resent_after_crash`: a send that was in flight when the broker was SIGKILLed (the Graph API
+//!   accepted it at most `IN_FLIGHT_WINDOW` before, the broker never recorded its wamid) and was
+//!   sent again after the restart — the broker cannot know whether it went through, and
+//!   at-least-once is the contract;
 //! - `no_lost_replies`: every reply answered 202 reached the fake Graph API, or is stored as
 //!   `failed` with an error code (retries exhausted), and is stored by the broker at all;
 //! - `reply_idempotency`: replaying an idempotency key returned the same message;
@@ -34,7 +38,7 @@ use tokio::time::{sleep, Duration, Instant};
 use crate::agents::{OwnEvent, OwnKind, ReplyRecord};
 use crate::api::{seg, ApiClient, Conversation};
 use crate::fake_graph::SendRecord;
-use crate::load::InboundState;
+use crate::load::{InboundState, StatusAcks};
 use crate::stats::Latency;
 use crate::webhook::{OutStatus, Population};
 
@@ -163,9 +167,26 @@ pub struct Observed<'a> {
     pub replies: &'a [ReplyRecord],
     pub replay_mismatches: &'a [(String, String)],
     pub sends: &'a [SendRecord],
-    pub status_acked: &'a HashMap<String, OutStatus>,
+    pub status_acked: &'a HashMap<String, StatusAcks>,
     pub seen_via_sse: &'a HashSet<String>,
+    /// Outbound message id -> wamids the agents' event streams showed for it.
+    pub wamids_seen: &'a HashMap<String, HashSet<String>>,
     pub agents: usize,
+    /// When the broker was SIGKILLed (`--crash-after`).
+    pub kills: &'a [Instant],
+    /// Start of the load; times in examples are seconds since then.
+    pub origin: Instant,
+}
+
+impl Observed<'_> {
+    /// `t` as seconds since the start of the load, e.g. `1.532s`.
+    fn t(&self, t: Instant) -> String {
+        if t >= self.origin {
+            format!("{:.3}s", (t - self.origin).as_secs_f64())
+        } else {
+            format!("-{:.3}s", (self.origin - t).as_secs_f64())
+        }
+    }
 }
 
 fn norm(s: &str) -> &str {
@@ -437,15 +458,47 @@ fn replies(obs: &Observed<'_>, convs: &[Conversation], lat: &ReplyLatency) -> (C
         }
     }
     double.count("sends", obs.sends.len() as u64);
-    for (o, v) in &by_opaque {
-        if v.len() > 1 {
-            double.count("sent_more_than_once", 1);
-            let wamids: Vec<&str> = v.iter().map(|s| s.wamid.as_str()).collect();
-            double.example(format!(
-                "message {o} reached the Graph API {} times (answered {wamids:?})",
-                v.len()
-            ));
+    let mut stored_wamid: HashMap<&str, Option<&str>> = HashMap::new();
+    for conv in convs {
+        for m in conv.messages.iter().flatten() {
+            stored_wamid.insert(m.id.as_str(), m.wamid.as_deref());
         }
+    }
+    for (o, v) in &by_opaque {
+        if v.len() < 2 {
+            continue;
+        }
+        let mut sends: Vec<&SendRecord> = v.clone();
+        sends.sort_by_key(|s| s.at);
+        let mut recorded: HashSet<&str> = obs
+            .wamids_seen
+            .get(*o)
+            .map(|s| s.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        if let Some(w) = stored_wamid.get(o).copied().flatten() {
+            recorded.insert(w);
+        }
+        if resent_only_across_kills(&sends, &recorded, obs.kills) {
+            double.count("resent_after_crash", 1);
+            let times: Vec<String> = sends.iter().map(|s| obs.t(s.at)).collect();
+            double.example(format!(
+                "(allowed) message {o} was in flight at a SIGKILL and sent again after the restart: \
+                 accepted at {}",
+                times.join(", ")
+            ));
+            continue;
+        }
+        double.count("sent_more_than_once", 1);
+        let list: Vec<String> = sends
+            .iter()
+            .map(|s| format!("{} at {}", s.wamid, obs.t(s.at)))
+            .collect();
+        double.example(format!(
+            "message {o} reached the Graph API {} times: {} (stored wamid {:?})",
+            sends.len(),
+            list.join(", "),
+            stored_wamid.get(o).copied().flatten()
+        ));
     }
     double.passed = ["sent_more_than_once", "without_biz_opaque_callback_data"]
         .iter()
@@ -526,6 +579,33 @@ fn replies(obs: &Observed<'_>, convs: &[Conversation], lat: &ReplyLatency) -> (C
     (double, lost)
 }
 
+/// How long before a SIGKILL a send accepted by the Graph API still counts as "in flight" (the
+/// broker may not have recorded the answer yet).
+pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(2);
+
+/// Whether repeated sends of one message are explained by SIGKILLs: every two consecutive sends
+/// straddle a SIGKILL that came at most `IN_FLIGHT_WINDOW` after the earlier one, and the broker
+/// never showed that it had recorded the answer to any send but the last (neither its stored
+/// wamid nor one its event stream announced is one of the earlier ones), i.e. each earlier send
+/// was in flight when the broker died. At-least-once delivery cannot avoid that; resending a
+/// send it had recorded, or one from long before, it can.
+fn resent_only_across_kills(
+    sends: &[&SendRecord],
+    recorded: &HashSet<&str>,
+    kills: &[Instant],
+) -> bool {
+    let kill_between = |a: Instant, b: Instant| {
+        kills
+            .iter()
+            .any(|&k| a <= k && k < b && k.saturating_duration_since(a) <= IN_FLIGHT_WINDOW)
+    };
+    let gaps_ok = sends.windows(2).all(|w| kill_between(w[0].at, w[1].at));
+    let earlier_unrecorded = sends[..sends.len() - 1]
+        .iter()
+        .all(|s| !recorded.contains(s.wamid.as_str()));
+    gaps_ok && earlier_unrecorded
+}
+
 fn statuses(obs: &Observed<'_>, convs: &[Conversation]) -> Check {
     let mut c = Check::default();
     for conv in convs {
@@ -538,14 +618,25 @@ fn statuses(obs: &Observed<'_>, convs: &[Conversation]) -> Check {
             };
             c.count("checked", 1);
             let stored = m.status.as_deref().unwrap_or("");
-            let ok = OutStatus::rank_of(stored).is_some_and(|r| r >= *acked as u8);
+            let ok = OutStatus::rank_of(stored).is_some_and(|r| r >= acked.max as u8);
             if !ok {
                 c.count("behind", 1);
+                let wamid = m.wamid.as_deref().unwrap_or("");
+                let graph = obs
+                    .sends
+                    .iter()
+                    .find(|s| s.wamid == wamid)
+                    .map(|s| obs.t(s.at))
+                    .unwrap_or_else(|| "?".into());
+                let when = |i: usize| acked.at[i].map(|t| obs.t(t)).unwrap_or_else(|| "-".into());
                 c.example(format!(
-                    "message {} ({}): `{}` acknowledged, stored status `{stored}`",
+                    "message {} ({wamid}): `{}` acknowledged, stored status `{stored}` \
+                     (Graph accepted at {graph}; sent/delivered/read acked at {}/{}/{})",
                     m.id,
-                    m.wamid.as_deref().unwrap_or(""),
-                    acked.as_str()
+                    acked.max.as_str(),
+                    when(0),
+                    when(1),
+                    when(2)
                 ));
             }
         }
@@ -713,7 +804,7 @@ mod tests {
             at: t + Duration::from_millis(3),
         }];
         let mut status_acked = HashMap::new();
-        status_acked.insert("wamid.OUT1".to_string(), OutStatus::Read);
+        status_acked.insert("wamid.OUT1".to_string(), StatusAcks::new(OutStatus::Read));
         let mut m2 = msg("m2", "outbound", "", "failed");
         m2.error = Some(serde_json::json!({"code": 130429, "title": "Rate limit hit"}));
         m2.wamid = None;
@@ -749,7 +840,10 @@ mod tests {
             sends: &sends,
             status_acked: &status_acked,
             seen_via_sse: &seen,
+            wamids_seen: &HashMap::new(),
             agents: 1,
+            kills: &[],
+            origin: t,
         };
         let (audit, lat) = check(&obs, &convs);
         assert!(audit.passed, "{audit:#?}");
@@ -776,6 +870,87 @@ mod tests {
         assert!(!audit.checks["inbound_stored_once"].passed);
         assert!(!audit.checks["statuses_forward_only"].passed);
         assert!(!audit.checks["no_lost_replies"].passed);
+    }
+
+    #[test]
+    fn double_send_only_allowed_across_a_kill() {
+        let pop = Population::new(1, 1);
+        let t = Instant::now();
+        let send = |ms: u64, opaque: &str| SendRecord {
+            phone_number_id: pop.numbers[0].phone_number_id.clone(),
+            to: pop.customers[0].wa_id.clone(),
+            text: None,
+            biz_opaque: Some(opaque.into()),
+            wamid: format!("w{ms}"),
+            at: t + Duration::from_millis(ms),
+        };
+        // m1: in flight at the kill (t+3000), resent after. m2: twice, with no kill between.
+        // m3: across the kill, but the broker had recorded the first send's wamid.
+        // m4: across the kill, but accepted long before it.
+        let sends = vec![
+            send(2990, "m1"),
+            send(3200, "m1"),
+            send(10, "m2"),
+            send(20, "m2"),
+            send(2500, "m3"),
+            send(3300, "m3"),
+            send(100, "m4"),
+            send(3400, "m4"),
+            send(2900, "m5"),
+            send(3500, "m5"),
+        ];
+        let convs = vec![Conversation {
+            id: "c".into(),
+            messages: Some(vec![
+                Message {
+                    id: "m1".into(),
+                    direction: Some("outbound".into()),
+                    wamid: Some("w3200".into()),
+                    ..Default::default()
+                },
+                Message {
+                    id: "m3".into(),
+                    direction: Some("outbound".into()),
+                    wamid: Some("w2500".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }];
+        let kills = [t + Duration::from_millis(3000)];
+        // m5: across the kill, the event stream had shown the first wamid.
+        let mut wamids_seen: HashMap<String, HashSet<String>> = HashMap::new();
+        wamids_seen.insert("m5".into(), ["w2900".to_string()].into_iter().collect());
+        let (ledger, acked, seen) = (HashMap::new(), HashMap::new(), HashSet::new());
+        let obs = Observed {
+            wamid_prefix: "wamid.LTX",
+            ledger: &ledger,
+            population: &pop,
+            ownership: &[],
+            replies: &[],
+            replay_mismatches: &[],
+            sends: &sends,
+            status_acked: &acked,
+            seen_via_sse: &seen,
+            wamids_seen: &wamids_seen,
+            agents: 0,
+            kills: &kills,
+            origin: t,
+        };
+        let (audit, _) = check(&obs, &convs);
+        let c = &audit.checks["no_double_send"];
+        assert_eq!(c.counts.get("resent_after_crash"), Some(&1), "{c:?}");
+        assert_eq!(c.counts.get("sent_more_than_once"), Some(&4), "{c:?}");
+        assert!(!c.passed);
+        let only_crash = &sends[..2];
+        let (audit, _) = check(
+            &Observed {
+                sends: only_crash,
+                ..obs
+            },
+            &convs,
+        );
+        assert!(audit.checks["no_double_send"].passed);
     }
 
     #[test]

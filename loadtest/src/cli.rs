@@ -182,6 +182,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.0, help_heading = "Fake Graph API")]
     pub throttle_ratio: f64,
 
+    /// Milliseconds between the fake Graph API accepting a send and the first status callback
+    /// (`sent`) for it; `delivered` and `read` follow 30 and 70 ms later. 0 makes callbacks race
+    /// the broker's handling of the send's answer.
+    #[arg(long, default_value_t = 30, help_heading = "Fake Graph API")]
+    pub status_delay_ms: u64,
+
     /// `mps` of each generated business number.
     #[arg(long, default_value_t = 1000, help_heading = "Fake Graph API")]
     pub mps: u32,
@@ -252,6 +258,7 @@ pub struct Settings {
     pub replay_ratio: f64,
     pub max_concurrent: u32,
     pub throttle_ratio: f64,
+    pub status_delay: Duration,
     pub mps: u32,
     pub crash_after: Option<Duration>,
     pub baseline: bool,
@@ -460,6 +467,7 @@ impl Cli {
             replay_ratio: ratio("replay-ratio", self.replay_ratio)?,
             max_concurrent: self.max_concurrent,
             throttle_ratio: ratio("throttle-ratio", self.throttle_ratio)?,
+            status_delay: Duration::from_millis(self.status_delay_ms),
             mps: self.mps,
             crash_after,
             baseline: self.baseline,

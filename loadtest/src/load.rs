@@ -113,22 +113,43 @@ impl Ledger {
     }
 }
 
-/// Highest status callback per outbound wamid that the broker acknowledged.
+/// Status callbacks of one outbound wamid that the broker acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusAcks {
+    /// The highest acknowledged status.
+    pub max: OutStatus,
+    /// When `sent`, `delivered`, `read` were first acknowledged.
+    pub at: [Option<Instant>; 3],
+}
+
+impl StatusAcks {
+    pub fn new(max: OutStatus) -> Self {
+        StatusAcks { max, at: [None; 3] }
+    }
+}
+
+/// Acknowledged status callbacks per outbound wamid.
 #[derive(Default)]
 pub struct StatusLedger {
-    map: Mutex<HashMap<String, OutStatus>>,
+    map: Mutex<HashMap<String, StatusAcks>>,
 }
 
 impl StatusLedger {
     fn ack(&self, wamid: &str, st: OutStatus) {
         let mut m = lock(&self.map);
-        let e = m.entry(wamid.to_string()).or_insert(st);
-        if st > *e {
-            *e = st;
+        let e = m
+            .entry(wamid.to_string())
+            .or_insert_with(|| StatusAcks::new(st));
+        if st > e.max {
+            e.max = st;
+        }
+        let slot = &mut e.at[st as usize - 1];
+        if slot.is_none() {
+            *slot = Some(Instant::now());
         }
     }
 
-    pub fn snapshot(&self) -> HashMap<String, OutStatus> {
+    pub fn snapshot(&self) -> HashMap<String, StatusAcks> {
         lock(&self.map).clone()
     }
 }
@@ -535,7 +556,9 @@ mod tests {
         let l = StatusLedger::default();
         l.ack("x", OutStatus::Read);
         l.ack("x", OutStatus::Sent);
-        assert_eq!(l.snapshot()["x"], OutStatus::Read);
+        let s = l.snapshot()["x"];
+        assert_eq!(s.max, OutStatus::Read);
+        assert!(s.at[0].is_some() && s.at[1].is_none() && s.at[2].is_some());
     }
 
     #[tokio::test]

@@ -35,6 +35,9 @@ pub struct Latencies {
 pub struct Crash {
     pub requested_at_s: f64,
     pub killed_at_s: Option<f64>,
+    /// When the SIGKILL was sent (for the audit).
+    #[serde(skip)]
+    pub killed_at: Option<tokio::time::Instant>,
     /// From SIGKILL to /healthz answering 200 again.
     pub downtime_ms: Option<f64>,
     pub restarted: bool,

@@ -127,6 +127,7 @@ async fn crash_and_restart(
     }
     let killed = Instant::now();
     c.killed_at_s = Some((killed - load_start).as_secs_f64());
+    c.killed_at = Some(killed);
     if let Err(e) = b.start() {
         c.error = Some(format!("restart failed: {e:#}"));
         return c;
@@ -344,7 +345,7 @@ async fn drive_and_audit(
     } else {
         None
     };
-    let poster = StatusPoster::start(ctx.clone(), notice_rx, seed ^ 0x5EED);
+    let poster = StatusPoster::start(ctx.clone(), notice_rx, seed ^ 0x5EED, s.status_delay);
 
     // 4. load (and crash)
     let load_start = Instant::now();
@@ -394,15 +395,17 @@ async fn drive_and_audit(
     let ledger = ctx.ledger.snapshot();
     let status_acked = ctx.status_ledger.snapshot();
     let sends = graph.state.sends();
-    let (ownership, mismatches, seen) = match &shared {
+    let (ownership, mismatches, seen, wamids_seen) = match &shared {
         Some(sh) => (
             lock(&sh.ownership).clone(),
             lock(&sh.replay_mismatches).clone(),
             lock(&sh.seen_via_sse).clone(),
+            lock(&sh.wamids_seen).clone(),
         ),
         None => Default::default(),
     };
     let prefix = gen.wamid_prefix();
+    let kills: Vec<Instant> = crash.iter().filter_map(|c| c.killed_at).collect();
     let (audit, reply_latency) = match audit::fetch_conversations(&api, &s.admin_token).await {
         Ok(convs) => audit::check(
             &Observed {
@@ -415,7 +418,10 @@ async fn drive_and_audit(
                 sends: &sends,
                 status_acked: &status_acked,
                 seen_via_sse: &seen,
+                wamids_seen: &wamids_seen,
                 agents: k,
+                kills: &kills,
+                origin: load_start,
             },
             &convs,
         ),

@@ -1,7 +1,9 @@
 //! Status callbacks: for every send the fake Graph API accepted, post `sent`, `delivered` and
 //! `read` status webhooks to the broker, as Meta does.
 //!
-//! Each accepted send schedules three callbacks a few tens of milliseconds apart; in about one
+//! Each accepted send schedules three callbacks a few tens of milliseconds apart, the first
+//! `--status-delay-ms` after the Graph API accepted the send (0 makes them race the broker's
+//! handling of the Graph API's answer, as Meta's sometimes do); in about one
 //! case in five the `sent` callback is held back until after `read`, to exercise the contract's
 //! "statuses only move forward; a late `sent` never overwrites `delivered`". Due callbacks are
 //! batched (up to 20 per webhook, grouped per number into changes) and delivered through the same
@@ -33,13 +35,16 @@ pub struct StatusPoster {
 }
 
 impl StatusPoster {
+    /// `delay`: when the first callback (`sent`) is due after the Graph API accepted the send;
+    /// `delivered` follows 30 ms later, `read` 70 ms later, a late `sent` 120 ms later.
     pub fn start(
         ctx: Arc<LoadCtx>,
         notices: mpsc::UnboundedReceiver<SentNotice>,
         seed: u64,
+        delay: Duration,
     ) -> StatusPoster {
         let (finish, finish_rx) = watch::channel(None);
-        let task = tokio::spawn(run(ctx, notices, finish_rx, seed));
+        let task = tokio::spawn(run(ctx, notices, finish_rx, seed, delay));
         StatusPoster { finish, task }
     }
 
@@ -57,6 +62,7 @@ async fn run(
     mut notices: mpsc::UnboundedReceiver<SentNotice>,
     mut finish: watch::Receiver<Option<Instant>>,
     seed: u64,
+    delay: Duration,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut heap: BinaryHeap<Due> = BinaryHeap::new();
@@ -86,13 +92,13 @@ async fn run(
                     let now = Instant::now();
                     let late_sent = rng.gen_bool(0.2);
                     let plan = [
-                        (OutStatus::Sent, if late_sent { 150 } else { 30 }),
-                        (OutStatus::Delivered, 60),
-                        (OutStatus::Read, 100),
+                        (OutStatus::Sent, if late_sent { 120 } else { 0 }),
+                        (OutStatus::Delivered, 30),
+                        (OutStatus::Read, 70),
                     ];
                     for (status, ms) in plan {
                         let jitter = rng.gen_range(0..10);
-                        let due = now + Duration::from_millis(ms + jitter);
+                        let due = now + delay + Duration::from_millis(ms + jitter);
                         heap.push(Reverse((due, next_key)));
                         items.insert(next_key, StatusItem {
                             phone_number_id: n.phone_number_id.clone(),

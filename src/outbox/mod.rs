@@ -181,8 +181,13 @@ impl NumberWorker {
                         title: format!("gave up after {attempt} attempts: {reason}"),
                     })
                 }
-                Err(SendError::WindowClosed { code, title })
-                | Err(SendError::Permanent { code, title }) => {
+                Err(SendError::WindowClosed { code, title }) => {
+                    return Err(MessageError {
+                        code,
+                        title: format!("window_closed: {title}"),
+                    })
+                }
+                Err(SendError::Permanent { code, title }) => {
                     return Err(MessageError { code, title })
                 }
             }

@@ -132,9 +132,10 @@ where
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn parse_time(s: &Value) -> chrono::DateTime<chrono::FixedOffset> {
-    let s = s.as_str().unwrap_or_else(|| panic!("expected an RFC 3339 string, got {s}"));
-    chrono::DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("not RFC 3339: {s:?}: {e}"))
+    let s = s
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an RFC 3339 string, got {s}"));
+    chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("not RFC 3339: {s:?}: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +390,10 @@ impl Api {
     }
 
     pub fn from_base(base: String) -> Api {
-        Api { base, http: http_client(Some(Duration::from_secs(30))) }
+        Api {
+            base,
+            http: http_client(Some(Duration::from_secs(30))),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -410,7 +414,10 @@ impl Api {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb.send().await.unwrap_or_else(|e| panic!("request {path} failed: {e}"));
+        let resp = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {path} failed: {e}"));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
@@ -418,17 +425,23 @@ impl Api {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let (s, v, _) = self.request(reqwest::Method::GET, Some(token), path, None).await;
+        let (s, v, _) = self
+            .request(reqwest::Method::GET, Some(token), path, None)
+            .await;
         (s, v)
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
-        let (s, v, _) = self.request(reqwest::Method::POST, Some(token), path, Some(&body)).await;
+        let (s, v, _) = self
+            .request(reqwest::Method::POST, Some(token), path, Some(&body))
+            .await;
         (s, v)
     }
 
     pub async fn put(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
-        let (s, v, _) = self.request(reqwest::Method::PUT, Some(token), path, Some(&body)).await;
+        let (s, v, _) = self
+            .request(reqwest::Method::PUT, Some(token), path, Some(&body))
+            .await;
         (s, v)
     }
 
@@ -473,13 +486,17 @@ impl Api {
 
     /// POST a JSON payload, correctly signed; returns the HTTP status.
     pub async fn webhook(&self, body: &Value) -> u16 {
-        self.webhook_bytes(serde_json::to_vec(body).unwrap()).await.0
+        self.webhook_bytes(serde_json::to_vec(body).unwrap())
+            .await
+            .0
     }
 
     /// Posts one inbound text (timestamp `ts`), asserts 200, returns its wamid.
     pub async fn send_text_at(&self, number: &str, from: &str, ts: i64, text: &str) -> String {
         let w = wamid();
-        let status = self.webhook(&text_webhook(number, from, &w, ts, text)).await;
+        let status = self
+            .webhook(&text_webhook(number, from, &w, ts, text))
+            .await;
         assert_eq!(status, 200, "webhook for {from} on {number} not accepted");
         w
     }
@@ -505,8 +522,13 @@ impl Api {
 
     /// The (single) conversation for (number, customer), as the admin sees it.
     pub async fn conv_of(&self, number: &str, customer: &str) -> Option<Value> {
-        let convs = self.list(ROOT, &format!("customer={customer}&number={number}")).await;
-        assert!(convs.len() <= 1, "more than one conversation for ({number}, {customer}): {convs:?}");
+        let convs = self
+            .list(ROOT, &format!("customer={customer}&number={number}"))
+            .await;
+        assert!(
+            convs.len() <= 1,
+            "more than one conversation for ({number}, {customer}): {convs:?}"
+        );
         convs.into_iter().next()
     }
 
@@ -515,7 +537,10 @@ impl Api {
             .conv_of(number, customer)
             .await
             .unwrap_or_else(|| panic!("no conversation for ({number}, {customer})"));
-        c["id"].as_str().expect("conversation id is a string").to_owned()
+        c["id"]
+            .as_str()
+            .expect("conversation id is a string")
+            .to_owned()
     }
 
     /// Posts an inbound text and returns the id of the conversation it landed in.
@@ -540,19 +565,35 @@ impl Api {
     }
 
     pub async fn claim(&self, token: &str, id: &str) -> (u16, Value) {
-        self.post(token, &format!("/api/v1/conversations/{id}/claim"), json!({})).await
+        self.post(
+            token,
+            &format!("/api/v1/conversations/{id}/claim"),
+            json!({}),
+        )
+        .await
     }
 
     pub async fn release(&self, token: &str, id: &str) -> (u16, Value) {
-        self.post(token, &format!("/api/v1/conversations/{id}/release"), json!({})).await
+        self.post(
+            token,
+            &format!("/api/v1/conversations/{id}/release"),
+            json!({}),
+        )
+        .await
     }
 
     pub async fn resolve(&self, token: &str, id: &str) -> (u16, Value) {
-        self.post(token, &format!("/api/v1/conversations/{id}/resolve"), json!({})).await
+        self.post(
+            token,
+            &format!("/api/v1/conversations/{id}/resolve"),
+            json!({}),
+        )
+        .await
     }
 
     pub async fn transfer(&self, token: &str, id: &str, body: Value) -> (u16, Value) {
-        self.post(token, &format!("/api/v1/conversations/{id}/transfer"), body).await
+        self.post(token, &format!("/api/v1/conversations/{id}/transfer"), body)
+            .await
     }
 
     pub async fn reply(&self, token: &str, id: &str, text: &str, key: &str) -> (u16, Value) {
@@ -565,11 +606,21 @@ impl Api {
     }
 
     pub async fn note(&self, token: &str, id: &str, text: &str) -> (u16, Value) {
-        self.post(token, &format!("/api/v1/conversations/{id}/notes"), json!({"text": text})).await
+        self.post(
+            token,
+            &format!("/api/v1/conversations/{id}/notes"),
+            json!({"text": text}),
+        )
+        .await
     }
 
     pub async fn presence(&self, token: &str, status: &str) -> (u16, Value) {
-        self.put(token, "/api/v1/agents/me/presence", json!({"status": status})).await
+        self.put(
+            token,
+            "/api/v1/agents/me/presence",
+            json!({"status": status}),
+        )
+        .await
     }
 
     /// Claims and asserts 200.
@@ -588,22 +639,34 @@ impl Api {
 
     /// The message `msg_id` of conversation `conv`, if present.
     pub async fn message(&self, conv: &str, msg_id: &str) -> Option<Value> {
-        self.messages(conv).await.into_iter().find(|m| m["id"] == json!(msg_id))
+        self.messages(conv)
+            .await
+            .into_iter()
+            .find(|m| m["id"] == json!(msg_id))
     }
 
     /// Waits until message `msg_id` of `conv` has status `status`; returns it.
     pub async fn wait_status(&self, conv: &str, msg_id: &str, status: &str) -> Value {
-        eventually(&format!("message {msg_id} to be {status}"), WAIT, move || async move {
-            match self.message(conv, msg_id).await {
-                Some(m) if m["status"] == json!(status) => Ok(m),
-                other => Err(format!("{other:?}")),
-            }
-        })
+        eventually(
+            &format!("message {msg_id} to be {status}"),
+            WAIT,
+            move || async move {
+                match self.message(conv, msg_id).await {
+                    Some(m) if m["status"] == json!(status) => Ok(m),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
         .await
     }
 
     pub async fn metrics(&self) -> String {
-        let resp = self.http.get(self.url("/metrics")).send().await.expect("GET /metrics");
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
         assert_eq!(resp.status().as_u16(), 200);
         resp.text().await.unwrap()
     }
@@ -653,7 +716,12 @@ pub enum GraphReply {
     /// HTTP 400 with the 130429 throughput envelope (fixture graph_error_rate_limit.json).
     RateLimit,
     /// HTTP `http` with a Meta error envelope with `code`, `message` and `details`.
-    MetaError { http: u16, code: i64, message: String, details: String },
+    MetaError {
+        http: u16,
+        code: i64,
+        message: String,
+        details: String,
+    },
     /// A bare HTTP status (e.g. 500) with a small non-Meta body.
     Status(u16),
     /// Wait `ms`, then answer like the inner reply.
@@ -679,6 +747,8 @@ pub struct GraphRequest {
     pub phone_number_id: String,
     pub auth: Option<String>,
     pub body: Value,
+    /// When the FakeGraph received it.
+    pub at: Instant,
 }
 
 struct GraphState {
@@ -720,11 +790,14 @@ async fn graph_send(
         phone_number_id: phone,
         auth,
         body: body_json,
+        at: Instant::now(),
     });
     st.tx.send_modify(|c| *c += 1);
     let reply = {
         let mut script = st.script.lock().unwrap();
-        script.pop_front().unwrap_or_else(|| st.default.lock().unwrap().clone())
+        script
+            .pop_front()
+            .unwrap_or_else(|| st.default.lock().unwrap().clone())
     };
     answer(&st, reply, &to).await
 }
@@ -751,7 +824,12 @@ fn answer<'a>(
                 RATE_LIMIT_BODY,
             )
                 .into_response(),
-            GraphReply::MetaError { http, code, message, details } => {
+            GraphReply::MetaError {
+                http,
+                code,
+                message,
+                details,
+            } => {
                 let body = json!({"error": {
                     "message": message,
                     "type": "OAuthException",
@@ -779,8 +857,15 @@ fn answer<'a>(
     })
 }
 
-async fn graph_fallback(State(st): State<Arc<GraphState>>, method: axum::http::Method, uri: Uri) -> Response {
-    st.unexpected.lock().unwrap().push(format!("{method} {uri}"));
+async fn graph_fallback(
+    State(st): State<Arc<GraphState>>,
+    method: axum::http::Method,
+    uri: Uri,
+) -> Response {
+    st.unexpected
+        .lock()
+        .unwrap()
+        .push(format!("{method} {uri}"));
     (StatusCode::NOT_FOUND, "no such route in FakeGraph").into_response()
 }
 
@@ -790,6 +875,22 @@ impl FakeGraph {
     }
 
     pub async fn start_with_prefix(prefix: &str) -> FakeGraph {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeGraph::start_on_listener(listener, prefix)
+    }
+
+    /// Starts on a given address (e.g. one a previous FakeGraph used), retrying the bind.
+    pub async fn start_on(addr: SocketAddr, prefix: &str) -> FakeGraph {
+        let listener = eventually(&format!("bind {addr}"), WAIT, move || async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        FakeGraph::start_on_listener(listener, prefix)
+    }
+
+    fn start_on_listener(listener: tokio::net::TcpListener, prefix: &str) -> FakeGraph {
         let (tx, _rx) = watch::channel(0usize);
         let state = Arc::new(GraphState {
             sends: Mutex::new(Vec::new()),
@@ -801,15 +902,22 @@ impl FakeGraph {
             tx,
         });
         let app = Router::new()
-            .route(&format!("/{GRAPH_VERSION}/{{phone}}/messages"), post(graph_send))
+            .route(
+                &format!("/{GRAPH_VERSION}/{{phone}}/messages"),
+                post(graph_send),
+            )
             .fallback(graph_fallback)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeGraph { base: format!("http://{addr}/{GRAPH_VERSION}"), addr, state, task }
+        FakeGraph {
+            base: format!("http://{addr}/{GRAPH_VERSION}"),
+            addr,
+            state,
+            task,
+        }
     }
 
     /// Queue replies for the next requests (FIFO); after the queue the default applies.
@@ -903,7 +1011,13 @@ impl TB {
         tweak(&mut cfg);
         let broker = start_broker(&cfg).await;
         let api = Api::new(broker.addr());
-        TB { api, broker: Some(broker), graph, cfg, dir }
+        TB {
+            api,
+            broker: Some(broker),
+            graph,
+            cfg,
+            dir,
+        }
     }
 
     pub async fn shutdown(&mut self) {
@@ -967,8 +1081,15 @@ impl Sse {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        assert!(ct.starts_with("text/event-stream"), "content-type was {ct:?}");
-        Sse { resp, buf: String::new(), seen: Vec::new() }
+        assert!(
+            ct.starts_with("text/event-stream"),
+            "content-type was {ct:?}"
+        );
+        Sse {
+            resp,
+            buf: String::new(),
+            seen: Vec::new(),
+        }
     }
 
     fn take_event(&mut self) -> Option<Option<SseEvent>> {
@@ -1029,7 +1150,10 @@ impl Sse {
         }
         panic!(
             "no SSE event {what} within {WAIT:?}; seen: {:#?}",
-            self.seen.iter().map(|e| (&e.event, &e.data)).collect::<Vec<_>>()
+            self.seen
+                .iter()
+                .map(|e| (&e.event, &e.data))
+                .collect::<Vec<_>>()
         );
     }
 
@@ -1087,13 +1211,19 @@ impl BinProc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("switchboard exited early with {st}; log:\n{}", self.log_text());
+                panic!(
+                    "switchboard exited early with {st}; log:\n{}",
+                    self.log_text()
+                );
             }
             if self.api.healthz().await == 200 {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("switchboard not healthy within {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "switchboard not healthy within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -1110,9 +1240,17 @@ impl BinProc {
     }
 
     /// Sends a signal with kill(1) (e.g. "TERM") and waits for exit with a deadline.
-    pub async fn signal_and_wait(&mut self, sig: &str, timeout: Duration) -> std::process::ExitStatus {
+    pub async fn signal_and_wait(
+        &mut self,
+        sig: &str,
+        timeout: Duration,
+    ) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(&pid).status().unwrap();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(&pid)
+            .status()
+            .unwrap();
         assert!(st.success(), "kill -{sig} {pid} failed");
         let deadline = Instant::now() + timeout;
         loop {
@@ -1121,7 +1259,10 @@ impl BinProc {
             }
             if Instant::now() > deadline {
                 self.kill9();
-                panic!("switchboard did not exit within {timeout:?} after SIG{sig}; log:\n{}", self.log_text());
+                panic!(
+                    "switchboard did not exit within {timeout:?} after SIG{sig}; log:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,0 +1,212 @@
+//! Re-activation of a passivated conversation: what the first command to an idle conversation
+//! pays before its actor can answer.
+//!
+//! A real broker runs in-process (`Broker::start`, 127.0.0.1:0, temp storage dir) with 256
+//! conversations ingested through `switchboard::ingest::ingest`. Per iteration one conversation
+//! is passivated directly — its `ActorRef` taken from `ctx.conversations`, the registry entry
+//! removed with `ctx.forget(id, actor.get_id())`, the actor stopped and awaited, and the
+//! supervisor's bookkeeping awaited — all untimed; then `ctx.activate(&id, None)` is timed: a
+//! registry miss, `store.get_conversation` on tokio's blocking pool (RocksDB point read + decode)
+//! and `Actor::spawn_linked` under the supervisor, then the registry insert. This is more precise
+//! than `[conversations] idle_timeout_ms`, whose sweeper runs on its own schedule.
+//!
+//! Compared with its parts:
+//! - `activate_live`: `ctx.activate` when the actor is live (a `DashMap` hit), the floor;
+//! - `store_get_conversation`: the storage read alone (blocking-pool hop + RocksDB get + decode);
+//! - `activate_passivated`: the full re-activation described above.
+//!
+//! The data set is small and freshly written, so reads are served from the memtable / block
+//! cache: this measures the CPU and scheduling path, not a cold disk read. Storage runs with
+//! `sync = false` because nothing in the timed path writes (the setting only affected setup).
+//!
+//! Machine note: warm-up 1 s, measurement 3 s, 10 samples on a small shared VM; expect noise.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::json;
+
+use switchboard::actors::Ctx;
+use switchboard::domain::conversation_id;
+use switchboard::whatsapp::webhook;
+use switchboard::{Broker, Config};
+
+const NUMBER: &str = "106540352242922";
+const CONVERSATIONS: usize = 256;
+
+fn config(dir: &std::path::Path) -> Config {
+    let path = dir
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[storage]
+path = "{path}"
+sync = false
+
+[whatsapp]
+app_secret = "bench-secret"
+verify_token = "bench-verify"
+access_token = "bench-access"
+waba_id = "102290129340398"
+graph_api_base = "http://127.0.0.1:9/v25.0"
+
+[conversations]
+idle_timeout_ms = 3600000
+
+[[numbers]]
+phone_number_id = "{NUMBER}"
+display_phone_number = "15550783881"
+default_team = "support"
+
+[[teams]]
+id = "support"
+name = "Support"
+
+[[agents]]
+id = "bench-agent"
+name = "Bench"
+token = "bench-token"
+teams = ["support"]
+role = "agent"
+max_concurrent = 1000
+"#
+    );
+    Config::from_toml_str(&text).expect("bench config is valid")
+}
+
+fn body(customers: &[String]) -> Vec<u8> {
+    let contacts: Vec<_> = customers
+        .iter()
+        .map(|c| json!({"profile": {"name": "Bench Customer"}, "wa_id": c}))
+        .collect();
+    let messages: Vec<_> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"from": c, "id": format!("wamid.REACTBENCH{i:08}"), "timestamp": "1749416383",
+                   "type": "text", "text": {"body": "Does it come in another color?"}})
+        })
+        .collect();
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": NUMBER},
+            "contacts": contacts, "messages": messages}}]}]
+    }))
+    .expect("body")
+}
+
+/// Stops the live actor of `id` the way idle passivation does and waits until the registry and
+/// the supervisor have forgotten it. Untimed.
+async fn passivate(ctx: &Arc<Ctx>, id: &str) {
+    let actor = ctx.activate(id, None).await.expect("activate (untimed)");
+    let actor_id = actor.get_id();
+    ctx.forget(id, actor_id);
+    actor
+        .stop_and_wait(None, Some(Duration::from_secs(5)))
+        .await
+        .expect("actor stops");
+    // The supervisor removes its reverse entry when it sees the termination; wait for it so its
+    // bookkeeping does not overlap the timed activation.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ctx.actor_ids.contains_key(&actor_id) && Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn reactivation(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-bench-")
+        .tempdir()
+        .expect("tempdir");
+    let broker = rt
+        .block_on(Broker::start(config(dir.path())))
+        .expect("broker starts");
+    let ctx = broker.ctx().clone();
+    let customers: Vec<String> = (0..CONVERSATIONS)
+        .map(|i| format!("4917100{i:05}"))
+        .collect();
+    let ids: Arc<Vec<String>> = Arc::new(
+        customers
+            .iter()
+            .map(|c| conversation_id(NUMBER, c))
+            .collect(),
+    );
+    rt.block_on(async {
+        let n = webhook::parse(&body(&customers)).expect("parse");
+        let report = switchboard::ingest::ingest(&ctx, n).await.expect("ingest");
+        assert_eq!(report.stored, CONVERSATIONS);
+        // Sanity: a passivated conversation comes back with its durable state.
+        passivate(&ctx, &ids[0]).await;
+        assert!(!ctx.conversations.contains_key(&ids[0]));
+        ctx.activate(&ids[0], None).await.expect("re-activate");
+        assert!(ctx.conversations.contains_key(&ids[0]));
+    });
+
+    let mut g = c.benchmark_group("reactivation");
+    g.bench_function("activate_live", |b| {
+        b.to_async(&rt).iter(|| {
+            let (ctx, ids) = (ctx.clone(), ids.clone());
+            async move { ctx.activate(&ids[0], None).await.expect("activate") }
+        })
+    });
+    g.bench_function("store_get_conversation", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (ctx, ids) = (ctx.clone(), ids.clone());
+            async move {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let c = ctx
+                        .store
+                        .get_conversation(&ids[i % ids.len()])
+                        .await
+                        .expect("get");
+                    debug_assert!(c.is_some());
+                }
+                start.elapsed()
+            }
+        })
+    });
+    g.bench_function("activate_passivated", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (ctx, ids) = (ctx.clone(), ids.clone());
+            async move {
+                let mut timed = Duration::ZERO;
+                for i in 0..iters as usize {
+                    let id = &ids[i % ids.len()];
+                    passivate(&ctx, id).await;
+                    let t = Instant::now();
+                    let actor = ctx.activate(id, None).await.expect("re-activate");
+                    timed += t.elapsed();
+                    debug_assert!(ctx.conversations.contains_key(id.as_str()));
+                    drop(actor);
+                }
+                timed
+            }
+        })
+    });
+    g.finish();
+    rt.block_on(broker.shutdown());
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10);
+    targets = reactivation
+}
+criterion_main!(benches);
