@@ -53,6 +53,35 @@ pub struct Broker {
     server: Option<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
     supervisor: ActorRef<()>,
+    shut: bool,
+}
+
+/// Dropping a broker without [`Broker::shutdown`] is an abrupt stop (like a crash, minus the
+/// process exit): tasks and actors are stopped without waiting and the store is closed, so the
+/// directory can be reopened and RocksDB never outlives the process's static state.
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.shut {
+            return;
+        }
+        self.state.accepting.store(false, Ordering::Release);
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.sweeper.abort();
+        if let Some(outbox) = self.ctx.outbox.get() {
+            outbox.abort();
+        }
+        self.supervisor.stop_children(None);
+        self.supervisor.stop(None);
+        for a in self.ctx.agents.values() {
+            a.stop(None);
+        }
+        for t in self.ctx.teams.values() {
+            t.stop(None);
+        }
+        self.ctx.store.close_blocking();
+    }
 }
 
 impl Broker {
@@ -149,6 +178,7 @@ impl Broker {
             server: Some(server),
             sweeper,
             supervisor,
+            shut: false,
         })
     }
 
@@ -163,6 +193,7 @@ impl Broker {
 
     /// Graceful shutdown; returns when storage is flushed and closed.
     pub async fn shutdown(mut self) {
+        self.shut = true;
         self.state.accepting.store(false, Ordering::Release);
         if let Some(tx) = self.stop_http.take() {
             let _ = tx.send(());

@@ -90,6 +90,14 @@ impl Outbox {
         }
     }
 
+    /// Stops every worker and send at once (abrupt stop); unsent jobs stay on disk.
+    pub fn abort(&self) {
+        for t in std::mem::take(&mut *self.tasks.lock()) {
+            t.abort();
+        }
+        self.deliveries.lock().abort_all();
+    }
+
     /// Stops taking jobs, lets sends in flight finish for up to `grace`, then stops the workers.
     /// Unsent jobs stay on disk and are sent after the next start.
     pub async fn shutdown(&self, grace: Duration) {

@@ -320,31 +320,35 @@ impl Store {
     /// Stops the writer after it drained every queued commit, then closes the database so the
     /// directory can be reopened. Waits (bounded) for in-flight reads to drop their handles.
     pub async fn close(&self) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.close_blocking()).await;
+    }
+
+    /// [`Self::close`] for contexts that cannot await (a `Drop`). Idempotent.
+    pub fn close_blocking(&self) {
         self.inner.writer.lock().take();
-        let thread = self.inner.writer_thread.lock().take();
-        let db = self.inner.db.write().take();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(t) = thread {
-                let _ = t.join();
-            }
-            if let Some(mut db) = db {
-                for _ in 0..500 {
-                    match Arc::try_unwrap(db) {
-                        Ok(db) => {
-                            let _ = db.flush_wal(true);
-                            drop(db);
-                            return;
-                        }
-                        Err(still_shared) => {
-                            db = still_shared;
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
+        if let Some(t) = self.inner.writer_thread.lock().take() {
+            let _ = t.join();
+        }
+        let Some(mut db) = self.inner.db.write().take() else {
+            return;
+        };
+        // RocksDB must be closed before the process exits, or its background threads can outlive
+        // the library's static state.
+        for _ in 0..500 {
+            match Arc::try_unwrap(db) {
+                Ok(db) => {
+                    let _ = db.flush_wal(true);
+                    drop(db);
+                    return;
                 }
-                tracing::warn!("store still referenced after 5 s; leaving it open");
+                Err(still_shared) => {
+                    db = still_shared;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
-        })
-        .await;
+        }
+        tracing::warn!("store still referenced after 5 s; leaving it open");
     }
 }
 
