@@ -36,7 +36,7 @@ async fn everything_acknowledged_survives_sigkill() {
     let (ca, cb, cc) = (customer(), customer(), customer());
     let t = now() - 300;
     // conversation A on number 1: three messages over two POSTs (one batched)
-    let wa = vec![wamid(), wamid(), wamid()];
+    let wa = [wamid(), wamid(), wamid()];
     assert_eq!(
         api.webhook(&text_webhook(N1, &ca, &wa[0], t, "A one"))
             .await,
@@ -202,7 +202,7 @@ async fn acknowledged_webhooks_survive_sigkill_under_load() {
             let mut i = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let cust = &customers[(worker + i) % customers.len()];
-                let number = if i % 3 == 0 { N2 } else { N1 };
+                let number = if i.is_multiple_of(3) { N2 } else { N1 };
                 let w1 = wamid();
                 let w2 = wamid();
                 let body = envelope(vec![entry(vec![change(
@@ -214,13 +214,10 @@ async fn acknowledged_webhooks_survive_sigkill_under_load() {
                     vec![],
                 )])]);
                 let bytes = serde_json::to_vec(&body).unwrap();
-                match api.webhook_bytes_opt(bytes).await {
-                    Some(200) => {
-                        let mut a = acked.lock().unwrap();
-                        a.push((number.to_owned(), cust.clone(), w1));
-                        a.push((number.to_owned(), cust.clone(), w2));
-                    }
-                    Some(_) | None => {}
+                if let Some(200) = api.webhook_bytes_opt(bytes).await {
+                    let mut a = acked.lock().unwrap();
+                    a.push((number.to_owned(), cust.clone(), w1));
+                    a.push((number.to_owned(), cust.clone(), w2));
                 }
                 i += 1;
             }

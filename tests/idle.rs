@@ -30,7 +30,7 @@ async fn passivated_conversations_reactivate_with_state_intact() {
         move || async move {
             let t = api.metrics().await;
             match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
-                Some(v) if v == 0.0 => Ok(()),
+                Some(0.0) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         },
@@ -64,7 +64,7 @@ async fn passivated_conversations_reactivate_with_state_intact() {
         move || async move {
             let t = api.metrics().await;
             match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
-                Some(v) if v == 0.0 => Ok(()),
+                Some(0.0) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         },

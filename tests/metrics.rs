@@ -33,7 +33,7 @@ async fn metrics_are_prometheus_text_without_auth() {
         } else if line.starts_with('#') {
             continue;
         } else {
-            line.split(|c| c == '{' || c == ' ').next().unwrap()
+            line.split(['{', ' ']).next().unwrap()
         };
         assert!(
             name.starts_with("switchboard_"),

@@ -49,7 +49,7 @@ async fn reply_is_202_pending_then_sent_to_graph_and_accepted() {
 
     let m = tb.wait_status(&id, &msg_id, "accepted").await;
     assert_eq!(m["wamid"], json!("wamid.OUT1"));
-    assert!(m.get("error").map_or(true, Value::is_null), "{m}");
+    assert!(m.get("error").is_none_or(Value::is_null), "{m}");
     // the message is in the conversation after the inbound one
     let msgs = tb.messages(&id).await;
     assert_eq!(msgs.len(), 2);
@@ -292,7 +292,7 @@ async fn throttling_is_retried_until_accepted() {
     let sends = tb.graph.wait_sends(3, WAIT).await;
     let m = tb.wait_status(&id, &msg_id, "accepted").await;
     assert_eq!(m["wamid"], json!("wamid.OUT1"));
-    assert!(m.get("error").map_or(true, Value::is_null), "{m}");
+    assert!(m.get("error").is_none_or(Value::is_null), "{m}");
     assert_eq!(sends.len(), 3);
     for s in &sends {
         assert_eq!(
@@ -403,9 +403,7 @@ async fn invalid_parameter_error_fails_with_code_100() {
         .await;
     assert_eq!(m["error"]["code"], json!(100), "{m}");
     assert!(
-        m["error"]["title"]
-            .as_str()
-            .map_or(false, |t| !t.is_empty()),
+        m["error"]["title"].as_str().is_some_and(|t| !t.is_empty()),
         "{m}"
     );
     assert_eq!(tb.graph.count(), 1);
@@ -422,7 +420,7 @@ async fn exhausted_retries_end_in_failed_not_stuck_pending() {
         .await;
     let n = tb.graph.count();
     assert!(
-        n >= 2 && n <= 5,
+        (2..=5).contains(&n),
         "max_attempts = 5 but Graph saw {n} attempts"
     );
     assert!(m["error"].is_object(), "{m}");

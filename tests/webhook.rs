@@ -191,7 +191,7 @@ async fn fixture_text_and_image_messages_are_stored() {
     assert_eq!(text["author"], json!("16505551234"));
     assert_eq!(parse_time(&text["at"]).timestamp(), 1749416383);
     assert!(text["id"].is_string());
-    assert!(text.get("error").map_or(true, Value::is_null));
+    assert!(text.get("error").is_none_or(Value::is_null));
 
     let image = msgs
         .iter()
