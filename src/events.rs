@@ -5,6 +5,8 @@
 //! falls more than `CAPACITY` events behind is told it lagged (so it can re-read the list)
 //! instead of slowing the publishers down.
 
+use std::sync::{Arc, OnceLock};
+
 use tokio::sync::broadcast;
 
 use crate::domain::{Caller, Conversation, Message};
@@ -47,6 +49,9 @@ pub struct Event {
     /// Team and owner before the change: people who could see it before must hear it changed.
     pub previous_team: Option<String>,
     pub previous_assignee: Option<String>,
+    /// The event's wire form, rendered once by the first subscriber that sends it and shared by
+    /// all others (fan-out to many agents must not re-serialize per agent).
+    pub rendered: OnceLock<String>,
 }
 
 impl Event {
@@ -75,7 +80,7 @@ impl Event {
 
 #[derive(Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<Event>,
+    tx: broadcast::Sender<Arc<Event>>,
 }
 
 impl Default for EventBus {
@@ -92,10 +97,12 @@ impl EventBus {
 
     pub fn publish(&self, event: Event) {
         // No subscribers is normal; nothing to do.
-        let _ = self.tx.send(event);
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(event));
+        }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }
 }

@@ -262,6 +262,7 @@ impl ConversationActor {
             message,
             previous_team: previous.map(|p| p.team.clone()),
             previous_assignee: previous.and_then(|p| p.assignee.clone()),
+            rendered: Default::default(),
         });
     }
 

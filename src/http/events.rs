@@ -49,15 +49,16 @@ async fn stream(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<impl
         let _alive = &guard;
         let out = match item {
             Ok(ev) if ev.visible_to(&caller) => {
-                let data = json!({
-                    "type": ev.kind.as_str(),
-                    "conversation": ConversationView::new(&ev.conversation, None),
-                    "message": ev.message.as_ref().map(MessageView::new),
+                let data = ev.rendered.get_or_init(|| {
+                    json!({
+                        "type": ev.kind.as_str(),
+                        "conversation": ConversationView::new(&ev.conversation, None),
+                        "message": ev.message.as_ref().map(MessageView::new),
+                    })
+                    .to_string()
                 });
                 Some(Ok::<_, Infallible>(
-                    SseEvent::default()
-                        .event(ev.kind.as_str())
-                        .data(data.to_string()),
+                    SseEvent::default().event(ev.kind.as_str()).data(data.as_str()),
                 ))
             }
             Ok(_) => None,
