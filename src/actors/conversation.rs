@@ -141,15 +141,17 @@ impl Actor for ConversationActor {
             return Ok(());
         }
         state.last_active = Instant::now();
+        // Each handler's future is boxed so the actor's own task stays small: an async state
+        // machine is as large as its largest await point, and it lives as long as the actor.
         match msg {
             ConversationMsg::Inbound { messages, reply } => {
-                let _ = reply.send(self.inbound(state, messages).await);
+                let _ = reply.send(Box::pin(self.inbound(state, messages)).await);
             }
             ConversationMsg::Status { seq, update, reply } => {
-                let _ = reply.send(self.status(state, seq, update).await);
+                let _ = reply.send(Box::pin(self.status(state, seq, update)).await);
             }
             ConversationMsg::Claim { caller, reply } => {
-                let r = self.claim(state, &caller).await;
+                let r = Box::pin(self.claim(state, &caller)).await;
                 let outcome = match &r {
                     Ok(_) => "won",
                     Err(e) => e.code(),
@@ -158,10 +160,10 @@ impl Actor for ConversationActor {
                 let _ = reply.send(r);
             }
             ConversationMsg::Release { caller, reply } => {
-                let _ = reply.send(self.release(state, &caller).await);
+                let _ = reply.send(Box::pin(self.release(state, &caller)).await);
             }
             ConversationMsg::Resolve { caller, reply } => {
-                let _ = reply.send(self.resolve(state, &caller).await);
+                let _ = reply.send(Box::pin(self.resolve(state, &caller)).await);
             }
             ConversationMsg::Transfer {
                 caller,
@@ -169,7 +171,7 @@ impl Actor for ConversationActor {
                 note,
                 reply,
             } => {
-                let _ = reply.send(self.transfer(state, &caller, target, note).await);
+                let _ = reply.send(Box::pin(self.transfer(state, &caller, target, note)).await);
             }
             ConversationMsg::Reply {
                 caller,
@@ -177,21 +179,22 @@ impl Actor for ConversationActor {
                 idempotency_key,
                 reply,
             } => {
-                let _ = reply.send(self.reply(state, &caller, text, idempotency_key).await);
+                let _ =
+                    reply.send(Box::pin(self.reply(state, &caller, text, idempotency_key)).await);
             }
             ConversationMsg::Note {
                 caller,
                 text,
                 reply,
             } => {
-                let _ = reply.send(self.note(state, &caller, text).await);
+                let _ = reply.send(Box::pin(self.note(state, &caller, text)).await);
             }
             ConversationMsg::SendOutcome {
                 seq,
                 outcome,
                 reply,
             } => {
-                let _ = reply.send(self.send_outcome(state, seq, outcome).await);
+                let _ = reply.send(Box::pin(self.send_outcome(state, seq, outcome)).await);
             }
             ConversationMsg::IdleCheck => {}
             #[cfg(test)]

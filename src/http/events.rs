@@ -58,7 +58,9 @@ async fn stream(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<impl
                     .to_string()
                 });
                 Some(Ok::<_, Infallible>(
-                    SseEvent::default().event(ev.kind.as_str()).data(data.as_str()),
+                    SseEvent::default()
+                        .event(ev.kind.as_str())
+                        .data(data.as_str()),
                 ))
             }
             Ok(_) => None,
