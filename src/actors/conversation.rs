@@ -337,11 +337,16 @@ impl ConversationActor {
         state: &mut State,
         items: Vec<InboundMessage>,
     ) -> Result<InboundAck, Error> {
-        let known = self
-            .ctx
-            .store
-            .lookup_wamids(items.iter().map(|i| i.wamid.clone()).collect())
-            .await?;
+        // A conversation that was never persisted has no stored messages (its record is written
+        // atomically with its first message), so there is nothing to look up.
+        let known = if state.persisted {
+            self.ctx
+                .store
+                .lookup_wamids(items.iter().map(|i| i.wamid.clone()).collect())
+                .await?
+        } else {
+            vec![None; items.len()]
+        };
         let now = now_ms();
         let before = state.conv.clone();
         let mut next = state.conv.clone();
