@@ -146,17 +146,10 @@ impl Store {
         let prefix = conversation_prefix(conversation_id);
         self.read(move |db| {
             let mut out = Vec::new();
-            let it = db.iterator_cf(
-                cf(db, CF_MESSAGES)?,
-                IteratorMode::From(&prefix, IterDirection::Forward),
-            );
-            for item in it {
-                let (k, v) = item.map_err(rocks)?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                out.push(decode(&v)?);
-            }
+            scan_prefix(db, CF_MESSAGES, &prefix, |_, v| {
+                out.push(decode(v)?);
+                Ok(true)
+            })?;
             Ok(out)
         })
         .await
@@ -275,20 +268,12 @@ impl Store {
     ) -> Result<HashMap<(ConversationStatus, String), u64>, StoreError> {
         self.read(|db| {
             let mut counts = HashMap::new();
-            let prefix = b"s\0".to_vec();
-            let it = db.iterator_cf(
-                cf(db, CF_INDEX)?,
-                IteratorMode::From(&prefix, IterDirection::Forward),
-            );
-            for item in it {
-                let (k, _) = item.map_err(rocks)?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                if let Some(IndexKey::StatusTeam { status, team, .. }) = IndexKey::decode(&k) {
+            scan_prefix(db, CF_INDEX, b"s\0", |k, _| {
+                if let Some(IndexKey::StatusTeam { status, team, .. }) = IndexKey::decode(k) {
                     *counts.entry((status, team)).or_insert(0) += 1;
                 }
-            }
+                Ok(true)
+            })?;
             Ok(counts)
         })
         .await
@@ -299,19 +284,12 @@ impl Store {
         let prefix = assignee_prefix(agent);
         self.read(move |db| {
             let mut ids = Vec::new();
-            let it = db.iterator_cf(
-                cf(db, CF_INDEX)?,
-                IteratorMode::From(&prefix, IterDirection::Forward),
-            );
-            for item in it {
-                let (k, _) = item.map_err(rocks)?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                if let Some(key) = IndexKey::decode(&k) {
+            scan_prefix(db, CF_INDEX, &prefix, |k, _| {
+                if let Some(key) = IndexKey::decode(k) {
                     ids.push(key.id().to_string());
                 }
-            }
+                Ok(true)
+            })?;
             Ok(ids)
         })
         .await
@@ -365,22 +343,33 @@ fn for_index(
     limit: usize,
     out: &mut Vec<Conversation>,
 ) -> Result<(), StoreError> {
+    scan_prefix(db, CF_INDEX, prefix, |k, _| {
+        if out.len() >= limit {
+            return Ok(false);
+        }
+        if let Some(key) = IndexKey::decode(k) {
+            out.extend(get_conversation(db, key.id())?);
+        }
+        Ok(true)
+    })
+}
+
+/// Visits every entry of `cf_name` whose key starts with `prefix`, in key order, until `visit`
+/// returns `false`.
+fn scan_prefix(
+    db: &DB,
+    cf_name: &'static str,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     let it = db.iterator_cf(
-        cf(db, CF_INDEX)?,
+        cf(db, cf_name)?,
         IteratorMode::From(prefix, IterDirection::Forward),
     );
     for item in it {
-        if out.len() >= limit {
+        let (k, v) = item.map_err(rocks)?;
+        if !k.starts_with(prefix) || !visit(&k, &v)? {
             break;
-        }
-        let (k, _) = item.map_err(rocks)?;
-        if !k.starts_with(prefix) {
-            break;
-        }
-        if let Some(key) = IndexKey::decode(&k) {
-            if let Some(c) = get_conversation(db, key.id())? {
-                out.push(c);
-            }
         }
     }
     Ok(())
