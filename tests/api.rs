@@ -302,3 +302,34 @@ async fn graceful_shutdown_and_restart_keep_everything() {
     assert_eq!(err_code(&v), "capacity_reached");
     tb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_with_limit_and_after() {
+    let tb = TB::start().await;
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(tb.open_conv(N1, &customer(), &format!("m{i}")).await);
+    }
+    let all = sorted(all);
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let q = match &after {
+            Some(a) => format!("/api/v1/conversations?limit=2&after={a}"),
+            None => "/api/v1/conversations?limit=2".to_string(),
+        };
+        let (code, body) = tb.get(ROOT, &q).await;
+        assert_eq!(code, 200, "{body}");
+        let page = body["conversations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(page.len() <= 2, "limit respected: {body}");
+        seen.extend(ids(&page));
+        match body["next_after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all, "every conversation exactly once, in id order");
+}

@@ -76,6 +76,7 @@ async fn list(
         assignee.as_deref(),
         customer.as_deref(),
         number.as_deref(),
+        p.after.as_deref(),
     );
     let mut found: Vec<Conversation> = Vec::new();
     for q in queries {
@@ -115,6 +116,7 @@ fn plan(
     assignee: Option<&str>,
     customer: Option<&str>,
     number: Option<&str>,
+    after: Option<&str>,
 ) -> Vec<ListQuery> {
     if let (Some(c), Some(n)) = (customer, number) {
         // Exactly one conversation can match: read it through its derived id.
@@ -155,7 +157,9 @@ fn plan(
             })
             .collect();
     }
-    vec![ListQuery::All { after: None }]
+    vec![ListQuery::All {
+        after: after.map(str::to_string),
+    }]
 }
 
 async fn show(
