@@ -145,7 +145,10 @@ impl Conversation {
 
     /// Release by the owner: back to its team's queue.
     pub fn release(&mut self, caller: &Caller, now: Millis) -> Result<String, DomainError> {
-        let owner = self.owner_or_manager(caller, false)?;
+        if !self.is_owner(caller) {
+            return Err(DomainError::NotOwner);
+        }
+        let owner = caller.id.clone();
         self.enqueue(now);
         Ok(owner)
     }
@@ -226,15 +229,6 @@ impl Conversation {
         self.status = ConversationStatus::Queued;
         self.assignee = None;
         self.queued_at = now;
-    }
-
-    fn owner_or_manager(&self, caller: &Caller, managers: bool) -> Result<String, DomainError> {
-        match &self.assignee {
-            Some(a) if self.is_owner(caller) || (managers && caller.manages(&self.team)) => {
-                Ok(a.clone())
-            }
-            _ => Err(DomainError::NotOwner),
-        }
     }
 
     pub fn take_seq(&mut self) -> u64 {
