@@ -55,6 +55,11 @@ pub enum TeamMsg {
     Remove {
         conversation: String,
     },
+    /// Takes the oldest waiting conversation off the queue (for `POST /teams/{id}/next`): one
+    /// message, so two callers can never be handed the same conversation.
+    Pop {
+        reply: RpcReplyPort<Option<(String, Millis)>>,
+    },
     Snapshot {
         limit: usize,
         reply: RpcReplyPort<QueueSnapshot>,
@@ -97,6 +102,13 @@ impl Actor for TeamActor {
         match msg {
             TeamMsg::Enqueue { conversation, at } => state.enqueue(conversation, at),
             TeamMsg::Remove { conversation } => state.remove(&conversation),
+            TeamMsg::Pop { reply } => {
+                let next = state.order.pop_first().map(|(at, id)| {
+                    state.since.remove(&id);
+                    (id, at)
+                });
+                let _ = reply.send(next);
+            }
             TeamMsg::Snapshot { limit, reply } => {
                 let _ = reply.send(QueueSnapshot {
                     depth: state.order.len(),

@@ -1,7 +1,10 @@
-//! `/api/v1/teams/{id}/queue`: a team's waiting conversations, for supervisors and admins.
+//! `/api/v1/teams/{id}/queue`: a team's waiting conversations, for supervisors and admins;
+//! `/api/v1/teams/{id}/next`: an agent of the team takes the oldest waiting conversation.
 
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ractor::rpc::CallResult;
 use serde::Deserialize;
@@ -14,7 +17,70 @@ use super::AppState;
 use crate::actors::{team::QueueSnapshot, TeamMsg, CALL_TIMEOUT};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/teams/{id}/queue", get(queue))
+    Router::new()
+        .route("/api/v1/teams/{id}/queue", get(queue))
+        .route("/api/v1/teams/{id}/next", post(next))
+}
+
+/// Most queue entries one `next` call skips (conversations claimed directly meanwhile).
+const NEXT_ATTEMPTS: usize = 64;
+
+/// Pops the oldest waiting conversation and claims it for the caller; 204 when none waits.
+/// The pop is one team-actor message and the claim one conversation-actor message, so two
+/// callers never get the same conversation; if the caller is at capacity the conversation goes
+/// back to its place in the queue.
+async fn next(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let team = s.ctx.team(&id).ok_or_else(ApiError::not_found)?;
+    if !caller.in_team(&id) && !caller.manages(&id) {
+        return Err(ApiError::forbidden(
+            "only members of the team take from its queue",
+        ));
+    }
+    for _ in 0..NEXT_ATTEMPTS {
+        let popped = match team
+            .call(|reply| TeamMsg::Pop { reply }, Some(CALL_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(p)) => p,
+            _ => return Err(crate::error::Error::Unavailable.into()),
+        };
+        let Some((cid, at)) = popped else {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        };
+        let claimed = s
+            .ctx
+            .ask(&cid, None, |reply| crate::actors::ConversationMsg::Claim {
+                caller: caller.clone(),
+                reply,
+            })
+            .await;
+        match claimed {
+            Ok(conv) => return Ok(Json(ConversationView::new(&conv, None)).into_response()),
+            Err(crate::error::Error::Domain(crate::domain::DomainError::CapacityReached)) => {
+                let _ = team.cast(TeamMsg::Enqueue {
+                    conversation: cid,
+                    at,
+                });
+                return Err(
+                    crate::error::Error::from(crate::domain::DomainError::CapacityReached).into(),
+                );
+            }
+            // Claimed directly (or gone) since it was queued: take the next one.
+            Err(crate::error::Error::Domain(_)) => continue,
+            Err(e) => {
+                let _ = team.cast(TeamMsg::Enqueue {
+                    conversation: cid,
+                    at,
+                });
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
