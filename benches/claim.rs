@@ -23,103 +23,38 @@
 //! Machine note: warm-up 1 s, measurement 3 s, 10 samples, multi-threaded tokio runtime with the
 //! default worker count (= cores) on a small shared VM; expect noise.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::Criterion;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use switchboard::actors::{ConversationMsg, Ctx};
 use switchboard::config::Role;
 use switchboard::domain::{conversation_id, Caller, Conversation};
 use switchboard::whatsapp::webhook;
-use switchboard::{Broker, Config};
+use switchboard::Broker;
 
-const NUMBER: &str = "106540352242922";
-const AGENT: &str = "bench-agent";
+use common::{AGENT, NUMBER};
+
 const CONVERSATIONS: usize = 64;
 const GROUP: &str = "claim";
 
-fn config(dir: &std::path::Path, sync: bool) -> Config {
-    let path = dir
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[storage]
-path = "{path}"
-sync = {sync}
-
-[whatsapp]
-app_secret = "bench-secret"
-verify_token = "bench-verify"
-access_token = "bench-access"
-waba_id = "102290129340398"
-graph_api_base = "http://127.0.0.1:9/v25.0"
-
-[conversations]
-idle_timeout_ms = 3600000
-
-[[numbers]]
-phone_number_id = "{NUMBER}"
-display_phone_number = "15550783881"
-default_team = "support"
-
-[[teams]]
-id = "support"
-name = "Support"
-
-[[agents]]
-id = "{AGENT}"
-name = "Bench"
-token = "bench-token"
-teams = ["support"]
-role = "agent"
-max_concurrent = 1000000
-"#
-    );
-    Config::from_toml_str(&text).expect("bench config is valid")
-}
-
-fn body(customers: &[String]) -> Vec<u8> {
-    let contacts: Vec<_> = customers
-        .iter()
-        .map(|c| json!({"profile": {"name": "Bench Customer"}, "wa_id": c}))
-        .collect();
-    let messages: Vec<_> = customers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            json!({"from": c, "id": format!("wamid.CLAIMBENCH{i:08}"), "timestamp": "1749416383",
-                   "type": "text", "text": {"body": "Does it come in another color?"}})
-        })
-        .collect();
-    serde_json::to_vec(&json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550783881", "phone_number_id": NUMBER},
-            "contacts": contacts, "messages": messages}}]}]
-    }))
-    .expect("body")
-}
-
 /// Starts a broker on a fresh directory and ingests `CONVERSATIONS` conversations; returns their ids.
 async fn start(dir: &std::path::Path, sync: bool) -> (Broker, Vec<String>) {
-    let broker = Broker::start(config(dir, sync))
+    let broker = Broker::start(common::broker_config(dir, sync, 3_600_000, Some(1_000_000)))
         .await
         .expect("broker starts");
     let customers: Vec<String> = (0..CONVERSATIONS)
         .map(|i| format!("4917000{i:05}"))
         .collect();
-    let n = webhook::parse(&body(&customers)).expect("parse");
+    let body = common::webhook_body(customers.len(), |i| {
+        let wamid = format!("wamid.CLAIMBENCH{i:08}");
+        ("Bench Customer".to_string(), customers[i].clone(), wamid)
+    });
+    let n = webhook::parse(&body).expect("parse");
     let report = switchboard::ingest::ingest(broker.ctx(), n)
         .await
         .expect("ingest");
@@ -250,43 +185,9 @@ fn bench_mpsc(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     rt.block_on(server).expect("server task");
 }
 
-fn criterion_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(h);
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(t).join("criterion");
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("criterion")
-}
-
-/// Typical time per iteration (ns), the middle figure criterion prints on its `time:` line, of a
-/// benchmark measured by this process, if any.
-fn typical_ns(name: &str, since: SystemTime) -> Option<f64> {
-    let p = criterion_dir()
-        .join(GROUP)
-        .join(name)
-        .join("new")
-        .join("estimates.json");
-    if std::fs::metadata(&p).ok()?.modified().ok()? < since {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
-    // Criterion prints the slope estimate when it has one (linear sampling), else the mean.
-    v["slope"]["point_estimate"]
-        .as_f64()
-        .or_else(|| v["mean"]["point_estimate"].as_f64())
-}
-
 fn main() {
     let started = SystemTime::now();
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10)
-        .configure_from_args();
+    let mut c = common::criterion().configure_from_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -296,7 +197,7 @@ fn main() {
     bench_claims(&mut c, &rt, true);
     c.final_summary();
 
-    let Some(base) = typical_ns("mpsc_oneshot_roundtrip", started) else {
+    let Some(base) = common::typical_ns(&[GROUP, "mpsc_oneshot_roundtrip"], started) else {
         return;
     };
     println!(
@@ -308,7 +209,7 @@ fn main() {
         "actor_claim_sync_false",
         "actor_claim_sync_true",
     ] {
-        if let Some(t) = typical_ns(name, started) {
+        if let Some(t) = common::typical_ns(&[GROUP, name], started) {
             println!("  {name}: {:.3} µs = {:.2}x", t / 1e3, t / base);
         }
     }

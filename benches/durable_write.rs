@@ -22,10 +22,11 @@
 //! Machine note: warm-up 1 s, measurement 3 s, 10 samples, on a small shared VM whose fsync
 //! latency varies; expect noise, especially for `sync = true`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rocksdb::{Options, WriteOptions, DB};
@@ -34,8 +35,9 @@ use switchboard::domain::{Conversation, DeliveryStatus, Direction, Message};
 use switchboard::store::{codec, schema, Batch, IndexKey, Store, WamidRef};
 use switchboard::whatsapp::webhook;
 
+use common::NUMBER;
+
 const FIXTURE: &str = include_str!("../tests/fixtures/whatsapp/text_message.json");
-const NUMBER: &str = "106540352242922";
 const CONCURRENCY: [usize; 2] = [1, 64];
 const GROUP: &str = "durable_write";
 
@@ -222,46 +224,9 @@ fn bench_raw(c: &mut Criterion, rt: &tokio::runtime::Runtime, value_len: usize, 
     drop(db);
 }
 
-/// Where criterion writes its results (same rules as criterion 0.5 itself, minus `cargo metadata`).
-fn criterion_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(h);
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(t).join("criterion");
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("criterion")
-}
-
-/// Typical time per iteration (ns), the middle figure criterion prints on its `time:` line, of a
-/// benchmark measured by this process, if any.
-fn typical_ns(path: &[&str], since: SystemTime) -> Option<f64> {
-    let mut p = criterion_dir();
-    for part in path {
-        p.push(part);
-    }
-    p.push("new");
-    p.push("estimates.json");
-    let fresh = std::fs::metadata(&p).ok()?.modified().ok()? >= since;
-    if !fresh {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
-    // Criterion prints the slope estimate when it has one (linear sampling), else the mean.
-    v["slope"]["point_estimate"]
-        .as_f64()
-        .or_else(|| v["mean"]["point_estimate"].as_f64())
-}
-
 fn main() {
     let started = SystemTime::now();
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10)
-        .configure_from_args();
+    let mut c = common::criterion().configure_from_args();
     let rt = runtime();
     let tpl = Arc::new(template());
     let value_len = payload_size(&tpl);
@@ -278,8 +243,9 @@ fn main() {
     for sync in [true, false] {
         for conc in CONCURRENCY {
             let p = format!("c{conc}");
-            let sb = typical_ns(&[GROUP, &format!("switchboard_sync_{sync}"), &p], started);
-            let raw = typical_ns(&[GROUP, &format!("raw_rocksdb_sync_{sync}"), &p], started);
+            let sb = common::typical_ns(&[GROUP, &format!("switchboard_sync_{sync}"), &p], started);
+            let raw =
+                common::typical_ns(&[GROUP, &format!("raw_rocksdb_sync_{sync}"), &p], started);
             if let (Some(sb), Some(raw)) = (sb, raw) {
                 let (sb, raw) = (sb / conc as f64, raw / conc as f64);
                 println!(

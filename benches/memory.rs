@@ -11,12 +11,15 @@
 //!
 //! Run: `cargo bench --bench memory` (prints; asserts nothing).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use switchboard::whatsapp::webhook;
-use switchboard::{Broker, Config};
+use switchboard::Broker;
 
-const NUMBER: &str = "106540352242922";
+use common::NUMBER;
+
 const BATCH: usize = 100;
 
 fn rss_bytes() -> u64 {
@@ -27,36 +30,6 @@ fn rss_bytes() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-fn config(dir: &std::path::Path, idle_ms: u64) -> Config {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[storage]
-path = "{}"
-sync = false
-[whatsapp]
-app_secret = "s"
-verify_token = "v"
-access_token = "a"
-waba_id = "w"
-graph_api_base = "http://127.0.0.1:9"
-[conversations]
-idle_timeout_ms = {idle_ms}
-[[numbers]]
-phone_number_id = "{NUMBER}"
-default_team = "support"
-[[teams]]
-id = "support"
-"#,
-        dir.display()
-    );
-    match Config::from_toml_str(&text) {
-        Ok(c) => c,
-        Err(e) => panic!("bench config: {e}"),
-    }
 }
 
 fn body(start: usize, n: usize, ts: i64) -> Vec<u8> {
@@ -90,7 +63,8 @@ fn main() {
         };
         // Idle timeout long enough that nothing passivates while ingesting.
         let idle_ms = 20_000;
-        let broker = match Broker::start(config(dir.path(), idle_ms)).await {
+        let config = common::broker_config(dir.path(), false, idle_ms, None);
+        let broker = match Broker::start(config).await {
             Ok(b) => b,
             Err(e) => panic!("start: {e}"),
         };

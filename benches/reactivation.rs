@@ -21,88 +21,21 @@
 //!
 //! Machine note: warm-up 1 s, measurement 3 s, 10 samples on a small shared VM; expect noise.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde_json::json;
 
 use switchboard::actors::Ctx;
 use switchboard::domain::conversation_id;
 use switchboard::whatsapp::webhook;
-use switchboard::{Broker, Config};
+use switchboard::Broker;
 
-const NUMBER: &str = "106540352242922";
+use common::NUMBER;
+
 const CONVERSATIONS: usize = 256;
-
-fn config(dir: &std::path::Path) -> Config {
-    let path = dir
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[storage]
-path = "{path}"
-sync = false
-
-[whatsapp]
-app_secret = "bench-secret"
-verify_token = "bench-verify"
-access_token = "bench-access"
-waba_id = "102290129340398"
-graph_api_base = "http://127.0.0.1:9/v25.0"
-
-[conversations]
-idle_timeout_ms = 3600000
-
-[[numbers]]
-phone_number_id = "{NUMBER}"
-display_phone_number = "15550783881"
-default_team = "support"
-
-[[teams]]
-id = "support"
-name = "Support"
-
-[[agents]]
-id = "bench-agent"
-name = "Bench"
-token = "bench-token"
-teams = ["support"]
-role = "agent"
-max_concurrent = 1000
-"#
-    );
-    Config::from_toml_str(&text).expect("bench config is valid")
-}
-
-fn body(customers: &[String]) -> Vec<u8> {
-    let contacts: Vec<_> = customers
-        .iter()
-        .map(|c| json!({"profile": {"name": "Bench Customer"}, "wa_id": c}))
-        .collect();
-    let messages: Vec<_> = customers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            json!({"from": c, "id": format!("wamid.REACTBENCH{i:08}"), "timestamp": "1749416383",
-                   "type": "text", "text": {"body": "Does it come in another color?"}})
-        })
-        .collect();
-    serde_json::to_vec(&json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550783881", "phone_number_id": NUMBER},
-            "contacts": contacts, "messages": messages}}]}]
-    }))
-    .expect("body")
-}
 
 /// Stops the live actor of `id` the way idle passivation does and waits until the registry and
 /// the supervisor have forgotten it. Untimed.
@@ -132,7 +65,12 @@ fn reactivation(c: &mut Criterion) {
         .tempdir()
         .expect("tempdir");
     let broker = rt
-        .block_on(Broker::start(config(dir.path())))
+        .block_on(Broker::start(common::broker_config(
+            dir.path(),
+            false,
+            3_600_000,
+            Some(1000),
+        )))
         .expect("broker starts");
     let ctx = broker.ctx().clone();
     let customers: Vec<String> = (0..CONVERSATIONS)
@@ -145,7 +83,11 @@ fn reactivation(c: &mut Criterion) {
             .collect(),
     );
     rt.block_on(async {
-        let n = webhook::parse(&body(&customers)).expect("parse");
+        let body = common::webhook_body(customers.len(), |i| {
+            let wamid = format!("wamid.REACTBENCH{i:08}");
+            ("Bench Customer".to_string(), customers[i].clone(), wamid)
+        });
+        let n = webhook::parse(&body).expect("parse");
         let report = switchboard::ingest::ingest(&ctx, n).await.expect("ingest");
         assert_eq!(report.stored, CONVERSATIONS);
         // Sanity: a passivated conversation comes back with its durable state.
@@ -203,10 +145,7 @@ fn reactivation(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10);
+    config = common::criterion();
     targets = reactivation
 }
 criterion_main!(benches);

@@ -16,50 +16,26 @@
 //! Machine note: these benches are meant for a small shared machine, so warm-up and measurement
 //! times are short (1 s / 3 s, 10 samples); expect a few percent of noise between runs.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use serde_json::json;
 
 use switchboard::whatsapp::{signature, webhook};
 
 const SECRET: &[u8] = b"bench-app-secret";
 const FIXTURE: &str = include_str!("../tests/fixtures/whatsapp/text_message.json");
-const NUMBER: &str = "106540352242922";
 
 /// One body with `n` text messages from `n` distinct customers (one entry, one change).
 fn batch_body(n: usize) -> Vec<u8> {
-    let contacts: Vec<_> = (0..n)
-        .map(|i| json!({"profile": {"name": format!("Customer {i}")}, "wa_id": format!("4915100{i:05}")}))
-        .collect();
-    let messages: Vec<_> = (0..n)
-        .map(|i| {
-            json!({
-                "from": format!("4915100{i:05}"),
-                "id": format!("wamid.HBgLNDkxNTEwMDAwMDAVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA{i:05}="),
-                "timestamp": "1749416383",
-                "type": "text",
-                "text": {"body": "Does it come in another color?"}
-            })
-        })
-        .collect();
-    let body = json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": "15550783881", "phone_number_id": NUMBER},
-                    "contacts": contacts,
-                    "messages": messages
-                }
-            }]
-        }]
-    });
-    serde_json::to_vec(&body).expect("serialize batch body")
+    common::webhook_body(n, |i| {
+        (
+            format!("Customer {i}"),
+            format!("4915100{i:05}"),
+            format!("wamid.HBgLNDkxNTEwMDAwMDAVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA{i:05}="),
+        )
+    })
 }
 
 fn header_for(body: &[u8]) -> String {
@@ -115,10 +91,7 @@ fn webhook_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10);
+    config = common::criterion();
     targets = webhook_benches
 }
 criterion_main!(benches);

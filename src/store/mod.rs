@@ -93,6 +93,9 @@ impl Store {
         opts.set_max_background_jobs(2);
         // Group commit already batches; pipelined writes let the WAL and memtable overlap.
         opts.set_enable_pipelined_write(true);
+        // One writer thread: concurrent memtable inserts only add splice recomputation per key
+        // (10.6 % of broker CPU in the ingest profile, see BENCHMARKS.md).
+        opts.set_allow_concurrent_memtable_write(false);
         let cfs = ALL_CFS
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
