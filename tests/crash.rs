@@ -224,21 +224,7 @@ async fn acknowledged_webhooks_survive_sigkill_under_load() {
         }));
     }
     // let it run until a good number were acknowledged, then kill
-    eventually(
-        "100 acknowledged webhook messages",
-        Duration::from_secs(30),
-        || {
-            let n = acked.lock().unwrap().len();
-            async move {
-                if n >= 100 {
-                    Ok(())
-                } else {
-                    Err(format!("{n}"))
-                }
-            }
-        },
-    )
-    .await;
+    wait_for_acks(&acked, 100, "100 acknowledged webhook messages").await;
     p.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
@@ -374,17 +360,7 @@ async fn acknowledged_replies_survive_sigkill_under_load() {
             }
         }));
     }
-    eventually("60 acknowledged replies", Duration::from_secs(30), || {
-        let n = acked.lock().unwrap().len();
-        async move {
-            if n >= 60 {
-                Ok(())
-            } else {
-                Err(format!("{n}"))
-            }
-        }
-    })
-    .await;
+    wait_for_acks(&acked, 60, "60 acknowledged replies").await;
     p.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
@@ -408,4 +384,19 @@ async fn acknowledged_replies_survive_sigkill_under_load() {
             good.sends_for(msg).len()
         );
     }
+}
+
+/// Waits until the load tasks have recorded at least `n` acknowledgements.
+async fn wait_for_acks<T>(acked: &std::sync::Mutex<Vec<T>>, n: usize, what: &str) {
+    eventually(what, Duration::from_secs(30), || {
+        let have = acked.lock().map(|a| a.len()).unwrap_or(0);
+        async move {
+            if have >= n {
+                Ok(())
+            } else {
+                Err(format!("{have}"))
+            }
+        }
+    })
+    .await;
 }

@@ -23,19 +23,7 @@ async fn passivated_conversations_reactivate_with_state_intact() {
     let before = tb.conversation(&id).await;
 
     // the live-actor gauge drops to zero once both conversations are idle
-    let api = &tb.api;
-    eventually(
-        "live actors to drop to 0",
-        Duration::from_secs(10),
-        move || async move {
-            let t = api.metrics().await;
-            match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
-                Some(0.0) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    no_live_actors(&tb.api, "live actors to drop to 0").await;
 
     // state intact after reactivation by a read
     let after = tb.conversation(&id).await;
@@ -57,19 +45,7 @@ async fn passivated_conversations_reactivate_with_state_intact() {
     assert_eq!(err_code(&v), "capacity_reached");
 
     // idempotency key and wamid dedup survive passivation
-    let api = &tb.api;
-    eventually(
-        "live actors to drop to 0 again",
-        Duration::from_secs(10),
-        move || async move {
-            let t = api.metrics().await;
-            match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
-                Some(0.0) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    no_live_actors(&tb.api, "live actors to drop to 0 again").await;
     let (s, again) = tb.reply(ALICE, &id, "before idle reply", "idle-key").await;
     assert_eq!(s, 202);
     assert_eq!(again["id"], r["id"]);
@@ -89,4 +65,16 @@ async fn passivated_conversations_reactivate_with_state_intact() {
     );
     assert_eq!(msgs[3]["text"], json!("after idle"));
     assert_eq!(tb.graph.count(), 1, "the idempotent retry sent nothing");
+}
+
+/// Waits until every conversation actor has passivated (the live-actor gauge reads 0).
+async fn no_live_actors(api: &Api, what: &str) {
+    eventually(what, Duration::from_secs(10), move || async move {
+        let t = api.metrics().await;
+        match metric_sum(&t, "switchboard_live_conversation_actors", &[]) {
+            Some(0.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
