@@ -106,6 +106,7 @@ impl Broker {
             let args = agent::Args {
                 id: a.id.clone(),
                 max_concurrent: a.max_concurrent,
+                teams: a.teams.clone(),
                 store: store.clone(),
             };
             let (r, _) = Actor::spawn(None, AgentActor, args)
@@ -117,6 +118,13 @@ impl Broker {
         for t in &config.teams {
             let args = team::Args {
                 id: t.id.clone(),
+                assignment: t.assignment,
+                members: config
+                    .agents
+                    .iter()
+                    .filter(|a| a.teams.contains(&t.id))
+                    .map(|a| a.id.clone())
+                    .collect(),
                 store: store.clone(),
             };
             let (r, _) = Actor::spawn(None, TeamActor, args)
@@ -136,6 +144,9 @@ impl Broker {
             .await
             .map_err(|e| StartError::Spawn(format!("supervisor: {e}")))?;
         let _ = ctx.supervisor.set(supervisor.get_cell());
+        for a in ctx.agents.values() {
+            let _ = a.cast(crate::actors::AgentMsg::Attach(Arc::downgrade(&ctx)));
+        }
 
         let graph = GraphClient::new(
             &config.whatsapp.graph_api_base,
@@ -144,6 +155,10 @@ impl Broker {
         )
         .map_err(|e| StartError::Spawn(format!("graph client: {e}")))?;
         let _ = ctx.outbox.set(Outbox::start(&ctx, graph));
+        // Teams start assigning (and drain what waited across the restart) once everything exists.
+        for t in ctx.teams.values() {
+            let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
+        }
         tokio::spawn(resume_pending(ctx.clone()));
         tokio::spawn(init_gauges(store.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));

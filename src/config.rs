@@ -106,6 +106,22 @@ pub struct TeamConfig {
     pub id: String,
     #[serde(default)]
     pub name: String,
+    /// How waiting conversations reach agents (default `manual`: agents claim or pull).
+    #[serde(default)]
+    pub assignment: Assignment,
+}
+
+/// A team's assignment policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignment {
+    /// Online agents below capacity in turn.
+    RoundRobin,
+    /// The online agent with the fewest open conversations (ties: longest since last assigned).
+    LeastLoaded,
+    /// Nothing is assigned automatically; agents claim or `POST /teams/{id}/next`.
+    #[default]
+    Manual,
 }
 
 /// What an agent may see and do.

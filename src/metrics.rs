@@ -27,6 +27,7 @@ pub const STORE_GROUP_SIZE: &str = "switchboard_store_group_commit_size";
 pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
 pub const EVENT_STREAMS: &str = "switchboard_event_streams";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
+pub const ASSIGNMENTS: &str = "switchboard_assignments_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -120,4 +121,8 @@ fn describe() {
     describe_gauge!(WEBHOOKS_IN_FLIGHT, "Webhook requests being processed.");
     describe_gauge!(EVENT_STREAMS, "Open SSE event streams.");
     describe_counter!(API_REQUESTS, "Agent API requests by outcome code.");
+    describe_counter!(
+        ASSIGNMENTS,
+        "Conversations assigned automatically, by team and reason."
+    );
 }

@@ -6,8 +6,11 @@
 //! restarts; presence does not (agents are `offline` until they say otherwise).
 
 use std::collections::HashSet;
+use std::sync::Weak;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::{Ctx, TeamMsg};
 
 use crate::domain::Presence;
 use crate::store::Store;
@@ -17,14 +20,33 @@ pub struct AgentActor;
 pub struct Args {
     pub id: String,
     pub max_concurrent: u32,
+    pub teams: Vec<String>,
     pub store: Store,
 }
 
 pub struct State {
     id: String,
     max: usize,
+    teams: Vec<String>,
     presence: Presence,
     owned: HashSet<String>,
+    ctx: Weak<Ctx>,
+}
+
+impl State {
+    /// Tells the agent's teams it may take work now (came online or freed a slot).
+    fn announce_available(&self) {
+        if self.presence != Presence::Online || self.owned.len() >= self.max {
+            return;
+        }
+        if let Some(ctx) = self.ctx.upgrade() {
+            for t in &self.teams {
+                if let Some(team) = ctx.team(t) {
+                    let _ = team.cast(TeamMsg::Assign);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,6 +58,8 @@ pub struct AgentSnapshot {
 }
 
 pub enum AgentMsg {
+    /// Gives the actor the shared context once it exists (agents start before it).
+    Attach(Weak<Ctx>),
     /// Takes a slot for `conversation` if below capacity (idempotent per conversation).
     Reserve {
         conversation: String,
@@ -68,8 +92,10 @@ impl Actor for AgentActor {
         Ok(State {
             id: args.id,
             max: args.max_concurrent as usize,
+            teams: args.teams,
             presence: Presence::Offline,
             owned,
+            ctx: Weak::new(),
         })
     }
 
@@ -90,12 +116,16 @@ impl Actor for AgentActor {
                 }
                 let _ = reply.send(ok);
             }
+            AgentMsg::Attach(ctx) => state.ctx = ctx,
             AgentMsg::Free { conversation } => {
-                state.owned.remove(&conversation);
+                if state.owned.remove(&conversation) {
+                    state.announce_available();
+                }
             }
             AgentMsg::SetPresence { presence, reply } => {
                 state.presence = presence;
                 let _ = reply.send(presence);
+                state.announce_available();
             }
             AgentMsg::Get { reply } => {
                 let _ = reply.send(AgentSnapshot {

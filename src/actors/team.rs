@@ -3,25 +3,48 @@
 //! Order is the time a conversation entered the queue (oldest first). Conversation actors tell the
 //! team when one enters or leaves; the queue is rebuilt from the status index when the actor
 //! starts, so it survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
+//!
+//! Assignment (teams with `assignment = "round_robin" | "least_loaded"`): whenever a conversation
+//! is queued or an agent of the team becomes available (comes online, frees a slot), the team
+//! hands its oldest waiting conversations to online agents below `max_concurrent`, by claiming
+//! them on the agent's behalf through the conversation actor — the same single-writer path as a
+//! manual claim, so an automatic assignment can never race a manual one into two owners. Agents
+//! who are not `online` are never chosen. `manual` teams only queue.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Weak;
 
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::domain::{ConversationStatus, Millis};
+use super::{AgentMsg, ConversationMsg, Ctx, CALL_TIMEOUT};
+use crate::config::{Assignment, Role};
+use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence};
+use crate::error::Error;
 use crate::store::{ListQuery, Store};
 
 pub struct TeamActor;
 
 pub struct Args {
     pub id: String,
+    pub assignment: Assignment,
+    /// Agents of the team, in config order (round robin follows it).
+    pub members: Vec<String>,
     pub store: Store,
 }
 
-#[derive(Default)]
 pub struct State {
+    id: String,
+    assignment: Assignment,
+    members: Vec<String>,
     order: BTreeSet<(Millis, String)>,
     since: HashMap<String, Millis>,
+    ctx: Weak<Ctx>,
+    /// Round robin: index in `members` of the next agent to try.
+    cursor: usize,
+    /// Least loaded: when each agent was last given a conversation (ties go to the longest idle).
+    last_assigned: HashMap<String, u64>,
+    assignments: u64,
 }
 
 impl State {
@@ -48,6 +71,10 @@ pub struct QueueSnapshot {
 }
 
 pub enum TeamMsg {
+    /// Gives the actor the shared context once it exists (teams start before it).
+    Attach(Weak<Ctx>),
+    /// Hand waiting conversations to available agents (no-op for `manual` teams).
+    Assign,
     Enqueue {
         conversation: String,
         at: Millis,
@@ -76,7 +103,17 @@ impl Actor for TeamActor {
         _myself: ActorRef<Self::Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let mut state = State::default();
+        let mut state = State {
+            id: args.id.clone(),
+            assignment: args.assignment,
+            members: args.members,
+            order: BTreeSet::new(),
+            since: HashMap::new(),
+            ctx: Weak::new(),
+            cursor: 0,
+            last_assigned: HashMap::new(),
+            assignments: 0,
+        };
         let queued = args
             .store
             .list(
@@ -100,7 +137,15 @@ impl Actor for TeamActor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TeamMsg::Enqueue { conversation, at } => state.enqueue(conversation, at),
+            TeamMsg::Attach(ctx) => {
+                state.ctx = ctx;
+                assign(state).await;
+            }
+            TeamMsg::Assign => assign(state).await,
+            TeamMsg::Enqueue { conversation, at } => {
+                state.enqueue(conversation, at);
+                assign(state).await;
+            }
             TeamMsg::Remove { conversation } => state.remove(&conversation),
             TeamMsg::Pop { reply } => {
                 let next = state.order.pop_first().map(|(at, id)| {
@@ -123,5 +168,107 @@ impl Actor for TeamActor {
             }
         }
         Ok(())
+    }
+}
+
+/// An agent's availability as the team sees it.
+struct Candidate {
+    id: String,
+    owned: usize,
+}
+
+async fn candidates(ctx: &Ctx, members: &[String]) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for id in members {
+        let Some(agent) = ctx.agent(id) else { continue };
+        if let Ok(CallResult::Success(a)) = agent
+            .call(|reply| AgentMsg::Get { reply }, Some(CALL_TIMEOUT))
+            .await
+        {
+            if a.presence == Presence::Online && a.owned < a.max_concurrent {
+                out.push(Candidate {
+                    id: a.id,
+                    owned: a.owned,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Picks the agent for the next conversation according to the team's policy.
+fn pick(state: &mut State, available: &[Candidate]) -> Option<String> {
+    match state.assignment {
+        Assignment::Manual => None,
+        Assignment::LeastLoaded => available
+            .iter()
+            .min_by_key(|c| {
+                (
+                    c.owned,
+                    state.last_assigned.get(&c.id).copied().unwrap_or(0),
+                )
+            })
+            .map(|c| c.id.clone()),
+        Assignment::RoundRobin => {
+            let n = state.members.len();
+            (0..n).find_map(|i| {
+                let idx = (state.cursor + i) % n;
+                let id = &state.members[idx];
+                available.iter().any(|c| &c.id == id).then(|| {
+                    state.cursor = (idx + 1) % n;
+                    id.clone()
+                })
+            })
+        }
+    }
+}
+
+/// Hands waiting conversations to available agents until one of the two runs out. Bounded: at
+/// most one pass over the queue plus one skip per member.
+async fn assign(state: &mut State) {
+    if state.assignment == Assignment::Manual || state.order.is_empty() {
+        return;
+    }
+    let Some(ctx) = state.ctx.upgrade() else {
+        return;
+    };
+    let mut budget = state.order.len() + state.members.len();
+    while budget > 0 && !state.order.is_empty() {
+        budget -= 1;
+        let available = candidates(&ctx, &state.members).await;
+        let Some(agent) = pick(state, &available) else {
+            return;
+        };
+        let Some((at, conv)) = state.order.pop_first() else {
+            return;
+        };
+        state.since.remove(&conv);
+        let caller = Caller {
+            id: agent.clone(),
+            role: Role::Agent,
+            teams: vec![state.id.clone()],
+        };
+        let result = ctx
+            .ask(&conv, None, |reply| ConversationMsg::Claim {
+                caller: caller.clone(),
+                reply,
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                state.assignments += 1;
+                state.last_assigned.insert(agent, state.assignments);
+                metrics::counter!(crate::metrics::ASSIGNMENTS, "team" => state.id.clone(), "reason" => "auto").increment(1);
+            }
+            // The agent filled up meanwhile: keep the conversation, try again with fresh loads.
+            Err(Error::Domain(DomainError::CapacityReached)) => state.enqueue(conv, at),
+            // Claimed by someone or moved since it was queued: it is no longer waiting here.
+            Err(Error::Domain(_)) => {}
+            Err(e) => {
+                tracing::warn!(team = %state.id, conversation = %conv, error = %e, "assignment failed; will retry");
+                state.enqueue(conv, at);
+                return;
+            }
+        }
     }
 }

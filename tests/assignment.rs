@@ -1,0 +1,153 @@
+//! Automatic assignment for teams with `assignment = "least_loaded" | "round_robin"`: only online
+//! agents below `max_concurrent`, the backlog drains when an agent comes online or frees a slot,
+//! and `manual` teams (the default) assign nothing.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::{json, Value};
+
+const N3: &str = "306540352242944";
+const ANN: &str = "t-ann";
+const BEN: &str = "t-ben";
+
+async fn desk(policy: &str) -> TB {
+    let extra = format!(
+        r#"
+[[numbers]]
+phone_number_id = "{N3}"
+default_team = "desk"
+
+[[teams]]
+id = "desk"
+name = "Desk"
+assignment = "{policy}"
+
+[[agents]]
+id = "ann"
+token = "{ANN}"
+teams = ["desk"]
+max_concurrent = 2
+
+[[agents]]
+id = "ben"
+token = "{BEN}"
+teams = ["desk"]
+max_concurrent = 3
+"#
+    );
+    TB::start_with(move |c| c.extra.push_str(&extra)).await
+}
+
+/// Waits until every conversation is assigned; returns conversation id → assignee.
+async fn all_assigned(tb: &TB, ids: &[String]) -> HashMap<String, String> {
+    eventually("conversations to be assigned", WAIT, || async {
+        let mut owners = HashMap::new();
+        for id in ids {
+            let c = tb.conversation(id).await;
+            match c["assignee"].as_str() {
+                Some(a) if c["status"] == "assigned" => {
+                    owners.insert(id.clone(), a.to_string());
+                }
+                _ => return Err(format!("{id} not assigned yet: {c}")),
+            }
+        }
+        Ok(owners)
+    })
+    .await
+}
+
+fn load(owners: &HashMap<String, String>, agent: &str) -> usize {
+    owners.values().filter(|a| a.as_str() == agent).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_loaded_spreads_conversations_over_online_agents() {
+    let tb = desk("least_loaded").await;
+    assert_eq!(tb.presence(ANN, "online").await.0, 200);
+    assert_eq!(tb.presence(BEN, "online").await.0, 200);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(tb.open_conv(N3, &customer(), &format!("hi {i}")).await);
+    }
+    let owners = all_assigned(&tb, &ids).await;
+    assert_eq!(
+        (load(&owners, "ann"), load(&owners, "ben")),
+        (2, 2),
+        "{owners:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_takes_turns_and_skips_full_agents() {
+    let tb = desk("round_robin").await;
+    tb.presence(ANN, "online").await;
+    tb.presence(BEN, "online").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(tb.open_conv(N3, &customer(), &format!("hi {i}")).await);
+    }
+    let owners = all_assigned(&tb, &ids).await;
+    // ann holds at most 2, so ben takes the rest.
+    assert_eq!(
+        (load(&owners, "ann"), load(&owners, "ben")),
+        (2, 3),
+        "{owners:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_agents_get_nothing_and_the_backlog_drains_when_one_comes_online() {
+    let tb = desk("least_loaded").await;
+    let a = tb.open_conv(N3, &customer(), "first").await;
+    let b = tb.open_conv(N3, &customer(), "second").await;
+    // Nobody is online: both wait.
+    for id in [&a, &b] {
+        let c = tb.conversation(id).await;
+        assert_eq!(c["status"], "queued", "{c}");
+        assert_eq!(c["assignee"], Value::Null);
+    }
+    tb.presence(ANN, "away").await;
+    let c = tb.conversation(&a).await;
+    assert_eq!(c["status"], "queued", "away is not online: {c}");
+    tb.presence(BEN, "online").await;
+    let owners = all_assigned(&tb, &[a, b]).await;
+    assert!(owners.values().all(|o| o == "ben"), "{owners:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_is_respected_and_a_freed_slot_takes_the_next_waiting() {
+    let tb = desk("least_loaded").await;
+    tb.presence(ANN, "online").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(tb.open_conv(N3, &customer(), &format!("hi {i}")).await);
+    }
+    let owners = all_assigned(&tb, &ids[..2]).await;
+    assert_eq!(load(&owners, "ann"), 2);
+    let third = tb.conversation(&ids[2]).await;
+    assert_eq!(third["status"], "queued", "ann is full (max 2): {third}");
+    let (code, body) = tb
+        .post(
+            ANN,
+            &format!("/api/v1/conversations/{}/resolve", ids[0]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let owners = all_assigned(&tb, &ids[2..]).await;
+    assert_eq!(owners[&ids[2]], "ann");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_teams_assign_nothing_even_to_online_agents() {
+    let tb = TB::start().await;
+    tb.presence(BOB, "online").await;
+    let id = tb.open_conv(N1, &customer(), "hello").await;
+    // Pull proves the conversation was still waiting (a manual team never assigned it).
+    let (code, conv) = tb.post(BOB, "/api/v1/teams/support/next", json!({})).await;
+    assert_eq!(code, 200, "{conv}");
+    assert_eq!(conv["id"], id.as_str());
+}
