@@ -151,3 +151,55 @@ async fn manual_teams_assign_nothing_even_to_online_agents() {
     assert_eq!(code, 200, "{conv}");
     assert_eq!(conv["id"], id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignee_going_offline_hands_the_conversation_to_another_agent() {
+    let tb = desk("least_loaded").await;
+    tb.presence(ANN, "online").await;
+    let id = tb.open_conv(N3, &customer(), "help").await;
+    let owners = all_assigned(&tb, std::slice::from_ref(&id)).await;
+    assert_eq!(owners[&id], "ann");
+    tb.presence(BEN, "online").await;
+    tb.presence(ANN, "offline").await;
+    let c = eventually("reassignment to ben", WAIT, || async {
+        let c = tb.conversation(&id).await;
+        if c["assignee"] == "ben" {
+            Ok(c)
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    let note = c["messages"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["direction"] == "note" && m["author"] == "system")
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(
+        note["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("ann") && t.contains("offline")),
+        "the reassignment and its reason are recorded: {c}"
+    );
+    // ann's slot was freed: she can take work again once back online.
+    let (_, me) = tb.get(ANN, "/api/v1/agents/me").await;
+    assert_eq!(me["open_conversations"], 0, "{me}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_teams_keep_the_owner_when_they_go_offline() {
+    let tb = TB::start().await;
+    let id = tb.open_conv(N1, &customer(), "hello").await;
+    tb.presence(BOB, "online").await;
+    tb.must_claim(BOB, &id).await;
+    tb.presence(BOB, "offline").await;
+    // The hand-back runs in the background; for a manual team it must leave the owner alone, and
+    // ownership still works for bob afterwards.
+    let (code, _) = tb.note(BOB, &id, "still mine").await;
+    assert_eq!(code, 201);
+    let c = tb.conversation(&id).await;
+    assert_eq!(c["assignee"], "bob", "{c}");
+}

@@ -34,6 +34,30 @@ pub struct State {
 }
 
 impl State {
+    /// Asks each owned conversation to go back to its queue (auto-assigning teams only). Runs
+    /// detached: conversation actors call this actor (capacity), so it must never wait on them.
+    fn hand_back(&self, reason: &'static str) {
+        let Some(ctx) = self.ctx.upgrade() else {
+            return;
+        };
+        let from = self.id.clone();
+        let owned: Vec<String> = self.owned.iter().cloned().collect();
+        tokio::spawn(async move {
+            for conv in owned {
+                let res = ctx
+                    .ask(&conv, None, |reply| super::ConversationMsg::Reassign {
+                        from: from.clone(),
+                        reason: reason.to_string(),
+                        reply,
+                    })
+                    .await;
+                if let Err(e) = res {
+                    tracing::warn!(conversation = %conv, error = %e, "could not hand back conversation");
+                }
+            }
+        });
+    }
+
     /// Tells the agent's teams it may take work now (came online or freed a slot).
     fn announce_available(&self) {
         if self.presence != Presence::Online || self.owned.len() >= self.max {
@@ -123,9 +147,14 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::SetPresence { presence, reply } => {
+                let went_offline =
+                    presence == Presence::Offline && state.presence != Presence::Offline;
                 state.presence = presence;
                 let _ = reply.send(presence);
                 state.announce_available();
+                if went_offline {
+                    state.hand_back("assignee went offline");
+                }
             }
             AgentMsg::Get { reply } => {
                 let _ = reply.send(AgentSnapshot {

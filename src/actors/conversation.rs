@@ -97,6 +97,13 @@ pub enum ConversationMsg {
         outcome: Result<String, MessageError>,
         reply: Reply<()>,
     },
+    /// The owner became unavailable: back to the queue of an auto-assigning team, with a note
+    /// recording why (no-op if `from` no longer owns it or the team assigns manually).
+    Reassign {
+        from: String,
+        reason: String,
+        reply: Reply<bool>,
+    },
     /// Sent by the idle sweeper; the actor stops if it has been idle long enough.
     IdleCheck,
     /// Test-only: panics inside the handler, to exercise supervision.
@@ -196,6 +203,13 @@ impl Actor for ConversationActor {
             } => {
                 let _ = reply.send(Box::pin(self.send_outcome(state, seq, outcome)).await);
             }
+            ConversationMsg::Reassign {
+                from,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(Box::pin(self.reassign(state, &from, reason)).await);
+            }
             ConversationMsg::IdleCheck => {}
             #[cfg(test)]
             ConversationMsg::Crash => panic!("injected crash"),
@@ -217,6 +231,7 @@ fn reject_retired(msg: ConversationMsg) {
             drop(reply.send(Err(Error::Retired)))
         }
         ConversationMsg::SendOutcome { reply, .. } => drop(reply.send(Err(Error::Retired))),
+        ConversationMsg::Reassign { reply, .. } => drop(reply.send(Err(Error::Retired))),
         ConversationMsg::IdleCheck => {}
         #[cfg(test)]
         ConversationMsg::Crash => {}
@@ -627,6 +642,50 @@ impl ConversationActor {
             None,
         );
         Ok(msg)
+    }
+
+    async fn reassign(&self, state: &mut State, from: &str, reason: String) -> Result<bool, Error> {
+        let manual = self
+            .ctx
+            .config
+            .teams
+            .iter()
+            .find(|t| t.id == state.conv.team)
+            .is_none_or(|t| t.assignment == crate::config::Assignment::Manual);
+        if manual {
+            return Ok(false);
+        }
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        let now = now_ms();
+        if !next.unassign(from, now) {
+            return Ok(false);
+        }
+        let system = Caller {
+            id: "system".into(),
+            role: crate::config::Role::Admin,
+            teams: Vec::new(),
+        };
+        let note = note_message(
+            &mut next,
+            &system,
+            format!("reassigned from {from}: {reason}"),
+            now,
+        );
+        let mut batch = Batch::new();
+        batch.put_message(&note)?;
+        self.persist(state, next, batch).await?;
+        metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team.clone(), "reason" => "assignee_offline").increment(1);
+        self.free_agent(from, &before.id);
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(
+            EventKind::ConversationReleased,
+            &state.conv,
+            None,
+            Some(&before),
+        );
+        self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+        Ok(true)
     }
 
     async fn send_outcome(

@@ -225,6 +225,16 @@ impl Conversation {
         false
     }
 
+    /// Takes the conversation from `agent` back to its team's queue (the assignee became
+    /// unavailable); returns false when `agent` does not own it (nothing to do).
+    pub fn unassign(&mut self, agent: &str, now: Millis) -> bool {
+        if self.status != ConversationStatus::Assigned || self.assignee.as_deref() != Some(agent) {
+            return false;
+        }
+        self.enqueue(now);
+        true
+    }
+
     fn enqueue(&mut self, now: Millis) {
         self.status = ConversationStatus::Queued;
         self.assignee = None;
