@@ -21,16 +21,8 @@ fn write_config(path: &Path, storage: &Path, port: u16, graph: &str, max_attempt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_acknowledged_survives_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("db");
-    let cfg_path = dir.path().join("switchboard.toml");
-
     // Phase 1: Graph is down (500 forever), so the reply stays pending.
-    let broken = FakeGraph::start_with_prefix("wamid.BROKEN").await;
-    broken.set_default(GraphReply::Status(500));
-    let port = free_port();
-    write_config(&cfg_path, &storage, port, &broken.base, 1_000_000);
-    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log1.txt")).await;
+    let (dir, storage, cfg_path, broken, mut p) = start_with_graph_down().await;
     let api = p.api.clone();
 
     let (ca, cb, cc) = (customer(), customer(), customer());
@@ -316,14 +308,7 @@ async fn sigterm_finishes_the_in_flight_send() {
 /// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_replies_survive_sigkill_under_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("db");
-    let cfg_path = dir.path().join("switchboard.toml");
-    let broken = FakeGraph::start_with_prefix("wamid.BROKEN").await;
-    broken.set_default(GraphReply::Status(500));
-    let port = free_port();
-    write_config(&cfg_path, &storage, port, &broken.base, 1_000_000);
-    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log1.txt")).await;
+    let (dir, storage, cfg_path, broken, mut p) = start_with_graph_down().await;
 
     let owners = [BOB, CAROL, ROOT, BOB];
     let mut convs = Vec::new();
@@ -399,4 +384,24 @@ async fn wait_for_acks<T>(acked: &std::sync::Mutex<Vec<T>>, n: usize, what: &str
         }
     })
     .await;
+}
+
+/// Starts the real binary on a fresh directory with a Graph API that fails every send (HTTP
+/// 500, retried "forever"), so every acknowledged reply stays pending until the kill.
+async fn start_with_graph_down() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    FakeGraph,
+    BinProc,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("db");
+    let cfg_path = dir.path().join("switchboard.toml");
+    let broken = FakeGraph::start_with_prefix("wamid.BROKEN").await;
+    broken.set_default(GraphReply::Status(500));
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &broken.base, 1_000_000);
+    let p = BinProc::spawn(&cfg_path, port, &dir.path().join("log1.txt")).await;
+    (dir, storage, cfg_path, broken, p)
 }
