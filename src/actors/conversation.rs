@@ -470,19 +470,25 @@ impl ConversationActor {
         Ok(state.conv.clone())
     }
 
+    /// After a durable release (by the owner or a hand-back): the owner's slot, the team queue
+    /// and the event.
+    fn released(&self, state: &State, before: &Conversation, owner: &str) {
+        self.free_agent(owner, &before.id);
+        self.sync_queues(Some(before), &state.conv);
+        self.publish(
+            EventKind::ConversationReleased,
+            &state.conv,
+            None,
+            Some(before),
+        );
+    }
+
     async fn release(&self, state: &mut State, caller: &Caller) -> Result<Conversation, Error> {
         let before = state.conv.clone();
         let mut next = before.clone();
         let owner = next.release(caller, now_ms())?;
         self.persist(state, next, Batch::new()).await?;
-        self.free_agent(&owner, &before.id);
-        self.sync_queues(Some(&before), &state.conv);
-        self.publish(
-            EventKind::ConversationReleased,
-            &state.conv,
-            None,
-            Some(&before),
-        );
+        self.released(state, &before, &owner);
         Ok(state.conv.clone())
     }
 
@@ -676,14 +682,7 @@ impl ConversationActor {
         batch.put_message(&note)?;
         self.persist(state, next, batch).await?;
         metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team.clone(), "reason" => "assignee_offline").increment(1);
-        self.free_agent(from, &before.id);
-        self.sync_queues(Some(&before), &state.conv);
-        self.publish(
-            EventKind::ConversationReleased,
-            &state.conv,
-            None,
-            Some(&before),
-        );
+        self.released(state, &before, from);
         self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
         Ok(true)
     }
