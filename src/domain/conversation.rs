@@ -58,7 +58,12 @@ pub fn conversation_id(number: &str, customer: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferTarget {
     Team(String),
-    Agent { id: String, team: String },
+    /// An agent, with the teams it belongs to: the conversation stays in its team when the agent
+    /// is a member (or has no teams), else moves to the agent's first team.
+    Agent {
+        id: String,
+        teams: Vec<String>,
+    },
 }
 
 /// The durable state of a conversation (messages are stored beside it, keyed by `seq`).
@@ -184,8 +189,10 @@ impl Conversation {
                 self.team = team.clone();
                 self.enqueue(now);
             }
-            TransferTarget::Agent { id, team } => {
-                self.team = team.clone();
+            TransferTarget::Agent { id, teams } => {
+                if !teams.is_empty() && !teams.contains(&self.team) {
+                    self.team = teams[0].clone();
+                }
                 self.assign(id);
             }
         }
@@ -321,6 +328,24 @@ mod tests {
             c.resolve(&caller("carol", Role::Supervisor)),
             Ok(Some("alice".into()))
         );
+    }
+
+    #[test]
+    fn transfer_to_agent_keeps_team_only_when_agent_is_a_member() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        let target = |teams: &[&str]| TransferTarget::Agent {
+            id: "dave".into(),
+            teams: teams.iter().map(|t| t.to_string()).collect(),
+        };
+        c.transfer(&target(&["sales", "support"]), 1);
+        assert_eq!(
+            (c.team.as_str(), c.assignee.as_deref()),
+            ("support", Some("dave"))
+        );
+        c.transfer(&target(&["sales"]), 2);
+        assert_eq!(c.team, "sales");
+        c.transfer(&target(&[]), 3);
+        assert_eq!(c.team, "sales");
     }
 
     #[test]

@@ -240,19 +240,10 @@ async fn transfer(
         (Some(team), None) => TransferTarget::Team(team),
         (None, Some(agent)) => {
             let a = s.ctx.config.agent(&agent).ok_or_else(ApiError::not_found)?;
-            let conv_team = s
-                .ctx
-                .store
-                .get_conversation(&id)
-                .await?
-                .map(|c| c.team)
-                .ok_or_else(ApiError::not_found)?;
-            let team = if a.teams.contains(&conv_team) || a.teams.is_empty() {
-                conv_team
-            } else {
-                a.teams[0].clone()
-            };
-            TransferTarget::Agent { id: agent, team }
+            TransferTarget::Agent {
+                id: agent,
+                teams: a.teams.clone(),
+            }
         }
         _ => {
             return Err(ApiError::invalid(
