@@ -17,9 +17,13 @@ deps:
 run: deps
 	$(CARGO) run --release --bin switchboard -- --config config/default.toml
 
+# One `cargo test --workspace` feature set for everything: a separate `cargo build --bin` resolves
+# features without dev-dependencies and would build RocksDB a second time. The first command
+# builds every test and the broker binary (into target/debug) that the load generator's smoke
+# test starts; CARGO_INCREMENTAL=0 keeps a one-off CI build from writing incremental caches.
 test: deps
-	$(CARGO) build --bin switchboard
-	SWITCHBOARD_BIN=$(CURDIR)/target/debug/switchboard $(CARGO) test --workspace
+	CARGO_INCREMENTAL=0 $(CARGO) test --workspace --no-run
+	CARGO_INCREMENTAL=0 SWITCHBOARD_BIN=$(CURDIR)/target/debug/switchboard $(CARGO) test --workspace
 
 bench: deps
 	$(CARGO) bench
