@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::actors::supervisor::ConversationSupervisor;
+use crate::actors::timers::Timers;
 use crate::actors::{agent, team, AgentActor, ConversationMsg, Ctx, TeamActor};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::http::{self, AppState};
@@ -52,6 +54,7 @@ pub struct Broker {
     stop_http: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
+    timer_task: JoinHandle<()>,
     supervisor: ActorRef<()>,
     shut: bool,
 }
@@ -69,6 +72,7 @@ impl Drop for Broker {
             server.abort();
         }
         self.sweeper.abort();
+        self.timer_task.abort();
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.abort();
         }
@@ -87,6 +91,15 @@ impl Drop for Broker {
 impl Broker {
     /// Starts a broker from a validated config; binds `server.listen` (port 0 picks a free one).
     pub async fn start(config: Config) -> Result<Broker, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Broker::start`], reading wall-clock time from `clock` (tests move a manual clock
+    /// through business hours and SLA deadlines instead of sleeping).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: SharedClock,
+    ) -> Result<Broker, StartError> {
         let metrics = m::install();
         let listen = config.listen_addr()?;
         let config = Arc::new(config);
@@ -118,7 +131,6 @@ impl Broker {
         for t in &config.teams {
             let args = team::Args {
                 id: t.id.clone(),
-                assignment: t.assignment,
                 members: config
                     .agents
                     .iter()
@@ -133,13 +145,20 @@ impl Broker {
             teams.insert(t.id.clone(), r);
         }
 
+        let policies = crate::admin::load(&config, &store)
+            .await
+            .map_err(|e| StartError::Spawn(format!("routing policies: {e}")))?;
         let ctx = Arc::new(Ctx::new(
             config.clone(),
             store.clone(),
             EventBus::new(),
             agents,
             teams,
+            clock.clone(),
+            policies,
         ));
+        let (timers, timer_task) = Timers::start(Arc::downgrade(&ctx), clock);
+        let _ = ctx.timers.set(timers);
         let (supervisor, _) = Actor::spawn(None, ConversationSupervisor { ctx: ctx.clone() }, ())
             .await
             .map_err(|e| StartError::Spawn(format!("supervisor: {e}")))?;
@@ -160,6 +179,7 @@ impl Broker {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
         }
         tokio::spawn(resume_pending(ctx.clone()));
+        tokio::spawn(schedule_deadlines(ctx.clone()));
         tokio::spawn(init_gauges(store.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
@@ -192,6 +212,7 @@ impl Broker {
             stop_http: Some(stop_tx),
             server: Some(server),
             sweeper,
+            timer_task,
             supervisor,
             shut: false,
         })
@@ -226,6 +247,7 @@ impl Broker {
             outbox.shutdown(Duration::from_secs(3)).await;
         }
         self.sweeper.abort();
+        self.timer_task.abort();
         self.supervisor
             .stop_children_and_wait(None, Some(Duration::from_secs(5)))
             .await;
@@ -258,6 +280,39 @@ async fn resume_pending(ctx: Arc<Ctx>) {
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot read pending outbox"),
+    }
+}
+
+/// Gives the timer service the next deadline of every open conversation (SLA clocks and
+/// reassignment survive restarts because they are computed from durable state).
+async fn schedule_deadlines(ctx: Arc<Ctx>) {
+    let policies = ctx.policies();
+    let any = policies.teams.values().any(|p| {
+        p.reassign_after.is_some()
+            || p.sla.first_response.is_some()
+            || p.sla.next_response.is_some()
+            || p.sla.resolution.is_some()
+    });
+    if !any {
+        return;
+    }
+    for status in [
+        crate::domain::ConversationStatus::Queued,
+        crate::domain::ConversationStatus::Assigned,
+    ] {
+        let query = crate::store::ListQuery::Status { status, team: None };
+        match ctx.store.list(query, usize::MAX).await {
+            Ok(convs) => {
+                for c in convs {
+                    if let Some(at) = policies.next_deadline(&c) {
+                        ctx.schedule(&c.id, Some(at));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot schedule deadlines of open conversations")
+            }
+        }
     }
 }
 

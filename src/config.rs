@@ -9,12 +9,15 @@
 //! - every `default_team` and every agent team names a configured team;
 //! - every bound (`mps`, `max_concurrent`, in-flight limits, retry settings) is positive.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::policy::TeamPolicy;
+use crate::domain::routing::{RuleConfig, RuleSet};
 
 /// One line naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,16 @@ pub struct Config {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub conversations: ConversationsConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]`: rules evaluated in order on a conversation's first message and on reopen.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,13 +119,66 @@ pub struct TeamConfig {
     pub id: String,
     #[serde(default)]
     pub name: String,
+    #[serde(flatten)]
+    pub settings: TeamSettings,
+}
+
+/// What an admin may change about a team at run time (`PUT /api/v1/teams/{id}/settings`); the
+/// same keys as in `[[teams]]`. Compiled and checked by [`crate::domain::policy::TeamPolicy`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct TeamSettings {
     /// How waiting conversations reach agents (default `manual`: agents claim or pull).
     #[serde(default)]
     pub assignment: Assignment,
+    /// IANA zone of `hours` and `holidays` (default UTC).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Opening ranges per day (`mon`..`sun`, "HH:MM-HH:MM", may cross midnight); none = always open.
+    #[serde(default)]
+    pub hours: Option<BTreeMap<String, Vec<String>>>,
+    /// Dates ("YYYY-MM-DD", in `time_zone`) on which no range starts.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+    /// While closed, new conversations go to the first of these teams that is open.
+    #[serde(default)]
+    pub fallback_teams: Vec<String>,
+    /// Sent to the customer once per closed period when nobody can take the conversation.
+    #[serde(default)]
+    pub after_hours_reply: Option<String>,
+    /// An assignee who has not answered the customer by then loses the conversation ("10m").
+    #[serde(default)]
+    pub reassign_after: Option<String>,
+    #[serde(default)]
+    pub sla: Option<SlaConfig>,
+}
+
+/// A team's service levels ("5m", "24h", …); each clock is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaConfig {
+    #[serde(default)]
+    pub first_response: Option<String>,
+    #[serde(default)]
+    pub next_response: Option<String>,
+    #[serde(default)]
+    pub resolution: Option<String>,
+    /// Count only time inside the team's business hours.
+    #[serde(default)]
+    pub business_hours_only: bool,
+    /// Besides the event, metric and priority raise every breach gets: `reassign` takes the
+    /// conversation from its assignee back to the queue.
+    #[serde(default)]
+    pub escalate: Option<Escalation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Escalation {
+    Reassign,
 }
 
 /// A team's assignment policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Assignment {
     /// Online agents below capacity in turn.
@@ -255,7 +321,14 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::new(text);
+        let syntax = |e: toml::de::Error| {
+            let key = match e.span() {
+                Some(span) => format!("line {}", line_of(text, span.start)),
+                None => "(file)".to_string(),
+            };
+            ConfigError::new(key, e.message())
+        };
+        let de = toml::Deserializer::parse(text).map_err(syntax)?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -402,6 +475,17 @@ impl Config {
                 a.max_concurrent as u64,
             )?;
         }
+        let team_exists = |t: &str| teams.contains(t);
+        for (i, t) in self.teams.iter().enumerate() {
+            TeamPolicy::compile(&t.settings, &team_exists)
+                .map_err(|e| ConfigError::new(format!("teams[{i}].{}", e.key), e.problem))?;
+        }
+        RuleSet::compile(self.routing.rules.clone(), &team_exists).map_err(|e| {
+            ConfigError::new(
+                format!("routing.rules[{}].{}", e.index, e.key),
+                format!("rule {:?}: {}", e.name, e.problem),
+            )
+        })?;
         Ok(())
     }
 }

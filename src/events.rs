@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
-use crate::domain::{Caller, Conversation, Message};
+use crate::domain::{Caller, Conversation, Message, SlaKind};
 
 /// Events buffered per subscriber before it is told it lagged.
 pub const CAPACITY: usize = 4096;
@@ -24,6 +24,9 @@ pub enum EventKind {
     ConversationReopened,
     MessageCreated,
     MessageStatus,
+    /// An SLA clock was missed (`sla` names which); reaches supervisors of the team, admins and
+    /// the assignee.
+    SlaBreached,
 }
 
 impl EventKind {
@@ -37,6 +40,7 @@ impl EventKind {
             Self::ConversationReopened => "conversation.reopened",
             Self::MessageCreated => "message.created",
             Self::MessageStatus => "message.status",
+            Self::SlaBreached => "conversation.sla_breached",
         }
     }
 }
@@ -49,6 +53,8 @@ pub struct Event {
     /// Team and owner before the change: people who could see it before must hear it changed.
     pub previous_team: Option<String>,
     pub previous_assignee: Option<String>,
+    /// For [`EventKind::SlaBreached`]: the clock that was missed.
+    pub sla: Option<SlaKind>,
     /// The event's wire form, rendered once by the first subscriber that sends it and shared by
     /// all others (fan-out to many agents must not re-serialize per agent).
     pub rendered: OnceLock<String>,
@@ -60,6 +66,9 @@ impl Event {
     /// whoever could see it before (so nobody starts typing into a chat someone just took).
     pub fn visible_to(&self, caller: &Caller) -> bool {
         let c = &self.conversation;
+        if self.kind == EventKind::SlaBreached {
+            return caller.manages(&c.team) || c.assignee.as_deref() == Some(caller.id.as_str());
+        }
         if c.visible_to(caller) {
             return true;
         }

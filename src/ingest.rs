@@ -33,7 +33,7 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         other: n.other.len(),
         ..Default::default()
     };
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = ctx.now();
     let mut groups: HashMap<String, (Conversation, Vec<InboundMessage>)> = HashMap::new();
     for msg in n.messages {
         let id = crate::domain::conversation_id(&msg.number, &msg.customer);

@@ -8,18 +8,22 @@
 //!        ConversationActor (one per live conversation; single writer of its state)
 //!          │  claim / release / transfer / resolve / reply / note / status
 //! agents ──┤◄── http::conversations, http::agents, http::events (SSE)
-//!          ├──► AgentActor (presence, capacity)   TeamActor (queue)
+//!          ├──► AgentActor (presence, capacity)   TeamActor (priority queue, assignment policy)
+//!          ├──► timers (SLA and reassignment deadlines → Tick)  admin (routing rules, team settings)
 //!          ├──► store (RocksDB: typed CFs, atomic batches, group commit)
 //!          └──► outbox (per number: token bucket, retries) ──► Graph API
 //! ```
 //!
 //! Supervision tree: the [`actors::supervisor::ConversationSupervisor`] is the parent of every
 //! conversation actor and restarts a failed one from storage; agent and team actors are
-//! top-level and only fail if their mailbox owner (the broker) stops them. The core modules
-//! (`domain`, `actors`, `store`, `outbox`, `ingest`) never depend on `http`.
+//! top-level and only fail if their mailbox owner (the broker) stops them. The timer service is a
+//! plain task owned by the broker. The core modules (`domain`, `actors`, `store`, `outbox`,
+//! `ingest`, `admin`) never depend on `http`; time comes from an injectable [`clock::Clock`].
 
 pub mod actors;
+pub mod admin;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -28,6 +28,10 @@ pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
 pub const EVENT_STREAMS: &str = "switchboard_event_streams";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 pub const ASSIGNMENTS: &str = "switchboard_assignments_total";
+pub const ROUTED: &str = "switchboard_routed_conversations_total";
+pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
+pub const QUEUE_OLDEST_WAIT: &str = "switchboard_queue_oldest_wait_seconds";
+pub const SLA: &str = "switchboard_sla_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -123,6 +127,20 @@ fn describe() {
     describe_counter!(API_REQUESTS, "Agent API requests by outcome code.");
     describe_counter!(
         ASSIGNMENTS,
-        "Conversations assigned automatically, by team and reason."
+        "Automatic assignments (reason auto) and reassignments (assignee_offline, no_answer, sla_escalation), by team."
+    );
+    describe_counter!(
+        ROUTED,
+        "Conversations placed on a team at creation or reopen, by routing rule (\"default\": no rule matched) and team. Rule names come from the configured rule set."
+    );
+    describe_gauge!(QUEUE_DEPTH, "Conversations waiting in a team's queue.");
+    describe_gauge!(
+        QUEUE_OLDEST_WAIT,
+        Unit::Seconds,
+        "How long the longest-waiting conversation of a team has waited (0 when none waits)."
+    );
+    describe_counter!(
+        SLA,
+        "SLA clocks settled, by team, kind (first_response, next_response, resolution) and outcome (hit, miss)."
     );
 }

@@ -203,3 +203,120 @@ async fn manual_teams_keep_the_owner_when_they_go_offline() {
     let c = tb.conversation(&id).await;
     assert_eq!(c["assignee"], "bob", "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_an_auto_assigning_team_follows_that_teams_policy() {
+    let tb = desk("least_loaded").await;
+    tb.presence(BEN, "online").await;
+    let id = tb.open_conv(N1, &customer(), "I need the desk").await;
+    tb.must_claim(BOB, &id).await;
+    let (code, body) = tb
+        .transfer(
+            BOB,
+            &id,
+            json!({"team": "desk", "note": "billing question"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let owners = all_assigned(&tb, std::slice::from_ref(&id)).await;
+    assert_eq!(owners[&id], "ben");
+    let c = tb.conversation(&id).await;
+    assert_eq!(c["team"], "desk");
+    let texts: Vec<&str> = c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["I need the desk", "billing question"],
+        "history kept: {c}"
+    );
+}
+
+/// Conversations arrive while an agent goes offline: whatever the interleaving, the offline
+/// agent ends up owning nothing, nobody exceeds max_concurrent, and the rest waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_going_offline_during_assignment_ends_up_owning_nothing() {
+    for _ in 0..3 {
+        let tb = desk("round_robin").await;
+        tb.presence(ANN, "online").await;
+        tb.presence(BEN, "online").await;
+        let customers: Vec<String> = (0..5).map(|_| customer()).collect();
+        let sends = customers
+            .iter()
+            .map(|c| tb.send_text(N3, c, "hello"))
+            .collect::<Vec<_>>();
+        let (_, (code, _)) = tokio::join!(
+            futures_util::future::join_all(sends),
+            tb.presence(ANN, "offline")
+        );
+        assert_eq!(code, 200);
+        let mut ids = Vec::new();
+        for c in &customers {
+            ids.push(tb.conv_id(N3, c).await);
+        }
+        // ben (max 3) ends with three; ann with none; two wait.
+        let state = eventually("assignments to settle", WAIT, || async {
+            let mut owners = HashMap::new();
+            let mut queued = 0;
+            for id in &ids {
+                let c = tb.conversation(id).await;
+                match (c["status"].as_str(), c["assignee"].as_str()) {
+                    (Some("assigned"), Some(a)) => {
+                        owners.insert(id.clone(), a.to_string());
+                    }
+                    (Some("queued"), None) => queued += 1,
+                    other => return Err(format!("{id}: {other:?}")),
+                }
+            }
+            if load(&owners, "ann") == 0 && load(&owners, "ben") == 3 && queued == 2 {
+                Ok(owners)
+            } else {
+                Err(format!("owners {owners:?}, queued {queued}"))
+            }
+        })
+        .await;
+        assert_eq!(state.len(), 3);
+        let (_, me) = tb.get(ANN, "/api/v1/agents/me").await;
+        assert_eq!(me["open_conversations"], 0, "{me}");
+    }
+}
+
+/// Automatic assignment and manual claims race on the same conversations: each ends with exactly
+/// one owner and the agents' loads agree with what they own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_assignment_never_races_a_manual_claim_into_two_owners() {
+    let tb = desk("least_loaded").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(tb.open_conv(N3, &customer(), &format!("hi {i}")).await);
+    }
+    // ben claims by hand while ann coming online starts automatic assignment of the backlog.
+    let claims = ids.iter().map(|id| tb.claim(BEN, id)).collect::<Vec<_>>();
+    let (results, _) = tokio::join!(
+        futures_util::future::join_all(claims),
+        tb.presence(ANN, "online")
+    );
+    let ben_won = results.iter().filter(|(code, _)| *code == 200).count();
+    for (code, body) in &results {
+        assert!(
+            *code == 200
+                || err_code(body) == "already_assigned"
+                || err_code(body) == "capacity_reached",
+            "{code} {body}"
+        );
+    }
+    // ben (max 3) wins at least two, so ann (max 2) can always take the rest.
+    let owners = all_assigned(&tb, &ids).await;
+    assert_eq!(load(&owners, "ben"), ben_won, "{owners:?}");
+    assert!(
+        load(&owners, "ann") <= 2,
+        "ann's max_concurrent is 2: {owners:?}"
+    );
+    for (token, agent) in [(ANN, "ann"), (BEN, "ben")] {
+        let (_, me) = tb.get(token, "/api/v1/agents/me").await;
+        assert_eq!(me["open_conversations"], load(&owners, agent), "{me}");
+    }
+}

@@ -251,3 +251,151 @@ async fn without_flag_reads_config_default_toml() {
     p.wait_healthy(Duration::from_secs(30)).await;
     assert_eq!(p.api.healthz().await, 200);
 }
+
+const OPS_TEAM: &str = "\n[[teams]]\nid = \"ops\"\nname = \"Ops\"\n";
+
+#[test]
+fn routing_rule_with_a_bad_regex_exits_2_naming_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str(
+        "\n[[routing.rules]]\nname = \"orders\"\nwhen = { regex = \"order(\" }\nthen = { team = \"sales\" }\n",
+    );
+    let line = expect_config_error(&toml, &["routing.rules[0]", "orders", "regex"]);
+    assert!(line.starts_with("config error:"), "{line}");
+}
+
+#[test]
+fn routing_rule_with_an_unknown_team_exits_2_naming_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[routing.rules]]\nname = \"vip\"\nthen = { team = \"vips\" }\n");
+    expect_config_error(&toml, &["routing.rules[0]", "vip", "vips"]);
+}
+
+#[test]
+fn bad_business_hours_and_durations_exit_2_naming_the_key() {
+    for (extra, key) in [
+        ("time_zone = \"Mars/Olympus\"", "time_zone"),
+        ("hours = { mon = [\"9-17\"] }", "hours.mon"),
+        ("holidays = [\"2026-02-30\"]", "holidays"),
+        ("reassign_after = \"soon\"", "reassign_after"),
+        (
+            "sla = { first_response = \"5 parsecs\" }",
+            "sla.first_response",
+        ),
+        ("fallback_teams = [\"night\"]", "fallback_teams"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = valid(dir.path(), free_port());
+        toml.push_str(&format!(
+            "\n[[teams]]\nid = \"night\"\nname = \"Night\"\n{extra}\n"
+        ));
+        if key == "fallback_teams" {
+            toml = toml.replace("id = \"night\"", "id = \"late\"");
+        }
+        expect_config_error(&toml, &["teams", key]);
+    }
+}
+
+/// The contract's own example (multi-line inline tables are TOML 1.1) is accepted as written.
+#[test]
+fn the_contracts_routing_and_team_example_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str(OPS_TEAM);
+    toml.push_str(
+        r#"
+[[teams]]
+id = "support-us"
+name = "Support US"
+
+[[teams]]
+id = "support-de"
+name = "Support"
+assignment = "least_loaded"       # round_robin | least_loaded | manual
+time_zone = "Europe/Berlin"
+hours = { mon = ["09:00-17:00"], tue = ["09:00-17:00"], sat = ["22:00-06:00"] }   # missing day = closed;
+                                   # no `hours` = always open; a range may cross midnight
+holidays = ["2026-12-25"]
+fallback_teams = ["support-us"]   # where conversations go while this team is closed
+after_hours_reply = "We are closed now and will answer from 09:00."
+reassign_after = "10m"            # an assignee who has not answered the customer by then loses it
+sla = { first_response = "5m", next_response = "15m", resolution = "24h", business_hours_only = true }
+
+[[routing.rules]]                 # evaluated in order on a conversation's first message and on reopen
+name = "german orders"
+when = { country = ["DE", "AT"], language = ["de"], keywords = ["bestellung"], regex = "(?i)order\\s*#?\\d+",
+         intent = ["order_status"], number = ["206540352242933"], message_type = ["text"],
+         within_hours_of = "support", outside_hours_of = "sales" }
+then = { team = "ops", priority = "high", labels = ["order"] }
+"#,
+    );
+    let config = switchboard::config::Config::from_toml_str(&toml)
+        .unwrap_or_else(|e| panic!("contract example rejected: {e}"));
+    assert_eq!(config.routing.rules.len(), 1);
+    assert_eq!(config.routing.rules[0].name, "german orders");
+}
+
+/// The demo config routes by keyword, country and language to its teams.
+#[test]
+fn the_demo_config_has_routing_rules_for_its_teams() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml"),
+    )
+    .unwrap();
+    let config = switchboard::config::Config::from_toml_str(&text).unwrap();
+    let names: Vec<&str> = config
+        .routing
+        .rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert!(names.len() >= 3, "{names:?}");
+    let policies = switchboard::domain::policy::compile(
+        switchboard::domain::routing::RuleSet::compile(config.routing.rules.clone(), &|t| {
+            config.team_exists(t)
+        })
+        .unwrap(),
+        config
+            .teams
+            .iter()
+            .map(|t| (t.id.clone(), t.settings.clone()))
+            .collect(),
+    )
+    .unwrap();
+    let route = |customer: &str, text: &str| {
+        let input = switchboard::domain::routing::RouteInput {
+            number: &config.numbers[0].phone_number_id,
+            customer,
+            text: Some(text),
+            message_type: "text",
+            labels: &[],
+            intent: None,
+        };
+        policies
+            .rules
+            .route(&input, &|_| true)
+            .and_then(|m| m.team.map(str::to_string))
+    };
+    assert_eq!(
+        route(
+            "4915112345678",
+            "Hallo, wo ist meine Bestellung? Ich warte schon lange."
+        )
+        .as_deref(),
+        Some("sales")
+    );
+    assert_eq!(
+        route(
+            "4915112345678",
+            "Guten Tag, ich habe eine Frage zu meinem Konto bitte."
+        )
+        .as_deref(),
+        Some("support")
+    );
+    assert_eq!(
+        route("14155550100", "I would like a price quote for 200 units").as_deref(),
+        Some("sales")
+    );
+}

@@ -9,6 +9,14 @@
 //!
 //! So a reply always describes durable state, a failed commit leaves memory unchanged, and a crash
 //! between steps loses nothing that was acknowledged.
+//!
+//! Routing happens here too, so it is ordered with everything else that happens to the
+//! conversation: on its first message and on reopen the policies in force place it (rules →
+//! team, priority, labels; a closed team → its first open fallback), and while it waits in a
+//! closed team the after-hours reply goes out once per closed period, durable in the same batch as
+//! the message that triggered it. SLA clocks and `reassign_after` are part of the conversation's
+//! state; after each change the actor gives the timer service its next deadline, and a `Tick`
+//! re-checks them against the clock, so deadlines survive passivation and restarts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,9 +25,11 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::{count_change, Ctx, TeamMsg};
+use crate::domain::policy::{Deadline, Policies};
+use crate::domain::routing::RouteInput;
 use crate::domain::{
-    Caller, Conversation, DeliveryStatus, Direction, DomainError, Message, MessageError,
-    TransferTarget,
+    Caller, Conversation, ConversationStatus, DeliveryStatus, Direction, DomainError, Message,
+    MessageError, Millis, SlaKind, TransferTarget,
 };
 use crate::error::Error;
 use crate::events::{Event, EventKind};
@@ -42,6 +52,8 @@ pub struct State {
     persisted: bool,
     last_active: Instant,
     retired: bool,
+    /// The wake-up time last given to the timer service.
+    scheduled: Option<Millis>,
 }
 
 /// What an inbound delivery did.
@@ -104,15 +116,13 @@ pub enum ConversationMsg {
         reason: String,
         reply: Reply<bool>,
     },
+    /// Sent by the timer service: a deadline (SLA, `reassign_after`) may have fallen due.
+    Tick { reply: Reply<()> },
     /// Sent by the idle sweeper; the actor stops if it has been idle long enough.
     IdleCheck,
     /// Test-only: panics inside the handler, to exercise supervision.
     #[cfg(test)]
     Crash,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl Actor for ConversationActor {
@@ -130,6 +140,7 @@ impl Actor for ConversationActor {
             persisted: args.persisted,
             last_active: Instant::now(),
             retired: false,
+            scheduled: None,
         })
     }
 
@@ -208,7 +219,11 @@ impl Actor for ConversationActor {
                 reason,
                 reply,
             } => {
-                let _ = reply.send(Box::pin(self.reassign(state, &from, reason)).await);
+                let r = Box::pin(self.reassign(state, &from, reason, Reassignment::Offline)).await;
+                let _ = reply.send(r);
+            }
+            ConversationMsg::Tick { reply } => {
+                let _ = reply.send(Box::pin(self.tick(state)).await);
             }
             ConversationMsg::IdleCheck => {}
             #[cfg(test)]
@@ -232,6 +247,7 @@ fn reject_retired(msg: ConversationMsg) {
         }
         ConversationMsg::SendOutcome { reply, .. } => drop(reply.send(Err(Error::Retired))),
         ConversationMsg::Reassign { reply, .. } => drop(reply.send(Err(Error::Retired))),
+        ConversationMsg::Tick { reply } => drop(reply.send(Err(Error::Retired))),
         ConversationMsg::IdleCheck => {}
         #[cfg(test)]
         ConversationMsg::Crash => {}
@@ -264,7 +280,18 @@ impl ConversationActor {
         count_change(before, &next);
         state.conv = next;
         state.persisted = true;
+        self.reschedule(state, false);
         Ok(())
+    }
+
+    /// Tells the timer service when this conversation's next deadline falls due (only when it
+    /// changed, unless `force`: after a tick the service has forgotten it).
+    fn reschedule(&self, state: &mut State, force: bool) {
+        let next = self.ctx.policies().next_deadline(&state.conv);
+        if force || next != state.scheduled {
+            state.scheduled = next;
+            self.ctx.schedule(&state.conv.id, next);
+        }
     }
 
     fn publish(
@@ -280,6 +307,7 @@ impl ConversationActor {
             message,
             previous_team: previous.map(|p| p.team.clone()),
             previous_assignee: previous.and_then(|p| p.assignee.clone()),
+            sla: None,
             rendered: Default::default(),
         });
     }
@@ -292,6 +320,17 @@ impl ConversationActor {
 
     /// Keeps team queues in step with a status/team change.
     fn sync_queues(&self, before: Option<&Conversation>, after: &Conversation) {
+        self.sync_queues_avoiding(before, after, None);
+    }
+
+    /// As [`Self::sync_queues`]; a conversation requeued because `avoid` lost it is not handed
+    /// straight back to that agent.
+    fn sync_queues_avoiding(
+        &self,
+        before: Option<&Conversation>,
+        after: &Conversation,
+        avoid: Option<&str>,
+    ) {
         let was = before.filter(|b| b.status == crate::domain::ConversationStatus::Queued);
         let is = after.status == crate::domain::ConversationStatus::Queued;
         if let Some(b) = was {
@@ -306,13 +345,19 @@ impl ConversationActor {
         }
         if is
             && (was.is_none()
-                || was.is_some_and(|b| b.team != after.team || b.queued_at != after.queued_at))
+                || was.is_some_and(|b| {
+                    b.team != after.team
+                        || b.queued_at != after.queued_at
+                        || b.priority != after.priority
+                }))
         {
             self.team_cast(
                 &after.team,
                 TeamMsg::Enqueue {
                     conversation: after.id.clone(),
                     at: after.queued_at,
+                    priority: after.priority,
+                    avoid: avoid.map(str::to_string),
                 },
             );
         }
@@ -362,10 +407,39 @@ impl ConversationActor {
         } else {
             vec![None; items.len()]
         };
-        let now = now_ms();
+        let now = self.ctx.now();
         let before = state.conv.clone();
         let mut next = state.conv.clone();
-        let reopen_team = self.ctx.default_team(&next.number);
+        let is_new = !state.persisted;
+        let policies = self.ctx.policies();
+        // Routing runs on a conversation's first message and on reopen, on the first message
+        // that is not a redelivery.
+        let placement = if is_new || before.status == ConversationStatus::Resolved {
+            items
+                .iter()
+                .zip(&known)
+                .find(|(_, k)| k.is_none())
+                .map(|(first, _)| {
+                    let input = RouteInput {
+                        number: &next.number,
+                        customer: &next.customer,
+                        text: first.text.as_deref(),
+                        message_type: &first.kind,
+                        labels: &next.labels,
+                        intent: None,
+                    };
+                    policies.place(&input, &self.ctx.default_team(&next.number), now)
+                })
+        } else {
+            None
+        };
+        let reopen_team = match &placement {
+            Some(p) => p.team.clone(),
+            None => self.ctx.default_team(&next.number),
+        };
+        if let (true, Some(p)) = (is_new, &placement) {
+            next.team = p.team.clone();
+        }
         let mut seen = HashSet::new();
         let mut batch = Batch::new();
         let mut created = Vec::new();
@@ -403,8 +477,31 @@ impl ConversationActor {
             metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
             return Ok(ack);
         }
-        let is_new = !state.persisted;
+        if let Some(p) = &placement {
+            next.priority = p.priority.unwrap_or_default();
+            for l in &p.labels {
+                if !next.labels.contains(l) {
+                    next.labels.push(l.clone());
+                }
+            }
+            next.routed_by = p.rule.clone();
+        }
+        let mut auto_reply = None;
+        if let Some((text, period)) = policies.after_hours_reply(&next, now) {
+            next.after_hours_sent = Some(period);
+            let (msg, job) = outbound_message(&mut next, "system", text, None, now);
+            batch.put_message(&msg)?;
+            batch.put_outbox(&job)?;
+            auto_reply = Some((msg, job));
+        }
         self.persist(state, next, batch).await?;
+        if let Some(p) = &placement {
+            let rule = p.rule.clone().unwrap_or_else(|| "default".into());
+            metrics::counter!(m::ROUTED, "rule" => rule, "team" => p.team.clone()).increment(1);
+            if let Some(from) = &p.fell_back_from {
+                tracing::debug!(conversation = %state.conv.id, %from, to = %p.team, "team closed; routed to fallback");
+            }
+        }
         ack.stored = created.len();
         metrics::counter!(m::INBOUND_MESSAGES).increment(ack.stored as u64);
         metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
@@ -418,6 +515,13 @@ impl ConversationActor {
         }
         for msg in created {
             self.publish(EventKind::MessageCreated, conv, Some(msg), None);
+        }
+        if let Some((msg, job)) = auto_reply {
+            metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
+            if let Some(outbox) = self.ctx.outbox.get() {
+                outbox.enqueue(job).await;
+            }
+            self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
         Ok(ack)
     }
@@ -455,7 +559,7 @@ impl ConversationActor {
         self.reserve_agent(&caller.id, &state.conv.id).await?;
         let before = state.conv.clone();
         let mut next = before.clone();
-        next.assign(&caller.id);
+        next.assign(&caller.id, self.ctx.clock.now_ms());
         if let Err(e) = self.persist(state, next, Batch::new()).await {
             self.free_agent(&caller.id, &before.id);
             return Err(e);
@@ -472,9 +576,9 @@ impl ConversationActor {
 
     /// After a durable release (by the owner or a hand-back): the owner's slot, the team queue
     /// and the event.
-    fn released(&self, state: &State, before: &Conversation, owner: &str) {
+    fn released(&self, state: &State, before: &Conversation, owner: &str, avoid: bool) {
         self.free_agent(owner, &before.id);
-        self.sync_queues(Some(before), &state.conv);
+        self.sync_queues_avoiding(Some(before), &state.conv, avoid.then_some(owner));
         self.publish(
             EventKind::ConversationReleased,
             &state.conv,
@@ -486,9 +590,9 @@ impl ConversationActor {
     async fn release(&self, state: &mut State, caller: &Caller) -> Result<Conversation, Error> {
         let before = state.conv.clone();
         let mut next = before.clone();
-        let owner = next.release(caller, now_ms())?;
+        let owner = next.release(caller, self.ctx.now())?;
         self.persist(state, next, Batch::new()).await?;
-        self.released(state, &before, &owner);
+        self.released(state, &before, &owner, false);
         Ok(state.conv.clone())
     }
 
@@ -499,7 +603,14 @@ impl ConversationActor {
         if next == before {
             return Ok(before);
         }
+        let met = self
+            .ctx
+            .policies()
+            .sla_met(&before, SlaKind::Resolution, self.ctx.now());
         self.persist(state, next, Batch::new()).await?;
+        if let Some(met) = met.filter(|_| !before.sla.is_breached(SlaKind::Resolution)) {
+            record_sla(&state.conv.team, SlaKind::Resolution, met);
+        }
         if let Some(owner) = freed {
             self.free_agent(&owner, &before.id);
         }
@@ -521,7 +632,7 @@ impl ConversationActor {
         note: Option<String>,
     ) -> Result<Conversation, Error> {
         let old_owner = state.conv.check_transfer(caller)?;
-        let now = now_ms();
+        let now = self.ctx.now();
         let new_owner = match &target {
             TransferTarget::Team(team) if !self.ctx.config.team_exists(team) => {
                 return Err(DomainError::NotFound.into())
@@ -581,32 +692,28 @@ impl ConversationActor {
                 }
             }
         }
-        let now = now_ms();
+        let now = self.ctx.now();
         state.conv.check_reply(caller, now)?;
         let mut next = state.conv.clone();
-        let seq = next.take_seq();
-        next.last_message_at = now;
-        let msg = Message {
-            conversation_id: id.clone(),
-            seq,
-            direction: Direction::Outbound,
-            kind: "text".into(),
-            text: Some(text.clone()),
-            wamid: None,
-            status: Some(DeliveryStatus::Pending),
-            author: caller.id.clone(),
-            at: now,
-            error: None,
-            idempotency_key: idempotency_key.clone(),
-            raw: None,
-        };
-        let job = OutboxJob {
-            conversation_id: id.clone(),
-            seq,
-            number: next.number.clone(),
-            to: next.customer.clone(),
-            text,
-        };
+        // Settle the response clocks this reply answers; a late reply whose deadline the timer
+        // has not reported yet is a miss, reported here once.
+        let policies = self.ctx.policies();
+        let mut settled = Vec::new();
+        for kind in [SlaKind::FirstResponse, SlaKind::NextResponse] {
+            let running = match kind {
+                SlaKind::FirstResponse => next.sla.first_response_at.is_none(),
+                _ => next.sla.first_response_at.is_some() && next.sla.waiting_since.is_some(),
+            };
+            if running && !next.sla.is_breached(kind) {
+                if let Some(met) = policies.sla_met(&next, kind, now) {
+                    settled.push((kind, met));
+                }
+            }
+        }
+        next.on_human_reply(now);
+        let (msg, job) =
+            outbound_message(&mut next, &caller.id, text, idempotency_key.clone(), now);
+        let seq = msg.seq;
         let mut batch = Batch::new();
         batch.put_message(&msg)?;
         batch.put_outbox(&job)?;
@@ -614,6 +721,9 @@ impl ConversationActor {
             batch.put_idempotency(&id, key, seq);
         }
         self.persist(state, next, batch).await?;
+        for (kind, met) in settled {
+            record_sla(&state.conv.team, kind, met);
+        }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.enqueue(job).await;
@@ -637,7 +747,7 @@ impl ConversationActor {
             return Err(DomainError::NotFound.into());
         }
         let mut next = state.conv.clone();
-        let msg = note_message(&mut next, caller, text, now_ms());
+        let msg = note_message(&mut next, caller, text, self.ctx.now());
         let mut batch = Batch::new();
         batch.put_message(&msg)?;
         self.persist(state, next, batch).await?;
@@ -650,20 +760,24 @@ impl ConversationActor {
         Ok(msg)
     }
 
-    async fn reassign(&self, state: &mut State, from: &str, reason: String) -> Result<bool, Error> {
-        let manual = self
-            .ctx
-            .config
-            .teams
-            .iter()
-            .find(|t| t.id == state.conv.team)
-            .is_none_or(|t| t.assignment == crate::config::Assignment::Manual);
-        if manual {
+    /// Takes the conversation from `from` back to its team's queue, with a system note saying
+    /// why. An owner going offline only loses conversations of auto-assigning teams (in a manual
+    /// team nobody would pick them up sooner); deadlines apply to every team that sets them.
+    async fn reassign(
+        &self,
+        state: &mut State,
+        from: &str,
+        reason: String,
+        why: Reassignment,
+    ) -> Result<bool, Error> {
+        let manual =
+            self.ctx.policies().assignment(&state.conv.team) == crate::config::Assignment::Manual;
+        if manual && why == Reassignment::Offline {
             return Ok(false);
         }
         let before = state.conv.clone();
         let mut next = before.clone();
-        let now = now_ms();
+        let now = self.ctx.now();
         if !next.unassign(from, now) {
             return Ok(false);
         }
@@ -681,10 +795,70 @@ impl ConversationActor {
         let mut batch = Batch::new();
         batch.put_message(&note)?;
         self.persist(state, next, batch).await?;
-        metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team.clone(), "reason" => "assignee_offline").increment(1);
-        self.released(state, &before, from);
+        metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team.clone(), "reason" => why.label())
+            .increment(1);
+        self.released(state, &before, from, true);
         self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
         Ok(true)
+    }
+
+    /// Handles every deadline that has fallen due, then tells the timer service the next one.
+    async fn tick(&self, state: &mut State) -> Result<(), Error> {
+        let now = self.ctx.now();
+        let policies = self.ctx.policies();
+        for due in policies.due(&state.conv, now) {
+            match due {
+                Deadline::Sla(kind) => self.breach(state, &policies, kind).await?,
+                Deadline::Reassign => {
+                    if let Some(owner) = state.conv.assignee.clone() {
+                        let reason = "did not answer the customer in time".to_string();
+                        self.reassign(state, &owner, reason, Reassignment::NoAnswer)
+                            .await?;
+                    }
+                }
+            }
+        }
+        self.reschedule(state, true);
+        Ok(())
+    }
+
+    /// An SLA clock was missed: record it once, raise the priority, tell supervisors, and
+    /// escalate when the team asks for it.
+    async fn breach(
+        &self,
+        state: &mut State,
+        policies: &Policies,
+        kind: SlaKind,
+    ) -> Result<(), Error> {
+        if state.conv.sla.is_breached(kind) {
+            return Ok(());
+        }
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        next.sla.breached.push(kind);
+        next.priority = next.priority.raised();
+        self.persist(state, next, Batch::new()).await?;
+        record_sla(&state.conv.team, kind, false);
+        self.sync_queues(Some(&before), &state.conv);
+        self.ctx.bus.publish(Event {
+            kind: EventKind::SlaBreached,
+            conversation: state.conv.clone(),
+            message: None,
+            previous_team: None,
+            previous_assignee: None,
+            sla: Some(kind),
+            rendered: Default::default(),
+        });
+        let escalate = policies
+            .team(&state.conv.team)
+            .and_then(|p| p.sla.escalate)
+            .is_some();
+        if let (true, Some(owner)) = (escalate, state.conv.assignee.clone()) {
+            let reason = format!("{} SLA missed", kind.as_str());
+            self.reassign(state, &owner, reason, Reassignment::SlaEscalation)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn send_outcome(
@@ -743,6 +917,63 @@ impl ConversationActor {
         self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
         Ok(())
     }
+}
+
+/// Why a conversation left its owner (the `reason` label of `switchboard_assignments_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reassignment {
+    Offline,
+    NoAnswer,
+    SlaEscalation,
+}
+
+impl Reassignment {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Offline => "assignee_offline",
+            Self::NoAnswer => "no_answer",
+            Self::SlaEscalation => "sla_escalation",
+        }
+    }
+}
+
+fn record_sla(team: &str, kind: SlaKind, met: bool) {
+    metrics::counter!(m::SLA, "team" => team.to_string(), "kind" => kind.as_str(), "outcome" => if met { "hit" } else { "miss" })
+        .increment(1);
+}
+
+/// A text to the customer, durable with its outbox job in the same batch.
+fn outbound_message(
+    conv: &mut Conversation,
+    author: &str,
+    text: String,
+    idempotency_key: Option<String>,
+    now: Millis,
+) -> (Message, OutboxJob) {
+    let seq = conv.take_seq();
+    conv.last_message_at = now;
+    let msg = Message {
+        conversation_id: conv.id.clone(),
+        seq,
+        direction: Direction::Outbound,
+        kind: "text".into(),
+        text: Some(text.clone()),
+        wamid: None,
+        status: Some(DeliveryStatus::Pending),
+        author: author.to_string(),
+        at: now,
+        error: None,
+        idempotency_key,
+        raw: None,
+    };
+    let job = OutboxJob {
+        conversation_id: conv.id.clone(),
+        seq,
+        number: conv.number.clone(),
+        to: conv.customer.clone(),
+        text,
+    };
+    (msg, job)
 }
 
 fn note_message(conv: &mut Conversation, caller: &Caller, text: String, now: i64) -> Message {

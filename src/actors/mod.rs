@@ -25,6 +25,7 @@ pub mod agent;
 pub mod conversation;
 pub mod supervisor;
 pub mod team;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -34,7 +35,9 @@ use dashmap::DashMap;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorRef, RpcReplyPort};
 
+use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::domain::policy::Policies;
 use crate::domain::Conversation;
 use crate::error::Error;
 use crate::events::EventBus;
@@ -62,6 +65,12 @@ pub struct Ctx {
     pub actor_ids: DashMap<ActorId, String>,
     pub supervisor: OnceLock<ActorCell>,
     pub outbox: OnceLock<Outbox>,
+    pub timers: OnceLock<timers::Timers>,
+    pub clock: SharedClock,
+    /// The routing rules and team policies in force; replaced whole by the admin API.
+    policies: parking_lot::RwLock<Arc<Policies>>,
+    /// Serializes admin changes so the stored and the active policies never disagree.
+    pub settings_lock: tokio::sync::Mutex<()>,
 }
 
 impl Ctx {
@@ -71,6 +80,8 @@ impl Ctx {
         bus: EventBus,
         agents: HashMap<String, ActorRef<AgentMsg>>,
         teams: HashMap<String, ActorRef<TeamMsg>>,
+        clock: SharedClock,
+        policies: Policies,
     ) -> Self {
         Self {
             config,
@@ -82,6 +93,35 @@ impl Ctx {
             actor_ids: DashMap::new(),
             supervisor: OnceLock::new(),
             outbox: OnceLock::new(),
+            timers: OnceLock::new(),
+            clock,
+            policies: parking_lot::RwLock::new(Arc::new(policies)),
+            settings_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn now(&self) -> crate::domain::Millis {
+        self.clock.now_ms()
+    }
+
+    /// The policies in force now (a snapshot: never changes under the caller).
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies.read().clone()
+    }
+
+    /// Installs new policies (the caller has made them durable) and lets every team re-check
+    /// its queue under them.
+    pub fn set_policies(&self, p: Policies) {
+        *self.policies.write() = Arc::new(p);
+        for t in self.teams.values() {
+            let _ = t.cast(TeamMsg::Assign);
+        }
+    }
+
+    /// Tells the timer service when to look at a conversation next.
+    pub fn schedule(&self, conversation: &str, at: Option<crate::domain::Millis>) {
+        if let Some(t) = self.timers.get() {
+            t.schedule(conversation, at);
         }
     }
 

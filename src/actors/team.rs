@@ -1,6 +1,7 @@
 //! One actor per team: the queue of conversations waiting for an agent.
 //!
-//! Order is the time a conversation entered the queue (oldest first). Conversation actors tell the
+//! Order is priority (urgent first), then the time a conversation entered the queue (oldest
+//! first). Conversation actors tell the
 //! team when one enters or leaves; the queue is rebuilt from the status index when the actor
 //! starts, so it survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
 //!
@@ -9,8 +10,10 @@
 //! hands its oldest waiting conversations to online agents below `max_concurrent`, by claiming
 //! them on the agent's behalf through the conversation actor — the same single-writer path as a
 //! manual claim, so an automatic assignment can never race a manual one into two owners. Agents
-//! who are not `online` are never chosen. `manual` teams only queue.
+//! who are not `online` are never chosen. `manual` teams only queue. The policy is read from the
+//! policies in force at each pass, so an admin's change applies to the next assignment.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Weak;
 
@@ -19,7 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::{AgentMsg, ConversationMsg, Ctx, CALL_TIMEOUT};
 use crate::config::{Assignment, Role};
-use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence};
+use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence, Priority};
 use crate::error::Error;
 use crate::store::{ListQuery, Store};
 
@@ -27,18 +30,21 @@ pub struct TeamActor;
 
 pub struct Args {
     pub id: String,
-    pub assignment: Assignment,
     /// Agents of the team, in config order (round robin follows it).
     pub members: Vec<String>,
     pub store: Store,
 }
 
+/// Queue position: highest priority first, then oldest.
+type Slot = (Reverse<Priority>, Millis, String);
+
 pub struct State {
     id: String,
-    assignment: Assignment,
     members: Vec<String>,
-    order: BTreeSet<(Millis, String)>,
-    since: HashMap<String, Millis>,
+    order: BTreeSet<Slot>,
+    since: HashMap<String, (Priority, Millis)>,
+    /// Agents a waiting conversation must not go back to (it was just taken from them).
+    avoid: HashMap<String, String>,
     ctx: Weak<Ctx>,
     /// Round robin: index in `members` of the next agent to try.
     cursor: usize,
@@ -48,16 +54,28 @@ pub struct State {
 }
 
 impl State {
-    fn enqueue(&mut self, id: String, at: Millis) {
+    fn enqueue(&mut self, id: String, at: Millis, priority: Priority) {
         self.remove(&id);
-        self.order.insert((at, id.clone()));
-        self.since.insert(id, at);
+        self.order.insert((Reverse(priority), at, id.clone()));
+        self.since.insert(id, (priority, at));
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(at) = self.since.remove(id) {
-            self.order.remove(&(at, id.to_string()));
+        self.avoid.remove(id);
+        if let Some((p, at)) = self.since.remove(id) {
+            self.order.remove(&(Reverse(p), at, id.to_string()));
         }
+    }
+
+    fn pop(&mut self) -> Option<(String, Millis, Priority)> {
+        let (Reverse(p), at, id) = self.order.pop_first()?;
+        self.since.remove(&id);
+        Some((id, at, p))
+    }
+
+    /// Longest-waiting conversation's queue time (any priority).
+    fn oldest(&self) -> Option<Millis> {
+        self.since.values().map(|(_, at)| *at).min()
     }
 }
 
@@ -78,6 +96,9 @@ pub enum TeamMsg {
     Enqueue {
         conversation: String,
         at: Millis,
+        priority: Priority,
+        /// The agent it was just taken from (never handed straight back to them).
+        avoid: Option<String>,
     },
     Remove {
         conversation: String,
@@ -85,7 +106,7 @@ pub enum TeamMsg {
     /// Takes the oldest waiting conversation off the queue (for `POST /teams/{id}/next`): one
     /// message, so two callers can never be handed the same conversation.
     Pop {
-        reply: RpcReplyPort<Option<(String, Millis)>>,
+        reply: RpcReplyPort<Option<(String, Millis, Priority)>>,
     },
     Snapshot {
         limit: usize,
@@ -105,10 +126,10 @@ impl Actor for TeamActor {
     ) -> Result<State, ActorProcessingErr> {
         let mut state = State {
             id: args.id.clone(),
-            assignment: args.assignment,
             members: args.members,
             order: BTreeSet::new(),
             since: HashMap::new(),
+            avoid: HashMap::new(),
             ctx: Weak::new(),
             cursor: 0,
             last_assigned: HashMap::new(),
@@ -125,7 +146,7 @@ impl Actor for TeamActor {
             )
             .await?;
         for c in queued {
-            state.enqueue(c.id, c.queued_at);
+            state.enqueue(c.id, c.queued_at, c.priority);
         }
         Ok(state)
     }
@@ -142,27 +163,31 @@ impl Actor for TeamActor {
                 assign(state).await;
             }
             TeamMsg::Assign => assign(state).await,
-            TeamMsg::Enqueue { conversation, at } => {
-                state.enqueue(conversation, at);
+            TeamMsg::Enqueue {
+                conversation,
+                at,
+                priority,
+                avoid,
+            } => {
+                state.enqueue(conversation.clone(), at, priority);
+                if let Some(agent) = avoid {
+                    state.avoid.insert(conversation, agent);
+                }
                 assign(state).await;
             }
             TeamMsg::Remove { conversation } => state.remove(&conversation),
             TeamMsg::Pop { reply } => {
-                let next = state.order.pop_first().map(|(at, id)| {
-                    state.since.remove(&id);
-                    (id, at)
-                });
-                let _ = reply.send(next);
+                let _ = reply.send(state.pop());
             }
             TeamMsg::Snapshot { limit, reply } => {
                 let _ = reply.send(QueueSnapshot {
                     depth: state.order.len(),
-                    oldest_queued_at: state.order.first().map(|(at, _)| *at),
+                    oldest_queued_at: state.oldest(),
                     conversations: state
                         .order
                         .iter()
                         .take(limit)
-                        .map(|(_, id)| id.clone())
+                        .map(|(_, _, id)| id.clone())
                         .collect(),
                 });
             }
@@ -197,8 +222,8 @@ async fn candidates(ctx: &Ctx, members: &[String]) -> Vec<Candidate> {
 }
 
 /// Picks the agent for the next conversation according to the team's policy.
-fn pick(state: &mut State, available: &[Candidate]) -> Option<String> {
-    match state.assignment {
+fn pick(state: &mut State, assignment: Assignment, available: &[Candidate]) -> Option<String> {
+    match assignment {
         Assignment::Manual => None,
         Assignment::LeastLoaded => available
             .iter()
@@ -226,23 +251,34 @@ fn pick(state: &mut State, available: &[Candidate]) -> Option<String> {
 /// Hands waiting conversations to available agents until one of the two runs out. Bounded: at
 /// most one pass over the queue plus one skip per member.
 async fn assign(state: &mut State) {
-    if state.assignment == Assignment::Manual || state.order.is_empty() {
+    if state.order.is_empty() {
         return;
     }
     let Some(ctx) = state.ctx.upgrade() else {
         return;
     };
+    let assignment = ctx.policies().assignment(&state.id);
+    if assignment == Assignment::Manual {
+        return;
+    }
     let mut budget = state.order.len() + state.members.len();
+    // Conversations only the agent they were taken from could take now: back in line after.
+    let mut set_aside = Vec::new();
     while budget > 0 && !state.order.is_empty() {
         budget -= 1;
-        let available = candidates(&ctx, &state.members).await;
-        let Some(agent) = pick(state, &available) else {
-            return;
+        let mut available = candidates(&ctx, &state.members).await;
+        if available.is_empty() {
+            break;
+        }
+        let Some((conv, at, priority)) = state.pop() else {
+            break;
         };
-        let Some((at, conv)) = state.order.pop_first() else {
-            return;
+        let avoid = state.avoid.remove(&conv);
+        available.retain(|c| Some(&c.id) != avoid.as_ref());
+        let Some(agent) = pick(state, assignment, &available) else {
+            set_aside.push((conv, at, priority, avoid));
+            continue;
         };
-        state.since.remove(&conv);
         let caller = Caller {
             id: agent.clone(),
             role: Role::Agent,
@@ -261,14 +297,41 @@ async fn assign(state: &mut State) {
                 metrics::counter!(crate::metrics::ASSIGNMENTS, "team" => state.id.clone(), "reason" => "auto").increment(1);
             }
             // The agent filled up meanwhile: keep the conversation, try again with fresh loads.
-            Err(Error::Domain(DomainError::CapacityReached)) => state.enqueue(conv, at),
+            Err(Error::Domain(DomainError::CapacityReached)) => state.enqueue(conv, at, priority),
             // Claimed by someone or moved since it was queued: it is no longer waiting here.
             Err(Error::Domain(_)) => {}
             Err(e) => {
                 tracing::warn!(team = %state.id, conversation = %conv, error = %e, "assignment failed; will retry");
-                state.enqueue(conv, at);
-                return;
+                state.enqueue(conv, at, priority);
+                break;
             }
+        }
+    }
+    for (conv, at, priority, avoid) in set_aside {
+        state.enqueue(conv.clone(), at, priority);
+        if let Some(agent) = avoid {
+            state.avoid.insert(conv, agent);
+        }
+    }
+}
+
+/// Sets the queue depth and oldest-wait gauges of every team (called when /metrics is scraped,
+/// so the wait is current rather than as old as the last queue change).
+pub async fn publish_gauges(ctx: &Ctx) {
+    let now = ctx.now();
+    for (id, team) in &ctx.teams {
+        if let Ok(CallResult::Success(q)) = team
+            .call(
+                |reply| TeamMsg::Snapshot { limit: 0, reply },
+                Some(CALL_TIMEOUT),
+            )
+            .await
+        {
+            let wait = q
+                .oldest_queued_at
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            metrics::gauge!(crate::metrics::QUEUE_DEPTH, "team" => id.clone()).set(q.depth as f64);
+            metrics::gauge!(crate::metrics::QUEUE_OLDEST_WAIT, "team" => id.clone()).set(wait);
         }
     }
 }

@@ -54,6 +54,91 @@ pub fn conversation_id(number: &str, customer: &str) -> String {
     id
 }
 
+/// How urgent a conversation is: team queues serve higher priorities first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Normal => "normal",
+            Self::High => "high",
+            Self::Urgent => "urgent",
+        }
+    }
+
+    /// One step up (an SLA breach raises it); `Urgent` stays.
+    pub fn raised(self) -> Self {
+        match self {
+            Self::Low => Self::Normal,
+            Self::Normal => Self::High,
+            Self::High | Self::Urgent => Self::Urgent,
+        }
+    }
+}
+
+/// The three service-level clocks of a team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaKind {
+    FirstResponse,
+    NextResponse,
+    Resolution,
+}
+
+impl SlaKind {
+    pub const ALL: [SlaKind; 3] = [Self::FirstResponse, Self::NextResponse, Self::Resolution];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FirstResponse => "first_response",
+            Self::NextResponse => "next_response",
+            Self::Resolution => "resolution",
+        }
+    }
+}
+
+/// Where a conversation stands against its team's SLA. Each clock is settled (hit or missed)
+/// once per cycle: first response and resolution per opening (creation, reopen, hand-over from
+/// the bot), next response per unanswered customer message run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlaState {
+    /// First response counts from here: the latest moment a human became responsible.
+    pub responsible_since: Millis,
+    /// Resolution counts from here: creation or the latest reopen.
+    pub opened_at: Millis,
+    /// The first human reply since `responsible_since`.
+    pub first_response_at: Option<Millis>,
+    /// The oldest customer message that no human reply has answered yet.
+    pub waiting_since: Option<Millis>,
+    /// Clocks missed in the current cycle (each is reported once).
+    pub breached: Vec<SlaKind>,
+}
+
+impl SlaState {
+    pub fn new(now: Millis) -> Self {
+        Self {
+            responsible_since: now,
+            opened_at: now,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_breached(&self, kind: SlaKind) -> bool {
+        self.breached.contains(&kind)
+    }
+}
+
 /// Where a transfer sends a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferTarget {
@@ -84,6 +169,17 @@ pub struct Conversation {
     pub queued_at: Millis,
     /// Sequence number the next message will get.
     pub next_seq: u64,
+    pub priority: Priority,
+    pub labels: Vec<String>,
+    /// The routing rule that placed it (None: the number's default team).
+    pub routed_by: Option<String>,
+    pub sla: SlaState,
+    /// When the current owner got it (`reassign_after` counts from here).
+    pub assigned_at: Option<Millis>,
+    /// Whether the current owner has answered the customer since `assigned_at`.
+    pub owner_answered: bool,
+    /// Start of the closed period in which the after-hours reply was last sent (once per period).
+    pub after_hours_sent: Option<Millis>,
 }
 
 impl Conversation {
@@ -101,6 +197,13 @@ impl Conversation {
             created_at: now,
             queued_at: now,
             next_seq: 0,
+            priority: Priority::Normal,
+            labels: Vec::new(),
+            routed_by: None,
+            sla: SlaState::new(now),
+            assigned_at: None,
+            owner_answered: false,
+            after_hours_sent: None,
         }
     }
 
@@ -143,9 +246,24 @@ impl Conversation {
         }
     }
 
-    pub fn assign(&mut self, agent: &str) {
+    pub fn assign(&mut self, agent: &str, now: Millis) {
+        if self.assignee.as_deref() != Some(agent) {
+            self.assigned_at = Some(now);
+            self.owner_answered = false;
+        }
         self.status = ConversationStatus::Assigned;
         self.assignee = Some(agent.to_string());
+    }
+
+    /// A human answered the customer: settles the first-response clock (the first time) and the
+    /// next-response clock.
+    pub fn on_human_reply(&mut self, now: Millis) {
+        if self.sla.first_response_at.is_none() {
+            self.sla.first_response_at = Some(now);
+        }
+        self.sla.waiting_since = None;
+        self.sla.breached.retain(|k| *k != SlaKind::NextResponse);
+        self.owner_answered = true;
     }
 
     /// Release by the owner: back to its team's queue.
@@ -193,7 +311,7 @@ impl Conversation {
                 if !teams.is_empty() && !teams.contains(&self.team) {
                     self.team = teams[0].clone();
                 }
-                self.assign(id);
+                self.assign(id, now);
             }
         }
     }
@@ -227,7 +345,14 @@ impl Conversation {
         if self.status == ConversationStatus::Resolved {
             self.team = reopen_team.to_string();
             self.enqueue(now);
+            // A reopen starts a new cycle: a human becomes responsible again from now.
+            self.sla = SlaState::new(now);
+            self.after_hours_sent = None;
+            self.sla.waiting_since = Some(now);
             return true;
+        }
+        if self.sla.waiting_since.is_none() {
+            self.sla.waiting_since = Some(now);
         }
         false
     }
@@ -245,6 +370,8 @@ impl Conversation {
     fn enqueue(&mut self, now: Millis) {
         self.status = ConversationStatus::Queued;
         self.assignee = None;
+        self.assigned_at = None;
+        self.owner_answered = false;
         self.queued_at = now;
     }
 
@@ -281,7 +408,7 @@ mod tests {
         let alice = caller("alice", Role::Agent);
         let bob = caller("bob", Role::Agent);
         assert_eq!(c.check_claim(&alice), Ok(true));
-        c.assign("alice");
+        c.assign("alice", 0);
         assert_eq!(c.check_claim(&alice), Ok(false));
         assert_eq!(
             c.check_claim(&bob),
@@ -297,7 +424,7 @@ mod tests {
         c.on_inbound(None, 1_000, 1_000, "support");
         let alice = caller("alice", Role::Agent);
         assert_eq!(c.check_reply(&alice, 2_000), Err(DomainError::NotOwner));
-        c.assign("alice");
+        c.assign("alice", 0);
         assert_eq!(c.check_reply(&alice, 2_000), Ok(()));
         assert_eq!(
             c.check_reply(&alice, 1_000 + WINDOW_MS),
@@ -308,7 +435,7 @@ mod tests {
     #[test]
     fn inbound_after_resolve_reopens() {
         let mut c = Conversation::new("n", "c", "support", 0);
-        c.assign("alice");
+        c.assign("alice", 0);
         c.resolve(&caller("alice", Role::Agent))
             .expect("owner resolves");
         assert_eq!(c.assignee, None);
@@ -319,7 +446,7 @@ mod tests {
     #[test]
     fn supervisor_may_resolve_agent_may_not() {
         let mut c = Conversation::new("n", "c", "support", 0);
-        c.assign("alice");
+        c.assign("alice", 0);
         assert_eq!(
             c.resolve(&caller("bob", Role::Agent)),
             Err(DomainError::NotOwner)
@@ -353,7 +480,7 @@ mod tests {
         let mut c = Conversation::new("n", "c", "support", 0);
         let bob = caller("bob", Role::Agent);
         assert!(c.visible_to(&bob));
-        c.assign("alice");
+        c.assign("alice", 0);
         assert!(!c.visible_to(&bob));
         assert!(c.visible_to(&caller("carol", Role::Supervisor)));
         let outsider = Caller {

@@ -6,10 +6,15 @@
 
 pub mod agent;
 pub mod conversation;
+pub mod hours;
 pub mod message;
+pub mod policy;
+pub mod routing;
 
 pub use agent::{Caller, Presence};
-pub use conversation::{conversation_id, Conversation, ConversationStatus, TransferTarget};
+pub use conversation::{
+    conversation_id, Conversation, ConversationStatus, Priority, SlaKind, SlaState, TransferTarget,
+};
 pub use message::{DeliveryStatus, Direction, Message, MessageError};
 
 /// Milliseconds since the Unix epoch: the one time unit stored and compared in the core.

@@ -54,6 +54,7 @@ async fn stream(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<impl
                         "type": ev.kind.as_str(),
                         "conversation": ConversationView::new(&ev.conversation, None),
                         "message": ev.message.as_ref().map(MessageView::new),
+                        "sla": ev.sla.map(|k| k.as_str()),
                     })
                     .to_string()
                 });

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod json;
 pub mod ops;
+pub mod routing;
 pub mod teams;
 pub mod views;
 pub mod webhook;
@@ -68,6 +69,7 @@ pub fn app(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(agents::router())
         .merge(teams::router())
+        .merge(routing::router())
         .merge(events::router())
         .merge(ops::router())
         // The webhook reads its body itself with its own 3 MiB limit and JSON error.

@@ -1,5 +1,8 @@
 //! `/api/v1/teams/{id}/queue`: a team's waiting conversations, for supervisors and admins;
-//! `/api/v1/teams/{id}/next`: an agent of the team takes the oldest waiting conversation.
+//! `/api/v1/teams/{id}/next`: an agent of the team takes the oldest waiting conversation;
+//! `/api/v1/teams/{id}/settings`: the team's assignment, hours, fallbacks, reassignment and SLA,
+//! read by its supervisors and admins, replaced by admins (checked like the config file, durable,
+//! in force at once).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -12,14 +15,49 @@ use serde_json::json;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
+use super::json::ApiJson;
 use super::views::ConversationView;
 use super::AppState;
 use crate::actors::{team::QueueSnapshot, TeamMsg, CALL_TIMEOUT};
+use crate::config::{Role, TeamSettings};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/teams/{id}/queue", get(queue))
         .route("/api/v1/teams/{id}/next", post(next))
+        .route(
+            "/api/v1/teams/{id}/settings",
+            get(get_settings).put(put_settings),
+        )
+}
+
+async fn get_settings(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TeamSettings>> {
+    let policies = s.ctx.policies();
+    let settings = policies.settings.get(&id).ok_or_else(ApiError::not_found)?;
+    if !caller.manages(&id) {
+        return Err(ApiError::forbidden(
+            "supervisors of the team and admins only",
+        ));
+    }
+    Ok(Json(settings.clone()))
+}
+
+async fn put_settings(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TeamSettings>,
+) -> ApiResult<Json<TeamSettings>> {
+    if caller.role != Role::Admin {
+        return Err(ApiError::forbidden("admins only"));
+    }
+    let p = crate::admin::replace_team(&s.ctx, &id, body).await?;
+    let settings = p.settings.get(&id).cloned().unwrap_or_default();
+    Ok(Json(settings))
 }
 
 /// Most queue entries one `next` call skips (conversations claimed directly meanwhile).
@@ -48,7 +86,7 @@ async fn next(
             Ok(CallResult::Success(p)) => p,
             _ => return Err(crate::error::Error::Unavailable.into()),
         };
-        let Some((cid, at)) = popped else {
+        let Some((cid, at, priority)) = popped else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
         let claimed = s
@@ -64,6 +102,8 @@ async fn next(
                 let _ = team.cast(TeamMsg::Enqueue {
                     conversation: cid,
                     at,
+                    priority,
+                    avoid: None,
                 });
                 return Err(
                     crate::error::Error::from(crate::domain::DomainError::CapacityReached).into(),
@@ -75,6 +115,8 @@ async fn next(
                 let _ = team.cast(TeamMsg::Enqueue {
                     conversation: cid,
                     at,
+                    priority,
+                    avoid: None,
                 });
                 return Err(e.into());
             }
@@ -111,7 +153,7 @@ async fn queue(
         Ok(CallResult::Success(q)) => q,
         _ => return Err(crate::error::Error::Unavailable.into()),
     };
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = s.ctx.now();
     let mut conversations = Vec::with_capacity(snap.conversations.len());
     for cid in &snap.conversations {
         if let Some(c) = s.ctx.store.get_conversation(cid).await? {

@@ -27,6 +27,13 @@ pub struct ConversationView {
     pub window_expires_at: Option<String>,
     pub last_message_at: String,
     pub created_at: String,
+    pub priority: &'static str,
+    pub labels: Vec<String>,
+    /// The routing rule that placed it (absent: the number's default team).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed_by: Option<String>,
+    /// SLA clocks missed in the current cycle.
+    pub sla_breaches: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<MessageView>>,
 }
@@ -44,6 +51,10 @@ impl ConversationView {
             window_expires_at: c.window_expires_at().map(rfc3339),
             last_message_at: rfc3339(c.last_message_at),
             created_at: rfc3339(c.created_at),
+            priority: c.priority.as_str(),
+            labels: c.labels.clone(),
+            routed_by: c.routed_by.clone(),
+            sla_breaches: c.sla.breached.iter().map(|k| k.as_str()).collect(),
             messages: messages.map(|ms| ms.iter().map(MessageView::new).collect()),
         }
     }

@@ -49,6 +49,24 @@ impl Batch {
         self.ops.push(Op::Delete { cf, key });
     }
 
+    pub fn put_routing(&mut self, r: &super::settings::RoutingRecord) -> Result<(), StoreError> {
+        self.put(
+            CF_SETTINGS,
+            super::settings::ROUTING_KEY.to_vec(),
+            encode(r)?,
+        );
+        Ok(())
+    }
+
+    pub fn put_team_settings(
+        &mut self,
+        id: &str,
+        r: &super::settings::TeamRecord,
+    ) -> Result<(), StoreError> {
+        self.put(CF_SETTINGS, super::settings::team_key(id), encode(r)?);
+        Ok(())
+    }
+
     /// Writes a conversation and moves its index entries from `before` to `after`.
     pub fn put_conversation(
         &mut self,

@@ -1,32 +1,45 @@
 //! The one place records become bytes and back.
 //!
-//! Every value is `[version byte][bincode]`. The version byte lets a later release read records
-//! written by this one (and refuse, with a typed error, records it does not understand) instead
-//! of misreading them. Bincode 1 is used without `skip_serializing_if`: stored structs must
-//! serialize every field.
+//! Every value is `[version byte][bincode]`, the version being the record type's own
+//! ([`Record::VERSION`]). When a type's layout changes its version goes up and
+//! [`Record::upgrade`] reads the older layouts (kept in [`super::legacy`]), so data written by an
+//! earlier release is read, not misread; a version nobody knows is a typed error. Bincode 1 is
+//! used without `skip_serializing_if`: stored structs must serialize every field.
 
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::StoreError;
 
-/// Current record encoding version.
-pub const VERSION: u8 = 1;
+/// A type stored in a column family.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The layout written now.
+    const VERSION: u8;
+    /// Reads a value written with an older layout.
+    fn upgrade(version: u8, _bytes: &[u8]) -> Result<Self, StoreError> {
+        Err(StoreError::Codec(format!(
+            "unknown record version {version}"
+        )))
+    }
+}
 
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub fn encode<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(128);
-    out.push(VERSION);
+    out.push(T::VERSION);
     bincode::serialize_into(&mut out, value).map_err(|e| StoreError::Codec(e.to_string()))?;
     Ok(out)
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&VERSION, rest)) => {
-            bincode::deserialize(rest).map_err(|e| StoreError::Codec(e.to_string()))
-        }
-        Some((v, _)) => Err(StoreError::Codec(format!("unknown record version {v}"))),
+        Some((&v, rest)) if v == T::VERSION => raw(rest),
+        Some((&v, rest)) => T::upgrade(v, rest),
         None => Err(StoreError::Codec("empty record".into())),
     }
+}
+
+/// Plain bincode, for [`Record::upgrade`] implementations.
+pub fn raw<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    bincode::deserialize(bytes).map_err(|e| StoreError::Codec(e.to_string()))
 }
 
 #[cfg(test)]

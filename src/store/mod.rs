@@ -14,7 +14,9 @@
 
 pub mod batch;
 pub mod codec;
+mod legacy;
 pub mod schema;
+pub mod settings;
 mod writer;
 
 use std::collections::HashMap;
@@ -49,7 +51,7 @@ pub enum StoreError {
 
 struct Inner {
     db: RwLock<Option<Arc<DB>>>,
-    writer: Mutex<Option<mpsc::Sender<writer::Commit>>>,
+    writer: Mutex<Option<mpsc::Sender<writer::Msg>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -122,7 +124,7 @@ impl Store {
         }
         let tx = self.inner.writer.lock().clone().ok_or(StoreError::Closed)?;
         let (done, wait) = oneshot::channel();
-        tx.send(writer::Commit { batch, done })
+        tx.send(writer::Msg::Commit(writer::Commit { batch, done }))
             .await
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
@@ -211,6 +213,34 @@ impl Store {
                 .map_err(rocks)?
                 .map(|v| decode(&v))
                 .transpose()
+        })
+        .await
+    }
+
+    /// Routing rules and team settings stored by the admin API (see [`settings`]).
+    pub async fn settings(
+        &self,
+    ) -> Result<
+        (
+            Option<settings::RoutingRecord>,
+            Vec<(String, settings::TeamRecord)>,
+        ),
+        StoreError,
+    > {
+        self.read(|db| {
+            let h = cf(db, CF_SETTINGS)?;
+            let routing = db
+                .get_pinned_cf(h, settings::ROUTING_KEY)
+                .map_err(rocks)?
+                .map(|v| decode(&v))
+                .transpose()?;
+            let mut teams = Vec::new();
+            scan_prefix(db, CF_SETTINGS, settings::TEAM_PREFIX, |k, v| {
+                let id = String::from_utf8_lossy(&k[settings::TEAM_PREFIX.len()..]).into_owned();
+                teams.push((id, decode(v)?));
+                Ok(true)
+            })?;
+            Ok((routing, teams))
         })
         .await
     }
@@ -307,8 +337,23 @@ impl Store {
 
     /// [`Self::close`] for contexts that cannot await (a `Drop`). Idempotent.
     pub fn close_blocking(&self) {
-        self.inner.writer.lock().take();
+        let tx = self.inner.writer.lock().take();
         if let Some(t) = self.inner.writer_thread.lock().take() {
+            if let Some(tx) = tx {
+                // try_send: this may run on an async thread (a Drop), where blocking_send panics.
+                // A full queue is being drained by the writer, so the retry is short.
+                let mut close = writer::Msg::Close;
+                for _ in 0..5_000 {
+                    match tx.try_send(close) {
+                        Ok(()) => break,
+                        Err(mpsc::error::TrySendError::Full(m)) => {
+                            close = m;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+            }
             let _ = t.join();
         }
         let Some(mut db) = self.inner.db.write().take() else {
@@ -391,7 +436,7 @@ mod tests {
         b.put_conversation(None, &c).expect("put");
         store.commit(b).await.expect("commit");
         let before = c.clone();
-        c.assign("alice");
+        c.assign("alice", 1);
         let mut b = Batch::new();
         b.put_conversation(Some(&before), &c).expect("put");
         store.commit(b).await.expect("commit");

@@ -10,6 +10,7 @@
 //! | `index`         | see [`IndexKey`]                      | empty                    |
 //! | `orphan_status` | wamid                                 | [`StatusUpdate`]         |
 //! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
+//! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
 //!
 //! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
 //! returns a conversation's messages oldest first. Ids never contain NUL (config validation and
@@ -27,8 +28,9 @@ pub const CF_IDEMPOTENCY: &str = "idempotency";
 pub const CF_INDEX: &str = "index";
 pub const CF_ORPHAN_STATUS: &str = "orphan_status";
 pub const CF_OTHER_CHANGES: &str = "other_changes";
+pub const CF_SETTINGS: &str = "settings";
 
-pub const ALL_CFS: [&str; 8] = [
+pub const ALL_CFS: [&str; 9] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -37,6 +39,7 @@ pub const ALL_CFS: [&str; 8] = [
     CF_INDEX,
     CF_ORPHAN_STATUS,
     CF_OTHER_CHANGES,
+    CF_SETTINGS,
 ];
 
 /// Where a wamid lives: which conversation, which message.

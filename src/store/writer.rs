@@ -9,6 +9,11 @@
 //!
 //! Bounds: the queue holds at most `QUEUE_CAPACITY` commits; producers wait (asynchronously) when it
 //! is full, which pushes back to the webhook admission limit.
+//!
+//! Shutdown is an explicit [`Msg::Close`], not the channel closing: a task suspended mid-commit
+//! (say, when a broker is dropped without a clean shutdown) still holds a sender, and the writer
+//! must not wait for it. After `Close` the queue takes nothing new, and what is already queued is
+//! still written and answered.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,11 +33,17 @@ pub(super) struct Commit {
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
+pub(super) enum Msg {
+    Commit(Commit),
+    /// Write what is queued, then stop.
+    Close,
+}
+
 pub(super) fn spawn(
     db: Arc<DB>,
     sync: bool,
     max_batch: usize,
-) -> std::io::Result<(mpsc::Sender<Commit>, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<(mpsc::Sender<Msg>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
@@ -40,15 +51,23 @@ pub(super) fn spawn(
     Ok((tx, handle))
 }
 
-fn run(db: Arc<DB>, sync: bool, max_batch: usize, mut rx: mpsc::Receiver<Commit>) {
+fn run(db: Arc<DB>, sync: bool, max_batch: usize, mut rx: mpsc::Receiver<Msg>) {
     let mut opts = WriteOptions::default();
     opts.set_sync(sync);
     let mut group: Vec<Commit> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
-        group.push(first);
+        match first {
+            Msg::Commit(c) => group.push(c),
+            Msg::Close => {
+                // Nothing new from here on; recv yields what is queued, then None.
+                rx.close();
+                continue;
+            }
+        }
         while group.len() < max_batch {
             match rx.try_recv() {
-                Ok(c) => group.push(c),
+                Ok(Msg::Commit(c)) => group.push(c),
+                Ok(Msg::Close) => rx.close(),
                 Err(_) => break,
             }
         }

@@ -224,6 +224,9 @@ pub struct Cfg {
     pub idle_timeout_ms: u64,
     /// Appended verbatim at the end (e.g. more `[[agents]]`).
     pub extra: String,
+    /// Extra keys inside the `support` / `sales` `[[teams]]` tables (hours, sla, …).
+    pub support_extra: String,
+    pub sales_extra: String,
 }
 
 fn toml_str(s: &str) -> String {
@@ -243,6 +246,8 @@ impl Cfg {
             max_attempts: 5,
             idle_timeout_ms: 60_000,
             extra: String::new(),
+            support_extra: String::new(),
+            sales_extra: String::new(),
         }
     }
 
@@ -285,10 +290,12 @@ mps = 80
 [[teams]]
 id = "support"
 name = "Support"
+{support_extra}
 
 [[teams]]
 id = "sales"
 name = "Sales"
+{sales_extra}
 
 [[agents]]
 id = "alice"
@@ -341,6 +348,8 @@ max_concurrent = 5
             ma = self.max_attempts,
             idle = self.idle_timeout_ms,
             extra = self.extra,
+            support_extra = self.support_extra,
+            sales_extra = self.sales_extra,
         )
     }
 }
@@ -991,10 +1000,14 @@ impl std::ops::Deref for TB {
 }
 
 pub async fn start_broker(cfg: &Cfg) -> Broker {
+    start_broker_with_clock(cfg, Arc::new(switchboard::clock::SystemClock)).await
+}
+
+pub async fn start_broker_with_clock(cfg: &Cfg, clock: switchboard::clock::SharedClock) -> Broker {
     let text = cfg.toml();
     let config = Config::from_toml_str(&text)
         .unwrap_or_else(|e| panic!("test config rejected: {e:?}\n{text}"));
-    Broker::start(config)
+    Broker::start_with_clock(config, clock)
         .await
         .unwrap_or_else(|e| panic!("broker failed to start: {e:?}"))
 }
@@ -1005,11 +1018,19 @@ impl TB {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Cfg)) -> TB {
+        TB::start_with_clock(tweak, Arc::new(switchboard::clock::SystemClock)).await
+    }
+
+    /// Starts a broker whose wall clock is `clock` (e.g. a `ManualClock` the test moves).
+    pub async fn start_with_clock(
+        tweak: impl FnOnce(&mut Cfg),
+        clock: switchboard::clock::SharedClock,
+    ) -> TB {
         let graph = FakeGraph::start().await;
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Cfg::new(&dir.path().join("db"), &graph.base);
         tweak(&mut cfg);
-        let broker = start_broker(&cfg).await;
+        let broker = start_broker_with_clock(&cfg, clock).await;
         let api = Api::new(broker.addr());
         TB {
             api,

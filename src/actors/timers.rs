@@ -1,0 +1,118 @@
+//! The timer service: wakes a conversation when one of its deadlines falls due.
+//!
+//! Conversation actors passivate when idle, so they cannot hold their own timers. Instead each
+//! actor tells this service the earliest instant it must look at itself again (SLA clocks,
+//! `reassign_after`), after every durable change; at that instant the service sends it a `Tick`
+//! (activating it from storage if needed) and the actor re-checks its deadlines against the
+//! current policies and clock. A stale entry only causes a harmless extra check.
+//!
+//! Bounds: one entry per conversation (a new schedule replaces the old one), so memory follows
+//! open conversations with running deadlines; at most [`MAX_FIRING`] ticks are in flight at once.
+//! The channel is unbounded because its producers are conversation actors, one message per
+//! durable change, which the webhook admission and API already bound.
+//!
+//! The service sleeps on tokio's timer but reads time from the injected [`Clock`], waking at least
+//! every [`MAX_TIMER_SLEEP`] and whenever a manual clock is moved, so tests step through hours of
+//! business time without sleeping.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::{ConversationMsg, Ctx};
+use crate::clock::{SharedClock, MAX_TIMER_SLEEP};
+use crate::domain::Millis;
+
+/// Ticks delivered concurrently.
+pub const MAX_FIRING: usize = 64;
+/// When a tick could not be delivered, try again this much later.
+const RETRY_MS: Millis = 5_000;
+
+#[derive(Clone)]
+pub struct Timers {
+    tx: mpsc::UnboundedSender<(String, Option<Millis>)>,
+}
+
+impl Timers {
+    pub fn start(ctx: Weak<Ctx>, clock: SharedClock) -> (Timers, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let timers = Timers { tx };
+        let handle = tokio::spawn(run(rx, ctx, clock, timers.clone()));
+        (timers, handle)
+    }
+
+    /// Replaces the conversation's wake-up time (`None`: nothing to wait for).
+    pub fn schedule(&self, conversation: &str, at: Option<Millis>) {
+        let _ = self.tx.send((conversation.to_string(), at));
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<(String, Option<Millis>)>,
+    ctx: Weak<Ctx>,
+    clock: SharedClock,
+    me: Timers,
+) {
+    let mut due: BTreeSet<(Millis, String)> = BTreeSet::new();
+    let mut by_conv: HashMap<String, Millis> = HashMap::new();
+    let firing = Arc::new(Semaphore::new(MAX_FIRING));
+    loop {
+        let now = clock.now_ms();
+        while let Some((at, id)) = due.first().cloned() {
+            if at > now {
+                break;
+            }
+            due.pop_first();
+            by_conv.remove(&id);
+            fire(&ctx, &firing, &me, id, now);
+        }
+        let wait = due
+            .first()
+            .map(|(at, _)| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)))
+            .unwrap_or(MAX_TIMER_SLEEP)
+            .min(MAX_TIMER_SLEEP);
+        let moved = async {
+            match clock.changed() {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some((id, at)) = msg else { return };
+                if let Some(old) = by_conv.remove(&id) {
+                    due.remove(&(old, id.clone()));
+                }
+                if let Some(at) = at {
+                    due.insert((at, id.clone()));
+                    by_conv.insert(id, at);
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = moved => {}
+        }
+    }
+}
+
+fn fire(ctx: &Weak<Ctx>, firing: &Arc<Semaphore>, me: &Timers, id: String, now: Millis) {
+    let Some(ctx) = ctx.upgrade() else { return };
+    let firing = firing.clone();
+    let me = me.clone();
+    tokio::spawn(async move {
+        let Ok(_permit) = firing.acquire_owned().await else {
+            return;
+        };
+        let r = ctx
+            .ask(&id, None, |reply| ConversationMsg::Tick { reply })
+            .await;
+        if let Err(e) = r {
+            if !matches!(e, crate::error::Error::Domain(_)) {
+                tracing::warn!(conversation = %id, error = %e, "deadline check failed; retrying");
+                me.schedule(&id, Some(now.saturating_add(RETRY_MS)));
+            }
+        }
+    });
+}

@@ -1,0 +1,443 @@
+//! Team policies and routing: where a conversation goes, when a team is open, which deadlines run.
+//!
+//! [`Policies`] is one immutable, compiled snapshot of the routing rules and every team's settings
+//! (assignment, business hours, fallbacks, after-hours reply, reassignment, SLA). The admin API
+//! replaces it as a whole, so a conversation is always placed by one consistent set of rules, and
+//! readers never lock: they hold an `Arc` to the snapshot that was current when they started.
+//!
+//! Everything here is a pure function of (snapshot, conversation, instant): the conversation actor
+//! asks what to do and the timer service asks when to look again, and both get the same answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::hours::BusinessHours;
+use super::routing::{RouteInput, RuleSet};
+use super::{Conversation, ConversationStatus, Millis, Priority, SlaKind};
+use crate::config::{Assignment, Escalation, TeamSettings};
+
+/// A problem in a team's settings, naming the key relative to the team.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct SettingsError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Parses "10m", "1h 30m", "24h" into milliseconds (> 0).
+pub fn parse_duration(key: &str, text: &str) -> Result<Millis, SettingsError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        err(
+            key,
+            format!("bad duration {text:?} ({e}); use e.g. \"90s\", \"10m\", \"24h\""),
+        )
+    })?;
+    let ms = Millis::try_from(d.as_millis()).map_err(|_| err(key, "duration too long"))?;
+    if ms <= 0 {
+        return Err(err(key, "must be longer than 0"));
+    }
+    Ok(ms)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SlaPolicy {
+    pub first_response: Option<Millis>,
+    pub next_response: Option<Millis>,
+    pub resolution: Option<Millis>,
+    pub business_hours_only: bool,
+    pub escalate: Option<Escalation>,
+}
+
+impl SlaPolicy {
+    pub fn target(&self, kind: SlaKind) -> Option<Millis> {
+        match kind {
+            SlaKind::FirstResponse => self.first_response,
+            SlaKind::NextResponse => self.next_response,
+            SlaKind::Resolution => self.resolution,
+        }
+    }
+}
+
+/// One team's compiled settings.
+#[derive(Debug, Clone)]
+pub struct TeamPolicy {
+    pub assignment: Assignment,
+    pub hours: BusinessHours,
+    pub fallback_teams: Vec<String>,
+    pub after_hours_reply: Option<String>,
+    pub reassign_after: Option<Millis>,
+    pub sla: SlaPolicy,
+}
+
+impl Default for TeamPolicy {
+    fn default() -> Self {
+        Self {
+            assignment: Assignment::Manual,
+            hours: BusinessHours::always_open(),
+            fallback_teams: Vec::new(),
+            after_hours_reply: None,
+            reassign_after: None,
+            sla: SlaPolicy::default(),
+        }
+    }
+}
+
+impl TeamPolicy {
+    /// Checks and compiles settings; `team_exists` validates fallback teams.
+    pub fn compile(
+        s: &TeamSettings,
+        team_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, SettingsError> {
+        let hours = BusinessHours::parse(s.time_zone.as_deref(), s.hours.as_ref(), &s.holidays)
+            .map_err(|e| err(e.key, e.problem))?;
+        for (i, f) in s.fallback_teams.iter().enumerate() {
+            if !team_exists(f) {
+                return Err(err(
+                    format!("fallback_teams[{i}]"),
+                    format!("unknown team {f:?}"),
+                ));
+            }
+        }
+        if s.after_hours_reply
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(err("after_hours_reply", "must not be blank"));
+        }
+        let reassign_after = s
+            .reassign_after
+            .as_deref()
+            .map(|t| parse_duration("reassign_after", t))
+            .transpose()?;
+        let sla = match &s.sla {
+            None => SlaPolicy::default(),
+            Some(c) => {
+                let d = |key: &str, v: &Option<String>| {
+                    v.as_deref()
+                        .map(|t| parse_duration(&format!("sla.{key}"), t))
+                        .transpose()
+                };
+                SlaPolicy {
+                    first_response: d("first_response", &c.first_response)?,
+                    next_response: d("next_response", &c.next_response)?,
+                    resolution: d("resolution", &c.resolution)?,
+                    business_hours_only: c.business_hours_only,
+                    escalate: c.escalate,
+                }
+            }
+        };
+        Ok(Self {
+            assignment: s.assignment,
+            hours,
+            fallback_teams: s.fallback_teams.clone(),
+            after_hours_reply: s.after_hours_reply.clone(),
+            reassign_after,
+            sla,
+        })
+    }
+
+    /// `start` plus `ms` of SLA time: wall-clock, or business hours only.
+    fn sla_deadline(&self, start: Millis, ms: Millis) -> Option<Millis> {
+        if self.sla.business_hours_only {
+            self.hours.add_business_ms(start, ms)
+        } else {
+            Some(start.saturating_add(ms))
+        }
+    }
+}
+
+/// Something the conversation actor must look at, at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    Sla(SlaKind),
+    /// The assignee has not answered within `reassign_after`.
+    Reassign,
+}
+
+/// Where a new or reopened conversation goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub team: String,
+    /// The rule that matched (None: the number's default team).
+    pub rule: Option<String>,
+    pub priority: Option<Priority>,
+    pub labels: Vec<String>,
+    /// The rule's (or default) team was closed and this open fallback took it.
+    pub fell_back_from: Option<String>,
+}
+
+/// A compiled, immutable snapshot of routing rules and team policies.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub rules: RuleSet,
+    pub teams: HashMap<String, Arc<TeamPolicy>>,
+    /// The settings each policy was compiled from (served back by the admin API).
+    pub settings: HashMap<String, TeamSettings>,
+}
+
+impl Policies {
+    pub fn team(&self, id: &str) -> Option<&TeamPolicy> {
+        self.teams.get(id).map(|p| p.as_ref())
+    }
+
+    pub fn assignment(&self, team: &str) -> Assignment {
+        self.team(team).map_or(Assignment::Manual, |p| p.assignment)
+    }
+
+    /// Whether `team` is inside its business hours at `now` (unknown teams are open).
+    pub fn is_open(&self, team: &str, now: Millis) -> bool {
+        self.team(team).is_none_or(|p| p.hours.is_open(now))
+    }
+
+    /// Rules first (first match wins), else `default_team`; then, if that team is closed, the
+    /// first of its fallback teams that is open (follow the sun).
+    pub fn place(&self, input: &RouteInput<'_>, default_team: &str, now: Millis) -> Placement {
+        let is_open = |t: &str| self.is_open(t, now);
+        let matched = self.rules.route(input, &is_open);
+        let (rule, team, priority, labels) = match matched {
+            Some(m) => (
+                Some(m.rule.to_string()),
+                m.team.unwrap_or(default_team).to_string(),
+                m.priority,
+                m.labels.to_vec(),
+            ),
+            None => (None, default_team.to_string(), None, Vec::new()),
+        };
+        let mut placement = Placement {
+            team,
+            rule,
+            priority,
+            labels,
+            fell_back_from: None,
+        };
+        if !is_open(&placement.team) {
+            let fallback = self
+                .team(&placement.team)
+                .and_then(|p| p.fallback_teams.iter().find(|f| is_open(f)).cloned());
+            if let Some(f) = fallback {
+                placement.fell_back_from = Some(std::mem::replace(&mut placement.team, f));
+            }
+        }
+        placement
+    }
+
+    /// The after-hours reply to send now, with the closed period it belongs to, if the
+    /// conversation waits in a closed team that has one and has not had it this period.
+    pub fn after_hours_reply(&self, conv: &Conversation, now: Millis) -> Option<(String, Millis)> {
+        if conv.status != ConversationStatus::Queued {
+            return None;
+        }
+        let p = self.team(&conv.team)?;
+        let text = p.after_hours_reply.as_ref()?;
+        if p.hours.is_open(now) {
+            return None;
+        }
+        let period = p.hours.closed_since(now).unwrap_or(Millis::MIN);
+        (conv.after_hours_sent != Some(period)).then(|| (text.clone(), period))
+    }
+
+    /// Every deadline that is running for the conversation, with the instant it falls due.
+    pub fn deadlines(&self, conv: &Conversation) -> Vec<(Deadline, Millis)> {
+        let mut out = Vec::new();
+        let Some(p) = self.team(&conv.team) else {
+            return out;
+        };
+        if matches!(
+            conv.status,
+            ConversationStatus::Resolved | ConversationStatus::Bot
+        ) {
+            return out;
+        }
+        let sla = &conv.sla;
+        for kind in SlaKind::ALL {
+            let Some(target) = p.sla.target(kind) else {
+                continue;
+            };
+            if sla.is_breached(kind) {
+                continue;
+            }
+            let start = match kind {
+                SlaKind::FirstResponse if sla.first_response_at.is_none() => {
+                    Some(sla.responsible_since)
+                }
+                SlaKind::NextResponse if sla.first_response_at.is_some() => sla.waiting_since,
+                SlaKind::Resolution => Some(sla.opened_at),
+                _ => None,
+            };
+            if let Some(due) = start.and_then(|s| p.sla_deadline(s, target)) {
+                out.push((Deadline::Sla(kind), due));
+            }
+        }
+        if let (ConversationStatus::Assigned, Some(after), Some(at), false) = (
+            conv.status,
+            p.reassign_after,
+            conv.assigned_at,
+            conv.owner_answered,
+        ) {
+            out.push((Deadline::Reassign, at.saturating_add(after)));
+        }
+        out
+    }
+
+    /// The earliest deadline, for the timer service.
+    pub fn next_deadline(&self, conv: &Conversation) -> Option<Millis> {
+        self.deadlines(conv).into_iter().map(|(_, at)| at).min()
+    }
+
+    /// The deadlines that have fallen due at `now`.
+    pub fn due(&self, conv: &Conversation, now: Millis) -> Vec<Deadline> {
+        self.deadlines(conv)
+            .into_iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(d, _)| d)
+            .collect()
+    }
+
+    /// Whether an SLA clock settled at `now` was met (for hit/miss accounting).
+    pub fn sla_met(&self, conv: &Conversation, kind: SlaKind, now: Millis) -> Option<bool> {
+        if conv.sla.is_breached(kind) {
+            return Some(false);
+        }
+        self.deadlines(conv)
+            .into_iter()
+            .find(|(d, _)| *d == Deadline::Sla(kind))
+            .map(|(_, due)| now < due)
+    }
+}
+
+/// Builds a snapshot from rules and per-team settings, checking both.
+pub fn compile(
+    rules: RuleSet,
+    settings: HashMap<String, TeamSettings>,
+) -> Result<Policies, (String, SettingsError)> {
+    let ids: Vec<String> = settings.keys().cloned().collect();
+    let exists = |t: &str| ids.iter().any(|i| i == t);
+    let mut teams = HashMap::new();
+    for (id, s) in &settings {
+        let p = TeamPolicy::compile(s, &exists).map_err(|e| (id.clone(), e))?;
+        teams.insert(id.clone(), Arc::new(p));
+    }
+    Ok(Policies {
+        rules,
+        teams,
+        settings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SlaConfig;
+
+    fn settings(hours: bool, sla: Option<SlaConfig>) -> TeamSettings {
+        TeamSettings {
+            time_zone: hours.then(|| "UTC".to_string()),
+            hours: hours.then(|| {
+                [("mon".to_string(), vec!["09:00-17:00".to_string()])]
+                    .into_iter()
+                    .collect()
+            }),
+            fallback_teams: if hours { vec!["night".into()] } else { vec![] },
+            after_hours_reply: Some("closed".into()),
+            reassign_after: Some("10m".into()),
+            sla,
+            ..TeamSettings::default()
+        }
+    }
+
+    /// Monday 2026-11-30 at `h`:00 UTC.
+    fn mon(h: i64) -> Millis {
+        1_795_996_800_000 + h * 3_600_000
+    }
+
+    fn policies(sla: Option<SlaConfig>) -> Policies {
+        let teams = [
+            ("day".to_string(), settings(true, sla)),
+            ("night".to_string(), TeamSettings::default()),
+        ]
+        .into_iter()
+        .collect();
+        compile(RuleSet::empty(), teams).expect("valid")
+    }
+
+    fn input() -> RouteInput<'static> {
+        RouteInput {
+            number: "n",
+            customer: "49",
+            text: Some("hi"),
+            message_type: "text",
+            labels: &[],
+            intent: None,
+        }
+    }
+
+    #[test]
+    fn closed_teams_fall_back_to_an_open_one() {
+        let p = policies(None);
+        assert_eq!(p.place(&input(), "day", mon(10)).team, "day");
+        let night = p.place(&input(), "day", mon(20));
+        assert_eq!(
+            (night.team.as_str(), night.fell_back_from.as_deref()),
+            ("night", Some("day"))
+        );
+    }
+
+    #[test]
+    fn the_after_hours_reply_is_due_once_per_closed_period() {
+        let p = policies(None);
+        let mut c = Conversation::new("n", "49", "day", mon(20));
+        assert_eq!(p.after_hours_reply(&c, mon(10)), None);
+        let (_, period) = p.after_hours_reply(&c, mon(20)).expect("closed");
+        c.after_hours_sent = Some(period);
+        assert_eq!(p.after_hours_reply(&c, mon(22)), None);
+        // Tuesday evening is another closed period (Monday is the only open day here, so the
+        // next period starts after next Monday's close).
+        assert!(p.after_hours_reply(&c, mon(24 * 7 + 20)).is_some());
+    }
+
+    #[test]
+    fn business_hours_slas_pause_while_closed_and_reassignment_waits_for_an_answer() {
+        let sla = SlaConfig {
+            first_response: Some("30m".into()),
+            business_hours_only: true,
+            ..SlaConfig::default()
+        };
+        let p = policies(Some(sla));
+        // Created 16:45: 15 open minutes today, 15 more next Monday.
+        let mut c = Conversation::new("n", "49", "day", mon(16) + 45 * 60_000);
+        let due = p.deadlines(&c);
+        assert_eq!(
+            due,
+            vec![(
+                Deadline::Sla(SlaKind::FirstResponse),
+                mon(24 * 7 + 9) + 15 * 60_000
+            )]
+        );
+        c.assign("alice", mon(10));
+        assert!(p
+            .deadlines(&c)
+            .contains(&(Deadline::Reassign, mon(10) + 600_000)));
+        c.on_human_reply(mon(10) + 60_000);
+        assert_eq!(p.deadlines(&c), vec![]);
+        assert_eq!(p.due(&c, mon(30)), vec![]);
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        let mut s = settings(true, None);
+        s.reassign_after = Some("soon".into());
+        let e = TeamPolicy::compile(&s, &|_| true).unwrap_err();
+        assert_eq!(e.key, "reassign_after");
+        let mut s = settings(true, None);
+        s.fallback_teams = vec!["ghost".into()];
+        let e = TeamPolicy::compile(&s, &|t| t != "ghost").unwrap_err();
+        assert_eq!(e.key, "fallback_teams[0]");
+    }
+}

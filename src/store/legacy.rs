@@ -1,0 +1,135 @@
+//! Record layouts written by earlier releases, kept so their data still reads.
+//!
+//! Each stored type implements [`Record`] here: its current version and how older versions
+//! become the current type. A layout change adds a frozen copy of the old struct below and one
+//! arm to `upgrade`; nothing is ever rewritten in place, records are upgraded as they are read
+//! and written back in the new layout on their next change.
+
+use serde::Deserialize;
+
+use super::codec::{raw, Record};
+use super::schema::{OutboxJob, StatusUpdate, WamidRef};
+use super::settings::{RoutingRecord, TeamRecord};
+use super::StoreError;
+use crate::domain::{Conversation, ConversationStatus, Message, Millis, Priority, SlaState};
+
+/// Types still in their first layout: version 1, nothing older to read.
+macro_rules! first_layout {
+    ($($t:ty),* $(,)?) => { $(impl Record for $t { const VERSION: u8 = 1; })* };
+}
+
+first_layout!(
+    Message,
+    WamidRef,
+    OutboxJob,
+    StatusUpdate,
+    RoutingRecord,
+    TeamRecord
+);
+
+/// Version 2 added priority, labels, the routing rule, SLA clocks and assignment tracking.
+impl Record for Conversation {
+    const VERSION: u8 = 2;
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        match version {
+            1 => Ok(raw::<ConversationV1>(bytes)?.into()),
+            v => Err(StoreError::Codec(format!(
+                "unknown conversation record version {v}"
+            ))),
+        }
+    }
+}
+
+/// Conversation as written by version 1 (before routing and SLAs).
+#[derive(Deserialize)]
+struct ConversationV1 {
+    id: String,
+    number: String,
+    customer: String,
+    customer_name: Option<String>,
+    status: ConversationStatus,
+    team: String,
+    assignee: Option<String>,
+    last_inbound_at: Option<Millis>,
+    last_message_at: Millis,
+    created_at: Millis,
+    queued_at: Millis,
+    next_seq: u64,
+}
+
+impl From<ConversationV1> for Conversation {
+    fn from(v: ConversationV1) -> Self {
+        let assigned = v.assignee.is_some();
+        Conversation {
+            id: v.id,
+            number: v.number,
+            customer: v.customer,
+            customer_name: v.customer_name,
+            status: v.status,
+            team: v.team,
+            assignee: v.assignee,
+            last_inbound_at: v.last_inbound_at,
+            last_message_at: v.last_message_at,
+            created_at: v.created_at,
+            queued_at: v.queued_at,
+            next_seq: v.next_seq,
+            priority: Priority::Normal,
+            labels: Vec::new(),
+            routed_by: None,
+            // Old conversations start their SLA cycle from their last queueing: the best record
+            // of when a human last became responsible.
+            sla: SlaState::new(v.queued_at),
+            assigned_at: assigned.then_some(v.queued_at),
+            // Unknown: assume answered, so an upgrade never triggers a reassignment by itself.
+            owner_answered: true,
+            after_hours_sent: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::codec::decode;
+
+    #[test]
+    fn version_1_conversations_still_read() {
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            id: &'a str,
+            number: &'a str,
+            customer: &'a str,
+            customer_name: Option<&'a str>,
+            status: ConversationStatus,
+            team: &'a str,
+            assignee: Option<&'a str>,
+            last_inbound_at: Option<Millis>,
+            last_message_at: Millis,
+            created_at: Millis,
+            queued_at: Millis,
+            next_seq: u64,
+        }
+        let old = V1 {
+            id: "c1",
+            number: "n",
+            customer: "49",
+            customer_name: Some("Ana"),
+            status: ConversationStatus::Assigned,
+            team: "support",
+            assignee: Some("alice"),
+            last_inbound_at: Some(5),
+            last_message_at: 6,
+            created_at: 1,
+            queued_at: 2,
+            next_seq: 3,
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(bincode::serialize(&old).expect("encode v1"));
+        let c: Conversation = decode(&bytes).expect("upgrade");
+        assert_eq!(c.assignee.as_deref(), Some("alice"));
+        assert_eq!(c.next_seq, 3);
+        assert_eq!(c.priority, Priority::Normal);
+        assert_eq!(c.sla.responsible_since, 2);
+        assert!(c.owner_answered);
+    }
+}
