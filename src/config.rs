@@ -165,8 +165,7 @@ pub struct SlaConfig {
     /// Count only time inside the team's business hours.
     #[serde(default)]
     pub business_hours_only: bool,
-    /// Besides the event, metric and priority raise every breach gets: `reassign` takes the
-    /// conversation from its assignee back to the queue.
+    /// What a breach does besides the metric and the priority raise every breach gets.
     #[serde(default)]
     pub escalate: Option<Escalation>,
 }
@@ -174,6 +173,10 @@ pub struct SlaConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Escalation {
+    /// Tell supervisors of the team and admins (the `conversation.sla_breached` event, which
+    /// every breach publishes): the default.
+    Notify,
+    /// Also take the conversation from its assignee back to the queue.
     Reassign,
 }
 

@@ -621,3 +621,38 @@ async fn next_response_and_resolution_clocks_are_settled_once_each() {
         "queue gauges are published: {m}"
     );
 }
+
+/// Deadlines are computed from durable state, so a crash does not lose them: a conversation
+/// assigned before the crash is still reassigned when its `reassign_after` passes.
+#[tokio::test]
+async fn deadlines_survive_a_crash() {
+    let clock = ManualClock::new(utc(30, 10, 0));
+    let mut tb = TB::start_with_clock(
+        |c| {
+            c.support_extra = "assignment = \"round_robin\"\nreassign_after = \"10m\"\nsla = { first_response = \"30m\" }".into()
+        },
+        clock.clone(),
+    )
+    .await;
+    tb.presence(ALICE, "online").await;
+    let id = open_at(&tb, &clock, N1, "hi").await;
+    wait_conv(&tb, &id, "assignment to alice", |c| {
+        c["assignee"] == "alice"
+    })
+    .await;
+
+    tb.crash_and_restart().await;
+    // Presence is not persisted: alice is offline after the restart and bob comes online.
+    tb.presence(BOB, "online").await;
+    clock.advance(Duration::from_secs(11 * 60));
+    let c = wait_conv(&tb, &id, "reassignment after the crash", |c| {
+        c["assignee"] == "bob"
+    })
+    .await;
+    assert_eq!(c["sla_breaches"], json!([]));
+    clock.advance(Duration::from_secs(20 * 60));
+    wait_conv(&tb, &id, "first-response breach after the crash", |c| {
+        c["sla_breaches"] == json!(["first_response"])
+    })
+    .await;
+}

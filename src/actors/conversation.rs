@@ -849,10 +849,8 @@ impl ConversationActor {
             sla: Some(kind),
             rendered: Default::default(),
         });
-        let escalate = policies
-            .team(&state.conv.team)
-            .and_then(|p| p.sla.escalate)
-            .is_some();
+        let escalate = policies.team(&state.conv.team).and_then(|p| p.sla.escalate)
+            == Some(crate::config::Escalation::Reassign);
         if let (true, Some(owner)) = (escalate, state.conv.assignee.clone()) {
             let reason = format!("{} SLA missed", kind.as_str());
             self.reassign(state, &owner, reason, Reassignment::SlaEscalation)

@@ -990,6 +990,8 @@ pub struct TB {
     pub graph: FakeGraph,
     pub cfg: Cfg,
     pub dir: tempfile::TempDir,
+    /// The broker's wall clock, kept across restarts.
+    pub clock: switchboard::clock::SharedClock,
 }
 
 impl std::ops::Deref for TB {
@@ -1030,7 +1032,7 @@ impl TB {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Cfg::new(&dir.path().join("db"), &graph.base);
         tweak(&mut cfg);
-        let broker = start_broker_with_clock(&cfg, clock).await;
+        let broker = start_broker_with_clock(&cfg, clock.clone()).await;
         let api = Api::new(broker.addr());
         TB {
             api,
@@ -1038,6 +1040,7 @@ impl TB {
             graph,
             cfg,
             dir,
+            clock,
         }
     }
 
@@ -1049,10 +1052,19 @@ impl TB {
         }
     }
 
+    /// Drops the broker without shutting down (a crash minus the process exit), then starts
+    /// again on the same storage directory.
+    pub async fn crash_and_restart(&mut self) {
+        drop(self.broker.take());
+        let broker = start_broker_with_clock(&self.cfg, self.clock.clone()).await;
+        self.api = Api::new(broker.addr());
+        self.broker = Some(broker);
+    }
+
     /// Graceful shutdown, then start again on the same storage directory.
     pub async fn restart(&mut self) {
         self.shutdown().await;
-        let broker = start_broker(&self.cfg).await;
+        let broker = start_broker_with_clock(&self.cfg, self.clock.clone()).await;
         self.api = Api::new(broker.addr());
         self.broker = Some(broker);
     }
@@ -1062,7 +1074,7 @@ impl TB {
         self.shutdown().await;
         self.cfg.graph_base = graph.base.clone();
         self.graph = graph;
-        let broker = start_broker(&self.cfg).await;
+        let broker = start_broker_with_clock(&self.cfg, self.clock.clone()).await;
         self.api = Api::new(broker.addr());
         self.broker = Some(broker);
     }
