@@ -8,6 +8,7 @@
 //! longer fits the file (it names a team that was removed) is skipped with a warning.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::actors::Ctx;
 use crate::config::{Config, TeamSettings};
@@ -83,7 +84,7 @@ pub async fn load(config: &Config, store: &Store) -> Result<Policies, Error> {
 }
 
 /// Replaces the routing rules: checked, durable, then in force.
-pub async fn replace_rules(ctx: &Ctx, rules: Vec<RuleConfig>) -> Result<Policies, Error> {
+pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Policies, Error> {
     let _guard = ctx.settings_lock.lock().await;
     let current = ctx.policies();
     let exists = |t: &str| current.teams.contains_key(t);
@@ -102,7 +103,7 @@ pub async fn replace_rules(ctx: &Ctx, rules: Vec<RuleConfig>) -> Result<Policies
 
 /// Replaces one team's settings: checked, durable, then in force.
 pub async fn replace_team(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     team: &str,
     settings: TeamSettings,
 ) -> Result<Policies, Error> {
@@ -119,6 +120,7 @@ pub async fn replace_team(
     batch.put_team_settings(team, &TeamRecord::new(&settings).map_err(encode_error)?)?;
     ctx.store.commit(batch).await?;
     ctx.set_policies(next.clone());
+    tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
     Ok(next)
 }
 

@@ -179,7 +179,7 @@ impl Broker {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
         }
         tokio::spawn(resume_pending(ctx.clone()));
-        tokio::spawn(schedule_deadlines(ctx.clone()));
+        tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         tokio::spawn(init_gauges(store.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
@@ -280,39 +280,6 @@ async fn resume_pending(ctx: Arc<Ctx>) {
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot read pending outbox"),
-    }
-}
-
-/// Gives the timer service the next deadline of every open conversation (SLA clocks and
-/// reassignment survive restarts because they are computed from durable state).
-async fn schedule_deadlines(ctx: Arc<Ctx>) {
-    let policies = ctx.policies();
-    let any = policies.teams.values().any(|p| {
-        p.reassign_after.is_some()
-            || p.sla.first_response.is_some()
-            || p.sla.next_response.is_some()
-            || p.sla.resolution.is_some()
-    });
-    if !any {
-        return;
-    }
-    for status in [
-        crate::domain::ConversationStatus::Queued,
-        crate::domain::ConversationStatus::Assigned,
-    ] {
-        let query = crate::store::ListQuery::Status { status, team: None };
-        match ctx.store.list(query, usize::MAX).await {
-            Ok(convs) => {
-                for c in convs {
-                    if let Some(at) = policies.next_deadline(&c) {
-                        ctx.schedule(&c.id, Some(at));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot schedule deadlines of open conversations")
-            }
-        }
     }
 }
 

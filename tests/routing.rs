@@ -656,3 +656,42 @@ async fn deadlines_survive_a_crash() {
     })
     .await;
 }
+
+/// A deadline added by an admin applies to conversations that were already open.
+#[tokio::test]
+async fn new_team_deadlines_apply_to_open_conversations() {
+    let clock = ManualClock::new(utc(30, 10, 0));
+    let tb = TB::start_with_clock(
+        |c| c.support_extra = "assignment = \"round_robin\"".into(),
+        clock.clone(),
+    )
+    .await;
+    tb.presence(ALICE, "online").await;
+    let id = open_at(&tb, &clock, N1, "hi").await;
+    wait_conv(&tb, &id, "assignment to alice", |c| {
+        c["assignee"] == "alice"
+    })
+    .await;
+    let (s, v) = tb
+        .put(
+            ROOT,
+            "/api/v1/teams/support/settings",
+            json!({"assignment": "round_robin", "reassign_after": "5m"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    tb.presence(BOB, "online").await;
+    // The open conversation's deadline is scheduled in the background after the change; keep
+    // moving the clock until it has been picked up.
+    let c = eventually("reassignment under the new setting", WAIT, || async {
+        clock.advance(Duration::from_secs(6 * 60));
+        let c = tb.conversation(&id).await;
+        if c["assignee"] == "bob" {
+            Ok(c)
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    assert_eq!(c["status"], "assigned");
+}

@@ -116,3 +116,37 @@ fn fire(ctx: &Weak<Ctx>, firing: &Arc<Semaphore>, me: &Timers, id: String, now: 
         }
     });
 }
+
+/// Gives the timer service the next deadline of every open conversation: at start-up (SLA clocks
+/// and reassignment survive restarts because they are computed from durable state) and after an
+/// admin changed the policies (new or changed targets apply to conversations already open).
+pub async fn schedule_open(ctx: Arc<Ctx>) {
+    let policies = ctx.policies();
+    let any = policies.teams.values().any(|p| {
+        p.reassign_after.is_some()
+            || p.sla.first_response.is_some()
+            || p.sla.next_response.is_some()
+            || p.sla.resolution.is_some()
+    });
+    if !any {
+        return;
+    }
+    for status in [
+        crate::domain::ConversationStatus::Queued,
+        crate::domain::ConversationStatus::Assigned,
+    ] {
+        let query = crate::store::ListQuery::Status { status, team: None };
+        match ctx.store.list(query, usize::MAX).await {
+            Ok(convs) => {
+                for c in convs {
+                    if let Some(at) = policies.next_deadline(&c) {
+                        ctx.schedule(&c.id, Some(at));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot schedule deadlines of open conversations")
+            }
+        }
+    }
+}
