@@ -559,7 +559,7 @@ impl ConversationActor {
         self.reserve_agent(&caller.id, &state.conv.id).await?;
         let before = state.conv.clone();
         let mut next = before.clone();
-        next.assign(&caller.id, self.ctx.clock.now_ms());
+        next.assign(&caller.id, self.ctx.now());
         if let Err(e) = self.persist(state, next, Batch::new()).await {
             self.free_agent(&caller.id, &before.id);
             return Err(e);
@@ -608,7 +608,7 @@ impl ConversationActor {
             .policies()
             .sla_met(&before, SlaKind::Resolution, self.ctx.now());
         self.persist(state, next, Batch::new()).await?;
-        if let Some(met) = met.filter(|_| !before.sla.is_breached(SlaKind::Resolution)) {
+        if let Some(met) = met {
             record_sla(&state.conv.team, SlaKind::Resolution, met);
         }
         if let Some(owner) = freed {
@@ -698,18 +698,10 @@ impl ConversationActor {
         // Settle the response clocks this reply answers; a late reply whose deadline the timer
         // has not reported yet is a miss, reported here once.
         let policies = self.ctx.policies();
-        let mut settled = Vec::new();
-        for kind in [SlaKind::FirstResponse, SlaKind::NextResponse] {
-            let running = match kind {
-                SlaKind::FirstResponse => next.sla.first_response_at.is_none(),
-                _ => next.sla.first_response_at.is_some() && next.sla.waiting_since.is_some(),
-            };
-            if running && !next.sla.is_breached(kind) {
-                if let Some(met) = policies.sla_met(&next, kind, now) {
-                    settled.push((kind, met));
-                }
-            }
-        }
+        let settled: Vec<(SlaKind, bool)> = [SlaKind::FirstResponse, SlaKind::NextResponse]
+            .into_iter()
+            .filter_map(|kind| policies.sla_met(&next, kind, now).map(|met| (kind, met)))
+            .collect();
         next.on_human_reply(now);
         let (msg, job) =
             outbound_message(&mut next, &caller.id, text, idempotency_key.clone(), now);

@@ -300,11 +300,10 @@ impl Policies {
             .collect()
     }
 
-    /// Whether an SLA clock settled at `now` was met (for hit/miss accounting).
+    /// Whether a clock that `conv` settles at `now` (a reply, a resolve) was met: None when that
+    /// clock is not running, or its miss was already reported (a running clock is never breached:
+    /// [`Self::deadlines`] leaves breached clocks out).
     pub fn sla_met(&self, conv: &Conversation, kind: SlaKind, now: Millis) -> Option<bool> {
-        if conv.sla.is_breached(kind) {
-            return Some(false);
-        }
         self.deadlines(conv)
             .into_iter()
             .find(|(d, _)| *d == Deadline::Sla(kind))
