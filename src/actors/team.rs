@@ -54,9 +54,13 @@ pub struct State {
 }
 
 impl State {
-    fn enqueue(&mut self, id: String, at: Millis, priority: Priority) {
+    /// Puts a conversation in line; `avoid` is the agent it must not go straight back to.
+    fn enqueue(&mut self, id: String, at: Millis, priority: Priority, avoid: Option<String>) {
         self.remove(&id);
         self.order.insert((Reverse(priority), at, id.clone()));
+        if let Some(agent) = avoid {
+            self.avoid.insert(id.clone(), agent);
+        }
         self.since.insert(id, (priority, at));
     }
 
@@ -67,10 +71,12 @@ impl State {
         }
     }
 
-    fn pop(&mut self) -> Option<(String, Millis, Priority)> {
+    /// Takes the first in line, with the agent it must not go back to.
+    fn pop(&mut self) -> Option<(String, Millis, Priority, Option<String>)> {
         let (Reverse(p), at, id) = self.order.pop_first()?;
         self.since.remove(&id);
-        Some((id, at, p))
+        let avoid = self.avoid.remove(&id);
+        Some((id, at, p, avoid))
     }
 
     /// Longest-waiting conversation's queue time (any priority).
@@ -146,7 +152,7 @@ impl Actor for TeamActor {
             )
             .await?;
         for c in queued {
-            state.enqueue(c.id, c.queued_at, c.priority);
+            state.enqueue(c.id, c.queued_at, c.priority, None);
         }
         Ok(state)
     }
@@ -169,15 +175,12 @@ impl Actor for TeamActor {
                 priority,
                 avoid,
             } => {
-                state.enqueue(conversation.clone(), at, priority);
-                if let Some(agent) = avoid {
-                    state.avoid.insert(conversation, agent);
-                }
+                state.enqueue(conversation, at, priority, avoid);
                 assign(state).await;
             }
             TeamMsg::Remove { conversation } => state.remove(&conversation),
             TeamMsg::Pop { reply } => {
-                let _ = reply.send(state.pop());
+                let _ = reply.send(state.pop().map(|(id, at, p, _)| (id, at, p)));
             }
             TeamMsg::Snapshot { limit, reply } => {
                 let _ = reply.send(QueueSnapshot {
@@ -270,10 +273,9 @@ async fn assign(state: &mut State) {
         if available.is_empty() {
             break;
         }
-        let Some((conv, at, priority)) = state.pop() else {
+        let Some((conv, at, priority, avoid)) = state.pop() else {
             break;
         };
-        let avoid = state.avoid.remove(&conv);
         available.retain(|c| Some(&c.id) != avoid.as_ref());
         let Some(agent) = pick(state, assignment, &available) else {
             set_aside.push((conv, at, priority, avoid));
@@ -297,21 +299,20 @@ async fn assign(state: &mut State) {
                 metrics::counter!(crate::metrics::ASSIGNMENTS, "team" => state.id.clone(), "reason" => "auto").increment(1);
             }
             // The agent filled up meanwhile: keep the conversation, try again with fresh loads.
-            Err(Error::Domain(DomainError::CapacityReached)) => state.enqueue(conv, at, priority),
+            Err(Error::Domain(DomainError::CapacityReached)) => {
+                state.enqueue(conv, at, priority, avoid)
+            }
             // Claimed by someone or moved since it was queued: it is no longer waiting here.
             Err(Error::Domain(_)) => {}
             Err(e) => {
                 tracing::warn!(team = %state.id, conversation = %conv, error = %e, "assignment failed; will retry");
-                state.enqueue(conv, at, priority);
+                state.enqueue(conv, at, priority, avoid);
                 break;
             }
         }
     }
     for (conv, at, priority, avoid) in set_aside {
-        state.enqueue(conv.clone(), at, priority);
-        if let Some(agent) = avoid {
-            state.avoid.insert(conv, agent);
-        }
+        state.enqueue(conv, at, priority, avoid);
     }
 }
 

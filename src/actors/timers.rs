@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{ConversationMsg, Ctx};
@@ -65,9 +65,13 @@ async fn run(
             if at > now {
                 break;
             }
+            // Waits while MAX_FIRING ticks are in flight: at most that many tasks ever exist.
+            let Ok(permit) = firing.clone().acquire_owned().await else {
+                return;
+            };
             due.pop_first();
             by_conv.remove(&id);
-            fire(&ctx, &firing, &me, id, now);
+            fire(&ctx, permit, &me, id, now);
         }
         let wait = due
             .first()
@@ -97,14 +101,11 @@ async fn run(
     }
 }
 
-fn fire(ctx: &Weak<Ctx>, firing: &Arc<Semaphore>, me: &Timers, id: String, now: Millis) {
+fn fire(ctx: &Weak<Ctx>, permit: OwnedSemaphorePermit, me: &Timers, id: String, now: Millis) {
     let Some(ctx) = ctx.upgrade() else { return };
-    let firing = firing.clone();
     let me = me.clone();
     tokio::spawn(async move {
-        let Ok(_permit) = firing.acquire_owned().await else {
-            return;
-        };
+        let _permit = permit;
         let r = ctx
             .ask(&id, None, |reply| ConversationMsg::Tick { reply })
             .await;
