@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::actors::Ctx;
 use crate::config::{Config, TeamSettings};
-use crate::domain::policy::{self, Policies};
+use crate::domain::policy::{self, Policies, TeamPolicy};
 use crate::domain::routing::{RuleConfig, RuleSet};
 use crate::domain::DomainError;
 use crate::error::Error;
@@ -45,15 +45,12 @@ pub async fn load(config: &Config, store: &Store) -> Result<Policies, Error> {
                 continue;
             }
         };
-        let candidate = {
-            let mut s = settings.clone();
-            s.insert(id.clone(), stored);
-            s
-        };
-        match policy::compile(RuleSet::empty(), candidate.clone()) {
-            Ok(_) => settings = candidate,
-            Err((team, e)) => {
-                tracing::warn!(%team, error = %e, "stored team settings no longer valid; using the config file's")
+        match TeamPolicy::compile(&stored, &|t| settings.contains_key(t)) {
+            Ok(_) => {
+                settings.insert(id, stored);
+            }
+            Err(e) => {
+                tracing::warn!(team = %id, error = %e, "stored team settings no longer valid; using the config file's")
             }
         }
     }
