@@ -1021,3 +1021,42 @@ async fn chunked_body_over_3_mib_is_refused() {
         "an over-size chunked body was stored"
     );
 }
+
+/// A conversation too long for its wamids to be loaded at activation (more than 512 messages)
+/// still deduplicates exactly after a restart: its actor checks storage for every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_conversations_deduplicate_after_a_restart() {
+    let mut tb = TB::start().await;
+    let cust = customer();
+    let ts = now();
+    let mut wamids = Vec::new();
+    for batch in 0..6 {
+        let msgs: Vec<Value> = (0..100)
+            .map(|i| {
+                let w = wamid();
+                wamids.push(w.clone());
+                text_msg(&w, &cust, ts, &format!("m{batch}-{i}"))
+            })
+            .collect();
+        let body = envelope(vec![entry(vec![change(N1, msgs, vec![])])]);
+        assert_eq!(tb.webhook(&body).await, 200);
+    }
+    let id = tb.conv_id(N1, &cust).await;
+    assert_eq!(tb.messages(&id).await.len(), 600);
+
+    tb.restart().await;
+    let fresh = wamid();
+    let body = envelope(vec![entry(vec![change(
+        N1,
+        vec![
+            text_msg(&wamids[0], &cust, ts, "m0-0"),
+            text_msg(&wamids[599], &cust, ts, "m5-99"),
+            text_msg(&fresh, &cust, ts, "new"),
+        ],
+        vec![],
+    )])]);
+    assert_eq!(tb.webhook(&body).await, 200);
+    let msgs = tb.messages(&id).await;
+    assert_eq!(msgs.len(), 601, "only the new message was stored");
+    assert_eq!(msgs[600]["wamid"], json!(fresh));
+}

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use super::seen::SeenWamids;
 use super::{count_change, Ctx, TeamMsg};
 use crate::domain::policy::{Deadline, Policies};
 use crate::domain::routing::RouteInput;
@@ -45,6 +46,8 @@ pub struct Args {
     pub conv: Conversation,
     /// Whether `conv` is already on disk (false for a brand-new conversation).
     pub persisted: bool,
+    /// Every wamid stored for it, when known (see [`super::seen`]).
+    pub seen: Option<SeenWamids>,
 }
 
 pub struct State {
@@ -54,6 +57,8 @@ pub struct State {
     retired: bool,
     /// The wake-up time last given to the timer service.
     scheduled: Option<Millis>,
+    /// Complete set of stored wamids, or None: check storage for every inbound message.
+    seen: Option<SeenWamids>,
 }
 
 /// What an inbound delivery did.
@@ -141,6 +146,7 @@ impl Actor for ConversationActor {
             last_active: Instant::now(),
             retired: false,
             scheduled: None,
+            seen: args.seen,
         })
     }
 
@@ -392,21 +398,47 @@ impl ConversationActor {
         }
     }
 
+    /// Which of `items` are already stored (by wamid). Storage is read only for the wamids the
+    /// actor's complete set cannot rule out: none for a conversation never persisted (its record
+    /// is written atomically with its first message), only possible redeliveries for a live one
+    /// with a complete set, all of them otherwise.
+    async fn stored_wamids(
+        &self,
+        state: &State,
+        items: &[InboundMessage],
+    ) -> Result<Vec<Option<crate::store::WamidRef>>, Error> {
+        let mut known = vec![None; items.len()];
+        if !state.persisted {
+            return Ok(known);
+        }
+        let check: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                state
+                    .seen
+                    .as_ref()
+                    .is_none_or(|s| s.maybe_contains(&items[i].wamid))
+            })
+            .collect();
+        if check.is_empty() {
+            return Ok(known);
+        }
+        let found = self
+            .ctx
+            .store
+            .lookup_wamids(check.iter().map(|&i| items[i].wamid.clone()).collect())
+            .await?;
+        for (i, r) in check.into_iter().zip(found) {
+            known[i] = r;
+        }
+        Ok(known)
+    }
+
     async fn inbound(
         &self,
         state: &mut State,
         items: Vec<InboundMessage>,
     ) -> Result<InboundAck, Error> {
-        // A conversation that was never persisted has no stored messages (its record is written
-        // atomically with its first message), so there is nothing to look up.
-        let known = if state.persisted {
-            self.ctx
-                .store
-                .lookup_wamids(items.iter().map(|i| i.wamid.clone()).collect())
-                .await?
-        } else {
-            vec![None; items.len()]
-        };
+        let known = self.stored_wamids(state, &items).await?;
         let now = self.ctx.now();
         let before = state.conv.clone();
         let mut next = state.conv.clone();
@@ -473,6 +505,7 @@ impl ConversationActor {
             batch.put_message(&msg)?;
             created.push(msg);
         }
+        let stored: Vec<String> = created.iter().filter_map(|m| m.wamid.clone()).collect();
         if created.is_empty() {
             metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
             return Ok(ack);
@@ -494,7 +527,16 @@ impl ConversationActor {
             batch.put_outbox(&job)?;
             auto_reply = Some((msg, job));
         }
-        self.persist(state, next, batch).await?;
+        if let Err(e) = self.persist(state, next, batch).await {
+            // A failed commit may still have reached the disk; only storage knows now.
+            state.seen = None;
+            return Err(e);
+        }
+        if let Some(seen) = &mut state.seen {
+            for w in &stored {
+                seen.insert(w);
+            }
+        }
         if let Some(p) = &placement {
             let rule = p.rule.clone().unwrap_or_else(|| "default".into());
             metrics::counter!(m::ROUTED, "rule" => rule, "team" => p.team.clone()).increment(1);
@@ -889,6 +931,9 @@ impl ConversationActor {
         };
         batch.put_message(&msg)?;
         self.ctx.store.commit(batch).await?;
+        if let (Some(seen), Some(w)) = (&mut state.seen, &wamid) {
+            seen.insert(w);
+        }
         if let Some(wamid) = wamid {
             // Write first, check second (the webhook path does the same in the other order): a
             // status parked after our first read is applied here; one parked after this commit

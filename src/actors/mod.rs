@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod conversation;
+pub mod seen;
 pub mod supervisor;
 pub mod team;
 pub mod timers;
@@ -144,20 +145,30 @@ impl Ctx {
         if let Some(r) = self.conversations.get(id) {
             return Ok(r.clone());
         }
-        let (conv, persisted) = match self.store.get_conversation(id).await? {
-            Some(c) => (c, true),
-            None => match seed {
-                Some(s) => (s.clone(), false),
-                None => return Err(crate::domain::DomainError::NotFound.into()),
-            },
-        };
+        let (conv, persisted, seen) =
+            match self.store.load_conversation(id, seen::MAX_SCANNED).await? {
+                Some((c, wamids)) => {
+                    let seen =
+                        wamids.map(|w| seen::SeenWamids::from_wamids(w.iter().map(String::as_str)));
+                    (c, true, seen)
+                }
+                // Nothing stored yet: the empty set is complete.
+                None => match seed {
+                    Some(s) => (s.clone(), false, Some(seen::SeenWamids::default())),
+                    None => return Err(crate::domain::DomainError::NotFound.into()),
+                },
+            };
         let Some(sup) = self.supervisor.get() else {
             return Err(Error::Unavailable);
         };
         let (actor, _) = Actor::spawn_linked(
             None,
             ConversationActor { ctx: self.clone() },
-            conversation::Args { conv, persisted },
+            conversation::Args {
+                conv,
+                persisted,
+                seen,
+            },
             sup.clone(),
         )
         .await

@@ -147,6 +147,32 @@ impl Store {
         self.read(move |db| get_conversation(db, &id)).await
     }
 
+    /// A conversation and, when it has at most `max_messages` messages, the wamids of all of
+    /// them (one blocking-pool hop for an actor activation).
+    pub async fn load_conversation(
+        &self,
+        id: &str,
+        max_messages: u64,
+    ) -> Result<Option<(Conversation, Option<Vec<String>>)>, StoreError> {
+        let id = id.to_string();
+        self.read(move |db| {
+            let Some(conv) = get_conversation(db, &id)? else {
+                return Ok(None);
+            };
+            if conv.next_seq > max_messages {
+                return Ok(Some((conv, None)));
+            }
+            let mut wamids = Vec::new();
+            scan_prefix(db, CF_MESSAGES, &conversation_prefix(&id), |_, v| {
+                let m: Message = decode(v)?;
+                wamids.extend(m.wamid);
+                Ok(true)
+            })?;
+            Ok(Some((conv, Some(wamids))))
+        })
+        .await
+    }
+
     pub async fn messages(&self, conversation_id: &str) -> Result<Vec<Message>, StoreError> {
         let prefix = conversation_prefix(conversation_id);
         self.read(move |db| {
