@@ -444,6 +444,7 @@ impl ConversationActor {
         let mut next = state.conv.clone();
         let is_new = !state.persisted;
         let policies = self.ctx.policies();
+        let default_team = self.ctx.default_team(&next.number);
         // Routing runs on a conversation's first message and on reopen, on the first message
         // that is not a redelivery.
         let placement = if is_new || before.status == ConversationStatus::Resolved {
@@ -460,14 +461,14 @@ impl ConversationActor {
                         labels: &next.labels,
                         intent: None,
                     };
-                    policies.place(&input, &self.ctx.default_team(&next.number), now)
+                    policies.place(&input, &default_team, now)
                 })
         } else {
             None
         };
         let reopen_team = match &placement {
             Some(p) => p.team.clone(),
-            None => self.ctx.default_team(&next.number),
+            None => default_team,
         };
         if let (true, Some(p)) = (is_new, &placement) {
             next.team = p.team.clone();
@@ -505,7 +506,6 @@ impl ConversationActor {
             batch.put_message(&msg)?;
             created.push(msg);
         }
-        let stored: Vec<String> = created.iter().filter_map(|m| m.wamid.clone()).collect();
         if created.is_empty() {
             metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
             return Ok(ack);
@@ -533,7 +533,7 @@ impl ConversationActor {
             return Err(e);
         }
         if let Some(seen) = &mut state.seen {
-            for w in &stored {
+            for w in created.iter().filter_map(|m| m.wamid.as_deref()) {
                 seen.insert(w);
             }
         }

@@ -123,13 +123,7 @@ fn fire(ctx: &Weak<Ctx>, permit: OwnedSemaphorePermit, me: &Timers, id: String, 
 /// admin changed the policies (new or changed targets apply to conversations already open).
 pub async fn schedule_open(ctx: Arc<Ctx>) {
     let policies = ctx.policies();
-    let any = policies.teams.values().any(|p| {
-        p.reassign_after.is_some()
-            || p.sla.first_response.is_some()
-            || p.sla.next_response.is_some()
-            || p.sla.resolution.is_some()
-    });
-    if !any {
+    if !policies.teams.values().any(|p| p.has_deadlines()) {
         return;
     }
     for status in [

@@ -143,6 +143,11 @@ impl TeamPolicy {
         })
     }
 
+    /// Whether any deadline (an SLA clock or `reassign_after`) can run in this team.
+    pub fn has_deadlines(&self) -> bool {
+        self.reassign_after.is_some() || SlaKind::ALL.iter().any(|k| self.sla.target(*k).is_some())
+    }
+
     /// `start` plus `ms` of SLA time: wall-clock, or business hours only.
     fn sla_deadline(&self, start: Millis, ms: Millis) -> Option<Millis> {
         if self.sla.business_hours_only {
