@@ -7,7 +7,8 @@
 //!   request through a `oneshot` (request = a cloned `Caller`, answer = a cloned `Conversation`,
 //!   the same payloads a claim carries). The floor for any request/response between tasks.
 //! - `actor_claim_noop_sync_false`: `ctx.ask(id, None, Claim{..})` by the agent who already owns
-//!   the conversation: registry lookup + ractor call + reply, no agent reservation, no write.
+//!   the conversation: registry lookup + a message to its mailbox (a runner task spawned, the handler, the
+//!   reply through a oneshot), no agent reservation, no write.
 //!   This is the actor round trip itself.
 //! - `actor_claim_sync_false`: a real claim (`storage.sync = false`): actor round trip + an agent
 //!   actor `Reserve` call + a group commit (channel to the writer thread, RocksDB WAL write without

@@ -3,11 +3,10 @@
 //!
 //! A real broker runs in-process (`Broker::start`, 127.0.0.1:0, temp storage dir) with 256
 //! conversations ingested through `switchboard::ingest::ingest`. Per iteration one conversation
-//! is passivated directly — its `ActorRef` taken from `ctx.conversations`, the registry entry
-//! removed with `ctx.forget(id, actor.get_id())`, the actor stopped and awaited, and the
-//! supervisor's bookkeeping awaited — all untimed; then `ctx.activate(&id, None)` is timed: a
-//! registry miss, `store.get_conversation` on tokio's blocking pool (RocksDB point read + decode)
-//! and `Actor::spawn_linked` under the supervisor, then the registry insert. This is more precise
+//! is passivated directly (`ctx.passivate`: its mailbox retired and removed from the registry, as
+//! the idle sweeper does) — untimed; then `ctx.activate(&id, None)` is timed: a registry miss,
+//! `store.load_conversation` on tokio's blocking pool (RocksDB point read + the wamid scan +
+//! decode), building the mailbox, then the registry insert. This is more precise
 //! than `[conversations] idle_timeout_ms`, whose sweeper runs on its own schedule.
 //!
 //! Compared with its parts:
@@ -37,22 +36,10 @@ use common::NUMBER;
 
 const CONVERSATIONS: usize = 256;
 
-/// Stops the live actor of `id` the way idle passivation does and waits until the registry and
-/// the supervisor have forgotten it. Untimed.
+/// Retires the live actor of `id` the way idle passivation does. Untimed.
 async fn passivate(ctx: &Arc<Ctx>, id: &str) {
-    let actor = ctx.activate(id, None).await.expect("activate (untimed)");
-    let actor_id = actor.get_id();
-    ctx.forget(id, actor_id);
-    actor
-        .stop_and_wait(None, Some(Duration::from_secs(5)))
-        .await
-        .expect("actor stops");
-    // The supervisor removes its reverse entry when it sees the termination; wait for it so its
-    // bookkeeping does not overlap the timed activation.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ctx.actor_ids.contains_key(&actor_id) && Instant::now() < deadline {
-        tokio::task::yield_now().await;
-    }
+    ctx.activate(id, None).await.expect("activate (untimed)");
+    assert!(ctx.passivate(id), "an idle actor passivates");
 }
 
 fn reactivation(c: &mut Criterion) {
@@ -92,9 +79,9 @@ fn reactivation(c: &mut Criterion) {
         assert_eq!(report.stored, CONVERSATIONS);
         // Sanity: a passivated conversation comes back with its durable state.
         passivate(&ctx, &ids[0]).await;
-        assert!(!ctx.conversations.contains_key(&ids[0]));
+        assert!(!ctx.conversations.contains_key(ids[0].as_str()));
         ctx.activate(&ids[0], None).await.expect("re-activate");
-        assert!(ctx.conversations.contains_key(&ids[0]));
+        assert!(ctx.conversations.contains_key(ids[0].as_str()));
     });
 
     let mut g = c.benchmark_group("reactivation");

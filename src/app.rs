@@ -1,12 +1,13 @@
 //! Wiring and lifecycle: start everything in order, serve, shut down cleanly.
 //!
 //! Start-up order: metrics → store (RocksDB open replays its WAL) → agent and team actors (rebuild
-//! load and queues from the indexes) → conversation supervisor → outbox (resumes every pending
+//! load and queues from the indexes) → conversation registry → outbox (resumes every pending
 //! send in the background) → HTTP. `/healthz` answers as soon as the listener serves, which does
 //! not wait for anything proportional to the number of conversations: actors activate lazily.
 //!
 //! Shutdown: stop taking webhooks (503), let the HTTP server finish requests in flight, give the
-//! outbox a grace period for sends in flight, stop actors, then close the store (which drains the
+//! outbox a grace period for sends in flight, stop actors (conversation handlers in progress
+//! finish their commits), then close the store (which drains the
 //! group-commit writer). Acknowledged work not yet sent stays on disk for the next start.
 
 use std::collections::HashMap;
@@ -15,13 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::actors::supervisor::ConversationSupervisor;
 use crate::actors::timers::Timers;
-use crate::actors::{agent, team, AgentActor, ConversationMsg, Ctx, TeamActor};
+use crate::actors::{agent, team, AgentActor, Ctx, TeamActor};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
@@ -55,7 +55,6 @@ pub struct Broker {
     server: Option<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
     timer_task: JoinHandle<()>,
-    supervisor: ActorRef<()>,
     shut: bool,
 }
 
@@ -76,8 +75,8 @@ impl Drop for Broker {
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.abort();
         }
-        self.supervisor.stop_children(None);
-        self.supervisor.stop(None);
+        // Retired actors refuse new commands; handlers in progress fail at the closed store.
+        self.ctx.close_conversations();
         for a in self.ctx.agents.values() {
             a.stop(None);
         }
@@ -159,10 +158,6 @@ impl Broker {
         ));
         let (timers, timer_task) = Timers::start(Arc::downgrade(&ctx), clock);
         let _ = ctx.timers.set(timers);
-        let (supervisor, _) = Actor::spawn(None, ConversationSupervisor { ctx: ctx.clone() }, ())
-            .await
-            .map_err(|e| StartError::Spawn(format!("supervisor: {e}")))?;
-        let _ = ctx.supervisor.set(supervisor.get_cell());
         for a in ctx.agents.values() {
             let _ = a.cast(crate::actors::AgentMsg::Attach(Arc::downgrade(&ctx)));
         }
@@ -213,7 +208,6 @@ impl Broker {
             server: Some(server),
             sweeper,
             timer_task,
-            supervisor,
             shut: false,
         })
     }
@@ -248,13 +242,7 @@ impl Broker {
         }
         self.sweeper.abort();
         self.timer_task.abort();
-        self.supervisor
-            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
-            .await;
-        let _ = self
-            .supervisor
-            .stop_and_wait(None, Some(Duration::from_secs(5)))
-            .await;
+        self.ctx.stop_conversations(Duration::from_secs(5)).await;
         for a in self.ctx.agents.values() {
             a.stop(None);
         }
@@ -296,7 +284,7 @@ async fn init_gauges(store: Store) {
     }
 }
 
-/// Asks every live conversation actor whether it has been idle long enough to stop.
+/// Retires every conversation actor idle for `conversations.idle_timeout_ms`.
 async fn sweep_idle(ctx: Arc<Ctx>) {
     let every =
         (ctx.config.idle_timeout() / 2).clamp(Duration::from_millis(20), Duration::from_secs(30));
@@ -304,8 +292,6 @@ async fn sweep_idle(ctx: Arc<Ctx>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for entry in ctx.conversations.iter() {
-            let _ = entry.value().cast(ConversationMsg::IdleCheck);
-        }
+        ctx.passivate_idle(ctx.config.idle_timeout());
     }
 }

@@ -16,9 +16,6 @@ pub enum Error {
     /// The conversation's actor could not take the request (stopping, restarting, timed out).
     #[error("conversation temporarily unavailable")]
     Unavailable,
-    /// Internal: the actor passivated between lookup and delivery; the caller retries.
-    #[error("actor retired")]
-    Retired,
 }
 
 impl Error {
@@ -34,7 +31,7 @@ impl Error {
                 DomainError::Invalid(_) => "invalid_request",
             },
             Error::Store(_) => "storage_error",
-            Error::Unavailable | Error::Retired => "unavailable",
+            Error::Unavailable => "unavailable",
         }
     }
 }

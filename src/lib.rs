@@ -14,9 +14,9 @@
 //!          └──► outbox (per number: token bucket, retries) ──► Graph API
 //! ```
 //!
-//! Supervision tree: the [`actors::supervisor::ConversationSupervisor`] is the parent of every
-//! conversation actor and restarts a failed one from storage; agent and team actors are
-//! top-level and only fail if their mailbox owner (the broker) stops them. The timer service is a
+//! Supervision: conversation actors run on [`actors::mailbox`]; a handler that panics is caught,
+//! its actor retired and restarted from storage (its last durable state); agent and team actors
+//! (ractor) are top-level and only stop when the broker stops them. The timer service is a
 //! plain task owned by the broker. The core modules (`domain`, `actors`, `store`, `outbox`,
 //! `ingest`, `admin`) never depend on `http`; time comes from an injectable [`clock::Clock`].
 

@@ -22,6 +22,7 @@ pub const CONVERSATIONS: &str = "switchboard_conversations";
 pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
 pub const ACTOR_ACTIVATIONS: &str = "switchboard_actor_activations_total";
+pub const MAILBOX_FULL: &str = "switchboard_mailbox_full_total";
 pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_duration_seconds";
 pub const STORE_GROUP_SIZE: &str = "switchboard_store_group_commit_size";
 pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
@@ -115,6 +116,10 @@ fn describe() {
     describe_counter!(
         ACTOR_ACTIVATIONS,
         "Conversation actors activated from storage."
+    );
+    describe_counter!(
+        MAILBOX_FULL,
+        "Commands refused because a conversation's mailbox was full (answered unavailable)."
     );
     describe_histogram!(
         STORE_COMMIT_SECONDS,

@@ -18,14 +18,9 @@
 //! state; after each change the actor gives the timer service its next deadline, and a `Tick`
 //! re-checks them against the clock, so deadlines survive passivation and restarts.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Instant;
-
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-
+use super::mailbox::{Handler, HandlerFuture, Mailbox, Runners};
 use super::seen::SeenWamids;
-use super::{count_change, Ctx, TeamMsg};
+use super::{count_change, Ctx, Reply, TeamMsg};
 use crate::domain::policy::{Deadline, Policies};
 use crate::domain::routing::RouteInput;
 use crate::domain::{
@@ -37,28 +32,32 @@ use crate::events::{Event, EventKind};
 use crate::metrics as m;
 use crate::store::{Batch, OutboxJob};
 use crate::whatsapp::webhook::{InboundMessage, InboundStatus};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 pub struct ConversationActor {
     pub ctx: Arc<Ctx>,
 }
 
-pub struct Args {
-    pub conv: Conversation,
-    /// Whether `conv` is already on disk (false for a brand-new conversation).
-    pub persisted: bool,
-    /// Every wamid stored for it, when known (see [`super::seen`]).
-    pub seen: Option<SeenWamids>,
-}
-
 pub struct State {
     conv: Conversation,
+    /// Whether `conv` is already on disk (false for a brand-new conversation).
     persisted: bool,
-    last_active: Instant,
-    retired: bool,
     /// The wake-up time last given to the timer service.
     scheduled: Option<Millis>,
     /// Complete set of stored wamids, or None: check storage for every inbound message.
     seen: Option<SeenWamids>,
+}
+
+impl State {
+    pub fn new(conv: Conversation, persisted: bool, seen: Option<SeenWamids>) -> Self {
+        Self {
+            conv,
+            persisted,
+            scheduled: None,
+            seen,
+        }
+    }
 }
 
 /// What an inbound delivery did.
@@ -67,8 +66,6 @@ pub struct InboundAck {
     pub stored: usize,
     pub duplicates: usize,
 }
-
-type Reply<T> = RpcReplyPort<Result<T, Error>>;
 
 pub enum ConversationMsg {
     Inbound {
@@ -123,59 +120,51 @@ pub enum ConversationMsg {
     },
     /// Sent by the timer service: a deadline (SLA, `reassign_after`) may have fallen due.
     Tick { reply: Reply<()> },
-    /// Sent by the idle sweeper; the actor stops if it has been idle long enough.
-    IdleCheck,
     /// Test-only: panics inside the handler, to exercise supervision.
     #[cfg(test)]
     Crash,
 }
 
-impl Actor for ConversationActor {
+impl Handler for ConversationActor {
     type Msg = ConversationMsg;
     type State = State;
-    type Arguments = Args;
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: Args,
-    ) -> Result<State, ActorProcessingErr> {
-        Ok(State {
-            conv: args.conv,
-            persisted: args.persisted,
-            last_active: Instant::now(),
-            retired: false,
-            scheduled: None,
-            seen: args.seen,
-        })
+    fn handle<'a>(&'a self, state: &'a mut State, msg: ConversationMsg) -> HandlerFuture<'a> {
+        Box::pin(self.dispatch(state, msg))
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        msg: ConversationMsg,
-        state: &mut State,
-    ) -> Result<(), ActorProcessingErr> {
-        if let ConversationMsg::IdleCheck = msg {
-            self.idle_check(&myself, state);
-            return Ok(());
-        }
-        if state.retired {
-            reject_retired(msg);
-            return Ok(());
-        }
-        state.last_active = Instant::now();
-        // Each handler's future is boxed so the actor's own task stays small: an async state
-        // machine is as large as its largest await point, and it lives as long as the actor.
+    fn runners(&self) -> &Runners {
+        &self.ctx.runners
+    }
+
+    /// Restarts a conversation whose handler panicked from its last durable state — the state it
+    /// would have after a crash of the whole process — so one bad message cannot leave it without
+    /// its writer.
+    fn failed(&self, actor: &Arc<Mailbox<Self>>, panic: String) {
+        self.ctx.forget(actor);
+        metrics::counter!(m::ACTOR_RESTARTS).increment(1);
+        let id = actor.key().clone();
+        tracing::error!(conversation = %id, panic = %panic, "conversation actor failed; restarting from storage");
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ctx.activate(&id, None).await {
+                tracing::error!(conversation = %id, error = %e, "restart failed; next command re-activates");
+            }
+        });
+    }
+}
+
+impl ConversationActor {
+    async fn dispatch(&self, state: &mut State, msg: ConversationMsg) {
         match msg {
             ConversationMsg::Inbound { messages, reply } => {
-                let _ = reply.send(Box::pin(self.inbound(state, messages)).await);
+                let _ = reply.send(self.inbound(state, messages).await);
             }
             ConversationMsg::Status { seq, update, reply } => {
-                let _ = reply.send(Box::pin(self.status(state, seq, update)).await);
+                let _ = reply.send(self.status(state, seq, update).await);
             }
             ConversationMsg::Claim { caller, reply } => {
-                let r = Box::pin(self.claim(state, &caller)).await;
+                let r = self.claim(state, &caller).await;
                 let outcome = match &r {
                     Ok(_) => "won",
                     Err(e) => e.code(),
@@ -184,10 +173,10 @@ impl Actor for ConversationActor {
                 let _ = reply.send(r);
             }
             ConversationMsg::Release { caller, reply } => {
-                let _ = reply.send(Box::pin(self.release(state, &caller)).await);
+                let _ = reply.send(self.release(state, &caller).await);
             }
             ConversationMsg::Resolve { caller, reply } => {
-                let _ = reply.send(Box::pin(self.resolve(state, &caller)).await);
+                let _ = reply.send(self.resolve(state, &caller).await);
             }
             ConversationMsg::Transfer {
                 caller,
@@ -195,7 +184,7 @@ impl Actor for ConversationActor {
                 note,
                 reply,
             } => {
-                let _ = reply.send(Box::pin(self.transfer(state, &caller, target, note)).await);
+                let _ = reply.send(self.transfer(state, &caller, target, note).await);
             }
             ConversationMsg::Reply {
                 caller,
@@ -203,73 +192,38 @@ impl Actor for ConversationActor {
                 idempotency_key,
                 reply,
             } => {
-                let _ =
-                    reply.send(Box::pin(self.reply(state, &caller, text, idempotency_key)).await);
+                let _ = reply.send(self.reply(state, &caller, text, idempotency_key).await);
             }
             ConversationMsg::Note {
                 caller,
                 text,
                 reply,
             } => {
-                let _ = reply.send(Box::pin(self.note(state, &caller, text)).await);
+                let _ = reply.send(self.note(state, &caller, text).await);
             }
             ConversationMsg::SendOutcome {
                 seq,
                 outcome,
                 reply,
             } => {
-                let _ = reply.send(Box::pin(self.send_outcome(state, seq, outcome)).await);
+                let _ = reply.send(self.send_outcome(state, seq, outcome).await);
             }
             ConversationMsg::Reassign {
                 from,
                 reason,
                 reply,
             } => {
-                let r = Box::pin(self.reassign(state, &from, reason, Reassignment::Offline)).await;
+                let r = self
+                    .reassign(state, &from, reason, Reassignment::Offline)
+                    .await;
                 let _ = reply.send(r);
             }
             ConversationMsg::Tick { reply } => {
-                let _ = reply.send(Box::pin(self.tick(state)).await);
+                let _ = reply.send(self.tick(state).await);
             }
-            ConversationMsg::IdleCheck => {}
             #[cfg(test)]
             ConversationMsg::Crash => panic!("injected crash"),
         }
-        Ok(())
-    }
-}
-
-/// Answers a command that reached an actor after it retired, so the caller retries elsewhere.
-fn reject_retired(msg: ConversationMsg) {
-    match msg {
-        ConversationMsg::Inbound { reply, .. } => drop(reply.send(Err(Error::Retired))),
-        ConversationMsg::Status { reply, .. } => drop(reply.send(Err(Error::Retired))),
-        ConversationMsg::Claim { reply, .. }
-        | ConversationMsg::Release { reply, .. }
-        | ConversationMsg::Resolve { reply, .. }
-        | ConversationMsg::Transfer { reply, .. } => drop(reply.send(Err(Error::Retired))),
-        ConversationMsg::Reply { reply, .. } | ConversationMsg::Note { reply, .. } => {
-            drop(reply.send(Err(Error::Retired)))
-        }
-        ConversationMsg::SendOutcome { reply, .. } => drop(reply.send(Err(Error::Retired))),
-        ConversationMsg::Reassign { reply, .. } => drop(reply.send(Err(Error::Retired))),
-        ConversationMsg::Tick { reply } => drop(reply.send(Err(Error::Retired))),
-        ConversationMsg::IdleCheck => {}
-        #[cfg(test)]
-        ConversationMsg::Crash => {}
-    }
-}
-
-impl ConversationActor {
-    fn idle_check(&self, myself: &ActorRef<ConversationMsg>, state: &mut State) {
-        if state.retired || state.last_active.elapsed() < self.ctx.config.idle_timeout() {
-            return;
-        }
-        // Leave the registry first: from here on, new commands activate a fresh actor from
-        // storage, and anything already queued here is answered `Retired` and retried there.
-        state.retired = true;
-        self.ctx.forget(&state.conv.id, myself.get_id());
-        myself.stop(Some("idle".into()));
     }
 
     /// Commits `batch` together with the conversation's new state; on success the new state

@@ -5,27 +5,37 @@
 //!   one wins, with no lock anywhere.
 //! - [`agent::AgentActor`]: one per agent: presence and capacity (`max_concurrent`).
 //! - [`team::TeamActor`]: one per team: its queue of waiting conversations.
-//! - [`supervisor::ConversationSupervisor`]: parent of every conversation actor; restarts one that
-//!   panicked from its last durable state and keeps the registry truthful.
+//!
+//! Conversation actors run on [`mailbox::Mailbox`], a light actor (a queue and its state, with a
+//! task only while there is work) rather than a ractor actor: there can be hundreds of thousands
+//! live at once, and a ractor actor's resident task and four channels cost ~9 KB each. The same
+//! discipline holds — one message at a time, the state owned by the handler, panics caught: a
+//! conversation whose handler panicked is restarted from its last durable state
+//! ([`ConversationActor::failed`](mailbox::Handler::failed)), counted in
+//! `switchboard_actor_restarts_total`. Agents and teams, a handful each, are ractor actors.
 //!
 //! [`Ctx`] is what they share. Its registry maps conversation ids to live actors; an id that is
-//! not there is activated from storage on demand ([`Ctx::activate`]) and idle actors remove
-//! themselves, so memory follows active conversations. A command that reaches an actor that just
-//! passivated gets [`Error::Retired`] (or a dropped reply port) and [`Ctx::ask`] retries it on a
-//! fresh activation; since every handler makes its change durable before replying, a retry never
-//! sees stale state, and re-applying is harmless (wamid dedup, idempotency keys, claim by the
-//! owner is a no-op).
+//! not there is activated from storage on demand ([`Ctx::activate`]), and the idle sweeper
+//! retires actors idle for `conversations.idle_timeout_ms` ([`Ctx::passivate_idle`]), so memory
+//! follows active conversations. A command that reaches an actor that just retired is refused
+//! (or its reply port is dropped, if the actor panicked) and [`Ctx::ask`] retries it on a fresh
+//! activation; since every handler makes its change durable before replying, a retry never sees
+//! stale state, and re-applying is harmless (wamid dedup, idempotency keys, claim by the owner is
+//! a no-op).
 //!
-//! Mailbox bound: ractor mailboxes are unbounded, so the bound is upstream — webhook admission
-//! (`server.max_inflight_webhooks`), the HTTP server's connection handling for the agent API, and
-//! the outbox's per-number in-flight limit. No producer sends without awaiting the reply except
-//! the idle sweeper (one small message per actor per sweep) and team/agent bookkeeping casts.
+//! Bounds: a conversation's mailbox holds at most [`mailbox::MAX_QUEUED`] waiting commands
+//! (beyond that the caller gets `unavailable`); upstream, webhook admission
+//! (`server.max_inflight_webhooks`) and the outbox's per-number in-flight limit bound what is
+//! sent at all. Agent and team mailboxes (ractor, unbounded) receive only bookkeeping casts, one
+//! per conversation change.
 
 pub mod agent;
 pub mod conversation;
+pub mod mailbox;
 pub mod seen;
-pub mod supervisor;
 pub mod team;
+#[cfg(test)]
+mod tests;
 pub mod timers;
 
 use std::collections::HashMap;
@@ -33,8 +43,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ractor::rpc::CallResult;
-use ractor::{Actor, ActorCell, ActorId, ActorRef, RpcReplyPort};
+use ractor::ActorRef;
+use tokio::sync::oneshot;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -48,6 +58,12 @@ use crate::store::Store;
 
 pub use agent::{AgentActor, AgentMsg};
 pub use conversation::{ConversationActor, ConversationMsg};
+
+/// A live conversation actor.
+pub type ConversationRef = Arc<mailbox::Mailbox<ConversationActor>>;
+
+/// Where a conversation actor sends its answer.
+pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
 pub use team::{TeamActor, TeamMsg};
 
 /// How long a caller waits for a conversation actor's answer.
@@ -62,9 +78,11 @@ pub struct Ctx {
     pub bus: EventBus,
     pub agents: HashMap<String, ActorRef<AgentMsg>>,
     pub teams: HashMap<String, ActorRef<TeamMsg>>,
-    pub conversations: DashMap<String, ActorRef<ConversationMsg>>,
-    pub actor_ids: DashMap<ActorId, String>,
-    pub supervisor: OnceLock<ActorCell>,
+    pub conversations: DashMap<Arc<str>, ConversationRef>,
+    /// Conversation handlers in progress (shutdown waits for them).
+    pub runners: mailbox::Runners,
+    /// Set at shutdown: no conversation activates any more.
+    closing: std::sync::atomic::AtomicBool,
     pub outbox: OnceLock<Outbox>,
     pub timers: OnceLock<timers::Timers>,
     pub clock: SharedClock,
@@ -91,8 +109,8 @@ impl Ctx {
             agents,
             teams,
             conversations: DashMap::new(),
-            actor_ids: DashMap::new(),
-            supervisor: OnceLock::new(),
+            runners: mailbox::Runners::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
             timers: OnceLock::new(),
             clock,
@@ -141,9 +159,12 @@ impl Ctx {
         self: &Arc<Self>,
         id: &str,
         seed: Option<&Conversation>,
-    ) -> Result<ActorRef<ConversationMsg>, Error> {
+    ) -> Result<ConversationRef, Error> {
         if let Some(r) = self.conversations.get(id) {
             return Ok(r.clone());
+        }
+        if self.is_closing() {
+            return Err(Error::Unavailable);
         }
         let (conv, persisted, seen) =
             match self.store.load_conversation(id, seen::MAX_SCANNED).await? {
@@ -158,49 +179,81 @@ impl Ctx {
                     None => return Err(crate::domain::DomainError::NotFound.into()),
                 },
             };
-        let Some(sup) = self.supervisor.get() else {
-            return Err(Error::Unavailable);
+        let key: Arc<str> = Arc::from(id);
+        let state = conversation::State::new(conv, persisted, seen);
+        let actor =
+            mailbox::Mailbox::new(key.clone(), ConversationActor { ctx: self.clone() }, state);
+        // Another caller may have activated it while we read storage: theirs wins, ours never
+        // received a message.
+        let live = self.conversations.entry(key).or_insert_with(|| {
+            metrics::gauge!(m::LIVE_ACTORS).increment(1.0);
+            metrics::counter!(m::ACTOR_ACTIVATIONS).increment(1);
+            actor
+        });
+        let live = live.value().clone();
+        if self.is_closing() {
+            // Shutdown began while we read storage.
+            live.retire();
+        }
+        Ok(live)
+    }
+
+    /// Drops a registry entry if it still points at `actor`; returns whether it did.
+    pub fn forget(&self, actor: &ConversationRef) -> bool {
+        let gone = self
+            .conversations
+            .remove_if(actor.key().as_ref(), |_, r| Arc::ptr_eq(r, actor))
+            .is_some();
+        if gone {
+            metrics::gauge!(m::LIVE_ACTORS).decrement(1.0);
+        }
+        gone
+    }
+
+    /// Retires every conversation actor idle for at least `idle` (`Duration::ZERO`: every one not
+    /// busy right now) and removes it from the registry; returns how many retired.
+    pub fn passivate_idle(&self, idle: Duration) -> usize {
+        let before = self.conversations.len();
+        // The mailbox lock is taken inside the shard lock, never the other way round.
+        self.conversations.retain(|_, r| !r.retire_if_idle(idle));
+        let retired = before.saturating_sub(self.conversations.len());
+        metrics::gauge!(m::LIVE_ACTORS).decrement(retired as f64);
+        retired
+    }
+
+    /// Passivates one conversation's actor now if it is live and not busy (benchmarks, tests).
+    pub fn passivate(&self, id: &str) -> bool {
+        let Some(actor) = self.conversations.get(id).map(|r| r.clone()) else {
+            return false;
         };
-        let (actor, _) = Actor::spawn_linked(
-            None,
-            ConversationActor { ctx: self.clone() },
-            conversation::Args {
-                conv,
-                persisted,
-                seen,
-            },
-            sup.clone(),
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, conversation = id, "cannot spawn conversation actor");
-            Error::Unavailable
-        })?;
-        let winner = match self.conversations.entry(id.to_string()) {
-            dashmap::mapref::entry::Entry::Occupied(e) => Some(e.get().clone()),
-            dashmap::mapref::entry::Entry::Vacant(v) => {
-                v.insert(actor.clone());
-                None
-            }
-        };
-        match winner {
-            Some(existing) => {
-                // Another caller activated it first; ours never received a message.
-                actor.stop(None);
-                Ok(existing)
-            }
-            None => {
-                self.actor_ids.insert(actor.get_id(), id.to_string());
-                metrics::gauge!(m::LIVE_ACTORS).increment(1.0);
-                metrics::counter!(m::ACTOR_ACTIVATIONS).increment(1);
-                Ok(actor)
-            }
+        actor.retire_if_idle(Duration::ZERO) && self.forget(&actor)
+    }
+
+    /// Stops accepting conversation commands and waits (up to `limit`) for handlers in progress,
+    /// so their commits reach storage before it closes.
+    pub async fn stop_conversations(&self, limit: Duration) {
+        self.close_conversations();
+        if !self.runners.wait_idle(limit).await {
+            tracing::warn!(
+                busy = self.runners.busy(),
+                "conversation handlers still running at shutdown"
+            );
         }
     }
 
-    /// Drops a registry entry if it still points at `actor`.
-    pub fn forget(&self, id: &str, actor: ActorId) {
-        self.conversations.remove_if(id, |_, r| r.get_id() == actor);
+    /// Stops activating conversations and retires every live one (without waiting).
+    pub fn close_conversations(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.conversations.retain(|_, r| {
+            r.retire();
+            false
+        });
+        metrics::gauge!(m::LIVE_ACTORS).set(0.0);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sends a command to a conversation and waits for its answer, re-activating the actor when it
@@ -213,15 +266,29 @@ impl Ctx {
     ) -> Result<R, Error>
     where
         R: Send + 'static,
-        F: Fn(RpcReplyPort<Result<R, Error>>) -> ConversationMsg,
+        F: Fn(Reply<R>) -> ConversationMsg,
     {
         for _ in 0..ASK_ATTEMPTS {
             let actor = self.activate(id, seed).await?;
-            match actor.call(&make, Some(CALL_TIMEOUT)).await {
-                Ok(CallResult::Success(Err(Error::Retired))) => self.forget(id, actor.get_id()),
-                Ok(CallResult::Success(r)) => return r,
-                Ok(CallResult::Timeout) => return Err(Error::Unavailable),
-                Ok(CallResult::SenderError) | Err(_) => self.forget(id, actor.get_id()),
+            let (tx, rx) = oneshot::channel();
+            match actor.send(make(tx)) {
+                Ok(()) => {}
+                Err(mailbox::Rejected::Retired(_)) => {
+                    self.forget(&actor);
+                    continue;
+                }
+                Err(mailbox::Rejected::Full(_)) => {
+                    metrics::counter!(m::MAILBOX_FULL).increment(1);
+                    return Err(Error::Unavailable);
+                }
+            }
+            match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+                Ok(Ok(r)) => return r,
+                Err(_) => return Err(Error::Unavailable),
+                // The handler panicked (the reply port was dropped): it restarts from storage.
+                Ok(Err(_)) => {
+                    self.forget(&actor);
+                }
             }
         }
         Err(Error::Unavailable)

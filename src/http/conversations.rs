@@ -180,7 +180,7 @@ async fn show(
 
 async fn command<F>(s: &AppState, id: &str, make: F) -> ApiResult<Json<ConversationView>>
 where
-    F: Fn(ractor::RpcReplyPort<Result<Conversation, crate::error::Error>>) -> ConversationMsg,
+    F: Fn(crate::actors::Reply<Conversation>) -> ConversationMsg,
 {
     let ctx = Arc::clone(&s.ctx);
     let conv = ctx.ask(id, None, make).await?;

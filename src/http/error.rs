@@ -90,7 +90,7 @@ impl From<Error> for ApiError {
                     "storage failure; nothing was acknowledged",
                 )
             }
-            Error::Unavailable | Error::Retired => {
+            Error::Unavailable => {
                 ApiError::overloaded(code, "conversation temporarily unavailable; retry")
             }
         }

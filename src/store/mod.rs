@@ -11,6 +11,10 @@
 //!   [`StoreError`].
 //! - **RocksDB is never called on an async worker thread**: reads run on tokio's blocking pool,
 //!   writes on the writer thread.
+//! - **Its memory is bounded**: every column family's memtables share [`MEMTABLE_BUDGET`] (RocksDB
+//!   flushes the largest when they reach it) and every table reader shares one
+//!   [`BLOCK_CACHE`]-byte LRU block cache, so memory does not grow with the data set or with the
+//!   number of column families.
 
 pub mod batch;
 pub mod codec;
@@ -85,6 +89,11 @@ pub enum ListQuery {
     Id(String),
 }
 
+/// All memtables together (RocksDB's write buffer manager), across column families.
+pub const MEMTABLE_BUDGET: usize = 64 << 20;
+/// The block cache shared by every column family (data, index and filter blocks).
+pub const BLOCK_CACHE: usize = 32 << 20;
+
 impl Store {
     /// Opens (creating if missing) the database and starts the writer thread. Blocking.
     pub fn open(path: &Path, sync: bool, max_commit_batch: usize) -> Result<Self, StoreError> {
@@ -98,9 +107,17 @@ impl Store {
         // One writer thread: concurrent memtable inserts only add splice recomputation per key
         // (10.6 % of broker CPU in the ingest profile, see BENCHMARKS.md).
         opts.set_allow_concurrent_memtable_write(false);
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_bloom_filter(10.0, false);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
         let cfs = ALL_CFS
             .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_opts.clone()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(rocks)?);
         let (tx, handle) = writer::spawn(db.clone(), sync, max_commit_batch)
             .map_err(|e| StoreError::Rocks(format!("cannot start writer thread: {e}")))?;

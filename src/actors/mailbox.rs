@@ -1,0 +1,388 @@
+//! A light actor for entities that exist by the hundred thousand: one mailbox, no resident task.
+//!
+//! Conversations are the broker's most numerous actors, and most live ones are idle between
+//! messages. A ractor actor keeps a tokio task and four channels (signal, stop, supervision,
+//! messages) per actor — about 9 KB each, measured (BENCHMARKS.md, memory) — and its `call`
+//! adds a registry lookup, boxing and a select over those channels. A [`Mailbox`] is only its
+//! state, a queue and a few flags behind one short lock: a task exists only while there is work.
+//!
+//! Invariants (what makes it an actor):
+//! - **Single writer.** At most one runner task per mailbox (`running`), and only the runner
+//!   holds the state; messages are handled one at a time, in arrival order.
+//! - **No lock across `.await`.** The lock guards the queue and flags; the runner takes the state
+//!   out of it before handling and puts it back when the queue is empty.
+//! - **Bounded.** At most [`MAX_QUEUED`] messages wait; a sender beyond that is refused
+//!   ([`Rejected::Full`]) instead of growing memory without limit.
+//! - **Retirement is final.** A retired mailbox (idle passivation, a panic, shutdown) refuses
+//!   every message ([`Rejected::Retired`]), so the owner re-activates a fresh one from storage;
+//!   messages queued when a handler panicked are dropped, which drops their reply ports, so
+//!   their callers learn it too.
+//! - **Supervision.** A panicking handler is caught; the mailbox retires and
+//!   [`Handler::failed`] decides what happens next (for conversations: restart from storage).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+
+/// Most messages one mailbox holds waiting. Callers normally wait for their answer, so a queue
+/// this long means a stalled handler (e.g. storage); refusing keeps memory bounded.
+pub const MAX_QUEUED: usize = 1024;
+
+/// A boxed handler future (one allocation per message; keeps the runner's task small).
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The behaviour behind a mailbox.
+pub trait Handler: Send + Sync + Sized + 'static {
+    type Msg: Send + 'static;
+    type State: Send + 'static;
+
+    /// Handles one message. Replies go out through the message's own reply port.
+    fn handle<'a>(&'a self, state: &'a mut Self::State, msg: Self::Msg) -> HandlerFuture<'a>;
+
+    /// Counts runner tasks, so shutdown can wait for handlers in progress.
+    fn runners(&self) -> &Runners;
+
+    /// Called once after a handler panicked; the mailbox is already retired.
+    fn failed(&self, mailbox: &Arc<Mailbox<Self>>, panic: String);
+}
+
+/// Why a message was not accepted; the message comes back.
+#[derive(Debug)]
+pub enum Rejected<M> {
+    Retired(M),
+    Full(M),
+}
+
+/// Number of runner tasks in progress across many mailboxes, with a way to wait for none.
+#[derive(Debug, Default)]
+pub struct Runners {
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+impl Runners {
+    fn enter(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn leave(&self) {
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Waits until no runner is in progress, or `limit` passed; returns whether none is.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.busy() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+struct Inner<H: Handler> {
+    queue: VecDeque<H::Msg>,
+    /// None while a runner holds it, and after retirement.
+    state: Option<H::State>,
+    running: bool,
+    retired: bool,
+    last_active: Instant,
+}
+
+pub struct Mailbox<H: Handler> {
+    key: Arc<str>,
+    handler: H,
+    inner: parking_lot::Mutex<Inner<H>>,
+}
+
+impl<H: Handler> Mailbox<H> {
+    pub fn new(key: Arc<str>, handler: H, state: H::State) -> Arc<Self> {
+        Arc::new(Self {
+            key,
+            handler,
+            inner: parking_lot::Mutex::new(Inner {
+                queue: VecDeque::new(),
+                state: Some(state),
+                running: false,
+                retired: false,
+                last_active: Instant::now(),
+            }),
+        })
+    }
+
+    /// The key it is registered under.
+    pub fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    /// Queues a message, starting a runner when none is in progress. Must be called within a
+    /// tokio runtime.
+    pub fn send(self: &Arc<Self>, msg: H::Msg) -> Result<(), Rejected<H::Msg>> {
+        let start = {
+            let mut g = self.inner.lock();
+            if g.retired {
+                return Err(Rejected::Retired(msg));
+            }
+            if g.queue.len() >= MAX_QUEUED {
+                return Err(Rejected::Full(msg));
+            }
+            g.queue.push_back(msg);
+            g.last_active = Instant::now();
+            !std::mem::replace(&mut g.running, true)
+        };
+        if start {
+            self.handler.runners().enter();
+            tokio::spawn(Arc::clone(self).run());
+        }
+        Ok(())
+    }
+
+    async fn run(self: Arc<Self>) {
+        let state = self.inner.lock().state.take();
+        if let Some(state) = state {
+            self.drain(state).await;
+        }
+        self.handler.runners().leave();
+    }
+
+    /// Handles queued messages until none is left, then gives the state back.
+    async fn drain(self: &Arc<Self>, mut state: H::State) {
+        loop {
+            let msg = {
+                let mut g = self.inner.lock();
+                match g.queue.pop_front() {
+                    Some(m) => m,
+                    None => {
+                        g.state = Some(state);
+                        g.running = false;
+                        g.last_active = Instant::now();
+                        // An idle mailbox keeps no queue buffer (most are idle most of the time).
+                        g.queue = VecDeque::new();
+                        return;
+                    }
+                }
+            };
+            let handled = AssertUnwindSafe(self.handler.handle(&mut state, msg))
+                .catch_unwind()
+                .await;
+            if let Err(panic) = handled {
+                let dropped = {
+                    let mut g = self.inner.lock();
+                    g.retired = true;
+                    g.running = false;
+                    std::mem::take(&mut g.queue)
+                };
+                drop(dropped);
+                self.handler.failed(self, panic_message(panic.as_ref()));
+                return;
+            }
+        }
+    }
+
+    /// Retires the mailbox if nothing is queued or running and it has been idle for `idle`
+    /// (`Duration::ZERO`: whenever nothing is in progress). Returns whether it retired now.
+    pub fn retire_if_idle(&self, idle: Duration) -> bool {
+        let mut g = self.inner.lock();
+        if g.retired || g.running || !g.queue.is_empty() || g.last_active.elapsed() < idle {
+            return false;
+        }
+        g.retired = true;
+        g.state = None;
+        true
+    }
+
+    /// Retires it now; a handler in progress finishes, queued messages are still handled, and
+    /// nothing new is accepted. Returns whether it retired now.
+    pub fn retire(&self) -> bool {
+        let mut g = self.inner.lock();
+        !std::mem::replace(&mut g.retired, true)
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.inner.lock().retired
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    /// Appends to its state; `Panic` panics; `Slow` waits for a signal first.
+    #[derive(Default)]
+    struct Log {
+        runners: Runners,
+        failures: parking_lot::Mutex<Vec<String>>,
+    }
+
+    enum Msg {
+        Push(u32, oneshot::Sender<Vec<u32>>),
+        Slow(oneshot::Receiver<()>, oneshot::Sender<()>),
+        Panic,
+    }
+
+    impl Handler for Arc<Log> {
+        type Msg = Msg;
+        type State = Vec<u32>;
+
+        fn handle<'a>(&'a self, state: &'a mut Vec<u32>, msg: Msg) -> HandlerFuture<'a> {
+            Box::pin(async move {
+                match msg {
+                    Msg::Push(n, reply) => {
+                        tokio::task::yield_now().await;
+                        state.push(n);
+                        let _ = reply.send(state.clone());
+                    }
+                    Msg::Slow(go, done) => {
+                        let _ = go.await;
+                        let _ = done.send(());
+                    }
+                    Msg::Panic => panic!("boom"),
+                }
+            })
+        }
+
+        fn runners(&self) -> &Runners {
+            &self.runners
+        }
+
+        fn failed(&self, _mailbox: &Arc<Mailbox<Self>>, panic: String) {
+            self.failures.lock().push(panic);
+        }
+    }
+
+    fn mailbox() -> (Arc<Log>, Arc<Mailbox<Arc<Log>>>) {
+        let log = Arc::new(Log::default());
+        let mb = Mailbox::new(Arc::from("k"), log.clone(), Vec::new());
+        (log, mb)
+    }
+
+    fn push(mb: &Arc<Mailbox<Arc<Log>>>, n: u32) -> oneshot::Receiver<Vec<u32>> {
+        let (tx, rx) = oneshot::channel();
+        assert!(mb.send(Msg::Push(n, tx)).is_ok());
+        rx
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_are_handled_one_at_a_time_in_order() {
+        let (_, mb) = mailbox();
+        let mut senders = Vec::new();
+        for t in 0..8u32 {
+            let mb = mb.clone();
+            senders.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for i in 0..100u32 {
+                    seen.push(push(&mb, t * 1000 + i).await.expect("reply"));
+                }
+                seen
+            }));
+        }
+        let mut last = Vec::new();
+        for s in senders {
+            let replies = s.await.expect("sender");
+            // Each reply is a snapshot of the single state: every later one extends it.
+            for w in replies.windows(2) {
+                assert!(w[1].starts_with(&w[0]) || w[0].starts_with(&w[1]));
+            }
+            let l = replies.last().cloned().unwrap_or_default();
+            if l.len() > last.len() {
+                last = l;
+            }
+        }
+        assert_eq!(last.len(), 800, "no message lost or applied twice");
+        for t in 0..8u32 {
+            let mine: Vec<u32> = last.iter().copied().filter(|n| n / 1000 == t).collect();
+            assert_eq!(mine, (0..100).map(|i| t * 1000 + i).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test]
+    async fn retire_if_idle_waits_for_work_in_progress() {
+        let (log, mb) = mailbox();
+        let (go_tx, go_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        assert!(mb.send(Msg::Slow(go_rx, done_tx)).is_ok());
+        tokio::task::yield_now().await;
+        assert!(!mb.retire_if_idle(Duration::ZERO), "busy: must not retire");
+        let _ = go_tx.send(());
+        done_rx.await.expect("slow handled");
+        assert!(log.runners.wait_idle(Duration::from_secs(5)).await);
+        assert!(
+            !mb.retire_if_idle(Duration::from_secs(3600)),
+            "not idle long enough"
+        );
+        assert!(mb.retire_if_idle(Duration::ZERO));
+        assert!(mb.is_retired());
+        let (tx, _rx) = oneshot::channel();
+        assert!(matches!(
+            mb.send(Msg::Push(1, tx)),
+            Err(Rejected::Retired(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_panic_retires_the_mailbox_and_drops_what_waited() {
+        let (log, mb) = mailbox();
+        let (go_tx, go_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        assert!(mb.send(Msg::Slow(go_rx, done_tx)).is_ok());
+        assert!(mb.send(Msg::Panic).is_ok());
+        let waiting = push(&mb, 7);
+        let _ = go_tx.send(());
+        done_rx.await.expect("first message handled");
+        assert!(
+            waiting.await.is_err(),
+            "queued caller learns the mailbox died"
+        );
+        assert!(log.runners.wait_idle(Duration::from_secs(5)).await);
+        assert!(mb.is_retired());
+        assert_eq!(log.failures.lock().as_slice(), ["boom".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded() {
+        let (_, mb) = mailbox();
+        let (go_tx, go_rx) = oneshot::channel();
+        let (done_tx, _done_rx) = oneshot::channel();
+        assert!(mb.send(Msg::Slow(go_rx, done_tx)).is_ok());
+        tokio::task::yield_now().await;
+        let mut replies = Vec::new();
+        for i in 0..MAX_QUEUED as u32 {
+            replies.push(push(&mb, i));
+        }
+        let (tx, _rx) = oneshot::channel();
+        assert!(matches!(mb.send(Msg::Push(0, tx)), Err(Rejected::Full(_))));
+        let _ = go_tx.send(());
+        let last = replies.pop().expect("one").await.expect("handled");
+        assert_eq!(last.len(), MAX_QUEUED);
+    }
+}
