@@ -4,21 +4,55 @@
 //! Not a criterion bench (RSS is a level, not a duration): it starts a real broker in-process
 //! (`sync = false`: this measures memory, not fsync), ingests `SWITCHBOARD_MEM_CONVERSATIONS`
 //! conversations (default 200,000; the full figure is 1,000,000) through
-//! `switchboard::ingest::ingest` in batches of 100 messages, reads RSS from `/proc/self/statm`
-//! before and after, then lets every actor passivate (`idle_timeout_ms` short) and reads RSS
-//! again. RSS includes RocksDB's memtables and block cache, which grow with the data set too; the
-//! figure is therefore an upper bound for the actors themselves.
+//! `switchboard::ingest::ingest` in batches of 100 messages, in two halves. After each half it
+//! reads RSS from `/proc/self/statm` (after `malloc_trim`) with the half's actors live, then
+//! passivates every actor (`ctx.passivate_idle(0)`, what the idle sweeper does) and reads it
+//! again. It prints the growth per conversation over the whole run ("overall": includes fixed
+//! costs such as RocksDB's bounded memtables and block cache, so it shrinks as the run grows) and
+//! over the second half only ("marginal": what one more conversation costs).
 //!
 //! Run: `cargo bench --bench memory` (prints; asserts nothing).
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchboard::actors::Ctx;
 use switchboard::whatsapp::webhook;
 use switchboard::Broker;
 
 use common::NUMBER;
+
+/// The system allocator, counting the bytes Rust code holds (RocksDB's C++ allocates outside
+/// it), so RSS can be split into Rust heap, RocksDB and allocator slack.
+struct Counting;
+
+static RUST_HEAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        RUST_HEAP.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        RUST_HEAP.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        RUST_HEAP.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        RUST_HEAP.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn rust_heap() -> u64 {
+    RUST_HEAP.load(std::sync::atomic::Ordering::Relaxed) as u64
+}
 
 const BATCH: usize = 100;
 
@@ -47,11 +81,59 @@ fn body(start: usize, n: usize, ts: i64) -> Vec<u8> {
     .into_bytes()
 }
 
+fn mib(b: u64) -> f64 {
+    b as f64 / 1048576.0
+}
+
+/// RSS once glibc gave back what it keeps of freed memory (it keeps freed arenas otherwise).
+fn trimmed_rss() -> u64 {
+    // SAFETY: malloc_trim only releases free heap pages back to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    rss_bytes()
+}
+
+/// Ingests conversations `range` (one message each) with 16 webhooks of `BATCH` in flight.
+async fn ingest(ctx: &Arc<Ctx>, range: std::ops::Range<usize>, ts: i64) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for start in range.clone().step_by(BATCH) {
+        let ctx = ctx.clone();
+        let n = BATCH.min(range.end - start);
+        tasks.spawn(async move {
+            if let Ok(note) = webhook::parse(&body(start, n, ts)) {
+                let _ = switchboard::ingest::ingest(&ctx, note).await;
+            }
+        });
+        while tasks.len() >= 16 {
+            let _ = tasks.join_next().await;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// RocksDB's share of RSS (bounded: memtables, block cache).
+fn rocks(ctx: &Ctx) -> String {
+    let u = ctx.store.memory();
+    format!(
+        "Rust heap {:.1} MiB; RocksDB memtables {:.1} MiB, block cache {:.1} MiB, table readers {:.1} MiB",
+        mib(rust_heap()),
+        mib(u.memtables),
+        mib(u.block_cache),
+        mib(u.table_readers)
+    )
+}
+
+fn per(bytes: u64, n: usize) -> f64 {
+    bytes as f64 / n.max(1) as f64
+}
+
 fn main() {
     let total: usize = std::env::var("SWITCHBOARD_MEM_CONVERSATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let half = total / 2;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => panic!("runtime: {e}"),
@@ -61,64 +143,77 @@ fn main() {
             Ok(d) => d,
             Err(e) => panic!("tempdir: {e}"),
         };
-        // Idle timeout long enough that nothing passivates while ingesting.
-        let idle_ms = 20_000;
-        let config = common::broker_config(dir.path(), false, idle_ms, None);
+        // Nothing passivates by itself while ingesting; the bench passivates explicitly.
+        let config = common::broker_config(dir.path(), false, 3_600_000, None);
         let broker = match Broker::start(config).await {
             Ok(b) => b,
             Err(e) => panic!("start: {e}"),
         };
         let ctx = broker.ctx().clone();
         let ts = chrono::Utc::now().timestamp();
-        let before = rss_bytes();
+        let before = trimmed_rss();
+        let heap_before = rust_heap();
+        println!("RSS before: {:.1} MiB", mib(before));
+
+        // Phase 1: the first half, live, then passivated.
         let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for start in (0..total).step_by(BATCH) {
-            let ctx = ctx.clone();
-            let n = BATCH.min(total - start);
-            tasks.spawn(async move {
-                if let Ok(note) = webhook::parse(&body(start, n, ts)) {
-                    let _ = switchboard::ingest::ingest(&ctx, note).await;
-                }
-            });
-            while tasks.len() >= 16 {
-                let _ = tasks.join_next().await;
-            }
-        }
-        while tasks.join_next().await.is_some() {}
-        let live = ctx.conversations.len();
-        let after_live = rss_bytes();
+        ingest(&ctx, 0..half, ts).await;
+        let live_1 = trimmed_rss();
+        let n1 = ctx.conversations.len();
         println!(
-            "ingested {total} conversations in {:.1} s; live actors: {live}",
-            started.elapsed().as_secs_f64()
+            "phase 1: ingested {half} conversations in {:.1} s; live actors {n1}; RSS {:.1} MiB; {}",
+            started.elapsed().as_secs_f64(),
+            mib(live_1),
+            rocks(&ctx)
         );
+        let heap_live_1 = rust_heap();
+        ctx.passivate_idle(Duration::ZERO);
+        let passive_1 = trimmed_rss();
+        let heap_passive_1 = rust_heap();
         println!(
-            "RSS before {:.1} MiB, with live actors {:.1} MiB: {:.0} B per live conversation actor (target <= 2048 B)",
-            before as f64 / 1048576.0,
-            after_live as f64 / 1048576.0,
-            (after_live.saturating_sub(before)) as f64 / live.max(1) as f64
-        );
-        let deadline = Instant::now() + Duration::from_millis(idle_ms) * 4;
-        while !ctx.conversations.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let retained = rss_bytes();
-        // glibc keeps freed memory in its arenas; trimming shows what is really still in use.
-        // SAFETY: malloc_trim only releases free heap pages back to the OS.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-        let after_passive = rss_bytes();
-        println!(
-            "after passivation, before malloc_trim: RSS {:.1} MiB (freed memory the allocator keeps)",
-            retained as f64 / 1048576.0
-        );
-        println!(
-            "after passivation: live actors {}, RSS {:.1} MiB: {:.0} B per passivated conversation (target <= 256 B)",
+            "phase 1: passivated, live actors {}; RSS {:.1} MiB; {}",
             ctx.conversations.len(),
-            after_passive as f64 / 1048576.0,
-            (after_passive.saturating_sub(before)) as f64 / total.max(1) as f64
+            mib(passive_1),
+            rocks(&ctx)
+        );
+
+        // Phase 2: the second half on top: its growth is the marginal cost, free of the fixed
+        // costs (runtime, RocksDB's bounded memtables and block cache) the first half filled.
+        let started = Instant::now();
+        ingest(&ctx, half..total, ts).await;
+        let live_2 = trimmed_rss();
+        let n2 = ctx.conversations.len();
+        println!(
+            "phase 2: ingested {} more in {:.1} s; live actors {n2}; RSS {:.1} MiB; {}",
+            total - half,
+            started.elapsed().as_secs_f64(),
+            mib(live_2),
+            rocks(&ctx)
+        );
+        ctx.passivate_idle(Duration::ZERO);
+        let passive_2 = trimmed_rss();
+        let heap_passive_2 = rust_heap();
+        println!(
+            "phase 2: passivated, live actors {}; RSS {:.1} MiB; {}",
+            ctx.conversations.len(),
+            mib(passive_2),
+            rocks(&ctx)
+        );
+
+        println!(
+            "live: {:.0} B per live conversation actor overall (phase 1), {:.0} B marginal (phase 2) (target <= 2048 B)",
+            per(live_1.saturating_sub(before), n1),
+            per(live_2.saturating_sub(passive_1), n2)
+        );
+        println!(
+            "passivated: {:.0} B per passivated conversation overall ({total} conversations), {:.0} B marginal (phase 2) (target <= 256 B)",
+            per(passive_2.saturating_sub(before), total),
+            per(passive_2.saturating_sub(passive_1), total - half)
+        );
+        println!(
+            "Rust heap (what the broker's own code holds, no allocator slack): {:.0} B per live actor (phase 1), {:.0} B per passivated conversation (all {total})",
+            per(heap_live_1.saturating_sub(heap_passive_1), n1),
+            per(heap_passive_2.saturating_sub(heap_before), total)
         );
         broker.shutdown().await;
     });

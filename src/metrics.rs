@@ -23,6 +23,7 @@ pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
 pub const ACTOR_ACTIVATIONS: &str = "switchboard_actor_activations_total";
 pub const MAILBOX_FULL: &str = "switchboard_mailbox_full_total";
+pub const STORE_MEMORY: &str = "switchboard_store_memory_bytes";
 pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_duration_seconds";
 pub const STORE_GROUP_SIZE: &str = "switchboard_store_group_commit_size";
 pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
@@ -117,6 +118,10 @@ fn describe() {
         ACTOR_ACTIVATIONS,
         "Conversation actors activated from storage."
     );
+    describe_gauge!(
+        STORE_MEMORY,
+        "RocksDB memory by kind (memtables, block_cache, table_readers), set at scrape."
+    );
     describe_counter!(
         MAILBOX_FULL,
         "Commands refused because a conversation's mailbox was full (answered unavailable)."
@@ -148,4 +153,16 @@ fn describe() {
         SLA,
         "SLA clocks settled, by team, kind (first_response, next_response, resolution) and outcome (hit, miss)."
     );
+}
+
+/// Sets the storage memory gauges (called at scrape).
+pub fn publish_store_memory(store: &crate::store::Store) {
+    let u = store.memory();
+    for (kind, v) in [
+        ("memtables", u.memtables),
+        ("block_cache", u.block_cache),
+        ("table_readers", u.table_readers),
+    ] {
+        metrics::gauge!(STORE_MEMORY, "kind" => kind).set(v as f64);
+    }
 }

@@ -18,7 +18,7 @@
 //! state; after each change the actor gives the timer service its next deadline, and a `Tick`
 //! re-checks them against the clock, so deadlines survive passivation and restarts.
 
-use super::mailbox::{Handler, HandlerFuture, Mailbox, Runners};
+use super::mailbox::{Handler, Mailbox, Runners};
 use super::seen::SeenWamids;
 use super::{count_change, Ctx, Reply, TeamMsg};
 use crate::domain::policy::{Deadline, Policies};
@@ -129,8 +129,8 @@ impl Handler for ConversationActor {
     type Msg = ConversationMsg;
     type State = State;
 
-    fn handle<'a>(&'a self, state: &'a mut State, msg: ConversationMsg) -> HandlerFuture<'a> {
-        Box::pin(self.dispatch(state, msg))
+    async fn handle(&self, state: &mut State, msg: ConversationMsg) {
+        self.dispatch(state, msg).await
     }
 
     fn runners(&self) -> &Runners {
@@ -155,16 +155,18 @@ impl Handler for ConversationActor {
 }
 
 impl ConversationActor {
+    /// Each handler's future is boxed: the runner task holds only the one in progress, and a
+    /// runner is spawned (its future copied) per burst of messages.
     async fn dispatch(&self, state: &mut State, msg: ConversationMsg) {
         match msg {
             ConversationMsg::Inbound { messages, reply } => {
-                let _ = reply.send(self.inbound(state, messages).await);
+                let _ = reply.send(Box::pin(self.inbound(state, messages)).await);
             }
             ConversationMsg::Status { seq, update, reply } => {
-                let _ = reply.send(self.status(state, seq, update).await);
+                let _ = reply.send(Box::pin(self.status(state, seq, update)).await);
             }
             ConversationMsg::Claim { caller, reply } => {
-                let r = self.claim(state, &caller).await;
+                let r = Box::pin(self.claim(state, &caller)).await;
                 let outcome = match &r {
                     Ok(_) => "won",
                     Err(e) => e.code(),
@@ -173,10 +175,10 @@ impl ConversationActor {
                 let _ = reply.send(r);
             }
             ConversationMsg::Release { caller, reply } => {
-                let _ = reply.send(self.release(state, &caller).await);
+                let _ = reply.send(Box::pin(self.release(state, &caller)).await);
             }
             ConversationMsg::Resolve { caller, reply } => {
-                let _ = reply.send(self.resolve(state, &caller).await);
+                let _ = reply.send(Box::pin(self.resolve(state, &caller)).await);
             }
             ConversationMsg::Transfer {
                 caller,
@@ -184,7 +186,7 @@ impl ConversationActor {
                 note,
                 reply,
             } => {
-                let _ = reply.send(self.transfer(state, &caller, target, note).await);
+                let _ = reply.send(Box::pin(self.transfer(state, &caller, target, note)).await);
             }
             ConversationMsg::Reply {
                 caller,
@@ -192,21 +194,22 @@ impl ConversationActor {
                 idempotency_key,
                 reply,
             } => {
-                let _ = reply.send(self.reply(state, &caller, text, idempotency_key).await);
+                let _ =
+                    reply.send(Box::pin(self.reply(state, &caller, text, idempotency_key)).await);
             }
             ConversationMsg::Note {
                 caller,
                 text,
                 reply,
             } => {
-                let _ = reply.send(self.note(state, &caller, text).await);
+                let _ = reply.send(Box::pin(self.note(state, &caller, text)).await);
             }
             ConversationMsg::SendOutcome {
                 seq,
                 outcome,
                 reply,
             } => {
-                let _ = reply.send(self.send_outcome(state, seq, outcome).await);
+                let _ = reply.send(Box::pin(self.send_outcome(state, seq, outcome)).await);
             }
             ConversationMsg::Reassign {
                 from,
@@ -219,7 +222,7 @@ impl ConversationActor {
                 let _ = reply.send(r);
             }
             ConversationMsg::Tick { reply } => {
-                let _ = reply.send(self.tick(state).await);
+                let _ = reply.send(Box::pin(self.tick(state)).await);
             }
             #[cfg(test)]
             ConversationMsg::Crash => panic!("injected crash"),
@@ -342,7 +345,9 @@ impl ConversationActor {
                     conversation,
                     reply,
                 },
-                Some(super::CALL_TIMEOUT),
+                // No timer (see `Ctx::ask`): the agent actor only checks a counter, and a stopped
+                // one drops the port.
+                None,
             )
             .await
         {

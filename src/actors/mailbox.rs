@@ -23,7 +23,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,16 +34,19 @@ use tokio::sync::Notify;
 /// this long means a stalled handler (e.g. storage); refusing keeps memory bounded.
 pub const MAX_QUEUED: usize = 1024;
 
-/// A boxed handler future (one allocation per message; keeps the runner's task small).
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
 /// The behaviour behind a mailbox.
 pub trait Handler: Send + Sync + Sized + 'static {
     type Msg: Send + 'static;
     type State: Send + 'static;
 
-    /// Handles one message. Replies go out through the message's own reply port.
-    fn handle<'a>(&'a self, state: &'a mut Self::State, msg: Self::Msg) -> HandlerFuture<'a>;
+    /// Handles one message. Replies go out through the message's own reply port. The future is
+    /// part of the runner task, which is spawned per burst of messages: keep it small (box large
+    /// per-message state machines), since spawning copies it.
+    fn handle<'a>(
+        &'a self,
+        state: &'a mut Self::State,
+        msg: Self::Msg,
+    ) -> impl Future<Output = ()> + Send + 'a;
 
     /// Counts runner tasks, so shutdown can wait for handlers in progress.
     fn runners(&self) -> &Runners;
@@ -101,8 +103,8 @@ impl Runners {
 
 struct Inner<H: Handler> {
     queue: VecDeque<H::Msg>,
-    /// None while a runner holds it, and after retirement.
-    state: Option<H::State>,
+    /// None while a runner holds it, and after retirement. Boxed so the runner moves a pointer.
+    state: Option<Box<H::State>>,
     running: bool,
     retired: bool,
     last_active: Instant,
@@ -121,7 +123,7 @@ impl<H: Handler> Mailbox<H> {
             handler,
             inner: parking_lot::Mutex::new(Inner {
                 queue: VecDeque::new(),
-                state: Some(state),
+                state: Some(Box::new(state)),
                 running: false,
                 retired: false,
                 last_active: Instant::now(),
@@ -165,7 +167,7 @@ impl<H: Handler> Mailbox<H> {
     }
 
     /// Handles queued messages until none is left, then gives the state back.
-    async fn drain(self: &Arc<Self>, mut state: H::State) {
+    async fn drain(self: &Arc<Self>, mut state: Box<H::State>) {
         loop {
             let msg = {
                 let mut g = self.inner.lock();
@@ -254,8 +256,8 @@ mod tests {
         type Msg = Msg;
         type State = Vec<u32>;
 
-        fn handle<'a>(&'a self, state: &'a mut Vec<u32>, msg: Msg) -> HandlerFuture<'a> {
-            Box::pin(async move {
+        async fn handle(&self, state: &mut Vec<u32>, msg: Msg) {
+            {
                 match msg {
                     Msg::Push(n, reply) => {
                         tokio::task::yield_now().await;
@@ -268,7 +270,7 @@ mod tests {
                     }
                     Msg::Panic => panic!("boom"),
                 }
-            })
+            }
         }
 
         fn runners(&self) -> &Runners {

@@ -66,7 +66,7 @@ pub type ConversationRef = Arc<mailbox::Mailbox<ConversationActor>>;
 pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
 pub use team::{TeamActor, TeamMsg};
 
-/// How long a caller waits for a conversation actor's answer.
+/// How long a caller waits for an agent or team actor's answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts to reach a conversation that keeps passivating or restarting under the caller.
 const ASK_ATTEMPTS: usize = 5;
@@ -216,8 +216,13 @@ impl Ctx {
         let before = self.conversations.len();
         // The mailbox lock is taken inside the shard lock, never the other way round.
         self.conversations.retain(|_, r| !r.retire_if_idle(idle));
-        let retired = before.saturating_sub(self.conversations.len());
+        let live = self.conversations.len();
+        let retired = before.saturating_sub(live);
         metrics::gauge!(m::LIVE_ACTORS).decrement(retired as f64);
+        // A map that grew for a peak keeps its table; give it back once mostly empty.
+        if self.conversations.capacity() > 4 * live + 1024 {
+            self.conversations.shrink_to_fit();
+        }
         retired
     }
 
@@ -282,11 +287,14 @@ impl Ctx {
                     return Err(Error::Unavailable);
                 }
             }
-            match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-                Ok(Ok(r)) => return r,
-                Err(_) => return Err(Error::Unavailable),
+            // No timer around the wait: registering one wakes a parked worker (an eventfd write
+            // per call, the largest cost of the round trip in the claim bench's profile), and
+            // every await inside a handler is bounded already — the store answers each commit or
+            // fails once closed, and the agent actor answers or drops the port.
+            match rx.await {
+                Ok(r) => return r,
                 // The handler panicked (the reply port was dropped): it restarts from storage.
-                Ok(Err(_)) => {
+                Err(_) => {
                     self.forget(&actor);
                 }
             }
