@@ -96,7 +96,9 @@ async fn fill(ctx: &Arc<Ctx>, total: usize, per: usize) -> usize {
 
 fn main() {
     let Ok(dir) = std::env::var("SWITCHBOARD_POPULATE_DIR") else {
-        println!("set SWITCHBOARD_POPULATE_DIR to the directory to fill (its database goes in db/)");
+        println!(
+            "set SWITCHBOARD_POPULATE_DIR to the directory to fill (its database goes in db/)"
+        );
         return;
     };
     let total = env_usize("SWITCHBOARD_POPULATE_CONVERSATIONS", 1_000_000);

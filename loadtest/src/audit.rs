@@ -24,7 +24,9 @@
 //!
 //! The fetch uses the admin token: `GET /api/v1/conversations?limit=N&after=ID` pages (a broker
 //! that ignores paging and answers everything at once is fine too), then
-//! `GET /api/v1/conversations/{id}` for the messages.
+//! `GET /api/v1/conversations/{id}` for the messages of every conversation of this run's customers
+//! (a data directory filled beforehand, e.g. by `benches/populate.rs` with a million
+//! conversations of other customers, is listed but not fetched one by one).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -45,11 +47,14 @@ use crate::webhook::{OutStatus, Population};
 const PAGE: usize = 500;
 const MAX_EXAMPLES: usize = 5;
 
-/// Lists every conversation (admin) and fetches each with its messages.
+/// Lists every conversation (admin) and fetches, with its messages, each one of a customer of
+/// `pop` (or whose customer the list does not say).
 pub async fn fetch_conversations(
     api: &ApiClient,
     admin_token: &str,
+    pop: &Population,
 ) -> anyhow::Result<Vec<Conversation>> {
+    let ours: HashSet<&str> = pop.customers.iter().map(|c| c.wa_id.as_str()).collect();
     let mut ids: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
     let mut after: Option<String> = None;
@@ -66,7 +71,8 @@ pub async fn fetch_conversations(
             serde_json::from_value(v.get("conversations").cloned().unwrap_or(Value::Null))
                 .with_context(|| format!("GET {path}: no conversations array"))?;
         for c in convs {
-            if seen.insert(c.id.clone()) {
+            let of_this_run = c.customer.as_deref().is_none_or(|w| ours.contains(w));
+            if of_this_run && seen.insert(c.id.clone()) {
                 ids.push(c.id);
             }
         }

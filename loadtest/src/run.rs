@@ -406,7 +406,8 @@ async fn drive_and_audit(
     };
     let prefix = gen.wamid_prefix();
     let kills: Vec<Instant> = crash.iter().filter_map(|c| c.killed_at).collect();
-    let (audit, reply_latency) = match audit::fetch_conversations(&api, &s.admin_token).await {
+    let (audit, reply_latency) = match audit::fetch_conversations(&api, &s.admin_token, &pop).await
+    {
         Ok(convs) => audit::check(
             &Observed {
                 wamid_prefix: &prefix,

@@ -2,8 +2,8 @@
 //!
 //! Order is priority (urgent first), then the time a conversation entered the queue (oldest
 //! first). Conversation actors tell the
-//! team when one enters or leaves; the queue is rebuilt from the status index when the actor
-//! starts, so it survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
+//! team when one enters or leaves; the queue is rebuilt from the status index once the broker is
+//! wired (`Attach`, in the background of start-up), so it survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
 //!
 //! Assignment (teams with `assignment = "round_robin" | "least_loaded"`): whenever a conversation
 //! is queued or an agent of the team becomes available (comes online, frees a slot), the team
@@ -51,6 +51,8 @@ pub struct State {
     /// Least loaded: when each agent was last given a conversation (ties go to the longest idle).
     last_assigned: HashMap<String, u64>,
     assignments: u64,
+    /// Until the queue is rebuilt from storage (at `Attach`), the store to rebuild it from.
+    store: Option<crate::store::Store>,
 }
 
 impl State {
@@ -82,6 +84,33 @@ impl State {
     /// Longest-waiting conversation's queue time (any priority).
     fn oldest(&self) -> Option<Millis> {
         self.since.values().map(|(_, at)| *at).min()
+    }
+}
+
+/// Rebuilds the queue from the status index. It runs at `Attach`, not in `pre_start`, so start-up
+/// (and `/healthz`, and webhooks) never wait for a scan proportional to the number of waiting
+/// conversations; commands that arrive meanwhile wait in the mailbox and apply on top of the
+/// scan, which is safe because every queue command is idempotent (enqueue replaces, remove of an
+/// absent conversation is a no-op) and each is sent after the change it reports was committed.
+/// A failed scan is logged and retried at the next `Assign`.
+async fn load_queue(state: &mut State) {
+    let Some(store) = state.store.take() else {
+        return;
+    };
+    let query = ListQuery::Status {
+        status: ConversationStatus::Queued,
+        team: Some(state.id.clone()),
+    };
+    match store.list(query, usize::MAX).await {
+        Ok(queued) => {
+            for c in queued {
+                state.enqueue(c.id, c.queued_at, c.priority, None);
+            }
+        }
+        Err(e) => {
+            tracing::error!(team = %state.id, error = %e, "cannot rebuild the queue; retrying at the next assignment");
+            state.store = Some(store);
+        }
     }
 }
 
@@ -130,7 +159,7 @@ impl Actor for TeamActor {
         _myself: ActorRef<Self::Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let mut state = State {
+        let state = State {
             id: args.id.clone(),
             members: args.members,
             order: BTreeSet::new(),
@@ -140,20 +169,8 @@ impl Actor for TeamActor {
             cursor: 0,
             last_assigned: HashMap::new(),
             assignments: 0,
+            store: Some(args.store),
         };
-        let queued = args
-            .store
-            .list(
-                ListQuery::Status {
-                    status: ConversationStatus::Queued,
-                    team: Some(args.id.clone()),
-                },
-                usize::MAX,
-            )
-            .await?;
-        for c in queued {
-            state.enqueue(c.id, c.queued_at, c.priority, None);
-        }
         Ok(state)
     }
 
@@ -166,9 +183,13 @@ impl Actor for TeamActor {
         match msg {
             TeamMsg::Attach(ctx) => {
                 state.ctx = ctx;
+                load_queue(state).await;
                 assign(state).await;
             }
-            TeamMsg::Assign => assign(state).await,
+            TeamMsg::Assign => {
+                load_queue(state).await;
+                assign(state).await
+            }
             TeamMsg::Enqueue {
                 conversation,
                 at,
