@@ -30,6 +30,18 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        Self::ConversationCreated,
+        Self::ConversationClaimed,
+        Self::ConversationReleased,
+        Self::ConversationTransferred,
+        Self::ConversationResolved,
+        Self::ConversationReopened,
+        Self::MessageCreated,
+        Self::MessageStatus,
+        Self::SlaBreached,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ConversationCreated => "conversation.created",
@@ -42,6 +54,46 @@ impl EventKind {
             Self::MessageStatus => "message.status",
             Self::SlaBreached => "conversation.sla_breached",
         }
+    }
+}
+
+/// A set of event kinds (a subscriber's `types` filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindSet(u16);
+
+impl KindSet {
+    pub const ALL: KindSet = KindSet(u16::MAX);
+
+    pub fn contains(self, k: EventKind) -> bool {
+        self.0 & (1 << k as u16) != 0
+    }
+
+    /// Parses a comma-separated list of event types; `conversation.*` and `message.*` stand for
+    /// every type with that prefix. Returns the first unknown entry on error.
+    pub fn parse(list: &str) -> Result<KindSet, String> {
+        let mut bits = 0u16;
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let matched: Vec<EventKind> = match item.strip_suffix('*') {
+                Some(prefix) if prefix.ends_with('.') => EventKind::ALL
+                    .into_iter()
+                    .filter(|k| k.as_str().starts_with(prefix))
+                    .collect(),
+                _ => EventKind::ALL
+                    .into_iter()
+                    .filter(|k| k.as_str() == item)
+                    .collect(),
+            };
+            if matched.is_empty() {
+                return Err(item.to_string());
+            }
+            for k in matched {
+                bits |= 1 << k as u16;
+            }
+        }
+        if bits == 0 {
+            return Err(list.to_string());
+        }
+        Ok(KindSet(bits))
     }
 }
 
@@ -113,5 +165,32 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_set_parses_names_and_prefixes() {
+        let s = KindSet::parse("conversation.*, message.status").expect("valid");
+        assert!(s.contains(EventKind::ConversationCreated));
+        assert!(
+            s.contains(EventKind::SlaBreached),
+            "conversation.sla_breached is a conversation.*"
+        );
+        assert!(s.contains(EventKind::MessageStatus));
+        assert!(!s.contains(EventKind::MessageCreated));
+        let one = KindSet::parse("message.created").expect("valid");
+        assert!(one.contains(EventKind::MessageCreated));
+        assert!(!one.contains(EventKind::ConversationClaimed));
+        assert_eq!(
+            KindSet::parse("conversation.nope"),
+            Err("conversation.nope".into())
+        );
+        assert_eq!(KindSet::parse("message*"), Err("message*".into()));
+        assert!(KindSet::parse(" , ").is_err());
+        assert!(KindSet::ALL.contains(EventKind::MessageCreated));
     }
 }

@@ -233,3 +233,52 @@ async fn agent_gets_no_message_events_of_a_conversation_someone_else_owns() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_filter_narrows_the_stream() {
+    let tb = TB::start().await;
+    let mut lean = Sse::connect_to(&tb, BOB, "/api/v1/events?types=conversation.*").await;
+    let mut full = Sse::connect(&tb, BOB).await;
+    let cust = customer();
+    tb.send_text(N1, &cust, "first").await;
+    let id = tb.conv_id(N1, &cust).await;
+    tb.send_text(N1, &cust, "second").await;
+    tb.must_claim(ALICE, &id).await;
+
+    // The unfiltered stream carries the message events; the filtered one skips them and still
+    // delivers the conversation events in order.
+    full.wait_type("message.created", &id).await;
+    lean.wait_type("conversation.created", &id).await;
+    lean.wait_type("conversation.claimed", &id).await;
+    assert!(
+        lean.seen.iter().all(|e| e.data["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("conversation."))),
+        "only conversation.* events: {:?}",
+        lean.seen
+            .iter()
+            .map(|e| e.event.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_event_type_is_invalid_request() {
+    let tb = TB::start().await;
+    let client = http_client(Some(std::time::Duration::from_secs(5)));
+    let resp = client
+        .get(tb.url("/api/v1/events?types=conversation.claimed,message.deleted"))
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], json!("invalid_request"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("message.deleted")),
+        "{v}"
+    );
+}

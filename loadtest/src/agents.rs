@@ -81,6 +81,8 @@ pub struct AgentsConfig {
     /// Known agent ids (same order as tokens), or empty to learn them from the broker.
     pub ids: Vec<String>,
     pub race: usize,
+    /// `types` filter of the event stream (None: everything).
+    pub event_types: Option<String>,
     pub resolve_after: Duration,
     pub replay_ratio: f64,
     pub run_id: String,
@@ -311,7 +313,10 @@ async fn agent_loop(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
             }
         }
 
-        let url = format!("{}/api/v1/events", sh.cfg.api.base_url);
+        let url = match &sh.cfg.event_types {
+            Some(t) => format!("{}/api/v1/events?types={}", sh.cfg.api.base_url, seg(t)),
+            None => format!("{}/api/v1/events", sh.cfg.api.base_url),
+        };
         let resp = sh
             .cfg
             .api

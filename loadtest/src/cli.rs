@@ -169,6 +169,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 200, help_heading = "Agents")]
     pub resolve_after_ms: u64,
 
+    /// Event types the agents subscribe to (the broker's `GET /api/v1/events?types=`), e.g.
+    /// `conversation.*,message.status` to skip every inbound message's event, as a console that
+    /// only watches the queue would. Default: the full stream.
+    #[arg(long, help_heading = "Agents")]
+    pub event_types: Option<String>,
+
     /// Share of replies the agent sends a second time with the same idempotency key, checking the
     /// broker answers with the same message and sends nothing.
     #[arg(long, default_value_t = 0.1, help_heading = "Agents")]
@@ -254,6 +260,7 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub seed: Option<u64>,
     pub claim_race: usize,
+    pub event_types: Option<String>,
     pub resolve_after: Duration,
     pub replay_ratio: f64,
     pub max_concurrent: u32,
@@ -463,6 +470,7 @@ impl Cli {
             request_timeout: seconds("request-timeout", self.request_timeout)?,
             seed: self.seed,
             claim_race: self.claim_race,
+            event_types: self.event_types.clone(),
             resolve_after: Duration::from_millis(self.resolve_after_ms),
             replay_ratio: ratio("replay-ratio", self.replay_ratio)?,
             max_concurrent: self.max_concurrent,

@@ -331,6 +331,7 @@ async fn drive_and_audit(
             tokens: s.agent_tokens.clone(),
             ids: s.agent_ids.clone(),
             race: s.claim_race,
+            event_types: s.event_types.clone(),
             resolve_after: s.resolve_after,
             replay_ratio: s.replay_ratio,
             run_id: run_id.to_string(),
@@ -445,6 +446,7 @@ async fn drive_and_audit(
     settings.insert("numbers".into(), json!(s.numbers));
     settings.insert("agents".into(), json!(k));
     settings.insert("claim_race".into(), json!(s.claim_race));
+    settings.insert("event_types".into(), json!(s.event_types));
     settings.insert("duplicate_ratio".into(), json!(s.duplicate_ratio));
     settings.insert("batch_ratio".into(), json!(s.batch_ratio));
     settings.insert("throttle_ratio".into(), json!(s.throttle_ratio));

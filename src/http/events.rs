@@ -4,11 +4,16 @@
 //! what the caller may see (see `crate::events::Event::visible_to`). A subscriber that falls behind
 //! the bounded feed gets one `lagged` event with the number of events it missed, and should re-read
 //! the conversation list. Open streams are bounded by `server.max_event_streams`.
+//!
+//! `?types=conversation.*,message.status` (comma-separated types; `conversation.*` and
+//! `message.*` cover a prefix) narrows the stream to those types — an agent console that only
+//! needs queue changes skips every inbound message's event; filtered-out events are never
+//! rendered for that subscriber. An unknown type is `400 invalid_request`.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -22,6 +27,7 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
 use super::views::{ConversationView, MessageView};
 use super::AppState;
+use crate::events::KindSet;
 use crate::metrics as m;
 
 pub fn router() -> Router<AppState> {
@@ -36,7 +42,21 @@ impl Drop for StreamGuard {
     }
 }
 
-async fn stream(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<impl IntoResponse> {
+#[derive(serde::Deserialize)]
+struct StreamParams {
+    types: Option<String>,
+}
+
+async fn stream(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Query(p): Query<StreamParams>,
+) -> ApiResult<impl IntoResponse> {
+    let types = match p.types.as_deref() {
+        None => KindSet::ALL,
+        Some(list) => KindSet::parse(list)
+            .map_err(|bad| ApiError::invalid(format!("unknown event type: {bad}")))?,
+    };
     let permit = s
         .stream_permits
         .clone()
@@ -48,7 +68,7 @@ async fn stream(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<impl
     let events = BroadcastStream::new(rx).filter_map(move |item| {
         let _alive = &guard;
         let out = match item {
-            Ok(ev) if ev.visible_to(&caller) => {
+            Ok(ev) if types.contains(ev.kind) && ev.visible_to(&caller) => {
                 let data = ev.rendered.get_or_init(|| {
                     json!({
                         "type": ev.kind.as_str(),

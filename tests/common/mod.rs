@@ -1099,9 +1099,14 @@ pub struct Sse {
 impl Sse {
     /// Opens `GET /api/v1/events`; asserts 200 and `text/event-stream`.
     pub async fn connect(api: &Api, token: &str) -> Sse {
+        Self::connect_to(api, token, "/api/v1/events").await
+    }
+
+    /// Opens the event stream at `path` (e.g. with a `types` filter).
+    pub async fn connect_to(api: &Api, token: &str, path: &str) -> Sse {
         let client = http_client(None);
         let resp = client
-            .get(api.url("/api/v1/events"))
+            .get(api.url(path))
             .bearer_auth(token)
             .header("accept", "text/event-stream")
             .send()
