@@ -167,11 +167,10 @@ impl ConversationActor {
             }
             ConversationMsg::Claim { caller, reply } => {
                 let r = Box::pin(self.claim(state, &caller)).await;
-                let outcome = match &r {
-                    Ok(_) => "won",
-                    Err(e) => e.code(),
-                };
-                metrics::counter!(m::CLAIMS, "outcome" => outcome).increment(1);
+                match &r {
+                    Ok(_) => self.ctx.claims_won.increment(1),
+                    Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
+                }
                 let _ = reply.send(r);
             }
             ConversationMsg::Release { caller, reply } => {

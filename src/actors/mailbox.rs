@@ -147,8 +147,8 @@ impl<H: Handler> Mailbox<H> {
             if g.queue.len() >= MAX_QUEUED {
                 return Err(Rejected::Full(msg));
             }
+            // `last_active` is stamped when the runner goes idle: a running mailbox never retires.
             g.queue.push_back(msg);
-            g.last_active = Instant::now();
             !std::mem::replace(&mut g.running, true)
         };
         if start {
@@ -168,11 +168,13 @@ impl<H: Handler> Mailbox<H> {
 
     /// Handles queued messages until none is left, then gives the state back.
     async fn drain(self: &Arc<Self>, mut state: Box<H::State>) {
+        let mut lingered = false;
         loop {
             let msg = {
                 let mut g = self.inner.lock();
                 match g.queue.pop_front() {
-                    Some(m) => m,
+                    Some(m) => Some(m),
+                    None if !lingered => None,
                     None => {
                         g.state = Some(state);
                         g.running = false;
@@ -183,6 +185,16 @@ impl<H: Handler> Mailbox<H> {
                     }
                 }
             };
+            let Some(msg) = msg else {
+                // Empty: stay one scheduling round before ending the task. A caller that was
+                // just answered often sends its next command right away (a claim then a reply,
+                // a webhook then its status callbacks); finding the runner still here saves a
+                // task spawn per command.
+                lingered = true;
+                tokio::task::yield_now().await;
+                continue;
+            };
+            lingered = false;
             let handled = AssertUnwindSafe(self.handler.handle(&mut state, msg))
                 .catch_unwind()
                 .await;

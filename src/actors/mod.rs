@@ -78,7 +78,10 @@ pub struct Ctx {
     pub bus: EventBus,
     pub agents: HashMap<String, ActorRef<AgentMsg>>,
     pub teams: HashMap<String, ActorRef<TeamMsg>>,
-    pub conversations: DashMap<Arc<str>, ConversationRef>,
+    /// Keyed with foldhash (seeded per process): the lookup is on every command's path.
+    pub conversations: DashMap<Arc<str>, ConversationRef, foldhash::fast::RandomState>,
+    /// `switchboard_claims_total{outcome="won"}`, resolved once: the claim path is hot.
+    pub claims_won: metrics::Counter,
     /// Conversation handlers in progress (shutdown waits for them).
     pub runners: mailbox::Runners,
     /// Set at shutdown: no conversation activates any more.
@@ -108,7 +111,8 @@ impl Ctx {
             bus,
             agents,
             teams,
-            conversations: DashMap::new(),
+            conversations: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            claims_won: metrics::counter!(m::CLAIMS, "outcome" => "won"),
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
