@@ -84,9 +84,12 @@ pub struct AgentSnapshot {
 pub enum AgentMsg {
     /// Gives the actor the shared context once it exists (agents start before it).
     Attach(Weak<Ctx>),
-    /// Takes a slot for `conversation` if below capacity (idempotent per conversation).
+    /// Takes a slot for `conversation` if below capacity (idempotent per conversation); with
+    /// `online_only` (automatic assignment) only while the agent is online, so an assignment
+    /// racing the agent going offline either lands before the hand-back or not at all.
     Reserve {
         conversation: String,
+        online_only: bool,
         reply: RpcReplyPort<bool>,
     },
     /// Gives a slot back.
@@ -132,9 +135,11 @@ impl Actor for AgentActor {
         match msg {
             AgentMsg::Reserve {
                 conversation,
+                online_only,
                 reply,
             } => {
-                let ok = state.owned.contains(&conversation) || state.owned.len() < state.max;
+                let ok = (!online_only || state.presence == Presence::Online)
+                    && (state.owned.contains(&conversation) || state.owned.len() < state.max);
                 if ok {
                     state.owned.insert(conversation);
                 }

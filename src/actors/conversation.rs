@@ -81,6 +81,13 @@ pub enum ConversationMsg {
         caller: Caller,
         reply: Reply<Conversation>,
     },
+    /// A team's automatic assignment to `agent`: a claim on the agent's behalf that fails with
+    /// `capacity_reached` unless the agent is online at the moment its slot is taken (the team
+    /// chose it from a snapshot; it may have gone offline since).
+    Assign {
+        agent: Caller,
+        reply: Reply<Conversation>,
+    },
     Release {
         caller: Caller,
         reply: Reply<Conversation>,
@@ -166,7 +173,15 @@ impl ConversationActor {
                 let _ = reply.send(Box::pin(self.status(state, seq, update)).await);
             }
             ConversationMsg::Claim { caller, reply } => {
-                let r = Box::pin(self.claim(state, &caller)).await;
+                let r = Box::pin(self.claim(state, &caller, false)).await;
+                match &r {
+                    Ok(_) => self.ctx.claims_won.increment(1),
+                    Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
+                }
+                let _ = reply.send(r);
+            }
+            ConversationMsg::Assign { agent, reply } => {
+                let r = Box::pin(self.claim(state, &agent, true)).await;
                 match &r {
                     Ok(_) => self.ctx.claims_won.increment(1),
                     Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
@@ -333,7 +348,13 @@ impl ConversationActor {
         }
     }
 
-    async fn reserve_agent(&self, agent: &str, conversation: &str) -> Result<(), Error> {
+    /// Takes a slot of `agent` for `conversation`; with `online_only`, only while it is online.
+    async fn reserve_agent(
+        &self,
+        agent: &str,
+        conversation: &str,
+        online_only: bool,
+    ) -> Result<(), Error> {
         let Some(a) = self.ctx.agent(agent) else {
             return Err(DomainError::NotFound.into());
         };
@@ -342,6 +363,7 @@ impl ConversationActor {
             .call(
                 |reply| super::AgentMsg::Reserve {
                     conversation,
+                    online_only,
                     reply,
                 },
                 // No timer (see `Ctx::ask`): the agent actor only checks a counter, and a stopped
@@ -552,11 +574,17 @@ impl ConversationActor {
         Ok(changed)
     }
 
-    async fn claim(&self, state: &mut State, caller: &Caller) -> Result<Conversation, Error> {
+    async fn claim(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        online_only: bool,
+    ) -> Result<Conversation, Error> {
         if !state.conv.check_claim(caller)? {
             return Ok(state.conv.clone());
         }
-        self.reserve_agent(&caller.id, &state.conv.id).await?;
+        self.reserve_agent(&caller.id, &state.conv.id, online_only)
+            .await?;
         let before = state.conv.clone();
         let mut next = before.clone();
         next.assign(&caller.id, self.ctx.now());
@@ -640,7 +668,7 @@ impl ConversationActor {
             TransferTarget::Team(_) => None,
             TransferTarget::Agent { id, .. } => {
                 if old_owner.as_deref() != Some(id.as_str()) {
-                    self.reserve_agent(id, &state.conv.id).await?;
+                    self.reserve_agent(id, &state.conv.id, false).await?;
                 }
                 Some(id.clone())
             }

@@ -4,7 +4,9 @@
 //! messages. A ractor actor keeps a tokio task and four channels (signal, stop, supervision,
 //! messages) per actor — about 9 KB each, measured (BENCHMARKS.md, memory) — and its `call`
 //! adds a registry lookup, boxing and a select over those channels. A [`Mailbox`] is only its
-//! state, a queue and a few flags behind one short lock: a task exists only while there is work.
+//! state, a queue and a few flags behind one short lock: a task exists only while there is work
+//! (spawned by the send that finds the mailbox idle; it lingers one scheduling round after the
+//! queue empties, so a caller's next command usually finds it still running).
 //!
 //! Invariants (what makes it an actor):
 //! - **Single writer.** At most one runner task per mailbox (`running`), and only the runner

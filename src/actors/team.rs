@@ -308,8 +308,8 @@ async fn assign(state: &mut State) {
             teams: vec![state.id.clone()],
         };
         let result = ctx
-            .ask(&conv, None, |reply| ConversationMsg::Claim {
-                caller: caller.clone(),
+            .ask(&conv, None, |reply| ConversationMsg::Assign {
+                agent: caller.clone(),
                 reply,
             })
             .await;

@@ -79,15 +79,18 @@ impl Batch {
             encode(after)?,
         );
         let new_keys = IndexKey::for_conversation(after);
-        if let Some(b) = before {
-            for old in IndexKey::for_conversation(b) {
-                if !new_keys.contains(&old) {
-                    self.delete(CF_INDEX, old.encode());
-                }
+        // `before` is the stored record, so its index entries exist: only the difference is
+        // written (most changes — a new message — touch no index entry at all).
+        let old_keys = before.map(IndexKey::for_conversation).unwrap_or_default();
+        for old in &old_keys {
+            if !new_keys.contains(old) {
+                self.delete(CF_INDEX, old.encode());
             }
         }
         for k in new_keys {
-            self.put(CF_INDEX, k.encode(), Vec::new());
+            if !old_keys.contains(&k) {
+                self.put(CF_INDEX, k.encode(), Vec::new());
+            }
         }
         Ok(())
     }
