@@ -167,7 +167,9 @@ fn bench_switchboard(
 }
 
 fn open_raw(path: &std::path::Path) -> DB {
-    // The store's DB options (see `Store::open`), default column family only.
+    // The store's write-path options (see `Store::open`: parallelism, pipelined writes), default
+    // column family only. Raw writers keep RocksDB's concurrent memtable inserts (the store turns
+    // them off: it has one writer thread; 64 raw writer threads are better served with them).
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.increase_parallelism(2);

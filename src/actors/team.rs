@@ -15,7 +15,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -36,15 +36,17 @@ pub struct Args {
 }
 
 /// Queue position: highest priority first, then oldest.
-type Slot = (Reverse<Priority>, Millis, String);
+/// Ids are `Arc<str>` shared by `order` and `since`: one allocation per waiting conversation
+/// (a team may hold a million of them after a backlog).
+type Slot = (Reverse<Priority>, Millis, Arc<str>);
 
 pub struct State {
     id: String,
     members: Vec<String>,
     order: BTreeSet<Slot>,
-    since: HashMap<String, (Priority, Millis)>,
+    since: HashMap<Arc<str>, (Priority, Millis)>,
     /// Agents a waiting conversation must not go back to (it was just taken from them).
-    avoid: HashMap<String, String>,
+    avoid: HashMap<Arc<str>, String>,
     ctx: Weak<Ctx>,
     /// Round robin: index in `members` of the next agent to try.
     cursor: usize,
@@ -59,6 +61,7 @@ impl State {
     /// Puts a conversation in line; `avoid` is the agent it must not go straight back to.
     fn enqueue(&mut self, id: String, at: Millis, priority: Priority, avoid: Option<String>) {
         self.remove(&id);
+        let id: Arc<str> = Arc::from(id);
         self.order.insert((Reverse(priority), at, id.clone()));
         if let Some(agent) = avoid {
             self.avoid.insert(id.clone(), agent);
@@ -68,8 +71,8 @@ impl State {
 
     fn remove(&mut self, id: &str) {
         self.avoid.remove(id);
-        if let Some((p, at)) = self.since.remove(id) {
-            self.order.remove(&(Reverse(p), at, id.to_string()));
+        if let Some((key, (p, at))) = self.since.remove_entry(id) {
+            self.order.remove(&(Reverse(p), at, key));
         }
     }
 
@@ -78,7 +81,7 @@ impl State {
         let (Reverse(p), at, id) = self.order.pop_first()?;
         self.since.remove(&id);
         let avoid = self.avoid.remove(&id);
-        Some((id, at, p, avoid))
+        Some((id.to_string(), at, p, avoid))
     }
 
     /// Longest-waiting conversation's queue time (any priority).
@@ -211,7 +214,7 @@ impl Actor for TeamActor {
                         .order
                         .iter()
                         .take(limit)
-                        .map(|(_, _, id)| id.clone())
+                        .map(|(_, _, id)| id.to_string())
                         .collect(),
                 });
             }
