@@ -1,14 +1,17 @@
 //! Wiring and lifecycle: start everything in order, serve, shut down cleanly.
 //!
-//! Start-up order: metrics → store (RocksDB open replays its WAL) → agent and team actors (rebuild
-//! load and queues from the indexes) → conversation registry → outbox (resumes every pending
-//! send in the background) → HTTP. `/healthz` answers as soon as the listener serves, which does
-//! not wait for anything proportional to the number of conversations: actors activate lazily.
+//! Start-up order: metrics → store (RocksDB open replays its WAL) → agent actors (rebuild their
+//! load from the assignee index) and team actors → conversation registry → outbox (resumes every
+//! pending send in the background) → teams attached (each rebuilds its queue from the status
+//! index in the background, then assigns) → HTTP. `/healthz` answers as soon as the listener
+//! serves, which does not wait for anything proportional to the number of conversations: actors
+//! activate lazily and queues rebuild behind their mailboxes (measured: 111 ms from SIGKILL to
+//! healthy with 1M conversations / 10M messages on disk, BENCHMARKS.md).
 //!
 //! Shutdown: stop taking webhooks (503), let the HTTP server finish requests in flight, give the
 //! outbox a grace period for sends in flight, stop actors (conversation handlers in progress
-//! finish their commits), then close the store (which drains the
-//! group-commit writer). Acknowledged work not yet sent stays on disk for the next start.
+//! finish their commits), then close the store (which drains the group-commit writer).
+//! Acknowledged work not yet sent stays on disk for the next start.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
