@@ -173,20 +173,10 @@ impl ConversationActor {
                 let _ = reply.send(Box::pin(self.status(state, seq, update)).await);
             }
             ConversationMsg::Claim { caller, reply } => {
-                let r = Box::pin(self.claim(state, &caller, false)).await;
-                match &r {
-                    Ok(_) => self.ctx.claims_won.increment(1),
-                    Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
-                }
-                let _ = reply.send(r);
+                let _ = reply.send(Box::pin(self.claim(state, &caller, false)).await);
             }
             ConversationMsg::Assign { agent, reply } => {
-                let r = Box::pin(self.claim(state, &agent, true)).await;
-                match &r {
-                    Ok(_) => self.ctx.claims_won.increment(1),
-                    Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
-                }
-                let _ = reply.send(r);
+                let _ = reply.send(Box::pin(self.claim(state, &agent, true)).await);
             }
             ConversationMsg::Release { caller, reply } => {
                 let _ = reply.send(Box::pin(self.release(state, &caller)).await);
@@ -574,7 +564,22 @@ impl ConversationActor {
         Ok(changed)
     }
 
+    /// A claim by `caller` (or a team's assignment to it), counted by outcome.
     async fn claim(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        online_only: bool,
+    ) -> Result<Conversation, Error> {
+        let r = self.take(state, caller, online_only).await;
+        match &r {
+            Ok(_) => self.ctx.claims_won.increment(1),
+            Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
+        }
+        r
+    }
+
+    async fn take(
         &self,
         state: &mut State,
         caller: &Caller,
