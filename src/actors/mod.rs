@@ -217,11 +217,15 @@ impl Ctx {
     /// Retires every conversation actor idle for at least `idle` (`Duration::ZERO`: every one not
     /// busy right now) and removes it from the registry; returns how many retired.
     pub fn passivate_idle(&self, idle: Duration) -> usize {
-        let before = self.conversations.len();
-        // The mailbox lock is taken inside the shard lock, never the other way round.
-        self.conversations.retain(|_, r| !r.retire_if_idle(idle));
+        let mut retired = 0usize;
+        // The mailbox lock is taken inside the shard lock, never the other way round. Counted
+        // here, not from the map's length: activations may land while the sweep runs.
+        self.conversations.retain(|_, r| {
+            let keep = !r.retire_if_idle(idle);
+            retired += usize::from(!keep);
+            keep
+        });
         let live = self.conversations.len();
-        let retired = before.saturating_sub(live);
         metrics::gauge!(m::LIVE_ACTORS).decrement(retired as f64);
         // A map that grew for a peak keeps its table; give it back once mostly empty.
         if self.conversations.capacity() > 4 * live + 1024 {
