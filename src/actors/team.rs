@@ -1,9 +1,10 @@
 //! One actor per team: the queue of conversations waiting for an agent.
 //!
 //! Order is priority (urgent first), then the time a conversation entered the queue (oldest
-//! first). Conversation actors tell the
-//! team when one enters or leaves; the queue is rebuilt from the status index once the broker is
-//! wired (`Attach`, in the background of start-up), so it survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
+//! first), then arrival ([`WaitingLine`], which costs no allocation per waiting conversation).
+//! Conversation actors tell the team when one enters or leaves; the queue is rebuilt from the
+//! status index once the broker is wired (`Attach`, in the background of start-up), so it
+//! survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
 //!
 //! Assignment (teams with `assignment = "round_robin" | "least_loaded"`): whenever a conversation
 //! is queued or an agent of the team becomes available (comes online, frees a slot), the team
@@ -13,15 +14,15 @@
 //! who are not `online` are never chosen. `manual` teams only queue. The policy is read from the
 //! policies in force at each pass, so an admin's change applies to the next assignment.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::Weak;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::{AgentMsg, ConversationMsg, Ctx, CALL_TIMEOUT};
 use crate::config::{Assignment, Role};
+use crate::domain::queue::WaitingLine;
 use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence, Priority};
 use crate::error::Error;
 use crate::store::{ListQuery, Store};
@@ -35,18 +36,11 @@ pub struct Args {
     pub store: Store,
 }
 
-/// Queue position: highest priority first, then oldest.
-/// Ids are `Arc<str>` shared by `order` and `since`: one allocation per waiting conversation
-/// (a team may hold a million of them after a backlog).
-type Slot = (Reverse<Priority>, Millis, Arc<str>);
-
 pub struct State {
     id: String,
     members: Vec<String>,
-    order: BTreeSet<Slot>,
-    since: HashMap<Arc<str>, (Priority, Millis)>,
-    /// Agents a waiting conversation must not go back to (it was just taken from them).
-    avoid: HashMap<Arc<str>, String>,
+    /// Who waits, in serving order (see [`WaitingLine`]).
+    line: WaitingLine,
     ctx: Weak<Ctx>,
     /// Round robin: index in `members` of the next agent to try.
     cursor: usize,
@@ -60,33 +54,16 @@ pub struct State {
 impl State {
     /// Puts a conversation in line; `avoid` is the agent it must not go straight back to.
     fn enqueue(&mut self, id: String, at: Millis, priority: Priority, avoid: Option<String>) {
-        self.remove(&id);
-        let id: Arc<str> = Arc::from(id);
-        self.order.insert((Reverse(priority), at, id.clone()));
-        if let Some(agent) = avoid {
-            self.avoid.insert(id.clone(), agent);
-        }
-        self.since.insert(id, (priority, at));
+        self.line.enqueue(&id, at, priority, avoid);
     }
 
     fn remove(&mut self, id: &str) {
-        self.avoid.remove(id);
-        if let Some((key, (p, at))) = self.since.remove_entry(id) {
-            self.order.remove(&(Reverse(p), at, key));
-        }
+        self.line.remove(id);
     }
 
     /// Takes the first in line, with the agent it must not go back to.
     fn pop(&mut self) -> Option<(String, Millis, Priority, Option<String>)> {
-        let (Reverse(p), at, id) = self.order.pop_first()?;
-        self.since.remove(&id);
-        let avoid = self.avoid.remove(&id);
-        Some((id.to_string(), at, p, avoid))
-    }
-
-    /// Longest-waiting conversation's queue time (any priority).
-    fn oldest(&self) -> Option<Millis> {
-        self.since.values().map(|(_, at)| *at).min()
+        self.line.pop()
     }
 }
 
@@ -165,9 +142,7 @@ impl Actor for TeamActor {
         let state = State {
             id: args.id.clone(),
             members: args.members,
-            order: BTreeSet::new(),
-            since: HashMap::new(),
-            avoid: HashMap::new(),
+            line: WaitingLine::default(),
             ctx: Weak::new(),
             cursor: 0,
             last_assigned: HashMap::new(),
@@ -208,14 +183,9 @@ impl Actor for TeamActor {
             }
             TeamMsg::Snapshot { limit, reply } => {
                 let _ = reply.send(QueueSnapshot {
-                    depth: state.order.len(),
-                    oldest_queued_at: state.oldest(),
-                    conversations: state
-                        .order
-                        .iter()
-                        .take(limit)
-                        .map(|(_, _, id)| id.to_string())
-                        .collect(),
+                    depth: state.line.len(),
+                    oldest_queued_at: state.line.oldest(),
+                    conversations: state.line.iter().take(limit).collect(),
                 });
             }
         }
@@ -278,7 +248,7 @@ fn pick(state: &mut State, assignment: Assignment, available: &[Candidate]) -> O
 /// Hands waiting conversations to available agents until one of the two runs out. Bounded: at
 /// most one pass over the queue plus one skip per member.
 async fn assign(state: &mut State) {
-    if state.order.is_empty() {
+    if state.line.is_empty() {
         return;
     }
     let Some(ctx) = state.ctx.upgrade() else {
@@ -288,10 +258,10 @@ async fn assign(state: &mut State) {
     if assignment == Assignment::Manual {
         return;
     }
-    let mut budget = state.order.len() + state.members.len();
+    let mut budget = state.line.len() + state.members.len();
     // Conversations only the agent they were taken from could take now: back in line after.
     let mut set_aside = Vec::new();
-    while budget > 0 && !state.order.is_empty() {
+    while budget > 0 && !state.line.is_empty() {
         budget -= 1;
         let mut available = candidates(&ctx, &state.members).await;
         if available.is_empty() {

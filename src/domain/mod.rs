@@ -9,6 +9,7 @@ pub mod conversation;
 pub mod hours;
 pub mod message;
 pub mod policy;
+pub mod queue;
 pub mod routing;
 
 pub use agent::{Caller, Presence};
