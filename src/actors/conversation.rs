@@ -18,6 +18,9 @@
 //! state; after each change the actor gives the timer service its next deadline, and a `Tick`
 //! re-checks them against the clock, so deadlines survive passivation and restarts.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use super::mailbox::{Handler, Mailbox, Runners};
 use super::seen::SeenWamids;
 use super::{count_change, Ctx, Reply, TeamMsg};
@@ -32,8 +35,6 @@ use crate::events::{Event, EventKind};
 use crate::metrics as m;
 use crate::store::{Batch, OutboxJob};
 use crate::whatsapp::webhook::{InboundMessage, InboundStatus};
-use std::collections::HashSet;
-use std::sync::Arc;
 
 pub struct ConversationActor {
     pub ctx: Arc<Ctx>,

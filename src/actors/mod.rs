@@ -26,8 +26,8 @@
 //! Bounds: a conversation's mailbox holds at most [`mailbox::MAX_QUEUED`] waiting commands
 //! (beyond that the caller gets `unavailable`); upstream, webhook admission
 //! (`server.max_inflight_webhooks`) and the outbox's per-number in-flight limit bound what is
-//! sent at all. Agent and team mailboxes (ractor, unbounded) receive only bookkeeping casts, one
-//! per conversation change.
+//! sent at all. Agent and team mailboxes (ractor, unbounded) receive bookkeeping casts and
+//! reservation calls from conversation actors, at most one of each per conversation change.
 
 pub mod agent;
 pub mod conversation;
