@@ -113,8 +113,8 @@ async fn ingest(ctx: &Arc<Ctx>, range: std::ops::Range<usize>, ts: i64) {
 }
 
 /// RocksDB's share of RSS (bounded: memtables, block cache).
-fn rocks(ctx: &Ctx) -> String {
-    let u = ctx.store.memory();
+async fn rocks(ctx: &Ctx) -> String {
+    let u = ctx.store.memory().await.unwrap_or_default();
     format!(
         "Rust heap {:.1} MiB; RocksDB memtables {:.1} MiB, block cache {:.1} MiB, table readers {:.1} MiB",
         mib(rust_heap()),
@@ -164,7 +164,7 @@ fn main() {
             "phase 1: ingested {half} conversations in {:.1} s; live actors {n1}; RSS {:.1} MiB; {}",
             started.elapsed().as_secs_f64(),
             mib(live_1),
-            rocks(&ctx)
+            rocks(&ctx).await
         );
         let heap_live_1 = rust_heap();
         ctx.passivate_idle(Duration::ZERO);
@@ -174,7 +174,7 @@ fn main() {
             "phase 1: passivated, live actors {}; RSS {:.1} MiB; {}",
             ctx.conversations.len(),
             mib(passive_1),
-            rocks(&ctx)
+            rocks(&ctx).await
         );
 
         // Phase 2: the second half on top: its growth is the marginal cost, free of the fixed
@@ -188,7 +188,7 @@ fn main() {
             total - half,
             started.elapsed().as_secs_f64(),
             mib(live_2),
-            rocks(&ctx)
+            rocks(&ctx).await
         );
         ctx.passivate_idle(Duration::ZERO);
         let passive_2 = trimmed_rss();
@@ -197,7 +197,7 @@ fn main() {
             "phase 2: passivated, live actors {}; RSS {:.1} MiB; {}",
             ctx.conversations.len(),
             mib(passive_2),
-            rocks(&ctx)
+            rocks(&ctx).await
         );
 
         println!(

@@ -156,8 +156,14 @@ fn describe() {
 }
 
 /// Sets the storage memory gauges (called at scrape).
-pub fn publish_store_memory(store: &crate::store::Store) {
-    let u = store.memory();
+pub async fn publish_store_memory(store: &crate::store::Store) {
+    let u = match store.memory().await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read storage memory");
+            return;
+        }
+    };
     for (kind, v) in [
         ("memtables", u.memtables),
         ("block_cache", u.block_cache),

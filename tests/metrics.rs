@@ -140,4 +140,13 @@ async fn required_metrics_are_present_and_move() {
     ));
     let count = metric_sum(&text, "switchboard_webhook_duration_seconds_count", &[]).unwrap();
     assert!(count >= 3.0, "histogram count {count}");
+    // storage memory, read at scrape: the writes above sit in the memtables
+    let memtables = metric_sum(
+        &text,
+        "switchboard_store_memory_bytes",
+        &["kind=\"memtables\""],
+    )
+    .unwrap_or(0.0);
+    assert!(memtables > 0.0, "memtables {memtables}:\n{text}");
+    assert!(has_series(&text, "switchboard_store_memory_bytes"));
 }

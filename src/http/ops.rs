@@ -21,7 +21,7 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     crate::actors::team::publish_gauges(&s.ctx).await;
-    crate::metrics::publish_store_memory(&s.ctx.store);
+    crate::metrics::publish_store_memory(&s.ctx.store).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -393,22 +393,23 @@ impl Store {
     }
 
     /// What RocksDB holds in memory now (memtables and block cache are bounded by
-    /// [`MEMTABLE_BUDGET`] and [`BLOCK_CACHE`]). Cheap: reads counters, no I/O.
-    pub fn memory(&self) -> MemoryUsage {
-        let mut usage = MemoryUsage {
-            block_cache: self.inner.block_cache.get_usage() as u64,
-            ..MemoryUsage::default()
-        };
-        let Ok(db) = self.db() else {
-            return usage;
-        };
-        for name in ALL_CFS {
-            let Ok(h) = cf(&db, name) else { continue };
-            let prop = |p: &str| db.property_int_value_cf(h, p).ok().flatten().unwrap_or(0);
-            usage.memtables += prop("rocksdb.cur-size-all-mem-tables");
-            usage.table_readers += prop("rocksdb.estimate-table-readers-mem");
-        }
-        usage
+    /// [`MEMTABLE_BUDGET`] and [`BLOCK_CACHE`]). Reads counters on the blocking pool, no I/O.
+    pub async fn memory(&self) -> Result<MemoryUsage, StoreError> {
+        let block_cache = self.inner.block_cache.get_usage() as u64;
+        self.read(move |db| {
+            let mut usage = MemoryUsage {
+                block_cache,
+                ..MemoryUsage::default()
+            };
+            for name in ALL_CFS {
+                let h = cf(db, name)?;
+                let prop = |p: &str| db.property_int_value_cf(h, p).ok().flatten().unwrap_or(0);
+                usage.memtables += prop("rocksdb.cur-size-all-mem-tables");
+                usage.table_readers += prop("rocksdb.estimate-table-readers-mem");
+            }
+            Ok(usage)
+        })
+        .await
     }
 
     /// Stops the writer after it drained every queued commit, then closes the database so the
