@@ -24,6 +24,7 @@ pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
 pub const ACTOR_ACTIVATIONS: &str = "switchboard_actor_activations_total";
 pub const MAILBOX_FULL: &str = "switchboard_mailbox_full_total";
 pub const STORE_MEMORY: &str = "switchboard_store_memory_bytes";
+pub const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
 pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_duration_seconds";
 pub const STORE_GROUP_SIZE: &str = "switchboard_store_group_commit_size";
 pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
@@ -117,6 +118,10 @@ fn describe() {
     describe_counter!(
         ACTOR_ACTIVATIONS,
         "Conversation actors activated from storage."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        "Time to answer a routed HTTP request, by route template and method (SSE: until the stream opens)."
     );
     describe_gauge!(
         STORE_MEMORY,

@@ -149,4 +149,19 @@ async fn required_metrics_are_present_and_move() {
     .unwrap_or(0.0);
     assert!(memtables > 0.0, "memtables {memtables}:\n{text}");
     assert!(has_series(&text, "switchboard_store_memory_bytes"));
+    // per-route latency, labelled by the route template (never the conversation id)
+    let claims = metric_sum(
+        &text,
+        "switchboard_http_request_duration_seconds_count",
+        &[
+            "route=\"/api/v1/conversations/{id}/claim\"",
+            "method=\"POST\"",
+        ],
+    )
+    .unwrap_or(0.0);
+    assert!(claims >= 2.0, "claim requests timed: {claims}:\n{text}");
+    assert!(
+        !text.contains(&format!("route=\"/api/v1/conversations/{id}")),
+        "a conversation id leaked into a label"
+    );
 }

@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
@@ -72,7 +74,35 @@ pub fn app(state: AppState) -> Router {
         .merge(routing::router())
         .merge(events::router())
         .merge(ops::router())
+        .route_layer(axum::middleware::from_fn(timed))
         // The webhook reads its body itself with its own 3 MiB limit and JSON error.
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES + 1))
         .with_state(state)
+}
+
+/// Records how long each routed request took to answer (for SSE: until the stream opened), by
+/// route template and method — both from bounded sets, never from the request's own path.
+async fn timed(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    metrics::histogram!(
+        crate::metrics::HTTP_DURATION,
+        "route" => route,
+        "method" => method
+    )
+    .record(started.elapsed().as_secs_f64());
+    resp
 }
