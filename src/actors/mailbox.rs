@@ -302,6 +302,14 @@ mod tests {
         (log, mb)
     }
 
+    /// Queues a message that holds the runner until `go` fires; `done` fires once it is handled.
+    fn slow(mb: &Arc<Mailbox<Arc<Log>>>) -> (oneshot::Sender<()>, oneshot::Receiver<()>) {
+        let (go_tx, go_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        assert!(mb.send(Msg::Slow(go_rx, done_tx)).is_ok());
+        (go_tx, done_rx)
+    }
+
     fn push(mb: &Arc<Mailbox<Arc<Log>>>, n: u32) -> oneshot::Receiver<Vec<u32>> {
         let (tx, rx) = oneshot::channel();
         assert!(mb.send(Msg::Push(n, tx)).is_ok());
@@ -344,9 +352,7 @@ mod tests {
     #[tokio::test]
     async fn retire_if_idle_waits_for_work_in_progress() {
         let (log, mb) = mailbox();
-        let (go_tx, go_rx) = oneshot::channel();
-        let (done_tx, done_rx) = oneshot::channel();
-        assert!(mb.send(Msg::Slow(go_rx, done_tx)).is_ok());
+        let (go_tx, done_rx) = slow(&mb);
         tokio::task::yield_now().await;
         assert!(!mb.retire_if_idle(Duration::ZERO), "busy: must not retire");
         let _ = go_tx.send(());
@@ -368,9 +374,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_retires_the_mailbox_and_drops_what_waited() {
         let (log, mb) = mailbox();
-        let (go_tx, go_rx) = oneshot::channel();
-        let (done_tx, done_rx) = oneshot::channel();
-        assert!(mb.send(Msg::Slow(go_rx, done_tx)).is_ok());
+        let (go_tx, done_rx) = slow(&mb);
         assert!(mb.send(Msg::Panic).is_ok());
         let waiting = push(&mb, 7);
         let _ = go_tx.send(());
@@ -387,9 +391,7 @@ mod tests {
     #[tokio::test]
     async fn the_queue_is_bounded() {
         let (_, mb) = mailbox();
-        let (go_tx, go_rx) = oneshot::channel();
-        let (done_tx, _done_rx) = oneshot::channel();
-        assert!(mb.send(Msg::Slow(go_rx, done_tx)).is_ok());
+        let (go_tx, _done_rx) = slow(&mb);
         tokio::task::yield_now().await;
         let mut replies = Vec::new();
         for i in 0..MAX_QUEUED as u32 {

@@ -51,22 +51,6 @@ pub struct State {
     store: Option<crate::store::Store>,
 }
 
-impl State {
-    /// Puts a conversation in line; `avoid` is the agent it must not go straight back to.
-    fn enqueue(&mut self, id: String, at: Millis, priority: Priority, avoid: Option<String>) {
-        self.line.enqueue(&id, at, priority, avoid);
-    }
-
-    fn remove(&mut self, id: &str) {
-        self.line.remove(id);
-    }
-
-    /// Takes the first in line, with the agent it must not go back to.
-    fn pop(&mut self) -> Option<(String, Millis, Priority, Option<String>)> {
-        self.line.pop()
-    }
-}
-
 /// Rebuilds the queue from the status index. It runs at `Attach`, not in `pre_start`, so start-up
 /// (and `/healthz`, and webhooks) never wait for a scan proportional to the number of waiting
 /// conversations; commands that arrive meanwhile wait in the mailbox and apply on top of the
@@ -84,7 +68,7 @@ async fn load_queue(state: &mut State) {
     match store.list(query, usize::MAX).await {
         Ok(queued) => {
             for c in queued {
-                state.enqueue(c.id, c.queued_at, c.priority, None);
+                state.line.enqueue(&c.id, c.queued_at, c.priority, None);
             }
         }
         Err(e) => {
@@ -174,12 +158,12 @@ impl Actor for TeamActor {
                 priority,
                 avoid,
             } => {
-                state.enqueue(conversation, at, priority, avoid);
+                state.line.enqueue(&conversation, at, priority, avoid);
                 assign(state).await;
             }
-            TeamMsg::Remove { conversation } => state.remove(&conversation),
+            TeamMsg::Remove { conversation } => state.line.remove(&conversation),
             TeamMsg::Pop { reply } => {
-                let _ = reply.send(state.pop().map(|(id, at, p, _)| (id, at, p)));
+                let _ = reply.send(state.line.pop().map(|(id, at, p, _)| (id, at, p)));
             }
             TeamMsg::Snapshot { limit, reply } => {
                 let _ = reply.send(QueueSnapshot {
@@ -267,7 +251,7 @@ async fn assign(state: &mut State) {
         if available.is_empty() {
             break;
         }
-        let Some((conv, at, priority, avoid)) = state.pop() else {
+        let Some((conv, at, priority, avoid)) = state.line.pop() else {
             break;
         };
         available.retain(|c| Some(&c.id) != avoid.as_ref());
@@ -294,19 +278,19 @@ async fn assign(state: &mut State) {
             }
             // The agent filled up meanwhile: keep the conversation, try again with fresh loads.
             Err(Error::Domain(DomainError::CapacityReached)) => {
-                state.enqueue(conv, at, priority, avoid)
+                state.line.enqueue(&conv, at, priority, avoid)
             }
             // Claimed by someone or moved since it was queued: it is no longer waiting here.
             Err(Error::Domain(_)) => {}
             Err(e) => {
                 tracing::warn!(team = %state.id, conversation = %conv, error = %e, "assignment failed; will retry");
-                state.enqueue(conv, at, priority, avoid);
+                state.line.enqueue(&conv, at, priority, avoid);
                 break;
             }
         }
     }
     for (conv, at, priority, avoid) in set_aside {
-        state.enqueue(conv, at, priority, avoid);
+        state.line.enqueue(&conv, at, priority, avoid);
     }
 }
 

@@ -79,23 +79,22 @@ fn derived_key(id: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// The key of an id not of the derived form (kept verbatim in `other` under it).
+fn other_key(id: &str) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x5b17).hash_one(id)
+}
+
 impl WaitingLine {
     fn key(&mut self, id: &str) -> u64 {
-        match derived_key(id) {
-            Some(k) => k,
-            None => {
-                let k = foldhash::fast::FixedState::with_seed(0x5b17).hash_one(id);
-                self.other.entry(k).or_insert_with(|| id.to_string());
-                k
-            }
-        }
+        derived_key(id).unwrap_or_else(|| {
+            let k = other_key(id);
+            self.other.entry(k).or_insert_with(|| id.to_string());
+            k
+        })
     }
 
     fn find_key(&self, id: &str) -> Option<u64> {
-        derived_key(id).or_else(|| {
-            let k = foldhash::fast::FixedState::with_seed(0x5b17).hash_one(id);
-            self.other.contains_key(&k).then_some(k)
-        })
+        derived_key(id).or_else(|| Some(other_key(id)).filter(|k| self.other.contains_key(k)))
     }
 
     fn id_of(&self, key: u64) -> String {
