@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::header::CONTENT_TYPE;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::http1::Http1Pool;
 use crate::outcome::{backoff, error_kind, retry_after, retryable_status, status_kind};
 use crate::stats::{lock, Counters, Latency};
 use crate::webhook::{Generator, InboundRef, Kind, OutStatus, Webhook};
@@ -80,16 +82,28 @@ pub struct InboundState {
 }
 
 /// Every generated inbound wamid and whether a 200 acknowledged it.
-#[derive(Default)]
 pub struct Ledger {
-    map: Mutex<HashMap<String, InboundState>>,
+    map: Sharded<InboundState>,
+}
+
+/// Ledgers grow to millions of entries; one big map would stall every sender for tens of
+/// milliseconds each time it doubles (seen as send lag). Shards resize one small part at a time.
+type Sharded<V> = DashMap<String, V>;
+
+fn sharded<V>() -> Sharded<V> {
+    DashMap::with_shard_amount(64)
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger { map: sharded() }
+    }
 }
 
 impl Ledger {
     pub fn register(&self, msgs: &[InboundRef]) {
-        let mut m = lock(&self.map);
         for r in msgs {
-            m.entry(r.wamid.clone()).or_insert(InboundState {
+            self.map.entry(r.wamid.clone()).or_insert(InboundState {
                 customer: r.customer,
                 acked: false,
             });
@@ -97,9 +111,9 @@ impl Ledger {
     }
 
     pub fn ack(&self, msgs: &[InboundRef]) {
-        let mut m = lock(&self.map);
         for r in msgs {
-            m.entry(r.wamid.clone())
+            self.map
+                .entry(r.wamid.clone())
                 .or_insert(InboundState {
                     customer: r.customer,
                     acked: false,
@@ -109,7 +123,7 @@ impl Ledger {
     }
 
     pub fn snapshot(&self) -> HashMap<String, InboundState> {
-        lock(&self.map).clone()
+        snapshot(&self.map)
     }
 }
 
@@ -129,15 +143,26 @@ impl StatusAcks {
 }
 
 /// Acknowledged status callbacks per outbound wamid.
-#[derive(Default)]
 pub struct StatusLedger {
-    map: Mutex<HashMap<String, StatusAcks>>,
+    map: Sharded<StatusAcks>,
+}
+
+impl Default for StatusLedger {
+    fn default() -> Self {
+        StatusLedger { map: sharded() }
+    }
+}
+
+fn snapshot<V: Clone>(map: &Sharded<V>) -> HashMap<String, V> {
+    map.iter()
+        .map(|e| (e.key().clone(), e.value().clone()))
+        .collect()
 }
 
 impl StatusLedger {
     fn ack(&self, wamid: &str, st: OutStatus) {
-        let mut m = lock(&self.map);
-        let e = m
+        let mut e = self
+            .map
             .entry(wamid.to_string())
             .or_insert_with(|| StatusAcks::new(st));
         if st > e.max {
@@ -150,7 +175,7 @@ impl StatusLedger {
     }
 
     pub fn snapshot(&self) -> HashMap<String, StatusAcks> {
-        lock(&self.map).clone()
+        snapshot(&self.map)
     }
 }
 
@@ -195,6 +220,10 @@ pub struct LoadStats {
     pub ack: Latency,
     /// Status-callback webhooks answered 200, from when they were due.
     pub status_ack: Latency,
+    /// Scheduled webhooks: from intended send time to the request starting (the generator's
+    /// own lateness: waiting for a connection or for CPU). Part of `ack`, reported so a reader
+    /// can tell the generator's share of the latency from the broker's.
+    pub send_lag: Latency,
     pub counters: Counters,
     /// Failures by `<what>.<kind>`, e.g. `webhook.connection_refused`, `redelivery.overloaded`.
     pub errors: Counters,
@@ -214,6 +243,8 @@ enum Delivery {
 pub struct LoadCtx {
     pub gen: Arc<Generator>,
     client: reqwest::Client,
+    /// The lean client for plain-http targets (see `http1`); reqwest otherwise.
+    fast: Option<Http1Pool>,
     /// Full webhook URL.
     pub url: String,
     pub ledger: Ledger,
@@ -236,10 +267,14 @@ impl LoadCtx {
         duplicate_ratio: f64,
         redeliveries: u32,
         connections: usize,
+        timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(LoadCtx {
             gen,
             client,
+            // Scheduled load, redeliveries (each bounded by `connections`) and status callbacks
+            // can all be in flight: keep that many connections rather than reopening them.
+            fast: Http1Pool::for_url(&url, 2 * connections + 8, timeout),
             url,
             ledger: Ledger::default(),
             status_ledger: StatusLedger::default(),
@@ -272,6 +307,22 @@ impl LoadCtx {
     }
 
     async fn post(&self, wh: &Webhook) -> Delivery {
+        if let Some(fast) = &self.fast {
+            let sig = ("X-Hub-Signature-256", wh.signature.as_str());
+            return match fast.post_json(sig, wh.body.clone()).await {
+                Ok((StatusCode::OK, _)) => Delivery::Acked,
+                Ok((status, retry_after)) => Delivery::Failed {
+                    kind: status_kind(status),
+                    retry: retryable_status(status),
+                    retry_after,
+                },
+                Err(kind) => Delivery::Failed {
+                    kind: kind.to_string(),
+                    retry: true,
+                    retry_after: None,
+                },
+            };
+        }
         let res = self
             .client
             .post(&self.url)
@@ -336,6 +387,10 @@ impl LoadCtx {
         c.inc(&format!("{label}s_sent"));
         if wh.kind == Kind::Duplicate {
             c.inc("duplicates_sent");
+        }
+        if wh.kind != Kind::Statuses {
+            let lag = Instant::now().saturating_duration_since(intended);
+            self.stats.send_lag.record(lag);
         }
         match self.post(&wh).await {
             Delivery::Acked => {

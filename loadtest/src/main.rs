@@ -13,6 +13,7 @@ mod broker_config;
 mod broker_process;
 mod cli;
 mod fake_graph;
+mod http1;
 mod load;
 mod outcome;
 mod report;

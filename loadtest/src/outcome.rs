@@ -36,17 +36,8 @@ pub fn error_kind(e: &reqwest::Error) -> &'static str {
     }
     let mut src: Option<&(dyn StdError + 'static)> = e.source();
     while let Some(s) = src {
-        if let Some(ioe) = s.downcast_ref::<io::Error>() {
-            match ioe.kind() {
-                io::ErrorKind::ConnectionRefused => return "connection_refused",
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    return "connection_reset"
-                }
-                io::ErrorKind::ConnectionAborted => return "connection_aborted",
-                io::ErrorKind::UnexpectedEof => return "connection_closed",
-                io::ErrorKind::TimedOut => return "timeout",
-                _ => {}
-            }
+        if let Some(kind) = s.downcast_ref::<io::Error>().and_then(io_error_kind) {
+            return kind;
         }
         let text = s.to_string();
         if text.contains("connection closed before message completed")
@@ -65,6 +56,18 @@ pub fn error_kind(e: &reqwest::Error) -> &'static str {
     } else {
         "other_error"
     }
+}
+
+/// The kind of a connection-level I/O failure, when it is one of the named ones.
+pub fn io_error_kind(e: &io::Error) -> Option<&'static str> {
+    Some(match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection_refused",
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "connection_reset",
+        io::ErrorKind::ConnectionAborted => "connection_aborted",
+        io::ErrorKind::UnexpectedEof => "connection_closed",
+        io::ErrorKind::TimedOut => "timeout",
+        _ => return None,
+    })
 }
 
 /// The kind of a non-success HTTP status.

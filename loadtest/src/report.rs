@@ -18,6 +18,8 @@ use crate::stats::LatencySummary;
 pub struct Latencies {
     /// Scheduled webhooks answered 200, from intended send time.
     pub webhook_ack: LatencySummary,
+    /// The generator's own share of `webhook_ack`: intended send time to the request starting.
+    pub webhook_send_lag: LatencySummary,
     /// Claim requests, request to answer (200 and 409 alike).
     pub claim: LatencySummary,
     /// From a reply's 202 to the fake Graph API receiving the accepted send (0 when the send
@@ -143,6 +145,11 @@ impl Report {
             "latency ms             p50       p99     p99.9       max     count"
         );
         lat_row(&mut o, "webhook ack", &self.latency_ms.webhook_ack);
+        lat_row(
+            &mut o,
+            "webhook send lag",
+            &self.latency_ms.webhook_send_lag,
+        );
         lat_row(&mut o, "claim", &self.latency_ms.claim);
         lat_row(&mut o, "reply 202->graph", &self.latency_ms.reply_to_graph);
         lat_row(

@@ -301,6 +301,7 @@ async fn drive_and_audit(
             s.duplicate_ratio,
             s.redeliveries,
             s.connections,
+            s.request_timeout,
         );
         let sum = drive(&ctx, s, seed).await;
         ctx.set_give_up_at(Instant::now());
@@ -324,6 +325,7 @@ async fn drive_and_audit(
         s.duplicate_ratio,
         s.redeliveries,
         s.connections,
+        s.request_timeout,
     );
     let agents = if k > 0 {
         let a = Agents::start(AgentsConfig {
@@ -478,6 +480,7 @@ async fn drive_and_audit(
         webhooks: ctx.stats.counters.snapshot(),
         latency_ms: Latencies {
             webhook_ack: ctx.stats.ack.summary(),
+            webhook_send_lag: ctx.stats.send_lag.summary(),
             claim: shared
                 .as_ref()
                 .map(|sh| sh.claim_latency.summary())

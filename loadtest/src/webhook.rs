@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use serde_json::{json, Value};
+use serde::Serialize;
 use sha2::Sha256;
 
 /// The WhatsApp Business Account id used in generated configs and payloads.
@@ -271,19 +271,26 @@ impl Generator {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Signs a body into a `Webhook`.
-    pub fn seal(
+    /// Serializes and signs a body into a `Webhook`.
+    fn seal(
         &self,
         kind: Kind,
-        value: &Value,
+        value: &impl Serialize,
         messages: Vec<InboundRef>,
         statuses: Vec<StatusRef>,
     ) -> Webhook {
-        let text = escape_non_ascii(&value.to_string());
-        let signature = sign(&self.secret, text.as_bytes());
+        // Plain data (strings, vectors) always serializes; an empty body would be refused by
+        // the broker and counted as an error, never silently acknowledged.
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        let body = if json.is_ascii() {
+            json
+        } else {
+            escape_non_ascii(&String::from_utf8_lossy(&json)).into_bytes()
+        };
+        let signature = sign(&self.secret, &body);
         Webhook {
             kind,
-            body: Bytes::from(text),
+            body: Bytes::from(body),
             signature,
             messages,
             statuses,
@@ -316,23 +323,29 @@ impl Generator {
         }
 
         let mut changes = Vec::new();
-        for (number, msgs) in by_number {
+        for (number, msgs) in &by_number {
             // Sometimes one change per message, otherwise one change per number.
-            let groups: Vec<Vec<(usize, String, String)>> = if msgs.len() > 1 && rng.gen_bool(0.3) {
-                msgs.into_iter().map(|m| vec![m]).collect()
+            if msgs.len() > 1 && rng.gen_bool(0.3) {
+                for m in msgs {
+                    changes.push(self.message_change(*number, std::slice::from_ref(m), &ts));
+                }
             } else {
-                vec![msgs]
-            };
-            for group in groups {
-                changes.push(self.message_change(number, &group, &ts));
+                changes.push(self.message_change(*number, msgs, &ts));
             }
         }
-        let entries = self.entries(changes, rng);
-        let value = json!({"object": "whatsapp_business_account", "entry": entries});
-        self.seal(Kind::Messages, &value, refs, Vec::new())
+        let body = Envelope {
+            object: "whatsapp_business_account",
+            entry: entries(changes, rng),
+        };
+        self.seal(Kind::Messages, &body, refs, Vec::new())
     }
 
-    fn message_change(&self, number: usize, msgs: &[(usize, String, String)], ts: &str) -> Value {
+    fn message_change<'a>(
+        &'a self,
+        number: usize,
+        msgs: &'a [(usize, String, String)],
+        ts: &'a str,
+    ) -> Change<'a> {
         let pop = &self.pop;
         let num = &pop.numbers[number];
         let mut seen = Vec::new();
@@ -341,44 +354,34 @@ impl Generator {
             if !seen.contains(c) {
                 seen.push(*c);
                 let cust = &pop.customers[*c];
-                contacts.push(json!({"profile": {"name": cust.name}, "wa_id": cust.wa_id}));
+                contacts.push(Contact {
+                    profile: Profile { name: &cust.name },
+                    wa_id: &cust.wa_id,
+                });
             }
         }
-        let messages: Vec<Value> = msgs
+        let messages = msgs
             .iter()
-            .map(|(c, wamid, text)| {
-                json!({
-                    "from": pop.customers[*c].wa_id,
-                    "id": wamid,
-                    "timestamp": ts,
-                    "type": "text",
-                    "text": {"body": text}
-                })
+            .map(|(c, wamid, text)| Message {
+                from: &pop.customers[*c].wa_id,
+                id: wamid,
+                timestamp: ts,
+                kind: "text",
+                text: Text { body: text },
             })
             .collect();
-        json!({
-            "value": {
-                "messaging_product": "whatsapp",
-                "metadata": {
-                    "display_phone_number": num.display_phone_number,
-                    "phone_number_id": num.phone_number_id
+        Change {
+            value: ChangeValue {
+                messaging_product: "whatsapp",
+                metadata: Metadata {
+                    display_phone_number: &num.display_phone_number,
+                    phone_number_id: &num.phone_number_id,
                 },
-                "contacts": contacts,
-                "messages": messages
+                contacts,
+                messages,
+                statuses: Vec::new(),
             },
-            "field": "messages"
-        })
-    }
-
-    /// Puts changes into one entry, or (sometimes, when there are several) one entry each.
-    fn entries<R: Rng>(&self, changes: Vec<Value>, rng: &mut R) -> Vec<Value> {
-        if changes.len() > 1 && rng.gen_bool(0.5) {
-            changes
-                .into_iter()
-                .map(|c| json!({"id": WABA_ID, "changes": [c]}))
-                .collect()
-        } else {
-            vec![json!({"id": WABA_ID, "changes": changes})]
+            field: "messages",
         }
     }
 
@@ -389,38 +392,45 @@ impl Generator {
         for it in items {
             by_number.entry(&it.phone_number_id).or_default().push(it);
         }
+        let displays: Vec<String> = by_number.keys().map(|p| self.pop.display_of(p)).collect();
         let mut changes = Vec::new();
-        for (pnid, its) in by_number {
-            let statuses: Vec<Value> = its
+        for ((pnid, its), display) in by_number.iter().zip(&displays) {
+            let statuses = its
                 .iter()
-                .map(|it| {
-                    let mut s = json!({
-                        "id": it.wamid,
-                        "status": it.status.as_str(),
-                        "timestamp": ts,
-                        "recipient_id": it.recipient
-                    });
-                    if it.status != OutStatus::Read && rng.gen_bool(0.5) {
-                        s["pricing"] = json!({"billable": true, "pricing_model": "PMP", "category": "service"});
-                    }
-                    s
+                .map(|it| Status {
+                    id: &it.wamid,
+                    status: it.status.as_str(),
+                    timestamp: &ts,
+                    recipient_id: &it.recipient,
+                    pricing: (it.status != OutStatus::Read && rng.gen_bool(0.5)).then_some(
+                        Pricing {
+                            billable: true,
+                            pricing_model: "PMP",
+                            category: "service",
+                        },
+                    ),
                 })
                 .collect();
-            changes.push(json!({
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {
-                        "display_phone_number": self.pop.display_of(pnid),
-                        "phone_number_id": pnid
+            changes.push(Change {
+                value: ChangeValue {
+                    messaging_product: "whatsapp",
+                    metadata: Metadata {
+                        display_phone_number: display,
+                        phone_number_id: pnid,
                     },
-                    "statuses": statuses
+                    contacts: Vec::new(),
+                    messages: Vec::new(),
+                    statuses,
                 },
-                "field": "messages"
-            }));
+                field: "messages",
+            });
         }
-        let mut entries = self.entries(changes, rng);
-        entries.shuffle(rng);
-        let value = json!({"object": "whatsapp_business_account", "entry": entries});
+        let mut entry = entries(changes, rng);
+        entry.shuffle(rng);
+        let body = Envelope {
+            object: "whatsapp_business_account",
+            entry,
+        };
         let refs = items
             .iter()
             .map(|it| StatusRef {
@@ -428,8 +438,108 @@ impl Generator {
                 status: it.status,
             })
             .collect();
-        self.seal(Kind::Statuses, &value, Vec::new(), refs)
+        self.seal(Kind::Statuses, &body, Vec::new(), refs)
     }
+}
+
+/// Puts changes into one entry, or (sometimes, when there are several) one entry each.
+fn entries<'a, R: Rng>(changes: Vec<Change<'a>>, rng: &mut R) -> Vec<Entry<'a>> {
+    if changes.len() > 1 && rng.gen_bool(0.5) {
+        changes
+            .into_iter()
+            .map(|c| Entry {
+                id: WABA_ID,
+                changes: vec![c],
+            })
+            .collect()
+    } else {
+        vec![Entry {
+            id: WABA_ID,
+            changes,
+        }]
+    }
+}
+
+// Meta's webhook shape, borrowed from the generator's data: serialized straight to bytes, in
+// Meta's field order (a `serde_json::Value` tree cost a fifth of the generator's CPU at 10k/s).
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    object: &'static str,
+    entry: Vec<Entry<'a>>,
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    id: &'static str,
+    changes: Vec<Change<'a>>,
+}
+
+#[derive(Serialize)]
+struct Change<'a> {
+    value: ChangeValue<'a>,
+    field: &'static str,
+}
+
+#[derive(Serialize)]
+struct ChangeValue<'a> {
+    messaging_product: &'static str,
+    metadata: Metadata<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    contacts: Vec<Contact<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    messages: Vec<Message<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    statuses: Vec<Status<'a>>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    display_phone_number: &'a str,
+    phone_number_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Contact<'a> {
+    profile: Profile<'a>,
+    wa_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Profile<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    from: &'a str,
+    id: &'a str,
+    timestamp: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: Text<'a>,
+}
+
+#[derive(Serialize)]
+struct Text<'a> {
+    body: &'a str,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    id: &'a str,
+    status: &'static str,
+    timestamp: &'a str,
+    recipient_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pricing: Option<Pricing>,
+}
+
+#[derive(Serialize)]
+struct Pricing {
+    billable: bool,
+    pricing_model: &'static str,
+    category: &'static str,
 }
 
 #[cfg(test)]
@@ -437,6 +547,7 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use serde_json::{json, Value};
     use std::collections::HashSet;
 
     fn gen(batch: f64) -> Generator {
