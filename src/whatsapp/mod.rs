@@ -5,4 +5,5 @@
 
 pub mod graph;
 pub mod signature;
+mod typed_webhook;
 pub mod webhook;

@@ -5,6 +5,9 @@
 //! returned as [`OtherChange`]), because Meta adds types faster than any broker ships. Only bodies
 //! that are not JSON at all are rejected. Timestamps arrive as strings in messages and statuses
 //! but as integers elsewhere; both are accepted.
+//!
+//! Two paths, one result: Meta's usual shapes take the typed fast path
+//! ([`super::typed_webhook`]); whatever it declines is walked here as a JSON tree.
 
 use serde_json::Value;
 
@@ -54,7 +57,16 @@ pub struct Notification {
     pub skipped: usize,
 }
 
+/// Parses a notification: Meta's usual shapes on the typed fast path, anything else here.
 pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
+    match super::typed_webhook::parse(body) {
+        Some(n) => Ok(n),
+        None => parse_lenient(body),
+    }
+}
+
+/// Walks the body as a JSON tree, keeping whatever it can use.
+pub(super) fn parse_lenient(body: &[u8]) -> Result<Notification, ParseError> {
     let root: Value = serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
     let mut out = Notification::default();
     for entry in array(&root, "entry") {
