@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::webhook::{InboundMessage, InboundStatus, Notification};
+use super::webhook::{customer_name, InboundMessage, InboundStatus, Notification};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
 type Str<'a> = Option<Cow<'a, str>>;
@@ -191,7 +191,15 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
         .as_ref()
         .and_then(|m| m.phone_number_id.as_deref())
         .unwrap_or("");
-    let contacts = value.contacts.as_deref().unwrap_or_default();
+    let contacts: Vec<_> = value
+        .contacts
+        .iter()
+        .flatten()
+        .map(|c| {
+            let name = c.profile.as_ref().and_then(|p| p.name.as_deref());
+            (c.wa_id.as_deref(), c.user_id.as_deref(), name)
+        })
+        .collect();
     let now = chrono::Utc::now().timestamp_millis();
     for raw in value.messages.iter().flatten() {
         let m: Message = serde_json::from_str(raw.get()).ok()?;
@@ -204,19 +212,7 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
             out.skipped += 1;
             continue;
         }
-        let customer_name = contacts
-            .iter()
-            .find(|c| {
-                c.wa_id.as_deref() == Some(customer) || c.user_id.as_deref() == Some(customer)
-            })
-            .or(if contacts.len() == 1 {
-                contacts.first()
-            } else {
-                None
-            })
-            .and_then(|c| c.profile.as_ref())
-            .and_then(|p| p.name.as_deref())
-            .map(str::to_string);
+        let customer_name = customer_name(&contacts, customer);
         let kind = m.kind.as_deref().unwrap_or("unknown");
         out.messages.push(InboundMessage {
             number: number.to_string(),

@@ -113,6 +113,23 @@ fn timestamp_ms(v: Option<&Value>) -> Option<Millis> {
     secs.checked_mul(1000)
 }
 
+/// A change's contacts as (wa_id, user_id, profile name).
+pub(super) type Contacts<'a> = [(Option<&'a str>, Option<&'a str>, Option<&'a str>)];
+
+/// The profile name of the contact that sent a message: the one whose `wa_id` or `user_id` is
+/// the sender, or the only contact of the change.
+pub(super) fn customer_name(contacts: &Contacts, customer: &str) -> Option<String> {
+    contacts
+        .iter()
+        .find(|(wa, uid, _)| *wa == Some(customer) || *uid == Some(customer))
+        .or(if contacts.len() == 1 {
+            contacts.first()
+        } else {
+            None
+        })
+        .and_then(|(_, _, name)| name.map(str::to_string))
+}
+
 fn parse_messages_value(value: &Value, out: &mut Notification) {
     let number = str_at(value, &["metadata", "phone_number_id"])
         .unwrap_or("")
@@ -141,15 +158,7 @@ fn parse_messages_value(value: &Value, out: &mut Notification) {
             out.skipped += 1;
             continue;
         }
-        let customer_name = contacts
-            .iter()
-            .find(|(wa, uid, _)| *wa == Some(customer) || *uid == Some(customer))
-            .or(if contacts.len() == 1 {
-                contacts.first()
-            } else {
-                None
-            })
-            .and_then(|(_, _, name)| name.map(str::to_string));
+        let customer_name = customer_name(&contacts, customer);
         let kind = m.get("type").and_then(Value::as_str).unwrap_or("unknown");
         out.messages.push(InboundMessage {
             number: number.clone(),
