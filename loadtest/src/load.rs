@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::http1::Http1Pool;
+use crate::http1::{Answer, Http1Pool};
 use crate::outcome::{backoff, error_kind, retry_after, retryable_status, status_kind};
 use crate::stats::{lock, Counters, Latency};
 use crate::webhook::{Generator, InboundRef, Kind, OutStatus, Webhook};
@@ -307,52 +307,41 @@ impl LoadCtx {
     }
 
     async fn post(&self, wh: &Webhook) -> Delivery {
+        match self.send(wh).await {
+            Ok((StatusCode::OK, _)) => Delivery::Acked,
+            Ok((status, retry_after)) => Delivery::Failed {
+                kind: status_kind(status),
+                retry: retryable_status(status),
+                retry_after,
+            },
+            Err(kind) => Delivery::Failed {
+                kind: kind.to_string(),
+                retry: true,
+                retry_after: None,
+            },
+        }
+    }
+
+    /// One POST of the webhook, through the lean client when the target allows it.
+    async fn send(&self, wh: &Webhook) -> Answer {
         if let Some(fast) = &self.fast {
             let sig = ("X-Hub-Signature-256", wh.signature.as_str());
-            return match fast.post_json(sig, wh.body.clone()).await {
-                Ok((StatusCode::OK, _)) => Delivery::Acked,
-                Ok((status, retry_after)) => Delivery::Failed {
-                    kind: status_kind(status),
-                    retry: retryable_status(status),
-                    retry_after,
-                },
-                Err(kind) => Delivery::Failed {
-                    kind: kind.to_string(),
-                    retry: true,
-                    retry_after: None,
-                },
-            };
+            return fast.post_json(sig, wh.body.clone()).await;
         }
-        let res = self
+        let resp = self
             .client
             .post(&self.url)
             .header(CONTENT_TYPE, "application/json")
             .header("X-Hub-Signature-256", &wh.signature)
             .body(wh.body.clone())
             .send()
-            .await;
-        match res {
-            Ok(resp) => {
-                let status = resp.status();
-                let ra = retry_after(resp.headers());
-                // Drain the body so the connection can be reused; the status decides.
-                let _ = resp.bytes().await;
-                if status == StatusCode::OK {
-                    Delivery::Acked
-                } else {
-                    Delivery::Failed {
-                        kind: status_kind(status),
-                        retry: retryable_status(status),
-                        retry_after: ra,
-                    }
-                }
-            }
-            Err(e) => Delivery::Failed {
-                kind: error_kind(&e).to_string(),
-                retry: true,
-                retry_after: None,
-            },
-        }
+            .await
+            .map_err(|e| error_kind(&e))?;
+        let status = resp.status();
+        let hint = retry_after(resp.headers());
+        // Drain the body so the connection can be reused; the status decides.
+        let _ = resp.bytes().await;
+        Ok((status, hint))
     }
 
     fn on_ack(&self, wh: &Arc<Webhook>) {
