@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::webhook::{customer_name, InboundMessage, InboundStatus, Notification};
+use super::webhook::{customer_name, sender, InboundMessage, InboundStatus, Notification};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
 type Str<'a> = Option<Cow<'a, str>>;
@@ -204,14 +204,9 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
     for raw in value.messages.iter().flatten() {
         let m: Message = serde_json::from_str(raw.get()).ok()?;
         let from = m.from.as_deref().or(m.from_user_id.as_deref());
-        let (Some(wamid), Some(customer)) = (m.id.as_deref(), from) else {
-            out.skipped += 1;
+        let Some((wamid, customer)) = sender(out, number, m.id.as_deref(), from) else {
             continue;
         };
-        if number.is_empty() {
-            out.skipped += 1;
-            continue;
-        }
         let customer_name = customer_name(&contacts, customer);
         let kind = m.kind.as_deref().unwrap_or("unknown");
         out.messages.push(InboundMessage {

@@ -113,6 +113,23 @@ fn timestamp_ms(v: Option<&Value>) -> Option<Millis> {
     secs.checked_mul(1000)
 }
 
+/// A message's id and sender, or None (counted as skipped) when it lacks either or its change
+/// names no business number.
+pub(super) fn sender<'a>(
+    out: &mut Notification,
+    number: &str,
+    wamid: Option<&'a str>,
+    from: Option<&'a str>,
+) -> Option<(&'a str, &'a str)> {
+    match (wamid, from) {
+        (Some(w), Some(f)) if !number.is_empty() => Some((w, f)),
+        _ => {
+            out.skipped += 1;
+            None
+        }
+    }
+}
+
 /// A change's contacts as (wa_id, user_id, profile name).
 pub(super) type Contacts<'a> = [(Option<&'a str>, Option<&'a str>, Option<&'a str>)];
 
@@ -150,14 +167,9 @@ fn parse_messages_value(value: &Value, out: &mut Notification) {
             .get("from")
             .and_then(Value::as_str)
             .or_else(|| m.get("from_user_id").and_then(Value::as_str));
-        let (Some(wamid), Some(customer)) = (wamid, from) else {
-            out.skipped += 1;
+        let Some((wamid, customer)) = sender(out, &number, wamid, from) else {
             continue;
         };
-        if number.is_empty() {
-            out.skipped += 1;
-            continue;
-        }
         let customer_name = customer_name(&contacts, customer);
         let kind = m.get("type").and_then(Value::as_str).unwrap_or("unknown");
         out.messages.push(InboundMessage {
