@@ -3,7 +3,10 @@
 //! Each agent sets `PUT /api/v1/agents/me/presence {"status":"online"}`, opens
 //! `GET /api/v1/events` and learns of conversations from it. For a queued, unassigned conversation
 //! a deterministic subset of `--claim-race` agents (chosen by hashing the conversation id) races
-//! to `POST .../claim`; the winner replies (`POST .../messages`, unique idempotency key, retried
+//! to `POST .../claim`: in `paced` mode each agent keeps its own backlog of such conversations
+//! (oldest first) and claims them one at a time, pausing after `capacity_reached` until one of its
+//! conversations is done, so claim latency is the broker's and not the agents' own pile-up; in
+//! `eager` mode every claim is sent the moment its event arrives. The winner replies (`POST .../messages`, unique idempotency key, retried
 //! with the same key on transport errors and 5xx), sometimes replays the same key to check
 //! idempotency, waits `--resolve-after-ms` and resolves. After any disconnect (e.g. a broker
 //! crash) the agent reconnects with back-off, sets presence again and re-lists the conversations
@@ -19,9 +22,11 @@
 //! - every 202 reply is logged once as a `ReplyRecord` with the broker's message id and the
 //!   instant the 202 arrived;
 //! - an agent handles a conversation at most once at a time (`handling` set), and never starts
-//!   new work after `stop` begins.
+//!   new work after `stop` begins; a paced agent starts no new claim after `stop_claiming`;
+//! - a paced agent's backlog holds at most [`BACKLOG_MAX`] conversations (the oldest are dropped
+//!   and counted as `agent.backlog.dropped`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +35,7 @@ use rand::Rng;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
@@ -49,6 +55,29 @@ pub enum OwnKind {
     /// `POST resolve` answered 2xx (or its earlier, failed-in-transit attempt may have).
     Resolve,
 }
+
+/// How agents claim (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClaimMode {
+    Paced,
+    Eager,
+}
+
+impl ClaimMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimMode::Paced => "paced",
+            ClaimMode::Eager => "eager",
+        }
+    }
+}
+
+/// Bound of a paced agent's backlog of conversations to claim.
+pub const BACKLOG_MAX: usize = 100_000;
+
+/// How long a paced agent at capacity waits for one of its conversations to end before asking
+/// again (an end it missed, or a slot freed by the broker, e.g. a transfer away).
+const CAPACITY_RETRY: Duration = Duration::from_millis(250);
 
 /// One ownership observation.
 #[derive(Debug, Clone)]
@@ -81,6 +110,7 @@ pub struct AgentsConfig {
     /// Known agent ids (same order as tokens), or empty to learn them from the broker.
     pub ids: Vec<String>,
     pub race: usize,
+    pub mode: ClaimMode,
     /// `types` filter of the event stream (None: everything).
     pub event_types: Option<String>,
     pub resolve_after: Duration,
@@ -106,6 +136,8 @@ pub struct AgentsShared {
     handlers: Arc<Tracker>,
     last_activity: Mutex<Instant>,
     stopping: AtomicBool,
+    /// Cleared when the load ends: paced agents start no new claim.
+    claiming: AtomicBool,
     connected: AtomicUsize,
 }
 
@@ -118,6 +150,11 @@ struct AgentState {
     ended: Mutex<HashMap<String, Instant>>,
     last_claim_sent: Mutex<HashMap<String, Instant>>,
     seq: AtomicU64,
+    /// Paced mode: queued conversations to claim, oldest first.
+    backlog: Mutex<VecDeque<String>>,
+    backlog_ready: Notify,
+    /// Paced mode: one of this agent's conversations is done (a slot may be free).
+    freed: Notify,
 }
 
 impl AgentState {
@@ -176,13 +213,14 @@ impl Agents {
             handlers: Arc::new(Tracker::default()),
             last_activity: Mutex::new(Instant::now()),
             stopping: AtomicBool::new(false),
+            claiming: AtomicBool::new(true),
             connected: AtomicUsize::new(0),
         });
         let tasks = cfg
             .tokens
             .iter()
             .enumerate()
-            .map(|(index, token)| {
+            .flat_map(|(index, token)| {
                 let me = Arc::new(AgentState {
                     index,
                     token: token.clone(),
@@ -192,8 +230,15 @@ impl Agents {
                     ended: Mutex::new(HashMap::new()),
                     last_claim_sent: Mutex::new(HashMap::new()),
                     seq: AtomicU64::new(1),
+                    backlog: Mutex::new(VecDeque::new()),
+                    backlog_ready: Notify::new(),
+                    freed: Notify::new(),
                 });
-                tokio::spawn(agent_loop(shared.clone(), me))
+                let mut tasks = vec![tokio::spawn(agent_loop(shared.clone(), me.clone()))];
+                if cfg.mode == ClaimMode::Paced {
+                    tasks.push(tokio::spawn(claim_backlog(shared.clone(), me)));
+                }
+                tasks
             })
             .collect();
         Agents { shared, tasks }
@@ -201,7 +246,7 @@ impl Agents {
 
     /// Waits until every agent has an open event stream (or the deadline). Returns how many do.
     pub async fn wait_connected(&self, deadline: Instant) -> usize {
-        let k = self.tasks.len();
+        let k = self.shared.cfg.tokens.len();
         loop {
             let n = self.shared.connected.load(Ordering::Acquire);
             if n >= k || Instant::now() >= deadline {
@@ -209,6 +254,12 @@ impl Agents {
             }
             sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The load is over: paced agents leave their backlogs (those conversations stay queued in the
+    /// broker) and finish what they hold.
+    pub fn stop_claiming(&self) {
+        self.shared.claiming.store(false, Ordering::Release);
     }
 
     /// Waits until no conversation is being handled and nothing happened for `idle`.
@@ -474,12 +525,22 @@ fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversa
         if !lock(&me.attempted).insert(id.clone()) {
             return;
         }
-        if !lock(&me.handling).insert(id.clone()) {
-            // Still finishing an earlier round of this conversation (it was resolved and
-            // reopened meanwhile): look again once that is done.
-            lock(&me.attempted).remove(&id);
-            let (sh, me) = (sh.clone(), me.clone());
-            tokio::spawn(async move { recheck_later(sh, me, id).await });
+        if sh.cfg.mode == ClaimMode::Paced {
+            let dropped = {
+                let mut backlog = lock(&me.backlog);
+                backlog.push_back(id);
+                (backlog.len() > BACKLOG_MAX)
+                    .then(|| backlog.pop_front())
+                    .flatten()
+            };
+            if let Some(old) = dropped {
+                lock(&me.attempted).remove(&old);
+                sh.err("backlog", "dropped");
+            }
+            me.backlog_ready.notify_one();
+            return;
+        }
+        if !begin_handling(sh, me, &id) {
             return;
         }
         let guard = sh.handlers.enter();
@@ -526,8 +587,25 @@ fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversa
     });
 }
 
+/// What one claim request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claimed {
+    Won,
+    /// 409 `capacity_reached`: the conversation is still there for later.
+    AtCapacity,
+    /// Someone else has it, it moved on, or the request failed.
+    Lost,
+}
+
 async fn claim_and_handle(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: String) {
-    let path = format!("/api/v1/conversations/{}/claim", seg(&id));
+    if claim(sh, me, &id).await == Claimed::Won {
+        handle_owned(sh, me, &id).await;
+    }
+}
+
+/// Sends one claim and records it. Unless it was won, `id` leaves `handling`.
+async fn claim(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: &str) -> Claimed {
+    let path = format!("/api/v1/conversations/{}/claim", seg(id));
     sh.counters.inc("claims_attempted");
     let sent = Instant::now();
     let r = sh.call(me, Method::POST, &path, None).await;
@@ -538,33 +616,87 @@ async fn claim_and_handle(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: Stri
             sh.counters.inc("claims_won");
             me.learn_id(v.get("assignee").and_then(Value::as_str));
             lock(&sh.ownership).push(OwnEvent {
-                conversation: id.clone(),
+                conversation: id.to_string(),
                 agent: me.index,
                 kind: OwnKind::Claim,
                 sent,
                 recv,
             });
-            handle_owned(sh, me, &id).await;
+            Claimed::Won
         }
         Ok((s, v)) => {
             sh.claim_latency.record(recv - sent);
+            lock(&me.handling).remove(id);
             if s == StatusCode::CONFLICT {
                 let code = error_code(&v).unwrap_or("conflict_without_code");
                 sh.counters.inc(&format!("claims_{code}"));
+                if code == "capacity_reached" {
+                    return Claimed::AtCapacity;
+                }
             } else {
                 sh.err("claim", &status_kind(s));
             }
-            lock(&me.handling).remove(&id);
+            Claimed::Lost
         }
         Err(kind) => {
             sh.err("claim", &kind);
             // The claim may or may not have happened: allow a retry after a resync and remember
             // when we asked, in case the broker later tells us we own it.
-            lock(&me.last_claim_sent).insert(id.clone(), sent);
-            lock(&me.attempted).remove(&id);
-            lock(&me.handling).remove(&id);
+            lock(&me.last_claim_sent).insert(id.to_string(), sent);
+            lock(&me.attempted).remove(id);
+            lock(&me.handling).remove(id);
+            Claimed::Lost
         }
     }
+}
+
+/// Paced mode: claims the agent's backlog one conversation at a time, oldest first, and waits
+/// for a slot after `capacity_reached`.
+async fn claim_backlog(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
+    loop {
+        if sh.stopping() || !sh.claiming.load(Ordering::Acquire) {
+            return;
+        }
+        let next = lock(&me.backlog).pop_front();
+        let Some(id) = next else {
+            // Bounded so that the end of the load is noticed with an empty backlog too.
+            let _ = tokio::time::timeout(CAPACITY_RETRY, me.backlog_ready.notified()).await;
+            continue;
+        };
+        if !begin_handling(&sh, &me, &id) {
+            continue;
+        }
+        let guard = sh.handlers.enter();
+        sh.touch();
+        match claim(&sh, &me, &id).await {
+            Claimed::Won => {
+                let (sh, me) = (sh.clone(), me.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    handle_owned(&sh, &me, &id).await;
+                    sh.touch();
+                });
+            }
+            Claimed::AtCapacity => {
+                drop(guard);
+                lock(&me.backlog).push_front(id);
+                let _ = tokio::time::timeout(CAPACITY_RETRY, me.freed.notified()).await;
+            }
+            Claimed::Lost => {}
+        }
+    }
+}
+
+/// Marks `id` as being handled by this agent. When it still is (an earlier round of the same
+/// conversation, resolved and reopened meanwhile), looks again once that is done and says no.
+fn begin_handling(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: &str) -> bool {
+    if lock(&me.handling).insert(id.to_string()) {
+        return true;
+    }
+    lock(&me.attempted).remove(id);
+    let (sh, me, id) = (sh.clone(), me.clone(), id.to_string());
+    tokio::spawn(async move { recheck_later(sh, me, id).await });
+    false
 }
 
 fn transient(s: StatusCode) -> bool {
@@ -691,11 +823,169 @@ async fn handle_owned(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: &str) {
     }
     lock(&me.handling).remove(id);
     lock(&me.ended).insert(id.to_string(), Instant::now());
+    me.freed.notify_one();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::AtomicI64;
+
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post, put};
+    use axum::Json;
+
+    /// A broker stand-in: one SSE burst of `n` queued conversations, claims refused at `cap`
+    /// owned conversations, and a count of claims in flight at once.
+    #[derive(Default)]
+    struct FakeBroker {
+        cap: usize,
+        /// Signalled when this many conversations have been claimed.
+        want: usize,
+        all_claimed: Notify,
+        owned: Mutex<HashSet<String>>,
+        claimed: Mutex<Vec<String>>,
+        in_flight: AtomicI64,
+        max_in_flight: AtomicI64,
+    }
+
+    async fn fake_claim(
+        State(b): State<Arc<FakeBroker>>,
+        Path(id): Path<String>,
+    ) -> (StatusCode, Json<Value>) {
+        let now = b.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        b.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        sleep(Duration::from_millis(2)).await;
+        b.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let won = {
+            let mut owned = lock(&b.owned);
+            owned.len() < b.cap && owned.insert(id.clone())
+        };
+        if !won {
+            let e = json!({"error": {"code": "capacity_reached", "message": "full"}});
+            return (StatusCode::CONFLICT, Json(e));
+        }
+        let total = {
+            let mut claimed = lock(&b.claimed);
+            claimed.push(id.clone());
+            claimed.len()
+        };
+        if total == b.want {
+            b.all_claimed.notify_one();
+        }
+        let c = json!({"id": id, "status": "assigned", "assignee": "a1"});
+        (StatusCode::OK, Json(c))
+    }
+
+    async fn fake_resolve(State(b): State<Arc<FakeBroker>>, Path(id): Path<String>) -> Json<Value> {
+        lock(&b.owned).remove(&id);
+        Json(json!({"id": id, "status": "resolved"}))
+    }
+
+    /// Runs one agent in `mode` against a fake broker announcing `n` conversations; returns the
+    /// broker's view once all are claimed (or after 20 s).
+    async fn run_agent(mode: ClaimMode, n: usize, cap: usize) -> Arc<FakeBroker> {
+        let broker = Arc::new(FakeBroker {
+            cap,
+            want: n,
+            ..Default::default()
+        });
+        let burst: String = (0..n)
+            .map(|i| {
+                let ev = json!({"type": "conversation.created",
+                    "conversation": {"id": format!("c{i}"), "status": "queued", "assignee": null}});
+                format!("data: {ev}\n\n")
+            })
+            .collect();
+        let events = move || {
+            let burst = burst.clone();
+            async move {
+                let head = futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(burst))
+                });
+                let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
+                    head,
+                    futures_util::stream::pending(),
+                ));
+                ([(CONTENT_TYPE, "text/event-stream")], body)
+            }
+        };
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/agents/me/presence",
+                put(|| async { Json(json!({"id": "a1", "status": "online"})) }),
+            )
+            .route("/api/v1/events", get(events))
+            .route(
+                "/api/v1/conversations",
+                get(|| async { Json(json!({"conversations": []})) }),
+            )
+            .route("/api/v1/conversations/{id}/claim", post(fake_claim))
+            .route(
+                "/api/v1/conversations/{id}/messages",
+                post(|Path(id): Path<String>| async move {
+                    (StatusCode::ACCEPTED, Json(json!({"id": format!("m-{id}")})))
+                }),
+            )
+            .route("/api/v1/conversations/{id}/resolve", post(fake_resolve))
+            .with_state(broker.clone());
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+            panic!("cannot bind loopback");
+        };
+        let Ok(addr) = listener.local_addr() else {
+            panic!("no local address");
+        };
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let Ok(client) = crate::outcome::client(16, None) else {
+            panic!("no http client");
+        };
+        let agents = Agents::start(AgentsConfig {
+            api: ApiClient {
+                client,
+                base_url: format!("http://{addr}"),
+                timeout: Duration::from_secs(5),
+            },
+            tokens: vec!["t1".into()],
+            ids: vec!["a1".into()],
+            race: 1,
+            mode,
+            event_types: None,
+            resolve_after: Duration::from_millis(5),
+            replay_ratio: 0.0,
+            run_id: "test".into(),
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let _ = tokio::time::timeout_at(deadline, broker.all_claimed.notified()).await;
+        agents.stop_claiming();
+        agents.quiesce(Duration::from_millis(50), deadline).await;
+        agents.stop(deadline).await;
+        broker
+    }
+
+    #[tokio::test]
+    async fn paced_agents_claim_one_at_a_time_within_capacity() {
+        let broker = run_agent(ClaimMode::Paced, 40, 4).await;
+        let mut claimed = lock(&broker.claimed).clone();
+        assert_eq!(
+            claimed.len(),
+            40,
+            "every queued conversation is claimed once"
+        );
+        claimed.sort();
+        claimed.dedup();
+        assert_eq!(claimed.len(), 40);
+        assert_eq!(broker.max_in_flight.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn eager_agents_claim_everything_at_once() {
+        let broker = run_agent(ClaimMode::Eager, 40, 100).await;
+        assert_eq!(lock(&broker.claimed).len(), 40);
+        assert!(broker.max_in_flight.load(Ordering::SeqCst) > 1);
+    }
 
     #[test]
     fn racers_are_exactly_race_many() {

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::agents::ClaimMode;
+
 const LONG_ABOUT: &str = "\
 Load generator, chaos driver and auditor for the Switchboard broker.
 
@@ -165,6 +167,13 @@ pub struct Cli {
     #[arg(long, default_value_t = 3, help_heading = "Agents")]
     pub claim_race: usize,
 
+    /// How agents claim: `paced` (one claim at a time per agent, oldest queued conversation
+    /// first, pausing while the broker says the agent is at capacity, as a person working a
+    /// queue does) or `eager` (every queued conversation claimed the moment the event arrives,
+    /// all at once: a stress mode whose bursts of mostly refused claims dominate claim latency).
+    #[arg(long, value_enum, default_value_t = ClaimMode::Paced, help_heading = "Agents")]
+    pub claim_mode: ClaimMode,
+
     /// How long the winning agent waits after its reply before resolving, in milliseconds.
     #[arg(long, default_value_t = 200, help_heading = "Agents")]
     pub resolve_after_ms: u64,
@@ -260,6 +269,7 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub seed: Option<u64>,
     pub claim_race: usize,
+    pub claim_mode: ClaimMode,
     pub event_types: Option<String>,
     pub resolve_after: Duration,
     pub replay_ratio: f64,
@@ -470,6 +480,7 @@ impl Cli {
             request_timeout: seconds("request-timeout", self.request_timeout)?,
             seed: self.seed,
             claim_race: self.claim_race,
+            claim_mode: self.claim_mode,
             event_types: self.event_types.clone(),
             resolve_after: Duration::from_millis(self.resolve_after_ms),
             replay_ratio: ratio("replay-ratio", self.replay_ratio)?,

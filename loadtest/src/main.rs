@@ -11,6 +11,7 @@ mod audit;
 mod baseline;
 mod broker_config;
 mod broker_process;
+mod broker_view;
 mod cli;
 mod fake_graph;
 mod http1;

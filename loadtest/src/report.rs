@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::audit::Audit;
+use crate::broker_view::{BrokerLatency, BrokerView};
 use crate::load::LoadSummary;
 use crate::stats::LatencySummary;
 
@@ -73,6 +74,8 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub crash: Option<Crash>,
     pub baseline: Option<BaselineResult>,
+    /// The broker's own latency histograms over the run (not with `--crash-after`).
+    pub broker_view: Option<BrokerView>,
     /// Replies still neither sent nor failed when the drain deadline passed.
     pub replies_pending_at_deadline: usize,
     pub broker_shutdown: Option<String>,
@@ -90,6 +93,23 @@ fn lat_row(out: &mut String, name: &str, l: &LatencySummary) {
             l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
         );
     }
+}
+
+fn broker_row(out: &mut String, name: &str, l: &Option<BrokerLatency>) {
+    let Some(l) = l else {
+        return;
+    };
+    let shares = l
+        .share_within_ms
+        .iter()
+        .map(|(ms, share)| format!("<={ms}ms {:.2}%", share * 100.0))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let p99 = l
+        .p99_at_most_ms
+        .map(|ms| format!("<={ms}ms"))
+        .unwrap_or_else(|| "beyond the buckets".into());
+    let _ = writeln!(out, "  {name:<16} {shares}  p99 {p99}  count {}", l.count);
 }
 
 fn kv(map: &BTreeMap<String, u64>) -> String {
@@ -158,6 +178,16 @@ impl Report {
             &self.latency_ms.reply_request_to_graph,
         );
         lat_row(&mut o, "status ack", &self.latency_ms.status_webhook_ack);
+        if let Some(v) = &self.broker_view {
+            if v.webhook.is_some() || v.claim.is_some() {
+                let _ = writeln!(
+                    o,
+                    "broker-side (its /metrics histograms, handler start to answer)"
+                );
+                broker_row(&mut o, "webhook", &v.webhook);
+                broker_row(&mut o, "claim", &v.claim);
+            }
+        }
         let _ = writeln!(o, "agents     {}", kv(&self.agents));
         let _ = writeln!(o, "fake graph {}", kv(&self.fake_graph));
         if let Some(c) = &self.crash {

@@ -30,6 +30,7 @@ use crate::audit::{self, Audit, Observed, ReplyLatency};
 use crate::baseline::Baseline;
 use crate::broker_config::{render, BrokerConfigSpec};
 use crate::broker_process::{free_loopback_port, BrokerProcess, Shutdown};
+use crate::broker_view::Scrape;
 use crate::cli::{Settings, Target};
 use crate::fake_graph::FakeGraph;
 use crate::load::{closed_loop, open_loop, LoadCtx, LoadSummary};
@@ -333,6 +334,7 @@ async fn drive_and_audit(
             tokens: s.agent_tokens.clone(),
             ids: s.agent_ids.clone(),
             race: s.claim_race,
+            mode: s.claim_mode,
             event_types: s.event_types.clone(),
             resolve_after: s.resolve_after,
             replay_ratio: s.replay_ratio,
@@ -351,6 +353,11 @@ async fn drive_and_audit(
     let poster = StatusPoster::start(ctx.clone(), notice_rx, seed ^ 0x5EED, s.status_delay);
 
     // 4. load (and crash)
+    // The broker's own histograms around the run; a restart resets them, so not with a crash.
+    let scrape_before = match s.crash_after {
+        None => Scrape::fetch(&api.client, base_url).await,
+        Some(_) => None,
+    };
     let load_start = Instant::now();
     let crash_task = match (s.crash_after, &broker) {
         (Some(after), Some(b)) => Some(tokio::spawn(crash_and_restart(
@@ -380,9 +387,16 @@ async fn drive_and_audit(
     ctx.redelivering.wait_idle(deadline).await;
     let shared: Option<Arc<AgentsShared>> = match agents {
         Some(a) => {
+            a.stop_claiming();
             a.quiesce(Duration::from_millis(500), deadline).await;
             Some(a.stop(deadline).await)
         }
+        None => None,
+    };
+    let broker_view = match &scrape_before {
+        Some(before) => Scrape::fetch(&api.client, base_url)
+            .await
+            .map(|after| after.since(before)),
         None => None,
     };
     let replies = shared
@@ -448,6 +462,7 @@ async fn drive_and_audit(
     settings.insert("numbers".into(), json!(s.numbers));
     settings.insert("agents".into(), json!(k));
     settings.insert("claim_race".into(), json!(s.claim_race));
+    settings.insert("claim_mode".into(), json!(s.claim_mode.as_str()));
     settings.insert("event_types".into(), json!(s.event_types));
     settings.insert("duplicate_ratio".into(), json!(s.duplicate_ratio));
     settings.insert("batch_ratio".into(), json!(s.batch_ratio));
@@ -498,6 +513,7 @@ async fn drive_and_audit(
         errors,
         crash,
         baseline,
+        broker_view,
         replies_pending_at_deadline: pending,
         broker_shutdown: None,
         broker_log: None,
