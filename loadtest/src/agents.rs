@@ -9,8 +9,8 @@
 //! `eager` mode every claim is sent the moment its event arrives. The winner replies (`POST .../messages`, unique idempotency key, retried
 //! with the same key on transport errors and 5xx), sometimes replays the same key to check
 //! idempotency, waits `--resolve-after-ms` and resolves. After any disconnect (e.g. a broker
-//! crash) the agent reconnects with back-off, sets presence again and re-lists the conversations
-//! it may see, adopting any that the broker says it owns (a claim whose answer was lost); a
+//! crash) the agent reconnects with back-off, sets presence again and re-reads the conversations
+//! it owns (every page) and the first page of the queue, adopting any that the broker says it owns (a claim whose answer was lost); a
 //! `lagged` event (the broker dropped events for a slow subscriber) triggers the same re-list.
 //!
 //! Invariants the audit relies on:
@@ -428,11 +428,39 @@ async fn agent_loop(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
     }
 }
 
+/// Most queued conversations a re-list reads: the first page of the queue, as a console shows
+/// it. Others are still claimable when their next event (reopen, release) names them.
+const RESYNC_QUEUED: usize = 500;
+/// Pages of "owned by me" a re-list reads at most (an agent owns at most `max_concurrent`).
+const RESYNC_OWNED_PAGES: usize = 20;
+
+/// After (re)connecting or a `lagged` event: what this agent owns (every page; a claim whose
+/// answer was lost shows up here) and the first page of the queue. Without a known agent id,
+/// one page of everything visible.
 async fn resync(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
-    match sh
-        .call(&me, Method::GET, "/api/v1/conversations", None)
-        .await
-    {
+    let Some(id) = me.id() else {
+        list_page(&sh, &me, "/api/v1/conversations").await;
+        return;
+    };
+    let owned = format!("/api/v1/conversations?assignee={}", seg(&id));
+    let mut after: Option<String> = None;
+    for _ in 0..RESYNC_OWNED_PAGES {
+        let path = match &after {
+            Some(a) => format!("{owned}&after={}", seg(a)),
+            None => owned.clone(),
+        };
+        after = list_page(&sh, &me, &path).await;
+        if after.is_none() {
+            break;
+        }
+    }
+    let queued = format!("/api/v1/conversations?status=queued&limit={RESYNC_QUEUED}");
+    list_page(&sh, &me, &queued).await;
+}
+
+/// Reads one page of conversations and acts on each; returns the page's `next_after`.
+async fn list_page(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, path: &str) -> Option<String> {
+    match sh.call(me, Method::GET, path, None).await {
         Ok((s, v)) if s.is_success() => {
             let convs: Vec<Conversation> = v
                 .get("conversations")
@@ -440,11 +468,20 @@ async fn resync(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
                 .and_then(|c| serde_json::from_value(c).ok())
                 .unwrap_or_default();
             for c in convs {
-                on_conversation(&sh, &me, &c);
+                on_conversation(sh, me, &c);
             }
+            v.get("next_after")
+                .and_then(Value::as_str)
+                .map(str::to_string)
         }
-        Ok((s, _)) => sh.err("list", &status_kind(s)),
-        Err(kind) => sh.err("list", &kind),
+        Ok((s, _)) => {
+            sh.err("list", &status_kind(s));
+            None
+        }
+        Err(kind) => {
+            sh.err("list", &kind);
+            None
+        }
     }
 }
 
