@@ -4,14 +4,15 @@
 //! `GET /api/v1/events` and learns of conversations from it. For a queued, unassigned conversation
 //! a deterministic subset of `--claim-race` agents (chosen by hashing the conversation id) races
 //! to `POST .../claim`: in `paced` mode each agent keeps its own backlog of such conversations
-//! (oldest first) and claims them one at a time, pausing after `capacity_reached` until one of its
-//! conversations is done, so claim latency is the broker's and not the agents' own pile-up; in
-//! `eager` mode every claim is sent the moment its event arrives. The winner replies (`POST .../messages`, unique idempotency key, retried
-//! with the same key on transport errors and 5xx), sometimes replays the same key to check
-//! idempotency, waits `--resolve-after-ms` and resolves. After any disconnect (e.g. a broker
-//! crash) the agent reconnects with back-off, sets presence again and re-reads the conversations
-//! it owns (every page) and the first page of the queue, adopting any that the broker says it owns (a claim whose answer was lost); a
-//! `lagged` event (the broker dropped events for a slow subscriber) triggers the same re-list.
+//! (oldest first) and claims them one at a time, pausing after `capacity_reached` until one of
+//! its conversations is done, so claim latency is the broker's and not the agents' own pile-up;
+//! in `eager` mode every claim is sent the moment its event arrives. The winner replies
+//! (`POST .../messages`, unique idempotency key, retried with the same key on transport errors
+//! and 5xx), sometimes replays the same key to check idempotency, waits `--resolve-after-ms` and
+//! resolves. After any disconnect (e.g. a broker crash) the agent reconnects with back-off, sets
+//! presence again and re-reads the conversations it owns (every page) and the first page of the
+//! queue, adopting any that the broker says it owns (a claim whose answer was lost); a `lagged`
+//! event (the broker dropped events for a slow subscriber) triggers the same re-read.
 //!
 //! Invariants the audit relies on:
 //! - every successful claim, adoption and resolve is logged as an `OwnEvent` with the instants
