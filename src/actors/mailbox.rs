@@ -8,6 +8,11 @@
 //! (spawned by the send that finds the mailbox idle; it lingers one scheduling round after the
 //! queue empties, so a caller's next command usually finds it still running).
 //!
+//! A caller that waits for its answer anyway ([`Mailbox::submit`]) and finds the mailbox idle
+//! handles its own message on its own task: no task spawn, no hop through the run queue there and
+//! back, and an await inside the handler (a commit) wakes the caller directly. Whatever queued
+//! meanwhile goes to a spawned runner, so the caller never handles other callers' messages.
+//!
 //! Invariants (what makes it an actor):
 //! - **Single writer.** At most one runner task per mailbox (`running`), and only the runner
 //!   holds the state; messages are handled one at a time, in arrival order.
@@ -21,12 +26,17 @@
 //!   their callers learn it too.
 //! - **Supervision.** A panicking handler is caught; the mailbox retires and
 //!   [`Handler::failed`] decides what happens next (for conversations: restart from storage).
+//! - **Handlers run to completion.** A caller handling its message inline may be cancelled (an
+//!   HTTP client going away drops the request's future); the unfinished handler then moves to a
+//!   spawned task ([`Inline`]'s `Drop`) instead of being dropped half-way with the state in it.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -160,12 +170,92 @@ impl<H: Handler> Mailbox<H> {
         Ok(())
     }
 
+    /// Like [`Mailbox::send`], for a caller that will wait for the answer: when the mailbox is
+    /// idle the message is not queued but returned as an [`Inline`] run, which the caller must
+    /// await (it handles the message on the caller's task, then hands anything queued meanwhile
+    /// to a runner). `Ok(None)`: queued behind the handler in progress.
+    pub fn submit(self: &Arc<Self>, msg: H::Msg) -> Result<Option<Inline>, Rejected<H::Msg>> {
+        let state = {
+            let mut g = self.inner.lock();
+            if g.retired {
+                return Err(Rejected::Retired(msg));
+            }
+            if g.running {
+                if g.queue.len() >= MAX_QUEUED {
+                    return Err(Rejected::Full(msg));
+                }
+                g.queue.push_back(msg);
+                return Ok(None);
+            }
+            match g.state.take() {
+                Some(state) => {
+                    g.running = true;
+                    state
+                }
+                // Not running and no state only happens once retired (checked above).
+                None => return Err(Rejected::Retired(msg)),
+            }
+        };
+        self.handler.runners().enter();
+        let run = Arc::clone(self).run_inline(state, msg);
+        Ok(Some(Inline(Some(Box::pin(run)))))
+    }
+
     async fn run(self: Arc<Self>) {
         let state = self.inner.lock().state.take();
         if let Some(state) = state {
             self.drain(state).await;
         }
         self.handler.runners().leave();
+    }
+
+    /// The rest of a mailbox's work after an inline run, on its own task.
+    async fn run_with(self: Arc<Self>, state: Box<H::State>) {
+        self.drain(state).await;
+        self.handler.runners().leave();
+    }
+
+    /// Handles the caller's own message, then gives the state back, or to a runner when others
+    /// queued meanwhile (no lingering: the caller is waiting to return).
+    async fn run_inline(self: Arc<Self>, mut state: Box<H::State>, msg: H::Msg) {
+        if self.handle_one(&mut state, msg).await {
+            let rest = {
+                let mut g = self.inner.lock();
+                if g.queue.is_empty() {
+                    g.state = Some(state);
+                    g.running = false;
+                    g.last_active = Instant::now();
+                    None
+                } else {
+                    Some(state)
+                }
+            };
+            if let Some(state) = rest {
+                self.handler.runners().enter();
+                tokio::spawn(Arc::clone(&self).run_with(state));
+            }
+        }
+        self.handler.runners().leave();
+    }
+
+    /// Handles one message; on a panic retires the mailbox, drops what is queued, tells the
+    /// handler and returns false.
+    async fn handle_one(self: &Arc<Self>, state: &mut H::State, msg: H::Msg) -> bool {
+        let handled = AssertUnwindSafe(self.handler.handle(state, msg))
+            .catch_unwind()
+            .await;
+        let Err(panic) = handled else {
+            return true;
+        };
+        let dropped = {
+            let mut g = self.inner.lock();
+            g.retired = true;
+            g.running = false;
+            std::mem::take(&mut g.queue)
+        };
+        drop(dropped);
+        self.handler.failed(self, panic_message(panic.as_ref()));
+        false
     }
 
     /// Handles queued messages until none is left, then gives the state back.
@@ -197,18 +287,7 @@ impl<H: Handler> Mailbox<H> {
                 continue;
             };
             lingered = false;
-            let handled = AssertUnwindSafe(self.handler.handle(&mut state, msg))
-                .catch_unwind()
-                .await;
-            if let Err(panic) = handled {
-                let dropped = {
-                    let mut g = self.inner.lock();
-                    g.retired = true;
-                    g.running = false;
-                    std::mem::take(&mut g.queue)
-                };
-                drop(dropped);
-                self.handler.failed(self, panic_message(panic.as_ref()));
+            if !self.handle_one(&mut state, msg).await {
                 return;
             }
         }
@@ -235,6 +314,36 @@ impl<H: Handler> Mailbox<H> {
 
     pub fn is_retired(&self) -> bool {
         self.inner.lock().retired
+    }
+}
+
+/// A message being handled on its caller's task (see [`Mailbox::submit`]). Await it; dropping
+/// it unfinished moves the rest of the handler to a spawned task.
+pub struct Inline(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Future for Inline {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(run) = self.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        let done = run.as_mut().poll(cx);
+        if done.is_ready() {
+            self.0 = None;
+        }
+        done
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            // Without a runtime (process teardown) there is nothing left to finish it for.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(run);
+            }
+        }
     }
 }
 
@@ -386,6 +495,111 @@ mod tests {
         assert!(log.runners.wait_idle(Duration::from_secs(5)).await);
         assert!(mb.is_retired());
         assert_eq!(log.failures.lock().as_slice(), ["boom".to_string()]);
+    }
+
+    /// What `Ctx::ask` does: handle inline when idle, else wait behind the runner.
+    async fn ask(mb: &Arc<Mailbox<Arc<Log>>>, n: u32) -> Vec<u32> {
+        let (tx, rx) = oneshot::channel();
+        match mb.submit(Msg::Push(n, tx)) {
+            Ok(Some(inline)) => inline.await,
+            Ok(None) => {}
+            Err(_) => panic!("mailbox refused"),
+        }
+        rx.await.expect("reply")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inline_and_queued_callers_share_one_state_in_order() {
+        let (log, mb) = mailbox();
+        let mut senders = Vec::new();
+        for t in 0..8u32 {
+            let mb = mb.clone();
+            senders.push(tokio::spawn(async move {
+                let mut last = Vec::new();
+                for i in 0..100u32 {
+                    let n = t * 1000 + i;
+                    // Half the callers queue like `send` users, half go through `submit`.
+                    last = if t % 2 == 0 {
+                        ask(&mb, n).await
+                    } else {
+                        push(&mb, n).await.expect("reply")
+                    };
+                }
+                last
+            }));
+        }
+        let mut longest = Vec::new();
+        for s in senders {
+            let l = s.await.expect("sender");
+            if l.len() > longest.len() {
+                longest = l;
+            }
+        }
+        assert!(log.runners.wait_idle(Duration::from_secs(5)).await);
+        assert_eq!(longest.len(), 800, "no message lost or applied twice");
+        for t in 0..8u32 {
+            let mine: Vec<u32> = longest.iter().copied().filter(|n| n / 1000 == t).collect();
+            assert_eq!(mine, (0..100).map(|i| t * 1000 + i).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_mailbox_is_handled_inline_and_others_wait_for_it() {
+        let (log, mb) = mailbox();
+        let (go_tx, go_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let inline = match mb.submit(Msg::Slow(go_rx, done_tx)) {
+            Ok(Some(inline)) => inline,
+            _ => panic!("an idle mailbox hands the message back to run inline"),
+        };
+        let (tx, queued) = oneshot::channel();
+        assert!(
+            matches!(mb.submit(Msg::Push(5, tx)), Ok(None)),
+            "busy: queued behind the inline run"
+        );
+        let _ = go_tx.send(());
+        inline.await;
+        done_rx.await.expect("slow handled");
+        assert_eq!(queued.await.expect("handled by a runner"), vec![5]);
+        assert!(log.runners.wait_idle(Duration::from_secs(5)).await);
+        assert_eq!(ask(&mb, 6).await, vec![5, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_inline_caller_still_finishes_its_handler() {
+        let (log, mb) = mailbox();
+        let (go_tx, go_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let Ok(Some(inline)) = mb.submit(Msg::Slow(go_rx, done_tx)) else {
+            panic!("inline run expected");
+        };
+        // The caller polls once, then gives up (is dropped) while its handler waits.
+        assert!(inline.now_or_never().is_none());
+        let waiting = push(&mb, 1);
+        let _ = go_tx.send(());
+        done_rx
+            .await
+            .expect("the handler ran to completion on a spawned task");
+        assert_eq!(waiting.await.expect("the queue went on"), vec![1]);
+        assert!(log.runners.wait_idle(Duration::from_secs(5)).await);
+        assert_eq!(ask(&mb, 2).await, vec![1, 2], "the state came back intact");
+    }
+
+    #[tokio::test]
+    async fn an_inline_panic_retires_the_mailbox() {
+        let (log, mb) = mailbox();
+        let Ok(Some(inline)) = mb.submit(Msg::Panic) else {
+            panic!("inline run expected");
+        };
+        inline.await;
+        assert!(mb.is_retired());
+        assert_eq!(log.failures.lock().as_slice(), ["boom".to_string()]);
+        assert!(log.runners.wait_idle(Duration::from_secs(5)).await);
+        let (tx, _rx) = oneshot::channel();
+        assert!(matches!(
+            mb.submit(Msg::Push(1, tx)),
+            Err(Rejected::Retired(_))
+        ));
     }
 
     #[tokio::test]

@@ -284,8 +284,10 @@ impl Ctx {
         for _ in 0..ASK_ATTEMPTS {
             let actor = self.activate(id, seed).await?;
             let (tx, rx) = oneshot::channel();
-            match actor.send(make(tx)) {
-                Ok(()) => {}
+            match actor.submit(make(tx)) {
+                // The mailbox was idle: this task handles the command itself.
+                Ok(Some(inline)) => inline.await,
+                Ok(None) => {}
                 Err(mailbox::Rejected::Retired(_)) => {
                     self.forget(&actor);
                     continue;
