@@ -118,16 +118,17 @@ impl Broker {
 
         let mut agents = HashMap::new();
         for a in &config.agents {
+            let slots = Arc::new(agent::Slots::new(a.max_concurrent));
             let args = agent::Args {
                 id: a.id.clone(),
-                max_concurrent: a.max_concurrent,
+                slots: slots.clone(),
                 teams: a.teams.clone(),
                 store: store.clone(),
             };
             let (r, _) = Actor::spawn(None, AgentActor, args)
                 .await
                 .map_err(|e| StartError::Spawn(format!("agent {}: {e}", a.id)))?;
-            agents.insert(a.id.clone(), r);
+            agents.insert(a.id.clone(), (r, slots));
         }
         let mut teams = HashMap::new();
         for t in &config.teams {

@@ -1,12 +1,16 @@
 //! One actor per agent: presence and capacity.
 //!
-//! Capacity is checked and taken in one message ([`AgentMsg::Reserve`]), so two conversations
-//! claimed by the same agent at the same moment cannot both slip under `max_concurrent`. The set of
-//! owned conversations is rebuilt from the assignee index when the actor starts, so it survives
-//! restarts; presence does not (agents are `offline` until they say otherwise).
+//! Capacity lives in [`Slots`], shared by the actor and every conversation actor: a claim checks
+//! and takes a slot in one short critical section ([`Slots::reserve`]), so two conversations
+//! claimed by the same agent at the same moment cannot both slip under `max_concurrent`, and the
+//! claim path needs no round trip through this actor's mailbox. The actor stays the one place
+//! that reacts to changes: presence set by the agent, a slot freed (tell the teams), going
+//! offline (hand conversations back). The set of owned conversations is rebuilt from the
+//! assignee index when the actor starts, so it survives restarts; presence does not (agents are
+//! `offline` until they say otherwise).
 
 use std::collections::HashSet;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -15,21 +19,96 @@ use super::{Ctx, TeamMsg};
 use crate::domain::Presence;
 use crate::store::Store;
 
+/// An agent's presence and owned conversations, behind one lock that is never held across an
+/// `.await` (every method is synchronous).
+pub struct Slots {
+    max: usize,
+    inner: parking_lot::Mutex<SlotsInner>,
+}
+
+struct SlotsInner {
+    presence: Presence,
+    owned: HashSet<String>,
+}
+
+impl Slots {
+    pub fn new(max_concurrent: u32) -> Self {
+        Self {
+            max: max_concurrent as usize,
+            inner: parking_lot::Mutex::new(SlotsInner {
+                presence: Presence::Offline,
+                owned: HashSet::new(),
+            }),
+        }
+    }
+
+    /// Takes a slot for `conversation` if below capacity (idempotent per conversation); with
+    /// `online_only` (automatic assignment) only while the agent is online, so an assignment
+    /// racing the agent going offline either lands before the hand-back (which reads the owned
+    /// set after presence changed) or not at all.
+    pub fn reserve(&self, conversation: &str, online_only: bool) -> bool {
+        let mut g = self.inner.lock();
+        if online_only && g.presence != Presence::Online {
+            return false;
+        }
+        if g.owned.contains(conversation) {
+            return true;
+        }
+        if g.owned.len() >= self.max {
+            return false;
+        }
+        g.owned.insert(conversation.to_string());
+        true
+    }
+
+    /// Gives a slot back; whether it was taken.
+    pub fn free(&self, conversation: &str) -> bool {
+        self.inner.lock().owned.remove(conversation)
+    }
+
+    /// Whether the agent is online with a free slot.
+    fn available(&self) -> bool {
+        let g = self.inner.lock();
+        g.presence == Presence::Online && g.owned.len() < self.max
+    }
+
+    /// Sets presence; returns the previous one.
+    fn set_presence(&self, presence: Presence) -> Presence {
+        std::mem::replace(&mut self.inner.lock().presence, presence)
+    }
+
+    fn owned(&self) -> Vec<String> {
+        self.inner.lock().owned.iter().cloned().collect()
+    }
+
+    fn load(&self, owned: Vec<String>) {
+        self.inner.lock().owned = owned.into_iter().collect();
+    }
+
+    fn snapshot(&self, id: &str) -> AgentSnapshot {
+        let g = self.inner.lock();
+        AgentSnapshot {
+            id: id.to_string(),
+            presence: g.presence,
+            owned: g.owned.len(),
+            max_concurrent: self.max,
+        }
+    }
+}
+
 pub struct AgentActor;
 
 pub struct Args {
     pub id: String,
-    pub max_concurrent: u32,
+    pub slots: Arc<Slots>,
     pub teams: Vec<String>,
     pub store: Store,
 }
 
 pub struct State {
     id: String,
-    max: usize,
+    slots: Arc<Slots>,
     teams: Vec<String>,
-    presence: Presence,
-    owned: HashSet<String>,
     ctx: Weak<Ctx>,
 }
 
@@ -41,7 +120,7 @@ impl State {
             return;
         };
         let from = self.id.clone();
-        let owned: Vec<String> = self.owned.iter().cloned().collect();
+        let owned = self.slots.owned();
         tokio::spawn(async move {
             for conv in owned {
                 let res = ctx
@@ -60,7 +139,7 @@ impl State {
 
     /// Tells the agent's teams it may take work now (came online or freed a slot).
     fn announce_available(&self) {
-        if self.presence != Presence::Online || self.owned.len() >= self.max {
+        if !self.slots.available() {
             return;
         }
         if let Some(ctx) = self.ctx.upgrade() {
@@ -84,18 +163,8 @@ pub struct AgentSnapshot {
 pub enum AgentMsg {
     /// Gives the actor the shared context once it exists (agents start before it).
     Attach(Weak<Ctx>),
-    /// Takes a slot for `conversation` if below capacity (idempotent per conversation); with
-    /// `online_only` (automatic assignment) only while the agent is online, so an assignment
-    /// racing the agent going offline either lands before the hand-back or not at all.
-    Reserve {
-        conversation: String,
-        online_only: bool,
-        reply: RpcReplyPort<bool>,
-    },
-    /// Gives a slot back.
-    Free {
-        conversation: String,
-    },
+    /// A slot was given back ([`Slots::free`]): the teams may assign again.
+    Freed,
     SetPresence {
         presence: Presence,
         reply: RpcReplyPort<Presence>,
@@ -115,13 +184,11 @@ impl Actor for AgentActor {
         _myself: ActorRef<Self::Msg>,
         args: Args,
     ) -> Result<State, ActorProcessingErr> {
-        let owned = args.store.owned_by(&args.id).await?.into_iter().collect();
+        args.slots.load(args.store.owned_by(&args.id).await?);
         Ok(State {
             id: args.id,
-            max: args.max_concurrent as usize,
+            slots: args.slots,
             teams: args.teams,
-            presence: Presence::Offline,
-            owned,
             ctx: Weak::new(),
         })
     }
@@ -133,28 +200,11 @@ impl Actor for AgentActor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentMsg::Reserve {
-                conversation,
-                online_only,
-                reply,
-            } => {
-                let ok = (!online_only || state.presence == Presence::Online)
-                    && (state.owned.contains(&conversation) || state.owned.len() < state.max);
-                if ok {
-                    state.owned.insert(conversation);
-                }
-                let _ = reply.send(ok);
-            }
             AgentMsg::Attach(ctx) => state.ctx = ctx,
-            AgentMsg::Free { conversation } => {
-                if state.owned.remove(&conversation) {
-                    state.announce_available();
-                }
-            }
+            AgentMsg::Freed => state.announce_available(),
             AgentMsg::SetPresence { presence, reply } => {
-                let went_offline =
-                    presence == Presence::Offline && state.presence != Presence::Offline;
-                state.presence = presence;
+                let before = state.slots.set_presence(presence);
+                let went_offline = presence == Presence::Offline && before != Presence::Offline;
                 let _ = reply.send(presence);
                 state.announce_available();
                 if went_offline {
@@ -162,14 +212,39 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Get { reply } => {
-                let _ = reply.send(AgentSnapshot {
-                    id: state.id.clone(),
-                    presence: state.presence,
-                    owned: state.owned.len(),
-                    max_concurrent: state.max,
-                });
+                let _ = reply.send(state.slots.snapshot(&state.id));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_hold_capacity_and_presence_together() {
+        let slots = Slots::new(2);
+        assert!(
+            !slots.reserve("c1", true),
+            "offline: no automatic assignment"
+        );
+        assert!(
+            slots.reserve("c1", false),
+            "a manual claim needs no presence"
+        );
+        assert!(slots.reserve("c1", false), "idempotent per conversation");
+        assert_eq!(slots.set_presence(Presence::Online), Presence::Offline);
+        assert!(slots.available());
+        assert!(slots.reserve("c2", true));
+        assert!(!slots.available());
+        assert!(!slots.reserve("c3", false), "at capacity");
+        assert!(slots.reserve("c2", true), "already held");
+        assert!(slots.free("c1"));
+        assert!(!slots.free("c1"), "freed once");
+        assert!(slots.reserve("c3", true));
+        let snap = slots.snapshot("a");
+        assert_eq!((snap.owned, snap.max_concurrent), (2, 2));
     }
 }

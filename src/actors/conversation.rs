@@ -332,40 +332,31 @@ impl ConversationActor {
     }
 
     fn free_agent(&self, agent: &str, conversation: &str) {
-        if let Some(a) = self.ctx.agent(agent) {
-            let _ = a.cast(super::AgentMsg::Free {
-                conversation: conversation.to_string(),
-            });
+        let freed = self
+            .ctx
+            .agent_slots(agent)
+            .is_some_and(|slots| slots.free(conversation));
+        if freed {
+            if let Some(a) = self.ctx.agent(agent) {
+                let _ = a.cast(super::AgentMsg::Freed);
+            }
         }
     }
 
     /// Takes a slot of `agent` for `conversation`; with `online_only`, only while it is online.
-    async fn reserve_agent(
+    fn reserve_agent(
         &self,
         agent: &str,
         conversation: &str,
         online_only: bool,
     ) -> Result<(), Error> {
-        let Some(a) = self.ctx.agent(agent) else {
+        let Some(slots) = self.ctx.agent_slots(agent) else {
             return Err(DomainError::NotFound.into());
         };
-        let conversation = conversation.to_string();
-        match a
-            .call(
-                |reply| super::AgentMsg::Reserve {
-                    conversation,
-                    online_only,
-                    reply,
-                },
-                // No timer (see `Ctx::ask`): the agent actor only checks a counter, and a stopped
-                // one drops the port.
-                None,
-            )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(true)) => Ok(()),
-            Ok(ractor::rpc::CallResult::Success(false)) => Err(DomainError::CapacityReached.into()),
-            _ => Err(Error::Unavailable),
+        if slots.reserve(conversation, online_only) {
+            Ok(())
+        } else {
+            Err(DomainError::CapacityReached.into())
         }
     }
 
@@ -589,8 +580,7 @@ impl ConversationActor {
         if !state.conv.check_claim(caller)? {
             return Ok(state.conv.clone());
         }
-        self.reserve_agent(&caller.id, &state.conv.id, online_only)
-            .await?;
+        self.reserve_agent(&caller.id, &state.conv.id, online_only)?;
         let before = state.conv.clone();
         let mut next = before.clone();
         next.assign(&caller.id, self.ctx.now());
@@ -674,7 +664,7 @@ impl ConversationActor {
             TransferTarget::Team(_) => None,
             TransferTarget::Agent { id, .. } => {
                 if old_owner.as_deref() != Some(id.as_str()) {
-                    self.reserve_agent(id, &state.conv.id, false).await?;
+                    self.reserve_agent(id, &state.conv.id, false)?;
                 }
                 Some(id.clone())
             }

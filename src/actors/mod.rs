@@ -77,6 +77,8 @@ pub struct Ctx {
     pub store: Store,
     pub bus: EventBus,
     pub agents: HashMap<String, ActorRef<AgentMsg>>,
+    /// Each agent's capacity, shared with its actor (see [`agent::Slots`]).
+    agent_slots: HashMap<String, Arc<agent::Slots>>,
     pub teams: HashMap<String, ActorRef<TeamMsg>>,
     /// Keyed with foldhash (seeded per process): the lookup is on every command's path.
     pub conversations: DashMap<Arc<str>, ConversationRef, foldhash::fast::RandomState>,
@@ -100,7 +102,7 @@ impl Ctx {
         config: Arc<Config>,
         store: Store,
         bus: EventBus,
-        agents: HashMap<String, ActorRef<AgentMsg>>,
+        agents: HashMap<String, (ActorRef<AgentMsg>, Arc<agent::Slots>)>,
         teams: HashMap<String, ActorRef<TeamMsg>>,
         clock: SharedClock,
         policies: Policies,
@@ -109,7 +111,11 @@ impl Ctx {
             config,
             store,
             bus,
-            agents,
+            agent_slots: agents
+                .iter()
+                .map(|(id, (_, slots))| (id.clone(), slots.clone()))
+                .collect(),
+            agents: agents.into_iter().map(|(id, (a, _))| (id, a)).collect(),
             teams,
             conversations: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             claims_won: metrics::counter!(m::CLAIMS, "outcome" => "won"),
@@ -314,6 +320,10 @@ impl Ctx {
 
     pub fn agent(&self, id: &str) -> Option<&ActorRef<AgentMsg>> {
         self.agents.get(id)
+    }
+
+    pub fn agent_slots(&self, id: &str) -> Option<&Arc<agent::Slots>> {
+        self.agent_slots.get(id)
     }
 
     pub fn team(&self, id: &str) -> Option<&ActorRef<TeamMsg>> {
