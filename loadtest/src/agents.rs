@@ -14,6 +14,11 @@
 //! queue, adopting any that the broker says it owns (a claim whose answer was lost); a `lagged`
 //! event (the broker dropped events for a slow subscriber) triggers the same re-read.
 //!
+//! The agents run on a single-threaded tokio runtime of their own (thread `lt-agents`) with their
+//! own HTTP connections: they stand for people at other machines, and their requests and answers
+//! must not wait behind the generator's webhook tasks, which would be the generator's lateness
+//! counted as the broker's.
+//!
 //! Invariants the audit relies on:
 //! - every successful claim, adoption and resolve is logged as an `OwnEvent` with the instants
 //!   the request was sent and its answer received (for adoption: the last claim attempt and the
@@ -36,7 +41,7 @@ use rand::Rng;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
@@ -177,6 +182,27 @@ impl AgentState {
 pub struct Agents {
     pub shared: Arc<AgentsShared>,
     tasks: Vec<JoinHandle<()>>,
+    /// Dropping it ends the agents' runtime (its thread returns and drops it there).
+    _runtime: oneshot::Sender<()>,
+}
+
+/// Starts the agents' own single-threaded runtime on a thread of its own. Simulated agents are
+/// other people's consoles: their requests and the timing of their answers must not queue
+/// behind the generator's webhook tasks on the generator's workers.
+fn agent_runtime() -> std::io::Result<(tokio::runtime::Handle, oneshot::Sender<()>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("lt-agents".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let _ = stopped.await;
+            });
+        })?;
+    Ok((handle, stop))
 }
 
 /// FNV-1a, for a stable choice of racers per conversation.
@@ -199,8 +225,9 @@ pub fn is_racer(id: &str, index: usize, k: usize, race: usize) -> bool {
 }
 
 impl Agents {
-    /// Starts one task per token.
-    pub fn start(cfg: AgentsConfig) -> Agents {
+    /// Starts one task per token (two when paced) on the agents' own runtime.
+    pub fn start(cfg: AgentsConfig) -> std::io::Result<Agents> {
+        let (rt, runtime) = agent_runtime()?;
         let shared = Arc::new(AgentsShared {
             cfg: cfg.clone(),
             claim_latency: Latency::new(),
@@ -235,14 +262,18 @@ impl Agents {
                     backlog_ready: Notify::new(),
                     freed: Notify::new(),
                 });
-                let mut tasks = vec![tokio::spawn(agent_loop(shared.clone(), me.clone()))];
+                let mut tasks = vec![rt.spawn(agent_loop(shared.clone(), me.clone()))];
                 if cfg.mode == ClaimMode::Paced {
-                    tasks.push(tokio::spawn(claim_backlog(shared.clone(), me)));
+                    tasks.push(rt.spawn(claim_backlog(shared.clone(), me)));
                 }
                 tasks
             })
             .collect();
-        Agents { shared, tasks }
+        Ok(Agents {
+            shared,
+            tasks,
+            _runtime: runtime,
+        })
     }
 
     /// Waits until every agent has an open event stream (or the deadline). Returns how many do.
@@ -980,7 +1011,7 @@ mod tests {
         let Ok(client) = crate::outcome::client(16, None) else {
             panic!("no http client");
         };
-        let agents = Agents::start(AgentsConfig {
+        let Ok(agents) = Agents::start(AgentsConfig {
             api: ApiClient {
                 client,
                 base_url: format!("http://{addr}"),
@@ -994,7 +1025,9 @@ mod tests {
             resolve_after: Duration::from_millis(5),
             replay_ratio: 0.0,
             run_id: "test".into(),
-        });
+        }) else {
+            panic!("agents runtime");
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         let _ = tokio::time::timeout_at(deadline, broker.all_claimed.notified()).await;
         agents.stop_claiming();

@@ -330,7 +330,12 @@ async fn drive_and_audit(
     );
     let agents = if k > 0 {
         let a = Agents::start(AgentsConfig {
-            api: api.clone(),
+            // Their own connections: pooled connections belong to the runtime that opened them,
+            // and the agents run on a runtime of their own.
+            api: ApiClient {
+                client: outcome::client(k * 4 + 32, None)?,
+                ..api.clone()
+            },
             tokens: s.agent_tokens.clone(),
             ids: s.agent_ids.clone(),
             race: s.claim_race,
@@ -339,7 +344,7 @@ async fn drive_and_audit(
             resolve_after: s.resolve_after,
             replay_ratio: s.replay_ratio,
             run_id: run_id.to_string(),
-        });
+        })?;
         let n = a
             .wait_connected(Instant::now() + Duration::from_secs(10))
             .await;
