@@ -56,6 +56,8 @@ pub struct Broker {
     state: AppState,
     stop_http: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    /// `server.api_listen`, when configured.
+    lane: Option<http::lane::Lane>,
     sweeper: JoinHandle<()>,
     timer_task: JoinHandle<()>,
     shut: bool,
@@ -72,6 +74,9 @@ impl Drop for Broker {
         self.state.accepting.store(false, Ordering::Release);
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if let Some(lane) = self.lane.as_mut() {
+            lane.abort();
         }
         self.sweeper.abort();
         self.timer_task.abort();
@@ -104,6 +109,7 @@ impl Broker {
     ) -> Result<Broker, StartError> {
         let metrics = m::install();
         let listen = config.listen_addr()?;
+        let api_listen = config.api_listen_addr()?;
         let config = Arc::new(config);
 
         let path = config.storage.path.clone();
@@ -204,12 +210,33 @@ impl Broker {
             }
         });
         tracing::info!(%addr, "switchboard listening");
+        let lane = match api_listen {
+            Some(api) => {
+                let listener = tokio::net::TcpListener::bind(api)
+                    .await
+                    .and_then(|l| l.into_std())
+                    .map_err(|source| StartError::Listen {
+                        addr: api.to_string(),
+                        source,
+                    })?;
+                let lane = http::lane::Lane::start(listener, http::app(state.clone())).map_err(
+                    |source| StartError::Listen {
+                        addr: api.to_string(),
+                        source,
+                    },
+                )?;
+                tracing::info!(addr = %lane.addr(), "agents' lane listening");
+                Some(lane)
+            }
+            None => None,
+        };
         Ok(Broker {
             addr,
             ctx,
             state,
             stop_http: Some(stop_tx),
             server: Some(server),
+            lane,
             sweeper,
             timer_task,
             shut: false,
@@ -218,6 +245,11 @@ impl Broker {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the agents' lane listens (`server.api_listen`), when configured.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.lane.as_ref().map(|l| l.addr())
     }
 
     /// The core, for in-process drivers (benchmarks, tests) that bypass HTTP.
@@ -232,15 +264,24 @@ impl Broker {
         if let Some(tx) = self.stop_http.take() {
             let _ = tx.send(());
         }
-        if let Some(server) = self.server.take() {
-            // SSE streams never end by themselves; don't let them hold shutdown hostage.
-            if tokio::time::timeout(Duration::from_secs(5), server)
-                .await
-                .is_err()
-            {
-                tracing::warn!("http server did not stop within 5 s");
+        let server = self.server.take();
+        let main = async move {
+            if let Some(server) = server {
+                // SSE streams never end by themselves; don't let them hold shutdown hostage.
+                if tokio::time::timeout(Duration::from_secs(5), server)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("http server did not stop within 5 s");
+                }
             }
-        }
+        };
+        let lane = async {
+            if let Some(lane) = self.lane.as_mut() {
+                lane.stop(Duration::from_secs(5)).await;
+            }
+        };
+        tokio::join!(main, lane);
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.shutdown(Duration::from_secs(3)).await;
         }

@@ -4,7 +4,7 @@
 //! checked before anything starts: a bad file stops start-up with exit code 2 and exactly one line
 //! that names the offending key, so an operator never has to read a backtrace. Invariants after a
 //! successful [`Config::from_toml_str`]:
-//! - `server.listen` parses as a socket address;
+//! - `server.listen` (and `server.api_listen`, when given) parses as a socket address;
 //! - number, team and agent ids and agent tokens are unique and non-empty;
 //! - every `default_team` and every agent team names a configured team;
 //! - every bound (`mps`, `max_concurrent`, in-flight limits, retry settings) is positive.
@@ -73,6 +73,11 @@ pub struct RoutingConfig {
 pub struct ServerConfig {
     /// Address for webhooks, the agent API, /metrics and /healthz.
     pub listen: String,
+    /// Optional second address serving the same routes on a thread of its own, for agents'
+    /// consoles: their claims and replies then never queue behind the webhook traffic on
+    /// `listen`'s workers (see `http::lane`).
+    #[serde(default)]
+    pub api_listen: Option<String>,
     /// Most webhook requests processed at once; beyond it the broker answers 503 + Retry-After.
     #[serde(default = "default_max_inflight_webhooks")]
     pub max_inflight_webhooks: usize,
@@ -359,6 +364,16 @@ impl Config {
         })
     }
 
+    /// The agents' listen address, when configured; already validated.
+    pub fn api_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(raw) = &self.server.api_listen else {
+            return Ok(None);
+        };
+        raw.parse()
+            .map(Some)
+            .map_err(|_| ConfigError::new("server.api_listen", format!("bad address {raw:?}")))
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.conversations.idle_timeout_ms)
     }
@@ -379,6 +394,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.api_listen_addr()?;
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.path", "must not be empty"));
         }
@@ -573,6 +589,23 @@ id = "support"
     fn bad_listen() {
         let e = Config::from_toml_str(&BASE.replace("127.0.0.1:0", "nowhere")).unwrap_err();
         assert_eq!(e.key, "server.listen");
+    }
+
+    #[test]
+    fn bad_api_listen() {
+        let text = BASE.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\napi_listen = \"agents\"",
+        );
+        let e = Config::from_toml_str(&text).unwrap_err();
+        assert_eq!(e.key, "server.api_listen");
+        assert!(!e.to_string().contains('\n'));
+        let ok = BASE.replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"",
+        );
+        let c = Config::from_toml_str(&ok).expect("valid");
+        assert!(matches!(c.api_listen_addr(), Ok(Some(_))));
     }
 
     #[test]

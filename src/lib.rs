@@ -17,7 +17,8 @@
 //! Supervision: conversation actors run on [`actors::mailbox`]; a handler that panics is caught,
 //! its actor retired and restarted from storage (its last durable state); agent and team actors
 //! (ractor) are top-level and only stop when the broker stops them. The timer service is a
-//! plain task owned by the broker. The core modules (`domain`, `actors`, `store`, `outbox`,
+//! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
+//! with a runtime of its own, stopped with the main listener. The core modules (`domain`, `actors`, `store`, `outbox`,
 //! `ingest`, `admin`) never depend on `http`; time comes from an injectable [`clock::Clock`].
 
 pub mod actors;

@@ -333,3 +333,44 @@ async fn list_pages_with_limit_and_after() {
     }
     assert_eq!(seen, all, "every conversation exactly once, in id order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_lane_serves_the_same_api_beside_the_main_listener() {
+    let mut tb = TB::start_with(|c| c.server_extra = "api_listen = \"127.0.0.1:0\"".into()).await;
+    let lane_addr = tb
+        .broker
+        .as_ref()
+        .and_then(|b| b.api_addr())
+        .expect("api_listen gives the lane an address");
+    assert_ne!(Some(lane_addr), tb.broker.as_ref().map(|b| b.addr()));
+    let lane = Api::new(lane_addr);
+
+    // A webhook on the main listener, the claim on the lane: one broker behind both.
+    let id = tb.open_conv(N1, &customer(), "hello").await;
+    let (s, v) = lane
+        .post(
+            ALICE,
+            &format!("/api/v1/conversations/{id}/claim"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let owner = v["assignee"].as_str().expect("assignee").to_string();
+    let (s, v) = tb.get(ROOT, &format!("/api/v1/conversations/{id}")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["assignee"].as_str(), Some(owner.as_str()));
+
+    // Same auth and errors on the lane.
+    let (s, v) = lane.get("no-such-token", "/api/v1/conversations").await;
+    assert_eq!(s, 401);
+    assert_eq!(err_code(&v), "unauthorized");
+    let (s, v) = lane
+        .post(BOB, &format!("/api/v1/conversations/{id}/claim"), json!({}))
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(err_code(&v), "already_assigned");
+
+    // A graceful shutdown stops both listeners.
+    tb.shutdown().await;
+    assert!(std::net::TcpStream::connect(lane_addr).is_err());
+}

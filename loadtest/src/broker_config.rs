@@ -1,11 +1,11 @@
 //! Generation of the broker's TOML config for a run we start ourselves.
 //!
 //! The config follows the contract's keys plus the extensions the broker supports
-//! (`server.max_inflight_webhooks`, `[outbox]` retry tuning). Invariants: `listen` and
-//! `graph_api_base` are loopback addresses chosen by the caller, the numbers are the same
-//! `webhook::numbers(m)` the generator uses, agents `agent1..K` have tokens `lt-token-1..K`, and an
-//! extra `admin` agent (token from `--admin-token`) exists for the audit. Strings are escaped by
-//! the TOML serializer, never by hand.
+//! (`server.max_inflight_webhooks`, `server.api_listen`, `[outbox]` retry tuning). Invariants:
+//! `listen`, `api_listen` and `graph_api_base` are loopback addresses chosen by the caller, the
+//! numbers are the same `webhook::numbers(m)` the generator uses, agents `agent1..K` have tokens
+//! `lt-token-1..K`, and an extra `admin` agent (token from `--admin-token`) exists for the audit.
+//! Strings are escaped by the TOML serializer, never by hand.
 
 use serde::Serialize;
 
@@ -14,6 +14,8 @@ use crate::webhook::{numbers, WABA_ID};
 /// Inputs of the generated config.
 pub struct BrokerConfigSpec<'a> {
     pub listen: String,
+    /// `server.api_listen`: the agents' own listener, if any.
+    pub api_listen: Option<String>,
     pub storage_path: String,
     pub app_secret: &'a str,
     pub verify_token: &'a str,
@@ -41,6 +43,8 @@ struct Config {
 #[derive(Serialize)]
 struct Server {
     listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_listen: Option<String>,
     max_inflight_webhooks: u32,
 }
 
@@ -116,6 +120,7 @@ pub fn render(spec: &BrokerConfigSpec<'_>) -> anyhow::Result<String> {
     let cfg = Config {
         server: Server {
             listen: spec.listen.clone(),
+            api_listen: spec.api_listen.clone(),
             max_inflight_webhooks: 4096,
         },
         storage: Storage {
@@ -165,6 +170,7 @@ mod tests {
         let toks = vec!["lt-token-1".to_string(), "lt-token-2".to_string()];
         let spec = BrokerConfigSpec {
             listen: "127.0.0.1:4000".into(),
+            api_listen: Some("127.0.0.1:4002".into()),
             storage_path: "/tmp/x \"y\"".into(),
             app_secret: "s",
             verify_token: "v",
@@ -186,6 +192,7 @@ mod tests {
             Err(e) => panic!("{e}\n{text}"),
         };
         assert_eq!(v["server"]["listen"].as_str(), Some("127.0.0.1:4000"));
+        assert_eq!(v["server"]["api_listen"].as_str(), Some("127.0.0.1:4002"));
         assert_eq!(v["storage"]["path"].as_str(), Some("/tmp/x \"y\""));
         assert_eq!(v["storage"]["sync"].as_bool(), Some(true));
         assert_eq!(v["whatsapp"]["waba_id"].as_str(), Some(WABA_ID));

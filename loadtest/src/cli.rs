@@ -64,6 +64,12 @@ pub struct Cli {
     )]
     pub url: Option<String>,
 
+    /// Base URL the simulated agents use, when the broker serves them on a listener of their own
+    /// (`server.api_listen`); default: --url. With --broker-bin the generated config always
+    /// gives the agents their own listener.
+    #[arg(long, value_name = "URL", requires = "url", help_heading = "Target")]
+    pub agent_url: Option<String>,
+
     /// Path of the `switchboard` binary: the load test generates a config, starts it on a free
     /// loopback port, waits for GET /healthz and kills it at the end.
     #[arg(long, value_name = "PATH", help_heading = "Target")]
@@ -239,8 +245,8 @@ pub enum Target {
         data_dir: Option<PathBuf>,
         keep_data: bool,
     },
-    /// A broker already listening at `url` (no trailing slash).
-    External { url: String },
+    /// A broker already listening at `url` (no trailing slash); agents use `agent_url`.
+    External { url: String, agent_url: String },
 }
 
 /// Validated settings.
@@ -355,9 +361,12 @@ impl Cli {
                         "--data-dir and --keep-data only apply with --broker-bin",
                     ));
                 }
-                Target::External {
-                    url: loopback_url(url)?,
-                }
+                let url = loopback_url(url)?;
+                let agent_url = match &self.agent_url {
+                    Some(a) => loopback_url(a)?,
+                    None => url.clone(),
+                };
+                Target::External { url, agent_url }
             }
             (None, Some(bin)) => Target::Spawn {
                 bin: bin.clone(),
@@ -366,6 +375,7 @@ impl Cli {
             },
             (None, None) if self.print_config => Target::External {
                 url: "http://127.0.0.1:8080".to_string(),
+                agent_url: "http://127.0.0.1:8080".to_string(),
             },
             (None, None) => {
                 return Err(bad(

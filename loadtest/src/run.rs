@@ -42,12 +42,17 @@ use crate::webhook::{Generator, Population};
 
 /// The config `--print-config` shows (for running a broker by hand against `--url`).
 pub fn print_config(s: &Settings) -> anyhow::Result<String> {
-    let listen = match &s.target {
-        Target::External { url } => url
-            .trim_start_matches("http://")
+    let host_port = |url: &str| {
+        url.trim_start_matches("http://")
             .trim_end_matches('/')
-            .to_string(),
-        Target::Spawn { .. } => "127.0.0.1:8080".to_string(),
+            .to_string()
+    };
+    let (listen, api_listen) = match &s.target {
+        Target::External { url, agent_url } => (
+            host_port(url),
+            (agent_url != url).then(|| host_port(agent_url)),
+        ),
+        Target::Spawn { .. } => ("127.0.0.1:8080".to_string(), None),
     };
     let graph_port = if s.graph_port == 0 {
         18090
@@ -56,6 +61,7 @@ pub fn print_config(s: &Settings) -> anyhow::Result<String> {
     };
     let text = render(&BrokerConfigSpec {
         listen,
+        api_listen,
         storage_path: "./lt-data".into(),
         app_secret: &s.app_secret,
         verify_token: &s.verify_token,
@@ -164,6 +170,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
     let mut tmp: Option<tempfile::TempDir> = None;
     let mut data_dir: Option<PathBuf> = None;
     let mut keep = false;
+    let agent_base: String;
     let base_url = match &s.target {
         Target::Spawn {
             bin,
@@ -190,8 +197,13 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
             data_dir = Some(dir.clone());
             let port = free_loopback_port()?;
             let listen = format!("127.0.0.1:{port}");
+            // The agents get their own listener, as a deployment that cares for their latency
+            // would give them.
+            let api_listen = format!("127.0.0.1:{}", free_loopback_port()?);
+            agent_base = format!("http://{api_listen}");
             let cfg = render(&BrokerConfigSpec {
                 listen: listen.clone(),
+                api_listen: Some(api_listen),
                 storage_path: dir.join("db").display().to_string(),
                 app_secret: &s.app_secret,
                 verify_token: &s.verify_token,
@@ -220,8 +232,9 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
             broker = Some(Arc::new(AsyncMutex::new(b)));
             base
         }
-        Target::External { url } => {
+        Target::External { url, agent_url } => {
             wait_external_healthy(&health_client, url, s.startup_timeout).await?;
+            agent_base = agent_url.clone();
             url.clone()
         }
     };
@@ -233,6 +246,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
         &graph,
         notice_rx,
         &base_url,
+        &agent_base,
         broker.clone(),
     )
     .await;
@@ -275,6 +289,7 @@ async fn drive_and_audit(
     graph: &FakeGraph,
     notice_rx: mpsc::UnboundedReceiver<crate::fake_graph::SentNotice>,
     base_url: &str,
+    agent_base: &str,
     broker: Option<Arc<AsyncMutex<BrokerProcess>>>,
 ) -> anyhow::Result<Report> {
     let k = s.agent_tokens.len();
@@ -334,7 +349,8 @@ async fn drive_and_audit(
             // and the agents run on a runtime of their own.
             api: ApiClient {
                 client: outcome::client(k * 4 + 32, None)?,
-                ..api.clone()
+                base_url: agent_base.to_string(),
+                timeout: s.request_timeout,
             },
             tokens: s.agent_tokens.clone(),
             ids: s.agent_ids.clone(),
@@ -488,7 +504,7 @@ async fn drive_and_audit(
     });
     let target = match &s.target {
         Target::Spawn { bin, .. } => format!("{} (started at {base_url})", bin.display()),
-        Target::External { url } => url.clone(),
+        Target::External { url, .. } => url.clone(),
     };
     Ok(Report {
         run_id: run_id.to_string(),

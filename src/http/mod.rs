@@ -10,6 +10,7 @@ pub mod conversations;
 pub mod error;
 pub mod events;
 pub mod json;
+pub mod lane;
 pub mod ops;
 pub mod routing;
 pub mod teams;
