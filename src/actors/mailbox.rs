@@ -14,8 +14,9 @@
 //! meanwhile goes to a spawned runner, so the caller never handles other callers' messages.
 //!
 //! Invariants (what makes it an actor):
-//! - **Single writer.** At most one runner task per mailbox (`running`), and only the runner
-//!   holds the state; messages are handled one at a time, in arrival order.
+//! - **Single writer.** At most one holder of the state at a time (`running`): the runner task,
+//!   or a caller handling its own message inline; messages are handled one at a time, in
+//!   arrival order.
 //! - **No lock across `.await`.** The lock guards the queue and flags; the runner takes the state
 //!   out of it before handling and puts it back when the queue is empty.
 //! - **Bounded.** At most [`MAX_QUEUED`] messages wait; a sender beyond that is refused
@@ -122,6 +123,17 @@ struct Inner<H: Handler> {
     last_active: Instant,
 }
 
+impl<H: Handler> Inner<H> {
+    /// Nothing left to do: the state goes back and the mailbox may passivate from now on.
+    fn go_idle(&mut self, state: Box<H::State>) {
+        self.state = Some(state);
+        self.running = false;
+        self.last_active = Instant::now();
+        // An idle mailbox keeps no queue buffer (most are idle most of the time).
+        self.queue = VecDeque::new();
+    }
+}
+
 pub struct Mailbox<H: Handler> {
     key: Arc<str>,
     handler: H,
@@ -222,9 +234,7 @@ impl<H: Handler> Mailbox<H> {
             let rest = {
                 let mut g = self.inner.lock();
                 if g.queue.is_empty() {
-                    g.state = Some(state);
-                    g.running = false;
-                    g.last_active = Instant::now();
+                    g.go_idle(state);
                     None
                 } else {
                     Some(state)
@@ -268,11 +278,7 @@ impl<H: Handler> Mailbox<H> {
                     Some(m) => Some(m),
                     None if !lingered => None,
                     None => {
-                        g.state = Some(state);
-                        g.running = false;
-                        g.last_active = Instant::now();
-                        // An idle mailbox keeps no queue buffer (most are idle most of the time).
-                        g.queue = VecDeque::new();
+                        g.go_idle(state);
                         return;
                     }
                 }
