@@ -198,6 +198,20 @@ impl Broker {
             addr: listen.to_string(),
             source,
         })?;
+        // Bound before anything serves, so a taken address fails start-up cleanly.
+        let api_listener = match api_listen {
+            Some(api) => Some((
+                api,
+                tokio::net::TcpListener::bind(api)
+                    .await
+                    .and_then(|l| l.into_std())
+                    .map_err(|source| StartError::Listen {
+                        addr: api.to_string(),
+                        source,
+                    })?,
+            )),
+            None => None,
+        };
         let state = AppState::new(ctx.clone(), metrics);
         let router = http::app(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -210,15 +224,8 @@ impl Broker {
             }
         });
         tracing::info!(%addr, "switchboard listening");
-        let lane = match api_listen {
-            Some(api) => {
-                let listener = tokio::net::TcpListener::bind(api)
-                    .await
-                    .and_then(|l| l.into_std())
-                    .map_err(|source| StartError::Listen {
-                        addr: api.to_string(),
-                        source,
-                    })?;
+        let lane = match api_listener {
+            Some((api, listener)) => {
                 let lane = http::lane::Lane::start(listener, http::app(state.clone())).map_err(
                     |source| StartError::Listen {
                         addr: api.to_string(),
