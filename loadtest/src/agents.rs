@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
 use crate::api::{error_code, seg, ApiClient, Conversation, Event};
-use crate::load::Tracker;
+use crate::load::{TrackGuard, Tracker};
 use crate::outcome::{error_kind, status_kind};
 use crate::sse::SseParser;
 use crate::stats::{lock, Counters, Latency};
@@ -648,6 +648,11 @@ fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversa
     sh.counters.inc("adoptions");
     let guard = sh.handlers.enter();
     sh.touch();
+    spawn_owned(sh, me, id, guard);
+}
+
+/// Works an owned conversation (reply, resolve) on a task of its own, tracked by `guard`.
+fn spawn_owned(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: String, guard: TrackGuard) {
     let (sh, me) = (sh.clone(), me.clone());
     tokio::spawn(async move {
         let _guard = guard;
@@ -738,14 +743,7 @@ async fn claim_backlog(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
         let guard = sh.handlers.enter();
         sh.touch();
         match claim(&sh, &me, &id).await {
-            Claimed::Won => {
-                let (sh, me) = (sh.clone(), me.clone());
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    handle_owned(&sh, &me, &id).await;
-                    sh.touch();
-                });
-            }
+            Claimed::Won => spawn_owned(&sh, &me, id, guard),
             Claimed::AtCapacity => {
                 drop(guard);
                 lock(&me.backlog).push_front(id);
