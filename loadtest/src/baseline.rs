@@ -3,35 +3,88 @@
 //! It is driven by the same generator, in the same mode and for the same duration as the broker,
 //! so `broker throughput / baseline throughput` says how much of the machine's HTTP capacity the
 //! broker keeps while doing durable work. It binds 127.0.0.1:0 only and holds no state.
+//!
+//! Where it runs ([`BaselineMode`]): by default in a process of its own (this binary re-executed
+//! with `--serve-baseline`, on tokio's default multi-threaded runtime), because that is how the
+//! broker runs: its requests cross a process boundary and its threads compete with the
+//! generator's. `in-process` serves it from the generator's own runtime, where a request and its
+//! answer can be handled by the same worker thread without a wake-up in between; that is a
+//! cheaper server than any separate one and was the only mode until stop 10.
+//!
+//! The child never outlives the run: it is killed when [`Baseline`] is dropped and, on Linux,
+//! also when the spawning thread ends (`PR_SET_PDEATHSIG`).
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
 
+use anyhow::{anyhow, Context as _};
 use axum::http::StatusCode;
 use axum::Router;
 use bytes::Bytes;
+use clap::ValueEnum;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::broker_process::die_with_parent;
+
+/// The first line a `--serve-baseline` process prints: this prefix, then its address.
+const READY_PREFIX: &str = "baseline listening on ";
+
+/// Where the trivial server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BaselineMode {
+    /// A process of its own, as the broker is.
+    Process,
+    /// A task on the load generator's own runtime.
+    InProcess,
+}
+
+enum Running {
+    Task(JoinHandle<()>),
+    Child(Child),
+}
 
 /// A running baseline server.
 pub struct Baseline {
     pub addr: SocketAddr,
-    task: JoinHandle<()>,
+    running: Running,
+}
+
+/// Binds 127.0.0.1:0 and serves the trivial router on the current runtime.
+async fn serve() -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new().fallback(|body: Bytes| async move {
+        std::hint::black_box(body.len());
+        StatusCode::OK
+    });
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("baseline server stopped: {e}");
+        }
+    });
+    Ok((addr, task))
 }
 
 impl Baseline {
-    pub async fn start() -> anyhow::Result<Baseline> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let app = Router::new().fallback(|body: Bytes| async move {
-            std::hint::black_box(body.len());
-            StatusCode::OK
-        });
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("baseline server stopped: {e}");
+    /// Starts the server in `mode`; `exe` is the load generator's binary (for `Process`).
+    pub async fn start(mode: BaselineMode, exe: &Path) -> anyhow::Result<Baseline> {
+        match mode {
+            BaselineMode::InProcess => {
+                let (addr, task) = serve().await?;
+                Ok(Baseline {
+                    addr,
+                    running: Running::Task(task),
+                })
             }
-        });
-        Ok(Baseline { addr, task })
+            BaselineMode::Process => {
+                let exe = exe.to_path_buf();
+                // Spawning and reading the child's first line block briefly.
+                tokio::task::spawn_blocking(move || spawn_child(&exe)).await?
+            }
+        }
     }
 
     /// Same path as the broker's webhook endpoint.
@@ -40,8 +93,114 @@ impl Baseline {
     }
 }
 
+fn spawn_child(exe: &Path) -> anyhow::Result<Baseline> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--serve-baseline")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting the baseline server {}", exe.display()))?;
+    let addr = match read_ready(&mut child) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    Ok(Baseline {
+        addr,
+        running: Running::Child(child),
+    })
+}
+
+/// Reads the child's first stdout line: [`READY_PREFIX`] and its address.
+fn read_ready(child: &mut Child) -> anyhow::Result<SocketAddr> {
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("baseline server has no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix(READY_PREFIX)
+        .ok_or_else(|| anyhow!("baseline server did not start (printed {:?})", line.trim()))?;
+    addr.parse()
+        .with_context(|| format!("baseline server printed a bad address {addr:?}"))
+}
+
 impl Drop for Baseline {
     fn drop(&mut self) {
-        self.task.abort();
+        match &mut self.running {
+            Running::Task(t) => t.abort(),
+            Running::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// `--serve-baseline`: serve the trivial router on tokio's default runtime, print
+/// [`READY_PREFIX`] and the address on stdout, and run until killed.
+pub fn serve_forever() -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async {
+        match serve().await {
+            Ok((addr, task)) => {
+                let mut out = std::io::stdout();
+                if writeln!(out, "{READY_PREFIX}{addr}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return ExitCode::from(1);
+                }
+                let _ = task.await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: baseline server: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_process_baseline_answers_200() {
+        let bl = Baseline::start(BaselineMode::InProcess, Path::new("unused"))
+            .await
+            .unwrap();
+        let resp = reqwest::Client::new()
+            .post(bl.webhook_url())
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_child_that_prints_no_address_is_an_error() {
+        // `true` exits at once without printing: the start must fail, not hang.
+        let err = Baseline::start(BaselineMode::Process, Path::new("true"))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("did not start"), "{err:#}");
     }
 }

@@ -26,6 +26,24 @@ pub fn free_loopback_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// On Linux, the child started from `cmd` gets SIGKILL when the thread that spawned it ends, so
+/// a child of ours never outlives the load test (the `Drop` kill covers orderly exits only).
+pub fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 /// How the broker ended at the end of the run.
 #[derive(Debug, Clone)]
 pub enum Shutdown {
@@ -78,17 +96,7 @@ impl BrokerProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-        }
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting broker {}", self.bin.display()))?;

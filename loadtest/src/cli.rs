@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::agents::ClaimMode;
+use crate::baseline::BaselineMode;
 
 const LONG_ABOUT: &str = "\
 Load generator, chaos driver and auditor for the Switchboard broker.
@@ -223,6 +224,15 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub baseline: bool,
 
+    /// Where the --baseline server runs: `process` (its own process, as the broker is) or
+    /// `in-process` (on the generator's runtime: cheaper than any separate server).
+    #[arg(long, value_enum, default_value_t = BaselineMode::Process, help_heading = "Output")]
+    pub baseline_mode: BaselineMode,
+
+    /// Internal: serve the trivial baseline server and print its address (used by --baseline).
+    #[arg(long, hide = true)]
+    pub serve_baseline: bool,
+
     /// Write the results (rates, latency percentiles, errors by kind, audit) as JSON to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub json: Option<PathBuf>,
@@ -285,6 +295,7 @@ pub struct Settings {
     pub mps: u32,
     pub crash_after: Option<Duration>,
     pub baseline: bool,
+    pub baseline_mode: BaselineMode,
     pub json: Option<PathBuf>,
     pub drain_timeout: Duration,
     pub startup_timeout: Duration,
@@ -500,6 +511,7 @@ impl Cli {
             mps: self.mps,
             crash_after,
             baseline: self.baseline,
+            baseline_mode: self.baseline_mode,
             json: self.json,
             drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
             startup_timeout: seconds("startup-timeout", self.startup_timeout)?,

@@ -30,6 +30,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if cli.serve_baseline {
+        return baseline::serve_forever();
+    }
     let print_config = cli.print_config;
     let settings = match cli.validate() {
         Ok(s) => s,

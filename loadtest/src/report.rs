@@ -54,6 +54,8 @@ pub struct BaselineResult {
     pub latency_ms: LatencySummary,
     /// broker achieved rate / baseline achieved rate.
     pub ratio: f64,
+    /// Where the trivial server ran: "process" or "in-process".
+    pub mode: &'static str,
 }
 
 /// Everything a run reports.
@@ -206,8 +208,8 @@ impl Report {
         if let Some(b) = &self.baseline {
             let _ = writeln!(
                 o,
-                "baseline   achieved {:.1}/s (p99 {:.2} ms): broker/baseline throughput = {:.3}",
-                b.load.achieved_rate, b.latency_ms.p99_ms, b.ratio
+                "baseline   ({}) achieved {:.1}/s (p99 {:.2} ms): broker/baseline throughput = {:.3}",
+                b.mode, b.load.achieved_rate, b.latency_ms.p99_ms, b.ratio
             );
         }
         let _ = writeln!(o, "errors     {}", kv(&self.errors));

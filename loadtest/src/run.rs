@@ -27,7 +27,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use crate::agents::{Agents, AgentsConfig, AgentsShared};
 use crate::api::ApiClient;
 use crate::audit::{self, Audit, Observed, ReplyLatency};
-use crate::baseline::Baseline;
+use crate::baseline::{Baseline, BaselineMode};
 use crate::broker_config::{render, BrokerConfigSpec};
 use crate::broker_process::{free_loopback_port, BrokerProcess, Shutdown};
 use crate::broker_view::Scrape;
@@ -302,7 +302,8 @@ async fn drive_and_audit(
 
     // 2. baseline
     let baseline = if s.baseline {
-        let bl = Baseline::start().await?;
+        let exe = std::env::current_exe().context("locating the load generator's binary")?;
+        let bl = Baseline::start(s.baseline_mode, &exe).await?;
         let gen = Arc::new(Generator::new(
             pop.clone(),
             format!("{:08X}", rand::random::<u32>()),
@@ -494,6 +495,10 @@ async fn drive_and_audit(
     );
     settings.insert("seed".into(), json!(seed));
     let baseline = baseline.map(|(load, latency_ms)| BaselineResult {
+        mode: match s.baseline_mode {
+            BaselineMode::Process => "process",
+            BaselineMode::InProcess => "in-process",
+        },
         ratio: if load.achieved_rate > 0.0 {
             summary.achieved_rate / load.achieved_rate
         } else {
