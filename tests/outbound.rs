@@ -102,6 +102,28 @@ async fn replies_of_one_conversation_are_sent_in_order() {
     assert_eq!(got, vec!["part 0", "part 1", "part 2", "part 3", "part 4"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_reply_is_not_overtaken_by_the_next_one() {
+    let tb = TB::start().await;
+    let (id, _) = claimed(&tb, N1, BOB).await;
+    // The first two sends are throttled: "first" is retried twice; "second", accepted a moment
+    // later, must wait for it instead of reaching Meta ahead of it.
+    tb.graph.push(GraphReply::RateLimit);
+    tb.graph.push(GraphReply::RateLimit);
+    let first = tb.must_reply(BOB, &id, "first").await;
+    let second = tb.must_reply(BOB, &id, "second").await;
+    let sends = tb.graph.wait_sends(4, WAIT).await;
+    let got: Vec<&str> = sends
+        .iter()
+        .map(|s| s.body["text"]["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec!["first", "first", "first", "second"]);
+    tb.wait_status(&id, first["id"].as_str().unwrap(), "accepted")
+        .await;
+    tb.wait_status(&id, second["id"].as_str().unwrap(), "accepted")
+        .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Owner-only, validation
 // ---------------------------------------------------------------------------------------------

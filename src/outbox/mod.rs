@@ -8,12 +8,20 @@
 //! times; entries still on disk at start-up (the broker died before an outcome was recorded) are
 //! sent again, so an acknowledged reply is sent even across kill -9.
 //!
-//! Bounds: `outbox.queue_capacity` jobs buffered per number (producers wait when full),
-//! `max_in_flight` concurrent sends per number, `max_attempts` tries per message.
+//! Order: a conversation has at most one send in flight; its later jobs wait behind it in the
+//! order they were queued, so its replies reach the Graph API in the order they were accepted,
+//! even when one of them is throttled and retried (concurrent sends of one conversation could
+//! overtake each other, and a customer would read "part 2" before "part 1"). Different
+//! conversations still share the number's `max_in_flight`.
+//!
+//! Bounds: `outbox.queue_capacity` jobs buffered per number (producers wait when full), and as
+//! many again waiting behind a conversation's send in flight (beyond that the worker stops taking
+//! jobs until a send ends), `max_in_flight` concurrent sends per number, `max_attempts` tries per
+//! message.
 
 mod bucket;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,18 +141,64 @@ struct NumberWorker {
 impl NumberWorker {
     async fn run(self, mut rx: mpsc::Receiver<OutboxJob>) {
         let this = Arc::new(self);
-        while let Some(job) = rx.recv().await {
-            let Ok(permit) = this.permits.clone().acquire_owned().await else {
-                return;
-            };
-            let worker = this.clone();
-            let mut set = this.deliveries.lock();
-            while set.try_join_next().is_some() {}
-            set.spawn(async move {
-                worker.deliver(job).await;
-                drop(permit);
-            });
+        // A send that ended names its conversation here; at most `max_in_flight` at a time.
+        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
+        // Conversations with a send in flight, each with the jobs waiting behind it.
+        let mut busy: HashMap<String, VecDeque<OutboxJob>> = HashMap::new();
+        let mut waiting = 0usize;
+        loop {
+            tokio::select! {
+                biased;
+                Some(conv) = ended_rx.recv() => {
+                    match busy.get_mut(&conv).and_then(VecDeque::pop_front) {
+                        Some(next) => {
+                            waiting -= 1;
+                            if !this.start(next, &ended_tx).await {
+                                return;
+                            }
+                        }
+                        None => {
+                            busy.remove(&conv);
+                        }
+                    }
+                }
+                job = rx.recv(), if waiting < this.cfg.queue_capacity => {
+                    let Some(job) = job else { return };
+                    if let Some(line) = busy.get_mut(&job.conversation_id) {
+                        line.push_back(job);
+                        waiting += 1;
+                        continue;
+                    }
+                    busy.insert(job.conversation_id.clone(), VecDeque::new());
+                    if !this.start(job, &ended_tx).await {
+                        return;
+                    }
+                }
+            }
         }
+    }
+
+    /// Sends `job` on a task of its own once a permit is free, and names its conversation on
+    /// `ended` when the outcome is recorded. False when the worker is shutting down.
+    async fn start(
+        self: &Arc<Self>,
+        job: OutboxJob,
+        ended: &mpsc::UnboundedSender<String>,
+    ) -> bool {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return false;
+        };
+        let worker = self.clone();
+        let ended = ended.clone();
+        let mut set = self.deliveries.lock();
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
+            let conv = job.conversation_id.clone();
+            worker.deliver(job).await;
+            drop(permit);
+            let _ = ended.send(conv);
+        });
+        true
     }
 
     async fn deliver(&self, job: OutboxJob) {
