@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::mailbox::{Handler, Mailbox, Runners};
+use super::recent::RecentOutbound;
 use super::seen::SeenWamids;
 use super::{count_change, Ctx, Reply, TeamMsg};
 use crate::domain::policy::{Deadline, Policies};
@@ -48,6 +49,8 @@ pub struct State {
     scheduled: Option<Millis>,
     /// Complete set of stored wamids, or None: check storage for every inbound message.
     seen: Option<SeenWamids>,
+    /// Outbound messages with delivery still open, as last committed (see `actors::recent`).
+    recent: RecentOutbound,
 }
 
 impl State {
@@ -57,6 +60,7 @@ impl State {
             persisted,
             scheduled: None,
             seen,
+            recent: RecentOutbound::default(),
         }
     }
 }
@@ -494,6 +498,9 @@ impl ConversationActor {
             state.seen = None;
             return Err(e);
         }
+        if let Some((msg, _)) = &auto_reply {
+            state.recent.remember(msg);
+        }
         if let Some(seen) = &mut state.seen {
             for w in created.iter().filter_map(|m| m.wamid.as_deref()) {
                 seen.insert(w);
@@ -530,13 +537,21 @@ impl ConversationActor {
         Ok(ack)
     }
 
+    /// Message `seq` as last committed: the kept copy of an open outbound message, else storage.
+    async fn message(&self, state: &State, seq: u64) -> Result<Option<Message>, Error> {
+        if let Some(m) = state.recent.get(seq) {
+            return Ok(Some(m.clone()));
+        }
+        Ok(self.ctx.store.get_message(&state.conv.id, seq).await?)
+    }
+
     async fn status(
         &self,
         state: &mut State,
         seq: u64,
         update: InboundStatus,
     ) -> Result<bool, Error> {
-        let Some(mut msg) = self.ctx.store.get_message(&state.conv.id, seq).await? else {
+        let Some(mut msg) = self.message(state, seq).await? else {
             return Ok(false);
         };
         let changed = msg.apply_status(update.status, update.error);
@@ -546,8 +561,12 @@ impl ConversationActor {
         batch.delete_orphan_status(&update.wamid);
         if changed {
             batch.put_message(&msg)?;
+            state.recent.forget(seq);
         }
         self.ctx.store.commit(batch).await?;
+        if changed {
+            state.recent.remember(&msg);
+        }
         metrics::counter!(m::STATUS_UPDATES, "outcome" => if changed { "applied" } else { "stale" })
             .increment(1);
         if changed {
@@ -737,6 +756,7 @@ impl ConversationActor {
             batch.put_idempotency(&id, key, seq);
         }
         self.persist(state, next, batch).await?;
+        state.recent.remember(&msg);
         for (kind, met) in settled {
             record_sla(&state.conv.team, kind, met);
         }
@@ -884,7 +904,7 @@ impl ConversationActor {
         let id = state.conv.id.clone();
         let mut batch = Batch::new();
         batch.delete_outbox(&id, seq);
-        let msg = self.ctx.store.get_message(&id, seq).await?;
+        let msg = self.message(state, seq).await?;
         let Some(mut msg) = msg.filter(|m| m.status == Some(DeliveryStatus::Pending)) else {
             // Unknown or already settled (a duplicate outcome after a restart): drop the job.
             self.ctx.store.commit(batch).await?;
@@ -912,7 +932,9 @@ impl ConversationActor {
             }
         };
         batch.put_message(&msg)?;
+        state.recent.forget(seq);
         self.ctx.store.commit(batch).await?;
+        state.recent.remember(&msg);
         if let (Some(seen), Some(w)) = (&mut state.seen, &wamid) {
             seen.insert(w);
         }
@@ -926,8 +948,12 @@ impl ConversationActor {
                 batch.delete_orphan_status(&wamid);
                 if changed {
                     batch.put_message(&msg)?;
+                    state.recent.forget(seq);
                 }
                 self.ctx.store.commit(batch).await?;
+                if changed {
+                    state.recent.remember(&msg);
+                }
             }
         }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);

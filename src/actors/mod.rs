@@ -32,6 +32,7 @@
 pub mod agent;
 pub mod conversation;
 pub mod mailbox;
+pub mod recent;
 pub mod seen;
 pub mod team;
 #[cfg(test)]
