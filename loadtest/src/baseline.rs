@@ -17,7 +17,7 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
 
 use anyhow::{anyhow, Context as _};
 use axum::http::StatusCode;
@@ -39,6 +39,16 @@ pub enum BaselineMode {
     Process,
     /// A task on the load generator's own runtime.
     InProcess,
+}
+
+impl BaselineMode {
+    /// The name `--baseline-mode` takes, for the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaselineMode::Process => "process",
+            BaselineMode::InProcess => "in-process",
+        }
+    }
 }
 
 enum Running {
@@ -80,9 +90,26 @@ impl Baseline {
                 })
             }
             BaselineMode::Process => {
-                let exe = exe.to_path_buf();
-                // Spawning and reading the child's first line block briefly.
-                tokio::task::spawn_blocking(move || spawn_child(&exe)).await?
+                // Spawned from this runtime thread, not from the blocking pool:
+                // PR_SET_PDEATHSIG fires when the spawning *thread* ends, and an idle pool thread
+                // ends after 10 s, which killed the server halfway through a 20 s run.
+                let mut child = spawn_child(exe)?;
+                let stdout = child.stdout.take();
+                let ready = match tokio::task::spawn_blocking(move || read_ready(stdout)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(anyhow::Error::from(e)),
+                };
+                match ready {
+                    Ok(addr) => Ok(Baseline {
+                        addr,
+                        running: Running::Child(child),
+                    }),
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        Err(e)
+                    }
+                }
             }
         }
     }
@@ -93,36 +120,21 @@ impl Baseline {
     }
 }
 
-fn spawn_child(exe: &Path) -> anyhow::Result<Baseline> {
+/// Starts `exe --serve-baseline` with its stdout piped (fork and exec: brief).
+fn spawn_child(exe: &Path) -> anyhow::Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.arg("--serve-baseline")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     die_with_parent(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting the baseline server {}", exe.display()))?;
-    let addr = match read_ready(&mut child) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-    };
-    Ok(Baseline {
-        addr,
-        running: Running::Child(child),
-    })
+    cmd.spawn()
+        .with_context(|| format!("starting the baseline server {}", exe.display()))
 }
 
-/// Reads the child's first stdout line: [`READY_PREFIX`] and its address.
-fn read_ready(child: &mut Child) -> anyhow::Result<SocketAddr> {
-    let out = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("baseline server has no stdout"))?;
+/// Reads the child's first stdout line: [`READY_PREFIX`] and its address. Blocking.
+fn read_ready(out: Option<ChildStdout>) -> anyhow::Result<SocketAddr> {
+    let out = out.ok_or_else(|| anyhow!("baseline server has no stdout"))?;
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line)?;
     let addr = line
@@ -192,6 +204,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+    }
+
+    /// PR_SET_PDEATHSIG follows the spawning thread: a child spawned from a blocking-pool thread
+    /// died when that thread went idle (10 s), halfway through a 20 s baseline run.
+    #[test]
+    fn the_child_outlives_the_blocking_thread_that_read_its_address() {
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("fake-baseline");
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\necho 'baseline listening on 127.0.0.1:9'\nexec sleep 30\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Keeps a concurrent fork in another test from holding the script open as we exec it.
+        std::thread::sleep(Duration::from_millis(50));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_keep_alive(Duration::from_millis(10))
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut bl = rt
+            .block_on(Baseline::start(BaselineMode::Process, &exe))
+            .unwrap();
+        assert_eq!(bl.addr, "127.0.0.1:9".parse().unwrap());
+        // Long after the pool thread that read the address has ended:
+        std::thread::sleep(Duration::from_millis(300));
+        let Running::Child(child) = &mut bl.running else {
+            panic!("a process baseline runs a child");
+        };
+        assert!(child.try_wait().unwrap().is_none(), "the child still runs");
+        drop(bl);
+        drop(rt);
     }
 
     #[tokio::test]

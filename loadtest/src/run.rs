@@ -27,7 +27,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use crate::agents::{Agents, AgentsConfig, AgentsShared};
 use crate::api::ApiClient;
 use crate::audit::{self, Audit, Observed, ReplyLatency};
-use crate::baseline::{Baseline, BaselineMode};
+use crate::baseline::Baseline;
 use crate::broker_config::{render, BrokerConfigSpec};
 use crate::broker_process::{free_loopback_port, BrokerProcess, Shutdown};
 use crate::broker_view::Scrape;
@@ -495,10 +495,7 @@ async fn drive_and_audit(
     );
     settings.insert("seed".into(), json!(seed));
     let baseline = baseline.map(|(load, latency_ms)| BaselineResult {
-        mode: match s.baseline_mode {
-            BaselineMode::Process => "process",
-            BaselineMode::InProcess => "in-process",
-        },
+        mode: s.baseline_mode.as_str(),
         ratio: if load.achieved_rate > 0.0 {
             summary.achieved_rate / load.achieved_rate
         } else {
