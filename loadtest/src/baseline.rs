@@ -8,8 +8,8 @@
 //! with `--serve-baseline`, on tokio's default multi-threaded runtime), because that is how the
 //! broker runs: its requests cross a process boundary and its threads compete with the
 //! generator's. `in-process` serves it from the generator's own runtime, where a request and its
-//! answer can be handled by the same worker thread without a wake-up in between; that is a
-//! cheaper server than any separate one and was the only mode until stop 10.
+//! answer can be handled by the same worker thread without a wake-up in between; it was the only
+//! mode until stop 10 (on the 2-core VM both measured about the same, see BENCHMARKS.md).
 //!
 //! The child never outlives the run: it is killed when [`Baseline`] is dropped and, on Linux,
 //! also when the spawning thread ends (`PR_SET_PDEATHSIG`).

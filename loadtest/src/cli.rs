@@ -225,7 +225,7 @@ pub struct Cli {
     pub baseline: bool,
 
     /// Where the --baseline server runs: `process` (its own process, as the broker is) or
-    /// `in-process` (on the generator's runtime: cheaper than any separate server).
+    /// `in-process` (on the generator's own runtime, sharing its threads).
     #[arg(long, value_enum, default_value_t = BaselineMode::Process, help_heading = "Output")]
     pub baseline_mode: BaselineMode,
 
