@@ -730,7 +730,7 @@ impl ConversationActor {
         let id = state.conv.id.clone();
         if let Some(key) = &idempotency_key {
             if let Some(seq) = self.ctx.store.idempotent_seq(&id, key).await? {
-                if let Some(msg) = self.ctx.store.get_message(&id, seq).await? {
+                if let Some(msg) = self.message(state, seq).await? {
                     return Ok(msg);
                 }
             }
