@@ -7,6 +7,14 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
+/// The text of each send, in the order the fake Graph API received them.
+fn texts(sends: &[GraphRequest]) -> Vec<&str> {
+    sends
+        .iter()
+        .map(|s| s.body["text"]["body"].as_str().unwrap())
+        .collect()
+}
+
 async fn claimed(tb: &TB, number: &str, token: &str) -> (String, String) {
     let cust = customer();
     let id = tb.open_conv(number, &cust, "hello").await;
@@ -95,10 +103,7 @@ async fn replies_of_one_conversation_are_sent_in_order() {
         tb.must_reply(BOB, &id, &format!("part {i}")).await;
     }
     let sends = tb.graph.wait_sends(5, WAIT).await;
-    let got: Vec<&str> = sends
-        .iter()
-        .map(|s| s.body["text"]["body"].as_str().unwrap())
-        .collect();
+    let got = texts(&sends);
     assert_eq!(got, vec!["part 0", "part 1", "part 2", "part 3", "part 4"]);
 }
 
@@ -113,10 +118,7 @@ async fn a_throttled_reply_is_not_overtaken_by_the_next_one() {
     let first = tb.must_reply(BOB, &id, "first").await;
     let second = tb.must_reply(BOB, &id, "second").await;
     let sends = tb.graph.wait_sends(4, WAIT).await;
-    let got: Vec<&str> = sends
-        .iter()
-        .map(|s| s.body["text"]["body"].as_str().unwrap())
-        .collect();
+    let got = texts(&sends);
     assert_eq!(got, vec!["first", "first", "first", "second"]);
     tb.wait_status(&id, first["id"].as_str().unwrap(), "accepted")
         .await;
