@@ -5,7 +5,7 @@
 //! (`sync = false`: this measures memory, not fsync), ingests `SWITCHBOARD_MEM_CONVERSATIONS`
 //! conversations (default 200,000; the full figure is 1,000,000) through
 //! `switchboard::ingest::ingest` in batches of 100 messages, in two halves. After each half it
-//! reads RSS from `/proc/self/statm` (after `malloc_trim`) with the half's actors live, then
+//! reads RSS from `/proc/self/statm` (after purging jemalloc's arenas) with the half's actors live, then
 //! passivates every actor (`ctx.passivate_idle(0)`, what the idle sweeper does) and reads it
 //! again. It prints the growth per conversation over the whole run ("overall": includes fixed
 //! costs such as RocksDB's bounded memtables and block cache, so it shrinks as the run grows) and
@@ -24,26 +24,27 @@ use switchboard::Broker;
 
 use common::NUMBER;
 
-/// The system allocator, counting the bytes Rust code holds (RocksDB's C++ allocates outside
-/// it), so RSS can be split into Rust heap, RocksDB and allocator slack.
+/// The broker binary's allocator (jemalloc, see `src/main.rs`), counting the bytes Rust code
+/// holds (RocksDB's C++ allocates from jemalloc too, but not through this), so RSS can be split
+/// into Rust heap, RocksDB and allocator slack.
 struct Counting;
 
 static RUST_HEAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+// SAFETY: forwards to jemalloc unchanged; only counts sizes.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
         RUST_HEAP.fetch_add(l.size(), std::sync::atomic::Ordering::Relaxed);
-        std::alloc::System.alloc(l)
+        tikv_jemallocator::Jemalloc.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
         RUST_HEAP.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
-        std::alloc::System.dealloc(p, l)
+        tikv_jemallocator::Jemalloc.dealloc(p, l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
         RUST_HEAP.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         RUST_HEAP.fetch_sub(l.size(), std::sync::atomic::Ordering::Relaxed);
-        std::alloc::System.realloc(p, l, n)
+        tikv_jemallocator::Jemalloc.realloc(p, l, n)
     }
 }
 
@@ -85,11 +86,20 @@ fn mib(b: u64) -> f64 {
     b as f64 / 1048576.0
 }
 
-/// RSS once glibc gave back what it keeps of freed memory (it keeps freed arenas otherwise).
+/// RSS once jemalloc gave back what it keeps of freed memory: every arena purged now rather than
+/// after its decay time (what `malloc_trim` did with glibc).
 fn trimmed_rss() -> u64 {
-    // SAFETY: malloc_trim only releases free heap pages back to the OS.
+    // MALLCTL_ARENAS_ALL: the command applies to every arena.
+    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: a void mallctl command (no old or new value), with a NUL-terminated name.
     unsafe {
-        libc::malloc_trim(0);
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
     rss_bytes()
 }

@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchboard::{Broker, Config};
 
+/// jemalloc for Rust and, unprefixed, for RocksDB's C++ too: the ingest path allocates and frees
+/// many small buffers across threads, where glibc's malloc spent ~13 % of the machine in the
+/// ingest profile (`_int_malloc`, `malloc_consolidate`); see BENCHMARKS.md, stop 11.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Durable WhatsApp Business API broker for teams of agents.
 #[derive(Parser)]
 #[command(version, about)]
