@@ -78,6 +78,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The running child's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Spawns `bin --config CONFIG` (does not wait for health).
     pub fn start(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
@@ -215,6 +220,29 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`; None where
+/// that is not readable (not Linux, process gone).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_seconds_from_stat(&stat, clock_ticks_per_second()?)
+}
+
+/// utime + stime (fields 14 and 15) in seconds. The command name (field 2) is in parentheses and
+/// may itself hold spaces or parentheses, so fields are counted from the last `)`.
+fn cpu_seconds_from_stat(stat: &str, ticks_per_s: f64) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / ticks_per_s)
+}
+
+fn clock_ticks_per_second() -> Option<f64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (t > 0).then_some(t as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +252,33 @@ mod tests {
         let p = free_loopback_port().unwrap_or(0);
         assert!(p > 0);
         assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+    }
+
+    #[test]
+    fn cpu_seconds_counts_from_the_last_parenthesis() {
+        // A command name with a space and a parenthesis; utime 250, stime 50 ticks.
+        let stat = "4242 (we (ird) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100";
+        assert_eq!(cpu_seconds_from_stat(stat, 100.0), Some(3.0));
+        assert_eq!(cpu_seconds_from_stat("4242 (short) S 1 2", 100.0), None);
+    }
+
+    #[test]
+    fn cpu_seconds_of_this_process_grows_with_work() {
+        let pid = std::process::id();
+        let Some(before) = cpu_seconds(pid) else {
+            panic!("/proc/{pid}/stat not readable");
+        };
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while cpu_seconds(pid).unwrap_or(before) <= before
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
+        assert!(cpu_seconds(pid).unwrap_or(before) > before);
     }
 
     #[tokio::test]

@@ -17,6 +17,9 @@ use clap::Parser;
 use crate::agents::ClaimMode;
 use crate::baseline::BaselineMode;
 
+/// Upper bound of --baseline-rounds: each round is two slices of at least duration/N.
+const MAX_BASELINE_ROUNDS: u32 = 100;
+
 const LONG_ABOUT: &str = "\
 Load generator, chaos driver and auditor for the Switchboard broker.
 
@@ -45,6 +48,10 @@ Examples:
 
   # throughput against a trivial HTTP server, closed loop
   switchboard-loadtest --broker-bin target/release/switchboard --rate 0 --duration 10 --baseline
+
+  # the same in 5 alternating rounds (baseline 4 s, broker 4 s, ...), steadier on a noisy machine
+  switchboard-loadtest --broker-bin target/release/switchboard --rate 0 --duration 20 \\
+      --agents 0 --baseline --baseline-rounds 5
 
   # a broker you started yourself
   switchboard-loadtest --print-config --graph-port 18090 > lt.toml
@@ -229,6 +236,12 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = BaselineMode::Process, help_heading = "Output")]
     pub baseline_mode: BaselineMode,
 
+    /// Split --duration into this many rounds, each driving the baseline and then the broker for
+    /// duration/N, so both see the same moments of a machine whose speed drifts (needs
+    /// --baseline, no agents and no --crash-after; 1 = baseline for the whole duration first).
+    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Output")]
+    pub baseline_rounds: u32,
+
     /// Internal: serve the trivial baseline server and print its address (used by --baseline).
     #[arg(long, hide = true)]
     pub serve_baseline: bool,
@@ -296,6 +309,7 @@ pub struct Settings {
     pub crash_after: Option<Duration>,
     pub baseline: bool,
     pub baseline_mode: BaselineMode,
+    pub baseline_rounds: u32,
     pub json: Option<PathBuf>,
     pub drain_timeout: Duration,
     pub startup_timeout: Duration,
@@ -471,6 +485,26 @@ impl Cli {
         if self.mps == 0 {
             return Err(bad("--mps must be at least 1"));
         }
+        if !(1..=MAX_BASELINE_ROUNDS).contains(&self.baseline_rounds) {
+            return Err(bad(format!(
+                "--baseline-rounds must be between 1 and {MAX_BASELINE_ROUNDS}"
+            )));
+        }
+        if self.baseline_rounds > 1 {
+            // Agents and a crash span the whole broker run; a baseline slice in between would
+            // share the machine with them (or with a restarting broker) and not be comparable.
+            if !self.baseline {
+                return Err(bad("--baseline-rounds needs --baseline"));
+            }
+            if !agent_tokens.is_empty() {
+                return Err(bad("--baseline-rounds above 1 needs --agents 0"));
+            }
+            if crash_after.is_some() {
+                return Err(bad(
+                    "--baseline-rounds above 1 cannot be combined with --crash-after",
+                ));
+            }
+        }
         for (name, v) in [
             ("app-secret", &self.app_secret),
             ("admin-token", &self.admin_token),
@@ -512,6 +546,7 @@ impl Cli {
             crash_after,
             baseline: self.baseline,
             baseline_mode: self.baseline_mode,
+            baseline_rounds: self.baseline_rounds,
             json: self.json,
             drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
             startup_timeout: seconds("startup-timeout", self.startup_timeout)?,
@@ -573,6 +608,49 @@ mod tests {
         assert_eq!(s.agent_tokens.len(), 4);
         assert_eq!(s.rate, Some(200.0));
         assert_eq!(s.crash_after, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn baseline_rounds_need_a_baseline_without_agents_or_crash() {
+        let bin = [
+            "--broker-bin",
+            "target/debug/switchboard",
+            "--duration",
+            "4",
+        ];
+        let with = |extra: &[&str]| {
+            let mut v = bin.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        match with(&["--agents", "0", "--baseline", "--baseline-rounds", "4"]) {
+            Ok(s) => assert_eq!(s.baseline_rounds, 4),
+            Err(e) => panic!("{e}"),
+        }
+        let err = |extra: &[&str]| match with(extra) {
+            Ok(_) => panic!("{extra:?} should be refused"),
+            Err(e) => e.0,
+        };
+        assert!(err(&["--agents", "0", "--baseline-rounds", "2"]).contains("needs --baseline"));
+        assert!(err(&["--baseline", "--baseline-rounds", "2"]).contains("--agents 0"));
+        assert!(err(&[
+            "--agents",
+            "0",
+            "--baseline",
+            "--baseline-rounds",
+            "2",
+            "--crash-after",
+            "1"
+        ])
+        .contains("--crash-after"));
+        assert!(
+            err(&["--agents", "0", "--baseline", "--baseline-rounds", "0"]).contains("between 1")
+        );
+        assert!(
+            err(&["--agents", "0", "--baseline", "--baseline-rounds", "101"]).contains("between 1")
+        );
+        // One round is the default and combines with anything.
+        assert!(with(&["--baseline", "--crash-after", "1"]).is_ok());
     }
 
     #[test]

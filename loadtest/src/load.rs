@@ -471,6 +471,29 @@ pub struct LoadSummary {
     pub achieved_rate: f64,
 }
 
+impl LoadSummary {
+    /// The summary of two runs of the same mode one after the other (rounds of one target):
+    /// counts and elapsed time add up, and the achieved rate is recomputed over the sum.
+    pub fn merge(self, next: LoadSummary) -> LoadSummary {
+        let acked = self.acked + next.acked;
+        let elapsed_s = self.elapsed_s + next.elapsed_s;
+        LoadSummary {
+            mode: self.mode,
+            offered_rate: self.offered_rate,
+            scheduled: self.scheduled + next.scheduled,
+            sent: self.sent + next.sent,
+            not_sent: self.not_sent + next.not_sent,
+            acked,
+            elapsed_s,
+            achieved_rate: if elapsed_s > 0.0 {
+                acked as f64 / elapsed_s
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// Open loop: `rate` requests/s for `duration`, at most `connections` in flight. Scheduled
 /// requests still waiting for a connection at `duration + backlog` are not sent.
 pub async fn open_loop(
@@ -575,6 +598,29 @@ pub async fn closed_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_summaries_add_counts_and_recompute_the_rate() {
+        let part = |acked: u64, elapsed_s: f64| LoadSummary {
+            mode: "closed_loop",
+            offered_rate: None,
+            scheduled: acked + 1,
+            sent: acked + 1,
+            not_sent: 1,
+            acked,
+            elapsed_s,
+            achieved_rate: acked as f64 / elapsed_s,
+        };
+        // 1000/s for 1 s and 3000/s for 3 s: 2500/s over 4 s, not the mean of the two rates.
+        let m = part(1000, 1.0).merge(part(9000, 3.0));
+        assert_eq!(
+            (m.scheduled, m.sent, m.not_sent, m.acked),
+            (10_002, 10_002, 2, 10_000)
+        );
+        assert!((m.elapsed_s - 4.0).abs() < 1e-9);
+        assert!((m.achieved_rate - 2500.0).abs() < 1e-9);
+        assert_eq!(part(0, 0.0).merge(part(0, 0.0)).achieved_rate, 0.0);
+    }
 
     #[test]
     fn ledger_tracks_acks() {

@@ -56,6 +56,14 @@ pub struct BaselineResult {
     pub ratio: f64,
     /// Where the trivial server ran: "process" or "in-process".
     pub mode: &'static str,
+    /// Rounds of baseline-then-broker the duration was split into (1: baseline first, whole).
+    pub rounds: u32,
+    /// Each round's broker/baseline ratio, in order (one entry when `rounds` is 1).
+    pub round_ratios: Vec<f64>,
+    /// With rounds and a broker we started: its CPU seconds during its own slices, and during
+    /// the baseline's (its background flushes and compactions, which slow the baseline).
+    pub broker_cpu_s: Option<f64>,
+    pub broker_cpu_during_baseline_s: Option<f64>,
 }
 
 /// Everything a run reports.
@@ -209,8 +217,30 @@ impl Report {
             let _ = writeln!(
                 o,
                 "baseline   ({}) achieved {:.1}/s (p99 {:.2} ms): broker/baseline throughput = {:.3}",
-                b.mode, b.load.achieved_rate, b.latency_ms.p99_ms, b.ratio
+                if b.rounds > 1 {
+                    format!("{}, {} rounds", b.mode, b.rounds)
+                } else {
+                    b.mode.to_string()
+                },
+                b.load.achieved_rate,
+                b.latency_ms.p99_ms,
+                b.ratio
             );
+            if b.rounds > 1 {
+                let each: Vec<String> = b.round_ratios.iter().map(|r| format!("{r:.3}")).collect();
+                let _ = writeln!(
+                    o,
+                    "rounds     broker/baseline per round: {}",
+                    each.join(" ")
+                );
+                if let (Some(own), Some(during)) = (b.broker_cpu_s, b.broker_cpu_during_baseline_s)
+                {
+                    let _ = writeln!(
+                        o,
+                        "rounds     broker CPU {own:.2} s in its slices, {during:.2} s in the baseline's"
+                    );
+                }
+            }
         }
         let _ = writeln!(o, "errors     {}", kv(&self.errors));
         if self.replies_pending_at_deadline > 0 {

@@ -29,7 +29,7 @@ use crate::api::ApiClient;
 use crate::audit::{self, Audit, Observed, ReplyLatency};
 use crate::baseline::Baseline;
 use crate::broker_config::{render, BrokerConfigSpec};
-use crate::broker_process::{free_loopback_port, BrokerProcess, Shutdown};
+use crate::broker_process::{cpu_seconds, free_loopback_port, BrokerProcess, Shutdown};
 use crate::broker_view::Scrape;
 use crate::cli::{Settings, Target};
 use crate::fake_graph::FakeGraph;
@@ -80,21 +80,98 @@ pub fn print_config(s: &Settings) -> anyhow::Result<String> {
     ))
 }
 
-async fn drive(ctx: &Arc<LoadCtx>, s: &Settings, seed: u64) -> LoadSummary {
+async fn drive(ctx: &Arc<LoadCtx>, s: &Settings, duration: Duration, seed: u64) -> LoadSummary {
     match s.rate {
         Some(rate) => {
             open_loop(
                 ctx.clone(),
                 rate,
-                s.duration,
+                duration,
                 s.connections,
                 seed,
                 s.drain_timeout,
             )
             .await
         }
-        None => closed_loop(ctx.clone(), s.duration, s.connections, seed).await,
+        None => closed_loop(ctx.clone(), duration, s.connections, seed).await,
     }
+}
+
+/// What [`drive_rounds`] measured.
+struct Rounds {
+    baseline: LoadSummary,
+    broker: LoadSummary,
+    /// Each round's broker/baseline ratio.
+    ratios: Vec<f64>,
+    /// The broker's CPU seconds during its own slices and during the baseline's (when it is our
+    /// child and /proc is readable).
+    broker_cpu: Option<(f64, f64)>,
+}
+
+/// Drives the baseline and then the broker for `duration / rounds` each, `rounds` times.
+/// Alternating in short slices means a machine that is slower for a minute slows both sides
+/// alike, where one long run of each could put the slow minute on one side only. The broker's
+/// background work (memtable flushes, compactions) that spills into the baseline's slices is
+/// measured, not hidden: see [`Rounds::broker_cpu`].
+async fn drive_rounds(
+    baseline: &Arc<LoadCtx>,
+    broker: &Arc<LoadCtx>,
+    s: &Settings,
+    rounds: u32,
+    seed: u64,
+    broker_pid: Option<u32>,
+) -> Rounds {
+    let rounds = rounds.max(1);
+    let slice = s.duration / rounds;
+    let round = |r: u32| async move {
+        let seed = seed.wrapping_add(u64::from(r));
+        let cpu = || broker_pid.and_then(cpu_seconds);
+        let t0 = cpu();
+        let bl = drive(baseline, s, slice, seed).await;
+        let t1 = cpu();
+        let br = drive(broker, s, slice, seed).await;
+        let t2 = cpu();
+        let broker_cpu = add_delta(Some(0.0), t1, t2).zip(add_delta(Some(0.0), t0, t1));
+        (bl, br, broker_cpu)
+    };
+    let (mut bl, mut br, mut broker_cpu) = round(0).await;
+    let mut ratios = vec![ratio(&br, &bl)];
+    for r in 1..rounds {
+        let (round_bl, round_br, round_cpu) = round(r).await;
+        ratios.push(ratio(&round_br, &round_bl));
+        bl = bl.merge(round_bl);
+        br = br.merge(round_br);
+        broker_cpu = broker_cpu
+            .zip(round_cpu)
+            .map(|((a, b), (c, d))| (a + c, b + d));
+    }
+    Rounds {
+        baseline: bl,
+        broker: br,
+        ratios,
+        broker_cpu,
+    }
+}
+
+fn add_delta(sum: Option<f64>, from: Option<f64>, to: Option<f64>) -> Option<f64> {
+    Some(sum? + (to? - from?))
+}
+
+/// Broker achieved rate / baseline achieved rate (0 when the baseline achieved nothing).
+fn ratio(broker: &LoadSummary, baseline: &LoadSummary) -> f64 {
+    if baseline.achieved_rate > 0.0 {
+        broker.achieved_rate / baseline.achieved_rate
+    } else {
+        0.0
+    }
+}
+
+/// The `--baseline` run as step 2 leaves it.
+enum BaselineRun {
+    /// Driven for the whole duration already: its summary and latencies.
+    Done(LoadSummary, crate::stats::LatencySummary),
+    /// To be driven in rounds with the broker: the running server and its generator.
+    Rounds(Baseline, Arc<LoadCtx>),
 }
 
 async fn wait_external_healthy(
@@ -320,9 +397,14 @@ async fn drive_and_audit(
             s.connections,
             s.request_timeout,
         );
-        let sum = drive(&ctx, s, seed).await;
-        ctx.set_give_up_at(Instant::now());
-        Some((sum, ctx.stats.ack.summary()))
+        if s.baseline_rounds > 1 {
+            // Driven in rounds with the broker in step 4; the server stays up until then.
+            Some(BaselineRun::Rounds(bl, ctx))
+        } else {
+            let sum = drive(&ctx, s, s.duration, seed).await;
+            ctx.set_give_up_at(Instant::now());
+            Some(BaselineRun::Done(sum, ctx.stats.ack.summary()))
+        }
     } else {
         None
     };
@@ -391,7 +473,28 @@ async fn drive_and_audit(
         ))),
         _ => None,
     };
-    let summary = drive(&ctx, s, seed).await;
+    let (summary, baseline) = match baseline {
+        Some(BaselineRun::Rounds(server, bl_ctx)) => {
+            let pid = match &broker {
+                Some(b) => b.lock().await.pid(),
+                None => None,
+            };
+            let r = drive_rounds(&bl_ctx, &ctx, s, s.baseline_rounds, seed, pid).await;
+            bl_ctx.set_give_up_at(Instant::now());
+            drop(server);
+            let latency = bl_ctx.stats.ack.summary();
+            (
+                r.broker,
+                Some((r.baseline, latency, r.ratios, r.broker_cpu)),
+            )
+        }
+        Some(BaselineRun::Done(sum, latency)) => {
+            let br = drive(&ctx, s, s.duration, seed).await;
+            let ratios = vec![ratio(&br, &sum)];
+            (br, Some((sum, latency, ratios, None)))
+        }
+        None => (drive(&ctx, s, s.duration, seed).await, None),
+    };
     let crash = match crash_task {
         Some(t) => Some(match t.await {
             Ok(c) => c,
@@ -494,13 +597,13 @@ async fn drive_and_audit(
         json!(s.crash_after.map(|d| d.as_secs_f64())),
     );
     settings.insert("seed".into(), json!(seed));
-    let baseline = baseline.map(|(load, latency_ms)| BaselineResult {
+    let baseline = baseline.map(|(load, latency_ms, round_ratios, cpu)| BaselineResult {
         mode: s.baseline_mode.as_str(),
-        ratio: if load.achieved_rate > 0.0 {
-            summary.achieved_rate / load.achieved_rate
-        } else {
-            0.0
-        },
+        rounds: s.baseline_rounds,
+        ratio: ratio(&summary, &load),
+        round_ratios,
+        broker_cpu_s: cpu.map(|c| c.0),
+        broker_cpu_during_baseline_s: cpu.map(|c| c.1),
         load,
         latency_ms,
     });

@@ -40,3 +40,67 @@ fn the_baseline_process_prints_its_address_and_answers_200() {
     child.kill().expect("kill");
     child.wait().expect("reap");
 }
+
+/// `--baseline-rounds 2` against a real broker (`SWITCHBOARD_BIN`, as in the smoke test; skipped
+/// when unset): two rounds each report a ratio, the broker's CPU is split between its slices and
+/// the baseline's, and the audit still passes.
+#[test]
+fn baseline_rounds_alternate_with_the_broker() {
+    let Some(bin) = std::env::var_os("SWITCHBOARD_BIN").map(std::path::PathBuf::from) else {
+        eprintln!("note: SWITCHBOARD_BIN is not set; skipping the baseline rounds run");
+        return;
+    };
+    let bin = if bin.is_absolute() {
+        bin
+    } else {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(bin)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("rounds.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+        .arg("--broker-bin")
+        .arg(&bin)
+        .args([
+            "--rate",
+            "500",
+            "--duration",
+            "2",
+            "--agents",
+            "0",
+            "--customers",
+            "50",
+            "--baseline",
+            "--baseline-rounds",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run the load generator");
+    assert!(status.success(), "exit status {status}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    assert_eq!(report["audit"]["passed"], true, "{report:#}");
+    let b = &report["baseline"];
+    assert_eq!(b["rounds"], 2, "{b:#}");
+    let ratios = b["round_ratios"].as_array().expect("round_ratios");
+    assert_eq!(ratios.len(), 2, "{b:#}");
+    assert!(
+        ratios.iter().all(|r| r.as_f64().unwrap_or(0.0) > 0.0),
+        "{b:#}"
+    );
+    // Open loop at 500/s: both targets got the whole schedule, one second per round each.
+    assert_eq!(b["load"]["scheduled"], 1000, "{b:#}");
+    assert!(
+        report["achieved_rate"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report:#}"
+    );
+    assert!(b["broker_cpu_s"].as_f64().unwrap_or(0.0) > 0.0, "{b:#}");
+    assert!(
+        b["broker_cpu_during_baseline_s"].as_f64().is_some(),
+        "{b:#}"
+    );
+}
