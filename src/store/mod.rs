@@ -133,6 +133,15 @@ impl Store {
         table.set_block_cache(&cache);
         table.set_cache_index_and_filter_blocks(true);
         table.set_bloom_filter(10.0, false);
+        // Partitioned filters and indexes: a lookup loads one ~4 KiB partition of a file's bloom
+        // filter and index, not the whole filter (≈1 MiB for a 300 MB file). With whole filters,
+        // a redelivery check against a flushed wamid evicted and re-read (copy plus XXH3
+        // checksum) a filter block per file per lookup once the data outgrew the bounded cache:
+        // 17 % of the webhook workers' CPU after 45 s of closed-loop ingest (BENCHMARKS.md,
+        // stop 11). The partitions' top-level index stays pinned in the cache.
+        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_pin_top_level_index_and_filter(true);
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
         let cfs = ALL_CFS
