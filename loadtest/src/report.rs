@@ -61,7 +61,7 @@ pub struct BaselineResult {
     /// Each round's broker/baseline ratio, in order (one entry when `rounds` is 1).
     pub round_ratios: Vec<f64>,
     /// With rounds and a broker we started: its CPU seconds during its own slices, and during
-    /// the baseline's (its background flushes and compactions, which slow the baseline).
+    /// the baseline's (its background flushes and compactions, which would slow the baseline).
     pub broker_cpu_s: Option<f64>,
     pub broker_cpu_during_baseline_s: Option<f64>,
 }

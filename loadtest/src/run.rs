@@ -3,7 +3,9 @@
 //! Order (each waiting step is bounded):
 //! 1. start the fake Graph API; start the broker (`--broker-bin`: generated config, free loopback
 //!    port, wait for /healthz) or check the given `--url` answers /healthz;
-//! 2. `--baseline`: drive a trivial server with the same generator, mode and duration;
+//! 2. `--baseline`: drive a trivial server with the same generator, mode and duration (with
+//!    `--baseline-rounds N` above 1: start it here, drive it in step 4, alternating with the
+//!    broker in N slices each);
 //! 3. start the agents (presence + event stream) and the status-callback poster;
 //! 4. drive the broker for `--duration` (with `--crash-after`: SIGKILL, restart, wait healthy);
 //! 5. drain, within `--drain-timeout` in total: redeliveries, agents' in-flight work (then stop
@@ -131,7 +133,7 @@ async fn drive_rounds(
         let t1 = cpu();
         let br = drive(broker, s, slice, seed).await;
         let t2 = cpu();
-        let broker_cpu = add_delta(Some(0.0), t1, t2).zip(add_delta(Some(0.0), t0, t1));
+        let broker_cpu = delta(t1, t2).zip(delta(t0, t1));
         (bl, br, broker_cpu)
     };
     let (mut bl, mut br, mut broker_cpu) = round(0).await;
@@ -153,8 +155,8 @@ async fn drive_rounds(
     }
 }
 
-fn add_delta(sum: Option<f64>, from: Option<f64>, to: Option<f64>) -> Option<f64> {
-    Some(sum? + (to? - from?))
+fn delta(from: Option<f64>, to: Option<f64>) -> Option<f64> {
+    Some(to? - from?)
 }
 
 /// Broker achieved rate / baseline achieved rate (0 when the baseline achieved nothing).
