@@ -31,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod log_limit;
 pub mod metrics;
 pub mod outbox;
 pub mod store;

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::domain::DomainError;
 use crate::error::Error;
+use crate::log_limit::LogLimit;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -83,7 +84,11 @@ impl From<Error> for ApiError {
                 }
             }
             Error::Store(s) => {
-                tracing::error!(error = %s, "storage failure");
+                // Every request fails alike while storage does: a few lines a second say so.
+                static LOG: LogLimit = LogLimit::new(5);
+                if let Some(held_back) = LOG.check() {
+                    tracing::error!(error = %s, held_back, "storage failure");
+                }
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     code,

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::whatsapp::{signature, webhook};
 
@@ -125,7 +126,10 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
             ("ok", (StatusCode::OK, "EVENT_RECEIVED").into_response())
         }
         Err(e) => {
-            tracing::warn!(error = %e, "webhook not stored; Meta will redeliver");
+            static LOG: LogLimit = LogLimit::new(5);
+            if let Some(held_back) = LOG.check() {
+                tracing::warn!(error = %e, held_back, "webhook not stored; Meta will redeliver");
+            }
             ("error", ApiError::from(e).into_response())
         }
     }

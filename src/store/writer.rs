@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{Batch, Op};
 use super::StoreError;
+use crate::log_limit::LogLimit;
 use crate::metrics as m;
 
 /// Commits waiting for the writer thread.
@@ -76,7 +77,11 @@ fn run(db: Arc<DB>, sync: bool, max_batch: usize, mut rx: mpsc::Receiver<Msg>) {
         metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::STORE_GROUP_SIZE).record(group.len() as f64);
         if let Err(e) = &result {
-            tracing::error!(error = %e, "group commit failed");
+            // A full or failing disk fails every commit: one line a second says so.
+            static LOG: LogLimit = LogLimit::new(1);
+            if let Some(held_back) = LOG.check() {
+                tracing::error!(error = %e, held_back, "group commit failed");
+            }
         }
         for c in group.drain(..) {
             let _ = c.done.send(result.clone());
