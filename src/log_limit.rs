@@ -8,9 +8,9 @@
 //! themselves are still counted in full by the metrics (`switchboard_webhook_requests_total` with
 //! `outcome="error"`).
 //!
-//! Invariants: the first `per_second` events of every second are let through; every event held
-//! back is reported exactly once, by a later line of the same call site; lock-free (two atomics),
-//! so it is safe on any path.
+//! Invariants: the first `per_second` events of every second are let through; an event held back
+//! is counted in the next line its call site lets through, and in no other (held back after the
+//! last line, it is only in the metrics); lock-free (two atomics), so it is safe on any path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
