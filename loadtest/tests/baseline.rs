@@ -1,6 +1,8 @@
 //! `--serve-baseline`, the process `--baseline` starts by default: it prints its loopback address
 //! on its first stdout line and answers any POST with 200, until it is killed.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -46,16 +48,9 @@ fn the_baseline_process_prints_its_address_and_answers_200() {
 /// the baseline's, and the audit still passes.
 #[test]
 fn baseline_rounds_alternate_with_the_broker() {
-    let Some(bin) = std::env::var_os("SWITCHBOARD_BIN").map(std::path::PathBuf::from) else {
+    let Some(bin) = common::broker_bin() else {
         eprintln!("note: SWITCHBOARD_BIN is not set; skipping the baseline rounds run");
         return;
-    };
-    let bin = if bin.is_absolute() {
-        bin
-    } else {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(bin)
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("rounds.json");

@@ -8,24 +8,14 @@
 //! --customers 50 --numbers 2 --crash-after 1.5 --json FILE` with a 120 s limit and asserts exit
 //! status 0 and `audit.passed == true` in the JSON.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn broker_bin() -> Option<PathBuf> {
-    let raw = std::env::var_os("SWITCHBOARD_BIN")?;
-    let p = PathBuf::from(raw);
-    if p.is_absolute() || p.exists() {
-        return Some(p);
-    }
-    // Relative to the workspace root (this crate lives in <root>/loadtest).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.join(&p);
-    Some(if root.exists() { root } else { p })
-}
-
 #[test]
 fn smoke_against_broker_with_crash() {
-    let Some(bin) = broker_bin() else {
+    let Some(bin) = common::broker_bin() else {
         eprintln!("note: SWITCHBOARD_BIN is not set; skipping the load-test smoke run");
         return;
     };
