@@ -1,8 +1,8 @@
 //! Wiring and lifecycle: start everything in order, serve, shut down cleanly.
 //!
 //! Start-up order: metrics → store (RocksDB open replays its WAL) → agent actors (rebuild their
-//! load from the assignee index) and team actors → conversation registry → outbox (resumes every
-//! pending send in the background) → teams attached (each rebuilds its queue from the status
+//! load from the assignee index) and team actors → conversation registry → outbox (each number's worker
+//! reads its pending sends back from disk) → teams attached (each rebuilds its queue from the status
 //! index in the background, then assigns) → HTTP. `/healthz` answers as soon as the listener
 //! serves, which does not wait for anything proportional to the number of conversations: actors
 //! activate lazily and queues rebuild behind their mailboxes (measured: 111 ms from SIGKILL to
@@ -183,7 +183,7 @@ impl Broker {
         for t in ctx.teams.values() {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
         }
-        tokio::spawn(resume_pending(ctx.clone()));
+        tokio::spawn(report_pending(ctx.clone()));
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         tokio::spawn(init_gauges(store.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
@@ -306,16 +306,21 @@ impl Broker {
     }
 }
 
-/// Re-queues every send that was acknowledged but not finished before the last stop.
-async fn resume_pending(ctx: Arc<Ctx>) {
-    match ctx.store.pending_outbox().await {
-        Ok(jobs) => {
-            if !jobs.is_empty() {
-                tracing::info!(count = jobs.len(), "resuming pending outbound messages");
-            }
-            if let Some(outbox) = ctx.outbox.get() {
-                for job in jobs {
-                    outbox.enqueue(job).await;
+/// Says how many sends the last run left unsent, per number (each number's outbox worker reads
+/// its own back from disk), and names the jobs no configured number will send.
+async fn report_pending(ctx: Arc<Ctx>) {
+    match ctx.store.pending_outbox_by_number().await {
+        Ok(counts) => {
+            for (number, count) in counts {
+                if ctx
+                    .config
+                    .numbers
+                    .iter()
+                    .any(|n| n.phone_number_id == number)
+                {
+                    tracing::info!(%number, count, "resuming pending outbound messages");
+                } else {
+                    tracing::error!(%number, count, "pending outbound messages for a number not configured; they stay on disk");
                 }
             }
         }

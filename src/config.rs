@@ -236,7 +236,7 @@ pub struct OutboxConfig {
     /// Graph API requests in flight per number.
     #[serde(default = "default_outbox_in_flight")]
     pub max_in_flight: usize,
-    /// Jobs buffered per number before producers wait.
+    /// Jobs queued in memory per number; beyond that they wait on disk and are read back.
     #[serde(default = "default_outbox_queue")]
     pub queue_capacity: usize,
     /// Timeout of one Graph API request.

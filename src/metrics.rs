@@ -16,6 +16,7 @@ pub const INBOUND_DUPLICATES: &str = "switchboard_inbound_duplicates_total";
 pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
 pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
 pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
+pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
 pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
 pub const CLAIMS: &str = "switchboard_claims_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
@@ -99,6 +100,10 @@ fn describe() {
     describe_counter!(
         OUTBOUND_RETRIES,
         "Graph API send attempts retried after a transient error."
+    );
+    describe_counter!(
+        OUTBOX_SPILLED,
+        "Outbound messages kept on disk only because their number's outbox queue was full; the outbox reads them back in order."
     );
     describe_histogram!(
         GRAPH_DURATION,

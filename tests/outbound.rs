@@ -126,6 +126,90 @@ async fn a_throttled_reply_is_not_overtaken_by_the_next_one() {
         .await;
 }
 
+/// The texts sent for conversation `id`'s messages, in the order the fake Graph API got them.
+fn texts_of<'a>(sends: &'a [GraphRequest], ids: &[String]) -> Vec<&'a str> {
+    sends
+        .iter()
+        .filter(|s| {
+            s.body["biz_opaque_callback_data"]
+                .as_str()
+                .is_some_and(|m| ids.iter().any(|i| i == m))
+        })
+        .map(|s| s.body["text"]["body"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_queue_keeps_replies_on_disk_and_sends_them_in_order() {
+    // One send in flight and one queued per number; the first send is slow. While it is in
+    // flight, the second reply waits behind it, the third fills the queue and the fourth finds
+    // it full. The conversation's actor must not wait for room: its own send in flight needs it
+    // to record the outcome. The replies stay on disk and go out from there, in order, once each.
+    let tb = TB::start_with(|c| {
+        c.outbox_extra = "max_in_flight = 1\nqueue_capacity = 1".into();
+    })
+    .await;
+    let (a, _) = claimed(&tb, N1, BOB).await;
+    let (b, _) = claimed(&tb, N1, BOB).await;
+    tb.graph
+        .push(GraphReply::Delay(300, Box::new(GraphReply::Ok)));
+    let (mut ids_a, mut ids_b) = (Vec::new(), Vec::new());
+    for (conv, ids) in [(&a, &mut ids_a), (&b, &mut ids_b)] {
+        for i in 0..6 {
+            let m = tokio::time::timeout(WAIT, tb.must_reply(BOB, conv, &format!("part {i}")))
+                .await
+                .expect("a reply waited for room in the outbox");
+            ids.push(m["id"].as_str().unwrap().to_owned());
+        }
+    }
+    for (conv, ids) in [(&a, &ids_a), (&b, &ids_b)] {
+        for id in ids {
+            tb.wait_status(conv, id, "accepted").await;
+        }
+    }
+    let sends = tb.graph.sends();
+    assert_eq!(sends.len(), 12, "each reply sent once: {sends:?}");
+    let parts: Vec<String> = (0..6).map(|i| format!("part {i}")).collect();
+    assert_eq!(texts_of(&sends, &ids_a), parts);
+    assert_eq!(texts_of(&sends, &ids_b), parts);
+    let spilled = metric_sum(&tb.metrics().await, "switchboard_outbox_spilled_total", &[]);
+    assert!(spilled.unwrap_or(0.0) >= 1.0, "spilled: {spilled:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_pending_sends_than_one_page_resume_after_restart_in_order() {
+    let mut tb = TB::start_with(|c| {
+        c.max_attempts = 1_000_000;
+        c.retry_max_ms = 50;
+        c.outbox_extra = "queue_capacity = 2".into();
+    })
+    .await;
+    tb.graph.set_default(GraphReply::Status(500));
+    let (a, _) = claimed(&tb, N1, ALICE).await;
+    let (b, _) = claimed(&tb, N1, ALICE).await;
+    let (mut ids_a, mut ids_b) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        for (conv, ids) in [(&a, &mut ids_a), (&b, &mut ids_b)] {
+            let m = tb.must_reply(ALICE, conv, &format!("part {i}")).await;
+            ids.push(m["id"].as_str().unwrap().to_owned());
+        }
+    }
+    tb.graph.wait_sends(4, WAIT).await; // failing and retried
+    let good = FakeGraph::start_with_prefix("wamid.AFTER").await;
+    tb.restart_with_graph(good).await;
+    for (conv, ids) in [(&a, &ids_a), (&b, &ids_b)] {
+        for id in ids {
+            tb.wait_status(conv, id, "accepted").await;
+        }
+    }
+    let sends = tb.graph.sends();
+    assert_eq!(sends.len(), 10, "each pending reply sent once: {sends:?}");
+    let parts: Vec<String> = (0..5).map(|i| format!("part {i}")).collect();
+    assert_eq!(texts_of(&sends, &ids_a), parts);
+    assert_eq!(texts_of(&sends, &ids_b), parts);
+    tb.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Owner-only, validation
 // ---------------------------------------------------------------------------------------------

@@ -530,7 +530,7 @@ impl ConversationActor {
         if let Some((msg, job)) = auto_reply {
             metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
             if let Some(outbox) = self.ctx.outbox.get() {
-                outbox.enqueue(job).await;
+                outbox.enqueue(job);
             }
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
@@ -762,7 +762,7 @@ impl ConversationActor {
         }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
         if let Some(outbox) = self.ctx.outbox.get() {
-            outbox.enqueue(job).await;
+            outbox.enqueue(job);
         }
         self.publish(
             EventKind::MessageCreated,

@@ -14,20 +14,34 @@
 //! overtake each other, and a customer would read "part 2" before "part 1"). Different
 //! conversations still share the number's `max_in_flight`.
 //!
-//! Bounds: `outbox.queue_capacity` jobs buffered per number (producers wait when full), and as
-//! many again waiting behind a conversation's send in flight (beyond that the worker stops taking
-//! jobs until a send ends), `max_in_flight` concurrent sends per number, `max_attempts` tries per
-//! message.
+//! Never waiting on a full queue: [`Outbox::enqueue`] is called by conversation actors, and a send
+//! in flight records its outcome through its conversation's actor, so an actor that waited for
+//! room could wait on its own send (a burst of after-hours auto-replies on a throttled number
+//! did that). Every job is durable before it is queued, so when a number's queue is full the job
+//! stays on disk only and the number *spills*: every later job of that number stays on disk too,
+//! and the worker, once its queue is empty, reads them back in pages in key order
+//! (conversation, seq). It stops spilling after a full pass during which nothing new was
+//! spilled. Start-up is a spill too: the first pass resumes what the last run left unsent.
+//!
+//! At most once per run: a job can reach the worker twice (queued and read back from disk), so
+//! the worker remembers the jobs it holds until their outcome is recorded, and a delivery first
+//! checks that its job is still on disk, where recording the outcome deletes it.
+//!
+//! Bounds: `outbox.queue_capacity` jobs queued per number, as many again waiting behind a
+//! conversation's send in flight (beyond that the worker stops taking jobs until a send ends),
+//! pages of `queue_capacity` jobs read back from disk, `max_in_flight` concurrent sends per
+//! number, `max_attempts` tries per message. Nothing else waits in memory: spilled jobs wait on
+//! disk.
 
 mod bucket;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::Rng;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use bucket::TokenBucket;
@@ -40,13 +54,49 @@ use crate::store::OutboxJob;
 use crate::whatsapp::graph::{GraphClient, SendError};
 
 pub struct Outbox {
-    senders: HashMap<String, mpsc::Sender<OutboxJob>>,
+    lanes: HashMap<String, Arc<Lane>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     deliveries: Deliveries,
 }
 
 /// Every send in flight, so shutdown can wait for them and then cancel the rest.
 type Deliveries = Arc<Mutex<JoinSet<()>>>;
+
+/// One number's hand-over from conversation actors to its worker.
+struct Lane {
+    state: Mutex<LaneState>,
+    /// Wakes the worker; a permit is stored when it is not waiting, so no wake-up is lost.
+    wake: Notify,
+    capacity: usize,
+}
+
+struct LaneState {
+    queue: VecDeque<OutboxJob>,
+    /// Jobs are kept on disk only until the worker has read them all back.
+    spilled: bool,
+    /// Counts spills, so the worker can tell whether one happened during its pass.
+    spills: u64,
+}
+
+impl Lane {
+    /// Queues `job`, or keeps it on disk only when the queue is full or already spilled.
+    /// Never waits; true when queued.
+    fn push(&self, job: OutboxJob) -> bool {
+        let queued = {
+            let mut st = self.state.lock();
+            if st.spilled || st.queue.len() >= self.capacity {
+                st.spilled = true;
+                st.spills += 1;
+                false
+            } else {
+                st.queue.push_back(job);
+                true
+            }
+        };
+        self.wake.notify_one();
+        queued
+    }
+}
 
 /// Delay before retry `attempt` (1-based): full jitter over an exponentially growing ceiling.
 pub fn backoff(cfg: &OutboxConfig, attempt: u32) -> Duration {
@@ -58,38 +108,49 @@ pub fn backoff(cfg: &OutboxConfig, attempt: u32) -> Duration {
 }
 
 impl Outbox {
-    /// Starts one sender task per configured number.
+    /// Starts one sender task per configured number; each first resumes its number's sends
+    /// left on disk by the last run.
     pub fn start(ctx: &Arc<Ctx>, graph: GraphClient) -> Self {
         let cfg = ctx.config.outbox.clone();
-        let mut senders = HashMap::new();
+        let mut lanes = HashMap::new();
         let mut tasks = Vec::new();
         let deliveries: Deliveries = Arc::new(Mutex::new(JoinSet::new()));
         for n in &ctx.config.numbers {
-            let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-            senders.insert(n.phone_number_id.clone(), tx);
+            let lane = Arc::new(Lane {
+                state: Mutex::new(LaneState {
+                    queue: VecDeque::new(),
+                    spilled: true,
+                    spills: 1,
+                }),
+                wake: Notify::new(),
+                capacity: cfg.queue_capacity,
+            });
+            lanes.insert(n.phone_number_id.clone(), lane.clone());
             let worker = NumberWorker {
                 ctx: ctx.clone(),
                 graph: graph.clone(),
                 cfg: cfg.clone(),
+                number: n.phone_number_id.clone(),
                 bucket: Arc::new(TokenBucket::new(n.mps)),
                 permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
                 deliveries: deliveries.clone(),
             };
-            tasks.push(tokio::spawn(worker.run(rx)));
+            tasks.push(tokio::spawn(worker.run(lane)));
         }
         Self {
-            senders,
+            lanes,
             tasks: Mutex::new(tasks),
             deliveries,
         }
     }
 
-    /// Queues a durable job for sending; waits while the number's queue is full.
-    pub async fn enqueue(&self, job: OutboxJob) {
-        match self.senders.get(&job.number) {
-            Some(tx) => {
-                if tx.send(job).await.is_err() {
-                    tracing::warn!("outbox stopped; job stays on disk for the next start");
+    /// Hands a durable job to its number's worker without waiting: when the number's queue is
+    /// full the job stays on disk and the worker reads it back (module docs).
+    pub fn enqueue(&self, job: OutboxJob) {
+        match self.lanes.get(&job.number) {
+            Some(lane) => {
+                if !lane.push(job) {
+                    metrics::counter!(m::OUTBOX_SPILLED).increment(1);
                 }
             }
             None => {
@@ -133,57 +194,168 @@ struct NumberWorker {
     ctx: Arc<Ctx>,
     graph: GraphClient,
     cfg: OutboxConfig,
+    number: String,
     bucket: Arc<TokenBucket>,
     permits: Arc<Semaphore>,
     deliveries: Deliveries,
 }
 
+/// A job's identity: its conversation and its seq there.
+type JobKey = (String, u64);
+
+/// The worker's own bookkeeping; only its task touches it.
+#[derive(Default)]
+struct Held {
+    /// Conversations with a send in flight, each with the jobs waiting behind it.
+    busy: HashMap<String, VecDeque<OutboxJob>>,
+    /// Jobs waiting in `busy` lines (bounded by `queue_capacity`).
+    waiting: usize,
+    /// Every job in flight or waiting, until its outcome is recorded.
+    known: HashSet<JobKey>,
+    /// Jobs read back from disk, not yet taken.
+    read_back: VecDeque<OutboxJob>,
+    /// Where the current pass over the disk goes on, and the spill count when it began.
+    pass: Option<(Option<JobKey>, u64)>,
+}
+
 impl NumberWorker {
-    async fn run(self, mut rx: mpsc::Receiver<OutboxJob>) {
+    async fn run(self, lane: Arc<Lane>) {
         let this = Arc::new(self);
-        // A send that ended names its conversation here; at most `max_in_flight` at a time.
-        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
-        // Conversations with a send in flight, each with the jobs waiting behind it.
-        let mut busy: HashMap<String, VecDeque<OutboxJob>> = HashMap::new();
-        let mut waiting = 0usize;
+        // A send that ended names its job here; at most `max_in_flight` at a time.
+        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<JobKey>();
+        let mut held = Held::default();
+        let cap = this.cfg.queue_capacity;
         loop {
+            // Ended sends first: they free their conversation's next job.
+            while let Ok(key) = ended_rx.try_recv() {
+                if !this.ended(&mut held, key, &ended_tx).await {
+                    return;
+                }
+            }
+            if held.waiting < cap {
+                let next = match held.read_back.pop_front() {
+                    Some(job) => Some(job),
+                    None => lane.state.lock().queue.pop_front(),
+                };
+                if let Some(job) = next {
+                    if !this.take(&mut held, job, &ended_tx).await {
+                        return;
+                    }
+                    continue;
+                }
+                if this.read_more(&mut held, &lane).await {
+                    continue;
+                }
+            }
             tokio::select! {
                 biased;
-                Some(conv) = ended_rx.recv() => {
-                    match busy.get_mut(&conv).and_then(VecDeque::pop_front) {
-                        Some(next) => {
-                            waiting -= 1;
-                            if !this.start(next, &ended_tx).await {
-                                return;
-                            }
-                        }
-                        None => {
-                            busy.remove(&conv);
-                        }
-                    }
-                }
-                job = rx.recv(), if waiting < this.cfg.queue_capacity => {
-                    let Some(job) = job else { return };
-                    if let Some(line) = busy.get_mut(&job.conversation_id) {
-                        line.push_back(job);
-                        waiting += 1;
-                        continue;
-                    }
-                    busy.insert(job.conversation_id.clone(), VecDeque::new());
-                    if !this.start(job, &ended_tx).await {
+                Some(key) = ended_rx.recv() => {
+                    if !this.ended(&mut held, key, &ended_tx).await {
                         return;
                     }
                 }
+                _ = lane.wake.notified() => {}
             }
         }
     }
 
-    /// Sends `job` on a task of its own once a permit is free, and names its conversation on
-    /// `ended` when the outcome is recorded. False when the worker is shutting down.
+    /// Accepts one job: starts it, or lines it up behind its conversation's send in flight.
+    /// False when the worker is shutting down.
+    async fn take(
+        self: &Arc<Self>,
+        held: &mut Held,
+        job: OutboxJob,
+        ended: &mpsc::UnboundedSender<JobKey>,
+    ) -> bool {
+        if !held.known.insert((job.conversation_id.clone(), job.seq)) {
+            return true; // already held: queued and read back from disk
+        }
+        if let Some(line) = held.busy.get_mut(&job.conversation_id) {
+            line.push_back(job);
+            held.waiting += 1;
+            return true;
+        }
+        held.busy
+            .insert(job.conversation_id.clone(), VecDeque::new());
+        self.start(job, ended).await
+    }
+
+    /// A send's outcome was recorded (or could not be): its conversation's next job may go.
+    async fn ended(
+        self: &Arc<Self>,
+        held: &mut Held,
+        key: JobKey,
+        ended: &mpsc::UnboundedSender<JobKey>,
+    ) -> bool {
+        held.known.remove(&key);
+        match held.busy.get_mut(&key.0).and_then(VecDeque::pop_front) {
+            Some(next) => {
+                held.waiting -= 1;
+                self.start(next, ended).await
+            }
+            None => {
+                held.busy.remove(&key.0);
+                true
+            }
+        }
+    }
+
+    /// While the number is spilled, reads the next page of its jobs back from disk. True when
+    /// there may be more to take now; false when the worker should wait for a wake-up.
+    async fn read_more(&self, held: &mut Held, lane: &Lane) -> bool {
+        let (after, spills_at_start) = match held.pass.take() {
+            Some(pass) => pass,
+            None => {
+                let st = lane.state.lock();
+                if !st.spilled {
+                    return false;
+                }
+                (None, st.spills)
+            }
+        };
+        let page = self
+            .ctx
+            .store
+            .outbox_page(self.number.clone(), after.clone(), self.cfg.queue_capacity)
+            .await;
+        let (jobs, reached_end) = match page {
+            Ok(page) => page,
+            Err(e) => {
+                // Keep the place; a later wake-up (a new job or an ended send) tries again.
+                tracing::error!(number = %self.number, error = %e, "cannot read the outbox back from disk");
+                held.pass = Some((after, spills_at_start));
+                return false;
+            }
+        };
+        let last = jobs.last().map(|j| (j.conversation_id.clone(), j.seq));
+        let fresh: Vec<_> = jobs
+            .into_iter()
+            .filter(|j| !held.known.contains(&(j.conversation_id.clone(), j.seq)))
+            .collect();
+        if !fresh.is_empty() {
+            tracing::debug!(number = %self.number, count = fresh.len(), "sends read back from disk");
+        }
+        let progressed = !fresh.is_empty();
+        held.read_back.extend(fresh);
+        if !reached_end {
+            held.pass = Some((last, spills_at_start));
+            return true;
+        }
+        let mut st = lane.state.lock();
+        if st.spills == spills_at_start {
+            // Nothing spilled since this pass began, so every spilled job was on disk for it.
+            st.spilled = false;
+        }
+        // Otherwise the next pass starts over for the jobs spilled meanwhile.
+        progressed || !st.spilled
+    }
+
+    /// Sends `job` on a task of its own once a permit is free, and names it on `ended` when
+    /// its outcome is recorded. False when the worker is shutting down.
     async fn start(
         self: &Arc<Self>,
         job: OutboxJob,
-        ended: &mpsc::UnboundedSender<String>,
+        ended: &mpsc::UnboundedSender<JobKey>,
     ) -> bool {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return false;
@@ -193,18 +365,26 @@ impl NumberWorker {
         let mut set = self.deliveries.lock();
         while set.try_join_next().is_some() {}
         set.spawn(async move {
-            let conv = job.conversation_id.clone();
+            let key = (job.conversation_id.clone(), job.seq);
             worker.deliver(job).await;
             drop(permit);
-            let _ = ended.send(conv);
+            let _ = ended.send(key);
         });
         true
     }
 
     async fn deliver(&self, job: OutboxJob) {
-        let outcome = self.send_with_retries(&job).await;
         let conv = job.conversation_id.clone();
         let seq = job.seq;
+        match self.ctx.store.outbox_contains(&conv, seq).await {
+            Ok(true) => {}
+            Ok(false) => return, // its outcome is recorded already (a second copy)
+            Err(e) => {
+                tracing::error!(conversation = %conv, seq, error = %e, "cannot check an outbound message before sending; it stays on disk");
+                return;
+            }
+        }
+        let outcome = self.send_with_retries(&job).await;
         let res = self
             .ctx
             .ask(&conv, None, |reply| ConversationMsg::SendOutcome {
@@ -214,7 +394,7 @@ impl NumberWorker {
             })
             .await;
         if let Err(e) = res {
-            tracing::error!(conversation = %conv, seq, error = %e, "cannot record send outcome; it will be retried after restart");
+            tracing::error!(conversation = %conv, seq, error = %e, "cannot record send outcome; it stays on disk and is sent again after a restart");
         }
     }
 

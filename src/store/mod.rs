@@ -318,12 +318,65 @@ impl Store {
         .await
     }
 
-    /// Every durable outbound message not yet accepted by the Graph API (start-up recovery).
-    pub async fn pending_outbox(&self) -> Result<Vec<OutboxJob>, StoreError> {
+    /// How many durable outbound messages await their outcome, per number (start-up report).
+    pub async fn pending_outbox_by_number(&self) -> Result<HashMap<String, usize>, StoreError> {
         self.read(|db| {
-            db.iterator_cf(cf(db, CF_OUTBOX)?, IteratorMode::Start)
-                .map(|item| decode(&item.map_err(rocks)?.1))
-                .collect()
+            let mut counts = HashMap::new();
+            for item in db.iterator_cf(cf(db, CF_OUTBOX)?, IteratorMode::Start) {
+                let job: OutboxJob = decode(&item.map_err(rocks)?.1)?;
+                *counts.entry(job.number).or_insert(0) += 1;
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Up to `limit` durable sends of `number` after the key of `after` (key order: conversation
+    /// id, then seq), and whether the scan reached the end of the outbox. The outbox pages
+    /// through this when jobs were kept on disk only (its queue was full, or at start-up).
+    pub async fn outbox_page(
+        &self,
+        number: String,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<(Vec<OutboxJob>, bool), StoreError> {
+        self.read(move |db| {
+            let start = after.map(|(conv, seq)| {
+                let mut k = seq_key(&conv, seq);
+                k.push(0); // the first key after it
+                k
+            });
+            let mode = match &start {
+                Some(s) => IteratorMode::From(s, IterDirection::Forward),
+                None => IteratorMode::Start,
+            };
+            let mut jobs = Vec::new();
+            for item in db.iterator_cf(cf(db, CF_OUTBOX)?, mode) {
+                let job: OutboxJob = decode(&item.map_err(rocks)?.1)?;
+                if job.number == number {
+                    jobs.push(job);
+                    if jobs.len() >= limit {
+                        return Ok((jobs, false));
+                    }
+                }
+            }
+            Ok((jobs, true))
+        })
+        .await
+    }
+
+    /// Whether send `seq` of a conversation is still waiting for its outcome to be recorded.
+    pub async fn outbox_contains(
+        &self,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let key = seq_key(conversation_id, seq);
+        self.read(move |db| {
+            Ok(db
+                .get_pinned_cf(cf(db, CF_OUTBOX)?, key)
+                .map_err(rocks)?
+                .is_some())
         })
         .await
     }

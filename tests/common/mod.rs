@@ -221,6 +221,8 @@ pub struct Cfg {
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
     pub max_attempts: u64,
+    /// Extra lines inside `[outbox]` (e.g. `queue_capacity = 1`).
+    pub outbox_extra: String,
     pub idle_timeout_ms: u64,
     /// Appended verbatim at the end (e.g. more `[[agents]]`).
     pub extra: String,
@@ -244,6 +246,7 @@ impl Cfg {
             retry_base_ms: 10,
             retry_max_ms: 100,
             max_attempts: 5,
+            outbox_extra: String::new(),
             idle_timeout_ms: 60_000,
             extra: String::new(),
             support_extra: String::new(),
@@ -272,6 +275,7 @@ graph_api_base = {graph}
 retry_base_ms = {rb}
 retry_max_ms = {rm}
 max_attempts = {ma}
+{outbox_extra}
 
 [conversations]
 idle_timeout_ms = {idle}
@@ -346,6 +350,7 @@ max_concurrent = 5
             rb = self.retry_base_ms,
             rm = self.retry_max_ms,
             ma = self.max_attempts,
+            outbox_extra = self.outbox_extra,
             idle = self.idle_timeout_ms,
             extra = self.extra,
             support_extra = self.support_extra,
