@@ -18,7 +18,8 @@
 //! its actor retired and restarted from storage (its last durable state); agent and team actors
 //! (ractor) are top-level and only stop when the broker stops them. The timer service is a
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
-//! with a runtime of its own, stopped with the main listener. The core modules (`domain`, `actors`, `store`, `outbox`,
+//! with a runtime of its own, stopped with the main listener. Above the broker, a [`Supervisor`]
+//! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,
 //! `ingest`, `admin`) never depend on `http`; time comes from an injectable [`clock::Clock`].
 
 pub mod actors;
@@ -35,7 +36,9 @@ pub mod log_limit;
 pub mod metrics;
 pub mod outbox;
 pub mod store;
+pub mod supervisor;
 pub mod whatsapp;
 
 pub use app::Broker;
 pub use config::Config;
+pub use supervisor::Supervisor;

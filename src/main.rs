@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard::{Broker, Config};
+use switchboard::{Config, Supervisor};
 
 /// jemalloc for Rust and, unprefixed, for RocksDB's C++ too: the ingest path allocates and frees
 /// many small buffers across threads, where glibc's malloc spent ~13 % of the machine in the
@@ -47,16 +47,19 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let broker = match Broker::start(config).await {
-            Ok(b) => b,
+        let supervisor = match Supervisor::start(config).await {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(1);
             }
         };
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        broker.shutdown().await;
+        supervisor
+            .run(async {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+            })
+            .await;
         ExitCode::SUCCESS
     })
 }

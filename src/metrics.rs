@@ -17,6 +17,7 @@ pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
 pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
 pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
 pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
+pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
 pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
 pub const CLAIMS: &str = "switchboard_claims_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
@@ -100,6 +101,10 @@ fn describe() {
     describe_counter!(
         OUTBOUND_RETRIES,
         "Graph API send attempts retried after a transient error."
+    );
+    describe_counter!(
+        BROKER_RESTARTS,
+        "Times the broker was restarted in-process because its storage kept failing."
     );
     describe_counter!(
         OUTBOX_SPILLED,

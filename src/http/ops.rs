@@ -1,7 +1,7 @@
 //! `/healthz` and `/metrics` for operators.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -14,9 +14,15 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// The router is only served once start-up finished, so answering at all means ready.
-async fn healthz() -> &'static str {
-    "ok"
+/// The router is only served once start-up finished, so answering means ready, unless storage
+/// is failing: then nothing can be acknowledged, and a load balancer should look elsewhere until
+/// the supervisor has reopened the store.
+async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    if s.ctx.store.is_failing() {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage failing")
+    } else {
+        (StatusCode::OK, "ok")
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {

@@ -126,9 +126,12 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
             ("ok", (StatusCode::OK, "EVENT_RECEIVED").into_response())
         }
         Err(e) => {
+            // A storage failure is logged where it becomes a response (`http::error`).
             static LOG: LogLimit = LogLimit::new(5);
-            if let Some(held_back) = LOG.check() {
-                tracing::warn!(error = %e, held_back, "webhook not stored; Meta will redeliver");
+            if !matches!(e, crate::error::Error::Store(_)) {
+                if let Some(held_back) = LOG.check() {
+                    tracing::warn!(error = %e, held_back, "webhook not stored; Meta will redeliver");
+                }
             }
             ("error", ApiError::from(e).into_response())
         }

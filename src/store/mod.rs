@@ -58,6 +58,7 @@ struct Inner {
     block_cache: rocksdb::Cache,
     writer: Mutex<Option<mpsc::Sender<writer::Msg>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    health: Arc<writer::Health>,
 }
 
 /// A cheap, cloneable handle to the database.
@@ -148,7 +149,8 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, cf_opts.clone()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(rocks)?);
-        let (tx, handle) = writer::spawn(db.clone(), sync, max_commit_batch)
+        let health = Arc::new(writer::Health::new());
+        let (tx, handle) = writer::spawn(db.clone(), sync, max_commit_batch, health.clone())
             .map_err(|e| StoreError::Rocks(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -156,8 +158,42 @@ impl Store {
                 block_cache: cache,
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
+                health,
             }),
         })
+    }
+
+    /// Whether the last group commit failed (and none has succeeded since).
+    pub fn is_failing(&self) -> bool {
+        *self.inner.health.failing.borrow()
+    }
+
+    /// Returns once commits have been failing, with none succeeding, for `persisting`.
+    pub async fn failed_for(&self, persisting: Duration) {
+        let mut rx = self.inner.health.failing.subscribe();
+        loop {
+            // (`map` drops the watch's read guard before the next await.)
+            if rx.wait_for(|failing| *failing).await.map(|_| ()).is_err() {
+                return std::future::pending().await;
+            }
+            let recovered = rx.wait_for(|failing| !*failing);
+            let recovered = async { recovered.await.map(|_| ()) };
+            match tokio::time::timeout(persisting, recovered).await {
+                Err(_) => return,
+                Ok(Err(_)) => return std::future::pending().await,
+                Ok(Ok(())) => {} // a commit succeeded meanwhile
+            }
+        }
+    }
+
+    /// Makes every later commit fail without writing, as a failing disk would. For tests of
+    /// the failure path only.
+    #[doc(hidden)]
+    pub fn inject_write_failure(&self) {
+        self.inner
+            .health
+            .inject_failure
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn db(&self) -> Result<Arc<DB>, StoreError> {

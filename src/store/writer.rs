@@ -10,16 +10,22 @@
 //! Bounds: the queue holds at most `QUEUE_CAPACITY` commits; producers wait (asynchronously) when it
 //! is full, which pushes back to the webhook admission limit.
 //!
+//! Health: the writer publishes whether its last group commit failed ([`Health`]). RocksDB stops
+//! taking writes after an I/O error in its journal (a full disk, say) and does not resume while
+//! the database stays open, so a failure that persists means the store must be reopened; the
+//! broker's supervisor does that (`crate::supervisor`).
+//!
 //! Shutdown is an explicit [`Msg::Close`], not the channel closing: a task suspended mid-commit
 //! (say, when a broker is dropped without a clean shutdown) still holds a sender, and the writer
 //! must not wait for it. After `Close` the queue takes nothing new, and what is already queued is
 //! still written and answered.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::{Batch, Op};
 use super::StoreError;
@@ -34,6 +40,28 @@ pub(super) struct Commit {
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// Whether the last group commit failed, shared by the writer thread and the store's handles.
+pub(super) struct Health {
+    pub failing: watch::Sender<bool>,
+    /// Fails every commit without writing (tests of the failure path; a real failure needs a
+    /// full or failing disk).
+    pub inject_failure: AtomicBool,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self {
+            failing: watch::Sender::new(false),
+            inject_failure: AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, failed: bool) {
+        self.failing
+            .send_if_modified(|f| std::mem::replace(f, failed) != failed);
+    }
+}
+
 pub(super) enum Msg {
     Commit(Commit),
     /// Write what is queued, then stop.
@@ -44,15 +72,22 @@ pub(super) fn spawn(
     db: Arc<DB>,
     sync: bool,
     max_batch: usize,
+    health: Arc<Health>,
 ) -> std::io::Result<(mpsc::Sender<Msg>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(db, sync, max_batch, rx))?;
+        .spawn(move || run(db, sync, max_batch, health, rx))?;
     Ok((tx, handle))
 }
 
-fn run(db: Arc<DB>, sync: bool, max_batch: usize, mut rx: mpsc::Receiver<Msg>) {
+fn run(
+    db: Arc<DB>,
+    sync: bool,
+    max_batch: usize,
+    health: Arc<Health>,
+    mut rx: mpsc::Receiver<Msg>,
+) {
     let mut opts = WriteOptions::default();
     opts.set_sync(sync);
     let mut group: Vec<Commit> = Vec::with_capacity(max_batch);
@@ -73,7 +108,12 @@ fn run(db: Arc<DB>, sync: bool, max_batch: usize, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         let started = Instant::now();
-        let result = apply(&db, &opts, &group);
+        let result = if health.inject_failure.load(Ordering::Relaxed) {
+            Err(StoreError::Rocks("injected write failure".into()))
+        } else {
+            apply(&db, &opts, &group)
+        };
+        health.record(result.is_err());
         metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::STORE_GROUP_SIZE).record(group.len() as f64);
         if let Err(e) = &result {
