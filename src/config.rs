@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// Most SSE subscribers at once (each holds a buffered channel).
     #[serde(default = "default_max_event_streams")]
     pub max_event_streams: usize,
+    /// Most agent-API requests processed at once (event streams, `/metrics` and `/healthz`
+    /// apart); beyond it the broker answers 503 + Retry-After.
+    #[serde(default = "default_max_inflight_api")]
+    pub max_inflight_api: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +285,9 @@ fn default_max_inflight_webhooks() -> usize {
 fn default_max_event_streams() -> usize {
     1024
 }
+fn default_max_inflight_api() -> usize {
+    1024
+}
 fn default_max_commit_batch() -> usize {
     2048
 }
@@ -409,6 +416,10 @@ impl Config {
         positive(
             "server.max_event_streams",
             self.server.max_event_streams as u64,
+        )?;
+        positive(
+            "server.max_inflight_api",
+            self.server.max_inflight_api as u64,
         )?;
         if self.whatsapp.app_secret.is_empty() {
             return Err(ConfigError::new("whatsapp.app_secret", "must not be empty"));

@@ -18,6 +18,7 @@ pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
 pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
 pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
 pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
+pub const API_REFUSED: &str = "switchboard_api_requests_refused_total";
 pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
 pub const CLAIMS: &str = "switchboard_claims_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
@@ -30,6 +31,7 @@ pub const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
 pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_duration_seconds";
 pub const STORE_GROUP_SIZE: &str = "switchboard_store_group_commit_size";
 pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
+pub const API_IN_FLIGHT: &str = "switchboard_api_requests_in_flight";
 pub const EVENT_STREAMS: &str = "switchboard_event_streams";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 pub const ASSIGNMENTS: &str = "switchboard_assignments_total";
@@ -103,6 +105,10 @@ fn describe() {
         "Graph API send attempts retried after a transient error."
     );
     describe_counter!(
+        API_REFUSED,
+        "Agent API requests answered 503 because server.max_inflight_api were in flight."
+    );
+    describe_counter!(
         BROKER_RESTARTS,
         "Times the broker was restarted in-process because its storage kept failing."
     );
@@ -148,6 +154,10 @@ fn describe() {
     );
     describe_histogram!(STORE_GROUP_SIZE, "Commits merged into one group commit.");
     describe_gauge!(WEBHOOKS_IN_FLIGHT, "Webhook requests being processed.");
+    describe_gauge!(
+        API_IN_FLIGHT,
+        "Agent API requests being processed (bounded by server.max_inflight_api)."
+    );
     describe_gauge!(EVENT_STREAMS, "Open SSE event streams.");
     describe_counter!(API_REQUESTS, "Agent API requests by outcome code.");
     describe_counter!(

@@ -374,3 +374,58 @@ async fn the_agents_lane_serves_the_same_api_beside_the_main_listener() {
     tb.shutdown().await;
     assert!(std::net::TcpStream::connect(lane_addr).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_beyond_max_inflight_api_get_503_overloaded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tb = TB::start_with(|c| c.server_extra = "max_inflight_api = 1".into()).await;
+    let id = tb.open_conv(N1, &customer(), "hello").await;
+    let addr = tb.api.base.trim_start_matches("http://").to_owned();
+    let body = br#"{"text": "a note that arrives slowly"}"#;
+    let head = format!(
+        "POST /api/v1/conversations/{id}/notes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // Hold the only permit with a request whose body is still on its way, until another
+    // request is refused. (If the held one arrived while a probe was in flight, it was refused
+    // itself: start it again.)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (mut held, refused) = 'hold: loop {
+        let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        held.write_all(head.as_bytes()).await.unwrap();
+        held.write_all(&body[..10]).await.unwrap();
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no request was refused"
+            );
+            match tb.get(ALICE, "/api/v1/conversations").await {
+                (503, v) => break 'hold (held, v),
+                (200, _) => {}
+                (s, v) => panic!("{s} {v}"),
+            }
+            let mut probe = [0u8; 1];
+            if held.try_read(&mut probe).is_ok() {
+                continue 'hold; // the held request got an answer: it was the refused one
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    assert_eq!(err_code(&refused), "overloaded");
+    // Health and metrics are not limited.
+    assert_eq!(tb.healthz().await, 200);
+    let refusals = metric_sum(
+        &tb.metrics().await,
+        "switchboard_api_requests_refused_total",
+        &[],
+    );
+    assert!(refusals.unwrap_or(0.0) >= 1.0, "refusals: {refusals:?}");
+
+    // The held request completes once its body has arrived, and frees its permit.
+    held.write_all(&body[10..]).await.unwrap();
+    let mut answer = vec![0u8; 12];
+    held.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 201");
+    let (status, _) = tb.get(ALICE, "/api/v1/conversations").await;
+    assert_eq!(status, 200);
+}

@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
@@ -38,6 +38,8 @@ pub struct AppState {
     /// Admission control for webhooks: one permit per request being processed.
     pub webhook_permits: Arc<Semaphore>,
     pub stream_permits: Arc<Semaphore>,
+    /// Admission control for the agent API (`server.max_inflight_api`).
+    pub api_permits: Arc<Semaphore>,
     pub metrics: PrometheusHandle,
     pub accepting: Arc<AtomicBool>,
 }
@@ -53,6 +55,7 @@ impl AppState {
         Self {
             webhook_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_webhooks)),
             stream_permits: Arc::new(Semaphore::new(ctx.config.server.max_event_streams)),
+            api_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_api)),
             tokens: Arc::new(tokens),
             ctx,
             metrics,
@@ -67,11 +70,15 @@ impl AppState {
 
 /// The whole HTTP surface; testable with `oneshot` or served by [`crate::app`].
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    // Event streams and the operators' routes have bounds of their own (or need none).
+    let api = Router::new()
         .merge(conversations::router())
         .merge(agents::router())
         .merge(teams::router())
         .merge(routing::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .merge(api)
         .merge(events::router())
         .merge(ops::router())
         .route_layer(axum::middleware::from_fn(timed))
@@ -81,6 +88,39 @@ pub fn app(state: AppState) -> Router {
         // The webhook reads its body itself with its own 3 MiB limit and JSON error.
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES + 1))
         .with_state(state)
+}
+
+/// Admission control for the agent API: at most `server.max_inflight_api` requests are
+/// processed at once; beyond that the caller gets 503 `overloaded` with Retry-After, before
+/// anything is read or changed.
+async fn admit(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match s.api_permits.clone().try_acquire_owned() {
+        Ok(_permit) => {
+            let _in_flight = InFlight::enter(crate::metrics::API_IN_FLIGHT);
+            next.run(req).await
+        }
+        Err(_) => {
+            metrics::counter!(crate::metrics::API_REFUSED).increment(1);
+            error::ApiError::overloaded("overloaded", "too many API requests in flight; retry")
+                .into_response()
+        }
+    }
+}
+
+/// Counts a request in a gauge for as long as it is processed (also when its future is dropped).
+pub(crate) struct InFlight(&'static str);
+
+impl InFlight {
+    pub(crate) fn enter(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
 }
 
 /// Records how long each routed request took to answer (for SSE: until the stream opened), by

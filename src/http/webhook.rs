@@ -75,8 +75,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
                 .into_response(),
         );
     };
-    metrics::gauge!(m::WEBHOOKS_IN_FLIGHT).increment(1.0);
-    let _in_flight = InFlight;
+    let _in_flight = super::InFlight::enter(m::WEBHOOKS_IN_FLIGHT);
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -135,14 +134,5 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
             }
             ("error", ApiError::from(e).into_response())
         }
-    }
-}
-
-/// Keeps the in-flight gauge right on every exit path.
-struct InFlight;
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        metrics::gauge!(m::WEBHOOKS_IN_FLIGHT).decrement(1.0);
     }
 }
