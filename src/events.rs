@@ -158,9 +158,15 @@ impl EventBus {
 
     pub fn publish(&self, event: Event) {
         // No subscribers is normal; nothing to do.
-        if self.tx.receiver_count() > 0 {
+        if self.has_subscribers() {
             let _ = self.tx.send(Arc::new(event));
         }
+    }
+
+    /// Whether anyone listens: publishers skip building events (a conversation clone each)
+    /// when nobody does.
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {

@@ -273,6 +273,9 @@ impl ConversationActor {
         message: Option<Message>,
         previous: Option<&Conversation>,
     ) {
+        if !self.ctx.bus.has_subscribers() {
+            return;
+        }
         self.ctx.bus.publish(Event {
             kind,
             conversation: conv.clone(),
