@@ -210,6 +210,39 @@ async fn more_pending_sends_than_one_page_resume_after_restart_in_order() {
     tb.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_reply_waits_until_the_previous_outcome_is_recorded() {
+    let tb = TB::start().await;
+    let (id, _) = claimed(&tb, N1, BOB).await;
+    tb.graph
+        .push(GraphReply::Delay(1000, Box::new(GraphReply::Ok)));
+    let first = tb.must_reply(BOB, &id, "first").await;
+    let second = tb.must_reply(BOB, &id, "second").await;
+    // "first" is at the Graph API; storage fails before its answer can be recorded.
+    tb.graph.wait_sends(1, WAIT).await;
+    let store = tb.broker.as_ref().unwrap().ctx().store.clone();
+    store.inject_write_failure(true);
+    eventually("recording first's outcome to fail", WAIT, || async {
+        if store.is_failing() {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await;
+    // "second" must not overtake it (an absence, so a bounded wait: recording is retried every
+    // 10–100 ms here).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(texts(&tb.graph.sends()), vec!["first"]);
+
+    store.inject_write_failure(false);
+    tb.wait_status(&id, first["id"].as_str().unwrap(), "accepted")
+        .await;
+    tb.wait_status(&id, second["id"].as_str().unwrap(), "accepted")
+        .await;
+    assert_eq!(texts(&tb.graph.sends()), vec!["first", "second"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Owner-only, validation
 // ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ async fn failing_storage_is_reported_and_the_broker_restarts_on_its_journal() {
     assert_eq!(api.healthz().await, 200);
 
     // The disk "fails": the next webhook is not acknowledged, and health says so.
-    store.inject_write_failure();
+    store.inject_write_failure(true);
     let second = wamid();
     let during = text_webhook(N1, &cust, &second, t + 1, "during");
     assert_eq!(api.webhook(&during).await, 500);

@@ -23,6 +23,9 @@
 //! (conversation, seq). It stops spilling after a full pass during which nothing new was
 //! spilled. Start-up is a spill too: the first pass resumes what the last run left unsent.
 //!
+//! A send's outcome is recorded before its conversation's next send starts; recording is
+//! retried while it fails, so a reply never overtakes one that is still on disk.
+//!
 //! At most once per run: a job can reach the worker twice (queued and read back from disk), so
 //! the worker remembers the jobs it holds until their outcome is recorded, and a delivery first
 //! checks that its job is still on disk, where recording the outcome deletes it.
@@ -49,6 +52,7 @@ pub use bucket::TokenBucket;
 use crate::actors::{ConversationMsg, Ctx};
 use crate::config::OutboxConfig;
 use crate::domain::MessageError;
+use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::store::OutboxJob;
 use crate::whatsapp::graph::{GraphClient, SendError};
@@ -385,16 +389,27 @@ impl NumberWorker {
             }
         }
         let outcome = self.send_with_retries(&job).await;
-        let res = self
-            .ctx
-            .ask(&conv, None, |reply| ConversationMsg::SendOutcome {
-                seq,
-                outcome: outcome.clone(),
-                reply,
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::error!(conversation = %conv, seq, error = %e, "cannot record send outcome; it stays on disk and is sent again after a restart");
+        // Until the outcome is recorded, the conversation's next send waits: letting it go would
+        // put it ahead of this one, which stays on disk and is sent again after a restart.
+        // Recording is idempotent, so it is retried (with back-off) for as long as it fails;
+        // storage that keeps failing gets the broker restarted (`crate::supervisor`).
+        let mut attempt = 0;
+        loop {
+            let res = self
+                .ctx
+                .ask(&conv, None, |reply| ConversationMsg::SendOutcome {
+                    seq,
+                    outcome: outcome.clone(),
+                    reply,
+                })
+                .await;
+            let Err(e) = res else { return };
+            attempt += 1;
+            static LOG: LogLimit = LogLimit::new(1);
+            if let Some(held_back) = LOG.check() {
+                tracing::error!(conversation = %conv, seq, attempt, error = %e, held_back, "cannot record a send's outcome; retrying");
+            }
+            tokio::time::sleep(backoff(&self.cfg, attempt)).await;
         }
     }
 

@@ -186,14 +186,14 @@ impl Store {
         }
     }
 
-    /// Makes every later commit fail without writing, as a failing disk would. For tests of
+    /// While `failing`, every commit fails without writing, as on a failing disk. For tests of
     /// the failure path only.
     #[doc(hidden)]
-    pub fn inject_write_failure(&self) {
+    pub fn inject_write_failure(&self, failing: bool) {
         self.inner
             .health
             .inject_failure
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .store(failing, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn db(&self) -> Result<Arc<DB>, StoreError> {

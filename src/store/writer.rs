@@ -43,8 +43,8 @@ pub(super) struct Commit {
 /// Whether the last group commit failed, shared by the writer thread and the store's handles.
 pub(super) struct Health {
     pub failing: watch::Sender<bool>,
-    /// Fails every commit without writing (tests of the failure path; a real failure needs a
-    /// full or failing disk).
+    /// While set, fails every commit without writing (tests of the failure path; a real
+    /// failure needs a full or failing disk).
     pub inject_failure: AtomicBool,
 }
 
