@@ -380,36 +380,52 @@ impl NumberWorker {
     async fn deliver(&self, job: OutboxJob) {
         let conv = job.conversation_id.clone();
         let seq = job.seq;
-        match self.ctx.store.outbox_contains(&conv, seq).await {
-            Ok(true) => {}
-            Ok(false) => return, // its outcome is recorded already (a second copy)
-            Err(e) => {
-                tracing::error!(conversation = %conv, seq, error = %e, "cannot check an outbound message before sending; it stays on disk");
-                return;
-            }
+        // Until this send's outcome is recorded, its conversation's next send waits: letting it
+        // go would put it ahead of this one, which stays on disk and is sent again after a
+        // restart. So storage steps here are retried (with back-off) for as long as they fail;
+        // storage that keeps failing gets the broker restarted (`crate::supervisor`).
+        let pending = self
+            .until_ok(&conv, seq, "checking that a send is still pending", || {
+                self.ctx.store.outbox_contains(&conv, seq)
+            })
+            .await;
+        if !pending {
+            return; // its outcome is recorded already (this was a second copy)
         }
         let outcome = self.send_with_retries(&job).await;
-        // Until the outcome is recorded, the conversation's next send waits: letting it go would
-        // put it ahead of this one, which stays on disk and is sent again after a restart.
-        // Recording is idempotent, so it is retried (with back-off) for as long as it fails;
-        // storage that keeps failing gets the broker restarted (`crate::supervisor`).
-        let mut attempt = 0;
-        loop {
-            let res = self
-                .ctx
+        // Recording is idempotent: a repeat finds the message settled and drops the job.
+        self.until_ok(&conv, seq, "recording a send's outcome", || {
+            self.ctx
                 .ask(&conv, None, |reply| ConversationMsg::SendOutcome {
                     seq,
                     outcome: outcome.clone(),
                     reply,
                 })
-                .await;
-            let Err(e) = res else { return };
-            attempt += 1;
-            static LOG: LogLimit = LogLimit::new(1);
-            if let Some(held_back) = LOG.check() {
-                tracing::error!(conversation = %conv, seq, attempt, error = %e, held_back, "cannot record a send's outcome; retrying");
+        })
+        .await
+    }
+
+    /// Runs `step` until it succeeds, backing off between attempts and logging failures (at
+    /// most a line a second).
+    async fn until_ok<T, E, F, Fut>(&self, conv: &str, seq: u64, what: &str, step: F) -> T
+    where
+        E: std::fmt::Display,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match step().await {
+                Ok(v) => return v,
+                Err(e) => {
+                    attempt += 1;
+                    static LOG: LogLimit = LogLimit::new(1);
+                    if let Some(held_back) = LOG.check() {
+                        tracing::error!(conversation = %conv, seq, attempt, error = %e, held_back, "{what} failed; retrying");
+                    }
+                    tokio::time::sleep(backoff(&self.cfg, attempt)).await;
+                }
             }
-            tokio::time::sleep(backoff(&self.cfg, attempt)).await;
         }
     }
 
