@@ -100,6 +100,10 @@ pub struct StorageConfig {
     /// Most commits merged into one write + fsync by the group-commit writer.
     #[serde(default = "default_max_commit_batch")]
     pub max_commit_batch: usize,
+    /// A group commit in progress for longer than this makes `/healthz` answer 503 (a hung
+    /// disk); it answers 200 again once the commit returns.
+    #[serde(default = "default_stall_after_ms")]
+    pub stall_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +295,9 @@ fn default_max_inflight_api() -> usize {
 fn default_max_commit_batch() -> usize {
     2048
 }
+fn default_stall_after_ms() -> u64 {
+    10_000
+}
 fn default_graph_api_base() -> String {
     "https://graph.facebook.com/v25.0".to_string()
 }
@@ -409,6 +416,7 @@ impl Config {
             "storage.max_commit_batch",
             self.storage.max_commit_batch as u64,
         )?;
+        positive("storage.stall_after_ms", self.storage.stall_after_ms)?;
         positive(
             "server.max_inflight_webhooks",
             self.server.max_inflight_webhooks as u64,

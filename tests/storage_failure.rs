@@ -1,6 +1,9 @@
-//! A failing store: `/healthz` says so, and the supervisor reopens it in-process.
+//! A failing or hung store: `/healthz` says so, and the supervisor reopens a failing one
+//! in-process.
 
 mod common;
+
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -63,4 +66,30 @@ async fn failing_storage_is_reported_and_the_broker_restarts_on_its_journal() {
 
     stop.send(()).unwrap();
     run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_disk_is_reported_until_the_commit_returns() {
+    let tb = TB::start_with(|c| c.storage_extra = "stall_after_ms = 100".into()).await;
+    let store = tb.broker.as_ref().unwrap().ctx().store.clone();
+    store.inject_write_stall(Duration::from_millis(1500));
+    let api = tb.api.clone();
+    let slow = tokio::spawn(async move {
+        api.webhook(&text_webhook(N1, &customer(), &wamid(), now(), "slow"))
+            .await
+    });
+    eventually("healthz to report the stall", WAIT, || async {
+        match tb.healthz().await {
+            503 => Ok(()),
+            other => Err(format!("healthz {other}")),
+        }
+    })
+    .await;
+    store.inject_write_stall(Duration::ZERO);
+    assert_eq!(
+        slow.await.unwrap(),
+        200,
+        "the stalled webhook is acknowledged once written"
+    );
+    assert_eq!(tb.healthz().await, 200);
 }

@@ -1,5 +1,7 @@
 //! `/healthz` and `/metrics` for operators.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -15,11 +17,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The router is only served once start-up finished, so answering means ready, unless storage
-/// is failing: then nothing can be acknowledged, and a load balancer should look elsewhere until
-/// the supervisor has reopened the store.
+/// is failing (nothing can be acknowledged until the supervisor has reopened the store) or
+/// stalled (a group commit has run longer than `storage.stall_after_ms`: everything waits).
 async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    let stall_after = Duration::from_millis(s.ctx.config.storage.stall_after_ms);
     if s.ctx.store.is_failing() {
         (StatusCode::SERVICE_UNAVAILABLE, "storage failing")
+    } else if s.ctx.store.commit_running_for() > Some(stall_after) {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage stalled")
     } else {
         (StatusCode::OK, "ok")
     }

@@ -168,6 +168,12 @@ impl Store {
         *self.inner.health.failing.borrow()
     }
 
+    /// How long the group commit in progress has been running, if one is (a hung disk shows
+    /// here first: nothing fails, everything waits).
+    pub fn commit_running_for(&self) -> Option<Duration> {
+        self.inner.health.busy_for()
+    }
+
     /// Returns once commits have been failing, with none succeeding, for `persisting`.
     pub async fn failed_for(&self, persisting: Duration) {
         let mut rx = self.inner.health.failing.subscribe();
@@ -184,6 +190,16 @@ impl Store {
                 Ok(Ok(())) => {} // a commit succeeded meanwhile
             }
         }
+    }
+
+    /// Makes every commit wait `stall` before writing, as on a hung disk (zero: none). For
+    /// tests only.
+    #[doc(hidden)]
+    pub fn inject_write_stall(&self, stall: Duration) {
+        self.inner.health.inject_stall_ms.store(
+            stall.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// While `failing`, every commit fails without writing, as on a failing disk. For tests of

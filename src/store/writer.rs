@@ -20,9 +20,9 @@
 //! must not wait for it. After `Close` the queue takes nothing new, and what is already queued is
 //! still written and answered.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,20 +40,50 @@ pub(super) struct Commit {
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// Whether the last group commit failed, shared by the writer thread and the store's handles.
+/// Whether the last group commit failed, and since when the one in progress runs; shared by
+/// the writer thread and the store's handles.
 pub(super) struct Health {
     pub failing: watch::Sender<bool>,
+    /// Microseconds after `epoch` when the group commit in progress began plus one; 0 when idle.
+    busy_since: AtomicU64,
+    epoch: Instant,
     /// While set, fails every commit without writing (tests of the failure path; a real
     /// failure needs a full or failing disk).
     pub inject_failure: AtomicBool,
+    /// Milliseconds each commit waits before writing (tests of a hung disk).
+    pub inject_stall_ms: AtomicU64,
 }
 
 impl Health {
     pub fn new() -> Self {
         Self {
             failing: watch::Sender::new(false),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
             inject_failure: AtomicBool::new(false),
+            inject_stall_ms: AtomicU64::new(0),
         }
+    }
+
+    /// How long the group commit in progress has been running, if one is.
+    pub fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_micros(since - 1)),
+            ),
+        }
+    }
+
+    fn begin(&self) {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        self.busy_since.store(now + 1, Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.busy_since.store(0, Ordering::Release);
     }
 
     fn record(&self, failed: bool) {
@@ -108,11 +138,17 @@ fn run(
             }
         }
         let started = Instant::now();
+        health.begin();
+        let stall = health.inject_stall_ms.load(Ordering::Relaxed);
+        if stall > 0 {
+            std::thread::sleep(Duration::from_millis(stall));
+        }
         let result = if health.inject_failure.load(Ordering::Relaxed) {
             Err(StoreError::Rocks("injected write failure".into()))
         } else {
             apply(&db, &opts, &group)
         };
+        health.end();
         health.record(result.is_err());
         metrics::histogram!(m::STORE_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::STORE_GROUP_SIZE).record(group.len() as f64);

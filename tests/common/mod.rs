@@ -217,6 +217,8 @@ pub struct Cfg {
     pub server_extra: String,
     pub storage_path: PathBuf,
     pub sync: bool,
+    /// Extra lines inside `[storage]` (e.g. `stall_after_ms = 100`).
+    pub storage_extra: String,
     pub graph_base: String,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -242,6 +244,7 @@ impl Cfg {
             server_extra: String::new(),
             storage_path: storage_path.to_path_buf(),
             sync: true,
+            storage_extra: String::new(),
             graph_base: graph_base.into(),
             retry_base_ms: 10,
             retry_max_ms: 100,
@@ -263,6 +266,7 @@ listen = {listen}
 [storage]
 path = {path}
 sync = {sync}
+{storage_extra}
 
 [whatsapp]
 app_secret = "{APP_SECRET}"
@@ -346,6 +350,7 @@ max_concurrent = 5
             server_extra = self.server_extra,
             path = toml_str(&self.storage_path.to_string_lossy()),
             sync = self.sync,
+            storage_extra = self.storage_extra,
             graph = toml_str(&self.graph_base),
             rb = self.retry_base_ms,
             rm = self.retry_max_ms,
