@@ -25,7 +25,7 @@ use crate::config::{Assignment, Role};
 use crate::domain::queue::WaitingLine;
 use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence, Priority};
 use crate::error::Error;
-use crate::store::{ListQuery, Store};
+use crate::store::{Store, SCAN_PAGE};
 
 pub struct TeamActor;
 
@@ -61,19 +61,32 @@ async fn load_queue(state: &mut State) {
     let Some(store) = state.store.take() else {
         return;
     };
-    let query = ListQuery::Status {
-        status: ConversationStatus::Queued,
-        team: Some(state.id.clone()),
-    };
-    match store.list(query, usize::MAX).await {
-        Ok(queued) => {
-            for c in queued {
-                state.line.enqueue(&c.id, c.queued_at, c.priority, None);
+    let mut after = None;
+    loop {
+        let page = store
+            .status_page(
+                ConversationStatus::Queued,
+                state.id.clone(),
+                after,
+                SCAN_PAGE,
+            )
+            .await;
+        match page {
+            Ok(queued) => {
+                let full = queued.len() >= SCAN_PAGE;
+                after = queued.last().map(|c| c.id.clone());
+                for c in queued {
+                    state.line.enqueue(&c.id, c.queued_at, c.priority, None);
+                }
+                if !full {
+                    return;
+                }
             }
-        }
-        Err(e) => {
-            tracing::error!(team = %state.id, error = %e, "cannot rebuild the queue; retrying at the next assignment");
-            state.store = Some(store);
+            Err(e) => {
+                tracing::error!(team = %state.id, error = %e, "cannot rebuild the queue; retrying at the next assignment");
+                state.store = Some(store);
+                return;
+            }
         }
     }
 }

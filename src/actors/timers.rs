@@ -126,21 +126,40 @@ pub async fn schedule_open(ctx: Arc<Ctx>) {
     if !policies.teams.values().any(|p| p.has_deadlines()) {
         return;
     }
-    for status in [
-        crate::domain::ConversationStatus::Queued,
-        crate::domain::ConversationStatus::Assigned,
-    ] {
-        let query = crate::store::ListQuery::Status { status, team: None };
-        match ctx.store.list(query, usize::MAX).await {
-            Ok(convs) => {
+    let teams = policies
+        .teams
+        .iter()
+        .filter(|(_, p)| p.has_deadlines())
+        .map(|(team, _)| team.clone());
+    for team in teams {
+        for status in [
+            crate::domain::ConversationStatus::Queued,
+            crate::domain::ConversationStatus::Assigned,
+        ] {
+            // Page by page: a million waiting conversations are never in memory at once.
+            let mut after = None;
+            loop {
+                let page = ctx
+                    .store
+                    .status_page(status, team.clone(), after, crate::store::SCAN_PAGE)
+                    .await;
+                let convs = match page {
+                    Ok(convs) => convs,
+                    Err(e) => {
+                        tracing::error!(%team, error = %e, "cannot schedule deadlines of open conversations");
+                        break;
+                    }
+                };
+                let full = convs.len() >= crate::store::SCAN_PAGE;
+                after = convs.last().map(|c| c.id.clone());
                 for c in convs {
                     if let Some(at) = policies.next_deadline(&c) {
                         ctx.schedule(&c.id, Some(at));
                     }
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot schedule deadlines of open conversations")
+                if !full {
+                    break;
+                }
             }
         }
     }

@@ -284,7 +284,8 @@ impl NumberWorker {
         self.start(job, ended).await
     }
 
-    /// A send's outcome was recorded (or could not be): its conversation's next job may go.
+    /// A send's outcome was recorded (or the job was a second copy): its conversation's next
+    /// job may go.
     async fn ended(
         self: &Arc<Self>,
         held: &mut Held,

@@ -102,6 +102,9 @@ pub enum ListQuery {
     Id(String),
 }
 
+/// Conversations per page when start-up work walks a status index ([`Store::status_page`]).
+pub const SCAN_PAGE: usize = 10_000;
+
 /// All memtables together (RocksDB's write buffer manager), across column families.
 pub const MEMTABLE_BUDGET: usize = 64 << 20;
 /// The block cache shared by every column family (data, index and filter blocks).
@@ -461,13 +464,42 @@ impl Store {
                 }
                 ListQuery::Status { status, team } => {
                     let prefix = status_prefix(status, team.as_deref());
-                    for_index(db, &prefix, limit, &mut out)?;
+                    for_index(db, &prefix, &prefix, limit, &mut out)?;
                 }
                 ListQuery::Assignee(agent) => {
-                    for_index(db, &assignee_prefix(&agent), limit, &mut out)?;
+                    let prefix = assignee_prefix(&agent);
+                    for_index(db, &prefix, &prefix, limit, &mut out)?;
                 }
                 ListQuery::Id(id) => out.extend(get_conversation(db, &id)?),
             }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Up to `limit` conversations of `team` with `status`, in id order after the id `after`:
+    /// one page of a scan that start-up work (queue rebuild, deadlines) walks page by page,
+    /// so it never holds every waiting conversation's record at once.
+    pub async fn status_page(
+        &self,
+        status: ConversationStatus,
+        team: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.read(move |db| {
+            let prefix = status_prefix(status, Some(&team));
+            let start = match after {
+                Some(id) => {
+                    let mut k = prefix.clone();
+                    k.extend_from_slice(id.as_bytes());
+                    k.push(0); // the first key after it
+                    k
+                }
+                None => prefix.clone(),
+            };
+            let mut out = Vec::new();
+            for_index(db, &prefix, &start, limit, &mut out)?;
             Ok(out)
         })
         .await
@@ -583,13 +615,15 @@ fn get_conversation(db: &DB, id: &str) -> Result<Option<Conversation>, StoreErro
         .transpose()
 }
 
+/// Up to `limit` conversations named by the index entries under `prefix`, from `start` on.
 fn for_index(
     db: &DB,
     prefix: &[u8],
+    start: &[u8],
     limit: usize,
     out: &mut Vec<Conversation>,
 ) -> Result<(), StoreError> {
-    scan_prefix(db, CF_INDEX, prefix, |k, _| {
+    scan_prefix_from(db, CF_INDEX, prefix, start, |k, _| {
         if out.len() >= limit {
             return Ok(false);
         }
@@ -606,11 +640,22 @@ fn scan_prefix(
     db: &DB,
     cf_name: &'static str,
     prefix: &[u8],
+    visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    scan_prefix_from(db, cf_name, prefix, prefix, visit)
+}
+
+/// [`scan_prefix`] starting at `start` (a key at or after `prefix`) instead of its first key.
+fn scan_prefix_from(
+    db: &DB,
+    cf_name: &'static str,
+    prefix: &[u8],
+    start: &[u8],
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let it = db.iterator_cf(
         cf(db, cf_name)?,
-        IteratorMode::From(prefix, IterDirection::Forward),
+        IteratorMode::From(start, IterDirection::Forward),
     );
     for item in it {
         let (k, v) = item.map_err(rocks)?;
@@ -665,6 +710,47 @@ mod tests {
             counts.get(&(ConversationStatus::Assigned, "support".to_string())),
             Some(&1)
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn status_pages_walk_one_team_in_id_order_without_gaps_or_repeats() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 64).expect("open");
+        let mut b = Batch::new();
+        let mut support = Vec::new();
+        for i in 0..25 {
+            let c = Conversation::new("n", &format!("cust{i}"), "support", 1);
+            support.push(c.id.clone());
+            b.put_conversation(None, &c).expect("put");
+            let other = Conversation::new("n", &format!("other{i}"), "sales", 1);
+            b.put_conversation(None, &other).expect("put");
+        }
+        store.commit(b).await.expect("commit");
+        support.sort();
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .status_page(ConversationStatus::Queued, "support".into(), after, 10)
+                .await
+                .expect("page");
+            assert!(page.len() <= 10);
+            assert!(page.iter().all(|c| c.team == "support"));
+            after = page.last().map(|c| c.id.clone());
+            let full = page.len() == 10;
+            seen.extend(page.into_iter().map(|c| c.id));
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(seen, support);
+        let assigned = store
+            .status_page(ConversationStatus::Assigned, "support".into(), None, 10)
+            .await
+            .expect("page");
+        assert!(assigned.is_empty());
         store.close().await;
     }
 }
