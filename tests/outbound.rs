@@ -139,6 +139,24 @@ fn texts_of<'a>(sends: &'a [GraphRequest], ids: &[String]) -> Vec<&'a str> {
         .collect()
 }
 
+/// Waits until every reply of each conversation (its message ids, in the order they were made,
+/// with texts `part 0`, `part 1`, …) is accepted, then checks that the Graph API got each exactly
+/// once and each conversation's in order.
+async fn all_accepted_once_in_order(tb: &TB, convs: [(&String, &Vec<String>); 2]) {
+    for (conv, ids) in convs {
+        for id in ids {
+            tb.wait_status(conv, id, "accepted").await;
+        }
+    }
+    let sends = tb.graph.sends();
+    let total: usize = convs.iter().map(|(_, ids)| ids.len()).sum();
+    assert_eq!(sends.len(), total, "each reply sent once: {sends:?}");
+    for (_, ids) in convs {
+        let parts: Vec<String> = (0..ids.len()).map(|i| format!("part {i}")).collect();
+        assert_eq!(texts_of(&sends, ids), parts);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_queue_keeps_replies_on_disk_and_sends_them_in_order() {
     // One send in flight and one queued per number; the first send is slow. While it is in
@@ -162,16 +180,7 @@ async fn a_full_outbox_queue_keeps_replies_on_disk_and_sends_them_in_order() {
             ids.push(m["id"].as_str().unwrap().to_owned());
         }
     }
-    for (conv, ids) in [(&a, &ids_a), (&b, &ids_b)] {
-        for id in ids {
-            tb.wait_status(conv, id, "accepted").await;
-        }
-    }
-    let sends = tb.graph.sends();
-    assert_eq!(sends.len(), 12, "each reply sent once: {sends:?}");
-    let parts: Vec<String> = (0..6).map(|i| format!("part {i}")).collect();
-    assert_eq!(texts_of(&sends, &ids_a), parts);
-    assert_eq!(texts_of(&sends, &ids_b), parts);
+    all_accepted_once_in_order(&tb, [(&a, &ids_a), (&b, &ids_b)]).await;
     let spilled = metric_sum(&tb.metrics().await, "switchboard_outbox_spilled_total", &[]);
     assert!(spilled.unwrap_or(0.0) >= 1.0, "spilled: {spilled:?}");
 }
@@ -197,16 +206,7 @@ async fn more_pending_sends_than_one_page_resume_after_restart_in_order() {
     tb.graph.wait_sends(4, WAIT).await; // failing and retried
     let good = FakeGraph::start_with_prefix("wamid.AFTER").await;
     tb.restart_with_graph(good).await;
-    for (conv, ids) in [(&a, &ids_a), (&b, &ids_b)] {
-        for id in ids {
-            tb.wait_status(conv, id, "accepted").await;
-        }
-    }
-    let sends = tb.graph.sends();
-    assert_eq!(sends.len(), 10, "each pending reply sent once: {sends:?}");
-    let parts: Vec<String> = (0..5).map(|i| format!("part {i}")).collect();
-    assert_eq!(texts_of(&sends, &ids_a), parts);
-    assert_eq!(texts_of(&sends, &ids_b), parts);
+    all_accepted_once_in_order(&tb, [(&a, &ids_a), (&b, &ids_b)]).await;
     tb.shutdown().await;
 }
 
