@@ -25,7 +25,7 @@ use crate::config::{Assignment, Role};
 use crate::domain::queue::WaitingLine;
 use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence, Priority};
 use crate::error::Error;
-use crate::store::{Store, SCAN_PAGE};
+use crate::store::Store;
 
 pub struct TeamActor;
 
@@ -61,33 +61,15 @@ async fn load_queue(state: &mut State) {
     let Some(store) = state.store.take() else {
         return;
     };
-    let mut after = None;
-    loop {
-        let page = store
-            .status_page(
-                ConversationStatus::Queued,
-                state.id.clone(),
-                after,
-                SCAN_PAGE,
-            )
-            .await;
-        match page {
-            Ok(queued) => {
-                let full = queued.len() >= SCAN_PAGE;
-                after = queued.last().map(|c| c.id.clone());
-                for c in queued {
-                    state.line.enqueue(&c.id, c.queued_at, c.priority, None);
-                }
-                if !full {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!(team = %state.id, error = %e, "cannot rebuild the queue; retrying at the next assignment");
-                state.store = Some(store);
-                return;
-            }
+    let line = &mut state.line;
+    let scan = store.scan_status(ConversationStatus::Queued, &state.id, |queued| {
+        for c in queued {
+            line.enqueue(&c.id, c.queued_at, c.priority, None);
         }
+    });
+    if let Err(e) = scan.await {
+        tracing::error!(team = %state.id, error = %e, "cannot rebuild the queue; retrying at the next assignment");
+        state.store = Some(store);
     }
 }
 

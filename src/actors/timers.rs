@@ -123,43 +123,24 @@ fn fire(ctx: &Weak<Ctx>, permit: OwnedSemaphorePermit, me: &Timers, id: String, 
 /// admin changed the policies (new or changed targets apply to conversations already open).
 pub async fn schedule_open(ctx: Arc<Ctx>) {
     let policies = ctx.policies();
-    if !policies.teams.values().any(|p| p.has_deadlines()) {
-        return;
-    }
-    let teams = policies
-        .teams
-        .iter()
-        .filter(|(_, p)| p.has_deadlines())
-        .map(|(team, _)| team.clone());
-    for team in teams {
+    for (team, policy) in &policies.teams {
+        if !policy.has_deadlines() {
+            continue;
+        }
         for status in [
             crate::domain::ConversationStatus::Queued,
             crate::domain::ConversationStatus::Assigned,
         ] {
             // Page by page: a million waiting conversations are never in memory at once.
-            let mut after = None;
-            loop {
-                let page = ctx
-                    .store
-                    .status_page(status, team.clone(), after, crate::store::SCAN_PAGE)
-                    .await;
-                let convs = match page {
-                    Ok(convs) => convs,
-                    Err(e) => {
-                        tracing::error!(%team, error = %e, "cannot schedule deadlines of open conversations");
-                        break;
-                    }
-                };
-                let full = convs.len() >= crate::store::SCAN_PAGE;
-                after = convs.last().map(|c| c.id.clone());
+            let scan = ctx.store.scan_status(status, team, |convs| {
                 for c in convs {
                     if let Some(at) = policies.next_deadline(&c) {
                         ctx.schedule(&c.id, Some(at));
                     }
                 }
-                if !full {
-                    break;
-                }
+            });
+            if let Err(e) = scan.await {
+                tracing::error!(%team, error = %e, "cannot schedule deadlines of open conversations");
             }
         }
     }

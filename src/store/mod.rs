@@ -102,8 +102,8 @@ pub enum ListQuery {
     Id(String),
 }
 
-/// Conversations per page when start-up work walks a status index ([`Store::status_page`]).
-pub const SCAN_PAGE: usize = 10_000;
+/// Conversations per page when start-up work walks a status index ([`Store::scan_status`]).
+const SCAN_PAGE: usize = 10_000;
 
 /// All memtables together (RocksDB's write buffer manager), across column families.
 pub const MEMTABLE_BUDGET: usize = 64 << 20;
@@ -396,11 +396,7 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<OutboxJob>, bool), StoreError> {
         self.read(move |db| {
-            let start = after.map(|(conv, seq)| {
-                let mut k = seq_key(&conv, seq);
-                k.push(0); // the first key after it
-                k
-            });
+            let start = after.map(|(conv, seq)| key_after(seq_key(&conv, seq)));
             let mode = match &start {
                 Some(s) => IteratorMode::From(s, IterDirection::Forward),
                 None => IteratorMode::Start,
@@ -446,11 +442,7 @@ impl Store {
             let mut out = Vec::new();
             match query {
                 ListQuery::All { after } => {
-                    let start = after.map(|a| {
-                        let mut k = a.into_bytes();
-                        k.push(0);
-                        k
-                    });
+                    let start = after.map(|a| key_after(a.into_bytes()));
                     let mode = match &start {
                         Some(s) => IteratorMode::From(s, IterDirection::Forward),
                         None => IteratorMode::Start,
@@ -477,10 +469,31 @@ impl Store {
         .await
     }
 
-    /// Up to `limit` conversations of `team` with `status`, in id order after the id `after`:
-    /// one page of a scan that start-up work (queue rebuild, deadlines) walks page by page,
-    /// so it never holds every waiting conversation's record at once.
-    pub async fn status_page(
+    /// Every conversation of `team` with `status`, handed to `visit` a page ([`SCAN_PAGE`]) at a
+    /// time in id order, so start-up work (queue rebuild, deadlines) never holds every waiting
+    /// conversation's record at once.
+    pub async fn scan_status(
+        &self,
+        status: ConversationStatus,
+        team: &str,
+        mut visit: impl FnMut(Vec<Conversation>),
+    ) -> Result<(), StoreError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .status_page(status, team.to_owned(), after, SCAN_PAGE)
+                .await?;
+            let full = page.len() >= SCAN_PAGE;
+            after = page.last().map(|c| c.id.clone());
+            visit(page);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Up to `limit` conversations of `team` with `status`, in id order after the id `after`.
+    async fn status_page(
         &self,
         status: ConversationStatus,
         team: String,
@@ -490,12 +503,7 @@ impl Store {
         self.read(move |db| {
             let prefix = status_prefix(status, Some(&team));
             let start = match after {
-                Some(id) => {
-                    let mut k = prefix.clone();
-                    k.extend_from_slice(id.as_bytes());
-                    k.push(0); // the first key after it
-                    k
-                }
+                Some(id) => key_after([prefix.as_slice(), id.as_bytes()].concat()),
                 None => prefix.clone(),
             };
             let mut out = Vec::new();
@@ -613,6 +621,12 @@ fn get_conversation(db: &DB, id: &str) -> Result<Option<Conversation>, StoreErro
         .map_err(rocks)?
         .map(|v| decode(&v))
         .transpose()
+}
+
+/// The first key after `key` in RocksDB's byte order: where a scan resumes after it.
+fn key_after(mut key: Vec<u8>) -> Vec<u8> {
+    key.push(0);
+    key
 }
 
 /// Up to `limit` conversations named by the index entries under `prefix`, from `start` on.

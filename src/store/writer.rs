@@ -77,9 +77,9 @@ impl Health {
         }
     }
 
-    fn begin(&self) {
-        let now = self.epoch.elapsed().as_micros() as u64;
-        self.busy_since.store(now + 1, Ordering::Release);
+    fn begin(&self, at: Instant) {
+        let since = at.saturating_duration_since(self.epoch).as_micros() as u64;
+        self.busy_since.store(since + 1, Ordering::Release);
     }
 
     fn end(&self) {
@@ -138,7 +138,7 @@ fn run(
             }
         }
         let started = Instant::now();
-        health.begin();
+        health.begin(started);
         let stall = health.inject_stall_ms.load(Ordering::Relaxed);
         if stall > 0 {
             std::thread::sleep(Duration::from_millis(stall));
