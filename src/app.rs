@@ -178,12 +178,14 @@ impl Broker {
             Duration::from_millis(config.outbox.request_timeout_ms),
         )
         .map_err(|e| StartError::Spawn(format!("graph client: {e}")))?;
-        let _ = ctx.outbox.set(Outbox::start(&ctx, graph));
+        // Counted before the outbox starts and before anything serves, so no new reply is
+        // counted twice (the outbox counts what it is handed from here on).
+        let pending = pending_sends(&ctx).await;
+        let _ = ctx.outbox.set(Outbox::start(&ctx, graph, &pending));
         // Teams start assigning (and drain what waited across the restart) once everything exists.
         for t in ctx.teams.values() {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
         }
-        tokio::spawn(report_pending(ctx.clone()));
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         tokio::spawn(init_gauges(store.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
@@ -306,25 +308,29 @@ impl Broker {
     }
 }
 
-/// Says how many sends the last run left unsent, per number (each number's outbox worker reads
-/// its own back from disk), and names the jobs no configured number will send.
-async fn report_pending(ctx: Arc<Ctx>) {
+/// How many sends the last run left unsent, per number (each number's outbox worker reads its
+/// own back from disk); logs them, naming the jobs no configured number will send.
+async fn pending_sends(ctx: &Ctx) -> HashMap<String, usize> {
     match ctx.store.pending_outbox_by_number().await {
         Ok(counts) => {
-            for (number, count) in counts {
+            for (number, count) in &counts {
                 if ctx
                     .config
                     .numbers
                     .iter()
-                    .any(|n| n.phone_number_id == number)
+                    .any(|n| &n.phone_number_id == number)
                 {
                     tracing::info!(%number, count, "resuming pending outbound messages");
                 } else {
                     tracing::error!(%number, count, "pending outbound messages for a number not configured; they stay on disk");
                 }
             }
+            counts
         }
-        Err(e) => tracing::error!(error = %e, "cannot read pending outbox"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read pending outbox");
+            HashMap::new()
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
 pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
 pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
 pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
+pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
 pub const API_REFUSED: &str = "switchboard_api_requests_refused_total";
 pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
@@ -169,6 +170,11 @@ fn describe() {
         "Conversations placed on a team at creation or reopen, by routing rule (\"default\": no rule matched) and team. Rule names come from the configured rule set."
     );
     describe_gauge!(QUEUE_DEPTH, "Conversations waiting in a team's queue.");
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "Replies accepted (durable) and not yet settled with the Graph API, per number: queued, \
+         in flight, retrying or waiting on disk."
+    );
     describe_gauge!(
         QUEUE_OLDEST_WAIT,
         Unit::Seconds,

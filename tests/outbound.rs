@@ -15,13 +15,6 @@ fn texts(sends: &[GraphRequest]) -> Vec<&str> {
         .collect()
 }
 
-async fn claimed(tb: &TB, number: &str, token: &str) -> (String, String) {
-    let cust = customer();
-    let id = tb.open_conv(number, &cust, "hello").await;
-    tb.must_claim(token, &id).await;
-    (id, cust)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_is_202_pending_then_sent_to_graph_and_accepted() {
     let tb = TB::start().await;

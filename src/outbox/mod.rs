@@ -30,6 +30,9 @@
 //! the worker remembers the jobs it holds until their outcome is recorded, and a delivery first
 //! checks that its job is still on disk, where recording the outcome deletes it.
 //!
+//! Backlog: `switchboard_outbox_pending{number}` counts a number's jobs from the moment they are
+//! durable until their outcome is recorded (set from disk at start-up, before anything serves).
+//!
 //! Bounds: `outbox.queue_capacity` jobs queued per number, as many again waiting behind a
 //! conversation's send in flight (beyond that the worker stops taking jobs until a send ends),
 //! pages of `queue_capacity` jobs read back from disk, `max_in_flight` concurrent sends per
@@ -113,13 +116,17 @@ pub fn backoff(cfg: &OutboxConfig, attempt: u32) -> Duration {
 
 impl Outbox {
     /// Starts one sender task per configured number; each first resumes its number's sends
-    /// left on disk by the last run.
-    pub fn start(ctx: &Arc<Ctx>, graph: GraphClient) -> Self {
+    /// left on disk by the last run, `pending` of them (counted before anything could queue a
+    /// new one).
+    pub fn start(ctx: &Arc<Ctx>, graph: GraphClient, pending: &HashMap<String, usize>) -> Self {
         let cfg = ctx.config.outbox.clone();
         let mut lanes = HashMap::new();
         let mut tasks = Vec::new();
         let deliveries: Deliveries = Arc::new(Mutex::new(JoinSet::new()));
         for n in &ctx.config.numbers {
+            let left = pending.get(&n.phone_number_id).copied().unwrap_or(0);
+            metrics::gauge!(m::OUTBOX_PENDING, "number" => n.phone_number_id.clone())
+                .set(left as f64);
             let lane = Arc::new(Lane {
                 state: Mutex::new(LaneState {
                     queue: VecDeque::new(),
@@ -153,6 +160,7 @@ impl Outbox {
     pub fn enqueue(&self, job: OutboxJob) {
         match self.lanes.get(&job.number) {
             Some(lane) => {
+                metrics::gauge!(m::OUTBOX_PENDING, "number" => job.number.clone()).increment(1.0);
                 if !lane.push(job) {
                     metrics::counter!(m::OUTBOX_SPILLED).increment(1);
                 }
@@ -403,7 +411,9 @@ impl NumberWorker {
                     reply,
                 })
         })
-        .await
+        .await;
+        // Settled: recording deleted the job from disk (a second copy never gets here).
+        metrics::gauge!(m::OUTBOX_PENDING, "number" => self.number.clone()).decrement(1.0);
     }
 
     /// Runs `step` until it succeeds, backing off between attempts and logging failures (at

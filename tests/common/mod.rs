@@ -88,6 +88,14 @@ pub fn uniq(prefix: &str) -> String {
 }
 
 /// A fresh customer wa_id (digits only, like a phone number).
+/// A new customer's conversation on `number`, claimed by `token`'s agent: (id, customer).
+pub async fn claimed(tb: &TB, number: &str, token: &str) -> (String, String) {
+    let cust = customer();
+    let id = tb.open_conv(number, &cust, "hello").await;
+    tb.must_claim(token, &id).await;
+    (id, cust)
+}
+
 pub fn customer() -> String {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     format!("4915{:03}{:05}", std::process::id() % 1000, n % 100_000)
