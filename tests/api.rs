@@ -386,31 +386,17 @@ async fn api_requests_beyond_max_inflight_api_get_503_overloaded() {
         "POST /api/v1/conversations/{id}/notes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    // Hold the only permit with a request whose body is still on its way, until another
-    // request is refused. (If the held one arrived while a probe was in flight, it was refused
-    // itself: start it again.)
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (mut held, refused) = 'hold: loop {
-        let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        held.write_all(head.as_bytes()).await.unwrap();
-        held.write_all(&body[..10]).await.unwrap();
-        loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no request was refused"
-            );
-            match tb.get(ALICE, "/api/v1/conversations").await {
-                (503, v) => break 'hold (held, v),
-                (200, _) => {}
-                (s, v) => panic!("{s} {v}"),
-            }
-            let mut probe = [0u8; 1];
-            if held.try_read(&mut probe).is_ok() {
-                continue 'hold; // the held request got an answer: it was the refused one
-            }
-            tokio::task::yield_now().await;
+    // Hold the only permit with a request whose body is still on its way.
+    let mut start = head.into_bytes();
+    start.extend_from_slice(&body[..10]);
+    let (mut held, refused) = hold_until_refused(&addr, &start, || async {
+        match tb.get(ALICE, "/api/v1/conversations").await {
+            (503, v) => Some(v),
+            (200, _) => None,
+            (s, v) => panic!("{s} {v}"),
         }
-    };
+    })
+    .await;
     assert_eq!(err_code(&refused), "overloaded");
     // Health and metrics are not limited.
     assert_eq!(tb.healthz().await, 200);

@@ -775,46 +775,37 @@ async fn failed_status_records_code_and_title() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overloaded_broker_answers_503_with_retry_after_and_stores_nothing() {
-    use tokio::io::AsyncWriteExt;
     let tb = TB::start_with(|c| c.server_extra = "max_inflight_webhooks = 1".into()).await;
-    let addr = tb.broker.as_ref().unwrap().addr();
+    let addr = tb.broker.as_ref().unwrap().addr().to_string();
     // Hold the only webhook slot: a request whose body never finishes arriving.
-    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(
-        b"POST /webhooks/whatsapp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"object\":",
-    )
-    .await
-    .unwrap();
-    slow.flush().await.unwrap();
-
+    let head = b"POST /webhooks/whatsapp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"object\":";
     let api = &tb.api;
-    let (refused_customer, retry_after, body) =
-        eventually("a 503 while the slot is held", WAIT, move || async move {
-            let cust = customer();
-            let bytes =
-                serde_json::to_vec(&text_webhook(N1, &cust, &wamid(), now(), "overload")).unwrap();
-            let resp = api
-                .http
-                .post(api.url("/webhooks/whatsapp"))
-                .header("content-type", "application/json")
-                .header("X-Hub-Signature-256", sign(&bytes))
-                .body(bytes)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let ra = resp
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let text = resp.text().await.unwrap_or_default();
-            if status == 503 {
-                Ok((cust, ra, text))
-            } else {
-                Err(format!("{status} {text}"))
-            }
-        })
-        .await;
+    let (slow, (refused_customer, retry_after, body)) = hold_until_refused(&addr, head, || async {
+        let cust = customer();
+        let bytes =
+            serde_json::to_vec(&text_webhook(N1, &cust, &wamid(), now(), "overload")).unwrap();
+        let resp = api
+            .http
+            .post(api.url("/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .header("X-Hub-Signature-256", sign(&bytes))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let ra = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            503 => Some((cust, ra, text)),
+            200 => None,
+            s => panic!("{s} {text}"),
+        }
+    })
+    .await;
     let ra = retry_after.expect("503 must carry Retry-After");
     assert!(
         ra.trim().parse::<u64>().is_ok(),

@@ -139,6 +139,43 @@ where
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Holds a broker's only admission slot with a request to `addr` whose head (and part of its
+/// body) is `head` and whose body never finishes arriving, until `probe` is refused (answers
+/// `Some`). If the held request arrived while a probe was in flight, it was the one refused (it
+/// has an answer): it is sent again on a new connection. Returns the held connection and what
+/// the refused probe saw.
+pub async fn hold_until_refused<T, F, Fut>(
+    addr: &str,
+    head: &[u8],
+    mut probe: F,
+) -> (tokio::net::TcpStream, T)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    use tokio::io::AsyncWriteExt;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    'hold: loop {
+        let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+        held.write_all(head).await.unwrap();
+        held.flush().await.unwrap();
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no request was refused"
+            );
+            if let Some(refused) = probe().await {
+                return (held, refused);
+            }
+            let mut answer = [0u8; 1];
+            if held.try_read(&mut answer).is_ok() {
+                continue 'hold; // the held request got an answer: it was the refused one
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 pub fn parse_time(s: &Value) -> chrono::DateTime<chrono::FixedOffset> {
     let s = s
         .as_str()
