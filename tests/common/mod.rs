@@ -87,7 +87,6 @@ pub fn uniq(prefix: &str) -> String {
     format!("{prefix}{}{:04}", std::process::id() % 1000, n)
 }
 
-/// A fresh customer wa_id (digits only, like a phone number).
 /// A new customer's conversation on `number`, claimed by `token`'s agent: (id, customer).
 pub async fn claimed(tb: &TB, number: &str, token: &str) -> (String, String) {
     let cust = customer();
@@ -96,6 +95,7 @@ pub async fn claimed(tb: &TB, number: &str, token: &str) -> (String, String) {
     (id, cust)
 }
 
+/// A fresh customer wa_id (digits only, like a phone number).
 pub fn customer() -> String {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     format!("4915{:03}{:05}", std::process::id() % 1000, n % 100_000)
