@@ -16,6 +16,7 @@ pub const INBOUND_DUPLICATES: &str = "switchboard_inbound_duplicates_total";
 pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
 pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
 pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
+pub const OUTBOUND_DELAY: &str = "switchboard_outbound_delay_seconds";
 pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
@@ -56,6 +57,16 @@ pub fn install() -> PrometheusHandle {
                         5.0, 10.0,
                     ],
                 )
+                .and_then(|b| {
+                    // Throttled numbers and Graph outages hold replies for minutes.
+                    b.set_buckets_for_metric(
+                        Matcher::Full(OUTBOUND_DELAY.to_string()),
+                        &[
+                            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                            3600.0,
+                        ],
+                    )
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(STORE_GROUP_SIZE.to_string()),
@@ -170,6 +181,11 @@ fn describe() {
         "Conversations placed on a team at creation or reopen, by routing rule (\"default\": no rule matched) and team. Rule names come from the configured rule set."
     );
     describe_gauge!(QUEUE_DEPTH, "Conversations waiting in a team's queue.");
+    describe_histogram!(
+        OUTBOUND_DELAY,
+        Unit::Seconds,
+        "From a reply's acceptance (the 202) to the Graph API's outcome for it (accepted or failed), per number: queueing, the number's rate limit and retries included."
+    );
     describe_gauge!(
         OUTBOX_PENDING,
         "Replies accepted (durable) and not yet settled with the Graph API, per number: queued, \

@@ -1,7 +1,8 @@
-//! The outbox's backlog gauge, `switchboard_outbox_pending{number}`: what an SRE reads when a
-//! number is throttled or the Graph API is down.
+//! What an SRE reads when a number is throttled or the Graph API is down: each number's backlog,
+//! `switchboard_outbox_pending{number}`, and how long its replies waited,
+//! `switchboard_outbound_delay_seconds{number}`.
 //!
-//! A test binary of its own: the gauge is process-wide, and the other outbound tests' brokers
+//! A test binary of its own: metrics are process-wide, and the other outbound tests' brokers
 //! send on the same numbers.
 
 mod common;
@@ -69,5 +70,15 @@ async fn pending_sends_are_counted_per_number_across_a_restart_until_settled() {
         tb.wait_status(conv, id, "accepted").await;
     }
     wait_pending(&tb, 0.0, 0.0).await;
+
+    // Every reply waited at least the 2 s the Graph API held it after the restart.
+    let text = tb.metrics().await;
+    for (number, replies) in [(N1, 3.0), (N2, 1.0)] {
+        let label = format!("number=\"{number}\"");
+        let count = metric_sum(&text, "switchboard_outbound_delay_seconds_count", &[&label]);
+        let sum = metric_sum(&text, "switchboard_outbound_delay_seconds_sum", &[&label]);
+        assert_eq!(count, Some(replies), "delays recorded for {number}");
+        assert!(sum.unwrap_or(0.0) >= 2.0 * replies, "{number}: {sum:?}");
+    }
     tb.shutdown().await;
 }

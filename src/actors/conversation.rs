@@ -960,6 +960,10 @@ impl ConversationActor {
             }
         }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
+        // `at` is when the reply was accepted (the 202): the delay a customer waits for it.
+        let delay_ms = self.ctx.now().saturating_sub(msg.at).max(0);
+        metrics::histogram!(m::OUTBOUND_DELAY, "number" => state.conv.number.clone())
+            .record(delay_ms as f64 / 1000.0);
         self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
         Ok(())
     }
