@@ -31,7 +31,7 @@ async fn wait_pending(tb: &TB, n1: f64, n2: f64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_sends_are_counted_per_number_across_a_restart_until_settled() {
+async fn each_numbers_backlog_and_reply_delays_are_measured_across_a_restart() {
     let mut tb = TB::start_with(|c| {
         c.max_attempts = 1_000_000;
         c.retry_max_ms = 50;
