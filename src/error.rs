@@ -28,6 +28,7 @@ impl Error {
                 DomainError::NotOwner => "not_owner",
                 DomainError::WindowClosed => "window_closed",
                 DomainError::NotFound => "not_found",
+                DomainError::NotWaiting => "not_waiting",
                 DomainError::Invalid(_) => "invalid_request",
             },
             Error::Store(_) => "storage_error",

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
-use crate::domain::{Caller, Conversation, Message, SlaKind};
+use crate::domain::{Caller, Conversation, ConversationStatus, Message, SlaKind};
 
 /// Events buffered per subscriber before it is told it lagged.
 pub const CAPACITY: usize = 4096;
@@ -102,8 +102,10 @@ pub struct Event {
     pub kind: EventKind,
     pub conversation: Conversation,
     pub message: Option<Message>,
-    /// Team and owner before the change: people who could see it before must hear it changed.
+    /// Team, status and owner before the change: people who could see it before must hear it
+    /// changed.
     pub previous_team: Option<String>,
+    pub previous_status: Option<ConversationStatus>,
     pub previous_assignee: Option<String>,
     /// For [`EventKind::SlaBreached`]: the clock that was missed.
     pub sla: Option<SlaKind>,
@@ -114,8 +116,9 @@ pub struct Event {
 
 impl Event {
     /// Whether `caller` should hear of this change. Message events only reach those who may see
-    /// the conversation now; ownership and routing changes also reach everyone of its team and
-    /// whoever could see it before (so nobody starts typing into a chat someone just took).
+    /// the conversation now; ownership and routing changes also reach whoever could see it just
+    /// before (so nobody starts typing into a chat someone just took), and nobody else: an agent
+    /// never hears of a colleague's conversation it could not open.
     pub fn visible_to(&self, caller: &Caller) -> bool {
         let c = &self.conversation;
         if self.kind == EventKind::SlaBreached {
@@ -130,12 +133,15 @@ impl Event {
         ) {
             return false;
         }
-        let was_team = self
-            .previous_team
-            .as_deref()
-            .is_some_and(|t| caller.in_team(t) || caller.manages(t));
-        let was_owner = self.previous_assignee.as_deref() == Some(caller.id.as_str());
-        caller.in_team(&c.team) || was_team || was_owner
+        match (&self.previous_team, self.previous_status) {
+            (Some(team), Some(status)) => crate::domain::conversation::visible(
+                team,
+                status,
+                self.previous_assignee.as_deref(),
+                caller,
+            ),
+            _ => false,
+        }
     }
 }
 

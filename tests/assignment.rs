@@ -190,6 +190,29 @@ async fn an_assignee_going_offline_hands_the_conversation_to_another_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_taken_from_the_only_agent_goes_back_to_her_when_she_returns() {
+    let tb = desk("least_loaded").await;
+    tb.presence(ANN, "online").await;
+    let id = tb.open_conv(N3, &customer(), "help").await;
+    let owners = all_assigned(&tb, std::slice::from_ref(&id)).await;
+    assert_eq!(owners[&id], "ann");
+    tb.presence(ANN, "offline").await;
+    eventually("hand-back to the queue", WAIT, || async {
+        let c = tb.conversation(&id).await;
+        if c["status"] == "queued" {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    // Nobody else is online: back online, ann is the only one who can take it.
+    tb.presence(ANN, "online").await;
+    let owners = all_assigned(&tb, std::slice::from_ref(&id)).await;
+    assert_eq!(owners[&id], "ann");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_teams_keep_the_owner_when_they_go_offline() {
     let tb = TB::start().await;
     let id = tb.open_conv(N1, &customer(), "hello").await;

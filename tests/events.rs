@@ -70,6 +70,39 @@ async fn claim_by_one_agent_reaches_the_other_agents_of_the_team() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_hears_nothing_of_a_colleagues_conversation_it_cannot_open() {
+    let tb = TB::start().await;
+    let id = tb.open_conv(N1, &customer(), "mine soon").await;
+    let mut bob = Sse::connect(&tb, BOB).await;
+    let mut carol = Sse::connect(&tb, CAROL).await;
+    tb.must_claim(ALICE, &id).await;
+    // bob could see it while it waited: he hears that alice took it.
+    bob.wait_type("conversation.claimed", &id).await;
+    assert_eq!(
+        tb.get(BOB, &format!("/api/v1/conversations/{id}")).await.0,
+        404
+    );
+    assert_eq!(tb.resolve(ALICE, &id).await.0, 200);
+    // Events reach a stream in the order they happened: once bob hears of a conversation opened
+    // after the resolve, he would have heard of the resolve before it.
+    let later = tb.open_conv(N1, &customer(), "after the resolve").await;
+    bob.wait_type("conversation.created", &later).await;
+    let leaked: Vec<_> = bob
+        .seen
+        .iter()
+        .filter(|e| e.data["conversation"]["id"] == json!(id) && e.event != "conversation.claimed")
+        .map(|e| e.event.clone())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "bob heard of alice's conversation: {leaked:?}"
+    );
+    // Her supervisor sees everything of the team, the resolve included.
+    let ev = carol.wait_type("conversation.resolved", &id).await;
+    assert_eq!(ev.data["conversation"]["status"], json!("resolved"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_events_released_transferred_resolved_reopened() {
     let tb = TB::start().await;
     let cust = customer();

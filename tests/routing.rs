@@ -253,7 +253,8 @@ fn system_texts(messages: &[Value]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_after_hours_reply_goes_out_once_per_closed_period_and_on_holidays() {
+async fn the_after_hours_reply_goes_out_once_per_closed_period_even_across_a_reopen_and_on_holidays(
+) {
     let clock = ManualClock::new(utc(27, 17, 0)); // Friday 18:00 Berlin: closed
     let tb = TB::start_with_clock(
         |c| {
@@ -279,10 +280,16 @@ async fn the_after_hours_reply_goes_out_once_per_closed_period_and_on_holidays()
     );
     assert_eq!(tb.conversation(&id).await["status"], "queued");
 
-    // Same closed period (Saturday): nothing more.
+    // Same closed period (Saturday): nothing more, not even after the conversation was
+    // resolved and the customer's next message reopened it.
     clock.set(utc(28, 11, 0));
     tb.send_text_at(N1, &customer, clock_secs(&clock), "anyone?")
         .await;
+    assert_eq!(system_texts(&tb.messages(&id).await).len(), 1);
+    assert_eq!(tb.resolve(CAROL, &id).await.0, 200);
+    tb.send_text_at(N1, &customer, clock_secs(&clock), "still there?")
+        .await;
+    assert_eq!(tb.conversation(&id).await["status"], "queued");
     assert_eq!(system_texts(&tb.messages(&id).await).len(), 1);
 
     // Monday 10:00 is open: no reply. Tuesday 2026-12-01 is a holiday: a new closed period.
@@ -541,6 +548,26 @@ async fn admins_change_team_settings_and_the_new_policy_applies_at_once() {
         )
         .await;
     assert_eq!(s, 404, "{v}");
+
+    // A misspelt key is refused, not dropped (which would reset what it meant to the default).
+    let (s, v) = tb
+        .put(
+            ROOT,
+            "/api/v1/teams/support/settings",
+            json!({"asignment": "least_loaded"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (400, &json!("invalid_request")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("asignment")),
+        "{v}"
+    );
 
     let (s, v) = tb
         .put(

@@ -72,6 +72,17 @@ pub struct InboundAck {
     pub duplicates: usize,
 }
 
+/// How a claim came about, which decides what it requires besides the caller's right to claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimKind {
+    /// `POST …/claim`: any conversation the caller may claim, even a resolved one (a follow-up).
+    Direct,
+    /// Taken from the team's queue by the caller (`next`): only while still queued.
+    Queued,
+    /// The team's automatic assignment: only while still queued and the agent online.
+    Auto,
+}
+
 pub enum ConversationMsg {
     Inbound {
         messages: Vec<InboundMessage>,
@@ -86,9 +97,17 @@ pub enum ConversationMsg {
         caller: Caller,
         reply: Reply<Conversation>,
     },
+    /// A claim of a conversation the caller took from its team's queue (`next`): fails with
+    /// `not_waiting` unless it is still queued (the queue learns of a claim, resolve or transfer
+    /// only after it is durable, so it may hand out one that stopped waiting just before).
+    ClaimQueued {
+        caller: Caller,
+        reply: Reply<Conversation>,
+    },
     /// A team's automatic assignment to `agent`: a claim on the agent's behalf that fails with
     /// `capacity_reached` unless the agent is online at the moment its slot is taken (the team
-    /// chose it from a snapshot; it may have gone offline since).
+    /// chose it from a snapshot; it may have gone offline since), and with `not_waiting` unless
+    /// the conversation is still queued (as for `ClaimQueued`).
     Assign {
         agent: Caller,
         reply: Reply<Conversation>,
@@ -178,10 +197,13 @@ impl ConversationActor {
                 let _ = reply.send(Box::pin(self.status(state, seq, update)).await);
             }
             ConversationMsg::Claim { caller, reply } => {
-                let _ = reply.send(Box::pin(self.claim(state, &caller, false)).await);
+                let _ = reply.send(Box::pin(self.claim(state, &caller, ClaimKind::Direct)).await);
+            }
+            ConversationMsg::ClaimQueued { caller, reply } => {
+                let _ = reply.send(Box::pin(self.claim(state, &caller, ClaimKind::Queued)).await);
             }
             ConversationMsg::Assign { agent, reply } => {
-                let _ = reply.send(Box::pin(self.claim(state, &agent, true)).await);
+                let _ = reply.send(Box::pin(self.claim(state, &agent, ClaimKind::Auto)).await);
             }
             ConversationMsg::Release { caller, reply } => {
                 let _ = reply.send(Box::pin(self.release(state, &caller)).await);
@@ -281,6 +303,7 @@ impl ConversationActor {
             conversation: conv.clone(),
             message,
             previous_team: previous.map(|p| p.team.clone()),
+            previous_status: previous.map(|p| p.status),
             previous_assignee: previous.and_then(|p| p.assignee.clone()),
             sla: None,
             rendered: Default::default(),
@@ -583,9 +606,9 @@ impl ConversationActor {
         &self,
         state: &mut State,
         caller: &Caller,
-        online_only: bool,
+        kind: ClaimKind,
     ) -> Result<Conversation, Error> {
-        let r = self.take(state, caller, online_only).await;
+        let r = self.take(state, caller, kind).await;
         match &r {
             Ok(_) => self.ctx.claims_won.increment(1),
             Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
@@ -597,12 +620,23 @@ impl ConversationActor {
         &self,
         state: &mut State,
         caller: &Caller,
-        online_only: bool,
+        kind: ClaimKind,
     ) -> Result<Conversation, Error> {
+        if kind != ClaimKind::Direct && state.conv.status != ConversationStatus::Queued {
+            return Err(match &state.conv.assignee {
+                Some(a) if state.conv.status == ConversationStatus::Assigned => {
+                    DomainError::AlreadyAssigned {
+                        assignee: a.clone(),
+                    }
+                }
+                _ => DomainError::NotWaiting,
+            }
+            .into());
+        }
         if !state.conv.check_claim(caller)? {
             return Ok(state.conv.clone());
         }
-        self.reserve_agent(&caller.id, &state.conv.id, online_only)?;
+        self.reserve_agent(&caller.id, &state.conv.id, kind == ClaimKind::Auto)?;
         let before = state.conv.clone();
         let mut next = before.clone();
         next.assign(&caller.id, self.ctx.now());
@@ -884,6 +918,7 @@ impl ConversationActor {
             conversation: state.conv.clone(),
             message: None,
             previous_team: None,
+            previous_status: None,
             previous_assignee: None,
             sla: Some(kind),
             rendered: Default::default(),

@@ -238,8 +238,6 @@ async fn assign(state: &mut State) {
         return;
     }
     let mut budget = state.line.len() + state.members.len();
-    // Conversations only the agent they were taken from could take now: back in line after.
-    let mut set_aside = Vec::new();
     while budget > 0 && !state.line.is_empty() {
         budget -= 1;
         let mut available = candidates(&ctx, &state.members).await;
@@ -249,10 +247,16 @@ async fn assign(state: &mut State) {
         let Some((conv, at, priority, avoid)) = state.line.pop() else {
             break;
         };
-        available.retain(|c| Some(&c.id) != avoid.as_ref());
+        // A conversation taken from an agent (who went offline, or did not answer within
+        // `reassign_after`) goes to someone else when anyone else can take it, and back to that
+        // agent otherwise: a one-agent team, or an agent who is the only one back online, must
+        // not leave it waiting for nobody.
+        if available.iter().any(|c| Some(&c.id) != avoid.as_ref()) {
+            available.retain(|c| Some(&c.id) != avoid.as_ref());
+        }
         let Some(agent) = pick(state, assignment, &available) else {
-            set_aside.push((conv, at, priority, avoid));
-            continue;
+            state.line.enqueue(&conv, at, priority, avoid);
+            break;
         };
         let caller = Caller {
             id: agent.clone(),
@@ -283,9 +287,6 @@ async fn assign(state: &mut State) {
                 break;
             }
         }
-    }
-    for (conv, at, priority, avoid) in set_aside {
-        state.line.enqueue(&conv, at, priority, avoid);
     }
 }
 

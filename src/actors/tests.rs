@@ -132,3 +132,74 @@ async fn idle_actor_passivates_and_reactivates_with_state() {
     assert_eq!(conv.assignee.as_deref(), Some("alice"));
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_from_a_queue_take_only_conversations_still_waiting() {
+    use crate::domain::DomainError;
+    use crate::error::Error;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(config(dir.path(), 60_000))
+        .await
+        .expect("start");
+    let ctx = broker.ctx().clone();
+    let n = crate::whatsapp::webhook::parse(&webhook("493", "w3")).expect("parse");
+    crate::ingest::ingest(&ctx, n).await.expect("ingest");
+    let id = conversation_id("111", "493");
+    ctx.ask(&id, None, |reply| ConversationMsg::Claim {
+        caller: alice(),
+        reply,
+    })
+    .await
+    .expect("claim");
+    // Assigned: a queue's hand-out learns who has it.
+    let queued = ctx
+        .ask(&id, None, |reply| ConversationMsg::ClaimQueued {
+            caller: alice(),
+            reply,
+        })
+        .await;
+    assert!(
+        matches!(
+            queued,
+            Err(Error::Domain(DomainError::AlreadyAssigned { ref assignee })) if assignee == "alice"
+        ),
+        "{queued:?}"
+    );
+    ctx.ask(&id, None, |reply| ConversationMsg::Resolve {
+        caller: alice(),
+        reply,
+    })
+    .await
+    .expect("resolve");
+    // Resolved (the queue may not know yet): neither `next` nor automatic assignment takes it.
+    let queued = ctx
+        .ask(&id, None, |reply| ConversationMsg::ClaimQueued {
+            caller: alice(),
+            reply,
+        })
+        .await;
+    assert!(
+        matches!(queued, Err(Error::Domain(DomainError::NotWaiting))),
+        "{queued:?}"
+    );
+    let auto = ctx
+        .ask(&id, None, |reply| ConversationMsg::Assign {
+            agent: alice(),
+            reply,
+        })
+        .await;
+    assert!(
+        matches!(auto, Err(Error::Domain(DomainError::NotWaiting))),
+        "{auto:?}"
+    );
+    // A direct claim of a resolved conversation is a follow-up, and still allowed.
+    let conv = ctx
+        .ask(&id, None, |reply| ConversationMsg::Claim {
+            caller: alice(),
+            reply,
+        })
+        .await
+        .expect("direct claim");
+    assert_eq!(conv.status, ConversationStatus::Assigned);
+    broker.shutdown().await;
+}

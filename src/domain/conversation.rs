@@ -54,6 +54,21 @@ pub fn conversation_id(number: &str, customer: &str) -> String {
     id
 }
 
+/// The visibility rule of the contract, for a conversation in `team` with `status` and
+/// `assignee`: supervisors and admins see everything of the teams they manage, an agent sees what
+/// it owns plus what waits in its teams.
+pub fn visible(
+    team: &str,
+    status: ConversationStatus,
+    assignee: Option<&str>,
+    caller: &Caller,
+) -> bool {
+    if caller.manages(team) || assignee == Some(caller.id.as_str()) {
+        return true;
+    }
+    caller.in_team(team) && matches!(status, ConversationStatus::Queued | ConversationStatus::Bot)
+}
+
 /// How urgent a conversation is: team queues serve higher priorities first.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -217,14 +232,7 @@ impl Conversation {
 
     /// Whether `caller` may see this conversation at all.
     pub fn visible_to(&self, caller: &Caller) -> bool {
-        if caller.manages(&self.team) || self.assignee.as_deref() == Some(caller.id.as_str()) {
-            return true;
-        }
-        caller.in_team(&self.team)
-            && matches!(
-                self.status,
-                ConversationStatus::Queued | ConversationStatus::Bot
-            )
+        visible(&self.team, self.status, self.assignee.as_deref(), caller)
     }
 
     fn is_owner(&self, caller: &Caller) -> bool {
@@ -345,9 +353,10 @@ impl Conversation {
         if self.status == ConversationStatus::Resolved {
             self.team = reopen_team.to_string();
             self.enqueue(now);
-            // A reopen starts a new cycle: a human becomes responsible again from now.
+            // A reopen starts a new cycle: a human becomes responsible again from now. The
+            // after-hours reply is not part of it: it goes out once per closed period, so a
+            // customer who writes again the same night is not told twice.
             self.sla = SlaState::new(now);
-            self.after_hours_sent = None;
             self.sla.waiting_since = Some(now);
             return true;
         }
@@ -441,6 +450,17 @@ mod tests {
         assert_eq!(c.assignee, None);
         assert!(c.on_inbound(None, 5, 5, "support"));
         assert_eq!(c.status, ConversationStatus::Queued);
+    }
+
+    #[test]
+    fn reopening_keeps_the_after_hours_reply_of_the_closed_period() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        c.after_hours_sent = Some(3);
+        c.assign("alice", 0);
+        c.resolve(&caller("alice", Role::Agent))
+            .expect("owner resolves");
+        assert!(c.on_inbound(None, 5, 5, "support"));
+        assert_eq!(c.after_hours_sent, Some(3));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum DomainError {
     WindowClosed,
     #[error("not found")]
     NotFound,
+    /// Taken from a queue it had already left (claimed, resolved or moved meanwhile).
+    #[error("the conversation is no longer waiting in its team's queue")]
+    NotWaiting,
     #[error("{0}")]
     Invalid(String),
 }

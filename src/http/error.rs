@@ -66,9 +66,9 @@ impl From<Error> for ApiError {
         match e {
             Error::Domain(d) => {
                 let status = match &d {
-                    DomainError::AlreadyAssigned { .. } | DomainError::CapacityReached => {
-                        StatusCode::CONFLICT
-                    }
+                    DomainError::AlreadyAssigned { .. }
+                    | DomainError::CapacityReached
+                    | DomainError::NotWaiting => StatusCode::CONFLICT,
                     DomainError::NotOwner => StatusCode::FORBIDDEN,
                     DomainError::WindowClosed => StatusCode::UNPROCESSABLE_ENTITY,
                     DomainError::NotFound => StatusCode::NOT_FOUND,

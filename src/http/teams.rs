@@ -46,16 +46,29 @@ async fn get_settings(
     Ok(Json(settings.clone()))
 }
 
+/// A `PUT …/settings` body: the settings, and any key they do not know, so a misspelt key is
+/// refused instead of replacing the setting it meant with its default.
+#[derive(Deserialize)]
+struct SettingsBody {
+    #[serde(flatten)]
+    settings: TeamSettings,
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
 async fn put_settings(
     State(s): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<TeamSettings>,
+    ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<TeamSettings>> {
     if caller.role != Role::Admin {
         return Err(ApiError::forbidden("admins only"));
     }
-    let p = crate::admin::replace_team(&s.ctx, &id, body).await?;
+    if let Some(key) = body.unknown.keys().next() {
+        return Err(ApiError::invalid(format!("unknown key {key:?}")));
+    }
+    let p = crate::admin::replace_team(&s.ctx, &id, body.settings).await?;
     let settings = p.settings.get(&id).cloned().unwrap_or_default();
     Ok(Json(settings))
 }
@@ -91,9 +104,11 @@ async fn next(
         };
         let claimed = s
             .ctx
-            .ask(&cid, None, |reply| crate::actors::ConversationMsg::Claim {
-                caller: caller.clone(),
-                reply,
+            .ask(&cid, None, |reply| {
+                crate::actors::ConversationMsg::ClaimQueued {
+                    caller: caller.clone(),
+                    reply,
+                }
             })
             .await;
         match claimed {
