@@ -76,6 +76,9 @@ pub async fn load(config: &Config, store: &Store) -> Result<Policies, Error> {
         },
         None => file_rules()?,
     };
+    for w in rules.warnings() {
+        tracing::warn!("{w}");
+    }
     policy::compile(rules, settings)
         .map_err(|(team, e)| DomainError::Invalid(format!("team {team:?}: {e}")).into())
 }
@@ -87,6 +90,9 @@ pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Pol
     let exists = |t: &str| current.teams.contains_key(t);
     let compiled = RuleSet::compile(rules.clone(), &exists)
         .map_err(|e| DomainError::Invalid(e.to_string()))?;
+    for w in compiled.warnings() {
+        tracing::warn!("{w}");
+    }
     let mut batch = Batch::new();
     batch.put_routing(&RoutingRecord::new(&rules).map_err(encode_error)?)?;
     ctx.store.commit(batch).await?;

@@ -38,8 +38,10 @@ use crate::whatsapp::graph::GraphClient;
 pub enum StartError {
     #[error("cannot open storage at {path}: {source}")]
     Storage { path: String, source: StoreError },
-    #[error("cannot listen on {addr}: {source}")]
+    /// `key` is the config key that named the address (`server.listen`, `server.api_listen`).
+    #[error("config error: {key}: cannot listen on {addr}: {source}")]
     Listen {
+        key: &'static str,
         addr: String,
         source: std::io::Error,
     },
@@ -47,6 +49,14 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot start {0}")]
     Spawn(String),
+}
+
+impl StartError {
+    /// Whether the failure is the config's: a value that parsed but cannot be used here (an
+    /// address that cannot be bound) or one that did not pass validation.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Listen { .. } | StartError::Config(_))
+    }
 }
 
 /// A running broker.
@@ -111,6 +121,35 @@ impl Broker {
         let listen = config.listen_addr()?;
         let api_listen = config.api_listen_addr()?;
         let config = Arc::new(config);
+
+        // Both addresses are bound before storage opens or any task starts: an address that
+        // cannot be bound is a config error (exit 2, one line) and nothing is left running.
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                key: "server.listen",
+                addr: listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            key: "server.listen",
+            addr: listen.to_string(),
+            source,
+        })?;
+        let api_listener = match api_listen {
+            Some(api) => Some((
+                api,
+                tokio::net::TcpListener::bind(api)
+                    .await
+                    .and_then(|l| l.into_std())
+                    .map_err(|source| StartError::Listen {
+                        key: "server.api_listen",
+                        addr: api.to_string(),
+                        source,
+                    })?,
+            )),
+            None => None,
+        };
 
         let path = config.storage.path.clone();
         let (sync, batch) = (config.storage.sync, config.storage.max_commit_batch);
@@ -190,30 +229,6 @@ impl Broker {
         tokio::spawn(init_gauges(store.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: listen.to_string(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: listen.to_string(),
-            source,
-        })?;
-        // Bound before anything serves, so a taken address fails start-up cleanly.
-        let api_listener = match api_listen {
-            Some(api) => Some((
-                api,
-                tokio::net::TcpListener::bind(api)
-                    .await
-                    .and_then(|l| l.into_std())
-                    .map_err(|source| StartError::Listen {
-                        addr: api.to_string(),
-                        source,
-                    })?,
-            )),
-            None => None,
-        };
         let state = AppState::new(ctx.clone(), metrics);
         let router = http::app(state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -230,6 +245,7 @@ impl Broker {
             Some((api, listener)) => {
                 let lane = http::lane::Lane::start(listener, http::app(state.clone())).map_err(
                     |source| StartError::Listen {
+                        key: "server.api_listen",
                         addr: api.to_string(),
                         source,
                     },

@@ -134,6 +134,11 @@ pub struct TeamConfig {
     pub name: String,
     #[serde(flatten)]
     pub settings: TeamSettings,
+    /// Keys neither of the above knows. serde cannot deny unknown keys through a flatten, so
+    /// they are collected here (after `settings` took its own) and rejected by validation: a
+    /// misspelt `asignment` must not quietly leave the team on the default.
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// What an admin may change about a team at run time (`PUT /api/v1/teams/{id}/settings`); the
@@ -454,6 +459,9 @@ impl Config {
         let mut teams = HashSet::new();
         for (i, t) in self.teams.iter().enumerate() {
             id_ok(&format!("teams[{i}].id"), &t.id)?;
+            if let Some(key) = t.unknown.keys().next() {
+                return Err(ConfigError::new(format!("teams[{i}].{key}"), "unknown key"));
+            }
             if !teams.insert(t.id.as_str()) {
                 return Err(ConfigError::new(
                     format!("teams[{i}].id"),

@@ -51,7 +51,9 @@ fn main() -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("{e}");
-                return ExitCode::from(1);
+                // What only a config change can fix is a config error (exit 2, as the contract
+                // asks); anything else (storage, threads) is a start-up failure.
+                return ExitCode::from(if e.is_config() { 2 } else { 1 });
             }
         };
         supervisor

@@ -141,6 +141,32 @@ fn bad_listen_address_exits_2_naming_listen() {
 }
 
 #[test]
+fn an_address_that_cannot_be_bound_exits_2_naming_its_key() {
+    // Taken by another process, and one this machine does not have (TEST-NET-1).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for (key, addr) in [
+        ("server.listen", taken.as_str()),
+        ("server.listen", "192.0.2.1:8080"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = valid(dir.path(), 1)
+            .replace("listen = \"127.0.0.1:1\"", &format!("listen = \"{addr}\""));
+        assert!(toml.contains(addr));
+        expect_config_error(&toml, &[key, addr]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml = toml.replacen(
+        "[server]\n",
+        &format!("[server]\napi_listen = \"{taken}\"\n"),
+        1,
+    );
+    assert!(toml.contains("api_listen"), "{toml}");
+    expect_config_error(&toml, &["server.api_listen", &taken]);
+}
+
+#[test]
 fn unreadable_config_file_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("does-not-exist.toml");
@@ -298,7 +324,16 @@ fn bad_business_hours_and_durations_exit_2_naming_the_key() {
     }
 }
 
-/// The contract's own example (multi-line inline tables are TOML 1.1) is accepted as written.
+#[test]
+fn a_misspelt_team_key_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[teams]]\nid = \"night\"\nname = \"Night\"\nasignment = \"least_loaded\"\n");
+    expect_config_error(&toml, &["teams[", "].asignment", "unknown key"]);
+}
+
+/// The contract's own example (multi-line inline tables are TOML 1.1) is accepted as written,
+/// its rule included (it cannot match: the broker logs a warning, see `RuleSet::warnings`).
 #[test]
 fn the_contracts_routing_and_team_example_is_valid() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,7 +362,7 @@ sla = { first_response = "5m", next_response = "15m", resolution = "24h", busine
 name = "german orders"
 when = { country = ["DE", "AT"], language = ["de"], keywords = ["bestellung"], regex = "(?i)order\\s*#?\\d+",
          intent = ["order_status"], number = ["206540352242933"], message_type = ["text"],
-         within_hours_of = "support", outside_hours_of = "sales" }
+         within_hours_of = "support", outside_hours_of = "support" }
 then = { team = "ops", priority = "high", labels = ["order"] }
 "#,
     );

@@ -12,7 +12,11 @@
 //!   to existed at compile time, every regex compiled within a size limit,
 //!   every country/language code is one the detectors can actually produce
 //!   (a rule that could never match is a config mistake, not a silent no-op),
-//!   and every rule changes something (non-empty `then`).
+//!   and every rule changes something (non-empty `then`). Two combinations
+//!   that cannot match are accepted and reported by [`RuleSet::warnings`]
+//!   instead, because the contract's own example uses them: `within_hours_of`
+//!   and `outside_hours_of` naming the same team, and `intent` (no intent is
+//!   detected until automation is built).
 //! - `when` is a conjunction of its present keys; each list is a disjunction
 //!   of its values. A `when` with no keys matches everything (a catch-all).
 //! - Conditions that need the message text (`keywords`, `regex`, `language`)
@@ -167,6 +171,31 @@ impl RuleSet {
     /// A rule set that never matches.
     pub fn empty() -> Self {
         Self::default()
+    }
+
+    /// Rules that are valid but cannot match, one line each (logged when the rules come into
+    /// force, so a mistake does not go unnoticed).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (config, when) in self.configs.iter().zip(&self.compiled) {
+            if let Some(team) = when
+                .within_hours_of
+                .as_ref()
+                .filter(|t| when.outside_hours_of.as_ref() == Some(*t))
+            {
+                out.push(format!(
+                    "routing rule {:?}: within_hours_of and outside_hours_of both name {team:?}; it never matches",
+                    config.name
+                ));
+            }
+            if when.intent.is_some() {
+                out.push(format!(
+                    "routing rule {:?}: when.intent never matches until automation detects intents",
+                    config.name
+                ));
+            }
+        }
+        out
     }
 
     /// Validates and compiles `rules`, reporting the first problem found.
@@ -506,15 +535,6 @@ fn compile_when(
         &when.outside_hours_of,
         team_exists,
     )?;
-    if let Some(team) = within_hours_of
-        .as_ref()
-        .filter(|_| within_hours_of == outside_hours_of)
-    {
-        return Err(ctx.err(
-            "when.outside_hours_of",
-            format!("contradicts within_hours_of {team:?}; the rule could never match"),
-        ));
-    }
     Ok(CompiledWhen {
         number: exact_values(ctx, "when.number", &when.number)?,
         message_type: exact_values(ctx, "when.message_type", &when.message_type)?,
@@ -1316,22 +1336,47 @@ mod tests {
     }
 
     #[test]
-    fn contradictory_hours() {
-        let err = compile_err(vec![rule(
-            "r",
-            WhenConfig {
-                within_hours_of: Some("support".to_owned()),
-                outside_hours_of: Some("support".to_owned()),
-                ..Default::default()
-            },
-        )]);
-        assert_err(&err, 0, "when.outside_hours_of", "never match");
-        // Different teams are a legitimate combination.
-        one(WhenConfig {
-            within_hours_of: Some("support".to_owned()),
-            outside_hours_of: Some("sales".to_owned()),
-            ..Default::default()
-        });
+    fn rules_that_cannot_match_are_accepted_with_a_warning() {
+        // The contract's example names the same team for both; it must load.
+        let rules = RuleSet::compile(
+            vec![
+                rule(
+                    "both",
+                    WhenConfig {
+                        within_hours_of: Some("support".to_owned()),
+                        outside_hours_of: Some("support".to_owned()),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    "intent",
+                    WhenConfig {
+                        intent: Some(vec!["order_status".to_owned()]),
+                        ..Default::default()
+                    },
+                ),
+                rule(
+                    "fine",
+                    WhenConfig {
+                        within_hours_of: Some("support".to_owned()),
+                        outside_hours_of: Some("sales".to_owned()),
+                        ..Default::default()
+                    },
+                ),
+            ],
+            &teams,
+        )
+        .expect("valid");
+        let w = rules.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("\"both\"") && w[0].contains("never matches"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("\"intent\"") && w[1].contains("intent"),
+            "{w:?}"
+        );
     }
 
     #[test]
