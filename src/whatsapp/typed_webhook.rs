@@ -10,13 +10,24 @@
 //! (up to `raw` being the original text rather than a re-serialization of the same JSON value),
 //! or `None`, and the lenient parser takes the body. It declines anything unusual: a field of an
 //! unexpected type, a change that carries neither messages nor statuses (template updates,
-//! account events — the lenient parser keeps them whole), duplicate keys.
+//! account events — the lenient parser keeps them whole), duplicate keys, a body that is not an
+//! object.
+//!
+//! It also declines every body with something the broker must keep verbatim rather than use
+//! (see [`super::webhook`]): a message without id, sender or business number, a status without
+//! id or with an unknown `status`, a value key outside [`VALUE_KEYS`] (`Value` denies unknown
+//! fields), a `messages` change that yields nothing. So this path never produces
+//! [`Notification::other`] or [`Notification::skipped`], the one place that decides what is
+//! kept is the lenient parser, and only bodies holding such items pay for the second parse;
+//! Meta's usual bodies cost exactly what they did.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+#[cfg(doc)]
+use super::webhook::VALUE_KEYS;
 use super::webhook::{customer_name, sender, InboundMessage, InboundStatus, Notification};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
@@ -42,8 +53,12 @@ struct Change<'a> {
     value: Option<Value<'a>>,
 }
 
+/// Exactly [`VALUE_KEYS`]: any other key declines the body (the lenient parser keeps it).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Value<'a> {
+    #[serde(rename = "messaging_product", default)]
+    _messaging_product: Option<serde::de::IgnoredAny>,
     #[serde(borrow, default)]
     metadata: Option<Metadata<'a>>,
     #[serde(borrow, default)]
@@ -170,6 +185,10 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str<'de>>, D
 
 /// The notification, or None when the lenient parser must decide.
 pub(super) fn parse(body: &[u8]) -> Option<Notification> {
+    // Serde would also take a struct from an array; the lenient parser keeps those bodies.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     let root: Root = serde_json::from_slice(body).ok()?;
     let mut out = Notification::default();
     for entry in root.entry.iter().flatten() {
@@ -185,6 +204,8 @@ pub(super) fn parse(body: &[u8]) -> Option<Notification> {
     Some(out)
 }
 
+/// The change's messages and statuses, or None (decline) when one of them cannot be used or
+/// there are none: the lenient parser keeps such a change.
 fn messages(value: &Value, out: &mut Notification) -> Option<()> {
     let number = value
         .metadata
@@ -200,13 +221,15 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
             (c.wa_id.as_deref(), c.user_id.as_deref(), name)
         })
         .collect();
+    let messages_len = value.messages.as_ref().map_or(0, Vec::len);
+    if messages_len + value.statuses.as_ref().map_or(0, Vec::len) == 0 {
+        return None;
+    }
     let now = chrono::Utc::now().timestamp_millis();
     for raw in value.messages.iter().flatten() {
         let m: Message = serde_json::from_str(raw.get()).ok()?;
         let from = m.from.as_deref().or(m.from_user_id.as_deref());
-        let Some((wamid, customer)) = sender(out, number, m.id.as_deref(), from) else {
-            continue;
-        };
+        let (wamid, customer) = sender(number, m.id.as_deref(), from)?;
         let customer_name = customer_name(&contacts, customer);
         let kind = m.kind.as_deref().unwrap_or("unknown");
         out.messages.push(InboundMessage {
@@ -223,8 +246,7 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
     for s in value.statuses.iter().flatten() {
         let status = s.status.as_deref().and_then(DeliveryStatus::parse);
         let (Some(wamid), Some(status)) = (s.id.as_deref(), status) else {
-            out.skipped += 1;
-            continue;
+            return None;
         };
         let error = s.errors.iter().flatten().next().map(|e| MessageError {
             code: e.code.unwrap_or(0),
@@ -318,8 +340,9 @@ mod tests {
             assert_eq!(strip(f), strip(s));
         }
         assert_eq!(fast.statuses, slow.statuses);
-        assert_eq!(fast.skipped, slow.skipped);
-        assert!(fast.other.is_empty() && slow.other.is_empty());
+        // The fast path takes only bodies with nothing to keep verbatim.
+        assert_eq!((fast.skipped, slow.skipped), (0, 0), "{body}");
+        assert!(fast.other.is_empty() && slow.other.is_empty(), "{body}");
         fast
     }
 
@@ -344,14 +367,12 @@ mod tests {
                   {"from":"44","id":"w3","timestamp":"\u0031\u0037","type":"location","location":{"latitude":1.5,"address":"Main St"}},
                   {"from":"44","id":"w4","type":"brand_new","brand_new":{"k":[1,2,{"z":null}]}},
                   {"from_user_id":"US.9","id":"w5","timestamp":null,"type":"reaction","reaction":{"message_id":"o","emoji":"\ud83d\udc4d"}},
-                  {"id":"w6","type":"text","text":{"body":"no sender"}},
                   {"from":"44","id":"w7","timestamp":"1.5","type":"button","button":{"payload":"p","text":"Yes"}}
                 ],
                 "statuses":[
                   {"id":"o1","status":"failed","timestamp":"1700000002","recipient_id":"44",
                    "errors":[{"code":131047,"title":null,"message":"ignored: a present title wins"}]},
-                  {"id":"o2","status":"read","timestamp":"1700000003","errors":[{"code":1,"message":"m"}]},
-                  {"id":"o3","status":"no_such_status"}
+                  {"id":"o2","status":"read","timestamp":"1700000003","errors":[{"code":1,"message":"m"}]}
                 ]}}]},
               {"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P2"},
                 "contacts":[{"profile":{"name":"Only"},"wa_id":"33"}],
@@ -359,7 +380,8 @@ mod tests {
             ]}"#,
         );
         assert_eq!(n.messages.len(), 7);
-        assert_eq!(n.skipped, 2);
+        assert_eq!(n.statuses.len(), 2);
+        assert_eq!(n.skipped, 0);
         assert_eq!(n.messages[0].text.as_deref(), Some("München \"quoted\""));
         assert_eq!(n.messages[0].customer_name.as_deref(), Some("Grüße 👋"));
         assert_eq!(n.messages[0].sent_at, 1_700_000_000_000);
@@ -388,6 +410,117 @@ mod tests {
             "{not json",
         ] {
             assert!(parse(body.as_bytes()).is_none(), "{body}");
+        }
+        for (body, _) in KEPT {
+            assert!(parse(body.as_bytes()).is_none(), "{body}");
+        }
+    }
+
+    /// Bodies holding something the broker cannot use, each with the messages and statuses it
+    /// still uses: (body, (messages, statuses, skipped)).
+    const KEPT: [(&str, (usize, usize, usize)); 14] = [
+        // A message without a business number.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{},
+              "messages":[{"from":"a","id":"w1","type":"text","text":{"body":"x"}}]}}]}]}"#,
+            (0, 0, 1),
+        ),
+        // A message without an id, next to a good one.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+              "messages":[{"from":"a","type":"text","text":{"body":"no id"}},
+                          {"from":"a","id":"w2","type":"text","text":{"body":"ok"}}]}}]}]}"#,
+            (1, 0, 1),
+        ),
+        // A message without a sender.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+              "messages":[{"id":"w3","type":"text","text":{"body":"no sender"}}]}}]}]}"#,
+            (0, 0, 1),
+        ),
+        // A status the broker does not know, next to a known one.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+              "statuses":[{"id":"o1","status":"deleted","timestamp":"1"},
+                          {"id":"o2","status":"read","timestamp":"2"}]}}]}]}"#,
+            (0, 1, 1),
+        ),
+        // A status without an id.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+              "statuses":[{"status":"sent","timestamp":"1"}]}}]}]}"#,
+            (0, 0, 1),
+        ),
+        // An unknown key at the value level, next to a good message.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"messaging_product":"whatsapp",
+              "metadata":{"phone_number_id":"1"},"brand_new_key":{"k":1},
+              "messages":[{"from":"a","id":"w4","type":"text","text":{"body":"ok"}}]}}]}]}"#,
+            (1, 0, 0),
+        ),
+        // A `messages` change with neither messages nor statuses.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"messaging_product":"whatsapp",
+              "metadata":{"phone_number_id":"1"},
+              "errors":[{"code":131000,"title":"Something went wrong"}]}}]}]}"#,
+            (0, 0, 0),
+        ),
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+              "messages":[]}}]}]}"#,
+            (0, 0, 0),
+        ),
+        (
+            r#"{"entry":[{"changes":[{"field":"messages"}]}]}"#,
+            (0, 0, 0),
+        ),
+        (
+            r#"{"entry":[{"changes":[{"field":"x","value":{"messages":null}}]}]}"#,
+            (0, 0, 0),
+        ),
+        // Items that are not objects, lists that are not lists.
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+              "messages":["text"]}}]}]}"#,
+            (0, 0, 1),
+        ),
+        (
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+              "messages":{"from":"a","id":"w5"}}}]}]}"#,
+            (0, 0, 0),
+        ),
+        (r#"{"entry":[{"changes":{"field":"messages"}}]}"#, (0, 0, 0)),
+        (r#"{"entry":{"not":"an array"}}"#, (0, 0, 0)),
+    ];
+
+    /// What the fast path declines, the lenient parser uses as far as it can and keeps whole:
+    /// nothing of an acknowledged body is dropped.
+    #[test]
+    fn the_lenient_parser_keeps_what_the_fast_path_declines() {
+        for (body, (messages, statuses, skipped)) in KEPT {
+            let n = crate::whatsapp::webhook::parse(body.as_bytes()).expect("parse");
+            assert_eq!(
+                (n.messages.len(), n.statuses.len(), n.skipped),
+                (messages, statuses, skipped),
+                "{body}"
+            );
+            assert_eq!(n.other.len(), 1, "{body}");
+            let kept: serde_json::Value = serde_json::from_str(&n.other[0].raw).expect("kept JSON");
+            let root: serde_json::Value = serde_json::from_str(body).expect("body JSON");
+            let changes = &root["entry"][0]["changes"];
+            let expected = if changes.is_array() {
+                &changes[0]
+            } else if root["entry"].is_array() {
+                &root["entry"][0]
+            } else {
+                &root
+            };
+            assert_eq!(&kept, expected, "kept verbatim: {body}");
+            let field = expected["field"].as_str().unwrap_or("");
+            assert_eq!(n.other[0].field, field, "{body}");
+            // The same body again keeps the same bytes (stored once under their digest).
+            let again = crate::whatsapp::webhook::parse(body.as_bytes()).expect("parse");
+            assert_eq!(again.other, n.other, "{body}");
         }
     }
 }

@@ -8,6 +8,26 @@
 //!
 //! Two paths, one result: Meta's usual shapes take the typed fast path
 //! ([`super::typed_webhook`]); whatever it declines is walked here as a JSON tree.
+//!
+//! Nothing in an acknowledged body is dropped. Whatever the broker cannot turn into a message or
+//! a status is kept verbatim as an [`OtherChange`] (stored like template updates: the JSON text
+//! under its digest, so a redelivery is stored once). The unit kept is the whole change
+//! (`{"field", "value"}`, as other changes already are), not the single item, so the item keeps
+//! its context (business number, contacts). A `messages` change (or any change whose value has
+//! `messages` or `statuses`) is kept whole when any of these holds:
+//! - one of its messages has no `id`, no sender (`from` or `from_user_id`) or its change names no
+//!   business number (`metadata.phone_number_id`), or is not an object;
+//! - one of its statuses has no `id` or a `status` the broker does not know (e.g. `deleted`);
+//! - its value has a key other than [`VALUE_KEYS`] (e.g. `errors`), is not an object, or
+//!   `messages`/`statuses` is not an array;
+//! - it yields neither a message nor a status (no value, empty lists, `value.errors` only).
+//!
+//! Usable messages and statuses of a kept change are still delivered as usual (exactly once by
+//! wamid); the kept copy is an archive, never a second message. An entry, or a body, whose
+//! changes cannot be walked at all (not an object, `entry`/`changes` not a list) is kept whole
+//! the same way, under field `""`. Envelope keys (`object`, an entry's `id` and `time`) are not
+//! content and are not kept. [`Notification::skipped`] still counts the unusable items (the
+//! transport logs it); they are now kept, not dropped.
 
 use serde_json::Value;
 
@@ -41,7 +61,9 @@ pub struct InboundStatus {
     pub at: Millis,
 }
 
-/// Any change that is not a message or status (template updates, account events, echoes, …).
+/// A change kept verbatim: one that is not about messages or statuses (template updates, account
+/// events, echoes, …), or one holding something the broker could not use (see the module docs).
+/// `raw` is the change's JSON (the entry's or body's, when those could not be walked).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtherChange {
     pub field: String,
@@ -52,10 +74,23 @@ pub struct OtherChange {
 pub struct Notification {
     pub messages: Vec<InboundMessage>,
     pub statuses: Vec<InboundStatus>,
+    /// Kept verbatim: changes the broker does not act on, and changes holding anything it could
+    /// not turn into a message or status (see the module docs).
     pub other: Vec<OtherChange>,
-    /// Items that could not be used (no id, no sender, unknown status) — counted and logged.
+    /// Messages and statuses that could not be used (no id, no sender, no business number,
+    /// unknown status) — counted and logged. Not dropped: their change is in `other`.
     pub skipped: usize,
 }
+
+/// The keys of a `messages` change's value the broker reads; any other key (e.g. `errors`)
+/// makes the whole change kept verbatim.
+pub const VALUE_KEYS: [&str; 5] = [
+    "messaging_product",
+    "metadata",
+    "contacts",
+    "messages",
+    "statuses",
+];
 
 /// Parses a notification: Meta's usual shapes on the typed fast path, anything else here.
 pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
@@ -65,26 +100,44 @@ pub fn parse(body: &[u8]) -> Result<Notification, ParseError> {
     }
 }
 
-/// Walks the body as a JSON tree, keeping whatever it can use.
+/// Walks the body as a JSON tree, turning what it can into messages and statuses and keeping
+/// everything else verbatim.
 pub(super) fn parse_lenient(body: &[u8]) -> Result<Notification, ParseError> {
     let root: Value = serde_json::from_slice(body).map_err(|e| ParseError(e.to_string()))?;
     let mut out = Notification::default();
+    if !(root.is_object() || root.is_null()) || !walkable(&root, "entry") {
+        keep(&mut out, "", &root);
+        return Ok(out);
+    }
     for entry in array(&root, "entry") {
+        if !(entry.is_object() || entry.is_null()) || !walkable(entry, "changes") {
+            keep(&mut out, "", entry);
+            continue;
+        }
         for change in array(entry, "changes") {
             let field = change.get("field").and_then(Value::as_str).unwrap_or("");
             let value = change.get("value").unwrap_or(&Value::Null);
             let has_messages = value.get("messages").is_some() || value.get("statuses").is_some();
-            if field == "messages" || has_messages {
-                parse_messages_value(value, &mut out);
-            } else {
-                out.other.push(OtherChange {
-                    field: field.to_string(),
-                    raw: change.to_string(),
-                });
+            if (field == "messages" || has_messages) && parse_messages_value(value, &mut out) {
+                continue;
             }
+            keep(&mut out, field, change);
         }
     }
     Ok(out)
+}
+
+/// Keeps a piece of the body verbatim.
+fn keep(out: &mut Notification, field: &str, raw: &Value) {
+    out.other.push(OtherChange {
+        field: field.to_string(),
+        raw: raw.to_string(),
+    });
+}
+
+/// Whether `v[key]` can be walked as a list: absent, null or an array.
+fn walkable(v: &Value, key: &str) -> bool {
+    matches!(v.get(key), None | Some(Value::Null | Value::Array(_)))
 }
 
 fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
@@ -113,20 +166,16 @@ fn timestamp_ms(v: Option<&Value>) -> Option<Millis> {
     secs.checked_mul(1000)
 }
 
-/// A message's id and sender, or None (counted as skipped) when it lacks either or its change
-/// names no business number.
+/// A message's id and sender, or None when it lacks either or its change names no business
+/// number (the caller counts it as skipped and keeps its change).
 pub(super) fn sender<'a>(
-    out: &mut Notification,
     number: &str,
     wamid: Option<&'a str>,
     from: Option<&'a str>,
 ) -> Option<(&'a str, &'a str)> {
     match (wamid, from) {
         (Some(w), Some(f)) if !number.is_empty() => Some((w, f)),
-        _ => {
-            out.skipped += 1;
-            None
-        }
+        _ => None,
     }
 }
 
@@ -147,7 +196,16 @@ pub(super) fn customer_name(contacts: &Contacts, customer: &str) -> Option<Strin
         .and_then(|(_, _, name)| name.map(str::to_string))
 }
 
-fn parse_messages_value(value: &Value, out: &mut Notification) {
+/// Turns a `messages` change's value into messages and statuses; false when the change must be
+/// kept verbatim (something in it was not used, or nothing was).
+fn parse_messages_value(value: &Value, out: &mut Notification) -> bool {
+    let Some(fields) = value.as_object() else {
+        return false;
+    };
+    let mut complete = fields.keys().all(|k| VALUE_KEYS.contains(&k.as_str()))
+        && walkable(value, "messages")
+        && walkable(value, "statuses");
+    let (messages, statuses) = (out.messages.len(), out.statuses.len());
     let number = str_at(value, &["metadata", "phone_number_id"])
         .unwrap_or("")
         .to_string();
@@ -167,7 +225,9 @@ fn parse_messages_value(value: &Value, out: &mut Notification) {
             .get("from")
             .and_then(Value::as_str)
             .or_else(|| m.get("from_user_id").and_then(Value::as_str));
-        let Some((wamid, customer)) = sender(out, &number, wamid, from) else {
+        let Some((wamid, customer)) = sender(&number, wamid, from) else {
+            out.skipped += 1;
+            complete = false;
             continue;
         };
         let customer_name = customer_name(&contacts, customer);
@@ -191,6 +251,7 @@ fn parse_messages_value(value: &Value, out: &mut Notification) {
             .and_then(DeliveryStatus::parse);
         let (Some(wamid), Some(status)) = (wamid, status) else {
             out.skipped += 1;
+            complete = false;
             continue;
         };
         let error = array(s, "errors").next().map(|e| MessageError {
@@ -210,6 +271,7 @@ fn parse_messages_value(value: &Value, out: &mut Notification) {
             at: timestamp_ms(s.get("timestamp")).unwrap_or(now),
         });
     }
+    complete && (out.messages.len() > messages || out.statuses.len() > statuses)
 }
 
 /// The human-readable text of a message, whatever its type.
@@ -264,6 +326,59 @@ mod tests {
         assert_eq!(n.messages[2].customer, "US.1");
         assert_eq!(n.statuses.len(), 1);
         assert_eq!(n.other.len(), 1);
+    }
+
+    #[test]
+    fn keeps_every_change_it_cannot_fully_use() {
+        let body = r#"{"entry":[
+          {"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+             "messages":[{"from":"a","id":"w1","type":"text","text":{"body":"x"}},
+                         {"from":"a","type":"text","text":{"body":"no id"}}]}},
+             {"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+             "statuses":[{"id":"o1","status":"deleted"}]}},
+             {"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+             "statuses":[{"id":"o2","status":"read"}]}}]},
+          {"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+             "errors":[{"code":131000}]}},
+             {"field":"message_template_status_update","value":{"event":"APPROVED"}}]}]}"#;
+        let n = parse(body.as_bytes()).expect("parse");
+        let wamids: Vec<_> = n.messages.iter().map(|m| m.wamid.as_str()).collect();
+        assert_eq!(wamids, ["w1"]);
+        let statuses: Vec<_> = n.statuses.iter().map(|s| s.wamid.as_str()).collect();
+        assert_eq!(statuses, ["o2"]);
+        assert_eq!(n.skipped, 2);
+        let fields: Vec<_> = n.other.iter().map(|o| o.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "messages",
+                "messages",
+                "messages",
+                "message_template_status_update"
+            ]
+        );
+        assert!(n.other[0].raw.contains("no id") && n.other[0].raw.contains("w1"));
+        assert!(n.other[1].raw.contains("deleted"));
+        assert!(n.other[2].raw.contains("131000"));
+    }
+
+    #[test]
+    fn keeps_a_body_it_cannot_walk() {
+        for body in [r#"[{"entry":[]}]"#, r#""text""#, r#"{"entry":"x"}"#] {
+            let n = parse(body.as_bytes()).expect("parse");
+            assert_eq!(n.other.len(), 1, "{body}");
+            assert_eq!(n.other[0].field, "");
+            let kept: Value = serde_json::from_str(&n.other[0].raw).expect("JSON");
+            assert_eq!(kept, serde_json::from_str::<Value>(body).expect("JSON"));
+        }
+        for body in [
+            "{}",
+            "null",
+            r#"{"object":"x","entry":[{"id":"1","time":2}]}"#,
+        ] {
+            let n = parse(body.as_bytes()).expect("parse");
+            assert!(n.other.is_empty() && n.messages.is_empty(), "{body}");
+        }
     }
 
     #[test]
