@@ -337,6 +337,31 @@ fn default_idle_timeout_ms() -> u64 {
     300_000
 }
 
+/// A `[[teams]]` entry's settings are flattened into it, and serde loses the path inside a
+/// flatten: an error in `assignment` is reported at `teams[2]`. When `key` is such a path, the
+/// entry's settings are deserialized again on their own to name the key (`teams[2].assignment`).
+fn team_setting_error(text: &str, key: &str) -> Option<ConfigError> {
+    let index: usize = key
+        .strip_prefix("teams[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    let root: toml::Table = toml::from_str(text).ok()?;
+    let mut team = root
+        .get("teams")?
+        .as_array()?
+        .get(index)?
+        .as_table()?
+        .clone();
+    team.remove("id");
+    team.remove("name");
+    let err =
+        serde_path_to_error::deserialize::<_, TeamSettings>(toml::Value::Table(team)).err()?;
+    let inner = err.path().to_string();
+    (!inner.is_empty() && inner != ".")
+        .then(|| ConfigError::new(format!("{key}.{inner}"), err.into_inner().to_string()))
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -367,7 +392,7 @@ impl Config {
             } else {
                 path
             };
-            ConfigError::new(key, inner.message())
+            team_setting_error(text, &key).unwrap_or_else(|| ConfigError::new(key, inner.message()))
         })?;
         config.validate()?;
         Ok(config)

@@ -330,6 +330,10 @@ fn a_misspelt_team_key_exits_2_naming_it() {
     let mut toml = valid(dir.path(), free_port());
     toml.push_str("\n[[teams]]\nid = \"night\"\nname = \"Night\"\nasignment = \"least_loaded\"\n");
     expect_config_error(&toml, &["teams[", "].asignment", "unknown key"]);
+    // A bad value inside the (flattened) settings names its key too, not just the team.
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[teams]]\nid = \"night\"\nassignment = \"leastloaded\"\n");
+    expect_config_error(&toml, &["teams[", "].assignment", "leastloaded"]);
 }
 
 /// The contract's own example (multi-line inline tables are TOML 1.1) is accepted as written,
