@@ -26,6 +26,10 @@ use crate::store::ListQuery;
 /// Most conversations one list answer holds; page on with `after`.
 pub const MAX_LIST: usize = 10_000;
 
+/// Most index entries or conversation records one list request reads (its work bound, whatever
+/// the filters): a request that reaches it answers with what matched so far and a `next_after`.
+pub const LIST_SCAN_BUDGET: usize = 10_000;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/conversations", get(list))
@@ -49,6 +53,16 @@ struct ListParams {
     after: Option<String>,
 }
 
+/// `GET /api/v1/conversations`: what the caller may see among the conversations matching the
+/// filters, in id order, at most `limit` ([`MAX_LIST`] by default and at most), after the id
+/// `after`.
+///
+/// Each request reads at most [`LIST_SCAN_BUDGET`] index entries or records (merged from the
+/// index ranges the filters and the caller's visibility need, see [`plan`]). Whenever it stops
+/// before the end, on a full page or on that budget, `next_after` names where the next request
+/// continues (pass it as `after`); it is `null` only when nothing is left. A page may therefore
+/// hold fewer than `limit` conversations, even none, with a non-null `next_after`: follow it
+/// until `null` to see everything, each conversation once.
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -61,12 +75,13 @@ async fn list(
         ),
         None => None,
     };
-    let nonempty = |o: &Option<String>| o.clone().filter(|v| !v.is_empty());
-    let (team, assignee, customer, number) = (
-        nonempty(&p.team),
-        nonempty(&p.assignee),
-        nonempty(&p.customer),
-        nonempty(&p.number),
+    let nonempty = |o: Option<String>| o.filter(|v| !v.is_empty());
+    let (team, assignee, customer, number, after) = (
+        nonempty(p.team),
+        nonempty(p.assignee),
+        nonempty(p.customer),
+        nonempty(p.number),
+        nonempty(p.after),
     );
     let limit = p.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
     let queries = plan(
@@ -76,19 +91,9 @@ async fn list(
         assignee.as_deref(),
         customer.as_deref(),
         number.as_deref(),
-        p.after.as_deref(),
     );
-    let mut found: Vec<Conversation> = Vec::new();
-    for q in queries {
-        found.extend(s.ctx.store.list(q, MAX_LIST * 4).await?);
-    }
-    found.sort_by(|a, b| a.id.cmp(&b.id));
-    found.dedup_by(|a, b| a.id == b.id);
-    let mut page: Vec<ConversationView> = Vec::new();
-    let mut next_after = None;
-    for c in found.iter().filter(|c| {
+    let keep = move |c: &Conversation| {
         c.visible_to(&caller)
-            && p.after.as_deref().is_none_or(|a| c.id.as_str() > a)
             && status.is_none_or(|st| c.status == st)
             && team.as_deref().is_none_or(|t| c.team == t)
             && assignee
@@ -96,19 +101,24 @@ async fn list(
                 .is_none_or(|a| c.assignee.as_deref() == Some(a))
             && customer.as_deref().is_none_or(|x| c.customer == x)
             && number.as_deref().is_none_or(|x| c.number == x)
-    }) {
-        if page.len() == limit {
-            next_after = page.last().map(|v| v.id.clone());
-            break;
-        }
-        page.push(ConversationView::new(c, None));
-    }
+    };
+    let page = s
+        .ctx
+        .store
+        .list_page(queries, after, limit, LIST_SCAN_BUDGET, keep)
+        .await?;
+    let views: Vec<ConversationView> = page
+        .conversations
+        .iter()
+        .map(|c| ConversationView::new(c, None))
+        .collect();
     Ok(Json(
-        json!({ "conversations": page, "next_after": next_after }),
+        json!({ "conversations": views, "next_after": page.next_after }),
     ))
 }
 
-/// Chooses index scans that cover everything the filters and the caller's visibility allow.
+/// Chooses the index ranges that cover everything the filters and the caller's visibility allow
+/// (the store merges them in id order).
 fn plan(
     caller: &Caller,
     status: Option<ConversationStatus>,
@@ -116,7 +126,6 @@ fn plan(
     assignee: Option<&str>,
     customer: Option<&str>,
     number: Option<&str>,
-    after: Option<&str>,
 ) -> Vec<ListQuery> {
     if let (Some(c), Some(n)) = (customer, number) {
         // Exactly one conversation can match: read it through its derived id.
@@ -124,12 +133,6 @@ fn plan(
     }
     if let Some(a) = assignee {
         return vec![ListQuery::Assignee(a.to_string())];
-    }
-    if let Some(st) = status {
-        return vec![ListQuery::Status {
-            status: st,
-            team: team.map(str::to_string),
-        }];
     }
     if caller.role == Role::Agent {
         // An agent sees queued and bot conversations of its teams plus its own.
@@ -140,13 +143,21 @@ fn plan(
             .filter(|t| team.is_none_or(|x| x == t.as_str()))
         {
             for st in [ConversationStatus::Queued, ConversationStatus::Bot] {
-                qs.push(ListQuery::Status {
-                    status: st,
-                    team: Some(t.clone()),
-                });
+                if status.is_none_or(|s| s == st) {
+                    qs.push(ListQuery::Status {
+                        status: st,
+                        team: Some(t.clone()),
+                    });
+                }
             }
         }
         return qs;
+    }
+    if let Some(st) = status {
+        return vec![ListQuery::Status {
+            status: st,
+            team: team.map(str::to_string),
+        }];
     }
     if let Some(t) = team {
         return ConversationStatus::ALL
@@ -157,9 +168,7 @@ fn plan(
             })
             .collect();
     }
-    vec![ListQuery::All {
-        after: after.map(str::to_string),
-    }]
+    vec![ListQuery::All]
 }
 
 async fn show(

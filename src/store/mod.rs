@@ -86,20 +86,33 @@ pub struct MemoryUsage {
     pub table_readers: u64,
 }
 
-/// Which conversations to list.
+/// One key range a listing reads ([`Store::list_page`]); every range is in conversation-id
+/// order, so several merge into one id-ordered answer.
 #[derive(Debug, Clone)]
 pub enum ListQuery {
-    /// Index scan by status, optionally narrowed to one team.
+    /// Index scan by status, optionally narrowed to one team (without one: one range per team
+    /// that has conversations in that status, found by one seek per team).
     Status {
         status: ConversationStatus,
         team: Option<String>,
     },
     /// Index scan by assignee.
     Assignee(String),
-    /// Every conversation, in id order, starting after `after`.
-    All { after: Option<String> },
+    /// Every conversation record.
+    All,
     /// One conversation by id.
     Id(String),
+}
+
+/// One page of a listing: what matched among the entries read, and where to continue.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListPage {
+    /// Matching conversations in id order, at most the page's limit (possibly none).
+    pub conversations: Vec<Conversation>,
+    /// Set when the read stopped (scan budget or full page) before the end of its ranges: every
+    /// entry with an id up to and including this one was read; the next page starts after it.
+    /// `None`: nothing is left.
+    pub next_after: Option<String>,
 }
 
 /// Conversations per page when start-up work walks a status index ([`Store::scan_status`]).
@@ -432,41 +445,28 @@ impl Store {
         .await
     }
 
-    /// Lists conversations through the index (or all, in id order), at most `limit`.
-    pub async fn list(
+    /// One page of a listing: the union of `queries`' ranges merged in conversation-id order,
+    /// starting after the id `after`, keeping the conversations `keep` accepts.
+    ///
+    /// Bounded work: it reads at most `budget` entries (index entries or records; at least one)
+    /// from one consistent snapshot, plus one seek per team for a [`ListQuery::Status`] without
+    /// team, and stops early once `limit` conversations matched. Whenever it stops before the
+    /// end of every range, [`ListPage::next_after`] is the last id it read, so a caller following
+    /// it until `None` sees every matching conversation exactly once, even through pages that
+    /// matched nothing.
+    pub async fn list_page<F>(
         &self,
-        query: ListQuery,
+        queries: Vec<ListQuery>,
+        after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<Conversation>, StoreError> {
-        self.read(move |db| {
-            let mut out = Vec::new();
-            match query {
-                ListQuery::All { after } => {
-                    let start = after.map(|a| key_after(a.into_bytes()));
-                    let mode = match &start {
-                        Some(s) => IteratorMode::From(s, IterDirection::Forward),
-                        None => IteratorMode::Start,
-                    };
-                    for item in db.iterator_cf(cf(db, CF_CONVERSATIONS)?, mode) {
-                        if out.len() >= limit {
-                            break;
-                        }
-                        out.push(decode(&item.map_err(rocks)?.1)?);
-                    }
-                }
-                ListQuery::Status { status, team } => {
-                    let prefix = status_prefix(status, team.as_deref());
-                    for_index(db, &prefix, &prefix, limit, &mut out)?;
-                }
-                ListQuery::Assignee(agent) => {
-                    let prefix = assignee_prefix(&agent);
-                    for_index(db, &prefix, &prefix, limit, &mut out)?;
-                }
-                ListQuery::Id(id) => out.extend(get_conversation(db, &id)?),
-            }
-            Ok(out)
-        })
-        .await
+        budget: usize,
+        keep: F,
+    ) -> Result<ListPage, StoreError>
+    where
+        F: Fn(&Conversation) -> bool + Send + 'static,
+    {
+        self.read(move |db| list_page(db, queries, after, limit, budget, keep))
+            .await
     }
 
     /// Every conversation of `team` with `status`, handed to `visit` a page ([`SCAN_PAGE`]) at a
@@ -629,6 +629,180 @@ fn key_after(mut key: Vec<u8>) -> Vec<u8> {
     key
 }
 
+/// One id-ordered range merged by [`list_page`].
+enum Source<'a> {
+    /// Keys `prefix ++ id` of a column family; `records`: the values are the conversations
+    /// (otherwise they are index entries and the conversation is read by id).
+    Range {
+        it: rocksdb::DBRawIterator<'a>,
+        prefix: Vec<u8>,
+        records: bool,
+    },
+    /// A single id, read by key; `None` once consumed.
+    One(Option<String>),
+}
+
+impl<'a> Source<'a> {
+    /// A range starting at the first key after `prefix ++ after` (or at `prefix`).
+    fn range(
+        snap: &'a rocksdb::Snapshot<'_>,
+        h: &ColumnFamily,
+        prefix: Vec<u8>,
+        records: bool,
+        after: Option<&str>,
+    ) -> Self {
+        let mut it = snap.raw_iterator_cf(h);
+        match after {
+            Some(a) => it.seek(key_after([prefix.as_slice(), a.as_bytes()].concat())),
+            None => it.seek(&prefix),
+        }
+        Source::Range {
+            it,
+            prefix,
+            records,
+        }
+    }
+
+    /// The id of the next entry, `None` once the range is exhausted.
+    fn head(&self) -> Result<Option<&[u8]>, StoreError> {
+        match self {
+            Source::Range { it, prefix, .. } => match it.key() {
+                Some(k) => Ok(k.strip_prefix(prefix.as_slice())),
+                None => it.status().map(|()| None).map_err(rocks),
+            },
+            Source::One(id) => Ok(id.as_deref().map(str::as_bytes)),
+        }
+    }
+
+    fn advance(&mut self) {
+        match self {
+            Source::Range { it, .. } => it.next(),
+            Source::One(id) => *id = None,
+        }
+    }
+}
+
+/// The blocking body of [`Store::list_page`]: a k-way merge of the queries' ranges by id.
+fn list_page(
+    db: &DB,
+    queries: Vec<ListQuery>,
+    after: Option<String>,
+    limit: usize,
+    budget: usize,
+    keep: impl Fn(&Conversation) -> bool,
+) -> Result<ListPage, StoreError> {
+    let (limit, budget) = (limit.max(1), budget.max(1));
+    // Declared before the sources: their iterators read through it and are dropped first.
+    let snap = db.snapshot();
+    let (convs, index) = (cf(db, CF_CONVERSATIONS)?, cf(db, CF_INDEX)?);
+    let after = after.as_deref();
+    let mut sources = Vec::new();
+    for q in queries {
+        match q {
+            ListQuery::All => sources.push(Source::range(&snap, convs, Vec::new(), true, after)),
+            ListQuery::Assignee(agent) => {
+                sources.push(Source::range(
+                    &snap,
+                    index,
+                    assignee_prefix(&agent),
+                    false,
+                    after,
+                ));
+            }
+            ListQuery::Status {
+                status,
+                team: Some(team),
+            } => sources.push(Source::range(
+                &snap,
+                index,
+                status_prefix(status, Some(&team)),
+                false,
+                after,
+            )),
+            ListQuery::Status { status, team: None } => {
+                for prefix in team_prefixes(&snap, index, status)? {
+                    sources.push(Source::range(&snap, index, prefix, false, after));
+                }
+            }
+            ListQuery::Id(id) => {
+                let later = after.is_none_or(|a| id.as_str() > a);
+                sources.push(Source::One(later.then_some(id)));
+            }
+        }
+    }
+
+    let mut page = ListPage::default();
+    let (mut read, mut last) = (0, None);
+    loop {
+        // The source whose next id is smallest (the first of equals).
+        let mut next: Option<(usize, &[u8])> = None;
+        for (i, s) in sources.iter().enumerate() {
+            if let Some(id) = s.head()? {
+                if next.is_none_or(|(_, min)| id < min) {
+                    next = Some((i, id));
+                }
+            }
+        }
+        let Some((i, id)) = next else {
+            return Ok(page); // every range exhausted: nothing is left
+        };
+        if read >= budget || page.conversations.len() >= limit {
+            // Stopped before the end: the next page starts after the last id read.
+            page.next_after = last;
+            return Ok(page);
+        }
+        let id = std::str::from_utf8(id)
+            .map_err(|_| StoreError::Codec("conversation id is not UTF-8".into()))?
+            .to_owned();
+        let conv: Option<Conversation> = match &sources[i] {
+            Source::Range {
+                it, records: true, ..
+            } => it.value().map(decode).transpose()?,
+            _ => snap
+                .get_pinned_cf(convs, id.as_bytes())
+                .map_err(rocks)?
+                .map(|v| decode(&v))
+                .transpose()?,
+        };
+        // Every range holding this id moves past it (a conversation is listed once).
+        for s in sources.iter_mut() {
+            if s.head()? == Some(id.as_bytes()) {
+                s.advance();
+                read += 1;
+            }
+        }
+        if let Some(c) = conv.filter(|c| keep(c)) {
+            page.conversations.push(c);
+        }
+        last = Some(id);
+    }
+}
+
+/// The index prefix (`s` status team) of every team that has conversations in `status`: one
+/// seek per team, skipping its entries.
+fn team_prefixes(
+    snap: &rocksdb::Snapshot<'_>,
+    index: &ColumnFamily,
+    status: ConversationStatus,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let prefix = status_prefix(status, None);
+    let mut it = snap.raw_iterator_cf(index);
+    it.seek(&prefix);
+    let mut out = Vec::new();
+    while let Some(rest) = it.key().and_then(|k| k.strip_prefix(prefix.as_slice())) {
+        let team = rest.split(|b| *b == 0).next().unwrap_or_default();
+        let mut team_prefix = [prefix.as_slice(), team, &[0]].concat();
+        out.push(team_prefix.clone());
+        // The first key after every `prefix team 0 …` key (ids never contain NUL).
+        if let Some(last) = team_prefix.last_mut() {
+            *last = 1;
+        }
+        it.seek(&team_prefix);
+    }
+    it.status().map_err(rocks)?;
+    Ok(out)
+}
+
 /// Up to `limit` conversations named by the index entries under `prefix`, from `start` on.
 fn for_index(
     db: &DB,
@@ -705,16 +879,19 @@ mod tests {
             Some(c.clone())
         );
         let queued = store
-            .list(
-                ListQuery::Status {
+            .list_page(
+                vec![ListQuery::Status {
                     status: ConversationStatus::Queued,
                     team: None,
-                },
+                }],
+                None,
                 10,
+                10,
+                |_| true,
             )
             .await
             .expect("list");
-        assert!(queued.is_empty(), "old index entry must be gone");
+        assert_eq!(queued, ListPage::default(), "old index entry must be gone");
         assert_eq!(
             store.owned_by("alice").await.expect("owned"),
             vec![c.id.clone()]
@@ -765,6 +942,128 @@ mod tests {
             .await
             .expect("page");
         assert!(assigned.is_empty());
+        store.close().await;
+    }
+
+    /// Follows `next_after` from the start until `None`, each page reading at most `budget`
+    /// entries; returns the ids listed and the number of pages.
+    async fn follow(
+        store: &Store,
+        queries: &[ListQuery],
+        limit: usize,
+        budget: usize,
+        keep: fn(&Conversation) -> bool,
+    ) -> (Vec<String>, usize) {
+        let (mut seen, mut pages, mut after) = (Vec::new(), 0, None);
+        loop {
+            let page = store
+                .list_page(queries.to_vec(), after, limit, budget, keep)
+                .await
+                .expect("page");
+            pages += 1;
+            assert!(page.conversations.len() <= limit.min(budget));
+            seen.extend(page.conversations.into_iter().map(|c| c.id));
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return (seen, pages),
+            }
+            assert!(pages < 1_000, "paging does not end");
+        }
+    }
+
+    #[tokio::test]
+    async fn list_pages_resume_where_the_budget_stopped_in_every_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 64).expect("open");
+        let mut b = Batch::new();
+        let (mut support, mut sales_assigned) = (Vec::new(), Vec::new());
+        for i in 0..40 {
+            let c = Conversation::new("n", &format!("s{i}"), "support", 1);
+            support.push(c.id.clone());
+            b.put_conversation(None, &c).expect("put");
+        }
+        for i in 0..7 {
+            let mut c = Conversation::new("n", &format!("a{i}"), "sales", 1);
+            c.assign("dave", 1);
+            sales_assigned.push(c.id.clone());
+            b.put_conversation(None, &c).expect("put");
+        }
+        for i in 0..5 {
+            let c = Conversation::new("n", &format!("q{i}"), "sales", 1);
+            b.put_conversation(None, &c).expect("put");
+        }
+        store.commit(b).await.expect("commit");
+        support.sort();
+        sales_assigned.sort();
+        let queued = |team: Option<&str>| ListQuery::Status {
+            status: ConversationStatus::Queued,
+            team: team.map(str::to_string),
+        };
+
+        // Unfiltered, only the 7 assigned sales conversations kept: 52 records, budget 4.
+        fn assigned(c: &Conversation) -> bool {
+            c.status == ConversationStatus::Assigned
+        }
+        let (seen, pages) = follow(&store, &[ListQuery::All], 100, 4, assigned).await;
+        assert_eq!(seen, sales_assigned);
+        assert_eq!(
+            pages, 13,
+            "52 records, 4 a page, the last page ends the range"
+        );
+        // Index scans: one team, every team (a range per team), an assignee, and a union.
+        let (seen, _) = follow(&store, &[queued(Some("support"))], 100, 3, |_| true).await;
+        assert_eq!(seen, support);
+        let (seen, _) = follow(&store, &[queued(None)], 100, 3, |_| true).await;
+        assert_eq!(seen.len(), 45);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "id order, no repeats");
+        let (seen, _) = follow(&store, &[ListQuery::Assignee("dave".into())], 2, 5, |_| {
+            true
+        })
+        .await;
+        assert_eq!(seen, sales_assigned);
+        let union = [
+            ListQuery::Assignee("dave".into()),
+            queued(Some("support")),
+            ListQuery::Id(support[3].clone()),
+        ];
+        let (seen, _) = follow(&store, &union, 5, 6, |_| true).await;
+        let mut want = [support.clone(), sales_assigned.clone()].concat();
+        want.sort();
+        assert_eq!(seen, want, "a union is merged by id, each once");
+
+        // A page that matched nothing still carries the cursor; `after` is honoured.
+        let page = store
+            .list_page(vec![ListQuery::All], None, 10, 2, |_| false)
+            .await
+            .expect("page");
+        assert!(page.conversations.is_empty());
+        assert!(page.next_after.is_some());
+        let page = store
+            .list_page(
+                vec![queued(Some("support"))],
+                Some(support[37].clone()),
+                10,
+                10,
+                |_| true,
+            )
+            .await
+            .expect("page");
+        let ids: Vec<_> = page.conversations.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids, support[38..].to_vec());
+        assert_eq!(page.next_after, None, "the range ended within the budget");
+        // A full page ending exactly at the end of the range needs no cursor either.
+        let page = store
+            .list_page(
+                vec![queued(Some("support"))],
+                Some(support[37].clone()),
+                2,
+                10,
+                |_| true,
+            )
+            .await
+            .expect("page");
+        assert_eq!(page.conversations.len(), 2);
+        assert_eq!(page.next_after, None);
         store.close().await;
     }
 }
