@@ -665,22 +665,6 @@ async fn status_for_unknown_wamid_is_acknowledged() {
 // Outbound status updates
 // ---------------------------------------------------------------------------------------------
 
-/// Opens a conversation, claims it as bob and sends one reply; returns (conv, customer,
-/// message id, outbound wamid) once it is accepted.
-async fn accepted_reply(tb: &TB) -> (String, String, String, String) {
-    let cust = customer();
-    let conv = tb.open_conv(N1, &cust, "need help").await;
-    tb.must_claim(BOB, &conv).await;
-    let m = tb.must_reply(BOB, &conv, "how can I help?").await;
-    let id = m["id"].as_str().unwrap().to_owned();
-    let m = tb.wait_status(&conv, &id, "accepted").await;
-    let w = m["wamid"]
-        .as_str()
-        .expect("accepted message has a wamid")
-        .to_owned();
-    (conv, cust, id, w)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_updates_only_move_forward() {
     let tb = TB::start().await;

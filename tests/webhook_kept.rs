@@ -101,13 +101,7 @@ async fn messages_without_id_or_sender_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_status_and_status_without_id_are_kept_known_status_still_applies() {
     let mut tb = TB::start().await;
-    let cust = customer();
-    let conv = tb.open_conv(N1, &cust, "need help").await;
-    tb.must_claim(BOB, &conv).await;
-    let m = tb.must_reply(BOB, &conv, "how can I help?").await;
-    let id = m["id"].as_str().unwrap().to_owned();
-    let m = tb.wait_status(&conv, &id, "accepted").await;
-    let w = m["wamid"].as_str().expect("wamid").to_owned();
+    let (conv, cust, id, w) = accepted_reply(&tb).await;
     let t = now();
     let mut no_id = status_obj("", "read", t, &cust);
     no_id.as_object_mut().unwrap().remove("id");

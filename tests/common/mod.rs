@@ -87,6 +87,22 @@ pub fn uniq(prefix: &str) -> String {
     format!("{prefix}{}{:04}", std::process::id() % 1000, n)
 }
 
+/// Opens a conversation, claims it as bob and sends one reply; returns (conv, customer,
+/// message id, outbound wamid) once it is accepted.
+pub async fn accepted_reply(tb: &TB) -> (String, String, String, String) {
+    let cust = customer();
+    let conv = tb.open_conv(N1, &cust, "need help").await;
+    tb.must_claim(BOB, &conv).await;
+    let m = tb.must_reply(BOB, &conv, "how can I help?").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    let m = tb.wait_status(&conv, &id, "accepted").await;
+    let w = m["wamid"]
+        .as_str()
+        .expect("accepted message has a wamid")
+        .to_owned();
+    (conv, cust, id, w)
+}
+
 /// A new customer's conversation on `number`, claimed by `token`'s agent: (id, customer).
 pub async fn claimed(tb: &TB, number: &str, token: &str) -> (String, String) {
     let cust = customer();
