@@ -622,16 +622,8 @@ impl ConversationActor {
         caller: &Caller,
         kind: ClaimKind,
     ) -> Result<Conversation, Error> {
-        if kind != ClaimKind::Direct && state.conv.status != ConversationStatus::Queued {
-            return Err(match &state.conv.assignee {
-                Some(a) if state.conv.status == ConversationStatus::Assigned => {
-                    DomainError::AlreadyAssigned {
-                        assignee: a.clone(),
-                    }
-                }
-                _ => DomainError::NotWaiting,
-            }
-            .into());
+        if kind != ClaimKind::Direct {
+            state.conv.check_waiting()?;
         }
         if !state.conv.check_claim(caller)? {
             return Ok(state.conv.clone());

@@ -254,6 +254,19 @@ impl Conversation {
         }
     }
 
+    /// Checks that a conversation handed out by its team's queue (`next`, automatic assignment)
+    /// still waits there: the queue learns of a claim, resolve or transfer only once it is
+    /// durable, so it may hand out one that stopped waiting just before.
+    pub fn check_waiting(&self) -> Result<(), DomainError> {
+        match (self.status, &self.assignee) {
+            (ConversationStatus::Queued, _) => Ok(()),
+            (ConversationStatus::Assigned, Some(a)) => Err(DomainError::AlreadyAssigned {
+                assignee: a.clone(),
+            }),
+            _ => Err(DomainError::NotWaiting),
+        }
+    }
+
     pub fn assign(&mut self, agent: &str, now: Millis) {
         if self.assignee.as_deref() != Some(agent) {
             self.assigned_at = Some(now);
