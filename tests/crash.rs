@@ -170,6 +170,63 @@ async fn everything_acknowledged_survives_sigkill() {
     assert_eq!(api.claim(ALICE, &y).await.0, 409);
 }
 
+/// Plain inbound messages are committed without rewriting their conversation's record; after a
+/// SIGKILL every view of the conversation still counts them, and the next message follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_committed_without_their_record_survive_sigkill() {
+    let (dir, storage, cfg_path, graph, mut p) = start_with_graph_down().await;
+    let api = p.api.clone();
+    let cust = customer();
+    // Meta's times a little ahead of the broker's clock, so the conversation's last message time
+    // is the last message's, not the moment it was created.
+    let t = now() + 60;
+    api.send_text_at(N1, &cust, t, "first").await;
+    let id = api.conv_id(N1, &cust).await;
+    for i in 1..=3 {
+        let text = format!("plain {i}");
+        let w = text_webhook(N1, &cust, &wamid(), t + 100 * i, &text);
+        assert_eq!(api.webhook(&w).await, 200);
+    }
+    let before = api.conversation(&id).await;
+    p.kill9();
+    drop(graph);
+
+    let graph = FakeGraph::start().await;
+    let port = free_port();
+    write_config(&cfg_path, &storage, port, &graph.base, 5);
+    let p2 = BinProc::spawn(&cfg_path, port, &dir.path().join("log2.txt")).await;
+    let api = p2.api.clone();
+    let after = api.conversation(&id).await;
+    assert_eq!(after, before, "the same conversation, messages and all");
+    let last = parse_time(&after["last_message_at"]).timestamp();
+    assert_eq!(last, t + 300, "the last message's time");
+    assert_eq!(
+        parse_time(&after["window_expires_at"]).timestamp(),
+        t + 300 + 24 * 3600
+    );
+    let listed = api.list(ROOT, &format!("customer={cust}")).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["last_message_at"], after["last_message_at"]);
+
+    // The next message takes the next position: nothing stored before is overwritten.
+    let w = text_webhook(N1, &cust, &wamid(), t + 400, "after the crash");
+    assert_eq!(api.webhook(&w).await, 200);
+    let msgs = api.messages(&id).await;
+    let texts: Vec<&str> = msgs
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["first", "plain 1", "plain 2", "plain 3", "after the crash"]
+    );
+    let ids: std::collections::HashSet<&str> = msgs
+        .iter()
+        .map(|m| m["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids.len(), 5, "distinct message ids");
+}
+
 /// Many concurrent webhooks; SIGKILL in the middle; every acknowledged one must be there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_webhooks_survive_sigkill_under_load() {

@@ -34,7 +34,7 @@ use crate::domain::{
 use crate::error::Error;
 use crate::events::{Event, EventKind};
 use crate::metrics as m;
-use crate::store::{Batch, OutboxJob};
+use crate::store::{Batch, OutboxJob, MAX_UNRECORDED};
 use crate::whatsapp::webhook::{InboundMessage, InboundStatus};
 
 pub struct ConversationActor {
@@ -45,6 +45,9 @@ pub struct State {
     conv: Conversation,
     /// Whether `conv` is already on disk (false for a brand-new conversation).
     persisted: bool,
+    /// Messages committed since the record was last written
+    /// (see [`ConversationActor::commit_inbound`]).
+    unrecorded: u64,
     /// The wake-up time last given to the timer service.
     scheduled: Option<Millis>,
     /// Complete set of stored wamids, or None: check storage for every inbound message.
@@ -54,10 +57,24 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(conv: Conversation, persisted: bool, seen: Option<SeenWamids>) -> Self {
+    /// A conversation nothing is stored of yet (its wamid set is complete: empty).
+    pub fn new(conv: Conversation) -> Self {
         Self {
             conv,
-            persisted,
+            persisted: false,
+            unrecorded: 0,
+            scheduled: None,
+            seen: Some(SeenWamids::default()),
+            recent: RecentOutbound::default(),
+        }
+    }
+
+    /// A conversation read from storage, `unrecorded` of its messages committed after its record.
+    pub fn stored(conv: Conversation, unrecorded: u64, seen: Option<SeenWamids>) -> Self {
+        Self {
+            conv,
+            persisted: true,
+            unrecorded,
             scheduled: None,
             seen,
             recent: RecentOutbound::default(),
@@ -274,6 +291,32 @@ impl ConversationActor {
         count_change(before, &next);
         state.conv = next;
         state.persisted = true;
+        state.unrecorded = 0;
+        self.reschedule(state, false);
+        Ok(())
+    }
+
+    /// [`Self::persist`] for inbound messages, without rewriting the record when nothing but
+    /// what follows from the new messages changed (their sequence numbers and times): one of the
+    /// three memtable inserts each message costs the group-commit writer. Storage folds such
+    /// messages back into the record whenever it reads it, and the record is written at least
+    /// every [`MAX_UNRECORDED`] messages so that fold stays short.
+    async fn commit_inbound(
+        &self,
+        state: &mut State,
+        before: &Conversation,
+        next: Conversation,
+        created: &[Message],
+        batch: Batch,
+    ) -> Result<(), Error> {
+        let unrecorded = state.unrecorded + created.len() as u64;
+        if !state.persisted || unrecorded > MAX_UNRECORDED || !before.only_absorbed(&next, created)
+        {
+            return self.persist(state, next, batch).await;
+        }
+        self.ctx.store.commit(batch).await?;
+        state.conv = next;
+        state.unrecorded = unrecorded;
         self.reschedule(state, false);
         Ok(())
     }
@@ -519,7 +562,12 @@ impl ConversationActor {
             batch.put_outbox(&job)?;
             auto_reply = Some((msg, job));
         }
-        if let Err(e) = self.persist(state, next, batch).await {
+        // An after-hours reply changes the record (and takes a sequence number `created` does
+        // not show), so it is always written with one.
+        let committed = self
+            .commit_inbound(state, &before, next, &created, batch)
+            .await;
+        if let Err(e) = committed {
             // A failed commit may still have reached the disk; only storage knows now.
             state.seen = None;
             return Err(e);

@@ -177,21 +177,20 @@ impl Ctx {
         if self.is_closing() {
             return Err(Error::Unavailable);
         }
-        let (conv, persisted, seen) =
-            match self.store.load_conversation(id, seen::MAX_SCANNED).await? {
-                Some((c, wamids)) => {
-                    let seen =
-                        wamids.map(|w| seen::SeenWamids::from_wamids(w.iter().map(String::as_str)));
-                    (c, true, seen)
-                }
-                // Nothing stored yet: the empty set is complete.
-                None => match seed {
-                    Some(s) => (s.clone(), false, Some(seen::SeenWamids::default())),
-                    None => return Err(crate::domain::DomainError::NotFound.into()),
-                },
-            };
+        let state = match self.store.load_conversation(id, seen::MAX_SCANNED).await? {
+            Some(loaded) => {
+                let seen = loaded
+                    .wamids
+                    .map(|w| seen::SeenWamids::from_wamids(w.iter().map(String::as_str)));
+                conversation::State::stored(loaded.conv, loaded.unrecorded, seen)
+            }
+            // Nothing stored yet: the empty set is complete.
+            None => match seed {
+                Some(s) => conversation::State::new(s.clone()),
+                None => return Err(crate::domain::DomainError::NotFound.into()),
+            },
+        };
         let key: Arc<str> = Arc::from(id);
-        let state = conversation::State::new(conv, persisted, seen);
         let actor =
             mailbox::Mailbox::new(key.clone(), ConversationActor { ctx: self.clone() }, state);
         // Another caller may have activated it while we read storage: theirs wins, ours never

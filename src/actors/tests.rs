@@ -203,3 +203,52 @@ async fn claims_from_a_queue_take_only_conversations_still_waiting() {
     assert_eq!(conv.status, ConversationStatus::Assigned);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_inbound_messages_rewrite_the_record_at_least_every_max_unrecorded() {
+    use crate::store::MAX_UNRECORDED;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(config(dir.path(), 60_000))
+        .await
+        .expect("start");
+    let ctx = broker.ctx().clone();
+    let id = conversation_id("111", "494");
+    let total = MAX_UNRECORDED + 6;
+    let mut most = 0;
+    for i in 0..total {
+        let n =
+            crate::whatsapp::webhook::parse(&webhook("494", &format!("w4-{i}"))).expect("parse");
+        crate::ingest::ingest(&ctx, n).await.expect("ingest");
+        // What any reader of the record sees: every message so far, however many are unrecorded.
+        let loaded = ctx
+            .store
+            .load_conversation(&id, 0)
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!(loaded.conv.next_seq, i + 1);
+        assert!(loaded.unrecorded <= MAX_UNRECORDED, "{}", loaded.unrecorded);
+        most = most.max(loaded.unrecorded);
+    }
+    assert_eq!(
+        most, MAX_UNRECORDED,
+        "plain messages skip the record, up to the bound"
+    );
+    broker.shutdown().await;
+
+    // After a restart the sequence goes on from the last message, not from the record.
+    let broker = Broker::start(config(dir.path(), 60_000))
+        .await
+        .expect("restart");
+    let ctx = broker.ctx().clone();
+    let n = crate::whatsapp::webhook::parse(&webhook("494", "w4-last")).expect("parse");
+    let report = crate::ingest::ingest(&ctx, n)
+        .await
+        .expect("ingest after restart");
+    assert_eq!(report.stored, 1);
+    let messages = ctx.store.messages(&id).await.expect("messages");
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (0..=total).collect::<Vec<_>>());
+    assert_eq!(messages[total as usize].wamid.as_deref(), Some("w4-last"));
+    broker.shutdown().await;
+}

@@ -7,12 +7,16 @@
 //! - only the owner may reply, release or resolve; supervisors of the team and admins may also
 //!   transfer and resolve;
 //! - a new inbound message after `resolved` reopens the conversation to its team's queue;
-//! - the customer-service window closes 24 h after the customer's last inbound message timestamp.
+//! - the customer-service window closes 24 h after the customer's last inbound message timestamp;
+//! - `next_seq`, `last_message_at` and `last_inbound_at` follow from the conversation's messages
+//!   alone ([`Conversation::absorb`]), so storage may commit a plain inbound message without
+//!   rewriting the record and fold the messages committed after the record back in when it reads
+//!   it ([`Conversation::only_absorbed`] says when that is allowed).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Caller, DomainError, Millis, WINDOW_MS};
+use super::{Caller, Direction, DomainError, Message, Millis, WINDOW_MS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -362,7 +366,8 @@ impl Conversation {
             }
         }
         self.last_inbound_at = Some(self.last_inbound_at.map_or(sent_at, |t| t.max(sent_at)));
-        self.last_message_at = self.last_message_at.max(now);
+        // The message's own time (Meta's timestamp), as `absorb` reads it back from storage.
+        self.last_message_at = self.last_message_at.max(sent_at);
         if self.status == ConversationStatus::Resolved {
             self.team = reopen_team.to_string();
             self.enqueue(now);
@@ -401,6 +406,70 @@ impl Conversation {
         let s = self.next_seq;
         self.next_seq += 1;
         s
+    }
+
+    /// Folds in what a stored message says about the conversation: the sequence number after
+    /// it, the time of the last message and of the customer's last one. Storage uses it to bring
+    /// a record up to date with messages committed after it; folding a message in twice, or one
+    /// the record already covers, changes nothing.
+    pub fn absorb(&mut self, m: &Message) {
+        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
+        self.last_message_at = self.last_message_at.max(m.at);
+        if m.direction == Direction::Inbound {
+            self.last_inbound_at = Some(self.last_inbound_at.map_or(m.at, |t| t.max(m.at)));
+        }
+    }
+
+    /// Whether `after` is this conversation with `messages` absorbed and nothing else changed:
+    /// then committing the messages alone stores `after` as faithfully as rewriting the record.
+    pub fn only_absorbed(&self, after: &Conversation, messages: &[Message]) -> bool {
+        let mut derived = (self.next_seq, self.last_message_at, self.last_inbound_at);
+        for m in messages {
+            derived.0 = derived.0.max(m.seq.saturating_add(1));
+            derived.1 = derived.1.max(m.at);
+            if m.direction == Direction::Inbound {
+                derived.2 = Some(derived.2.map_or(m.at, |t| t.max(m.at)));
+            }
+        }
+        // Every other field by name, so a field added later cannot be forgotten here.
+        let Conversation {
+            id,
+            number,
+            customer,
+            customer_name,
+            status,
+            team,
+            assignee,
+            last_inbound_at,
+            last_message_at,
+            created_at,
+            queued_at,
+            next_seq,
+            priority,
+            labels,
+            routed_by,
+            sla,
+            assigned_at,
+            owner_answered,
+            after_hours_sent,
+        } = after;
+        derived == (*next_seq, *last_message_at, *last_inbound_at)
+            && *id == self.id
+            && *number == self.number
+            && *customer == self.customer
+            && *customer_name == self.customer_name
+            && *status == self.status
+            && *team == self.team
+            && *assignee == self.assignee
+            && *created_at == self.created_at
+            && *queued_at == self.queued_at
+            && *priority == self.priority
+            && *labels == self.labels
+            && *routed_by == self.routed_by
+            && *sla == self.sla
+            && *assigned_at == self.assigned_at
+            && *owner_answered == self.owner_answered
+            && *after_hours_sent == self.after_hours_sent
     }
 }
 
@@ -522,5 +591,59 @@ mod tests {
             teams: vec!["sales".into()],
         };
         assert!(!c.visible_to(&outsider));
+    }
+
+    fn inbound(c: &Conversation, seq: u64, at: Millis) -> Message {
+        Message {
+            conversation_id: c.id.clone(),
+            seq,
+            direction: Direction::Inbound,
+            kind: "text".into(),
+            text: None,
+            wamid: None,
+            status: None,
+            author: c.customer.clone(),
+            at,
+            error: None,
+            idempotency_key: None,
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn only_what_follows_from_the_messages_may_skip_the_record() {
+        let mut before = Conversation::new("n", "c", "support", 1_000);
+        before.on_inbound(Some("Ana"), 1_000, 1_000, "support");
+        before.take_seq();
+
+        // A plain message: sequence and times only, exactly what `absorb` derives.
+        let mut after = before.clone();
+        after.on_inbound(Some("Ana"), 7_000, 9_000, "support");
+        let seq = after.take_seq();
+        let m = inbound(&after, seq, 7_000);
+        assert!(before.only_absorbed(&after, std::slice::from_ref(&m)));
+        let mut folded = before.clone();
+        folded.absorb(&m);
+        folded.absorb(&m); // twice is once
+        assert_eq!(folded, after);
+        assert_eq!(folded.last_message_at, 7_000, "the message's own time");
+        assert!(!before.only_absorbed(&after, &[]), "a message not shown");
+
+        // Anything else changed needs the record: a new name, a reopen, an owner.
+        let mut renamed = before.clone();
+        renamed.on_inbound(Some("Ana María"), 7_000, 9_000, "support");
+        let seq = renamed.take_seq();
+        let m = inbound(&renamed, seq, 7_000);
+        assert!(!before.only_absorbed(&renamed, std::slice::from_ref(&m)));
+        let mut resolved = before.clone();
+        resolved.status = ConversationStatus::Resolved;
+        let mut reopened = resolved.clone();
+        assert!(reopened.on_inbound(None, 7_000, 9_000, "support"));
+        let seq = reopened.take_seq();
+        let m = inbound(&reopened, seq, 7_000);
+        assert!(!resolved.only_absorbed(&reopened, std::slice::from_ref(&m)));
+        let mut owned = before.clone();
+        owned.assign("alice", 9_000);
+        assert!(!before.only_absorbed(&owned, &[]));
     }
 }

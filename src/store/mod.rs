@@ -4,9 +4,14 @@
 //! - **The journal is RocksDB's write-ahead log** and every acknowledged change goes through it in
 //!   one `WriteBatch` (see [`batch`]), fsync'd when `storage.sync` is on, by the group-commit
 //!   writer ([`writer`]) so one fsync covers every change that arrived during the previous one.
-//! - **Snapshots are the column families themselves**: each conversation's full state is rewritten
+//! - **Snapshots are the column families themselves**: each conversation's state is rewritten
 //!   with every change, so recovery replays nothing but RocksDB's own WAL tail; actors are
 //!   re-activated lazily from their record, and start-up only scans the outbox (pending sends).
+//!   One exception, for the busiest path: a plain inbound message (one that changes nothing but
+//!   what follows from the messages themselves, see [`Conversation::only_absorbed`]) is committed
+//!   without its record, at most [`MAX_UNRECORDED`] in a row. Every read that hands a
+//!   conversation out folds the messages after the record back in ([`fold_tail`]), so callers
+//!   never see the difference; only [`Store::scan_status`] returns records as stored.
 //! - **Raw bytes never leave this module**: callers see domain types, [`schema`] records and
 //!   [`StoreError`].
 //! - **RocksDB is never called on an async worker thread**: reads run on tokio's blocking pool,
@@ -117,6 +122,22 @@ pub struct ListPage {
 
 /// Conversations per page when start-up work walks a status index ([`Store::scan_status`]).
 const SCAN_PAGE: usize = 10_000;
+
+/// Most messages a conversation commits in a row without rewriting its record. Each read of the
+/// record then reads at most this many messages to bring it up to date, while a busy
+/// conversation skips all but one record write in this many (one of the three memtable inserts
+/// an inbound message costs the group-commit writer, BENCHMARKS.md "Stop 15").
+pub const MAX_UNRECORDED: u64 = 64;
+
+/// A conversation as an actor activation needs it.
+pub struct LoadedConversation {
+    /// The record with every message committed after it folded in.
+    pub conv: Conversation,
+    /// The wamids of all its messages, when it has at most the `max_messages` asked for.
+    pub wamids: Option<Vec<String>>,
+    /// How many messages were committed after the record.
+    pub unrecorded: u64,
+}
 
 /// All memtables together (RocksDB's write buffer manager), across column families.
 pub const MEMTABLE_BUDGET: usize = 64 << 20;
@@ -268,14 +289,19 @@ impl Store {
         &self,
         id: &str,
         max_messages: u64,
-    ) -> Result<Option<(Conversation, Option<Vec<String>>)>, StoreError> {
+    ) -> Result<Option<LoadedConversation>, StoreError> {
         let id = id.to_string();
         self.read(move |db| {
-            let Some(conv) = get_conversation(db, &id)? else {
+            let Some(mut conv) = get_record(db, &id)? else {
                 return Ok(None);
             };
+            let unrecorded = fold_tail(&mut db.raw_iterator_cf(cf(db, CF_MESSAGES)?), &mut conv)?;
             if conv.next_seq > max_messages {
-                return Ok(Some((conv, None)));
+                return Ok(Some(LoadedConversation {
+                    conv,
+                    wamids: None,
+                    unrecorded,
+                }));
             }
             let mut wamids = Vec::new();
             scan_prefix(db, CF_MESSAGES, &conversation_prefix(&id), |_, v| {
@@ -283,7 +309,11 @@ impl Store {
                 wamids.extend(m.wamid);
                 Ok(true)
             })?;
-            Ok(Some((conv, Some(wamids))))
+            Ok(Some(LoadedConversation {
+                conv,
+                wamids: Some(wamids),
+                unrecorded,
+            }))
         })
         .await
     }
@@ -471,7 +501,10 @@ impl Store {
 
     /// Every conversation of `team` with `status`, handed to `visit` a page ([`SCAN_PAGE`]) at a
     /// time in id order, so start-up work (queue rebuild, deadlines) never holds every waiting
-    /// conversation's record at once.
+    /// conversation's record at once. Records as stored: the fields that follow from the
+    /// messages (`next_seq`, `last_message_at`, `last_inbound_at`) may lag, which neither the
+    /// queues nor the deadlines read; folding the messages in would cost a seek per waiting
+    /// conversation at start-up.
     pub async fn scan_status(
         &self,
         status: ConversationStatus,
@@ -616,11 +649,47 @@ impl Store {
     }
 }
 
+/// A conversation brought up to date with the messages committed after its record.
 fn get_conversation(db: &DB, id: &str) -> Result<Option<Conversation>, StoreError> {
+    let Some(mut conv) = get_record(db, id)? else {
+        return Ok(None);
+    };
+    fold_tail(&mut db.raw_iterator_cf(cf(db, CF_MESSAGES)?), &mut conv)?;
+    Ok(Some(conv))
+}
+
+/// A conversation's record as stored: `next_seq`, `last_message_at` and `last_inbound_at` may
+/// lag its messages (see [`fold_tail`]).
+fn get_record(db: &DB, id: &str) -> Result<Option<Conversation>, StoreError> {
     db.get_pinned_cf(cf(db, CF_CONVERSATIONS)?, id.as_bytes())
         .map_err(rocks)?
         .map(|v| decode(&v))
         .transpose()
+}
+
+/// Folds into `conv` (a record as stored) the messages committed after it — those from its
+/// `next_seq` on, at most [`MAX_UNRECORDED`] since the actor writes the record then — read
+/// through `messages`, an iterator over the messages column family (of the same snapshot as the
+/// record, when it came from one). Returns how many.
+fn fold_tail<D: rocksdb::DBAccess>(
+    messages: &mut rocksdb::DBRawIteratorWithThreadMode<'_, D>,
+    conv: &mut Conversation,
+) -> Result<u64, StoreError> {
+    let prefix = conversation_prefix(&conv.id);
+    messages.seek(seq_key(&conv.id, conv.next_seq));
+    let mut folded = 0;
+    while let Some(v) = messages
+        .key()
+        .filter(|k| k.starts_with(&prefix))
+        .and(messages.value())
+    {
+        let m: Message = decode(v)?;
+        conv.absorb(&m);
+        folded += 1;
+        messages.next();
+    }
+    messages.status().map_err(rocks)?;
+    Ok(folded)
 }
 
 /// The first key after `key` in RocksDB's byte order: where a scan resumes after it.
@@ -695,6 +764,7 @@ fn list_page(
     // Declared before the sources: their iterators read through it and are dropped first.
     let snap = db.snapshot();
     let (convs, index) = (cf(db, CF_CONVERSATIONS)?, cf(db, CF_INDEX)?);
+    let mut messages = snap.raw_iterator_cf(cf(db, CF_MESSAGES)?);
     let after = after.as_deref();
     let mut sources = Vec::new();
     for q in queries {
@@ -771,7 +841,8 @@ fn list_page(
                 read += 1;
             }
         }
-        if let Some(c) = conv.filter(|c| keep(c)) {
+        if let Some(mut c) = conv.filter(|c| keep(c)) {
+            fold_tail(&mut messages, &mut c)?;
             page.conversations.push(c);
         }
         last = Some(id);
@@ -816,7 +887,7 @@ fn for_index(
             return Ok(false);
         }
         if let Some(key) = IndexKey::decode(k) {
-            out.extend(get_conversation(db, key.id())?);
+            out.extend(get_record(db, key.id())?);
         }
         Ok(true)
     })
@@ -1064,6 +1135,89 @@ mod tests {
             .expect("page");
         assert_eq!(page.conversations.len(), 2);
         assert_eq!(page.next_after, None);
+        store.close().await;
+    }
+
+    /// Messages committed without their record are folded back in by every read that hands a
+    /// conversation out (by id, listed, loaded); only the start-up scans see the record as stored.
+    #[tokio::test]
+    async fn reads_fold_in_the_messages_committed_after_the_record() {
+        use crate::domain::{DeliveryStatus, Direction};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 64).expect("open");
+        let mut c = Conversation::new("n", "cust", "support", 1_000);
+        let other = Conversation::new("n", "other", "support", 1_000);
+        let message = |c: &Conversation, seq: u64, at: i64| Message {
+            conversation_id: c.id.clone(),
+            seq,
+            direction: Direction::Inbound,
+            kind: "text".into(),
+            text: Some(format!("m{seq}")),
+            wamid: Some(format!("w-{}-{seq}", c.customer)),
+            status: Some(DeliveryStatus::Received),
+            author: c.customer.clone(),
+            at,
+            error: None,
+            idempotency_key: None,
+            raw: None,
+        };
+        let mut b = Batch::new();
+        let seq = c.take_seq();
+        let first = message(&c, seq, 2_000);
+        c.absorb(&first);
+        b.put_message(&first).expect("put");
+        b.put_conversation(None, &c).expect("put");
+        b.put_conversation(None, &other).expect("put");
+        store.commit(b).await.expect("commit");
+        let recorded = c.clone();
+        // Three more messages without the record, and one of the neighbour's (same prefix order).
+        let mut b = Batch::new();
+        for at in [3_000, 5_000, 4_000] {
+            let seq = c.take_seq();
+            let m = message(&c, seq, at);
+            c.absorb(&m);
+            b.put_message(&m).expect("put");
+        }
+        b.put_message(&message(&other, 0, 9_000)).expect("put");
+        store.commit(b).await.expect("commit");
+        assert_eq!(
+            (c.next_seq, c.last_message_at, c.last_inbound_at),
+            (4, 5_000, Some(5_000))
+        );
+
+        assert_eq!(
+            store.get_conversation(&c.id).await.expect("get"),
+            Some(c.clone())
+        );
+        let loaded = store
+            .load_conversation(&c.id, 10)
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!((loaded.conv, loaded.unrecorded), (c.clone(), 3));
+        assert_eq!(loaded.wamids.map(|w| w.len()), Some(4));
+        let page = store
+            .list_page(vec![ListQuery::All], None, 10, 10, |_| true)
+            .await
+            .expect("list");
+        let listed = page.conversations.iter().find(|x| x.id == c.id);
+        assert_eq!(listed, Some(&c));
+        // The neighbour's record has no messages of its own before its next_seq: it too gets its
+        // message folded in, and nothing of `c`'s.
+        let neighbour = page.conversations.iter().find(|x| x.id == other.id);
+        assert_eq!(
+            neighbour.map(|x| (x.next_seq, x.last_message_at)),
+            Some((1, 9_000))
+        );
+        let mut scanned = Vec::new();
+        store
+            .scan_status(ConversationStatus::Queued, "support", |p| scanned.extend(p))
+            .await
+            .expect("scan");
+        assert!(
+            scanned.contains(&recorded),
+            "start-up scans read records as stored"
+        );
         store.close().await;
     }
 }
