@@ -304,13 +304,14 @@ impl ConversationActor {
     async fn commit_inbound(
         &self,
         state: &mut State,
-        before: &Conversation,
         next: Conversation,
         created: &[Message],
         batch: Batch,
     ) -> Result<(), Error> {
         let unrecorded = state.unrecorded + created.len() as u64;
-        if !state.persisted || unrecorded > MAX_UNRECORDED || !before.only_absorbed(&next, created)
+        if !state.persisted
+            || unrecorded > MAX_UNRECORDED
+            || !state.conv.only_absorbed(&next, created)
         {
             return self.persist(state, next, batch).await;
         }
@@ -475,14 +476,14 @@ impl ConversationActor {
     ) -> Result<InboundAck, Error> {
         let known = self.stored_wamids(state, &items).await?;
         let now = self.ctx.now();
-        let before = state.conv.clone();
+        // `state.conv` stays as it was until the commit succeeds: it is the "before".
         let mut next = state.conv.clone();
         let is_new = !state.persisted;
         let policies = self.ctx.policies();
         let default_team = self.ctx.default_team(&next.number);
         // Routing runs on a conversation's first message and on reopen, on the first message
         // that is not a redelivery.
-        let placement = if is_new || before.status == ConversationStatus::Resolved {
+        let placement = if is_new || state.conv.status == ConversationStatus::Resolved {
             items
                 .iter()
                 .zip(&known)
@@ -564,9 +565,8 @@ impl ConversationActor {
         }
         // An after-hours reply changes the record (and takes a sequence number `created` does
         // not show), so it is always written with one.
-        let committed = self
-            .commit_inbound(state, &before, next, &created, batch)
-            .await;
+        let before = reopened.then(|| state.conv.clone());
+        let committed = self.commit_inbound(state, next, &created, batch).await;
         if let Err(e) = committed {
             // A failed commit may still have reached the disk; only storage knows now.
             state.seen = None;
@@ -595,8 +595,8 @@ impl ConversationActor {
             self.sync_queues(None, conv);
             self.publish(EventKind::ConversationCreated, conv, None, None);
         } else if reopened {
-            self.sync_queues(Some(&before), conv);
-            self.publish(EventKind::ConversationReopened, conv, None, Some(&before));
+            self.sync_queues(before.as_ref(), conv);
+            self.publish(EventKind::ConversationReopened, conv, None, before.as_ref());
         }
         for msg in created {
             self.publish(EventKind::MessageCreated, conv, Some(msg), None);
