@@ -589,7 +589,9 @@ impl ConversationActor {
         }
         ack.stored = created.len();
         metrics::counter!(m::INBOUND_MESSAGES).increment(ack.stored as u64);
-        metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
+        if ack.duplicates > 0 {
+            metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
+        }
         let conv = &state.conv;
         if is_new {
             self.sync_queues(None, conv);

@@ -31,8 +31,19 @@ use tokio::sync::Semaphore;
 use crate::actors::Ctx;
 use crate::domain::Caller;
 
+/// What every handler shares, behind one `Arc`: axum clones the state for every request, and one
+/// reference count is cheaper than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub ctx: Arc<Ctx>,
     pub tokens: Arc<HashMap<String, Caller>>,
     /// Admission control for webhooks: one permit per request being processed.
@@ -52,7 +63,7 @@ impl AppState {
             .iter()
             .map(|a| (a.token.clone(), Caller::from_config(a)))
             .collect();
-        Self {
+        Self(Arc::new(Shared {
             webhook_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_webhooks)),
             stream_permits: Arc::new(Semaphore::new(ctx.config.server.max_event_streams)),
             api_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_api)),
@@ -60,7 +71,7 @@ impl AppState {
             ctx,
             metrics,
             accepting: Arc::new(AtomicBool::new(true)),
-        }
+        }))
     }
 
     pub fn accepting(&self) -> bool {
