@@ -177,9 +177,8 @@ async fn messages_committed_without_their_record_survive_sigkill() {
     let (dir, storage, cfg_path, graph, mut p) = start_with_graph_down().await;
     let api = p.api.clone();
     let cust = customer();
-    // Meta's times a little ahead of the broker's clock, so the conversation's last message time
-    // is the last message's, not the moment it was created.
-    let t = now() + 60;
+    // Meta's times are earlier than the broker's clock (whole seconds, sent before received).
+    let t = now() - 600;
     api.send_text_at(N1, &cust, t, "first").await;
     let id = api.conv_id(N1, &cust).await;
     for i in 1..=3 {

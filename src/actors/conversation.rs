@@ -479,6 +479,10 @@ impl ConversationActor {
         // `state.conv` stays as it was until the commit succeeds: it is the "before".
         let mut next = state.conv.clone();
         let is_new = !state.persisted;
+        if is_new {
+            // Its last message time is its first message's (below), not the moment it was made.
+            next.last_message_at = Millis::MIN;
+        }
         let policies = self.ctx.policies();
         let default_team = self.ctx.default_team(&next.number);
         // Routing runs on a conversation's first message and on reopen, on the first message
