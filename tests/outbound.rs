@@ -376,6 +376,36 @@ async fn idempotency_keys_are_per_conversation_or_at_least_do_not_leak_messages(
     assert!(!tb.messages(&b).await.iter().any(|m| m["id"] == ma["id"]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_callers_idempotency_key_returns_nothing_of_the_message() {
+    let tb = TB::start().await;
+    let (id, _) = claimed(&tb, N1, ALICE).await;
+    let (s, m) = tb.reply(ALICE, &id, "private answer", "alice-key").await;
+    assert_eq!(s, 202, "{m}");
+    // Not the owner: 403, as without a key, and no trace of alice's message.
+    let (s, body) = tb.reply(BOB, &id, "anything", "alice-key").await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(err_code(&body), "not_owner");
+    assert!(!body.to_string().contains("private answer"), "{body}");
+    // The new owner may not take over alice's key either; alice's own retry still answers.
+    let (s, _) = tb.transfer(ROOT, &id, json!({"agent": "bob"})).await;
+    assert_eq!(s, 200);
+    let (s, body) = tb.reply(BOB, &id, "anything", "alice-key").await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(err_code(&body), "invalid_request");
+    assert!(!body.to_string().contains("private answer"), "{body}");
+    let (s, again) = tb.reply(ALICE, &id, "private answer", "alice-key").await;
+    assert_eq!(s, 202, "{again}");
+    assert_eq!(again["id"], m["id"]);
+    let outbound = tb
+        .messages(&id)
+        .await
+        .into_iter()
+        .filter(|m| m["direction"] == json!("outbound"))
+        .count();
+    assert_eq!(outbound, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Notes
 // ---------------------------------------------------------------------------------------------

@@ -811,14 +811,24 @@ impl ConversationActor {
         idempotency_key: Option<String>,
     ) -> Result<Message, Error> {
         let id = state.conv.id.clone();
+        let now = self.ctx.now();
         if let Some(key) = &idempotency_key {
             if let Some(seq) = self.ctx.store.idempotent_seq(&id, key).await? {
                 if let Some(msg) = self.message(state, seq).await? {
-                    return Ok(msg);
+                    // A retry gets its original answer; anyone else learns nothing of a
+                    // message they did not write.
+                    if msg.author == caller.id {
+                        return Ok(msg);
+                    }
+                    state.conv.check_reply(caller, now)?;
+                    return Err(DomainError::Invalid(
+                        "idempotency_key was already used in this conversation by someone else"
+                            .into(),
+                    )
+                    .into());
                 }
             }
         }
-        let now = self.ctx.now();
         state.conv.check_reply(caller, now)?;
         let mut next = state.conv.clone();
         // Settle the response clocks this reply answers; a late reply whose deadline the timer
