@@ -227,7 +227,7 @@ impl Conversation {
     }
 
     pub fn window_expires_at(&self) -> Option<Millis> {
-        self.last_inbound_at.map(|t| t + WINDOW_MS)
+        self.last_inbound_at.map(|t| t.saturating_add(WINDOW_MS))
     }
 
     pub fn window_open(&self, now: Millis) -> bool {

@@ -280,7 +280,7 @@ fn timestamp_ms(v: Option<&RawValue>) -> Option<Millis> {
         Some(s) => s.trim().parse::<i64>().ok()?,
         None => text.parse::<i64>().ok()?,
     };
-    secs.checked_mul(1000)
+    super::webhook::millis_from_secs(secs)
 }
 
 /// The human-readable text of a message, whatever its type (as the lenient parser reads it).

@@ -163,7 +163,21 @@ fn timestamp_ms(v: Option<&Value>) -> Option<Millis> {
         Value::Number(n) => n.as_i64()?,
         _ => return None,
     };
-    secs.checked_mul(1000)
+    millis_from_secs(secs)
+}
+
+/// Latest Meta timestamp taken as given (the last second of year 9999): anything later, or
+/// before 1970, is not a real send time, and would overflow the window arithmetic or render as
+/// no RFC 3339 time at all; such a message is dated when it arrived instead.
+const MAX_TIMESTAMP_SECS: i64 = 253_402_300_799;
+
+/// A Meta `timestamp` (seconds) in milliseconds, when it is a plausible time.
+pub(super) fn millis_from_secs(secs: i64) -> Option<Millis> {
+    if (0..=MAX_TIMESTAMP_SECS).contains(&secs) {
+        Some(secs * 1000)
+    } else {
+        None
+    }
 }
 
 /// A message's id and sender, or None when it lacks either or its change names no business
@@ -379,6 +393,20 @@ mod tests {
             let n = parse(body.as_bytes()).expect("parse");
             assert!(n.other.is_empty() && n.messages.is_empty(), "{body}");
         }
+    }
+
+    #[test]
+    fn implausible_timestamps_date_the_message_on_arrival() {
+        for ts in ["99999999999999999", "-5", "\"253402300800\""] {
+            let body = format!(
+                r#"{{"entry":[{{"changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"1"}},"messages":[{{"from":"2","id":"w","timestamp":{ts},"type":"text","text":{{"body":"x"}}}}]}}}}]}}]}}"#
+            );
+            let n = parse(body.as_bytes()).expect("parse");
+            let at = n.messages[0].sent_at;
+            let now = chrono::Utc::now().timestamp_millis();
+            assert!((now - at).abs() < 60_000, "{ts}: {at}");
+        }
+        assert_eq!(millis_from_secs(253_402_300_799), Some(253_402_300_799_000));
     }
 
     #[test]
