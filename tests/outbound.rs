@@ -64,6 +64,23 @@ async fn reply_is_202_pending_then_sent_to_graph_and_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_without_a_message_id_is_accepted_and_never_sent_again() {
+    let tb = TB::start().await;
+    let (id, _) = claimed(&tb, N1, ALICE).await;
+    tb.graph.push(GraphReply::Status(200)); // 200, but no messages[0].id in the body
+    let first = tb.must_reply(ALICE, &id, "taken without an id").await;
+    let m = tb
+        .wait_status(&id, first["id"].as_str().unwrap(), "accepted")
+        .await;
+    assert!(m["wamid"].is_null(), "{m}");
+    // The next reply is the second send: the first was not retried.
+    let second = tb.must_reply(ALICE, &id, "and this one").await;
+    tb.wait_status(&id, second["id"].as_str().unwrap(), "accepted")
+        .await;
+    assert_eq!(tb.graph.count(), 2, "{:?}", tb.graph.sends());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_on_second_number_uses_its_phone_number_id() {
     let tb = TB::start().await;
     let (id, cust) = claimed(&tb, N2, DAVE).await;

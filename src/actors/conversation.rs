@@ -156,7 +156,8 @@ pub enum ConversationMsg {
     },
     SendOutcome {
         seq: u64,
-        outcome: Result<String, MessageError>,
+        /// The wamid Meta gave it (None: accepted without one), or why it failed.
+        outcome: Result<Option<String>, MessageError>,
         reply: Reply<()>,
     },
     /// The owner became unavailable: back to the queue of an auto-assigning team, with a note
@@ -993,7 +994,7 @@ impl ConversationActor {
         &self,
         state: &mut State,
         seq: u64,
-        outcome: Result<String, MessageError>,
+        outcome: Result<Option<String>, MessageError>,
     ) -> Result<(), Error> {
         let id = state.conv.id.clone();
         let mut batch = Batch::new();
@@ -1004,14 +1005,16 @@ impl ConversationActor {
             self.ctx.store.commit(batch).await?;
             return Ok(());
         };
-        let wamid = outcome.as_ref().ok().cloned();
+        let wamid = outcome.as_ref().ok().cloned().flatten();
         let label = match outcome {
             Ok(wamid) => {
                 msg.status = Some(DeliveryStatus::Accepted);
-                if let Some(orphan) = self.ctx.store.orphan_status(&wamid).await? {
-                    msg.apply_status(orphan.status, orphan.error);
+                if let Some(w) = &wamid {
+                    if let Some(orphan) = self.ctx.store.orphan_status(w).await? {
+                        msg.apply_status(orphan.status, orphan.error);
+                    }
                 }
-                msg.wamid = Some(wamid);
+                msg.wamid = wamid;
                 "accepted"
             }
             Err(e) => {

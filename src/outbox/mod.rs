@@ -440,7 +440,7 @@ impl NumberWorker {
         }
     }
 
-    async fn send_with_retries(&self, job: &OutboxJob) -> Result<String, MessageError> {
+    async fn send_with_retries(&self, job: &OutboxJob) -> Result<Option<String>, MessageError> {
         let message_id = job.message_id();
         let mut attempt = 0;
         loop {

@@ -51,7 +51,7 @@ impl GraphClient {
         to: &str,
         text: &str,
         callback_data: &str,
-    ) -> Result<String, SendError> {
+    ) -> Result<Option<String>, SendError> {
         let body = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -78,16 +78,24 @@ impl GraphClient {
     }
 }
 
-/// Turns a Graph API answer into a wamid or a classified error.
-pub fn classify(status: u16, body: &[u8]) -> Result<String, SendError> {
+/// Turns a Graph API answer into a wamid or a classified error. A success without
+/// `messages[0].id` is still a success (None): Meta took the message, and sending it again could
+/// deliver it twice; it only cannot be matched with later delivery statuses.
+pub fn classify(status: u16, body: &[u8]) -> Result<Option<String>, SendError> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if (200..300).contains(&status) {
-        return parsed
+        let wamid = parsed
             .as_ref()
             .and_then(|v| v.pointer("/messages/0/id"))
             .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| SendError::Transient("answer without messages[0].id".into()));
+            .map(str::to_string);
+        if wamid.is_none() {
+            tracing::warn!(
+                status,
+                "Graph API accepted a message without messages[0].id; not sending it again"
+            );
+        }
+        return Ok(wamid);
     }
     let err = parsed.as_ref().and_then(|v| v.get("error"));
     let code = err.and_then(|e| e.get("code")).and_then(Value::as_i64);
@@ -126,7 +134,17 @@ mod tests {
     #[test]
     fn classifies_meta_answers() {
         let ok = include_bytes!("../../tests/fixtures/whatsapp/graph_send_ok.json");
-        assert!(classify(200, ok).expect("ok").starts_with("wamid."));
+        let wamid = classify(200, ok).expect("ok");
+        assert!(
+            wamid.as_deref().is_some_and(|w| w.starts_with("wamid.")),
+            "{wamid:?}"
+        );
+        // Taken without an id: accepted all the same, never sent again.
+        assert_eq!(
+            classify(200, br#"{"messaging_product":"whatsapp"}"#),
+            Ok(None)
+        );
+        assert_eq!(classify(201, b""), Ok(None));
         let rl = include_bytes!("../../tests/fixtures/whatsapp/graph_error_rate_limit.json");
         assert!(matches!(classify(400, rl), Err(SendError::Transient(_))));
         let wc = br#"{"error":{"code":131047,"message":"Re-engagement message"}}"#;
