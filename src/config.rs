@@ -237,7 +237,7 @@ pub struct AgentConfig {
 /// Outbound delivery settings shared by every number's outbox.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OutboxConfig {
-    /// First retry delay; doubles each attempt, with full jitter.
+    /// First retry delay; doubles each attempt, each delay drawn between half and all of it.
     #[serde(default = "default_retry_base_ms")]
     pub retry_base_ms: u64,
     /// Ceiling of the retry delay.
@@ -322,7 +322,10 @@ fn default_retry_max_ms() -> u64 {
     60_000
 }
 fn default_max_attempts() -> u32 {
-    10
+    // With the default back-off (0.5 s doubling to 60 s) about 70 minutes of retrying (at least
+    // 46): a Graph outage or a long 130429 throttle fails no accepted reply unless it lasts
+    // longer.
+    100
 }
 fn default_outbox_in_flight() -> usize {
     64

@@ -4,9 +4,10 @@
 //! then sends it to the Graph API within the number's `mps` (token bucket), with at most
 //! `outbox.max_in_flight` requests in flight per number, and reports the outcome to the
 //! conversation actor, which records it and deletes the outbox entry in one batch. Transient
-//! failures are retried with exponential back-off and full jitter, at most `outbox.max_attempts`
-//! times; entries still on disk at start-up (the broker died before an outcome was recorded) are
-//! sent again, so an acknowledged reply is sent even across kill -9.
+//! failures are retried with exponential back-off (each delay drawn between half and all of its
+//! ceiling), at most `outbox.max_attempts` times; entries still on disk at start-up (the broker
+//! died before an outcome was recorded) are sent again, so an acknowledged reply is sent even
+//! across kill -9.
 //!
 //! Order: a conversation has at most one send in flight; its later jobs wait behind it in the
 //! order they were queued, so its replies reach the Graph API in the order they were accepted,
@@ -105,7 +106,8 @@ impl Lane {
     }
 }
 
-/// Delay before retry `attempt` (1-based): full jitter over an exponentially growing ceiling.
+/// Delay before retry `attempt` (1-based): drawn between half and all of an exponentially
+/// growing ceiling (never bunched near zero, never in lock-step).
 pub fn backoff(cfg: &OutboxConfig, attempt: u32) -> Duration {
     let exp = cfg
         .retry_base_ms
@@ -498,6 +500,16 @@ mod tests {
         assert!(backoff(&cfg, 1) <= Duration::from_millis(100));
         assert!(backoff(&cfg, 4) >= Duration::from_millis(400));
         assert!(backoff(&cfg, 30) <= Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn default_retries_outlast_a_long_outage() {
+        let cfg = OutboxConfig::default();
+        // The shortest the default retries can take: every delay at half its ceiling.
+        let least: u64 = (1..cfg.max_attempts)
+            .map(|a| (cfg.retry_base_ms << (a - 1).min(20)).min(cfg.retry_max_ms) / 2)
+            .sum();
+        assert!(least >= 45 * 60 * 1000, "{least} ms");
     }
 
     #[test]
