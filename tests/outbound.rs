@@ -81,6 +81,26 @@ async fn a_success_without_a_message_id_is_accepted_and_never_sent_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_from_a_number_missing_from_the_config_is_refused_not_left_pending() {
+    let tb = TB::start().await;
+    let cust = customer();
+    // Its webhook is kept (nothing acknowledged is lost) and routed to the first team.
+    let id = tb.open_conv("999000111", &cust, "hello?").await;
+    tb.must_claim(ALICE, &id).await;
+    let (s, body) = tb.reply(ALICE, &id, "hi", "unknown-number").await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(err_code(&body), "invalid_request");
+    assert!(body.to_string().contains("999000111"), "{body}");
+    let outbound = tb
+        .messages(&id)
+        .await
+        .into_iter()
+        .filter(|m| m["direction"] == json!("outbound"))
+        .count();
+    assert_eq!(outbound, 0, "nothing accepted, nothing pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_on_second_number_uses_its_phone_number_id() {
     let tb = TB::start().await;
     let (id, cust) = claimed(&tb, N2, DAVE).await;

@@ -831,6 +831,15 @@ impl ConversationActor {
             }
         }
         state.conv.check_reply(caller, now)?;
+        if self.ctx.config.number(&state.conv.number).is_none() {
+            // Its webhooks are kept, but no outbox sends from a number missing from the config:
+            // a 202 here would leave the reply pending forever.
+            return Err(DomainError::Invalid(format!(
+                "number {} is not in [[numbers]]; nothing can be sent from it",
+                state.conv.number
+            ))
+            .into());
+        }
         let mut next = state.conv.clone();
         // Settle the response clocks this reply answers; a late reply whose deadline the timer
         // has not reported yet is a miss, reported here once.
