@@ -165,3 +165,15 @@ async fn required_metrics_are_present_and_move() {
         "a conversation id leaked into a label"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_an_unknown_conversation_is_counted_as_not_found() {
+    let tb = TB::start().await;
+    let count = |t: &str| {
+        metric_sum(t, "switchboard_claims_total", &["outcome=\"not_found\""]).unwrap_or(0.0)
+    };
+    let before = count(&tb.metrics().await);
+    let (s, body) = tb.claim(ALICE, "0000000000000000").await;
+    assert_eq!(s, 404, "{body}");
+    assert_eq!(count(&tb.metrics().await), before + 1.0);
+}

@@ -656,7 +656,8 @@ impl ConversationActor {
         Ok(changed)
     }
 
-    /// A claim by `caller` (or a team's assignment to it), counted by outcome.
+    /// A claim by `caller` (or a team's assignment to it); agents' claims are counted by
+    /// outcome, automatic assignments by `switchboard_assignments_total` instead.
     async fn claim(
         &self,
         state: &mut State,
@@ -664,9 +665,10 @@ impl ConversationActor {
         kind: ClaimKind,
     ) -> Result<Conversation, Error> {
         let r = self.take(state, caller, kind).await;
-        match &r {
-            Ok(_) => self.ctx.claims_won.increment(1),
-            Err(e) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
+        match (&r, kind) {
+            (_, ClaimKind::Auto) => {}
+            (Ok(_), _) => self.ctx.claims_won.increment(1),
+            (Err(e), _) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
         }
         r
     }

@@ -201,11 +201,16 @@ async fn claim(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConversationView>> {
-    command(&s, &id, |reply| ConversationMsg::Claim {
+    let r = command(&s, &id, |reply| ConversationMsg::Claim {
         caller: caller.clone(),
         reply,
     })
-    .await
+    .await;
+    // Other outcomes are counted by the conversation; an unknown one never reaches an actor.
+    if r.as_ref().is_err_and(|e| e.code == "not_found") {
+        metrics::counter!(crate::metrics::CLAIMS, "outcome" => "not_found").increment(1);
+    }
+    r
 }
 
 async fn release(
