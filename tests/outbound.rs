@@ -552,6 +552,7 @@ async fn re_engagement_error_131047_fails_the_message_as_window_closed() {
     let msg_id = m["id"].as_str().unwrap();
     let m = tb.wait_status(&id, msg_id, "failed").await;
     assert_eq!(m["error"]["code"], json!(131047), "{m}");
+    assert_eq!(m["error"]["reason"], json!("window_closed"), "{m}");
     let title = m["error"]["title"].as_str().unwrap_or("").to_lowercase();
     assert!(
         title.contains("window"),
@@ -574,6 +575,7 @@ async fn other_graph_errors_fail_with_metas_code_and_title() {
     let msg_id = m["id"].as_str().unwrap();
     let m = tb.wait_status(&id, msg_id, "failed").await;
     assert_eq!(m["error"]["code"], json!(131026), "{m}");
+    assert!(m["error"].get("reason").is_none(), "{m}");
     let title = m["error"]["title"].as_str().unwrap_or("").to_lowercase();
     assert!(
         title.contains("undeliverable"),

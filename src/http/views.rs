@@ -71,7 +71,7 @@ pub struct MessageView {
     pub status: Option<&'static str>,
     pub author: String,
     pub at: String,
-    pub error: Option<MessageError>,
+    pub error: Option<MessageErrorView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// The customer's original message JSON (unknown types and fields included).
@@ -90,12 +90,33 @@ impl MessageView {
             status: m.status.map(|s| s.as_str()),
             author: m.author.clone(),
             at: rfc3339(m.at),
-            error: m.error.clone(),
+            error: m.error.as_ref().map(MessageErrorView::new),
             idempotency_key: m.idempotency_key.clone(),
             raw: m
                 .raw
                 .as_ref()
                 .and_then(|r| serde_json::value::RawValue::from_string(r.clone()).ok()),
+        }
+    }
+}
+
+/// Why a message failed: Meta's code and title, and `reason: "window_closed"` when Meta refused it
+/// because the 24-hour window had closed (131047), so clients need not know Meta's codes.
+#[derive(Serialize)]
+pub struct MessageErrorView {
+    pub code: i64,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl MessageErrorView {
+    fn new(e: &MessageError) -> Self {
+        Self {
+            code: e.code,
+            title: e.title.clone(),
+            reason: (e.code == crate::whatsapp::graph::WINDOW_CLOSED_CODE)
+                .then_some("window_closed"),
         }
     }
 }
