@@ -365,9 +365,10 @@ impl Conversation {
                 self.customer_name = Some(name.to_string());
             }
         }
-        self.last_inbound_at = Some(self.last_inbound_at.map_or(sent_at, |t| t.max(sent_at)));
         // The message's own time (Meta's timestamp), as `absorb` reads it back from storage.
-        self.last_message_at = self.last_message_at.max(sent_at);
+        let mut clock = self.clock();
+        clock.saw(sent_at, true);
+        self.set_clock(clock);
         if self.status == ConversationStatus::Resolved {
             self.team = reopen_team.to_string();
             self.enqueue(now);
@@ -413,23 +414,17 @@ impl Conversation {
     /// a record up to date with messages committed after it; folding a message in twice, or one
     /// the record already covers, changes nothing.
     pub fn absorb(&mut self, m: &Message) {
-        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
-        self.last_message_at = self.last_message_at.max(m.at);
-        if m.direction == Direction::Inbound {
-            self.last_inbound_at = Some(self.last_inbound_at.map_or(m.at, |t| t.max(m.at)));
-        }
+        let mut clock = self.clock();
+        clock.absorb(m);
+        self.set_clock(clock);
     }
 
     /// Whether `after` is this conversation with `messages` absorbed and nothing else changed:
     /// then committing the messages alone stores `after` as faithfully as rewriting the record.
     pub fn only_absorbed(&self, after: &Conversation, messages: &[Message]) -> bool {
-        let mut derived = (self.next_seq, self.last_message_at, self.last_inbound_at);
+        let mut derived = self.clock();
         for m in messages {
-            derived.0 = derived.0.max(m.seq.saturating_add(1));
-            derived.1 = derived.1.max(m.at);
-            if m.direction == Direction::Inbound {
-                derived.2 = Some(derived.2.map_or(m.at, |t| t.max(m.at)));
-            }
+            derived.absorb(m);
         }
         // Every other field by name, so a field added later cannot be forgotten here.
         let Conversation {
@@ -453,7 +448,12 @@ impl Conversation {
             owner_answered,
             after_hours_sent,
         } = after;
-        derived == (*next_seq, *last_message_at, *last_inbound_at)
+        let clock = MessageClock {
+            next_seq: *next_seq,
+            last_message_at: *last_message_at,
+            last_inbound_at: *last_inbound_at,
+        };
+        derived == clock
             && *id == self.id
             && *number == self.number
             && *customer == self.customer
@@ -470,6 +470,44 @@ impl Conversation {
             && *assigned_at == self.assigned_at
             && *owner_answered == self.owner_answered
             && *after_hours_sent == self.after_hours_sent
+    }
+
+    fn clock(&self) -> MessageClock {
+        MessageClock {
+            next_seq: self.next_seq,
+            last_message_at: self.last_message_at,
+            last_inbound_at: self.last_inbound_at,
+        }
+    }
+
+    fn set_clock(&mut self, c: MessageClock) {
+        self.next_seq = c.next_seq;
+        self.last_message_at = c.last_message_at;
+        self.last_inbound_at = c.last_inbound_at;
+    }
+}
+
+/// What follows from a conversation's messages alone: where the next one goes, and the times of
+/// the last one and of the customer's last one. The one place those rules live, for the live
+/// state ([`Conversation::on_inbound`]) and for storage's fold ([`Conversation::absorb`]) alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MessageClock {
+    next_seq: u64,
+    last_message_at: Millis,
+    last_inbound_at: Option<Millis>,
+}
+
+impl MessageClock {
+    fn saw(&mut self, at: Millis, inbound: bool) {
+        self.last_message_at = self.last_message_at.max(at);
+        if inbound {
+            self.last_inbound_at = Some(self.last_inbound_at.map_or(at, |t| t.max(at)));
+        }
+    }
+
+    fn absorb(&mut self, m: &Message) {
+        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
+        self.saw(m.at, m.direction == Direction::Inbound);
     }
 }
 
