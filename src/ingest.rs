@@ -5,7 +5,8 @@
 //! durable, so the transport may answer 200. Statuses go to the conversation that owns their
 //! wamid. A status whose wamid is not known yet (it raced the Graph API's answer) is parked as an
 //! orphan; both this path and the outbox path write first and check second, so whichever comes
-//! last applies it. Other changes (template updates, account events, echoes) are kept verbatim.
+//! last applies it. Other changes (template updates, account events, echoes) and every status
+//! callback are also kept verbatim.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,9 +60,10 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
             .await
         }
     });
+    let kept = verbatim(&n.statuses, &n.other);
     let statuses = deliver_statuses(ctx, n.statuses);
-    let other = keep_other(ctx, n.other);
-    let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, other)?;
+    let kept = async { Ok::<_, Error>(ctx.store.commit(kept).await?) };
+    let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, kept)?;
     for a in acks {
         report.stored += a.stored;
         report.duplicates += a.duplicates;
@@ -146,17 +148,16 @@ async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), E
     Ok(())
 }
 
-async fn keep_other(
-    ctx: &Arc<Ctx>,
-    other: Vec<crate::whatsapp::webhook::OtherChange>,
-) -> Result<(), Error> {
-    if other.is_empty() {
-        return Ok(());
-    }
+/// What is kept as Meta sent it: other changes, and every status callback whole (the broker acts
+/// on a status's id, status, time and error; the rest, such as `pricing`, is kept with it). An
+/// empty batch commits nothing.
+fn verbatim(statuses: &[InboundStatus], other: &[crate::whatsapp::webhook::OtherChange]) -> Batch {
     let mut batch = Batch::new();
-    for o in &other {
+    for s in statuses {
+        batch.put_status_log(&s.wamid, s.status, s.at, &s.raw);
+    }
+    for o in other {
         batch.put_other_change(&o.field, &o.raw);
     }
-    ctx.store.commit(batch).await?;
-    Ok(())
+    batch
 }

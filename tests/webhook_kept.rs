@@ -2,7 +2,8 @@
 //! into a message or a status (no business number, no id, no sender, an unknown status, unknown
 //! value keys, a `messages` change carrying neither) are kept verbatim — their whole change, in
 //! the `other_changes` column family — before the 200, once per redelivery, while the usable
-//! messages and statuses next to them are stored exactly as before.
+//! messages and statuses next to them are stored exactly as before. Every status callback is
+//! also kept whole (`status_log`: what the broker does not read of it, such as `pricing`).
 //!
 //! There is no API that reads kept changes, so each test crashes the broker after its
 //! acknowledgements (nothing flushed by a clean shutdown), restarts it on the same directory,
@@ -12,7 +13,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use switchboard::store::schema::CF_OTHER_CHANGES;
+use switchboard::store::schema::{CF_OTHER_CHANGES, CF_STATUS_LOG};
 
 /// Every kept change in the store: (field, JSON). Reads the store with the broker stopped.
 async fn kept_after_crash(tb: &mut TB) -> Vec<(String, Value)> {
@@ -30,6 +31,25 @@ async fn kept_after_crash(tb: &mut TB) -> Vec<(String, Value)> {
             let field = String::from_utf8(v[..nul].to_vec()).expect("utf-8 field");
             let raw = serde_json::from_slice(&v[nul + 1..]).expect("raw JSON");
             (field, raw)
+        })
+        .collect()
+}
+
+/// Every status callback kept whole: (key's wamid, key's status, JSON). Reads the store with the
+/// broker stopped, like [`kept_after_crash`] (which it must follow).
+fn status_log(tb: &TB) -> Vec<(String, String, Value)> {
+    let opts = rocksdb::Options::default();
+    let path = tb.cfg.storage_path.clone();
+    let names = rocksdb::DB::list_cf(&opts, &path).expect("list column families");
+    let db = rocksdb::DB::open_cf_for_read_only(&opts, &path, &names, false).expect("open store");
+    let cf = db.cf_handle(CF_STATUS_LOG).expect("status_log");
+    db.iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .map(|kv| {
+            let (k, v) = kv.expect("read");
+            let mut parts = k.split(|b| *b == 0);
+            let wamid = String::from_utf8(parts.next().unwrap_or_default().to_vec()).unwrap();
+            let status = String::from_utf8(parts.next().unwrap_or_default().to_vec()).unwrap();
+            (wamid, status, serde_json::from_slice(&v).expect("raw JSON"))
         })
         .collect()
 }
@@ -120,6 +140,46 @@ async fn unknown_status_and_status_without_id_are_kept_known_status_still_applie
         json!("delivered")
     );
     assert_kept_once(&kept_after_crash(&mut tb).await, &change);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_callbacks_are_kept_whole_once_each_pricing_and_all() {
+    let mut tb = TB::start().await;
+    let (conv, cust, id, w) = accepted_reply(&tb).await;
+    let t = now();
+    let priced = |status: &str, ts: i64| {
+        let mut s = status_obj(&w, status, ts, &cust);
+        s["conversation"] = json!({"id": "c-1", "origin": {"type": "service"}});
+        s["pricing"] = json!({"billable": true, "pricing_model": "PMP", "category": "service"});
+        s
+    };
+    let (sent, delivered) = (priced("sent", t), priced("delivered", t + 1));
+    let orphan = status_obj("wamid.NOT-OURS", "read", t + 2, &cust);
+    let change = change(
+        N1,
+        vec![],
+        vec![sent.clone(), delivered.clone(), orphan.clone()],
+    );
+    deliver_twice(&tb, &envelope(vec![entry(vec![change])])).await;
+    assert_eq!(
+        tb.message(&conv, &id).await.unwrap()["status"],
+        json!("delivered")
+    );
+    // Nothing went to the other changes: every status was usable.
+    assert!(kept_after_crash(&mut tb).await.is_empty());
+    let log = status_log(&tb);
+    for (wamid, status, raw) in [
+        (&w, "sent", &sent),
+        (&w, "delivered", &delivered),
+        (&"wamid.NOT-OURS".to_string(), "read", &orphan),
+    ] {
+        let copies = log
+            .iter()
+            .filter(|(k, s, v)| k == wamid && s == status && v == raw)
+            .count();
+        assert_eq!(copies, 1, "{status} of {wamid}: {log:?}");
+    }
+    assert_eq!(log.len(), 3, "{log:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! message, its wamid entry, its conversation and the conversation's index entries are either all
 //! durable or none is.
 
-use crate::domain::{Conversation, Message};
+use crate::domain::{Conversation, DeliveryStatus, Message, Millis};
 
 use super::codec::encode;
 use super::schema::*;
@@ -136,6 +136,15 @@ impl Batch {
 
     pub fn delete_orphan_status(&mut self, wamid: &str) {
         self.delete(CF_ORPHAN_STATUS, wamid.as_bytes().to_vec());
+    }
+
+    /// Keeps a status callback verbatim (the broker reads only its id, status, time and error).
+    pub fn put_status_log(&mut self, wamid: &str, status: DeliveryStatus, at: Millis, raw: &str) {
+        self.put(
+            CF_STATUS_LOG,
+            status_log_key(wamid, status, at),
+            raw.as_bytes().to_vec(),
+        );
     }
 
     /// Keeps a webhook change the broker does not act on (yet), verbatim, keyed by its digest so

@@ -10,6 +10,7 @@
 //! | `index`         | see [`IndexKey`]                      | empty                    |
 //! | `orphan_status` | wamid                                 | [`StatusUpdate`]         |
 //! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
+//! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
 //!
 //! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
@@ -29,8 +30,10 @@ pub const CF_INDEX: &str = "index";
 pub const CF_ORPHAN_STATUS: &str = "orphan_status";
 pub const CF_OTHER_CHANGES: &str = "other_changes";
 pub const CF_SETTINGS: &str = "settings";
+/// Every status callback as Meta sent it (pricing, conversation, errors…), once per redelivery.
+pub const CF_STATUS_LOG: &str = "status_log";
 
-pub const ALL_CFS: [&str; 9] = [
+pub const ALL_CFS: [&str; 10] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -40,6 +43,7 @@ pub const ALL_CFS: [&str; 9] = [
     CF_ORPHAN_STATUS,
     CF_OTHER_CHANGES,
     CF_SETTINGS,
+    CF_STATUS_LOG,
 ];
 
 /// Where a wamid lives: which conversation, which message.
@@ -79,6 +83,19 @@ pub fn seq_key(conversation_id: &str, seq: u64) -> Vec<u8> {
     k.extend_from_slice(conversation_id.as_bytes());
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// A status callback's key: the same status of the same message at the same time (a
+/// redelivery) is the same key, so it is stored once.
+pub fn status_log_key(wamid: &str, status: DeliveryStatus, at: Millis) -> Vec<u8> {
+    let status = status.as_str().as_bytes();
+    let mut k = Vec::with_capacity(wamid.len() + status.len() + 10);
+    k.extend_from_slice(wamid.as_bytes());
+    k.push(0);
+    k.extend_from_slice(status);
+    k.push(0);
+    k.extend_from_slice(&at.to_be_bytes());
     k
 }
 

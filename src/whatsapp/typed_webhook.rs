@@ -65,8 +65,9 @@ struct Value<'a> {
     contacts: Option<Vec<Contact<'a>>>,
     #[serde(borrow, default)]
     messages: Option<Vec<&'a RawValue>>,
+    /// Each status's original text, read into [`Status`] one by one: its `raw` is kept.
     #[serde(borrow, default)]
-    statuses: Option<Vec<Status<'a>>>,
+    statuses: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -243,7 +244,8 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
             raw: raw.get().to_string(),
         });
     }
-    for s in value.statuses.iter().flatten() {
+    for raw in value.statuses.iter().flatten() {
+        let s: Status = serde_json::from_str(raw.get()).ok()?;
         let status = s.status.as_deref().and_then(DeliveryStatus::parse);
         let (Some(wamid), Some(status)) = (s.id.as_deref(), status) else {
             return None;
@@ -263,6 +265,7 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
             status,
             error,
             at: timestamp_ms(s.timestamp).unwrap_or(now),
+            raw: raw.get().to_string(),
         });
     }
     Some(())
@@ -339,7 +342,15 @@ mod tests {
             };
             assert_eq!(strip(f), strip(s));
         }
-        assert_eq!(fast.statuses, slow.statuses);
+        assert_eq!(fast.statuses.len(), slow.statuses.len(), "{body}");
+        for (f, s) in fast.statuses.iter().zip(&slow.statuses) {
+            assert_eq!(value(&f.raw), value(&s.raw));
+            let strip = |s: &InboundStatus| InboundStatus {
+                raw: String::new(),
+                ..s.clone()
+            };
+            assert_eq!(strip(f), strip(s));
+        }
         // The fast path takes only bodies with nothing to keep verbatim.
         assert_eq!((fast.skipped, slow.skipped), (0, 0), "{body}");
         assert!(fast.other.is_empty() && slow.other.is_empty(), "{body}");

@@ -59,6 +59,9 @@ pub struct InboundStatus {
     pub status: DeliveryStatus,
     pub error: Option<MessageError>,
     pub at: Millis,
+    /// The status object's JSON: what the broker does not read of it (`pricing`,
+    /// `conversation`, …) is kept with it (`store::schema::CF_STATUS_LOG`).
+    pub raw: String,
 }
 
 /// A change kept verbatim: one that is not about messages or statuses (template updates, account
@@ -283,6 +286,7 @@ fn parse_messages_value(value: &Value, out: &mut Notification) -> bool {
             status,
             error,
             at: timestamp_ms(s.get("timestamp")).unwrap_or(now),
+            raw: s.to_string(),
         });
     }
     complete && (out.messages.len() > messages || out.statuses.len() > statuses)
