@@ -5,8 +5,8 @@
 //! durable, so the transport may answer 200. Statuses go to the conversation that owns their
 //! wamid. A status whose wamid is not known yet (it raced the Graph API's answer) is parked as an
 //! orphan; both this path and the outbox path write first and check second, so whichever comes
-//! last applies it. Other changes (template updates, account events, echoes) and every status
-//! callback are also kept verbatim.
+//! last applies it. Every status is also kept whole, in the commit that settles it (applied,
+//! stale or parked). Other changes (template updates, account events, echoes) are kept verbatim.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,10 +60,9 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
             .await
         }
     });
-    let kept = verbatim(&n.statuses, &n.other);
     let statuses = deliver_statuses(ctx, n.statuses);
-    let kept = async { Ok::<_, Error>(ctx.store.commit(kept).await?) };
-    let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, kept)?;
+    let other = keep_other(ctx, n.other);
+    let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, other)?;
     for a in acks {
         report.stored += a.stored;
         report.duplicates += a.duplicates;
@@ -128,7 +127,11 @@ async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), E
             }
         }
     }
+    // Every orphan is kept whole, the ones a more advanced status supersedes too.
     let mut batch = Batch::new();
+    for s in orphans {
+        batch.put_status_log(&s.wamid, s.status, s.at, &s.raw);
+    }
     for (wamid, s) in best {
         let existing = ctx.store.orphan_status(wamid).await?;
         if existing
@@ -148,16 +151,17 @@ async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), E
     Ok(())
 }
 
-/// What is kept as Meta sent it: other changes, and every status callback whole (the broker acts
-/// on a status's id, status, time and error; the rest, such as `pricing`, is kept with it). An
-/// empty batch commits nothing.
-fn verbatim(statuses: &[InboundStatus], other: &[crate::whatsapp::webhook::OtherChange]) -> Batch {
-    let mut batch = Batch::new();
-    for s in statuses {
-        batch.put_status_log(&s.wamid, s.status, s.at, &s.raw);
+async fn keep_other(
+    ctx: &Arc<Ctx>,
+    other: Vec<crate::whatsapp::webhook::OtherChange>,
+) -> Result<(), Error> {
+    if other.is_empty() {
+        return Ok(());
     }
-    for o in other {
+    let mut batch = Batch::new();
+    for o in &other {
         batch.put_other_change(&o.field, &o.raw);
     }
-    batch
+    ctx.store.commit(batch).await?;
+    Ok(())
 }

@@ -632,11 +632,14 @@ impl ConversationActor {
         seq: u64,
         update: InboundStatus,
     ) -> Result<bool, Error> {
+        // The callback is kept whole, applied or not, in the commit that settles it.
+        let mut batch = Batch::new();
+        batch.put_status_log(&update.wamid, update.status, update.at, &update.raw);
         let Some(mut msg) = self.message(state, seq).await? else {
+            self.ctx.store.commit(batch).await?;
             return Ok(false);
         };
         let changed = msg.apply_status(update.status, update.error);
-        let mut batch = Batch::new();
         // A status may have been parked as an orphan while the send was in flight; this one
         // supersedes or equals it (both came through the same forward-only rule).
         batch.delete_orphan_status(&update.wamid);
