@@ -15,6 +15,15 @@ fn texts(sends: &[GraphRequest]) -> Vec<&str> {
         .collect()
 }
 
+/// The conversation's outbound messages (replies and automatic texts), oldest first.
+async fn outbound_of(tb: &TB, conv: &str) -> Vec<Value> {
+    tb.messages(conv)
+        .await
+        .into_iter()
+        .filter(|m| m["direction"] == json!("outbound"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_is_202_pending_then_sent_to_graph_and_accepted() {
     let tb = TB::start().await;
@@ -91,12 +100,7 @@ async fn a_reply_from_a_number_missing_from_the_config_is_refused_not_left_pendi
     assert_eq!(s, 400, "{body}");
     assert_eq!(err_code(&body), "invalid_request");
     assert!(body.to_string().contains("999000111"), "{body}");
-    let outbound = tb
-        .messages(&id)
-        .await
-        .into_iter()
-        .filter(|m| m["direction"] == json!("outbound"))
-        .count();
+    let outbound = outbound_of(&tb, &id).await.len();
     assert_eq!(outbound, 0, "nothing accepted, nothing pending");
 }
 
@@ -386,12 +390,7 @@ async fn same_idempotency_key_returns_same_message_and_sends_once() {
     let sends_now = tb.graph.sends();
     assert_eq!(sends_now.len(), 2, "{sends:?}");
     assert_eq!(tb.graph.sends_for(m1["id"].as_str().unwrap()).len(), 1);
-    let outbound: Vec<Value> = tb
-        .messages(&id)
-        .await
-        .into_iter()
-        .filter(|m| m["direction"] == json!("outbound"))
-        .collect();
+    let outbound = outbound_of(&tb, &id).await;
     assert_eq!(outbound.len(), 2, "{outbound:#?}");
 }
 
@@ -434,12 +433,7 @@ async fn another_callers_idempotency_key_returns_nothing_of_the_message() {
     let (s, again) = tb.reply(ALICE, &id, "private answer", "alice-key").await;
     assert_eq!(s, 202, "{again}");
     assert_eq!(again["id"], m["id"]);
-    let outbound = tb
-        .messages(&id)
-        .await
-        .into_iter()
-        .filter(|m| m["direction"] == json!("outbound"))
-        .count();
+    let outbound = outbound_of(&tb, &id).await.len();
     assert_eq!(outbound, 1);
 }
 
@@ -503,12 +497,7 @@ async fn throttling_is_retried_until_accepted() {
         );
         assert_eq!(s.body["text"]["body"], json!("patience"));
     }
-    let outbound = tb
-        .messages(&id)
-        .await
-        .into_iter()
-        .filter(|m| m["direction"] == json!("outbound"))
-        .count();
+    let outbound = outbound_of(&tb, &id).await.len();
     assert_eq!(outbound, 1);
 }
 

@@ -15,14 +15,19 @@ use common::*;
 use serde_json::{json, Value};
 use switchboard::store::schema::{CF_OTHER_CHANGES, CF_STATUS_LOG};
 
+/// The stopped broker's store, read-only, with every column family.
+fn open_stopped(tb: &TB) -> rocksdb::DB {
+    let opts = rocksdb::Options::default();
+    let path = tb.cfg.storage_path.clone();
+    let names = rocksdb::DB::list_cf(&opts, &path).expect("list column families");
+    rocksdb::DB::open_cf_for_read_only(&opts, &path, &names, false).expect("open store")
+}
+
 /// Every kept change in the store: (field, JSON). Reads the store with the broker stopped.
 async fn kept_after_crash(tb: &mut TB) -> Vec<(String, Value)> {
     tb.crash_and_restart().await;
     tb.shutdown().await;
-    let opts = rocksdb::Options::default();
-    let path = tb.cfg.storage_path.clone();
-    let names = rocksdb::DB::list_cf(&opts, &path).expect("list column families");
-    let db = rocksdb::DB::open_cf_for_read_only(&opts, &path, &names, false).expect("open store");
+    let db = open_stopped(tb);
     let cf = db.cf_handle(CF_OTHER_CHANGES).expect("other_changes");
     db.iterator_cf(cf, rocksdb::IteratorMode::Start)
         .map(|kv| {
@@ -38,10 +43,7 @@ async fn kept_after_crash(tb: &mut TB) -> Vec<(String, Value)> {
 /// Every status callback kept whole: (key's wamid, key's status, JSON). Reads the store with the
 /// broker stopped, like [`kept_after_crash`] (which it must follow).
 fn status_log(tb: &TB) -> Vec<(String, String, Value)> {
-    let opts = rocksdb::Options::default();
-    let path = tb.cfg.storage_path.clone();
-    let names = rocksdb::DB::list_cf(&opts, &path).expect("list column families");
-    let db = rocksdb::DB::open_cf_for_read_only(&opts, &path, &names, false).expect("open store");
+    let db = open_stopped(tb);
     let cf = db.cf_handle(CF_STATUS_LOG).expect("status_log");
     db.iterator_cf(cf, rocksdb::IteratorMode::Start)
         .map(|kv| {
