@@ -568,9 +568,9 @@ impl ConversationActor {
             batch.put_outbox(&job)?;
             auto_reply = Some((msg, job));
         }
+        let before = reopened.then(|| state.conv.clone());
         // An after-hours reply changes the record (and takes a sequence number `created` does
         // not show), so it is always written with one.
-        let before = reopened.then(|| state.conv.clone());
         let committed = self.commit_inbound(state, next, &created, batch).await;
         if let Err(e) = committed {
             // A failed commit may still have reached the disk; only storage knows now.
