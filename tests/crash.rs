@@ -10,6 +10,13 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
+/// The messages' texts, in order ("" for one without text).
+fn texts(msgs: &[Value]) -> Vec<&str> {
+    msgs.iter()
+        .map(|m| m["text"].as_str().unwrap_or(""))
+        .collect()
+}
+
 fn write_config(path: &Path, storage: &Path, port: u16, graph: &str, max_attempts: u64) {
     let mut cfg = Cfg::new(storage, graph);
     cfg.listen = format!("127.0.0.1:{port}");
@@ -104,12 +111,8 @@ async fn everything_acknowledged_survives_sigkill() {
     assert_eq!(conv_a["assignee"], json!("alice"));
     assert_eq!(conv_a["status"], json!("assigned"));
     let msgs = conv_a["messages"].as_array().unwrap();
-    let texts: Vec<&str> = msgs
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or(""))
-        .collect();
     assert_eq!(
-        texts,
+        texts(msgs),
         vec![
             "A one",
             "A two",
@@ -211,12 +214,8 @@ async fn messages_committed_without_their_record_survive_sigkill() {
     let w = text_webhook(N1, &cust, &wamid(), t + 400, "after the crash");
     assert_eq!(api.webhook(&w).await, 200);
     let msgs = api.messages(&id).await;
-    let texts: Vec<&str> = msgs
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or(""))
-        .collect();
     assert_eq!(
-        texts,
+        texts(&msgs),
         vec!["first", "plain 1", "plain 2", "plain 3", "after the crash"]
     );
     let ids: std::collections::HashSet<&str> = msgs
