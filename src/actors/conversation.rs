@@ -435,39 +435,26 @@ impl ConversationActor {
         }
     }
 
-    /// Which of `items` are already stored (by wamid). Storage is read only for the wamids the
-    /// actor's complete set cannot rule out: none for a conversation never persisted (its record
-    /// is written atomically with its first message), only possible redeliveries for a live one
-    /// with a complete set, all of them otherwise.
+    /// Which of `items` are already stored (by wamid). Storage is read only when the actor has no
+    /// complete set: never for a conversation never persisted (its record is written atomically
+    /// with its first message) nor for a live one with a complete set, for every item otherwise.
     async fn stored_wamids(
         &self,
         state: &State,
         items: &[InboundMessage],
-    ) -> Result<Vec<Option<crate::store::WamidRef>>, Error> {
-        let mut known = vec![None; items.len()];
+    ) -> Result<Vec<bool>, Error> {
         if !state.persisted {
-            return Ok(known);
+            return Ok(vec![false; items.len()]);
         }
-        let check: Vec<usize> = (0..items.len())
-            .filter(|&i| {
-                state
-                    .seen
-                    .as_ref()
-                    .is_none_or(|s| s.maybe_contains(&items[i].wamid))
-            })
-            .collect();
-        if check.is_empty() {
-            return Ok(known);
+        if let Some(seen) = &state.seen {
+            return Ok(items.iter().map(|m| seen.contains(&m.wamid)).collect());
         }
         let found = self
             .ctx
             .store
-            .lookup_wamids(check.iter().map(|&i| items[i].wamid.clone()).collect())
+            .lookup_wamids(items.iter().map(|m| m.wamid.clone()).collect())
             .await?;
-        for (i, r) in check.into_iter().zip(found) {
-            known[i] = r;
-        }
-        Ok(known)
+        Ok(found.into_iter().map(|r| r.is_some()).collect())
     }
 
     async fn inbound(
@@ -492,7 +479,7 @@ impl ConversationActor {
             items
                 .iter()
                 .zip(&known)
-                .find(|(_, k)| k.is_none())
+                .find(|(_, stored)| !**stored)
                 .map(|(first, _)| {
                     let input = RouteInput {
                         number: &next.number,
@@ -520,7 +507,7 @@ impl ConversationActor {
         let mut ack = InboundAck::default();
         let mut reopened = false;
         for (item, known) in items.into_iter().zip(known) {
-            if known.is_some() || !seen.insert(item.wamid.clone()) {
+            if known || !seen.insert(item.wamid.clone()) {
                 ack.duplicates += 1;
                 continue;
             }

@@ -252,3 +252,27 @@ async fn plain_inbound_messages_rewrite_the_record_at_least_every_max_unrecorded
     assert_eq!(messages[total as usize].wamid.as_deref(), Some("w4-last"));
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_actor_tells_redeliveries_without_reading_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(config(dir.path(), 60_000))
+        .await
+        .expect("start");
+    let ctx = broker.ctx().clone();
+    for wamid in ["w5a", "w5b"] {
+        let n = crate::whatsapp::webhook::parse(&webhook("495", wamid)).expect("parse");
+        crate::ingest::ingest(&ctx, n).await.expect("ingest");
+    }
+    // With storage closed, only the actor's own set can answer for a redelivery.
+    ctx.store.close().await;
+    let n = crate::whatsapp::webhook::parse(&webhook("495", "w5a")).expect("parse");
+    let report = crate::ingest::ingest(&ctx, n)
+        .await
+        .expect("a redelivery needs no storage");
+    assert_eq!((report.stored, report.duplicates), (0, 1));
+    // A new message still has to be stored, and cannot be now.
+    let n = crate::whatsapp::webhook::parse(&webhook("495", "w5c")).expect("parse");
+    assert!(crate::ingest::ingest(&ctx, n).await.is_err());
+    broker.shutdown().await;
+}
