@@ -3,7 +3,7 @@
 //! Messages are grouped by conversation and handed to each conversation's actor (activated, or
 //! created from a seed), all groups concurrently; the call returns only when every group is
 //! durable, so the transport may answer 200. Statuses go to the conversation that owns their
-//! wamid. A status whose wamid is not known yet (it raced the Graph API's answer) is parked as an
+//! wamid (found in memory for recent sends, `actors::sent`, else in storage). A status whose wamid is not known yet (it raced the Graph API's answer) is parked as an
 //! orphan; both this path and the outbox path write first and check second, so whichever comes
 //! last applies it. Every status is also kept whole, in the commit that settles it (applied,
 //! stale or parked). Other changes (template updates, account events, echoes) are kept verbatim.
@@ -74,13 +74,24 @@ async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Resul
     if statuses.is_empty() {
         return Ok(());
     }
-    let refs = ctx
-        .store
-        .lookup_wamids(statuses.iter().map(|s| s.wamid.clone()).collect())
-        .await?;
-    let mut orphans = Vec::new();
+    // Recent sends are found in memory (`actors::sent`); only the rest read storage.
     let mut known = Vec::new();
-    for (s, r) in statuses.into_iter().zip(refs) {
+    let mut unknown = Vec::new();
+    for s in statuses {
+        match ctx.sent.get(&s.wamid) {
+            Some(r) => known.push((r, s)),
+            None => unknown.push(s),
+        }
+    }
+    let refs = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        ctx.store
+            .lookup_wamids(unknown.iter().map(|s| s.wamid.clone()).collect())
+            .await?
+    };
+    let mut orphans = Vec::new();
+    for (s, r) in unknown.into_iter().zip(refs) {
         match r {
             Some(r) => known.push((r, s)),
             None => orphans.push(s),

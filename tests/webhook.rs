@@ -707,6 +707,38 @@ async fn status_updates_only_move_forward() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_find_a_recent_send_in_memory_and_an_older_one_in_storage() {
+    let mut tb = TB::start().await;
+    let (conv, cust, id, w) = accepted_reply(&tb).await;
+    let remembered = |tb: &TB| {
+        tb.broker
+            .as_ref()
+            .and_then(|b| b.ctx().sent.get(&w))
+            .map(|at| at.conversation_id)
+    };
+    assert_eq!(
+        remembered(&tb).as_deref(),
+        Some(conv.as_str()),
+        "the accepted send is remembered"
+    );
+    let t = now();
+    let step = |st: &str, dt: i64| status_webhook(N1, vec![status_obj(&w, st, t + dt, &cust)]);
+    assert_eq!(tb.webhook(&step("sent", 1)).await, 200);
+    assert_eq!(
+        tb.message(&conv, &id).await.unwrap()["status"],
+        json!("sent")
+    );
+    // A restart forgets it: the next status finds the message through storage.
+    tb.restart().await;
+    assert_eq!(remembered(&tb), None);
+    assert_eq!(tb.webhook(&step("delivered", 2)).await, 200);
+    assert_eq!(
+        tb.message(&conv, &id).await.unwrap()["status"],
+        json!("delivered")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_out_of_order_in_one_batch_end_at_the_highest() {
     let tb = TB::start().await;
     let (conv, cust, id, w) = accepted_reply(&tb).await;

@@ -1010,11 +1010,6 @@ impl ConversationActor {
         let label = match outcome {
             Ok(wamid) => {
                 msg.status = Some(DeliveryStatus::Accepted);
-                if let Some(w) = &wamid {
-                    if let Some(orphan) = self.ctx.store.orphan_status(w).await? {
-                        msg.apply_status(orphan.status, orphan.error);
-                    }
-                }
                 msg.wamid = wamid;
                 "accepted"
             }
@@ -1037,9 +1032,18 @@ impl ConversationActor {
             seen.insert(w);
         }
         if let Some(wamid) = wamid {
+            self.ctx.sent.remember(
+                &wamid,
+                crate::store::WamidRef {
+                    conversation_id: id,
+                    seq,
+                },
+            );
             // Write first, check second (the webhook path does the same in the other order): a
-            // status parked after our first read is applied here; one parked after this commit
-            // finds the wamid and comes to this actor as a Status message.
+            // status that came before the Graph API's answer was parked as an orphan and is
+            // applied here; one parked after this commit finds the wamid and comes to this actor
+            // as a Status message. (Only this read, after the commit, is needed: reading before
+            // it too would cost every send a second blocking-pool round trip.)
             if let Some(orphan) = self.ctx.store.orphan_status(&wamid).await? {
                 let changed = msg.apply_status(orphan.status, orphan.error);
                 let mut batch = Batch::new();

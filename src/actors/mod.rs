@@ -34,6 +34,7 @@ pub mod conversation;
 pub mod mailbox;
 pub mod recent;
 pub mod seen;
+pub mod sent;
 pub mod team;
 #[cfg(test)]
 mod tests;
@@ -96,6 +97,8 @@ pub struct Ctx {
     policies: parking_lot::RwLock<Arc<Policies>>,
     /// Serializes admin changes so the stored and the active policies never disagree.
     pub settings_lock: tokio::sync::Mutex<()>,
+    /// Where recently sent wamids live, for status callbacks (see [`sent`]).
+    pub sent: sent::SentWamids,
 }
 
 impl Ctx {
@@ -127,6 +130,7 @@ impl Ctx {
             clock,
             policies: parking_lot::RwLock::new(Arc::new(policies)),
             settings_lock: tokio::sync::Mutex::new(()),
+            sent: sent::SentWamids::default(),
         }
     }
 
