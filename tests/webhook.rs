@@ -665,6 +665,12 @@ async fn status_for_unknown_wamid_is_acknowledged() {
 // Outbound status updates
 // ---------------------------------------------------------------------------------------------
 
+/// Posts a status webhook (answered 200) and returns message `id`'s status afterwards.
+async fn status_after(tb: &TB, body: &Value, conv: &str, id: &str) -> Value {
+    assert_eq!(tb.webhook(body).await, 200);
+    tb.message(conv, id).await.unwrap()["status"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_updates_only_move_forward() {
     let tb = TB::start().await;
@@ -672,36 +678,30 @@ async fn status_updates_only_move_forward() {
     let t = now();
     let step = |st: &str, dt: i64| status_webhook(N1, vec![status_obj(&w, st, t + dt, &cust)]);
 
-    assert_eq!(tb.webhook(&step("sent", 1)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("sent", 1), &conv, &id).await,
         json!("sent")
     );
-    assert_eq!(tb.webhook(&step("delivered", 2)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("delivered", 2), &conv, &id).await,
         json!("delivered")
     );
     // late `sent` (e.g. redelivered out of order) never overwrites delivered
-    assert_eq!(tb.webhook(&step("sent", 1)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("sent", 1), &conv, &id).await,
         json!("delivered")
     );
     // even with a newer timestamp
-    assert_eq!(tb.webhook(&step("sent", 5)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("sent", 5), &conv, &id).await,
         json!("delivered")
     );
-    assert_eq!(tb.webhook(&step("read", 3)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("read", 3), &conv, &id).await,
         json!("read")
     );
-    assert_eq!(tb.webhook(&step("delivered", 6)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("delivered", 6), &conv, &id).await,
         json!("read")
     );
 }
@@ -723,17 +723,15 @@ async fn statuses_find_a_recent_send_in_memory_and_an_older_one_in_storage() {
     );
     let t = now();
     let step = |st: &str, dt: i64| status_webhook(N1, vec![status_obj(&w, st, t + dt, &cust)]);
-    assert_eq!(tb.webhook(&step("sent", 1)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("sent", 1), &conv, &id).await,
         json!("sent")
     );
     // A restart forgets it: the next status finds the message through storage.
     tb.restart().await;
     assert_eq!(remembered(&tb), None);
-    assert_eq!(tb.webhook(&step("delivered", 2)).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &step("delivered", 2), &conv, &id).await,
         json!("delivered")
     );
 }
@@ -751,11 +749,7 @@ async fn statuses_out_of_order_in_one_batch_end_at_the_highest() {
             status_obj(&w, "delivered", t + 2, &cust),
         ],
     );
-    assert_eq!(tb.webhook(&body).await, 200);
-    assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
-        json!("read")
-    );
+    assert_eq!(status_after(&tb, &body, &conv, &id).await, json!("read"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -942,9 +936,8 @@ async fn statuses_with_conversation_and_pricing_objects_are_processed() {
     st["conversation"] = json!({"id": "CONVERSATION_ID", "origin": {"type": "service"}, "expiration_timestamp": "1751247548"});
     st["pricing"] = json!({"billable": false, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"});
     st["biz_opaque_callback_data"] = json!(id);
-    assert_eq!(tb.webhook(&status_webhook(N1, vec![st])).await, 200);
     assert_eq!(
-        tb.message(&conv, &id).await.unwrap()["status"],
+        status_after(&tb, &status_webhook(N1, vec![st]), &conv, &id).await,
         json!("delivered")
     );
 }
