@@ -46,6 +46,16 @@ fn webhook(customer: &str, wamid: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Parses and ingests a one-message webhook from `customer`, as the webhook handler would.
+async fn deliver(
+    ctx: &std::sync::Arc<crate::actors::Ctx>,
+    customer: &str,
+    wamid: &str,
+) -> Result<crate::ingest::IngestReport, crate::error::Error> {
+    let n = crate::whatsapp::webhook::parse(&webhook(customer, wamid)).expect("parse");
+    crate::ingest::ingest(ctx, n).await
+}
+
 async fn eventually<F: Fn() -> bool>(what: &str, f: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
@@ -72,8 +82,7 @@ async fn panicking_actor_restarts_from_durable_state() {
         .await
         .expect("start");
     let ctx = broker.ctx().clone();
-    let n = crate::whatsapp::webhook::parse(&webhook("491", "w1")).expect("parse");
-    crate::ingest::ingest(&ctx, n).await.expect("ingest");
+    deliver(&ctx, "491", "w1").await.expect("ingest");
     let id = conversation_id("111", "491");
     let first = ctx
         .conversations
@@ -105,8 +114,7 @@ async fn idle_actor_passivates_and_reactivates_with_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(config(dir.path(), 50)).await.expect("start");
     let ctx = broker.ctx().clone();
-    let n = crate::whatsapp::webhook::parse(&webhook("492", "w2")).expect("parse");
-    crate::ingest::ingest(&ctx, n).await.expect("ingest");
+    deliver(&ctx, "492", "w2").await.expect("ingest");
     let id = conversation_id("111", "492");
     ctx.ask(&id, None, |reply| ConversationMsg::Claim {
         caller: alice(),
@@ -119,8 +127,7 @@ async fn idle_actor_passivates_and_reactivates_with_state() {
     })
     .await;
     // Redelivery after passivation is still recognised, and ownership is intact.
-    let n = crate::whatsapp::webhook::parse(&webhook("492", "w2")).expect("parse");
-    let report = crate::ingest::ingest(&ctx, n).await.expect("ingest again");
+    let report = deliver(&ctx, "492", "w2").await.expect("ingest again");
     assert_eq!((report.stored, report.duplicates), (0, 1));
     let conv = ctx
         .ask(&id, None, |reply| ConversationMsg::Claim {
@@ -142,8 +149,7 @@ async fn claims_from_a_queue_take_only_conversations_still_waiting() {
         .await
         .expect("start");
     let ctx = broker.ctx().clone();
-    let n = crate::whatsapp::webhook::parse(&webhook("493", "w3")).expect("parse");
-    crate::ingest::ingest(&ctx, n).await.expect("ingest");
+    deliver(&ctx, "493", "w3").await.expect("ingest");
     let id = conversation_id("111", "493");
     ctx.ask(&id, None, |reply| ConversationMsg::Claim {
         caller: alice(),
@@ -216,9 +222,9 @@ async fn plain_inbound_messages_rewrite_the_record_at_least_every_max_unrecorded
     let total = MAX_UNRECORDED + 6;
     let mut most = 0;
     for i in 0..total {
-        let n =
-            crate::whatsapp::webhook::parse(&webhook("494", &format!("w4-{i}"))).expect("parse");
-        crate::ingest::ingest(&ctx, n).await.expect("ingest");
+        deliver(&ctx, "494", &format!("w4-{i}"))
+            .await
+            .expect("ingest");
         // What any reader of the record sees: every message so far, however many are unrecorded.
         let loaded = ctx
             .store
@@ -241,8 +247,7 @@ async fn plain_inbound_messages_rewrite_the_record_at_least_every_max_unrecorded
         .await
         .expect("restart");
     let ctx = broker.ctx().clone();
-    let n = crate::whatsapp::webhook::parse(&webhook("494", "w4-last")).expect("parse");
-    let report = crate::ingest::ingest(&ctx, n)
+    let report = deliver(&ctx, "494", "w4-last")
         .await
         .expect("ingest after restart");
     assert_eq!(report.stored, 1);
@@ -261,18 +266,15 @@ async fn a_live_actor_tells_redeliveries_without_reading_storage() {
         .expect("start");
     let ctx = broker.ctx().clone();
     for wamid in ["w5a", "w5b"] {
-        let n = crate::whatsapp::webhook::parse(&webhook("495", wamid)).expect("parse");
-        crate::ingest::ingest(&ctx, n).await.expect("ingest");
+        deliver(&ctx, "495", wamid).await.expect("ingest");
     }
     // With storage closed, only the actor's own set can answer for a redelivery.
     ctx.store.close().await;
-    let n = crate::whatsapp::webhook::parse(&webhook("495", "w5a")).expect("parse");
-    let report = crate::ingest::ingest(&ctx, n)
+    let report = deliver(&ctx, "495", "w5a")
         .await
         .expect("a redelivery needs no storage");
     assert_eq!((report.stored, report.duplicates), (0, 1));
     // A new message still has to be stored, and cannot be now.
-    let n = crate::whatsapp::webhook::parse(&webhook("495", "w5c")).expect("parse");
-    assert!(crate::ingest::ingest(&ctx, n).await.is_err());
+    assert!(deliver(&ctx, "495", "w5c").await.is_err());
     broker.shutdown().await;
 }
