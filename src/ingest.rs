@@ -3,10 +3,11 @@
 //! Messages are grouped by conversation and handed to each conversation's actor (activated, or
 //! created from a seed), all groups concurrently; the call returns only when every group is
 //! durable, so the transport may answer 200. Statuses go to the conversation that owns their
-//! wamid (found in memory for recent sends, `actors::sent`, else in storage). A status whose wamid is not known yet (it raced the Graph API's answer) is parked as an
-//! orphan; both this path and the outbox path write first and check second, so whichever comes
-//! last applies it. Every status is also kept whole, in the commit that settles it (applied,
-//! stale or parked). Other changes (template updates, account events, echoes) are kept verbatim.
+//! wamid (found in memory for recent sends, `actors::sent`, else in storage). A status whose
+//! wamid is not known yet (it raced the Graph API's answer) is parked as an orphan; both this path
+//! and the outbox path write first and check second, so whichever comes last applies it. Every
+//! status is also kept whole, in the commit that settles it (applied, stale or parked). Other
+//! changes (template updates, account events, echoes) are kept verbatim.
 
 use std::collections::HashMap;
 use std::sync::Arc;

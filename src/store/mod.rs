@@ -292,10 +292,9 @@ impl Store {
     ) -> Result<Option<LoadedConversation>, StoreError> {
         let id = id.to_string();
         self.read(move |db| {
-            let Some(mut conv) = get_record(db, &id)? else {
+            let Some((conv, unrecorded)) = get_folded(db, &id)? else {
                 return Ok(None);
             };
-            let unrecorded = fold_tail(&mut db.raw_iterator_cf(cf(db, CF_MESSAGES)?), &mut conv)?;
             if conv.next_seq > max_messages {
                 return Ok(Some(LoadedConversation {
                     conv,
@@ -651,11 +650,16 @@ impl Store {
 
 /// A conversation brought up to date with the messages committed after its record.
 fn get_conversation(db: &DB, id: &str) -> Result<Option<Conversation>, StoreError> {
+    Ok(get_folded(db, id)?.map(|(conv, _)| conv))
+}
+
+/// [`get_conversation`], and how many messages were folded in.
+fn get_folded(db: &DB, id: &str) -> Result<Option<(Conversation, u64)>, StoreError> {
     let Some(mut conv) = get_record(db, id)? else {
         return Ok(None);
     };
-    fold_tail(&mut db.raw_iterator_cf(cf(db, CF_MESSAGES)?), &mut conv)?;
-    Ok(Some(conv))
+    let folded = fold_tail(&mut db.raw_iterator_cf(cf(db, CF_MESSAGES)?), &mut conv)?;
+    Ok(Some((conv, folded)))
 }
 
 /// A conversation's record as stored: `next_seq`, `last_message_at` and `last_inbound_at` may
