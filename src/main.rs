@@ -47,6 +47,15 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Handlers go in before the listeners serve: once `/healthz` answers, a SIGINT or SIGTERM
+        // must mean a clean shutdown, never the default action (death without a flush).
+        let shutdown = match ShutdownSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let supervisor = match Supervisor::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -58,7 +67,7 @@ fn main() -> ExitCode {
         };
         supervisor
             .run(async {
-                wait_for_signal().await;
+                shutdown.recv().await;
                 tracing::info!("shutting down");
             })
             .await;
@@ -66,17 +75,25 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, registered with the OS when installed rather than when first awaited.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }
