@@ -161,6 +161,17 @@ impl Broker {
                 source,
             })?;
 
+        // The gauge of conversations by status and team starts from a view of storage taken
+        // here, before any actor, timer or request can change a status; every change from now on
+        // is an increment and a decrement by the actor that made it, so adding the counts to the
+        // gauge (whenever the scan finishes) is exact. `set` would race with those changes.
+        match store.count_by_status_team().await {
+            Ok(counted) => {
+                tokio::spawn(init_gauges(counted));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count conversations"),
+        }
+
         let mut agents = HashMap::new();
         for a in &config.agents {
             let slots = Arc::new(agent::Slots::new(a.max_concurrent));
@@ -226,7 +237,6 @@ impl Broker {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
         }
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
-        tokio::spawn(init_gauges(store.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
         let state = AppState::new(ctx.clone(), metrics);
@@ -350,13 +360,15 @@ async fn pending_sends(ctx: &Ctx) -> HashMap<String, usize> {
     }
 }
 
-/// Sets the conversations-by-status-and-team gauge from the index (keys only).
-async fn init_gauges(store: Store) {
-    match store.count_by_status_team().await {
+/// Adds the conversations counted by status and team to their gauge (see where it is spawned).
+async fn init_gauges(
+    counted: impl std::future::Future<Output = Result<crate::store::StatusTeamCounts, StoreError>>,
+) {
+    match counted.await {
         Ok(counts) => {
             for ((status, team), n) in counts {
                 metrics::gauge!(m::CONVERSATIONS, "status" => status.as_str(), "team" => team)
-                    .set(n as f64);
+                    .increment(n as f64);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot count conversations"),

@@ -237,6 +237,57 @@ async fn binary_starts_serves_healthz_and_exits_cleanly_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversation_gauge_after_a_restart_counts_each_conversation_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("ok.toml");
+    let port = free_port();
+    std::fs::write(&cfg_path, valid(dir.path(), port)).unwrap();
+    let mut p = BinProc::spawn(&cfg_path, port, &dir.path().join("log.txt")).await;
+    let claimed = p.api.open_conv(N1, &customer(), "one").await;
+    p.api.open_conv(N1, &customer(), "two").await;
+    p.api.must_claim("t-alice", &claimed).await;
+    assert!(p
+        .signal_and_wait("TERM", Duration::from_secs(20))
+        .await
+        .success());
+
+    // A process of its own, so its gauge holds this broker's counts alone.
+    let port = free_port();
+    std::fs::write(&cfg_path, valid(dir.path(), port)).unwrap();
+    let p = BinProc::spawn(&cfg_path, port, &dir.path().join("log2.txt")).await;
+    let support = |status: &'static str| {
+        let api = &p.api;
+        async move {
+            let text = api.metrics().await;
+            let labels = [
+                format!("status=\"{status}\""),
+                "team=\"support\"".to_string(),
+            ];
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            metric_sum(&text, "switchboard_conversations", &labels).unwrap_or(0.0)
+        }
+    };
+    // The start-up count lands after the broker serves; a count added twice, or a change
+    // overwritten by it, would never settle at these values.
+    eventually("gauges counted after the restart", WAIT, || async {
+        match (support("assigned").await, support("queued").await) {
+            (1.0, 1.0) => Ok(()),
+            other => Err(format!("assigned, queued = {other:?}")),
+        }
+    })
+    .await;
+    // Changes after the restart move the counted values.
+    assert_eq!(p.api.release("t-alice", &claimed).await.0, 200);
+    eventually("the release is counted", WAIT, || async {
+        match (support("assigned").await, support("queued").await) {
+            (0.0, 2.0) => Ok(()),
+            other => Err(format!("assigned, queued = {other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_exits_cleanly_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

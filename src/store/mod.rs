@@ -46,6 +46,9 @@ pub use schema::{IndexKey, OutboxJob, StatusUpdate, WamidRef};
 
 use crate::domain::{Conversation, ConversationStatus, Message};
 
+/// Conversations per (status, team).
+pub type StatusTeamCounts = HashMap<(ConversationStatus, String), u64>;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("rocksdb: {0}")]
@@ -545,21 +548,49 @@ impl Store {
         .await
     }
 
-    /// Conversations per (status, team), from the index alone (keys only, no record decoding).
+    /// Conversations per (status, team), from the index alone (keys only, no record decoding),
+    /// as storage stands when this returns: the view is taken (a RocksDB iterator is a
+    /// point-in-time view) before it returns, the counting happens in the returned future. A
+    /// caller that takes the view before anything can change a status, and from then on applies
+    /// every change as a delta, ends up with exact counts without making start-up wait for a scan
+    /// of every conversation.
     pub async fn count_by_status_team(
         &self,
-    ) -> Result<HashMap<(ConversationStatus, String), u64>, StoreError> {
-        self.read(|db| {
-            let mut counts = HashMap::new();
-            scan_prefix(db, CF_INDEX, b"s\0", |k, _| {
-                if let Some(IndexKey::StatusTeam { status, team, .. }) = IndexKey::decode(k) {
-                    *counts.entry((status, team)).or_insert(0) += 1;
-                }
-                Ok(true)
-            })?;
-            Ok(counts)
-        })
-        .await
+    ) -> Result<
+        impl std::future::Future<Output = Result<StatusTeamCounts, StoreError>> + Send + 'static,
+        StoreError,
+    > {
+        let db = self.db()?;
+        let (taken_tx, taken) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let count = || {
+                let it = db.iterator_cf(
+                    cf(&db, CF_INDEX)?,
+                    IteratorMode::From(b"s\0", IterDirection::Forward),
+                );
+                let _ = taken_tx.send(());
+                let mut counts = StatusTeamCounts::new();
+                visit_prefix(it, b"s\0", |k, _| {
+                    if let Some(IndexKey::StatusTeam { status, team, .. }) = IndexKey::decode(k) {
+                        *counts.entry((status, team)).or_insert(0) += 1;
+                    }
+                    Ok(true)
+                })?;
+                Ok(counts)
+            };
+            let _ = done_tx.send(count());
+        });
+        let counted = async move {
+            done.await
+                .map_err(|e| StoreError::Rocks(format!("count task failed: {e}")))?
+        };
+        // A failure before the view was taken drops `taken_tx`; its error is what `done` holds.
+        if taken.await.is_err() {
+            counted.await?;
+            return Err(StoreError::Rocks("count task ended without a view".into()));
+        }
+        Ok(counted)
     }
 
     /// Ids of the conversations an agent owns (rebuilds its load after a restart).
@@ -914,12 +945,21 @@ fn scan_prefix_from(
     cf_name: &'static str,
     prefix: &[u8],
     start: &[u8],
-    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let it = db.iterator_cf(
         cf(db, cf_name)?,
         IteratorMode::From(start, IterDirection::Forward),
     );
+    visit_prefix(it, prefix, visit)
+}
+
+/// Visits `it`'s entries while their keys start with `prefix` and `visit` says go on.
+fn visit_prefix(
+    it: rocksdb::DBIteratorWithThreadMode<'_, DB>,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
     for item in it {
         let (k, v) = item.map_err(rocks)?;
         if !k.starts_with(prefix) || !visit(&k, &v)? {
@@ -971,10 +1011,56 @@ mod tests {
             store.owned_by("alice").await.expect("owned"),
             vec![c.id.clone()]
         );
-        let counts = store.count_by_status_team().await.expect("counts");
+        let counts = store
+            .count_by_status_team()
+            .await
+            .expect("view")
+            .await
+            .expect("counts");
         assert_eq!(
             counts.get(&(ConversationStatus::Assigned, "support".to_string())),
             Some(&1)
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn status_counts_are_those_of_the_moment_the_view_was_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 64).expect("open");
+        let mut a = Conversation::new("n", "cust-a", "support", 1);
+        let mut b = Batch::new();
+        b.put_conversation(None, &a).expect("put");
+        store.commit(b).await.expect("commit");
+        let key = |status| (status, "support".to_string());
+
+        let counted = store.count_by_status_team().await.expect("view");
+        // Committed after the view was taken, before the count runs: not counted.
+        let before = a.clone();
+        a.assign("alice", 2);
+        let mut b = Batch::new();
+        b.put_conversation(Some(&before), &a).expect("put");
+        b.put_conversation(None, &Conversation::new("n", "cust-b", "support", 2))
+            .expect("put");
+        store.commit(b).await.expect("commit");
+        let counts = counted.await.expect("counts");
+        assert_eq!(
+            counts,
+            HashMap::from([(key(ConversationStatus::Queued), 1)])
+        );
+
+        let now = store
+            .count_by_status_team()
+            .await
+            .expect("view")
+            .await
+            .expect("counts");
+        assert_eq!(
+            now,
+            HashMap::from([
+                (key(ConversationStatus::Queued), 1),
+                (key(ConversationStatus::Assigned), 1)
+            ])
         );
         store.close().await;
     }
