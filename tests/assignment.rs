@@ -13,8 +13,9 @@ const N3: &str = "306540352242944";
 const ANN: &str = "t-ann";
 const BEN: &str = "t-ben";
 
-async fn desk(policy: &str) -> TB {
-    let extra = format!(
+/// The `desk` team (with `policy`), its number N3 and its agents ann and ben.
+fn desk_toml(policy: &str) -> String {
+    format!(
         r#"
 [[numbers]]
 phone_number_id = "{N3}"
@@ -37,12 +38,16 @@ token = "{BEN}"
 teams = ["desk"]
 max_concurrent = 3
 "#
-    );
+    )
+}
+
+async fn desk(policy: &str) -> TB {
+    let extra = desk_toml(policy);
     TB::start_with(move |c| c.extra.push_str(&extra)).await
 }
 
 /// Waits until every conversation is assigned; returns conversation id → assignee.
-async fn all_assigned(tb: &TB, ids: &[String]) -> HashMap<String, String> {
+async fn all_assigned(tb: &Api, ids: &[String]) -> HashMap<String, String> {
     eventually("conversations to be assigned", WAIT, || async {
         let mut owners = HashMap::new();
         for id in ids {
@@ -342,4 +347,41 @@ async fn automatic_assignment_never_races_a_manual_claim_into_two_owners() {
         let (_, me) = tb.get(token, "/api/v1/agents/me").await;
         assert_eq!(me["open_conversations"], load(&owners, agent), "{me}");
     }
+}
+
+/// `switchboard_claims_total` counts what agents ask for; a team handing a conversation to an
+/// agent on its own is not a claim. (The real binary, so its counters are this broker's alone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_assignments_are_not_counted_as_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = Cfg::new(&dir.path().join("db"), "http://127.0.0.1:9/v25.0");
+    cfg.listen = format!("127.0.0.1:{port}");
+    cfg.extra.push_str(&desk_toml("least_loaded"));
+    let path = dir.path().join("desk.toml");
+    std::fs::write(&path, cfg.toml()).unwrap();
+    let p = BinProc::spawn(&path, port, &dir.path().join("log.txt")).await;
+    let claims = || async {
+        metric_sum(&p.api.metrics().await, "switchboard_claims_total", &[]).unwrap_or(0.0)
+    };
+
+    assert_eq!(p.api.presence(ANN, "online").await.0, 200);
+    let id = p.api.open_conv(N3, &customer(), "hello").await;
+    let owners = all_assigned(&p.api, std::slice::from_ref(&id)).await;
+    assert_eq!(owners[&id], "ann");
+    assert_eq!(
+        claims().await,
+        0.0,
+        "an automatic assignment counted as a claim"
+    );
+    let text = p.api.metrics().await;
+    assert_eq!(
+        metric_sum(&text, "switchboard_assignments_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+
+    // An agent's claim is counted, whatever its outcome.
+    assert_eq!(p.api.claim(BEN, &id).await.0, 409);
+    assert_eq!(claims().await, 1.0);
 }
