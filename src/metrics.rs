@@ -41,6 +41,7 @@ pub const ROUTED: &str = "switchboard_routed_conversations_total";
 pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const QUEUE_OLDEST_WAIT: &str = "switchboard_queue_oldest_wait_seconds";
 pub const SLA: &str = "switchboard_sla_total";
+pub const FALLBACKS: &str = "switchboard_fallback_moves_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -199,6 +200,10 @@ fn describe() {
     describe_counter!(
         SLA,
         "SLA clocks settled, by team, kind (first_response, next_response, resolution) and outcome (hit, miss)."
+    );
+    describe_counter!(
+        FALLBACKS,
+        "Waiting conversations moved from a team that closed to its first open fallback team, by from and to team."
     );
 }
 

@@ -239,6 +239,66 @@ hours = { mon = ["09:00-17:00"] }"#
     assert_eq!(c["team"], "sales", "{c}");
 }
 
+#[tokio::test]
+async fn what_waits_when_a_team_closes_moves_to_an_open_fallback_keeping_its_place_in_line() {
+    let clock = ManualClock::new(utc(30, 15, 0)); // Monday 16:00 in Berlin: support is open
+    let tb = TB::start_with_clock(
+        |c| {
+            c.support_extra = format!("{BERLIN_HOURS}\nfallback_teams = [\"sales\"]");
+            c.sales_extra = r#"time_zone = "America/New_York"
+hours = { mon = ["09:00-17:00"] }"#
+                .into();
+        },
+        clock.clone(),
+    )
+    .await;
+    let waiting = customer();
+    tb.send_text_at(N1, &waiting, clock_secs(&clock), "hello")
+        .await;
+    let waiting = tb.conv_id(N1, &waiting).await;
+    clock.set(utc(30, 15, 30));
+    let later = tb.open_conv(N2, &customer(), "hi sales").await;
+    let owned = tb.open_conv(N1, &customer(), "mine").await;
+    tb.must_claim(CAROL, &owned).await;
+    assert_eq!(tb.conversation(&waiting).await["team"], "support");
+
+    // 17:00 in Berlin, 11:00 in New York: support closes while sales is open.
+    clock.set(utc(30, 16, 0));
+    let moved = eventually("the waiting conversation to move", WAIT, || async {
+        let c = tb.conversation(&waiting).await;
+        match c["team"].as_str() {
+            Some("sales") => Ok(c),
+            _ => Err(c.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(moved["status"], "queued", "{moved}");
+    let c = tb.conversation(&owned).await;
+    assert_eq!(
+        (c["team"].as_str(), c["assignee"].as_str()),
+        (Some("support"), Some("carol")),
+        "an owned conversation stays: {c}"
+    );
+    // It waited since 15:00, so it is ahead of the one sales has had since 15:30.
+    let (s, q) = tb.get(ROOT, "/api/v1/teams/sales/queue").await;
+    assert_eq!(s, 200, "{q}");
+    let order: Vec<&str> = q["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, vec![waiting.as_str(), later.as_str()], "{q}");
+    let (_, q) = tb.get(ROOT, "/api/v1/teams/support/queue").await;
+    assert_eq!(q["depth"], 0, "{q}");
+    let moves = metric_sum(
+        &tb.metrics().await,
+        "switchboard_fallback_moves_total",
+        &["from=\"support\"", "to=\"sales\""],
+    );
+    assert!(moves >= Some(1.0), "{moves:?}");
+}
+
 fn clock_secs(clock: &ManualClock) -> i64 {
     use switchboard::clock::Clock;
     clock.now_ms() / 1000

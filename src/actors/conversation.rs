@@ -14,9 +14,10 @@
 //! conversation: on its first message and on reopen the policies in force place it (rules →
 //! team, priority, labels; a closed team → its first open fallback), and while it waits in a
 //! closed team the after-hours reply goes out once per closed period, durable in the same batch as
-//! the message that triggered it. SLA clocks and `reassign_after` are part of the conversation's
-//! state; after each change the actor gives the timer service its next deadline, and a `Tick`
-//! re-checks them against the clock, so deadlines survive passivation and restarts.
+//! the message that triggered it. SLA clocks, `reassign_after` and the closing of a team with
+//! fallbacks (what still waits moves on) are part of the conversation's state; after each change
+//! the actor gives the timer service its next deadline, and a `Tick` re-checks them against the
+//! clock, so deadlines survive passivation and restarts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -326,7 +327,10 @@ impl ConversationActor {
     /// Tells the timer service when this conversation's next deadline falls due (only when it
     /// changed, unless `force`: after a tick the service has forgotten it).
     fn reschedule(&self, state: &mut State, force: bool) {
-        let next = self.ctx.policies().next_deadline(&state.conv);
+        let next = self
+            .ctx
+            .policies()
+            .next_deadline(&state.conv, self.ctx.now());
         if force || next != state.scheduled {
             state.scheduled = next;
             self.ctx.schedule(&state.conv.id, next);
@@ -947,9 +951,40 @@ impl ConversationActor {
                             .await?;
                     }
                 }
+                Deadline::FallBack => self.fall_back(state, &policies, now).await?,
             }
         }
         self.reschedule(state, true);
+        Ok(())
+    }
+
+    /// The conversation waits in a team that has closed: it moves to the team's first open
+    /// fallback, as a new conversation would be placed, keeping its place in line (`queued_at`).
+    async fn fall_back(
+        &self,
+        state: &mut State,
+        policies: &Policies,
+        now: Millis,
+    ) -> Result<(), Error> {
+        if state.conv.status != crate::domain::ConversationStatus::Queued {
+            return Ok(());
+        }
+        let Some(to) = policies.open_fallback(&state.conv.team, now) else {
+            return Ok(());
+        };
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        next.team = to.to_string();
+        self.persist(state, next, Batch::new()).await?;
+        metrics::counter!(m::FALLBACKS, "from" => before.team.clone(), "to" => state.conv.team.clone())
+            .increment(1);
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(
+            EventKind::ConversationTransferred,
+            &state.conv,
+            None,
+            Some(&before),
+        );
         Ok(())
     }
 

@@ -134,7 +134,7 @@ pub async fn schedule_open(ctx: Arc<Ctx>) {
             // Page by page: a million waiting conversations are never in memory at once.
             let scan = ctx.store.scan_status(status, team, |convs| {
                 for c in convs {
-                    if let Some(at) = policies.next_deadline(&c) {
+                    if let Some(at) = policies.next_deadline(&c, ctx.now()) {
                         ctx.schedule(&c.id, Some(at));
                     }
                 }

@@ -143,9 +143,17 @@ impl TeamPolicy {
         })
     }
 
-    /// Whether any deadline (an SLA clock or `reassign_after`) can run in this team.
+    /// Whether any deadline (an SLA clock, `reassign_after`, or a closing that hands waiting
+    /// conversations to a fallback) can run in this team.
     pub fn has_deadlines(&self) -> bool {
-        self.reassign_after.is_some() || SlaKind::ALL.iter().any(|k| self.sla.target(*k).is_some())
+        self.reassign_after.is_some()
+            || SlaKind::ALL.iter().any(|k| self.sla.target(*k).is_some())
+            || self.falls_back()
+    }
+
+    /// Whether this team can close and has somewhere to send what waits in it meanwhile.
+    fn falls_back(&self) -> bool {
+        !self.fallback_teams.is_empty() && !self.hours.is_always_open()
     }
 
     /// `start` plus `ms` of SLA time: wall-clock, or business hours only.
@@ -164,6 +172,9 @@ pub enum Deadline {
     Sla(SlaKind),
     /// The assignee has not answered within `reassign_after`.
     Reassign,
+    /// The conversation waits in a closed team and one of its fallback teams is open (follow
+    /// the sun: what waits at closing time moves on, as new conversations do).
+    FallBack,
 }
 
 /// Where a new or reopened conversation goes.
@@ -248,8 +259,41 @@ impl Policies {
         (conv.after_hours_sent != Some(period)).then(|| (text.clone(), period))
     }
 
-    /// Every deadline that is running for the conversation, with the instant it falls due.
-    pub fn deadlines(&self, conv: &Conversation) -> Vec<(Deadline, Millis)> {
+    /// The open fallback a conversation waiting in a closed `team` moves to at `now`, if any
+    /// (the first open one, as at placement; a fallback's own fallbacks are not followed).
+    pub fn open_fallback(&self, team: &str, now: Millis) -> Option<&str> {
+        let p = self.team(team).filter(|p| p.falls_back())?;
+        if p.hours.is_open(now) {
+            return None;
+        }
+        p.fallback_teams
+            .iter()
+            .find(|f| self.is_open(f, now))
+            .map(String::as_str)
+    }
+
+    /// When a conversation waiting in `p`'s team must next look for an open fallback: at the
+    /// team's next closing while it is open; while it is closed, when the first fallback is
+    /// open (`now` if one is already).
+    fn fallback_check(&self, p: &TeamPolicy, now: Millis) -> Option<Millis> {
+        if !p.falls_back() {
+            return None;
+        }
+        if p.hours.is_open(now) {
+            return p.hours.next_change(now);
+        }
+        p.fallback_teams
+            .iter()
+            .filter_map(|f| match self.team(f) {
+                Some(fp) => fp.hours.next_open(now),
+                None => Some(now),
+            })
+            .min()
+    }
+
+    /// Every deadline that is running for the conversation at `now`, with the instant it falls
+    /// due.
+    pub fn deadlines(&self, conv: &Conversation, now: Millis) -> Vec<(Deadline, Millis)> {
         let mut out = Vec::new();
         let Some(p) = self.team(&conv.team) else {
             return out;
@@ -288,17 +332,25 @@ impl Policies {
         ) {
             out.push((Deadline::Reassign, at.saturating_add(after)));
         }
+        if conv.status == ConversationStatus::Queued {
+            if let Some(at) = self.fallback_check(p, now) {
+                out.push((Deadline::FallBack, at));
+            }
+        }
         out
     }
 
-    /// The earliest deadline, for the timer service.
-    pub fn next_deadline(&self, conv: &Conversation) -> Option<Millis> {
-        self.deadlines(conv).into_iter().map(|(_, at)| at).min()
+    /// The earliest deadline after a change at `now`, for the timer service.
+    pub fn next_deadline(&self, conv: &Conversation, now: Millis) -> Option<Millis> {
+        self.deadlines(conv, now)
+            .into_iter()
+            .map(|(_, at)| at)
+            .min()
     }
 
     /// The deadlines that have fallen due at `now`.
     pub fn due(&self, conv: &Conversation, now: Millis) -> Vec<Deadline> {
-        self.deadlines(conv)
+        self.deadlines(conv, now)
             .into_iter()
             .filter(|(_, at)| *at <= now)
             .map(|(d, _)| d)
@@ -309,7 +361,7 @@ impl Policies {
     /// clock is not running, or its miss was already reported (a running clock is never breached:
     /// [`Self::deadlines`] leaves breached clocks out).
     pub fn sla_met(&self, conv: &Conversation, kind: SlaKind, now: Millis) -> Option<bool> {
-        self.deadlines(conv)
+        self.deadlines(conv, now)
             .into_iter()
             .find(|(d, _)| *d == Deadline::Sla(kind))
             .map(|(_, due)| now < due)
@@ -415,22 +467,74 @@ mod tests {
         };
         let p = policies(Some(sla));
         // Created 16:45: 15 open minutes today, 15 more next Monday.
-        let mut c = Conversation::new("n", "49", "day", mon(16) + 45 * 60_000);
-        let due = p.deadlines(&c);
+        let created = mon(16) + 45 * 60_000;
+        let mut c = Conversation::new("n", "49", "day", created);
+        let due = p.deadlines(&c, created);
         assert_eq!(
             due,
-            vec![(
-                Deadline::Sla(SlaKind::FirstResponse),
-                mon(24 * 7 + 9) + 15 * 60_000
-            )]
+            vec![
+                (
+                    Deadline::Sla(SlaKind::FirstResponse),
+                    mon(24 * 7 + 9) + 15 * 60_000
+                ),
+                (Deadline::FallBack, mon(17))
+            ]
         );
         c.assign("alice", mon(10));
         assert!(p
-            .deadlines(&c)
+            .deadlines(&c, mon(10))
             .contains(&(Deadline::Reassign, mon(10) + 600_000)));
         c.on_human_reply(mon(10) + 60_000);
-        assert_eq!(p.deadlines(&c), vec![]);
+        assert_eq!(p.deadlines(&c, mon(10) + 60_000), vec![]);
         assert_eq!(p.due(&c, mon(30)), vec![]);
+    }
+
+    #[test]
+    fn what_waits_in_a_team_at_closing_time_moves_to_its_first_open_fallback() {
+        let p = policies(None);
+        let c = Conversation::new("n", "49", "day", mon(10));
+        // Open: look again when it closes.
+        assert_eq!(
+            p.deadlines(&c, mon(10)),
+            vec![(Deadline::FallBack, mon(17))]
+        );
+        assert_eq!(p.open_fallback("day", mon(10)), None);
+        // Closed, and "night" (no hours) is open: due at once.
+        assert_eq!(p.due(&c, mon(17)), vec![Deadline::FallBack]);
+        assert_eq!(p.open_fallback("day", mon(17)), Some("night"));
+        // Only waiting conversations move; the owner keeps an assigned one.
+        let mut assigned = c.clone();
+        assigned.assign("alice", mon(10));
+        assert!(!p
+            .deadlines(&assigned, mon(17))
+            .iter()
+            .any(|(d, _)| *d == Deadline::FallBack));
+        // A team that never closes has nothing to look at.
+        let mut moved = c.clone();
+        moved.team = "night".into();
+        assert_eq!(p.deadlines(&moved, mon(17)), vec![]);
+
+        // A fallback that is closed too: look again when it opens.
+        let mut night = settings(true, None);
+        night.hours = Some(
+            [("mon".to_string(), vec!["20:00-23:00".to_string()])]
+                .into_iter()
+                .collect(),
+        );
+        night.fallback_teams = vec![];
+        let teams = [
+            ("day".to_string(), settings(true, None)),
+            ("night".to_string(), night),
+        ]
+        .into_iter()
+        .collect();
+        let p = compile(RuleSet::empty(), teams).expect("valid");
+        assert_eq!(
+            p.deadlines(&c, mon(17)),
+            vec![(Deadline::FallBack, mon(20))]
+        );
+        assert_eq!(p.open_fallback("day", mon(17)), None);
+        assert_eq!(p.open_fallback("day", mon(20)), Some("night"));
     }
 
     #[test]
