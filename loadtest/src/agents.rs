@@ -198,6 +198,9 @@ fn agent_runtime() -> std::io::Result<(tokio::runtime::Handle, oneshot::Sender<(
     std::thread::Builder::new()
         .name("lt-agents".into())
         .spawn(move || {
+            // The agents time claims from this thread: it should not add its own wait for a
+            // core to what it measures (see `slice`).
+            let _ = crate::slice::request_short_slice();
             rt.block_on(async move {
                 let _ = stopped.await;
             });

@@ -107,7 +107,12 @@ pub(super) fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(db, sync, max_batch, health, rx))?;
+        .spawn(move || {
+            // Every acknowledgement waits for this thread to wake and write.
+            let granted = crate::slice::request_short_slice();
+            tracing::debug!(granted, "group-commit writer: short scheduler slice");
+            run(db, sync, max_batch, health, rx)
+        })?;
     Ok((tx, handle))
 }
 
