@@ -410,6 +410,13 @@ impl ConversationActor {
         }
     }
 
+    /// After a durable move to another team or owner: the team queues follow and watchers
+    /// learn of it (`conversation.transferred`).
+    fn transferred(&self, before: &Conversation, conv: &Conversation) {
+        self.sync_queues(Some(before), conv);
+        self.publish(EventKind::ConversationTransferred, conv, None, Some(before));
+    }
+
     fn free_agent(&self, agent: &str, conversation: &str) {
         let freed = self
             .ctx
@@ -787,13 +794,7 @@ impl ConversationActor {
         if let Some(o) = old_owner.filter(|o| Some(o) != new_owner.as_ref()) {
             self.free_agent(&o, &before.id);
         }
-        self.sync_queues(Some(&before), &state.conv);
-        self.publish(
-            EventKind::ConversationTransferred,
-            &state.conv,
-            None,
-            Some(&before),
-        );
+        self.transferred(&before, &state.conv);
         if let Some(msg) = note_msg {
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
@@ -978,13 +979,7 @@ impl ConversationActor {
         self.persist(state, next, Batch::new()).await?;
         metrics::counter!(m::FALLBACKS, "from" => before.team.clone(), "to" => state.conv.team.clone())
             .increment(1);
-        self.sync_queues(Some(&before), &state.conv);
-        self.publish(
-            EventKind::ConversationTransferred,
-            &state.conv,
-            None,
-            Some(&before),
-        );
+        self.transferred(&before, &state.conv);
         Ok(())
     }
 
