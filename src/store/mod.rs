@@ -973,19 +973,22 @@ fn visit_prefix(
 mod tests {
     use super::*;
 
+    /// Commits `c`'s record (and index entries), replacing `before`'s.
+    async fn commit_conversation(store: &Store, before: Option<&Conversation>, c: &Conversation) {
+        let mut b = Batch::new();
+        b.put_conversation(before, c).expect("put");
+        store.commit(b).await.expect("commit");
+    }
+
     #[tokio::test]
     async fn batch_is_durable_and_indexed_and_reopens() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), true, 64).expect("open");
         let mut c = Conversation::new("n", "cust", "support", 1);
-        let mut b = Batch::new();
-        b.put_conversation(None, &c).expect("put");
-        store.commit(b).await.expect("commit");
+        commit_conversation(&store, None, &c).await;
         let before = c.clone();
         c.assign("alice", 1);
-        let mut b = Batch::new();
-        b.put_conversation(Some(&before), &c).expect("put");
-        store.commit(b).await.expect("commit");
+        commit_conversation(&store, Some(&before), &c).await;
         store.close().await;
 
         let store = Store::open(dir.path(), true, 64).expect("reopen");
@@ -1029,9 +1032,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), false, 64).expect("open");
         let mut a = Conversation::new("n", "cust-a", "support", 1);
-        let mut b = Batch::new();
-        b.put_conversation(None, &a).expect("put");
-        store.commit(b).await.expect("commit");
+        commit_conversation(&store, None, &a).await;
         let key = |status| (status, "support".to_string());
 
         let counted = store.count_by_status_team().await.expect("view");
