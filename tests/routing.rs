@@ -190,31 +190,33 @@ async fn the_queue_serves_higher_priority_first() {
         let (s, v) = tb.transfer(ROOT, id, json!({"team": "support"})).await;
         assert_eq!(s, 200, "{v}");
     }
-    let (s, q) = tb.get(CAROL, "/api/v1/teams/support/queue").await;
-    assert_eq!(s, 200, "{q}");
-    let order: Vec<&str> = q["conversations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        order,
-        vec![urgent.as_str(), high.as_str(), normal.as_str()],
-        "{q}"
+        queue_ids(&tb, CAROL, "support").await,
+        vec![urgent.clone(), high, normal]
     );
     let (s, c) = tb.post(BOB, "/api/v1/teams/support/next", json!({})).await;
     assert_eq!((s, c["id"].as_str()), (200, Some(urgent.as_str())), "{c}");
+}
+
+/// The ids waiting in `team`'s queue, in the order it serves them.
+async fn queue_ids(tb: &TB, token: &str, team: &str) -> Vec<String> {
+    let (s, q) = tb.get(token, &format!("/api/v1/teams/{team}/queue")).await;
+    assert_eq!(s, 200, "{q}");
+    q["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 const BERLIN_HOURS: &str = r#"time_zone = "Europe/Berlin"
 hours = { mon = ["09:00-17:00"], tue = ["09:00-17:00"], wed = ["09:00-17:00"], thu = ["09:00-17:00"], fri = ["09:00-17:00"] }
 holidays = ["2026-12-01"]"#;
 
-#[tokio::test]
-async fn a_closed_team_hands_new_conversations_to_an_open_fallback() {
-    let clock = ManualClock::new(utc(30, 9, 0)); // Monday 10:00 in Berlin: support is open
-    let tb = TB::start_with_clock(
+/// Support on Berlin hours, falling back to sales on New York's (Mondays 09:00–17:00).
+async fn follow_the_sun(clock: &std::sync::Arc<ManualClock>) -> TB {
+    TB::start_with_clock(
         |c| {
             c.support_extra = format!("{BERLIN_HOURS}\nfallback_teams = [\"sales\"]");
             c.sales_extra = r#"time_zone = "America/New_York"
@@ -223,7 +225,13 @@ hours = { mon = ["09:00-17:00"] }"#
         },
         clock.clone(),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_closed_team_hands_new_conversations_to_an_open_fallback() {
+    let clock = ManualClock::new(utc(30, 9, 0)); // Monday 10:00 in Berlin: support is open
+    let tb = follow_the_sun(&clock).await;
     let first = customer();
     tb.send_text_at(N1, &first, clock_secs(&clock), "hello")
         .await;
@@ -242,16 +250,7 @@ hours = { mon = ["09:00-17:00"] }"#
 #[tokio::test]
 async fn what_waits_when_a_team_closes_moves_to_an_open_fallback_keeping_its_place_in_line() {
     let clock = ManualClock::new(utc(30, 15, 0)); // Monday 16:00 in Berlin: support is open
-    let tb = TB::start_with_clock(
-        |c| {
-            c.support_extra = format!("{BERLIN_HOURS}\nfallback_teams = [\"sales\"]");
-            c.sales_extra = r#"time_zone = "America/New_York"
-hours = { mon = ["09:00-17:00"] }"#
-                .into();
-        },
-        clock.clone(),
-    )
-    .await;
+    let tb = follow_the_sun(&clock).await;
     let waiting = customer();
     tb.send_text_at(N1, &waiting, clock_secs(&clock), "hello")
         .await;
@@ -280,17 +279,8 @@ hours = { mon = ["09:00-17:00"] }"#
         "an owned conversation stays: {c}"
     );
     // It waited since 15:00, so it is ahead of the one sales has had since 15:30.
-    let (s, q) = tb.get(ROOT, "/api/v1/teams/sales/queue").await;
-    assert_eq!(s, 200, "{q}");
-    let order: Vec<&str> = q["conversations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(order, vec![waiting.as_str(), later.as_str()], "{q}");
-    let (_, q) = tb.get(ROOT, "/api/v1/teams/support/queue").await;
-    assert_eq!(q["depth"], 0, "{q}");
+    assert_eq!(queue_ids(&tb, ROOT, "sales").await, vec![waiting, later]);
+    assert_eq!(queue_ids(&tb, ROOT, "support").await, Vec::<String>::new());
     let moves = metric_sum(
         &tb.metrics().await,
         "switchboard_fallback_moves_total",
