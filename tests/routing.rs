@@ -232,18 +232,16 @@ hours = { mon = ["09:00-17:00"] }"#
 async fn a_closed_team_hands_new_conversations_to_an_open_fallback() {
     let clock = ManualClock::new(utc(30, 9, 0)); // Monday 10:00 in Berlin: support is open
     let tb = follow_the_sun(&clock).await;
-    let first = customer();
-    tb.send_text_at(N1, &first, clock_secs(&clock), "hello")
+    let c = tb
+        .conversation(&open_at(&tb, &clock, N1, "hello").await)
         .await;
-    let c = tb.conversation(&tb.conv_id(N1, &first).await).await;
     assert_eq!(c["team"], "support", "{c}");
 
     // Monday 20:00 in Berlin is 14:00 in New York: support is closed, sales open.
     clock.set(utc(30, 19, 0));
-    let second = customer();
-    tb.send_text_at(N1, &second, clock_secs(&clock), "hello")
+    let c = tb
+        .conversation(&open_at(&tb, &clock, N1, "hello").await)
         .await;
-    let c = tb.conversation(&tb.conv_id(N1, &second).await).await;
     assert_eq!(c["team"], "sales", "{c}");
 }
 
@@ -251,13 +249,10 @@ async fn a_closed_team_hands_new_conversations_to_an_open_fallback() {
 async fn what_waits_when_a_team_closes_moves_to_an_open_fallback_keeping_its_place_in_line() {
     let clock = ManualClock::new(utc(30, 15, 0)); // Monday 16:00 in Berlin: support is open
     let tb = follow_the_sun(&clock).await;
-    let waiting = customer();
-    tb.send_text_at(N1, &waiting, clock_secs(&clock), "hello")
-        .await;
-    let waiting = tb.conv_id(N1, &waiting).await;
+    let waiting = open_at(&tb, &clock, N1, "hello").await;
     clock.set(utc(30, 15, 30));
-    let later = tb.open_conv(N2, &customer(), "hi sales").await;
-    let owned = tb.open_conv(N1, &customer(), "mine").await;
+    let later = open_at(&tb, &clock, N2, "hi sales").await;
+    let owned = open_at(&tb, &clock, N1, "mine").await;
     tb.must_claim(CAROL, &owned).await;
     assert_eq!(tb.conversation(&waiting).await["team"], "support");
 
