@@ -1,12 +1,13 @@
 //! Wiring and lifecycle: start everything in order, serve, shut down cleanly.
 //!
-//! Start-up order: metrics → store (RocksDB open replays its WAL) → agent actors (rebuild their
-//! load from the assignee index) and team actors → conversation registry → outbox (each number's worker
-//! reads its pending sends back from disk) → teams attached (each rebuilds its queue from the status
-//! index in the background, then assigns) → HTTP. `/healthz` answers as soon as the listener
-//! serves, which does not wait for anything proportional to the number of conversations: actors
-//! activate lazily and queues rebuild behind their mailboxes (measured: 111 ms from SIGKILL to
-//! healthy with 1M conversations / 10M messages on disk, BENCHMARKS.md).
+//! Start-up order: listeners (bound and serving at once, `/healthz` answering 503 `starting`) →
+//! metrics → store (RocksDB open replays its WAL) → agent actors (rebuild their load from the
+//! assignee index) and team actors → conversation registry → outbox (each number's worker reads
+//! its pending sends back from disk) → teams attached (each rebuilds its queue from the status
+//! index in the background, then assigns) → the router attached to the listeners. `/healthz`
+//! answers 200 from then on, which does not wait for anything proportional to the number of
+//! conversations: actors activate lazily and queues rebuild behind their mailboxes (measured:
+//! 111 ms from SIGKILL to healthy with 1M conversations / 10M messages on disk, BENCHMARKS.md).
 //!
 //! Shutdown: stop taking webhooks (503), let the HTTP server finish requests in flight, give the
 //! outbox a grace period for sends in flight, stop actors (conversation handlers in progress
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::Actor;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::actors::timers::Timers;
@@ -38,13 +38,9 @@ use crate::whatsapp::graph::GraphClient;
 pub enum StartError {
     #[error("cannot open storage at {path}: {source}")]
     Storage { path: String, source: StoreError },
-    /// `key` is the config key that named the address (`server.listen`, `server.api_listen`).
-    #[error("config error: {key}: cannot listen on {addr}: {source}")]
-    Listen {
-        key: &'static str,
-        addr: String,
-        source: std::io::Error,
-    },
+    /// An address that cannot be bound (`server.listen`, `server.api_listen`).
+    #[error(transparent)]
+    Listen(#[from] http::ListenError),
     #[error("config error: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot start {0}")]
@@ -55,19 +51,16 @@ impl StartError {
     /// Whether the failure is the config's: a value that parsed but cannot be used here (an
     /// address that cannot be bound) or one that did not pass validation.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Listen { .. } | StartError::Config(_))
+        matches!(self, StartError::Listen(_) | StartError::Config(_))
     }
 }
 
 /// A running broker.
 pub struct Broker {
-    addr: SocketAddr,
     ctx: Arc<Ctx>,
     state: AppState,
-    stop_http: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
-    /// `server.api_listen`, when configured.
-    lane: Option<http::lane::Lane>,
+    /// Shared with the supervisor, which keeps them across a restart.
+    listeners: Arc<http::Listeners>,
     sweeper: JoinHandle<()>,
     timer_task: JoinHandle<()>,
     shut: bool,
@@ -82,12 +75,9 @@ impl Drop for Broker {
             return;
         }
         self.state.accepting.store(false, Ordering::Release);
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-        if let Some(lane) = self.lane.as_mut() {
-            lane.abort();
-        }
+        // Whoever else holds the listeners (the supervisor, restarting) keeps them open and
+        // answering 503 meanwhile; otherwise they close with this broker.
+        self.listeners.front().detach();
         self.sweeper.abort();
         self.timer_task.abort();
         if let Some(outbox) = self.ctx.outbox.get() {
@@ -117,39 +107,19 @@ impl Broker {
         config: Config,
         clock: SharedClock,
     ) -> Result<Broker, StartError> {
-        let metrics = m::install();
-        let listen = config.listen_addr()?;
-        let api_listen = config.api_listen_addr()?;
-        let config = Arc::new(config);
+        let listeners = Arc::new(http::Listeners::bind(&config, m::install()).await?);
+        Self::start_on(config, listeners, clock).await
+    }
 
-        // Both addresses are bound before storage opens or any task starts: an address that
-        // cannot be bound is a config error (exit 2, one line) and nothing is left running.
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                key: "server.listen",
-                addr: listen.to_string(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            key: "server.listen",
-            addr: listen.to_string(),
-            source,
-        })?;
-        let api_listener = match api_listen {
-            Some(api) => Some((
-                api,
-                tokio::net::TcpListener::bind(api)
-                    .await
-                    .and_then(|l| l.into_std())
-                    .map_err(|source| StartError::Listen {
-                        key: "server.api_listen",
-                        addr: api.to_string(),
-                        source,
-                    })?,
-            )),
-            None => None,
-        };
+    /// Starts a broker served by `listeners`, already bound and answering `/healthz` with 503
+    /// until this start has finished (a restart on the same listeners refuses no connection).
+    pub async fn start_on(
+        config: Config,
+        listeners: Arc<http::Listeners>,
+        clock: SharedClock,
+    ) -> Result<Broker, StartError> {
+        let metrics = m::install();
+        let config = Arc::new(config);
 
         let path = config.storage.path.clone();
         let (sync, batch) = (config.storage.sync, config.storage.max_commit_batch);
@@ -240,38 +210,11 @@ impl Broker {
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
         let state = AppState::new(ctx.clone(), metrics);
-        let router = http::app(state.clone());
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http server failed");
-            }
-        });
-        tracing::info!(%addr, "switchboard listening");
-        let lane = match api_listener {
-            Some((api, listener)) => {
-                let lane = http::lane::Lane::start(listener, http::app(state.clone())).map_err(
-                    |source| StartError::Listen {
-                        key: "server.api_listen",
-                        addr: api.to_string(),
-                        source,
-                    },
-                )?;
-                tracing::info!(addr = %lane.addr(), "agents' lane listening");
-                Some(lane)
-            }
-            None => None,
-        };
+        listeners.front().attach(http::app(state.clone()));
         Ok(Broker {
-            addr,
             ctx,
             state,
-            stop_http: Some(stop_tx),
-            server: Some(server),
-            lane,
+            listeners,
             sweeper,
             timer_task,
             shut: false,
@@ -279,12 +222,12 @@ impl Broker {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listeners.addr()
     }
 
     /// Where the agents' lane listens (`server.api_listen`), when configured.
     pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.lane.as_ref().map(|l| l.addr())
+        self.listeners.api_addr()
     }
 
     /// The core, for in-process drivers (benchmarks, tests) that bypass HTTP.
@@ -296,27 +239,9 @@ impl Broker {
     pub async fn shutdown(mut self) {
         self.shut = true;
         self.state.accepting.store(false, Ordering::Release);
-        if let Some(tx) = self.stop_http.take() {
-            let _ = tx.send(());
-        }
-        let server = self.server.take();
-        let main = async move {
-            if let Some(server) = server {
-                // SSE streams never end by themselves; don't let them hold shutdown hostage.
-                if tokio::time::timeout(Duration::from_secs(5), server)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("http server did not stop within 5 s");
-                }
-            }
-        };
-        let lane = async {
-            if let Some(lane) = self.lane.as_mut() {
-                lane.stop(Duration::from_secs(5)).await;
-            }
-        };
-        tokio::join!(main, lane);
+        // SSE streams never end by themselves; don't let them hold shutdown hostage.
+        self.listeners.stop(Duration::from_secs(5)).await;
+        self.listeners.front().detach();
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.shutdown(Duration::from_secs(3)).await;
         }

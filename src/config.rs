@@ -88,6 +88,34 @@ pub struct ServerConfig {
     /// apart); beyond it the broker answers 503 + Retry-After.
     #[serde(default = "default_max_inflight_api")]
     pub max_inflight_api: usize,
+    /// Time from a request's first byte to the end of its headers (`http::server`).
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Time a connection may wait for its next request (or its first) before it is closed.
+    #[serde(default = "default_server_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Time a request body may take before it must keep up `min_body_rate`.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Bytes per second a request body must keep up after `body_timeout_ms`.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: u64,
+    /// Most open client connections (lowered at start-up to fit the open-file limit).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most open connections from one remote address; 0 for no cap (behind a proxy).
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Most event streams one agent holds open at once.
+    #[serde(default = "default_max_streams_per_agent")]
+    pub max_streams_per_agent: usize,
+    /// Most agent-API requests of one agent processed at once.
+    #[serde(default = "default_max_inflight_per_agent")]
+    pub max_inflight_per_agent: usize,
+    /// Failed authentications allowed per remote address and minute (a burst of as many, then
+    /// refilled evenly); beyond, requests from that address with a token get 429.
+    #[serde(default = "default_auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +325,33 @@ fn default_max_event_streams() -> usize {
 fn default_max_inflight_api() -> usize {
     1024
 }
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_server_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_min_body_rate() -> u64 {
+    1024
+}
+fn default_max_connections() -> usize {
+    16_384
+}
+fn default_max_connections_per_peer() -> usize {
+    2048
+}
+fn default_max_streams_per_agent() -> usize {
+    16
+}
+fn default_max_inflight_per_agent() -> usize {
+    64
+}
+fn default_auth_failures_per_minute() -> u32 {
+    60
+}
 fn default_max_commit_batch() -> usize {
     2048
 }
@@ -461,6 +516,23 @@ impl Config {
         positive(
             "server.max_inflight_api",
             self.server.max_inflight_api as u64,
+        )?;
+        positive("server.header_timeout_ms", self.server.header_timeout_ms)?;
+        positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
+        positive("server.body_timeout_ms", self.server.body_timeout_ms)?;
+        positive("server.min_body_rate", self.server.min_body_rate)?;
+        positive("server.max_connections", self.server.max_connections as u64)?;
+        positive(
+            "server.max_streams_per_agent",
+            self.server.max_streams_per_agent as u64,
+        )?;
+        positive(
+            "server.max_inflight_per_agent",
+            self.server.max_inflight_per_agent as u64,
+        )?;
+        positive(
+            "server.auth_failures_per_minute",
+            u64::from(self.server.auth_failures_per_minute),
         )?;
         if self.whatsapp.app_secret.is_empty() {
             return Err(ConfigError::new("whatsapp.app_secret", "must not be empty"));

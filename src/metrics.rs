@@ -42,6 +42,11 @@ pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
 pub const QUEUE_OLDEST_WAIT: &str = "switchboard_queue_oldest_wait_seconds";
 pub const SLA: &str = "switchboard_sla_total";
 pub const FALLBACKS: &str = "switchboard_fallback_moves_total";
+pub const CONNECTIONS: &str = "switchboard_connections";
+pub const CONNECTIONS_REFUSED: &str = "switchboard_connections_refused_total";
+pub const CONNECTIONS_TIMED_OUT: &str = "switchboard_connections_timed_out_total";
+pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
+pub const AGENT_REFUSED: &str = "switchboard_agent_requests_refused_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -91,7 +96,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(WEBHOOK_REQUESTS, "Webhook POSTs by outcome (ok, invalid_signature, invalid_json, too_large, overloaded, error).");
+    describe_counter!(WEBHOOK_REQUESTS, "Webhook POSTs by outcome (ok, invalid_signature, invalid_json, too_large, timeout, overloaded, error).");
     describe_histogram!(
         WEBHOOK_DURATION,
         Unit::Seconds,
@@ -120,6 +125,23 @@ fn describe() {
     describe_counter!(
         API_REFUSED,
         "Agent API requests answered 503 because server.max_inflight_api were in flight."
+    );
+    describe_gauge!(CONNECTIONS, "Open client connections.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections closed at once by reason (total_cap: server.max_connections and the ops reserve full; peer_cap: server.max_connections_per_peer)."
+    );
+    describe_counter!(
+        CONNECTIONS_TIMED_OUT,
+        "Connections closed or requests failed by a read timeout, by phase (idle, head, body)."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Requests with a wrong token (unauthorized) and requests refused 429 because their address failed too often (throttled)."
+    );
+    describe_counter!(
+        AGENT_REFUSED,
+        "Agent requests answered 503 because one agent's cap was reached (kind: requests = server.max_inflight_per_agent, streams = server.max_streams_per_agent)."
     );
     describe_counter!(
         BROKER_RESTARTS,

@@ -7,8 +7,10 @@
 //!
 //! A store whose commits have failed, with none succeeding, for [`RESTART_AFTER`] is reopened
 //! the way a crashed broker is: the running broker is dropped (an abrupt stop, like kill -9;
-//! everything acknowledged is in the journal) and a new one starts on the same data directory
-//! and the same ports, retrying with back-off while the disk stays unusable. Conversation, team
+//! everything acknowledged is in the journal) and a new one starts on the same data directory,
+//! retrying with back-off while the disk stays unusable. The listeners belong to the supervisor,
+//! not to a broker: they stay open throughout, `/healthz` answering 503 and every other route
+//! 503 `unavailable` until the new broker has started. Conversation, team
 //! and agent state is rebuilt from disk, which is the only safe source: a commit that failed may
 //! still have reached the journal.
 //!
@@ -17,10 +19,13 @@
 //! [`RETRY_MAX`], so a disk that stays full costs one reopen every 10 s, not one a second.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::{Broker, StartError};
+use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::http::Listeners;
 use crate::metrics as m;
 
 /// How long commits must keep failing before the store is reopened: long enough that one
@@ -34,21 +39,23 @@ pub const STABLE: Duration = Duration::from_secs(60);
 
 /// A broker that is started again when its storage fails.
 pub struct Supervisor {
-    /// What a restart starts from: the given config with the ports the first start bound.
+    /// What a restart starts from.
     config: Config,
+    listeners: Arc<Listeners>,
     broker: Broker,
 }
 
 impl Supervisor {
     /// Starts the broker; a failure here is returned (a bad data directory, a taken port).
-    pub async fn start(mut config: Config) -> Result<Self, StartError> {
-        let broker = Broker::start(config.clone()).await?;
-        // Restarts bind what this start bound, so clients (and port-0 tests) find it again.
-        config.server.listen = broker.addr().to_string();
-        if let Some(addr) = broker.api_addr() {
-            config.server.api_listen = Some(addr.to_string());
-        }
-        Ok(Self { config, broker })
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let listeners = Arc::new(Listeners::bind(&config, m::install()).await?);
+        let broker =
+            Broker::start_on(config.clone(), listeners.clone(), Arc::new(SystemClock)).await?;
+        Ok(Self {
+            config,
+            listeners,
+            broker,
+        })
     }
 
     /// The broker running now.
@@ -58,7 +65,11 @@ impl Supervisor {
 
     /// Runs until `shutdown` completes, then shuts the broker down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Self { config, mut broker } = self;
+        let Self {
+            config,
+            listeners,
+            mut broker,
+        } = self;
         tokio::pin!(shutdown);
         let mut delay = RETRY_FIRST;
         let mut last_restart: Option<Instant> = None;
@@ -96,7 +107,9 @@ impl Supervisor {
                     delay = (delay * 2).min(RETRY_MAX);
                 }
                 wait = true;
-                match Broker::start(config.clone()).await {
+                match Broker::start_on(config.clone(), listeners.clone(), Arc::new(SystemClock))
+                    .await
+                {
                     Ok(b) => break b,
                     Err(e) => {
                         tracing::error!(error = %e, retry_in = ?delay, "broker restart failed");

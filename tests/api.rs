@@ -415,3 +415,116 @@ async fn api_requests_beyond_max_inflight_api_get_503_overloaded() {
     let (status, _) = tb.get(ALICE, "/api/v1/conversations").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_cannot_hold_every_event_stream_or_request_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tb = TB::start_with(|c| {
+        c.server_extra = "max_streams_per_agent = 2\nmax_inflight_per_agent = 1".into()
+    })
+    .await;
+    // Streams: alice gets two, not a third; bob still gets his.
+    let _a1 = Sse::connect(&tb.api, ALICE).await;
+    let _a2 = Sse::connect(&tb.api, ALICE).await;
+    let (s, v) = tb.get(ALICE, "/api/v1/events").await;
+    assert_eq!((s, err_code(&v)), (503, "overloaded"), "{v}");
+    let _b = Sse::connect(&tb.api, BOB).await;
+    let refused = metric_sum(
+        &tb.metrics().await,
+        "switchboard_agent_requests_refused_total",
+        &["kind=\"streams\""],
+    );
+    assert!(refused.unwrap_or(0.0) >= 1.0, "{refused:?}");
+
+    // Requests: alice's one slot is held by a request whose body is on its way; her next
+    // request is refused, bob's is served.
+    let id = tb.open_conv(N1, &customer(), "hello").await;
+    let addr = tb.api.base.trim_start_matches("http://").to_owned();
+    let body = br#"{"text": "a note that arrives slowly"}"#;
+    let head = format!(
+        "POST /api/v1/conversations/{id}/notes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut start = head.into_bytes();
+    start.extend_from_slice(&body[..10]);
+    let (mut held, refused) = hold_until_refused(&addr, &start, || async {
+        match tb.get(ALICE, "/api/v1/conversations").await {
+            (503, v) => Some(v),
+            (200, _) => None,
+            (s, v) => panic!("{s} {v}"),
+        }
+    })
+    .await;
+    assert_eq!(err_code(&refused), "overloaded");
+    let (s, _) = tb.get(BOB, "/api/v1/conversations").await;
+    assert_eq!(s, 200);
+    held.write_all(&body[10..]).await.unwrap();
+    let mut answer = vec![0u8; 12];
+    held.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 201");
+    let (s, _) = tb.get(ALICE, "/api/v1/conversations").await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_throttled_per_address() {
+    let tb = TB::start_with(|c| c.server_extra = "auth_failures_per_minute = 5".into()).await;
+    for i in 0..5 {
+        let (s, v) = tb.get(&format!("guess-{i}"), "/api/v1/conversations").await;
+        assert_eq!((s, err_code(&v)), (401, "unauthorized"), "{v}");
+    }
+    // The sixth guess, and even the right token, from that address: 429 with Retry-After, so
+    // a right guess cannot be told from a wrong one.
+    for token in ["guess-5", ALICE] {
+        let (s, v, headers) = tb
+            .request(
+                reqwest::Method::GET,
+                Some(token),
+                "/api/v1/conversations",
+                None,
+            )
+            .await;
+        assert_eq!((s, err_code(&v)), (429, "rate_limited"), "{v}");
+        let secs: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=12).contains(&secs), "{secs}");
+    }
+    let (s, v, _) = tb
+        .request(
+            reqwest::Method::GET,
+            Some("guess-6"),
+            "/api/v1/events",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, err_code(&v)),
+        (429, "rate_limited"),
+        "the event stream too: {v}"
+    );
+    // Another address is not affected (127.0.0.2 is loopback too).
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let r = other
+        .get(tb.api.url("/api/v1/conversations"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = tb.metrics().await;
+    let failed = metric_sum(
+        &text,
+        "switchboard_auth_failures_total",
+        &["outcome=\"unauthorized\""],
+    );
+    let throttled = metric_sum(
+        &text,
+        "switchboard_auth_failures_total",
+        &["outcome=\"throttled\""],
+    );
+    assert!(failed.unwrap_or(0.0) >= 5.0, "{failed:?}");
+    assert!(throttled.unwrap_or(0.0) >= 3.0, "{throttled:?}");
+}

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::{json, Value};
 
@@ -786,36 +788,50 @@ async fn failed_status_records_code_and_title() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overloaded_broker_answers_503_with_retry_after_and_stores_nothing() {
     let tb = TB::start_with(|c| c.server_extra = "max_inflight_webhooks = 1".into()).await;
-    let addr = tb.broker.as_ref().unwrap().addr().to_string();
-    // Hold the only webhook slot: a request whose body never finishes arriving.
-    let head = b"POST /webhooks/whatsapp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"object\":";
+    let store = tb.broker.as_ref().unwrap().ctx().store.clone();
+    // Hold the only webhook slot: a webhook whose commit hangs (a slot is taken once the body
+    // has arrived, so a slow sender could not hold it; a slow disk does).
+    store.inject_write_stall(Duration::from_secs(30));
+    let api = tb.api.clone();
+    let held_cust = customer();
+    let held_body = text_webhook(N1, &held_cust, &wamid(), now(), "held");
+    let held = tokio::spawn(async move { api.webhook(&held_body).await });
     let api = &tb.api;
-    let (slow, (refused_customer, retry_after, body)) = hold_until_refused(&addr, head, || async {
-        let cust = customer();
-        let bytes =
-            serde_json::to_vec(&text_webhook(N1, &cust, &wamid(), now(), "overload")).unwrap();
-        let resp = api
-            .http
-            .post(api.url("/webhooks/whatsapp"))
-            .header("content-type", "application/json")
-            .header("X-Hub-Signature-256", sign(&bytes))
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let ra = resp
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let text = resp.text().await.unwrap_or_default();
-        match status {
-            503 => Some((cust, ra, text)),
-            200 => None,
-            s => panic!("{s} {text}"),
+    eventually("the held webhook to take the slot", WAIT, || async move {
+        let text = api.metrics().await;
+        match metric_sum(&text, "switchboard_webhooks_in_flight", &[]) {
+            Some(n) if n >= 1.0 => Ok(()),
+            n => Err(format!("{n:?}")),
         }
     })
     .await;
+    let (refused_customer, retry_after, body) =
+        eventually("a webhook to be refused", WAIT, || async move {
+            let cust = customer();
+            let bytes =
+                serde_json::to_vec(&text_webhook(N1, &cust, &wamid(), now(), "overload")).unwrap();
+            let resp = api
+                .http
+                .post(api.url("/webhooks/whatsapp"))
+                .header("content-type", "application/json")
+                .header("X-Hub-Signature-256", sign(&bytes))
+                .body(bytes)
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let ra = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let text = resp.text().await.unwrap_or_default();
+            match status {
+                503 => Ok((cust, ra, text)),
+                s => Err(format!("{s} {text}")),
+            }
+        })
+        .await;
     let ra = retry_after.expect("503 must carry Retry-After");
     assert!(
         ra.trim().parse::<u64>().is_ok(),
@@ -823,26 +839,23 @@ async fn overloaded_broker_answers_503_with_retry_after_and_stores_nothing() {
     );
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert_eq!(err_code(&v), "overloaded", "{body}");
+
+    // Once the disk answers again, the held webhook is acknowledged, the refused one was not
+    // stored, and webhooks are accepted again.
+    store.inject_write_stall(Duration::ZERO);
+    assert_eq!(held.await.unwrap(), 200);
     assert!(
         tb.conv_of(N1, &refused_customer).await.is_none(),
         "nothing may be stored on 503"
     );
-
-    // Once the slow request goes away, webhooks are accepted again.
-    drop(slow);
-    let api = &tb.api;
-    let cust = eventually("webhooks accepted again", WAIT, move || async move {
-        let cust = customer();
-        match api
-            .webhook(&text_webhook(N1, &cust, &wamid(), now(), "back"))
-            .await
-        {
-            200 => Ok(cust),
-            s => Err(format!("{s}")),
-        }
-    })
-    .await;
+    let cust = customer();
+    assert_eq!(
+        tb.webhook(&text_webhook(N1, &cust, &wamid(), now(), "back"))
+            .await,
+        200
+    );
     tb.conv_id(N1, &cust).await;
+    tb.conv_id(N1, &held_cust).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,11 +1,21 @@
 //! Bearer-token authentication for the agent API.
 //!
 //! Tokens come from the config; each maps to one [`Caller`]. A missing or unknown token is a 401
-//! with the contract's error body, before any handler runs.
+//! with the contract's error body, before any handler runs. Wrong tokens are counted per remote
+//! address ([`super::throttle`]): an address that failed too often gets 429 `rate_limited`
+//! for any token until its bucket refills.
+//!
+//! Routes behind admission control are authenticated there (`super::admit`), which leaves the
+//! result in the request's extensions as [`Authenticated`]; [`Auth`] takes it from there, or
+//! authenticates itself on the routes outside admission (the event stream).
 
+use std::net::SocketAddr;
+
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use super::AppState;
@@ -14,22 +24,54 @@ use crate::domain::Caller;
 /// The authenticated caller of an agent API request.
 pub struct Auth(pub Caller);
 
+/// A caller already authenticated by admission control, carried to the handler.
+#[derive(Clone)]
+pub struct Authenticated(pub Caller);
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
-        state
-            .tokens
-            .get(token)
-            .cloned()
-            .map(Auth)
-            .ok_or_else(ApiError::unauthorized)
+        if let Some(Authenticated(caller)) = parts.extensions.remove::<Authenticated>() {
+            return Ok(Auth(caller));
+        }
+        authenticate(state, &parts.headers, &parts.extensions).map(Auth)
+    }
+}
+
+/// The caller whose bearer token `headers` carry; 401 when there is none or it is unknown, 429
+/// when the request's address has failed too often lately.
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<Caller, ApiError> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(ApiError::unauthorized)?;
+    // Requests served by `super::server` carry their peer; in-process ones (`oneshot`) do not.
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    if let Some(wait) = peer.and_then(|p| state.auth_throttle.check(p)) {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed authentications from this address; retry later",
+        );
+        e.retry_after = Some((wait.as_secs_f64().ceil() as u32).max(1));
+        return Err(e);
+    }
+    match state.tokens.get(token) {
+        Some(caller) => Ok(caller.clone()),
+        None => {
+            if let Some(p) = peer {
+                state.auth_throttle.failed(p);
+            }
+            Err(ApiError::unauthorized())
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! Each event is `event: <type>` plus `data: {"type", "conversation", "message"?}`, filtered by
 //! what the caller may see (see `crate::events::Event::visible_to`). A subscriber that falls behind
 //! the bounded feed gets one `lagged` event with the number of events it missed, and should re-read
-//! the conversation list. Open streams are bounded by `server.max_event_streams`.
+//! the conversation list. Open streams are bounded by `server.max_event_streams` in all and by
+//! `server.max_streams_per_agent` per agent, so one agent's token cannot hold them all.
 //!
 //! `?types=conversation.*,message.status` (comma-separated types; `conversation.*` and
 //! `message.*` cover a prefix) narrows the stream to those types — an agent console that only
@@ -34,7 +35,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/events", get(stream))
 }
 
-struct StreamGuard(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+struct StreamGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _agent_permit: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -57,13 +61,17 @@ async fn stream(
         Some(list) => KindSet::parse(list)
             .map_err(|bad| ApiError::invalid(format!("unknown event type: {bad}")))?,
     };
+    let agent_permit = s.agent_stream_slot(&caller.id)?;
     let permit = s
         .stream_permits
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::overloaded("overloaded", "too many event streams"))?;
     metrics::gauge!(m::EVENT_STREAMS).increment(1.0);
-    let guard = StreamGuard(permit);
+    let guard = StreamGuard {
+        _permit: permit,
+        _agent_permit: agent_permit,
+    };
     let rx = s.ctx.bus.subscribe();
     let events = BroadcastStream::new(rx).filter_map(move |item| {
         let _alive = &guard;

@@ -8,49 +8,46 @@
 //! `actors::mailbox`), and its commit wakes it there: the only thing it shares with the webhook
 //! traffic is the group-commit writer and the CPU.
 //!
-//! Invariants: the lane serves exactly the router it is given (same routes, auth and limits as
-//! the main listener); [`Lane::stop`] stops accepting and waits, bounded, for requests in
-//! flight; the runtime is dropped on its own thread when the `Lane` is dropped (never inside an
-//! async context), which cancels whatever it still runs, as a crash would.
+//! Invariants: the lane serves the same [`Front`] as the main listener (same routes, auth,
+//! timeouts and connection bounds); it stops accepting when the stop signal turns true, and
+//! [`Lane::stop`] waits, bounded, for requests in flight; the runtime is dropped on its own
+//! thread when the `Lane` is dropped (never inside an async context), which cancels whatever it
+//! still runs, as a crash would.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+
+use super::server::{self, Front};
 
 /// A running lane.
 pub struct Lane {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     /// Dropping it lets the lane's thread return, dropping the runtime there.
     _park: oneshot::Sender<()>,
 }
 
 impl Lane {
-    /// Serves `router` on `listener` (already bound) from a new thread and runtime.
-    pub fn start(listener: std::net::TcpListener, router: Router) -> std::io::Result<Lane> {
+    /// Serves `front` on `listener` (already bound) from a new thread and runtime, until `stop`
+    /// turns true.
+    pub fn start(
+        listener: std::net::TcpListener,
+        front: Arc<Front>,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<Lane> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (stop, stopped) = oneshot::channel::<()>();
         let server = rt.spawn(async move {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "agents' listener failed");
-                    return;
-                }
-            };
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "agents' http server failed");
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => server::serve(listener, front, stop).await,
+                Err(e) => tracing::error!(error = %e, "agents' listener failed"),
             }
         });
         let (park, parked) = oneshot::channel::<()>();
@@ -66,7 +63,6 @@ impl Lane {
             })?;
         Ok(Lane {
             addr,
-            stop: Some(stop),
             server: Some(server),
             _park: park,
         })
@@ -76,12 +72,9 @@ impl Lane {
         self.addr
     }
 
-    /// Stops accepting and waits up to `limit` for requests in flight (SSE streams never end by
-    /// themselves, hence the bound).
+    /// Waits up to `limit` for the lane to stop once its stop signal was sent (SSE streams
+    /// never end by themselves, hence the bound).
     pub async fn stop(&mut self, limit: Duration) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
         if let Some(server) = self.server.take() {
             if tokio::time::timeout(limit, server).await.is_err() {
                 tracing::warn!("agents' http server did not stop within {limit:?}");

@@ -11,11 +11,16 @@ pub mod error;
 pub mod events;
 pub mod json;
 pub mod lane;
+pub mod listeners;
 pub mod ops;
 pub mod routing;
+pub mod server;
 pub mod teams;
+pub mod throttle;
 pub mod views;
 pub mod webhook;
+
+pub use listeners::{ListenError, Listeners};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +30,9 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use dashmap::DashMap;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::actors::Ctx;
 use crate::domain::Caller;
@@ -53,6 +59,12 @@ pub struct Shared {
     pub api_permits: Arc<Semaphore>,
     pub metrics: PrometheusHandle,
     pub accepting: Arc<AtomicBool>,
+    /// Per agent: requests in flight (`server.max_inflight_per_agent`) and open event streams
+    /// (`server.max_streams_per_agent`), so one agent's token cannot take every slot. One entry
+    /// per agent that has made a request.
+    agent_requests: DashMap<String, Arc<Semaphore>>,
+    agent_streams: DashMap<String, Arc<Semaphore>>,
+    pub auth_throttle: throttle::AuthThrottle,
 }
 
 impl AppState {
@@ -63,6 +75,7 @@ impl AppState {
             .iter()
             .map(|a| (a.token.clone(), Caller::from_config(a)))
             .collect();
+        let auth_failures_per_minute = ctx.config.server.auth_failures_per_minute;
         Self(Arc::new(Shared {
             webhook_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_webhooks)),
             stream_permits: Arc::new(Semaphore::new(ctx.config.server.max_event_streams)),
@@ -71,12 +84,49 @@ impl AppState {
             ctx,
             metrics,
             accepting: Arc::new(AtomicBool::new(true)),
+            agent_requests: DashMap::new(),
+            agent_streams: DashMap::new(),
+            auth_throttle: throttle::AuthThrottle::new(auth_failures_per_minute),
         }))
     }
 
     pub fn accepting(&self) -> bool {
         self.accepting.load(Ordering::Acquire)
     }
+
+    /// One of `agent`'s request slots, or 503 `overloaded` when all are taken.
+    fn agent_request_slot(&self, agent: &str) -> Result<OwnedSemaphorePermit, error::ApiError> {
+        let cap = self.ctx.config.server.max_inflight_per_agent;
+        take_slot(&self.agent_requests, agent, cap, "requests")
+    }
+
+    /// One of `agent`'s event-stream slots, or 503 `overloaded` when all are taken.
+    pub fn agent_stream_slot(&self, agent: &str) -> Result<OwnedSemaphorePermit, error::ApiError> {
+        let cap = self.ctx.config.server.max_streams_per_agent;
+        take_slot(&self.agent_streams, agent, cap, "streams")
+    }
+}
+
+fn take_slot(
+    slots: &DashMap<String, Arc<Semaphore>>,
+    agent: &str,
+    cap: usize,
+    kind: &'static str,
+) -> Result<OwnedSemaphorePermit, error::ApiError> {
+    let sem = match slots.get(agent) {
+        Some(s) => s.clone(),
+        None => slots
+            .entry(agent.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(cap)))
+            .clone(),
+    };
+    sem.try_acquire_owned().map_err(|_| {
+        metrics::counter!(crate::metrics::AGENT_REFUSED, "kind" => kind).increment(1);
+        error::ApiError::overloaded(
+            "overloaded",
+            &format!("too many {kind} of this agent at once; retry"),
+        )
+    })
 }
 
 /// The whole HTTP surface; testable with `oneshot` or served by [`crate::app`].
@@ -102,20 +152,27 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Admission control for the agent API: at most `server.max_inflight_api` requests are
-/// processed at once; beyond that the caller gets 503 `overloaded` with Retry-After, before
-/// anything is read or changed.
-async fn admit(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match s.api_permits.clone().try_acquire_owned() {
-        Ok(_permit) => {
-            let _in_flight = InFlight::enter(crate::metrics::API_IN_FLIGHT);
-            next.run(req).await
-        }
-        Err(_) => {
-            metrics::counter!(crate::metrics::API_REFUSED).increment(1);
-            error::ApiError::overloaded("overloaded", "too many API requests in flight; retry")
-                .into_response()
-        }
-    }
+/// processed at once, and of those at most `server.max_inflight_per_agent` of one agent; beyond
+/// either the caller gets 503 `overloaded` with Retry-After, before anything is read or changed.
+/// The caller is authenticated here (401, or 429 for an address that failed too often), and the
+/// handler's [`auth::Auth`] takes the result from the request.
+async fn admit(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Ok(_permit) = s.api_permits.clone().try_acquire_owned() else {
+        metrics::counter!(crate::metrics::API_REFUSED).increment(1);
+        return error::ApiError::overloaded("overloaded", "too many API requests in flight; retry")
+            .into_response();
+    };
+    let caller = match auth::authenticate(&s, req.headers(), req.extensions()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let _agent_permit = match s.agent_request_slot(&caller.id) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    req.extensions_mut().insert(auth::Authenticated(caller));
+    let _in_flight = InFlight::enter(crate::metrics::API_IN_FLIGHT);
+    next.run(req).await
 }
 
 /// Counts a request in a gauge for as long as it is processed (also when its future is dropped).

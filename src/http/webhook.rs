@@ -1,10 +1,15 @@
 //! `/webhooks/whatsapp`: Meta's verification handshake and notifications.
 //!
-//! Order of checks on POST, cheapest refusal first: admission (503 + Retry-After when
-//! `server.max_inflight_webhooks` requests are already being processed — nothing is read or
-//! stored), size (413 above 3 MiB), signature over the raw bytes (401), JSON (400). Then every
-//! message, status and change is made durable ([`crate::ingest`]) and only then is 200 sent, so
-//! Meta never gets a 200 for something not stored and redelivers anything else.
+//! Order of checks on POST: size (413 above 3 MiB, declared or read), the body read in full
+//! (408 when it falls behind `server.min_body_rate`, see `super::server`), admission (503 +
+//! Retry-After when `server.max_inflight_webhooks` requests are already being processed —
+//! nothing is stored), signature over the raw bytes (401), JSON (400). Then every message,
+//! status and change is made durable ([`crate::ingest`]) and only then is 200 sent, so Meta
+//! never gets a 200 for something not stored and redelivers anything else.
+//!
+//! Admission is taken only once the body has arrived: a slot is held for work the broker does,
+//! never for a peer that is slow to send (anyone can open connections and trickle bodies, and
+//! those are bounded by the connection caps and read timeouts instead).
 
 use std::time::Instant;
 
@@ -68,14 +73,6 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
             ApiError::overloaded("shutting_down", "broker is shutting down").into_response(),
         );
     }
-    let Ok(_permit) = s.webhook_permits.clone().try_acquire_owned() else {
-        return (
-            "overloaded",
-            ApiError::overloaded("overloaded", "too many webhooks in flight; retry")
-                .into_response(),
-        );
-    };
-    let _in_flight = super::InFlight::enter(m::WEBHOOKS_IN_FLIGHT);
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,8 +90,24 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
     }
     let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
+        Err(e) if super::server::is_too_slow(&e) => {
+            let e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request body arrived too slowly",
+            );
+            return ("timeout", e.into_response());
+        }
         Err(_) => return ("too_large", too_large()),
     };
+    let Ok(_permit) = s.webhook_permits.clone().try_acquire_owned() else {
+        return (
+            "overloaded",
+            ApiError::overloaded("overloaded", "too many webhooks in flight; retry")
+                .into_response(),
+        );
+    };
+    let _in_flight = super::InFlight::enter(m::WEBHOOKS_IN_FLIGHT);
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());

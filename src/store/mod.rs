@@ -146,6 +146,9 @@ pub struct LoadedConversation {
 pub const MEMTABLE_BUDGET: usize = 64 << 20;
 /// The block cache shared by every column family (data, index and filter blocks).
 pub const BLOCK_CACHE: usize = 32 << 20;
+/// Table files RocksDB keeps open at once (its default is every file, unbounded): the HTTP
+/// front door sizes its connection cap from the open-file limit minus this and a margin.
+pub const MAX_OPEN_FILES: i32 = 1024;
 
 impl Store {
     /// Opens (creating if missing) the database and starts the writer thread. Blocking.
@@ -161,6 +164,7 @@ impl Store {
         // (10.6 % of broker CPU in the ingest profile, see BENCHMARKS.md).
         opts.set_allow_concurrent_memtable_write(false);
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        opts.set_max_open_files(MAX_OPEN_FILES);
         // Write flushed/compacted files out as they grow instead of in one burst at the end, so
         // the WAL fsync an acknowledgement waits for is not queued behind megabytes of SST data.
         opts.set_bytes_per_sync(1 << 20);

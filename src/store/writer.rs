@@ -146,7 +146,15 @@ fn run(
         health.begin(started);
         let stall = health.inject_stall_ms.load(Ordering::Relaxed);
         if stall > 0 {
-            std::thread::sleep(Duration::from_millis(stall));
+            // Ends early once the test lifts the stall, so it need not guess its length.
+            let until = started + Duration::from_millis(stall);
+            while health.inject_stall_ms.load(Ordering::Relaxed) > 0 {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(5)));
+            }
         }
         let result = if health.inject_failure.load(Ordering::Relaxed) {
             Err(StoreError::Rocks("injected write failure".into()))

@@ -1316,6 +1316,43 @@ impl BinProc {
         p
     }
 
+    /// As [`BinProc::spawn`], with the child's soft limit on open files set to `soft`.
+    pub async fn spawn_with_nofile(config: &Path, port: u16, log: &Path, soft: u64) -> BinProc {
+        use std::os::unix::process::CommandExt;
+        let logf = std::fs::File::create(log).unwrap();
+        let mut cmd = Command::new(bin_path());
+        cmd.arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(logf));
+        // SAFETY: only async-signal-safe calls (getrlimit/setrlimit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                lim.rlim_cur = soft;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn switchboard");
+        let mut p = BinProc {
+            child,
+            api: Api::from_base(format!("http://127.0.0.1:{port}")),
+            log: log.to_path_buf(),
+        };
+        p.wait_healthy(Duration::from_secs(30)).await;
+        p
+    }
+
     pub async fn wait_healthy(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
