@@ -35,7 +35,6 @@ pub mod ingest;
 pub mod log_limit;
 pub mod metrics;
 pub mod outbox;
-pub mod slice;
 pub mod store;
 pub mod supervisor;
 pub mod whatsapp;

@@ -200,7 +200,7 @@ fn agent_runtime() -> std::io::Result<(tokio::runtime::Handle, oneshot::Sender<(
         .spawn(move || {
             // The agents time claims from this thread: it should not add its own wait for a
             // core to what it measures (see `slice`).
-            let _ = crate::slice::request_short_slice();
+            let _ = sched_slice::request_short_slice();
             rt.block_on(async move {
                 let _ = stopped.await;
             });

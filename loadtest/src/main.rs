@@ -19,9 +19,6 @@ mod load;
 mod outcome;
 mod report;
 mod run;
-/// The broker's own short-slice request, for the agents' thread (one file, two crates).
-#[path = "../../src/slice.rs"]
-mod slice;
 mod sse;
 mod stats;
 mod status_callbacks;

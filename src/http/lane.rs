@@ -55,7 +55,7 @@ impl Lane {
             .name("switchboard-api".into())
             .spawn(move || {
                 // A claim's handler runs on this thread and waits here for its commit.
-                let granted = crate::slice::request_short_slice();
+                let granted = sched_slice::request_short_slice();
                 tracing::debug!(granted, "agents' lane: short scheduler slice");
                 rt.block_on(async move {
                     let _ = parked.await;

@@ -109,7 +109,7 @@ pub(super) fn spawn(
         .name("store-writer".into())
         .spawn(move || {
             // Every acknowledgement waits for this thread to wake and write.
-            let granted = crate::slice::request_short_slice();
+            let granted = sched_slice::request_short_slice();
             tracing::debug!(granted, "group-commit writer: short scheduler slice");
             run(db, sync, max_batch, health, rx)
         })?;

@@ -11,8 +11,8 @@
 //!
 //! Invariants: best effort and nothing else. Policy and nice value are read back and kept; a
 //! kernel without custom slices (older than 6.12, or not Linux) leaves the default, and no
-//! privilege is needed or used. It changes when a thread runs, never what it does. The load
-//! generator includes this file too, for the thread that times claims.
+//! privilege is needed or used. It changes when a thread runs, never what it does. A crate of
+//! its own so the broker and the load generator (for the thread that times claims) share it.
 
 /// The slice asked for: the kernel's minimum. These threads run for microseconds per wake-up.
 pub const SHORT_SLICE_NS: u64 = 100_000;
