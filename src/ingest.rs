@@ -5,14 +5,18 @@
 //! durable, so the transport may answer 200. Statuses go to the conversation that owns their
 //! wamid (found in memory for recent sends, `actors::sent`, else in storage). A status whose
 //! wamid is not known yet (it raced the Graph API's answer) is parked as an orphan; both this path
-//! and the outbox path write first and check second, so whichever comes last applies it. Every
+//! and the outbox path write first and check second, so whichever comes last applies it; parking
+//! one wamid is serialized (read the parked status, keep the more advanced), so concurrent
+//! webhooks never put back a less advanced one. Every
 //! status is also kept whole, in the commit that settles it (applied, stale or parked). Other
 //! changes (template updates, account events, echoes) are kept verbatim.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures_util::future::try_join_all;
+use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::Conversation;
@@ -127,6 +131,18 @@ async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Resul
     Ok(())
 }
 
+/// Locks serializing the parking of one wamid (by hash): without them two webhooks could both
+/// read "nothing parked" and the one writing last would win, a `sent` over a `read`. Held only
+/// across one read and one commit; a fixed number, so memory is bounded whatever the traffic.
+const PARKING_LOCKS: usize = 64;
+static PARKING: [Mutex<()>; PARKING_LOCKS] = [const { Mutex::const_new(()) }; PARKING_LOCKS];
+
+fn parking_lock(wamid: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    wamid.hash(&mut h);
+    (h.finish() % PARKING_LOCKS as u64) as usize
+}
+
 /// Stores statuses for unknown wamids, keeping the most advanced one per wamid (across this
 /// notification and what is already parked).
 async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), Error> {
@@ -143,6 +159,14 @@ async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), E
     let mut batch = Batch::new();
     for s in orphans {
         batch.put_status_log(&s.wamid, s.status, s.at, &s.raw);
+    }
+    // Taken in ascending order, so two notifications never wait on each other's locks.
+    let mut locks: Vec<usize> = best.keys().map(|w| parking_lock(w)).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    let mut _held = Vec::with_capacity(locks.len());
+    for i in locks {
+        _held.push(PARKING[i].lock().await);
     }
     for (wamid, s) in best {
         let existing = ctx.store.orphan_status(wamid).await?;
