@@ -4,22 +4,24 @@
 //! created from a seed), all groups concurrently; the call returns only when every group is
 //! durable, so the transport may answer 200. Statuses go to the conversation that owns their
 //! wamid (found in memory for recent sends, `actors::sent`, else in storage). A status whose
-//! wamid is not known yet (it raced the Graph API's answer) is parked as an orphan; both this path
-//! and the outbox path write first and check second, so whichever comes last applies it; parking
-//! one wamid is serialized (read the parked status, keep the more advanced), so concurrent
-//! webhooks never put back a less advanced one. Every
-//! status is also kept whole, in the commit that settles it (applied, stale or parked). Other
-//! changes (template updates, account events, echoes) are kept verbatim.
+//! wamid is not known yet (it raced the Graph API's answer, or the answer never came) goes to the
+//! message it names in `biz_opaque_callback_data`, which adopts the wamid (see `outbox`); one
+//! naming no message of ours is parked as an orphan. Both this path and the paths that record a
+//! wamid write first and check second, so whichever comes last applies it; parking one wamid is
+//! serialized (read the parked status, keep the more advanced), so concurrent webhooks never put
+//! back a less advanced one. Every status is also kept whole, in the commit that settles it
+//! (applied, stale, adopted or parked). Other changes (template updates, account events, echoes)
+//! are kept verbatim.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
-use crate::domain::Conversation;
+use crate::domain::{Conversation, DomainError};
 use crate::error::Error;
 use crate::metrics as m;
 use crate::store::{Batch, StatusUpdate};
@@ -96,10 +98,34 @@ async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Resul
             .await?
     };
     let mut orphans = Vec::new();
+    let mut named = Vec::new();
     for (s, r) in unknown.into_iter().zip(refs) {
-        match r {
-            Some(r) => known.push((r, s)),
-            None => orphans.push(s),
+        match (r, s.callback_message()) {
+            (Some(r), _) => known.push((r, s)),
+            (None, Some((conversation, seq))) => named.push((conversation, seq, s)),
+            (None, None) => orphans.push(s),
+        }
+    }
+    // The message named by the callback takes the wamid (or already has it); a name that is not
+    // one of ours parks the status like any unknown one.
+    let adoptions = named.into_iter().map(|(conversation, seq, s)| {
+        let ctx = ctx.clone();
+        async move {
+            let adopted = ctx
+                .ask(&conversation, None, |reply| ConversationMsg::Adopt {
+                    seq,
+                    update: s.clone(),
+                    reply,
+                })
+                .await;
+            (s, adopted)
+        }
+    });
+    for (s, adopted) in join_all(adoptions).await {
+        match adopted {
+            Ok(true) => {}
+            Ok(false) | Err(Error::Domain(DomainError::NotFound)) => orphans.push(s),
+            Err(e) => return Err(e),
         }
     }
     if !orphans.is_empty() {
