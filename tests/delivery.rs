@@ -623,7 +623,7 @@ async fn a_send_refused_before_a_crash_is_not_held_after_the_restart() {
 /// 1,000 replies to a Meta that takes each message and calls back 50–400 ms later (echoing
 /// `biz_opaque_callback_data`) but answers only after the broker's 200 ms request timeout, so
 /// every send is ambiguous. Prints the POSTs per message. Run with
-/// `cargo test --release --test delivery -- --ignored --nocapture duplicates_per_1000`.
+/// `cargo test --test delivery -- --ignored --nocapture duplicates_per_1000`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "measurement; prints figures for BENCHMARKS.md"]
 async fn duplicates_per_1000_ambiguous_sends() {

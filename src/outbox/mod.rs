@@ -29,7 +29,8 @@
 //!
 //! At most once per run: a job can reach the worker twice (queued and read back from disk), so
 //! the worker remembers the jobs it holds until their outcome is recorded, and a delivery first
-//! checks that its job is still on disk, where recording the outcome deletes it.
+//! checks that its job still waits (its message is pending, which lasts exactly as long as its
+//! entry on disk: recording the outcome, or an adoption, settles both in one batch).
 //!
 //! Ambiguous sends: a send whose outcome is unknown (a timeout or broken connection after the
 //! request may have been written, a 2xx answer without `messages[0].id`) may have reached Meta,
