@@ -283,6 +283,10 @@ pub struct OutboxConfig {
     /// Timeout of one Graph API request.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// How long a send whose outcome is unknown (it may have reached Meta) waits for a status
+    /// callback naming it before it is sent again.
+    #[serde(default = "default_ambiguous_hold_ms")]
+    pub ambiguous_hold_ms: u64,
 }
 
 impl Default for OutboxConfig {
@@ -294,6 +298,7 @@ impl Default for OutboxConfig {
             max_in_flight: default_outbox_in_flight(),
             queue_capacity: default_outbox_queue(),
             request_timeout_ms: default_request_timeout_ms(),
+            ambiguous_hold_ms: default_ambiguous_hold_ms(),
         }
     }
 }
@@ -387,6 +392,11 @@ fn default_outbox_in_flight() -> usize {
 }
 fn default_outbox_queue() -> usize {
     10_000
+}
+/// Meta sends the `sent` callback within seconds of taking a message; half a minute leaves room
+/// for its webhook retries while keeping a lost send's delay short.
+fn default_ambiguous_hold_ms() -> u64 {
+    30_000
 }
 fn default_request_timeout_ms() -> u64 {
     10_000

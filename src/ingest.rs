@@ -4,18 +4,24 @@
 //! created from a seed), all groups concurrently; the call returns only when every group is
 //! durable, so the transport may answer 200. Statuses go to the conversation that owns their
 //! wamid (found in memory for recent sends, `actors::sent`, else in storage). A status whose
-//! wamid is not known yet (it raced the Graph API's answer) is parked as an orphan; both this path
-//! and the outbox path write first and check second, so whichever comes last applies it. Every
-//! status is also kept whole, in the commit that settles it (applied, stale or parked). Other
-//! changes (template updates, account events, echoes) are kept verbatim.
+//! wamid is not known yet (it raced the Graph API's answer, or the answer never came) goes to the
+//! message it names in `biz_opaque_callback_data`, which adopts the wamid (see `outbox`); one
+//! naming no message of ours is parked as an orphan. Both this path and the paths that record a
+//! wamid write first and check second, so whichever comes last applies it; parking one wamid is
+//! serialized (read the parked status, keep the more advanced), so concurrent webhooks never put
+//! back a less advanced one. Every status is also kept whole, in the commit that settles it
+//! (applied, stale, adopted or parked). Other changes (template updates, account events, echoes)
+//! are kept verbatim.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
+use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
-use crate::domain::Conversation;
+use crate::domain::{Conversation, DomainError};
 use crate::error::Error;
 use crate::metrics as m;
 use crate::store::{Batch, StatusUpdate};
@@ -92,10 +98,34 @@ async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Resul
             .await?
     };
     let mut orphans = Vec::new();
+    let mut named = Vec::new();
     for (s, r) in unknown.into_iter().zip(refs) {
-        match r {
-            Some(r) => known.push((r, s)),
-            None => orphans.push(s),
+        match (r, s.callback_message()) {
+            (Some(r), _) => known.push((r, s)),
+            (None, Some((conversation, seq))) => named.push((conversation, seq, s)),
+            (None, None) => orphans.push(s),
+        }
+    }
+    // The message named by the callback takes the wamid (or already has it); a name that is not
+    // one of ours parks the status like any unknown one.
+    let adoptions = named.into_iter().map(|(conversation, seq, s)| {
+        let ctx = ctx.clone();
+        async move {
+            let adopted = ctx
+                .ask(&conversation, None, |reply| ConversationMsg::Adopt {
+                    seq,
+                    update: s.clone(),
+                    reply,
+                })
+                .await;
+            (s, adopted)
+        }
+    });
+    for (s, adopted) in join_all(adoptions).await {
+        match adopted {
+            Ok(true) => {}
+            Ok(false) | Err(Error::Domain(DomainError::NotFound)) => orphans.push(s),
+            Err(e) => return Err(e),
         }
     }
     if !orphans.is_empty() {
@@ -127,6 +157,18 @@ async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Resul
     Ok(())
 }
 
+/// Locks serializing the parking of one wamid (by hash): without them two webhooks could both
+/// read "nothing parked" and the one writing last would win, a `sent` over a `read`. Held only
+/// across one read and one commit; a fixed number, so memory is bounded whatever the traffic.
+const PARKING_LOCKS: usize = 64;
+static PARKING: [Mutex<()>; PARKING_LOCKS] = [const { Mutex::const_new(()) }; PARKING_LOCKS];
+
+fn parking_lock(wamid: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    wamid.hash(&mut h);
+    (h.finish() % PARKING_LOCKS as u64) as usize
+}
+
 /// Stores statuses for unknown wamids, keeping the most advanced one per wamid (across this
 /// notification and what is already parked).
 async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), Error> {
@@ -143,6 +185,14 @@ async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), E
     let mut batch = Batch::new();
     for s in orphans {
         batch.put_status_log(&s.wamid, s.status, s.at, &s.raw);
+    }
+    // Taken in ascending order, so two notifications never wait on each other's locks.
+    let mut locks: Vec<usize> = best.keys().map(|w| parking_lock(w)).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    let mut _held = Vec::with_capacity(locks.len());
+    for i in locks {
+        _held.push(PARKING[i].lock().await);
     }
     for (wamid, s) in best {
         let existing = ctx.store.orphan_status(wamid).await?;

@@ -19,6 +19,8 @@ pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
 pub const OUTBOUND_DELAY: &str = "switchboard_outbound_delay_seconds";
 pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
+pub const OUTBOX_AMBIGUOUS: &str = "switchboard_outbox_ambiguous_total";
+pub const OUTBOX_ADOPTED: &str = "switchboard_outbox_adopted_total";
 pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
 pub const API_REFUSED: &str = "switchboard_api_requests_refused_total";
 pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
@@ -146,6 +148,16 @@ fn describe() {
     describe_counter!(
         BROKER_RESTARTS,
         "Times the broker was restarted in-process because its storage kept failing."
+    );
+    describe_counter!(
+        OUTBOX_AMBIGUOUS,
+        "Graph API sends whose outcome was unknown, per number and cause (timeout, connection, \
+         no_message_id, restart), each then held for a status callback before being sent again."
+    );
+    describe_counter!(
+        OUTBOX_ADOPTED,
+        "Outbound messages, per number, that took their wamid from a status callback naming them \
+         (biz_opaque_callback_data) instead of from the Graph API's answer."
     );
     describe_counter!(
         OUTBOX_SPILLED,

@@ -23,6 +23,9 @@ fn write_config(path: &Path, storage: &Path, port: u16, graph: &str, max_attempt
     cfg.max_attempts = max_attempts;
     cfg.retry_base_ms = 10;
     cfg.retry_max_ms = 50;
+    // A send out at the kill may have reached Meta: held this long for a callback after the
+    // restart (these tests send no callbacks), then sent again.
+    cfg.outbox_extra = "ambiguous_hold_ms = 1000".into();
     std::fs::write(path, cfg.toml()).unwrap();
 }
 

@@ -1,7 +1,7 @@
 //! The conversation actor: single writer of one conversation's state.
 //!
 //! Every command (inbound messages, status callbacks, claim, release, transfer, resolve, reply,
-//! note, send outcomes) is a message, handled one at a time. Each handler:
+//! note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. Each handler:
 //! 1. checks the domain rules on the in-memory state;
 //! 2. builds one atomic [`Batch`] with the new state, messages and index entries;
 //! 3. awaits the group commit (durable, fsync'd when configured);
@@ -155,11 +155,24 @@ pub enum ConversationMsg {
         text: String,
         reply: Reply<Message>,
     },
+    /// The outbox records on a job whether an attempt of it may be at Meta (`job.in_doubt`);
+    /// answers false, writing nothing, when the message no longer waits for a send.
+    SendAttempt { job: OutboxJob, reply: Reply<bool> },
+    /// Answers whether this settled the message (false: it was settled already).
     SendOutcome {
         seq: u64,
         /// The wamid Meta gave it (None: accepted without one), or why it failed.
         outcome: Result<Option<String>, MessageError>,
-        reply: Reply<()>,
+        reply: Reply<bool>,
+    },
+    /// A status callback naming message `seq` (Meta echoes its id from
+    /// `biz_opaque_callback_data`) for a wamid not on record: the message takes the wamid if it
+    /// has none yet. Answers false when the callback is not this message's (then it is parked
+    /// like any unknown status).
+    Adopt {
+        seq: u64,
+        update: InboundStatus,
+        reply: Reply<bool>,
     },
     /// The owner became unavailable: back to the queue of an auto-assigning team, with a note
     /// recording why (no-op if `from` no longer owns it or the team assigns manually).
@@ -254,12 +267,18 @@ impl ConversationActor {
             } => {
                 let _ = reply.send(Box::pin(self.note(state, &caller, text)).await);
             }
+            ConversationMsg::SendAttempt { job, reply } => {
+                let _ = reply.send(Box::pin(self.send_attempt(state, job)).await);
+            }
             ConversationMsg::SendOutcome {
                 seq,
                 outcome,
                 reply,
             } => {
                 let _ = reply.send(Box::pin(self.send_outcome(state, seq, outcome)).await);
+            }
+            ConversationMsg::Adopt { seq, update, reply } => {
+                let _ = reply.send(Box::pin(self.adopt(state, seq, update)).await);
             }
             ConversationMsg::Reassign {
                 from,
@@ -1021,20 +1040,40 @@ impl ConversationActor {
         Ok(())
     }
 
+    /// Whether message `seq` still waits for a send: pending (its outbox entry exists exactly
+    /// as long: both are written, and both settled, in one batch).
+    async fn awaits_send(&self, state: &State, seq: u64) -> Result<Option<Message>, Error> {
+        Ok(self
+            .message(state, seq)
+            .await?
+            .filter(|m| m.status == Some(DeliveryStatus::Pending)))
+    }
+
+    async fn send_attempt(&self, state: &mut State, job: OutboxJob) -> Result<bool, Error> {
+        if self.awaits_send(state, job.seq).await?.is_none() {
+            // Settled meanwhile (adopted, or a second copy): writing would bring the job back.
+            return Ok(false);
+        }
+        let mut batch = Batch::new();
+        batch.put_outbox(&job)?;
+        self.ctx.store.commit(batch).await?;
+        Ok(true)
+    }
+
     async fn send_outcome(
         &self,
         state: &mut State,
         seq: u64,
         outcome: Result<Option<String>, MessageError>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let id = state.conv.id.clone();
         let mut batch = Batch::new();
         batch.delete_outbox(&id, seq);
-        let msg = self.message(state, seq).await?;
-        let Some(mut msg) = msg.filter(|m| m.status == Some(DeliveryStatus::Pending)) else {
-            // Unknown or already settled (a duplicate outcome after a restart): drop the job.
+        let Some(mut msg) = self.awaits_send(state, seq).await? else {
+            // Unknown or already settled (a duplicate outcome after a restart, or a status
+            // callback adopted it while the request was out): drop the job.
             self.ctx.store.commit(batch).await?;
-            return Ok(());
+            return Ok(false);
         };
         let wamid = outcome.as_ref().ok().cloned().flatten();
         let label = match outcome {
@@ -1058,43 +1097,115 @@ impl ConversationActor {
         state.recent.forget(seq);
         self.ctx.store.commit(batch).await?;
         state.recent.remember(&msg);
-        if let (Some(seen), Some(w)) = (&mut state.seen, &wamid) {
-            seen.insert(w);
-        }
         if let Some(wamid) = wamid {
-            self.ctx.sent.remember(
-                &wamid,
-                crate::store::WamidRef {
-                    conversation_id: id,
-                    seq,
-                },
-            );
-            // Write first, check second (the webhook path does the same in the other order): a
-            // status that came before the Graph API's answer was parked as an orphan and is
-            // applied here; one parked after this commit finds the wamid and comes to this actor
-            // as a Status message. (Only this read, after the commit, is needed: reading before
-            // it too would cost every send a second blocking-pool round trip.)
-            if let Some(orphan) = self.ctx.store.orphan_status(&wamid).await? {
-                let changed = msg.apply_status(orphan.status, orphan.error);
-                let mut batch = Batch::new();
-                batch.delete_orphan_status(&wamid);
-                if changed {
-                    batch.put_message(&msg)?;
-                    state.recent.forget(seq);
-                }
-                self.ctx.store.commit(batch).await?;
-                if changed {
-                    state.recent.remember(&msg);
-                }
-            }
+            self.wamid_recorded(state, &mut msg, &wamid).await?;
         }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
-        // `at` is when the reply was accepted (the 202): the delay a customer waits for it.
+        self.record_delay(state, &msg);
+        self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+        Ok(true)
+    }
+
+    /// `at` is when the reply was accepted (the 202): the delay a customer waits for it.
+    fn record_delay(&self, state: &State, msg: &Message) {
         let delay_ms = self.ctx.now().saturating_sub(msg.at).max(0);
         metrics::histogram!(m::OUTBOUND_DELAY, "number" => state.conv.number.clone())
             .record(delay_ms as f64 / 1000.0);
-        self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+    }
+
+    /// After the commit that gave `msg` its wamid (its index entry): remembers where the wamid
+    /// lives and applies a status parked for it meanwhile.
+    async fn wamid_recorded(
+        &self,
+        state: &mut State,
+        msg: &mut Message,
+        wamid: &str,
+    ) -> Result<(), Error> {
+        if let Some(seen) = &mut state.seen {
+            seen.insert(wamid);
+        }
+        self.ctx.sent.remember(
+            wamid,
+            crate::store::WamidRef {
+                conversation_id: state.conv.id.clone(),
+                seq: msg.seq,
+            },
+        );
+        // Write first, check second (the webhook path does the same in the other order): a
+        // status that came before the wamid was recorded was parked as an orphan and is applied
+        // here; one parked after this commit finds the wamid and comes to this actor as a Status
+        // message. (Only this read, after the commit, is needed: reading before it too would
+        // cost every send a second blocking-pool round trip.)
+        if let Some(orphan) = self.ctx.store.orphan_status(wamid).await? {
+            let changed = msg.apply_status(orphan.status, orphan.error);
+            let mut batch = Batch::new();
+            batch.delete_orphan_status(wamid);
+            if changed {
+                batch.put_message(msg)?;
+                state.recent.forget(msg.seq);
+            }
+            self.ctx.store.commit(batch).await?;
+            if changed {
+                state.recent.remember(msg);
+            }
+        }
         Ok(())
+    }
+
+    async fn adopt(
+        &self,
+        state: &mut State,
+        seq: u64,
+        update: InboundStatus,
+    ) -> Result<bool, Error> {
+        if update.number != state.conv.number {
+            return Ok(false);
+        }
+        let Some(mut msg) = self.message(state, seq).await? else {
+            return Ok(false);
+        };
+        if msg.direction != Direction::Outbound {
+            return Ok(false);
+        }
+        match &msg.wamid {
+            // Adopted (or answered) since the webhook looked the wamid up: an ordinary status.
+            Some(w) if *w == update.wamid => {
+                return self.status(state, seq, update).await.map(|_| true)
+            }
+            Some(_) => return Ok(false),
+            None => {}
+        }
+        let pending = msg.status == Some(DeliveryStatus::Pending);
+        // Pending: the send is out, held or queued. Accepted without a wamid: an answer without
+        // `messages[0].id` recorded by an earlier release. A failed message stays failed.
+        if !pending && msg.status != Some(DeliveryStatus::Accepted) {
+            return Ok(false);
+        }
+        let id = state.conv.id.clone();
+        let mut batch = Batch::new();
+        batch.put_status_log(&update.wamid, update.status, update.at, &update.raw);
+        if pending {
+            batch.delete_outbox(&id, seq);
+            msg.status = Some(DeliveryStatus::Accepted);
+        }
+        msg.wamid = Some(update.wamid.clone());
+        msg.apply_status(update.status, update.error.clone());
+        batch.put_message(&msg)?;
+        state.recent.forget(seq);
+        self.ctx.store.commit(batch).await?;
+        state.recent.remember(&msg);
+        self.wamid_recorded(state, &mut msg, &update.wamid).await?;
+        metrics::counter!(m::OUTBOX_ADOPTED, "number" => state.conv.number.clone()).increment(1);
+        metrics::counter!(m::STATUS_UPDATES, "outcome" => "applied").increment(1);
+        if pending {
+            metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "accepted").increment(1);
+            self.record_delay(state, &msg);
+            if let Some(outbox) = self.ctx.outbox.get() {
+                outbox.adopted(&state.conv.number, &id, seq);
+            }
+        }
+        self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+        Ok(true)
     }
 }
 
@@ -1151,6 +1262,7 @@ fn outbound_message(
         number: conv.number.clone(),
         to: conv.customer.clone(),
         text,
+        in_doubt: false,
     };
     (msg, job)
 }

@@ -29,16 +29,31 @@
 //!
 //! At most once per run: a job can reach the worker twice (queued and read back from disk), so
 //! the worker remembers the jobs it holds until their outcome is recorded, and a delivery first
-//! checks that its job is still on disk, where recording the outcome deletes it.
+//! checks that its job still waits (its message is pending, which lasts exactly as long as its
+//! entry on disk: recording the outcome, or an adoption, settles both in one batch).
+//!
+//! Ambiguous sends: a send whose outcome is unknown (a timeout or broken connection after the
+//! request may have been written, a 2xx answer without `messages[0].id`) may have reached Meta,
+//! so sending it again at once could deliver it twice. It is *held* instead: for up to
+//! `outbox.ambiguous_hold_ms` the worker waits for a status callback naming the message (Meta
+//! echoes the message id the broker puts in `biz_opaque_callback_data`); the conversation actor
+//! then adopts the callback's wamid and deletes the job ([`Outbox::adopted`] ends the hold), and
+//! the send is over. Only when no callback came is it sent again (another attempt). Across
+//! kill -9: before a request goes out the job is marked durably as *in doubt* (through its
+//! conversation's actor, so the mark never brings back a job an adoption deleted), and a
+//! definite refusal clears the mark; a job found in doubt at start-up is held the same way
+//! before its first send of the run. A held send keeps its in-flight slot: at most
+//! `max_in_flight` sends per number are held at once.
 //!
 //! Backlog: `switchboard_outbox_pending{number}` counts a number's jobs from the moment they are
-//! durable until their outcome is recorded (set from disk at start-up, before anything serves).
+//! durable until their outcome is recorded or a callback adopts them (set from disk at start-up,
+//! before anything serves).
 //!
 //! Bounds: `outbox.queue_capacity` jobs queued per number, as many again waiting behind a
 //! conversation's send in flight (beyond that the worker stops taking jobs until a send ends),
 //! pages of `queue_capacity` jobs read back from disk, `max_in_flight` concurrent sends per
-//! number, `max_attempts` tries per message. Nothing else waits in memory: spilled jobs wait on
-//! disk.
+//! number, `max_attempts` tries per message (held ambiguous attempts included), one hold entry per
+//! send in flight. Nothing else waits in memory: spilled jobs wait on disk.
 
 mod bucket;
 
@@ -59,12 +74,44 @@ use crate::domain::MessageError;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::store::OutboxJob;
-use crate::whatsapp::graph::{GraphClient, SendError};
+use crate::whatsapp::graph::{AmbiguousCause, GraphClient, SendError};
 
 pub struct Outbox {
     lanes: HashMap<String, Arc<Lane>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     deliveries: Deliveries,
+    holds: Arc<Holds>,
+}
+
+/// What ends a held send early: one wake-up per send in flight (so bounded by `max_in_flight`
+/// per number), registered for the send's whole life, so an adoption that comes while the
+/// request is still out is not missed (a [`Notify`] keeps the wake-up until the hold waits).
+#[derive(Default)]
+struct Holds(Mutex<HashMap<JobKey, Arc<Notify>>>);
+
+impl Holds {
+    fn register(self: &Arc<Self>, key: JobKey) -> HoldGuard {
+        let notify = Arc::new(Notify::new());
+        self.0.lock().insert(key.clone(), notify.clone());
+        HoldGuard {
+            holds: self.clone(),
+            key,
+            notify,
+        }
+    }
+}
+
+/// Unregisters a send's wake-up when its delivery ends, however it ends (also when aborted).
+struct HoldGuard {
+    holds: Arc<Holds>,
+    key: JobKey,
+    notify: Arc<Notify>,
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        self.holds.0.lock().remove(&self.key);
+    }
 }
 
 /// Every send in flight, so shutdown can wait for them and then cancel the rest.
@@ -125,6 +172,7 @@ impl Outbox {
         let mut lanes = HashMap::new();
         let mut tasks = Vec::new();
         let deliveries: Deliveries = Arc::new(Mutex::new(JoinSet::new()));
+        let holds = Arc::new(Holds::default());
         for n in &ctx.config.numbers {
             let left = pending.get(&n.phone_number_id).copied().unwrap_or(0);
             metrics::gauge!(m::OUTBOX_PENDING, "number" => n.phone_number_id.clone())
@@ -147,6 +195,7 @@ impl Outbox {
                 bucket: Arc::new(TokenBucket::new(n.mps)),
                 permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
                 deliveries: deliveries.clone(),
+                holds: holds.clone(),
             };
             tasks.push(tokio::spawn(worker.run(lane)));
         }
@@ -154,6 +203,20 @@ impl Outbox {
             lanes,
             tasks: Mutex::new(tasks),
             deliveries,
+            holds,
+        }
+    }
+
+    /// A status callback gave message `seq` of a conversation its wamid and the conversation
+    /// actor deleted its job (durably): it is settled, and a send of it that is held (or still
+    /// out) is not tried again.
+    pub fn adopted(&self, number: &str, conversation_id: &str, seq: u64) {
+        if self.lanes.contains_key(number) {
+            metrics::gauge!(m::OUTBOX_PENDING, "number" => number.to_string()).decrement(1.0);
+        }
+        let key = (conversation_id.to_string(), seq);
+        if let Some(n) = self.holds.0.lock().get(&key) {
+            n.notify_one();
         }
     }
 
@@ -212,6 +275,7 @@ struct NumberWorker {
     bucket: Arc<TokenBucket>,
     permits: Arc<Semaphore>,
     deliveries: Deliveries,
+    holds: Arc<Holds>,
 }
 
 /// A job's identity: its conversation and its seq there.
@@ -391,31 +455,66 @@ impl NumberWorker {
     async fn deliver(&self, job: OutboxJob) {
         let conv = job.conversation_id.clone();
         let seq = job.seq;
+        let hold = self.holds.register((conv.clone(), seq));
         // Until this send's outcome is recorded, its conversation's next send waits: letting it
         // go would put it ahead of this one, which stays on disk and is sent again after a
         // restart. So storage steps here are retried (with back-off) for as long as they fail;
         // storage that keeps failing gets the broker restarted (`crate::supervisor`).
-        let pending = self
-            .until_ok(&conv, seq, "checking that a send is still pending", || {
-                self.ctx.store.outbox_contains(&conv, seq)
+        let Some(outcome) = self.send_with_retries(&job, &hold.notify).await else {
+            // Settled already: a second copy, or a status callback adopted it (which counted it).
+            return;
+        };
+        let outcome = outcome.map(Some);
+        // Recording is idempotent: a repeat finds the message settled and drops the job.
+        let settled = self
+            .until_ok(&conv, seq, "recording a send's outcome", || {
+                self.ctx
+                    .ask(&conv, None, |reply| ConversationMsg::SendOutcome {
+                        seq,
+                        outcome: outcome.clone(),
+                        reply,
+                    })
             })
             .await;
-        if !pending {
-            return; // its outcome is recorded already (this was a second copy)
+        if settled {
+            // Recording deleted the job from disk (an adoption that came first counted it).
+            metrics::gauge!(m::OUTBOX_PENDING, "number" => self.number.clone()).decrement(1.0);
         }
-        let outcome = self.send_with_retries(&job).await;
-        // Recording is idempotent: a repeat finds the message settled and drops the job.
-        self.until_ok(&conv, seq, "recording a send's outcome", || {
+    }
+
+    /// Records on the job's entry whether an attempt may be at Meta (see the module docs);
+    /// false when the message no longer waits for a send (its outcome is recorded, or a status
+    /// callback adopted it).
+    async fn mark(&self, job: &OutboxJob, in_doubt: bool) -> bool {
+        let (conv, seq) = (&job.conversation_id, job.seq);
+        let marked = OutboxJob {
+            in_doubt,
+            ..job.clone()
+        };
+        self.until_ok(conv, seq, "recording a send attempt", || {
             self.ctx
-                .ask(&conv, None, |reply| ConversationMsg::SendOutcome {
-                    seq,
-                    outcome: outcome.clone(),
+                .ask(conv, None, |reply| ConversationMsg::SendAttempt {
+                    job: marked.clone(),
                     reply,
                 })
         })
-        .await;
-        // Settled: recording deleted the job from disk (a second copy never gets here).
-        metrics::gauge!(m::OUTBOX_PENDING, "number" => self.number.clone()).decrement(1.0);
+        .await
+    }
+
+    /// Holds a send that may have reached Meta: waits up to `ambiguous_hold_ms` for a status
+    /// callback to adopt it (`adopted` also keeps a wake-up that came before the hold began).
+    /// True when it is still pending, so it must be sent again.
+    async fn hold(&self, job: &OutboxJob, adopted: &Notify) -> bool {
+        let wait = Duration::from_millis(self.cfg.ambiguous_hold_ms);
+        let _ = tokio::time::timeout(wait, adopted.notified()).await;
+        let (conv, seq) = (&job.conversation_id, job.seq);
+        self.until_ok(
+            conv,
+            seq,
+            "checking that a held send is still pending",
+            || self.ctx.store.outbox_contains(conv, seq),
+        )
+        .await
     }
 
     /// Runs `step` until it succeeds, backing off between attempts and logging failures (at
@@ -442,12 +541,37 @@ impl NumberWorker {
         }
     }
 
-    async fn send_with_retries(&self, job: &OutboxJob) -> Result<Option<String>, MessageError> {
+    /// Sends `job` until it is accepted, fails for good, or runs out of attempts; None when it
+    /// turned out to be settled already (a second copy, or adopted from a status callback).
+    async fn send_with_retries(
+        &self,
+        job: &OutboxJob,
+        adopted: &Notify,
+    ) -> Option<Result<String, MessageError>> {
         let message_id = job.message_id();
+        // Whether the entry on disk says an attempt may be at Meta.
+        let mut in_doubt = job.in_doubt;
+        if in_doubt {
+            // The last run may have delivered it: its callbacks get their time first.
+            metrics::counter!(m::OUTBOX_AMBIGUOUS, "number" => self.number.clone(), "cause" => AmbiguousCause::Restart.as_str())
+                .increment(1);
+            tracing::debug!(%message_id, "send in doubt since the last run; holding it");
+            if !self.hold(job, adopted).await {
+                return None;
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.bucket.take().await;
+            // Durable before the request leaves, so a kill -9 during it is known at start-up;
+            // this also finds a job whose outcome is recorded already (a second copy).
+            if !in_doubt {
+                if !self.mark(job, true).await {
+                    return None;
+                }
+                in_doubt = true;
+            }
             let started = Instant::now();
             let res = self
                 .graph
@@ -455,26 +579,48 @@ impl NumberWorker {
                 .await;
             metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
             match res {
-                Ok(wamid) => return Ok(wamid),
-                Err(SendError::Transient(reason)) if attempt < self.cfg.max_attempts => {
+                Ok(wamid) => return Some(Ok(wamid)),
+                Err(SendError::Ambiguous { cause, reason }) => {
+                    metrics::counter!(m::OUTBOX_AMBIGUOUS, "number" => self.number.clone(), "cause" => cause.as_str())
+                        .increment(1);
+                    tracing::debug!(%message_id, attempt, %reason, "send outcome unknown; holding it");
+                    if !self.hold(job, adopted).await {
+                        return None;
+                    }
+                    if attempt >= self.cfg.max_attempts {
+                        return Some(Err(MessageError {
+                            code: 0,
+                            title: format!("gave up after {attempt} attempts: {reason}"),
+                        }));
+                    }
+                    // No callback named it: sent again (the hold was the back-off).
+                    metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
+                }
+                Err(SendError::Transient(reason)) => {
+                    if attempt >= self.cfg.max_attempts {
+                        return Some(Err(MessageError {
+                            code: leading_code(&reason).unwrap_or(0),
+                            title: format!("gave up after {attempt} attempts: {reason}"),
+                        }));
+                    }
+                    // A definite refusal: nothing of this attempt is at Meta, and a restart
+                    // during the back-off need not hold it.
+                    if !self.mark(job, false).await {
+                        return None;
+                    }
+                    in_doubt = false;
                     metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
                     tracing::debug!(%message_id, attempt, %reason, "transient send failure; retrying");
                     tokio::time::sleep(backoff(&self.cfg, attempt)).await;
                 }
-                Err(SendError::Transient(reason)) => {
-                    return Err(MessageError {
-                        code: leading_code(&reason).unwrap_or(0),
-                        title: format!("gave up after {attempt} attempts: {reason}"),
-                    })
-                }
                 Err(SendError::WindowClosed { code, title }) => {
-                    return Err(MessageError {
+                    return Some(Err(MessageError {
                         code,
                         title: format!("window_closed: {title}"),
-                    })
+                    }))
                 }
                 Err(SendError::Permanent { code, title }) => {
-                    return Err(MessageError { code, title })
+                    return Some(Err(MessageError { code, title }))
                 }
             }
         }

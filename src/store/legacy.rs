@@ -18,14 +18,44 @@ macro_rules! first_layout {
     ($($t:ty),* $(,)?) => { $(impl Record for $t { const VERSION: u8 = 1; })* };
 }
 
-first_layout!(
-    Message,
-    WamidRef,
-    OutboxJob,
-    StatusUpdate,
-    RoutingRecord,
-    TeamRecord
-);
+first_layout!(Message, WamidRef, StatusUpdate, RoutingRecord, TeamRecord);
+
+/// Version 2 added `in_doubt` (an attempt may have reached Meta).
+impl Record for OutboxJob {
+    const VERSION: u8 = 2;
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        match version {
+            1 => Ok(raw::<OutboxJobV1>(bytes)?.into()),
+            v => Err(StoreError::Codec(format!(
+                "unknown outbox record version {v}"
+            ))),
+        }
+    }
+}
+
+/// OutboxJob as written by version 1 (before `in_doubt`).
+#[derive(Deserialize)]
+struct OutboxJobV1 {
+    conversation_id: String,
+    seq: u64,
+    number: String,
+    to: String,
+    text: String,
+}
+
+impl From<OutboxJobV1> for OutboxJob {
+    fn from(v: OutboxJobV1) -> Self {
+        OutboxJob {
+            conversation_id: v.conversation_id,
+            seq: v.seq,
+            number: v.number,
+            to: v.to,
+            text: v.text,
+            // Version 1 kept no record of attempts; its release retried timeouts at once.
+            in_doubt: false,
+        }
+    }
+}
 
 /// Version 2 added priority, labels, the routing rule, SLA clocks and assignment tracking.
 impl Record for Conversation {
@@ -131,5 +161,17 @@ mod tests {
         assert_eq!(c.priority, Priority::Normal);
         assert_eq!(c.sla.responsible_since, 2);
         assert!(c.owner_answered);
+    }
+
+    #[test]
+    fn version_1_outbox_jobs_still_read_as_not_in_doubt() {
+        let old = (String::from("c1"), 7u64, "n", "49", "hello");
+        let mut bytes = vec![1u8];
+        bytes.extend(bincode::serialize(&old).expect("encode v1"));
+        let job: OutboxJob = decode(&bytes).expect("upgrade");
+        assert_eq!(
+            (job.seq, job.text.as_str(), job.in_doubt),
+            (7, "hello", false)
+        );
     }
 }

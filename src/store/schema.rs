@@ -61,6 +61,10 @@ pub struct OutboxJob {
     pub number: String,
     pub to: String,
     pub text: String,
+    /// A send attempt began and has no definite answer yet: it may have reached Meta. Set
+    /// (durably) before a request goes out and cleared after a definite refusal, so a job found
+    /// with it at start-up is held for a status callback before it is sent again.
+    pub in_doubt: bool,
 }
 
 impl OutboxJob {

@@ -1,9 +1,13 @@
 //! The Graph API client for sending messages, and the classification of Meta's errors.
 //!
 //! Classification is the contract with the outbox: [`SendError::Transient`] is retried with
-//! back-off (throughput and transient codes 130429, 131056, 131000, 131016, any 5xx, connection
-//! failures and timeouts); [`SendError::WindowClosed`] (131047) and [`SendError::Permanent`] fail
-//! the message with Meta's code and title and are never retried.
+//! back-off (throughput and transient codes 130429, 131056, 131000, 131016, any 5xx, a
+//! connection that could not be opened: Meta answered no, or never saw the request);
+//! [`SendError::Ambiguous`] means Meta may have taken the message (a timeout or broken connection
+//! after the request may have been written, a 2xx answer without `messages[0].id`), so the outbox
+//! holds it for a status callback naming it before sending it again;
+//! [`SendError::WindowClosed`] (131047) and [`SendError::Permanent`] fail the message with Meta's
+//! code and title and are never retried.
 
 use std::time::Duration;
 
@@ -18,10 +22,46 @@ pub const WINDOW_CLOSED_CODE: i64 = 131047;
 pub enum SendError {
     #[error("transient: {0}")]
     Transient(String),
+    /// The request may have reached Meta; whether it took the message is unknown.
+    #[error("ambiguous ({cause}): {reason}")]
+    Ambiguous {
+        cause: AmbiguousCause,
+        reason: String,
+    },
     #[error("window closed: ({code}) {title}")]
     WindowClosed { code: i64, title: String },
     #[error("failed: ({code}) {title}")]
     Permanent { code: i64, title: String },
+}
+
+/// Why a send's outcome is unknown (the `cause` label of `switchboard_outbox_ambiguous_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmbiguousCause {
+    /// No answer within `outbox.request_timeout_ms`.
+    Timeout,
+    /// The connection broke after it was open (while writing, or reading the answer).
+    Connection,
+    /// A 2xx answer without `messages[0].id` (not JSON, or not Meta's shape).
+    NoMessageId,
+    /// Found on disk at start-up with an attempt that may have reached Meta.
+    Restart,
+}
+
+impl AmbiguousCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::NoMessageId => "no_message_id",
+            Self::Restart => "restart",
+        }
+    }
+}
+
+impl std::fmt::Display for AmbiguousCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone)]
@@ -51,7 +91,7 @@ impl GraphClient {
         to: &str,
         text: &str,
         callback_data: &str,
-    ) -> Result<Option<String>, SendError> {
+    ) -> Result<String, SendError> {
         let body = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -68,20 +108,48 @@ impl GraphClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| SendError::Transient(format!("request: {e}")))?;
+            .map_err(request_error)?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| SendError::Transient(format!("reading answer: {e}")))?;
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            // Meta answered; only a success could have taken the message.
+            Err(e) if status.is_success() => {
+                return Err(SendError::Ambiguous {
+                    cause: AmbiguousCause::Connection,
+                    reason: format!("reading answer: {e}"),
+                })
+            }
+            Err(e) => {
+                return Err(SendError::Transient(format!(
+                    "HTTP {status}, reading answer: {e}"
+                )))
+            }
+        };
         classify(status.as_u16(), &bytes)
     }
 }
 
+/// A request that got no answer: a connection that never opened carried nothing (transient);
+/// anything later (a timeout, a reset while writing or waiting) may have delivered it.
+fn request_error(e: reqwest::Error) -> SendError {
+    if e.is_connect() {
+        return SendError::Transient(format!("connect: {e}"));
+    }
+    let cause = if e.is_timeout() {
+        AmbiguousCause::Timeout
+    } else {
+        AmbiguousCause::Connection
+    };
+    SendError::Ambiguous {
+        cause,
+        reason: format!("request: {e}"),
+    }
+}
+
 /// Turns a Graph API answer into a wamid or a classified error. A success without
-/// `messages[0].id` is still a success (None): Meta took the message, and sending it again could
-/// deliver it twice; it only cannot be matched with later delivery statuses.
-pub fn classify(status: u16, body: &[u8]) -> Result<Option<String>, SendError> {
+/// `messages[0].id` is ambiguous: Meta may have taken the message (sending it again at once could
+/// deliver it twice), but nothing ties it to later delivery statuses until a callback names it.
+pub fn classify(status: u16, body: &[u8]) -> Result<String, SendError> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if (200..300).contains(&status) {
         let wamid = parsed
@@ -89,13 +157,10 @@ pub fn classify(status: u16, body: &[u8]) -> Result<Option<String>, SendError> {
             .and_then(|v| v.pointer("/messages/0/id"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        if wamid.is_none() {
-            tracing::warn!(
-                status,
-                "Graph API accepted a message without messages[0].id; not sending it again"
-            );
-        }
-        return Ok(wamid);
+        return wamid.ok_or_else(|| SendError::Ambiguous {
+            cause: AmbiguousCause::NoMessageId,
+            reason: format!("HTTP {status} without messages[0].id"),
+        });
     }
     let err = parsed.as_ref().and_then(|v| v.get("error"));
     let code = err.and_then(|e| e.get("code")).and_then(Value::as_i64);
@@ -135,16 +200,24 @@ mod tests {
     fn classifies_meta_answers() {
         let ok = include_bytes!("../../tests/fixtures/whatsapp/graph_send_ok.json");
         let wamid = classify(200, ok).expect("ok");
-        assert!(
-            wamid.as_deref().is_some_and(|w| w.starts_with("wamid.")),
-            "{wamid:?}"
-        );
-        // Taken without an id: accepted all the same, never sent again.
-        assert_eq!(
-            classify(200, br#"{"messaging_product":"whatsapp"}"#),
-            Ok(None)
-        );
-        assert_eq!(classify(201, b""), Ok(None));
+        assert!(wamid.starts_with("wamid."), "{wamid:?}");
+        // Taken without an id, or not JSON: maybe taken, maybe not.
+        for body in [
+            &br#"{"messaging_product":"whatsapp"}"#[..],
+            b"",
+            b"<html>ok</html>",
+        ] {
+            assert!(
+                matches!(
+                    classify(200, body),
+                    Err(SendError::Ambiguous {
+                        cause: AmbiguousCause::NoMessageId,
+                        ..
+                    })
+                ),
+                "{body:?}"
+            );
+        }
         let rl = include_bytes!("../../tests/fixtures/whatsapp/graph_error_rate_limit.json");
         assert!(matches!(classify(400, rl), Err(SendError::Transient(_))));
         let wc = br#"{"error":{"code":131047,"message":"Re-engagement message"}}"#;

@@ -64,6 +64,24 @@ pub struct InboundStatus {
     pub raw: String,
 }
 
+impl InboundStatus {
+    /// The broker's message this status names, from the `biz_opaque_callback_data` Meta echoes
+    /// (the outbox sends each message's id there): a conversation id and a seq. Read from `raw`
+    /// only when needed (a status for a wamid not on record), so the parse stays off the common
+    /// path.
+    pub fn callback_message(&self) -> Option<(String, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Named<'a> {
+            #[serde(borrow, default)]
+            biz_opaque_callback_data: Option<std::borrow::Cow<'a, str>>,
+        }
+        let named: Named = serde_json::from_str(&self.raw).ok()?;
+        let data = named.biz_opaque_callback_data?;
+        let (conversation, seq) = crate::domain::message::parse_message_id(&data)?;
+        Some((conversation.to_string(), seq))
+    }
+}
+
 /// A change kept verbatim: one that is not about messages or statuses (template updates, account
 /// events, echoes, …), or one holding something the broker could not use (see the module docs).
 /// `raw` is the change's JSON (the entry's or body's, when those could not be walked).
