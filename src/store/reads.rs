@@ -1,0 +1,287 @@
+//! Point reads on the blocking pool: a conversation with its unrecorded messages folded in,
+//! messages, wamid and idempotency lookups, parked statuses, settings, the outbox's pending
+//! jobs and an agent's owned conversations.
+//!
+//! Invariant: a conversation handed out is always up to date with every message committed after
+//! its record ([`fold_tail`]); only the start-up scans in [`super::list`] return records as
+//! stored.
+
+use super::*;
+
+/// Most messages a conversation commits in a row without rewriting its record. Each read of the
+/// record then reads at most this many messages to bring it up to date, while a busy
+/// conversation skips all but one record write in this many (one of the three memtable inserts
+/// an inbound message costs the group-commit writer, BENCHMARKS.md "Stop 15").
+pub const MAX_UNRECORDED: u64 = 64;
+
+/// A conversation as an actor activation needs it.
+pub struct LoadedConversation {
+    /// The record with every message committed after it folded in.
+    pub conv: Conversation,
+    /// The wamids of all its messages, when it has at most the `max_messages` asked for.
+    pub wamids: Option<Vec<String>>,
+    /// How many messages were committed after the record.
+    pub unrecorded: u64,
+}
+
+impl Store {
+    pub async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        let id = id.to_string();
+        self.read(move |db| get_conversation(db, &id)).await
+    }
+
+    /// A conversation and, when it has at most `max_messages` messages, the wamids of all of
+    /// them (one blocking-pool hop for an actor activation).
+    pub async fn load_conversation(
+        &self,
+        id: &str,
+        max_messages: u64,
+    ) -> Result<Option<LoadedConversation>, StoreError> {
+        let id = id.to_string();
+        self.read(move |db| {
+            let Some((conv, unrecorded)) = get_folded(db, &id)? else {
+                return Ok(None);
+            };
+            if conv.next_seq > max_messages {
+                return Ok(Some(LoadedConversation {
+                    conv,
+                    wamids: None,
+                    unrecorded,
+                }));
+            }
+            let mut wamids = Vec::new();
+            scan_prefix(db, CF_MESSAGES, &conversation_prefix(&id), |_, v| {
+                let m: Message = decode(v)?;
+                wamids.extend(m.wamid);
+                Ok(true)
+            })?;
+            Ok(Some(LoadedConversation {
+                conv,
+                wamids: Some(wamids),
+                unrecorded,
+            }))
+        })
+        .await
+    }
+
+    pub async fn messages(&self, conversation_id: &str) -> Result<Vec<Message>, StoreError> {
+        let prefix = conversation_prefix(conversation_id);
+        self.read(move |db| {
+            let mut out = Vec::new();
+            scan_prefix(db, CF_MESSAGES, &prefix, |_, v| {
+                out.push(decode(v)?);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn get_message(
+        &self,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<Option<Message>, StoreError> {
+        let key = seq_key(conversation_id, seq);
+        self.read(move |db| {
+            db.get_pinned_cf(cf(db, CF_MESSAGES)?, key)
+                .map_err(rocks)?
+                .map(|v| decode(&v))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Looks up several wamids at once (one blocking-pool hop for a whole webhook group).
+    pub async fn lookup_wamids(
+        &self,
+        wamids: Vec<String>,
+    ) -> Result<Vec<Option<WamidRef>>, StoreError> {
+        self.read(move |db| {
+            let h = cf(db, CF_WAMIDS)?;
+            db.batched_multi_get_cf(h, wamids.iter().map(|w| w.as_bytes()), false)
+                .into_iter()
+                .map(|r| r.map_err(rocks)?.map(|v| decode(&v)).transpose())
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn idempotent_seq(
+        &self,
+        conversation_id: &str,
+        key: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = idempotency_key(conversation_id, key);
+        self.read(move |db| {
+            Ok(db
+                .get_pinned_cf(cf(db, CF_IDEMPOTENCY)?, k)
+                .map_err(rocks)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes))
+        })
+        .await
+    }
+
+    pub async fn orphan_status(&self, wamid: &str) -> Result<Option<StatusUpdate>, StoreError> {
+        let k = wamid.as_bytes().to_vec();
+        self.read(move |db| {
+            db.get_pinned_cf(cf(db, CF_ORPHAN_STATUS)?, k)
+                .map_err(rocks)?
+                .map(|v| decode(&v))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Routing rules and team settings stored by the admin API (see [`settings`]).
+    pub async fn settings(
+        &self,
+    ) -> Result<
+        (
+            Option<settings::RoutingRecord>,
+            Vec<(String, settings::TeamRecord)>,
+        ),
+        StoreError,
+    > {
+        self.read(|db| {
+            let h = cf(db, CF_SETTINGS)?;
+            let routing = db
+                .get_pinned_cf(h, settings::ROUTING_KEY)
+                .map_err(rocks)?
+                .map(|v| decode(&v))
+                .transpose()?;
+            let mut teams = Vec::new();
+            scan_prefix(db, CF_SETTINGS, settings::TEAM_PREFIX, |k, v| {
+                let id = String::from_utf8_lossy(&k[settings::TEAM_PREFIX.len()..]).into_owned();
+                teams.push((id, decode(v)?));
+                Ok(true)
+            })?;
+            Ok((routing, teams))
+        })
+        .await
+    }
+
+    /// How many durable outbound messages await their outcome, per number (start-up report).
+    pub async fn pending_outbox_by_number(&self) -> Result<HashMap<String, usize>, StoreError> {
+        self.read(|db| {
+            let mut counts = HashMap::new();
+            for item in db.iterator_cf(cf(db, CF_OUTBOX)?, IteratorMode::Start) {
+                let job: OutboxJob = decode(&item.map_err(rocks)?.1)?;
+                *counts.entry(job.number).or_insert(0) += 1;
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    /// Up to `limit` durable sends of `number` after the key of `after` (key order: conversation
+    /// id, then seq), and whether the scan reached the end of the outbox. The outbox pages
+    /// through this when jobs were kept on disk only (its queue was full, or at start-up).
+    pub async fn outbox_page(
+        &self,
+        number: String,
+        after: Option<(String, u64)>,
+        limit: usize,
+    ) -> Result<(Vec<OutboxJob>, bool), StoreError> {
+        self.read(move |db| {
+            let start = after.map(|(conv, seq)| key_after(seq_key(&conv, seq)));
+            let mode = match &start {
+                Some(s) => IteratorMode::From(s, IterDirection::Forward),
+                None => IteratorMode::Start,
+            };
+            let mut jobs = Vec::new();
+            for item in db.iterator_cf(cf(db, CF_OUTBOX)?, mode) {
+                let job: OutboxJob = decode(&item.map_err(rocks)?.1)?;
+                if job.number == number {
+                    jobs.push(job);
+                    if jobs.len() >= limit {
+                        return Ok((jobs, false));
+                    }
+                }
+            }
+            Ok((jobs, true))
+        })
+        .await
+    }
+
+    /// Whether send `seq` of a conversation is still waiting for its outcome to be recorded.
+    pub async fn outbox_contains(
+        &self,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let key = seq_key(conversation_id, seq);
+        self.read(move |db| {
+            Ok(db
+                .get_pinned_cf(cf(db, CF_OUTBOX)?, key)
+                .map_err(rocks)?
+                .is_some())
+        })
+        .await
+    }
+
+    /// Ids of the conversations an agent owns (rebuilds its load after a restart).
+    pub async fn owned_by(&self, agent: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = assignee_prefix(agent);
+        self.read(move |db| {
+            let mut ids = Vec::new();
+            scan_prefix(db, CF_INDEX, &prefix, |k, _| {
+                if let Some(key) = IndexKey::decode(k) {
+                    ids.push(key.id().to_string());
+                }
+                Ok(true)
+            })?;
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+/// A conversation brought up to date with the messages committed after its record.
+fn get_conversation(db: &DB, id: &str) -> Result<Option<Conversation>, StoreError> {
+    Ok(get_folded(db, id)?.map(|(conv, _)| conv))
+}
+
+/// [`get_conversation`], and how many messages were folded in.
+fn get_folded(db: &DB, id: &str) -> Result<Option<(Conversation, u64)>, StoreError> {
+    let Some(mut conv) = get_record(db, id)? else {
+        return Ok(None);
+    };
+    let folded = fold_tail(&mut db.raw_iterator_cf(cf(db, CF_MESSAGES)?), &mut conv)?;
+    Ok(Some((conv, folded)))
+}
+
+/// A conversation's record as stored: `next_seq`, `last_message_at` and `last_inbound_at` may
+/// lag its messages (see [`fold_tail`]).
+pub(super) fn get_record(db: &DB, id: &str) -> Result<Option<Conversation>, StoreError> {
+    db.get_pinned_cf(cf(db, CF_CONVERSATIONS)?, id.as_bytes())
+        .map_err(rocks)?
+        .map(|v| decode(&v))
+        .transpose()
+}
+
+/// Folds into `conv` (a record as stored) the messages committed after it — those from its
+/// `next_seq` on, at most [`MAX_UNRECORDED`] since the actor writes the record then — read
+/// through `messages`, an iterator over the messages column family (of the same snapshot as the
+/// record, when it came from one). Returns how many.
+pub(super) fn fold_tail<D: rocksdb::DBAccess>(
+    messages: &mut rocksdb::DBRawIteratorWithThreadMode<'_, D>,
+    conv: &mut Conversation,
+) -> Result<u64, StoreError> {
+    let prefix = conversation_prefix(&conv.id);
+    messages.seek(seq_key(&conv.id, conv.next_seq));
+    let mut folded = 0;
+    while let Some(v) = messages
+        .key()
+        .filter(|k| k.starts_with(&prefix))
+        .and(messages.value())
+    {
+        let m: Message = decode(v)?;
+        conv.absorb(&m);
+        folded += 1;
+        messages.next();
+    }
+    messages.status().map_err(rocks)?;
+    Ok(folded)
+}
