@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod conversation;
+pub mod detect;
 pub mod hours;
 pub mod message;
 pub mod policy;
