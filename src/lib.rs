@@ -33,6 +33,7 @@ pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod log_limit;
+pub mod mailbox;
 pub mod metrics;
 pub mod outbox;
 pub mod store;

@@ -22,7 +22,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::mailbox::{Handler, Mailbox, Runners};
 use super::recent::RecentOutbound;
 use super::seen::SeenWamids;
 use super::{count_change, Ctx, Reply, TeamMsg};
@@ -34,6 +33,7 @@ use crate::domain::{
 };
 use crate::error::Error;
 use crate::events::{Event, EventKind};
+use crate::mailbox::{Handler, Mailbox, Runners};
 use crate::metrics as m;
 use crate::store::{Batch, OutboxJob, MAX_UNRECORDED};
 use crate::whatsapp::webhook::{InboundMessage, InboundStatus};

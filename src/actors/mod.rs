@@ -31,7 +31,6 @@
 
 pub mod agent;
 pub mod conversation;
-pub mod mailbox;
 pub mod recent;
 pub mod seen;
 pub mod sent;
@@ -54,6 +53,7 @@ use crate::domain::policy::Policies;
 use crate::domain::Conversation;
 use crate::error::Error;
 use crate::events::EventBus;
+use crate::mailbox;
 use crate::metrics as m;
 use crate::outbox::Outbox;
 use crate::store::Store;
