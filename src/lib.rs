@@ -14,7 +14,7 @@
 //!          └──► outbox (per number: token bucket, retries) ──► Graph API
 //! ```
 //!
-//! Supervision: conversation actors run on [`actors::mailbox`]; a handler that panics is caught,
+//! Supervision: conversation actors run on [`mailbox`]; a handler that panics is caught,
 //! its actor retired and restarted from storage (its last durable state); agent and team actors
 //! (ractor) are top-level and only stop when the broker stops them. The timer service is a
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
