@@ -11,7 +11,7 @@
 //! - *head* (a request's first byte arrived, its headers have not all): `server.header_timeout_ms`;
 //! - *busy* (a request is being handled or its response written): no deadline from here, but the
 //!   request body must keep arriving at `server.min_body_rate` bytes/s once
-//!   `server.body_timeout_ms` has passed ([`TimedBody`]); a body that falls behind ends in an
+//!   `server.body_timeout_ms` has passed (`TimedBody`); a body that falls behind ends in an
 //!   error, which the handler turns into 408. Event streams stay busy as long as they are open.
 //!
 //! Connection bounds, checked when a connection is accepted, before anything is read:
