@@ -1,7 +1,9 @@
 //! The conversation actor: single writer of one conversation's state.
 //!
 //! Every command (inbound messages, status callbacks, claim, release, transfer, resolve, reply,
-//! note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. Each handler:
+//! note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
+//! command from a caller first passes the visibility rule (`Conversation::check_access`, applied
+//! once in `dispatch`). Each handler:
 //! 1. checks the domain rules on the in-memory state;
 //! 2. builds one atomic [`Batch`] with the new state, messages and index entries;
 //! 3. awaits the group commit (durable, fsync'd when configured);

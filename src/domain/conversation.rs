@@ -4,6 +4,9 @@
 //! - one conversation per (business `phone_number_id`, customer id): its id is derived from that
 //!   pair, so every path that meets the pair finds the same conversation without an index;
 //! - `assignee` is `Some` exactly when `status` is `Assigned` (exactly one owner at a time);
+//! - a command reaches only a conversation its caller may see, as a read does
+//!   ([`Conversation::check_access`]; a claim also reaches the caller's own teams'), and is
+//!   `NotFound` otherwise;
 //! - only the owner may reply, release or resolve; supervisors of the team and admins may also
 //!   transfer and resolve;
 //! - a new inbound message after `resolved` reopens the conversation to its team's queue;
