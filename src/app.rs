@@ -36,7 +36,16 @@ use crate::whatsapp::graph::GraphClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open storage at {path}: {source}")]
+    /// `storage.path` cannot be a data directory here (cannot be created, is not a directory,
+    /// cannot be written): the config's to fix.
+    #[error("config error: storage.path: cannot use {path}: {source}")]
+    StoragePath {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The directory is usable but RocksDB would not open it (another process holds it, damaged
+    /// files, an I/O error).
+    #[error("storage error: cannot open {path}: {source}")]
     Storage { path: String, source: StoreError },
     /// An address that cannot be bound (`server.listen`, `server.api_listen`).
     #[error(transparent)]
@@ -51,8 +60,31 @@ impl StartError {
     /// Whether the failure is the config's: a value that parsed but cannot be used here (an
     /// address that cannot be bound) or one that did not pass validation.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Listen(_) | StartError::Config(_))
+        matches!(
+            self,
+            StartError::Listen(_) | StartError::Config(_) | StartError::StoragePath { .. }
+        )
     }
+}
+
+/// Checks that `storage.path` is, or can be made, a directory the broker can write to, so that
+/// a path the config got wrong is told apart from a store RocksDB cannot open (blocking).
+pub fn check_storage_path(config: &Config) -> Result<(), StartError> {
+    let path = &config.storage.path;
+    usable_dir(path).map_err(|source| StartError::StoragePath {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn usable_dir(path: &std::path::Path) -> std::io::Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(std::io::Error::other("it is not a directory"));
+    }
+    std::fs::create_dir_all(path)?;
+    let probe = path.join(".switchboard-write-probe");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 /// A running broker.
@@ -123,13 +155,19 @@ impl Broker {
 
         let path = config.storage.path.clone();
         let (sync, batch) = (config.storage.sync, config.storage.max_commit_batch);
-        let store = tokio::task::spawn_blocking(move || Store::open(&path, sync, batch))
-            .await
-            .map_err(|e| StartError::Spawn(format!("storage open task: {e}")))?
-            .map_err(|source| StartError::Storage {
-                path: config.storage.path.display().to_string(),
+        let store = tokio::task::spawn_blocking(move || {
+            let shown = path.display().to_string();
+            usable_dir(&path).map_err(|source| StartError::StoragePath {
+                path: shown.clone(),
                 source,
             })?;
+            Store::open(&path, sync, batch).map_err(|source| StartError::Storage {
+                path: shown,
+                source,
+            })
+        })
+        .await
+        .map_err(|e| StartError::Spawn(format!("storage open task: {e}")))??;
 
         // The gauge of conversations by status and team starts from a view of storage taken
         // here, before any actor, timer or request can change a status; every change from now on

@@ -43,6 +43,7 @@ impl ConfigError {
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
@@ -70,6 +71,7 @@ pub struct RoutingConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address for webhooks, the agent API, /metrics and /healthz.
     pub listen: String,
@@ -119,6 +121,7 @@ pub struct ServerConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// RocksDB directory, created if missing.
     pub path: PathBuf,
@@ -135,6 +138,7 @@ pub struct StorageConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WhatsAppConfig {
     pub app_secret: String,
     pub verify_token: String,
@@ -145,6 +149,7 @@ pub struct WhatsAppConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NumberConfig {
     pub phone_number_id: String,
     #[serde(default)]
@@ -249,6 +254,7 @@ pub enum Role {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     pub id: String,
     #[serde(default)]
@@ -264,6 +270,7 @@ pub struct AgentConfig {
 
 /// Outbound delivery settings shared by every number's outbox.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// First retry delay; doubles each attempt, each delay drawn between half and all of it.
     #[serde(default = "default_retry_base_ms")]
@@ -304,6 +311,7 @@ impl Default for OutboxConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConversationsConfig {
     /// A conversation actor with no activity for this long is stopped; its state stays on disk.
     #[serde(default = "default_idle_timeout_ms")]
@@ -452,7 +460,8 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let key = if path.is_empty() || path == "." {
+            let top = path.is_empty() || path == ".";
+            let key = if top {
                 match inner.span() {
                     Some(span) => format!("line {}", line_of(text, span.start)),
                     None => "(file)".to_string(),
@@ -460,7 +469,17 @@ impl Config {
             } else {
                 path
             };
-            team_setting_error(text, &key).unwrap_or_else(|| ConfigError::new(key, inner.message()))
+            let e = team_setting_error(text, &key)
+                .unwrap_or_else(|| ConfigError::new(key, inner.message()));
+            match unknown_field(&e.problem) {
+                // The path names the unknown key itself; at the top level there may be none.
+                Some(field) if top => ConfigError::new(field, "unknown key"),
+                Some(field) if !(e.key == field || e.key.ends_with(&format!(".{field}"))) => {
+                    ConfigError::new(format!("{}.{field}", e.key), "unknown key")
+                }
+                Some(_) => ConfigError::new(e.key, "unknown key"),
+                None => e,
+            }
         })?;
         config.validate()?;
         Ok(config)
@@ -668,6 +687,13 @@ fn id_ok(key: &str, id: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// The key serde's `deny_unknown_fields` refused (its message is "unknown field `snyc`,
+/// expected one of …"): every table but `[[teams]]` (see [`TeamConfig::unknown`]) refuses keys
+/// it does not know, so a misspelt `storage.snyc` never leaves a setting quietly on its default.
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -12,6 +12,11 @@
 //! back a less advanced one. Every status is also kept whole, in the commit that settles it
 //! (applied, stale, adopted or parked). Other changes (template updates, account events, echoes)
 //! are kept verbatim.
+//!
+//! Before any of that, inbound messages are checked against the body itself: a wamid listed
+//! twice (under two customers, even) is stored once, the first time, and a Meta `timestamp`
+//! more than [`MAX_FUTURE_SKEW_MS`] ahead of the broker's clock becomes the arrival time, since
+//! it decides when the 24-hour window closes.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -21,11 +26,16 @@ use futures_util::future::{join_all, try_join_all};
 use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
-use crate::domain::{Conversation, DomainError};
+use crate::domain::{Conversation, DomainError, Millis};
 use crate::error::Error;
+use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::store::{Batch, StatusUpdate};
 use crate::whatsapp::webhook::{InboundMessage, InboundStatus, Notification};
+
+/// How far ahead of the broker's clock an inbound message's Meta `timestamp` may be and still be
+/// taken as given (clocks differ a little); a later one is dated when it arrived.
+pub const MAX_FUTURE_SKEW_MS: Millis = 5 * 60 * 1000;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IngestReport {
@@ -43,8 +53,34 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
     };
     let now = ctx.now();
     let mut groups: HashMap<String, (Conversation, Vec<InboundMessage>)> = HashMap::new();
-    for msg in n.messages {
+    // A wamid is one message, stored once, under the first customer (and number) the body
+    // lists it with: a second listing is a duplicate, never a second message.
+    let mut listed: HashMap<String, String> = HashMap::new();
+    for mut msg in n.messages {
         let id = crate::domain::conversation_id(&msg.number, &msg.customer);
+        match listed.get(&msg.wamid) {
+            Some(first) => {
+                report.duplicates += 1;
+                metrics::counter!(m::INBOUND_DUPLICATES).increment(1);
+                if *first != id {
+                    metrics::counter!(m::INBOUND_WAMID_CONFLICTS).increment(1);
+                    static LOG: LogLimit = LogLimit::new(5);
+                    if let Some(held_back) = LOG.check() {
+                        tracing::warn!(wamid = %msg.wamid, first = %first, again = %id, held_back,
+                            "a wamid listed under two conversations in one webhook; keeping the first");
+                    }
+                }
+                continue;
+            }
+            None => {
+                listed.insert(msg.wamid.clone(), id.clone());
+            }
+        }
+        if msg.sent_at > now.saturating_add(MAX_FUTURE_SKEW_MS) {
+            // Trusted, it would keep the customer-service window open that much longer.
+            metrics::counter!(m::INBOUND_FUTURE_TIMESTAMPS).increment(1);
+            msg.sent_at = now;
+        }
         groups
             .entry(id)
             .or_insert_with(|| {

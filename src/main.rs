@@ -59,9 +59,12 @@ fn main() -> ExitCode {
         let supervisor = match Supervisor::start(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("{e}");
+                // One line, whatever the error's source (RocksDB's messages included) printed.
+                let line = e.to_string();
+                eprintln!("{}", line.split_whitespace().collect::<Vec<_>>().join(" "));
                 // What only a config change can fix is a config error (exit 2, as the contract
-                // asks); anything else (storage, threads) is a start-up failure.
+                // asks: `storage.path` unusable included); anything else (a store that will not
+                // open, threads) is a start-up failure (exit 1).
                 return ExitCode::from(if e.is_config() { 2 } else { 1 });
             }
         };

@@ -13,6 +13,8 @@ pub const WEBHOOK_REQUESTS: &str = "switchboard_webhook_requests_total";
 pub const WEBHOOK_DURATION: &str = "switchboard_webhook_duration_seconds";
 pub const INBOUND_MESSAGES: &str = "switchboard_inbound_messages_total";
 pub const INBOUND_DUPLICATES: &str = "switchboard_inbound_duplicates_total";
+pub const INBOUND_WAMID_CONFLICTS: &str = "switchboard_inbound_wamid_conflicts_total";
+pub const INBOUND_FUTURE_TIMESTAMPS: &str = "switchboard_inbound_future_timestamps_total";
 pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
 pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
 pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
@@ -111,6 +113,14 @@ fn describe() {
     describe_counter!(
         INBOUND_DUPLICATES,
         "Redelivered inbound messages recognised by wamid and not stored again."
+    );
+    describe_counter!(
+        INBOUND_WAMID_CONFLICTS,
+        "Inbound messages whose wamid one webhook had already listed under another customer or number (the first listing is stored, not these; also counted as duplicates)."
+    );
+    describe_counter!(
+        INBOUND_FUTURE_TIMESTAMPS,
+        "Inbound messages whose Meta timestamp lay more than 5 minutes ahead of the broker's clock, dated when they arrived instead."
     );
     describe_counter!(
         STATUS_UPDATES,

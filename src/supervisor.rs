@@ -48,6 +48,8 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts the broker; a failure here is returned (a bad data directory, a taken port).
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        // A data directory the config got wrong is its error, told before anything serves.
+        crate::app::check_storage_path(&config)?;
         let listeners = Arc::new(Listeners::bind(&config, m::install()).await?);
         let broker =
             Broker::start_on(config.clone(), listeners.clone(), Arc::new(SystemClock)).await?;

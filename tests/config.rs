@@ -29,6 +29,20 @@ fn expect_config_error(toml: &str, must_contain: &[&str]) -> String {
 }
 
 fn run_expect_exit2(args: &[&std::ffi::OsStr], cwd: &Path, must_contain: &[&str]) -> String {
+    run_expect_exit(2, false, args, cwd, must_contain)
+}
+
+/// Runs the binary and expects exit code `code` with exactly one non-empty stderr line
+/// containing every string of `must_contain` (case-insensitive). Returns that line. With
+/// `info_logs`, INFO log lines may come before it (a failure after the listeners are bound,
+/// which log that they listen).
+fn run_expect_exit(
+    code: i32,
+    info_logs: bool,
+    args: &[&std::ffi::OsStr],
+    cwd: &Path,
+    must_contain: &[&str],
+) -> String {
     let mut child = Command::new(bin_path())
         .args(args)
         .current_dir(cwd)
@@ -59,7 +73,7 @@ fn run_expect_exit2(args: &[&std::ffi::OsStr], cwd: &Path, must_contain: &[&str]
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(code),
         "exit status {:?}; stderr:\n{stderr}",
         out.status
     );
@@ -72,7 +86,11 @@ fn run_expect_exit2(args: &[&std::ffi::OsStr], cwd: &Path, must_contain: &[&str]
         !lower.contains("backtrace"),
         "backtrace on config error:\n{stderr}"
     );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !(info_logs && l.contains("Z  INFO ")))
+        .collect();
     assert_eq!(
         lines.len(),
         1,
@@ -385,6 +403,87 @@ fn a_misspelt_team_key_exits_2_naming_it() {
     let mut toml = valid(dir.path(), free_port());
     toml.push_str("\n[[teams]]\nid = \"night\"\nassignment = \"leastloaded\"\n");
     expect_config_error(&toml, &["teams[", "].assignment", "leastloaded"]);
+}
+
+#[test]
+fn a_misspelt_key_anywhere_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = valid(dir.path(), free_port());
+    let cases: [(&str, &str, &str); 9] = [
+        ("sync = true", "snyc = true", "storage.snyc"),
+        ("[outbox]", "[outbx]", "outbx"),
+        (
+            "max_concurrent = 2",
+            "max_concurent = 2",
+            "agents[0].max_concurent",
+        ),
+        (
+            "[server]\n",
+            "[server]\nlisten_api = \"x\"\n",
+            "server.listen_api",
+        ),
+        ("waba_id", "wabaid", "whatsapp.wabaid"),
+        ("mps = 80", "msp = 80", "numbers[1].msp"),
+        ("max_attempts", "max_attempt", "outbox.max_attempt"),
+        (
+            "idle_timeout_ms",
+            "idle_timeout",
+            "conversations.idle_timeout",
+        ),
+        (
+            "[conversations]",
+            "routng = 1\n[conversations]",
+            "outbox.routng",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert!(base.contains(from), "{from}");
+        let toml = base.replacen(from, to, 1);
+        let line = expect_config_error(&toml, &[key, "unknown key"]);
+        assert_eq!(line, format!("config error: {key}: unknown key"));
+    }
+    // A misspelt key inside a team's inline table names the whole path.
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[teams]]\nid = \"night\"\nsla = { first_respons = \"5m\" }\n");
+    expect_config_error(&toml, &["teams[2].sla.first_respons", "unknown key"]);
+}
+
+#[test]
+fn storage_path_that_cannot_be_a_directory_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    for path in [file.clone(), file.join("db")] {
+        let mut cfg = Cfg::new(&path, "http://127.0.0.1:9/v25.0");
+        cfg.listen = format!("127.0.0.1:{}", free_port());
+        let line = expect_config_error(&cfg.toml(), &["storage.path", "a-file"]);
+        assert!(line.starts_with("config error: storage.path: "), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_that_cannot_be_opened_exits_1_with_one_line() {
+    // Another broker holds the data directory.
+    let tb = TB::start().await;
+    let mut cfg = tb.cfg.clone();
+    cfg.listen = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("second.toml");
+    std::fs::write(&path, cfg.toml()).unwrap();
+    let shown = tb.cfg.storage_path.display().to_string();
+    let line = tokio::task::spawn_blocking(move || {
+        run_expect_exit(
+            1,
+            true,
+            &[std::ffi::OsStr::new("--config"), path.as_os_str()],
+            dir.path(),
+            &["storage error: cannot open", &shown],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with("storage error: cannot open "), "{line}");
+    assert_eq!(tb.healthz().await, 200, "the first broker is unharmed");
 }
 
 /// The contract's own example (multi-line inline tables are TOML 1.1) is accepted as written,

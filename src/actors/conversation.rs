@@ -1,7 +1,9 @@
 //! The conversation actor: single writer of one conversation's state.
 //!
 //! Every command (inbound messages, status callbacks, claim, release, transfer, resolve, reply,
-//! note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. Each handler:
+//! note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
+//! command from a caller first passes the visibility rule (`Conversation::check_access`, applied
+//! once in `dispatch`). Each handler:
 //! 1. checks the domain rules on the in-memory state;
 //! 2. builds one atomic [`Batch`] with the new state, messages and index entries;
 //! 3. awaits the group commit (durable, fsync'd when configured);
@@ -28,8 +30,8 @@ use super::{count_change, Ctx, Reply, TeamMsg};
 use crate::domain::policy::{Deadline, Policies};
 use crate::domain::routing::RouteInput;
 use crate::domain::{
-    Caller, Conversation, ConversationStatus, DeliveryStatus, Direction, DomainError, Message,
-    MessageError, Millis, SlaKind, TransferTarget,
+    Access, Caller, Conversation, ConversationStatus, DeliveryStatus, Direction, DomainError,
+    Message, MessageError, Millis, SlaKind, TransferTarget,
 };
 use crate::error::Error;
 use crate::events::{Event, EventKind};
@@ -188,6 +190,59 @@ pub enum ConversationMsg {
     Crash,
 }
 
+impl ConversationMsg {
+    /// The caller of a command and what it asks, for [`Conversation::check_access`]; None for
+    /// what the broker itself does. Exhaustive on purpose: a new command must say which it is.
+    fn access(&self) -> Option<(&Caller, Access)> {
+        match self {
+            Self::Claim { caller, .. } | Self::ClaimQueued { caller, .. } => {
+                Some((caller, Access::Claim))
+            }
+            Self::Assign { agent, .. } => Some((agent, Access::Claim)),
+            Self::Release { caller, .. }
+            | Self::Resolve { caller, .. }
+            | Self::Transfer { caller, .. }
+            | Self::Reply { caller, .. }
+            | Self::Note { caller, .. } => Some((caller, Access::Write)),
+            Self::Inbound { .. }
+            | Self::Status { .. }
+            | Self::SendAttempt { .. }
+            | Self::SendOutcome { .. }
+            | Self::Adopt { .. }
+            | Self::Reassign { .. }
+            | Self::Tick { .. } => None,
+            #[cfg(test)]
+            Self::Crash => None,
+        }
+    }
+
+    /// Answers a command from a caller with `e` without handling it.
+    fn refuse(self, e: Error) {
+        match self {
+            Self::Claim { reply, .. }
+            | Self::ClaimQueued { reply, .. }
+            | Self::Assign { reply, .. }
+            | Self::Release { reply, .. }
+            | Self::Resolve { reply, .. }
+            | Self::Transfer { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Self::Reply { reply, .. } | Self::Note { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Self::Inbound { .. }
+            | Self::Status { .. }
+            | Self::SendAttempt { .. }
+            | Self::SendOutcome { .. }
+            | Self::Adopt { .. }
+            | Self::Reassign { .. }
+            | Self::Tick { .. } => {}
+            #[cfg(test)]
+            Self::Crash => {}
+        }
+    }
+}
+
 impl Handler for ConversationActor {
     type Msg = ConversationMsg;
     type State = State;
@@ -221,6 +276,31 @@ impl ConversationActor {
     /// Each handler's future is boxed: the runner task holds only the one in progress, and a
     /// runner is spawned (its future copied) per burst of messages.
     async fn dispatch(&self, state: &mut State, msg: ConversationMsg) {
+        // Every command from a caller first passes the visibility rule, here, so no handler can
+        // forget it: a conversation the caller may not address is not found, as a read says.
+        if let Some((caller, access)) = msg.access() {
+            if let Err(e) = state.conv.check_access(caller, access) {
+                if let ConversationMsg::Reply {
+                    caller,
+                    idempotency_key: Some(key),
+                    reply,
+                    ..
+                } = msg
+                {
+                    // The contract's idempotency holds even so: a retry of a reply the caller
+                    // wrote gets its answer (it learns nothing it did not write); else not found.
+                    let r = match self.keyed(state, &key).await {
+                        Ok(Some(m)) if m.author == caller.id => Ok(m),
+                        Ok(_) => Err(e.into()),
+                        Err(err) => Err(err),
+                    };
+                    let _ = reply.send(r);
+                    return;
+                }
+                msg.refuse(e.into());
+                return;
+            }
+        }
         match msg {
             ConversationMsg::Inbound { messages, reply } => {
                 let _ = reply.send(Box::pin(self.inbound(state, messages)).await);
@@ -636,6 +716,14 @@ impl ConversationActor {
     }
 
     /// Message `seq` as last committed: the kept copy of an open outbound message, else storage.
+    /// The reply stored under idempotency key `key` in this conversation, if any.
+    async fn keyed(&self, state: &State, key: &str) -> Result<Option<Message>, Error> {
+        match self.ctx.store.idempotent_seq(&state.conv.id, key).await? {
+            Some(seq) => self.message(state, seq).await,
+            None => Ok(None),
+        }
+    }
+
     async fn message(&self, state: &State, seq: u64) -> Result<Option<Message>, Error> {
         if let Some(m) = state.recent.get(seq) {
             return Ok(Some(m.clone()));
@@ -830,20 +918,17 @@ impl ConversationActor {
         let id = state.conv.id.clone();
         let now = self.ctx.now();
         if let Some(key) = &idempotency_key {
-            if let Some(seq) = self.ctx.store.idempotent_seq(&id, key).await? {
-                if let Some(msg) = self.message(state, seq).await? {
-                    // A retry gets its original answer; anyone else learns nothing of a
-                    // message they did not write.
-                    if msg.author == caller.id {
-                        return Ok(msg);
-                    }
-                    state.conv.check_reply(caller, now)?;
-                    return Err(DomainError::Invalid(
-                        "idempotency_key was already used in this conversation by someone else"
-                            .into(),
-                    )
-                    .into());
+            if let Some(msg) = self.keyed(state, key).await? {
+                // A retry gets its original answer; anyone else learns nothing of a message
+                // they did not write.
+                if msg.author == caller.id {
+                    return Ok(msg);
                 }
+                state.conv.check_reply(caller, now)?;
+                return Err(DomainError::Invalid(
+                    "idempotency_key was already used in this conversation by someone else".into(),
+                )
+                .into());
             }
         }
         state.conv.check_reply(caller, now)?;
@@ -898,9 +983,6 @@ impl ConversationActor {
         caller: &Caller,
         text: String,
     ) -> Result<Message, Error> {
-        if !state.conv.visible_to(caller) && !caller.in_team(&state.conv.team) {
-            return Err(DomainError::NotFound.into());
-        }
         let mut next = state.conv.clone();
         let msg = note_message(&mut next, caller, text, self.ctx.now());
         let mut batch = Batch::new();

@@ -4,6 +4,9 @@
 //! - one conversation per (business `phone_number_id`, customer id): its id is derived from that
 //!   pair, so every path that meets the pair finds the same conversation without an index;
 //! - `assignee` is `Some` exactly when `status` is `Assigned` (exactly one owner at a time);
+//! - a command reaches only a conversation its caller may see, as a read does
+//!   ([`Conversation::check_access`]; a claim also reaches the caller's own teams'), and is
+//!   `NotFound` otherwise;
 //! - only the owner may reply, release or resolve; supervisors of the team and admins may also
 //!   transfer and resolve;
 //! - a new inbound message after `resolved` reopens the conversation to its team's queue;
@@ -71,6 +74,16 @@ pub fn visible(
         return true;
     }
     caller.in_team(team) && matches!(status, ConversationStatus::Queued | ConversationStatus::Bot)
+}
+
+/// What a command asks of a conversation, which decides whom it may reach
+/// ([`Conversation::check_access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Change it or add to it: release, resolve, transfer, reply, note.
+    Write,
+    /// Take it: a claim, `next`, an automatic assignment.
+    Claim,
 }
 
 /// How urgent a conversation is: team queues serve higher priorities first.
@@ -239,16 +252,33 @@ impl Conversation {
         visible(&self.team, self.status, self.assignee.as_deref(), caller)
     }
 
+    /// Whether `caller` may address this conversation at all, checked before each command's own
+    /// rule (owner, manager, window). A write reaches exactly what a read shows
+    /// ([`Self::visible_to`]); anything else is `NotFound`, as a read of it is, so neither the
+    /// conversation's existence nor its owner leaks. A claim also reaches the conversations of
+    /// the caller's own teams that it cannot read: one a teammate owns (the contract's 409
+    /// `already_assigned` naming the owner, which is what a claim that lost a race hears) and a
+    /// resolved one (a follow-up).
+    pub fn check_access(&self, caller: &Caller, access: Access) -> Result<(), DomainError> {
+        let reaches = match access {
+            Access::Write => self.visible_to(caller),
+            Access::Claim => self.visible_to(caller) || caller.in_team(&self.team),
+        };
+        if reaches {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound)
+        }
+    }
+
     fn is_owner(&self, caller: &Caller) -> bool {
         self.status == ConversationStatus::Assigned
             && self.assignee.as_deref() == Some(caller.id.as_str())
     }
 
-    /// Checks a claim; `Ok(false)` means the caller already owns it (nothing to do).
+    /// Checks a claim by a caller [`Self::check_access`] let through; `Ok(false)` means the
+    /// caller already owns it (nothing to do).
     pub fn check_claim(&self, caller: &Caller) -> Result<bool, DomainError> {
-        if !self.visible_to(caller) && !caller.in_team(&self.team) {
-            return Err(DomainError::NotFound);
-        }
         match (&self.status, &self.assignee) {
             (ConversationStatus::Assigned, Some(a)) if *a == caller.id => Ok(false),
             (ConversationStatus::Assigned, Some(a)) => Err(DomainError::AlreadyAssigned {
@@ -629,6 +659,39 @@ mod tests {
             teams: vec!["sales".into()],
         };
         assert!(!c.visible_to(&outsider));
+    }
+
+    #[test]
+    fn writes_reach_what_reads_show_and_claims_also_the_own_teams() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        let bob = caller("bob", Role::Agent);
+        let outsider = Caller {
+            id: "x".into(),
+            role: Role::Supervisor,
+            teams: vec!["sales".into()],
+        };
+        for access in [Access::Write, Access::Claim] {
+            assert_eq!(c.check_access(&bob, access), Ok(()), "queued, own team");
+            assert_eq!(
+                c.check_access(&outsider, access),
+                Err(DomainError::NotFound)
+            );
+        }
+        c.assign("alice", 0);
+        assert_eq!(
+            c.check_access(&bob, Access::Write),
+            Err(DomainError::NotFound),
+            "a teammate's conversation is no more writable than readable"
+        );
+        assert_eq!(c.check_access(&bob, Access::Claim), Ok(()));
+        assert_eq!(
+            c.check_access(&caller("carol", Role::Supervisor), Access::Write),
+            Ok(())
+        );
+        assert_eq!(
+            c.check_access(&outsider, Access::Claim),
+            Err(DomainError::NotFound)
+        );
     }
 
     fn inbound(c: &Conversation, seq: u64, at: Millis) -> Message {

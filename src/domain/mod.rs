@@ -15,7 +15,8 @@ pub mod routing;
 
 pub use agent::{Caller, Presence};
 pub use conversation::{
-    conversation_id, Conversation, ConversationStatus, Priority, SlaKind, SlaState, TransferTarget,
+    conversation_id, Access, Conversation, ConversationStatus, Priority, SlaKind, SlaState,
+    TransferTarget,
 };
 pub use message::{DeliveryStatus, Direction, Message, MessageError};
 

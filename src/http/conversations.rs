@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, ApiQuery};
 use super::json::ApiJson;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
@@ -54,8 +55,8 @@ struct ListParams {
 }
 
 /// `GET /api/v1/conversations`: what the caller may see among the conversations matching the
-/// filters, in id order, at most `limit` ([`MAX_LIST`] by default and at most), after the id
-/// `after`.
+/// filters, in id order, at most `limit` ([`MAX_LIST`] by default and at most; 0 is a 400),
+/// after the id `after`.
 ///
 /// Each request reads at most [`LIST_SCAN_BUDGET`] index entries or records (merged from the
 /// index ranges the filters and the caller's visibility need, see [`plan`]). Whenever it stops
@@ -66,7 +67,7 @@ struct ListParams {
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<impl IntoResponse> {
     let status = match p.status.as_deref().filter(|v| !v.is_empty()) {
         Some(v) => Some(
@@ -83,7 +84,13 @@ async fn list(
         nonempty(p.number),
         nonempty(p.after),
     );
-    let limit = p.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
+    // A page of none could only answer with a `next_after` that goes nowhere: 0 is refused
+    // rather than silently raised to 1; above the most a page holds it is lowered to that.
+    let limit = match p.limit {
+        Some(0) => return Err(ApiError::invalid("limit must be at least 1")),
+        Some(n) => n.min(MAX_LIST),
+        None => MAX_LIST,
+    };
     let queries = plan(
         &caller,
         status,
@@ -174,7 +181,7 @@ fn plan(
 async fn show(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     let conv = s
         .ctx
@@ -199,7 +206,7 @@ where
 async fn claim(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConversationView>> {
     let r = command(&s, &id, |reply| ConversationMsg::Claim {
         caller: caller.clone(),
@@ -216,7 +223,7 @@ async fn claim(
 async fn release(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConversationView>> {
     command(&s, &id, |reply| ConversationMsg::Release {
         caller: caller.clone(),
@@ -228,7 +235,7 @@ async fn release(
 async fn resolve(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConversationView>> {
     command(&s, &id, |reply| ConversationMsg::Resolve {
         caller: caller.clone(),
@@ -247,7 +254,7 @@ struct TransferBody {
 async fn transfer(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TransferBody>,
 ) -> ApiResult<Json<ConversationView>> {
     let target = match (body.team, body.agent) {
@@ -286,7 +293,7 @@ const MAX_TEXT: usize = 4096;
 async fn reply(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> ApiResult<impl IntoResponse> {
     let text = body
@@ -325,7 +332,7 @@ struct NoteBody {
 async fn note(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NoteBody>,
 ) -> ApiResult<impl IntoResponse> {
     let text = body

@@ -125,3 +125,17 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Answers a request that no route matches with the contract's 404 (axum's own has no body).
+pub async fn no_route() -> ApiError {
+    ApiError::not_found()
+}
+
+/// Answers a route called with a method it does not take (axum still adds the `Allow` header).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

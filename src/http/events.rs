@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -26,6 +26,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
+use super::extract::ApiQuery;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
 use crate::events::KindSet;
@@ -54,7 +55,7 @@ struct StreamParams {
 async fn stream(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Query(p): Query<StreamParams>,
+    ApiQuery(p): ApiQuery<StreamParams>,
 ) -> ApiResult<impl IntoResponse> {
     let types = match p.types.as_deref() {
         None => KindSet::ALL,

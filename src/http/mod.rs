@@ -9,10 +9,12 @@ pub mod auth;
 pub mod conversations;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod json;
 pub mod lane;
 pub mod listeners;
 pub mod ops;
+pub mod parse_errors;
 pub mod routing;
 pub mod server;
 pub mod teams;
@@ -146,6 +148,9 @@ pub fn app(state: AppState) -> Router {
         // After `timed`: the webhook, the hottest route, records its own latency histogram
         // (`switchboard_webhook_duration_seconds`) and is not timed twice.
         .merge(webhook::router())
+        // Every error is the contract's JSON, also for a path or method nothing serves.
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
         // The webhook reads its body itself with its own 3 MiB limit and JSON error.
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES + 1))
         .with_state(state)

@@ -284,10 +284,11 @@ async fn connection(
 ) {
     let _open = super::InFlight::enter(m::CONNECTIONS);
     let state = Arc::new(ConnState::new());
-    let io = TokioIo::new(Watched {
+    // hyper's own answers to what it cannot parse get the API's JSON error body.
+    let io = TokioIo::new(super::parse_errors::ParseErrorBodies::new(Watched {
         inner: stream,
         state: state.clone(),
-    });
+    }));
     let ops_only = admission.ops_only;
     let service = {
         let state = state.clone();

@@ -4,7 +4,7 @@
 //! read by its supervisors and admins, replaced by admins (checked like the config file, durable,
 //! in force at once).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, ApiQuery};
 use super::json::ApiJson;
 use super::views::ConversationView;
 use super::AppState;
@@ -34,7 +35,7 @@ pub fn router() -> Router<AppState> {
 async fn get_settings(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TeamSettings>> {
     let policies = s.ctx.policies();
     let settings = policies.settings.get(&id).ok_or_else(ApiError::not_found)?;
@@ -59,7 +60,7 @@ struct SettingsBody {
 async fn put_settings(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<TeamSettings>> {
     if caller.role != Role::Admin {
@@ -83,7 +84,7 @@ const NEXT_ATTEMPTS: usize = 64;
 async fn next(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let team = s.ctx.team(&id).ok_or_else(ApiError::not_found)?;
     if !caller.in_team(&id) && !caller.manages(&id) {
@@ -148,8 +149,8 @@ struct QueueParams {
 async fn queue(
     State(s): State<AppState>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
-    Query(p): Query<QueueParams>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<QueueParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let team = s.ctx.team(&id).ok_or_else(ApiError::not_found)?;
     if !caller.manages(&id) {

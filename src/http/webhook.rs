@@ -14,6 +14,7 @@
 use std::time::Instant;
 
 use axum::body::{to_bytes, Body};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,7 +45,15 @@ struct VerifyParams {
     challenge: Option<String>,
 }
 
-async fn verify(State(s): State<AppState>, Query(p): Query<VerifyParams>) -> Response {
+/// Meta's handshake. Anything but the right token, a query string that cannot be read (a
+/// repeated key) included, is the contract's 403, with the API's JSON error.
+async fn verify(
+    State(s): State<AppState>,
+    query: Result<Query<VerifyParams>, QueryRejection>,
+) -> Response {
+    let Ok(Query(p)) = query else {
+        return ApiError::forbidden("verification failed").into_response();
+    };
     let ok = p.mode.as_deref() == Some("subscribe")
         && p.token.as_deref() == Some(s.ctx.config.whatsapp.verify_token.as_str());
     match (ok, p.challenge) {
@@ -54,7 +63,7 @@ async fn verify(State(s): State<AppState>, Query(p): Query<VerifyParams>) -> Res
             c,
         )
             .into_response(),
-        _ => (StatusCode::FORBIDDEN, "verification failed").into_response(),
+        _ => ApiError::forbidden("verification failed").into_response(),
     }
 }
 

@@ -613,11 +613,9 @@ impl NumberWorker {
                     tracing::debug!(%message_id, attempt, %reason, "transient send failure; retrying");
                     tokio::time::sleep(backoff(&self.cfg, attempt)).await;
                 }
+                // Meta's code and title as given; the API adds `reason: "window_closed"`.
                 Err(SendError::WindowClosed { code, title }) => {
-                    return Some(Err(MessageError {
-                        code,
-                        title: format!("window_closed: {title}"),
-                    }))
+                    return Some(Err(MessageError { code, title }))
                 }
                 Err(SendError::Permanent { code, title }) => {
                     return Some(Err(MessageError { code, title }))
