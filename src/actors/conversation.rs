@@ -202,8 +202,8 @@ impl ConversationMsg {
             Self::Release { caller, .. }
             | Self::Resolve { caller, .. }
             | Self::Transfer { caller, .. }
-            | Self::Reply { caller, .. }
-            | Self::Note { caller, .. } => Some((caller, Access::Write)),
+            | Self::Reply { caller, .. } => Some((caller, Access::Own)),
+            Self::Note { caller, .. } => Some((caller, Access::Write)),
             Self::Inbound { .. }
             | Self::Status { .. }
             | Self::SendAttempt { .. }

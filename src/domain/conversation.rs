@@ -80,8 +80,12 @@ pub fn visible(
 /// ([`Conversation::check_access`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Change it or add to it: release, resolve, transfer, reply, note.
+    /// Add to it: a note.
     Write,
+    /// What only its owner may do: release, resolve, transfer, reply. The contract answers a
+    /// teammate who tries `403 not_owner`, so these also reach the caller's own teams'
+    /// conversations, where the ownership rule refuses them.
+    Own,
     /// Take it: a claim, `next`, an automatic assignment.
     Claim,
 }
@@ -253,16 +257,17 @@ impl Conversation {
     }
 
     /// Whether `caller` may address this conversation at all, checked before each command's own
-    /// rule (owner, manager, window). A write reaches exactly what a read shows
+    /// rule (owner, manager, window). A note reaches exactly what a read shows
     /// ([`Self::visible_to`]); anything else is `NotFound`, as a read of it is, so neither the
-    /// conversation's existence nor its owner leaks. A claim also reaches the conversations of
-    /// the caller's own teams that it cannot read: one a teammate owns (the contract's 409
-    /// `already_assigned` naming the owner, which is what a claim that lost a race hears) and a
-    /// resolved one (a follow-up).
+    /// conversation's existence nor its owner leaks outside the caller's teams. Claims and the
+    /// owner's commands also reach the conversations of the caller's own teams that it cannot
+    /// read: one a teammate owns (the contract's 409 `already_assigned` naming the owner for a
+    /// claim, which is what a claim that lost a race hears, and 403 `not_owner` for a release,
+    /// resolve, transfer or reply) and a resolved one (a follow-up).
     pub fn check_access(&self, caller: &Caller, access: Access) -> Result<(), DomainError> {
         let reaches = match access {
             Access::Write => self.visible_to(caller),
-            Access::Claim => self.visible_to(caller) || caller.in_team(&self.team),
+            Access::Claim | Access::Own => self.visible_to(caller) || caller.in_team(&self.team),
         };
         if reaches {
             Ok(())
@@ -670,7 +675,7 @@ mod tests {
             role: Role::Supervisor,
             teams: vec!["sales".into()],
         };
-        for access in [Access::Write, Access::Claim] {
+        for access in [Access::Write, Access::Own, Access::Claim] {
             assert_eq!(c.check_access(&bob, access), Ok(()), "queued, own team");
             assert_eq!(
                 c.check_access(&outsider, access),
@@ -684,6 +689,15 @@ mod tests {
             "a teammate's conversation is no more writable than readable"
         );
         assert_eq!(c.check_access(&bob, Access::Claim), Ok(()));
+        assert_eq!(
+            c.check_access(&bob, Access::Own),
+            Ok(()),
+            "the ownership rule answers a teammate (403 not_owner)"
+        );
+        assert_eq!(
+            c.check_access(&outsider, Access::Own),
+            Err(DomainError::NotFound)
+        );
         assert_eq!(
             c.check_access(&caller("carol", Role::Supervisor), Access::Write),
             Ok(())

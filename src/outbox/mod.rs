@@ -77,6 +77,9 @@ use crate::store::OutboxJob;
 use crate::whatsapp::graph::{AmbiguousCause, GraphClient, SendError};
 
 pub struct Outbox {
+    /// Set by a graceful shutdown: no send starts a new attempt, so none is left "in doubt"
+    /// by the shutdown itself (an attempt cut off mid-request would be held after the restart).
+    closing: Arc<std::sync::atomic::AtomicBool>,
     lanes: HashMap<String, Arc<Lane>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     deliveries: Deliveries,
@@ -173,6 +176,7 @@ impl Outbox {
         let mut tasks = Vec::new();
         let deliveries: Deliveries = Arc::new(Mutex::new(JoinSet::new()));
         let holds = Arc::new(Holds::default());
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for n in &ctx.config.numbers {
             let left = pending.get(&n.phone_number_id).copied().unwrap_or(0);
             metrics::gauge!(m::OUTBOX_PENDING, "number" => n.phone_number_id.clone())
@@ -196,10 +200,12 @@ impl Outbox {
                 permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
                 deliveries: deliveries.clone(),
                 holds: holds.clone(),
+                closing: closing.clone(),
             };
             tasks.push(tokio::spawn(worker.run(lane)));
         }
         Self {
+            closing,
             lanes,
             tasks: Mutex::new(tasks),
             deliveries,
@@ -247,6 +253,8 @@ impl Outbox {
     /// Stops taking jobs, lets sends in flight finish for up to `grace`, then stops the workers.
     /// Unsent jobs stay on disk and are sent after the next start.
     pub async fn shutdown(&self, grace: Duration) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         let deadline = Instant::now() + grace;
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
         for t in &tasks {
@@ -276,6 +284,7 @@ struct NumberWorker {
     permits: Arc<Semaphore>,
     deliveries: Deliveries,
     holds: Arc<Holds>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A job's identity: its conversation and its seq there.
@@ -564,6 +573,10 @@ impl NumberWorker {
         loop {
             attempt += 1;
             self.bucket.take().await;
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                // Shutting down: it stays on disk, not in doubt, and is sent after the restart.
+                return None;
+            }
             // Durable before the request leaves, so a kill -9 during it is known at start-up;
             // this also finds a job whose outcome is recorded already (a second copy).
             if !in_doubt {
