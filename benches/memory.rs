@@ -9,7 +9,10 @@
 //! passivates every actor (`ctx.passivate_idle(0)`, what the idle sweeper does) and reads it
 //! again. It prints the growth per conversation over the whole run ("overall": includes fixed
 //! costs such as RocksDB's bounded memtables and block cache, so it shrinks as the run grows) and
-//! over the second half only ("marginal": what one more conversation costs).
+//! over the second half only ("marginal": what one more conversation costs). After the second
+//! passivation it also reads RSS right away and after [`IDLE`] of doing nothing, without an
+//! explicit purge: what the allocator gives back by itself once the broker goes quiet (the
+//! binary's jemalloc settings, `switchboard::alloc`, apply here too).
 //!
 //! Run: `cargo bench --bench memory` (prints; asserts nothing).
 
@@ -50,6 +53,12 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+// The binary's jemalloc settings (background purge, short decay).
+switchboard::jemalloc_conf!();
+
+/// How long the bench stays idle before reading what the allocator gave back by itself.
+const IDLE: Duration = Duration::from_secs(3);
 
 fn rust_heap() -> u64 {
     RUST_HEAP.load(std::sync::atomic::Ordering::Relaxed) as u64
@@ -201,6 +210,14 @@ fn main() {
             rocks(&ctx).await
         );
         ctx.passivate_idle(Duration::ZERO);
+        let at_once = rss_bytes();
+        tokio::time::sleep(IDLE).await;
+        println!(
+            "phase 2: passivated, RSS {:.1} MiB at once, {:.1} MiB after {} s idle (no explicit purge)",
+            mib(at_once),
+            mib(rss_bytes()),
+            IDLE.as_secs()
+        );
         let passive_2 = trimmed_rss();
         let heap_passive_2 = rust_heap();
         println!(

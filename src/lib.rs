@@ -24,6 +24,7 @@
 
 pub mod actors;
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod clock;
 pub mod config;

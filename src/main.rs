@@ -13,6 +13,9 @@ use switchboard::{Config, Supervisor};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// jemalloc purges idle memory on a background thread within about a second (`switchboard::alloc`).
+switchboard::jemalloc_conf!();
+
 /// Durable WhatsApp Business API broker for teams of agents.
 #[derive(Parser)]
 #[command(version, about)]
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    switchboard::alloc::log_settings();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

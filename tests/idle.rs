@@ -78,3 +78,54 @@ async fn no_live_actors(api: &Api, what: &str) {
     })
     .await;
 }
+
+/// The binary's allocator gives idle memory back: jemalloc runs with the background purging
+/// thread and the short decay of `switchboard::alloc` (read back and logged at start-up), and
+/// that thread exists. Without `malloc_conf` jemalloc would purge only when allocating again, so a
+/// broker gone quiet kept its peak RSS (issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_allocator_purges_idle_memory_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = Cfg::new(&dir.path().join("db"), "http://127.0.0.1:9/v25.0");
+    cfg.listen = format!("127.0.0.1:{port}");
+    let path = dir.path().join("alloc.toml");
+    std::fs::write(&path, cfg.toml()).unwrap();
+    let p = BinProc::spawn(&path, port, &dir.path().join("log.txt")).await;
+    let log = p.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("allocator"))
+        .unwrap_or_else(|| panic!("no allocator line at start-up; log:\n{log}"));
+    let decay = switchboard::alloc::DECAY_MS;
+    for want in [
+        "allocator returns idle memory".to_string(),
+        "background_thread=true".to_string(),
+        format!("dirty_decay_ms={decay}"),
+        format!("muzzy_decay_ms={decay}"),
+    ] {
+        assert!(line.contains(&want), "{want:?} missing from {line:?}");
+    }
+    let tasks = format!("/proc/{}/task", p.child.id());
+    eventually(
+        "a jemalloc background thread",
+        Duration::from_secs(10),
+        || {
+            let tasks = tasks.clone();
+            async move {
+                let names: Vec<String> = std::fs::read_dir(&tasks)
+                    .map_err(|e| e.to_string())?
+                    .filter_map(|t| t.ok())
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .map(|n| n.trim().to_string())
+                    .collect();
+                if names.iter().any(|n| n.starts_with("jemalloc_bg")) {
+                    Ok(())
+                } else {
+                    Err(format!("threads: {names:?}"))
+                }
+            }
+        },
+    )
+    .await;
+}

@@ -14,6 +14,17 @@
 //! queue, adopting any that the broker says it owns (a claim whose answer was lost); a `lagged`
 //! event (the broker dropped events for a slow subscriber) triggers the same re-read.
 //!
+//! Events are notifications, not the current state: the broker publishes each conversation's
+//! events in the order its changes were made, but a stream read behind a busy broker delivers them
+//! seconds late (up to the broker's feed buffer plus the sockets' buffers), and a re-read after
+//! `lagged` is newer than the events still queued behind it. So an event that says "assigned to
+//! you" for a conversation the agent is not handling only makes the agent read that conversation
+//! (`GET`); ownership is adopted from a read alone, and only from a read sent after the agent's
+//! own last resolve of that conversation had been answered (an earlier read may show the
+//! ownership it just gave up). Such events that a read contradicts are counted
+//! (`stale_ownership_events`), as are `message.created` events whose sequence number went
+//! backwards within one stream (`events_out_of_order`: the broker's order broken).
+//!
 //! The agents run on a single-threaded tokio runtime of their own (thread `lt-agents`) with their
 //! own HTTP connections: they stand for people at other machines, and their requests and answers
 //! must not wait behind the generator's webhook tasks, which would be the generator's lateness
@@ -21,8 +32,9 @@
 //!
 //! Invariants the audit relies on:
 //! - every successful claim, adoption and resolve is logged as an `OwnEvent` with the instants
-//!   the request was sent and its answer received (for adoption: the last claim attempt and the
-//!   observation); when a resolve's outcome is unknown because an earlier attempt failed in
+//!   the request was sent and its answer received (for adoption: the read that showed it, or the
+//!   last claim attempt before it whose answer was lost); when a resolve's outcome is unknown
+//!   because an earlier attempt failed in
 //!   transit, the end is logged from that earlier attempt, so a lost answer never looks like an
 //!   owner who never let go;
 //! - every 202 reply is logged once as a `ReplyRecord` with the broker's message id and the
@@ -56,7 +68,9 @@ use crate::stats::{lock, Counters, Latency};
 pub enum OwnKind {
     /// `POST claim` answered 200.
     Claim,
-    /// The broker listed the conversation as ours without a successful claim answer.
+    /// A read of the broker's state (`GET` of the conversation or a list page), sent after our
+    /// last resolve of it was answered, showed it as ours without a successful claim answer.
+    /// Events alone never make an adoption (see the module docs).
     Adopt,
     /// `POST resolve` answered 2xx (or its earlier, failed-in-transit attempt may have).
     Resolve,
@@ -80,6 +94,11 @@ impl ClaimMode {
 
 /// Bound of a paced agent's backlog of conversations to claim.
 pub const BACKLOG_MAX: usize = 100_000;
+
+/// Most conversations one event stream remembers the last message sequence of, for the
+/// `events_out_of_order` check; past it the memory starts over (the check then misses a reorder
+/// straddling the reset, never reports a false one).
+const ORDER_TRACKED_MAX: usize = 200_000;
 
 /// How long a paced agent at capacity waits for one of its conversations to end before asking
 /// again (an end it missed, or a slot freed by the broker, e.g. a transfer away).
@@ -153,7 +172,11 @@ struct AgentState {
     id: Mutex<Option<String>>,
     handling: Mutex<HashSet<String>>,
     attempted: Mutex<HashSet<String>>,
+    /// When this agent's handling of each conversation last ended (its resolve answered, or given
+    /// up): a read sent before that may show the ownership it has since given up.
     ended: Mutex<HashMap<String, Instant>>,
+    /// Conversations an event said we own, being read to confirm (one read each at a time).
+    confirming: Mutex<HashSet<String>>,
     last_claim_sent: Mutex<HashMap<String, Instant>>,
     seq: AtomicU64,
     /// Paced mode: queued conversations to claim, oldest first.
@@ -259,6 +282,7 @@ impl Agents {
                     handling: Mutex::new(HashSet::new()),
                     attempted: Mutex::new(HashSet::new()),
                     ended: Mutex::new(HashMap::new()),
+                    confirming: Mutex::new(HashSet::new()),
                     last_claim_sent: Mutex::new(HashMap::new()),
                     seq: AtomicU64::new(1),
                     backlog: Mutex::new(VecDeque::new()),
@@ -443,11 +467,12 @@ async fn agent_loop(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
         }
 
         let mut parser = SseParser::new();
+        let mut order = StreamOrder::default();
         loop {
             match resp.chunk().await {
                 Ok(Some(bytes)) => {
                     for ev in parser.push(&bytes) {
-                        on_sse(&sh, &me, &ev.data);
+                        on_sse(&sh, &me, &mut order, &ev.data);
                     }
                 }
                 Ok(None) => {
@@ -495,6 +520,7 @@ async fn resync(sh: Arc<AgentsShared>, me: Arc<AgentState>) {
 
 /// Reads one page of conversations and acts on each; returns the page's `next_after`.
 async fn list_page(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, path: &str) -> Option<String> {
+    let sent = Instant::now();
     match sh.call(me, Method::GET, path, None).await {
         Ok((s, v)) if s.is_success() => {
             let convs: Vec<Conversation> = v
@@ -503,7 +529,7 @@ async fn list_page(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, path: &str) -> 
                 .and_then(|c| serde_json::from_value(c).ok())
                 .unwrap_or_default();
             for c in convs {
-                on_conversation(sh, me, &c);
+                on_conversation(sh, me, &c, Seen::Read { sent });
             }
             v.get("next_after")
                 .and_then(Value::as_str)
@@ -532,10 +558,11 @@ async fn recheck_later(sh: Arc<AgentsShared>, me: Arc<AgentState>, id: String) {
         }
     }
     let path = format!("/api/v1/conversations/{}", seg(&id));
+    let sent = Instant::now();
     match sh.call(&me, Method::GET, &path, None).await {
         Ok((s, v)) if s.is_success() => {
             if let Ok(conv) = serde_json::from_value::<Conversation>(v) {
-                on_conversation(&sh, &me, &conv);
+                on_conversation(&sh, &me, &conv, Seen::Read { sent });
             }
         }
         // No longer visible to this agent (someone else owns it): nothing to do.
@@ -545,7 +572,50 @@ async fn recheck_later(sh: Arc<AgentsShared>, me: Arc<AgentState>, id: String) {
     }
 }
 
-fn on_sse(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, data: &str) {
+/// Where an observation of a conversation came from.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// The event stream: in the broker's order, but possibly long after the change.
+    Event,
+    /// A `GET` or list answer to a request sent at `sent`: the broker's state at some instant
+    /// between `sent` and now.
+    Read { sent: Instant },
+}
+
+/// One event stream's memory of the last `message.created` sequence number per conversation.
+#[derive(Default)]
+struct StreamOrder {
+    last_seq: HashMap<String, u64>,
+}
+
+impl StreamOrder {
+    /// Records message `id` (`{conversation}-{seq}`); false when its sequence number is not
+    /// above the last one this stream showed for that conversation.
+    fn in_order(&mut self, id: &str) -> bool {
+        let Some((conv, seq)) = id.rsplit_once('-') else {
+            return true;
+        };
+        let Ok(seq) = seq.parse::<u64>() else {
+            return true;
+        };
+        if self.last_seq.len() >= ORDER_TRACKED_MAX && !self.last_seq.contains_key(conv) {
+            self.last_seq.clear();
+        }
+        match self.last_seq.get_mut(conv) {
+            Some(last) if *last >= seq => false,
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                self.last_seq.insert(conv.to_string(), seq);
+                true
+            }
+        }
+    }
+}
+
+fn on_sse(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, order: &mut StreamOrder, data: &str) {
     sh.counters.inc("events_received");
     let ev: Event = match serde_json::from_str(data) {
         Ok(e) => e,
@@ -571,6 +641,9 @@ fn on_sse(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, data: &str) {
     }
     lock(&sh.seen_via_sse).insert(conv.id.clone());
     if let Some(m) = &ev.message {
+        if ev.kind == "message.created" && !order.in_order(&m.id) {
+            sh.counters.inc("events_out_of_order");
+        }
         if let (Some("outbound"), Some(w)) = (m.direction.as_deref(), m.wamid.as_deref()) {
             lock(&sh.wamids_seen)
                 .entry(m.id.clone())
@@ -578,13 +651,10 @@ fn on_sse(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, data: &str) {
                 .insert(w.to_string());
         }
     }
-    on_conversation(sh, me, &conv);
+    on_conversation(sh, me, &conv, Seen::Event);
 }
 
-/// How long after resolving a conversation an "assigned to me" observation is considered stale.
-const STALE_AFTER_END: Duration = Duration::from_secs(2);
-
-fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversation) {
+fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversation, seen: Seen) {
     if sh.stopping() {
         return;
     }
@@ -630,17 +700,37 @@ fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversa
     if !mine {
         return;
     }
+    if lock(&me.handling).contains(&id) {
+        return;
+    }
+    let read_sent = match seen {
+        Seen::Event => {
+            // Possibly long stale: read the conversation, and decide on what that says.
+            if lock(&me.confirming).insert(id.clone()) {
+                sh.counters.inc("ownership_events_checked");
+                let (sh, me) = (sh.clone(), me.clone());
+                tokio::spawn(async move { confirm_ownership(sh, me, id).await });
+            }
+            return;
+        }
+        Seen::Read { sent } => sent,
+    };
     if lock(&me.ended)
         .get(&id)
-        .is_some_and(|t| t.elapsed() < STALE_AFTER_END)
+        .is_some_and(|&end| end >= read_sent)
     {
+        // The read may show the ownership we gave up meanwhile: read again, after that end.
+        let (sh, me) = (sh.clone(), me.clone());
+        tokio::spawn(async move { recheck_later(sh, me, id).await });
         return;
     }
     if !lock(&me.handling).insert(id.clone()) {
         return;
     }
     let now = Instant::now();
-    let sent = lock(&me.last_claim_sent).remove(&id).unwrap_or(now);
+    let sent = lock(&me.last_claim_sent)
+        .remove(&id)
+        .map_or(read_sent, |c| c.min(read_sent));
     lock(&sh.ownership).push(OwnEvent {
         conversation: id.clone(),
         agent: me.index,
@@ -652,6 +742,35 @@ fn on_conversation(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, conv: &Conversa
     let guard = sh.handlers.enter();
     sh.touch();
     spawn_owned(sh, me, id, guard);
+}
+
+/// An event said we own `id` while we are not handling it: read it now and act on the read.
+async fn confirm_ownership(sh: Arc<AgentsShared>, me: Arc<AgentState>, id: String) {
+    let path = format!("/api/v1/conversations/{}", seg(&id));
+    let sent = Instant::now();
+    let r = sh.call(&me, Method::GET, &path, None).await;
+    lock(&me.confirming).remove(&id);
+    if sh.stopping() {
+        return;
+    }
+    let conv = match r {
+        Ok((s, v)) if s.is_success() => match serde_json::from_value::<Conversation>(v) {
+            Ok(c) => c,
+            Err(_) => return sh.err("confirm", "bad_json"),
+        },
+        // Not visible to us any more: someone else owns it, so the event was stale.
+        Ok((s, _)) if s == StatusCode::NOT_FOUND || s == StatusCode::FORBIDDEN => {
+            sh.counters.inc("stale_ownership_events");
+            return;
+        }
+        Ok((s, _)) => return sh.err("confirm", &status_kind(s)),
+        Err(kind) => return sh.err("confirm", &kind),
+    };
+    let mine = conv.status() == "assigned" && conv.assignee.is_some() && conv.assignee == me.id();
+    if !mine {
+        sh.counters.inc("stale_ownership_events");
+    }
+    on_conversation(&sh, &me, &conv, Seen::Read { sent });
 }
 
 /// Works an owned conversation (reply, resolve) on a task of its own, tracked by `guard`.
@@ -900,6 +1019,7 @@ async fn handle_owned(sh: &Arc<AgentsShared>, me: &Arc<AgentState>, id: &str) {
 mod tests {
     use super::*;
 
+    use std::collections::BTreeMap;
     use std::sync::atomic::AtomicI64;
 
     use axum::extract::{Path, State};
@@ -1035,6 +1155,142 @@ mod tests {
         agents.quiesce(Duration::from_millis(50), deadline).await;
         agents.stop(deadline).await;
         broker
+    }
+
+    /// Runs agent `a1` against a fake broker whose event stream says, once, that `a1` owns
+    /// conversation `c9`, and whose `GET` of `c9` names `owner_now` as its owner. Meanwhile
+    /// agent 2 (`a2`) holds `c9` by a successful claim from the start to the end of the run,
+    /// logged as the load generator logs claims. Returns the audit's violations and the agents'
+    /// counters.
+    async fn stale_or_real(owner_now: &'static str) -> (Vec<String>, BTreeMap<String, u64>) {
+        let event = json!({"type": "conversation.claimed",
+            "conversation": {"id": "c9", "status": "assigned", "assignee": "a1"}});
+        let burst = format!("data: {event}\n\n");
+        let events = move || {
+            let burst = burst.clone();
+            async move {
+                let head = futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(burst))
+                });
+                let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
+                    head,
+                    futures_util::stream::pending(),
+                ));
+                ([(CONTENT_TYPE, "text/event-stream")], body)
+            }
+        };
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/agents/me/presence",
+                put(|| async { Json(json!({"id": "a1", "status": "online"})) }),
+            )
+            .route("/api/v1/events", get(events))
+            .route(
+                "/api/v1/conversations",
+                get(|| async { Json(json!({"conversations": []})) }),
+            )
+            .route(
+                "/api/v1/conversations/{id}",
+                get(move |Path(id): Path<String>| async move {
+                    Json(json!({"id": id, "status": "assigned", "assignee": owner_now}))
+                }),
+            )
+            .route(
+                "/api/v1/conversations/{id}/messages",
+                post(|Path(id): Path<String>| async move {
+                    (StatusCode::ACCEPTED, Json(json!({"id": format!("m-{id}")})))
+                }),
+            )
+            .route(
+                "/api/v1/conversations/{id}/resolve",
+                post(|Path(id): Path<String>| async move {
+                    Json(json!({"id": id, "status": "resolved"}))
+                }),
+            );
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+            panic!("cannot bind loopback");
+        };
+        let Ok(addr) = listener.local_addr() else {
+            panic!("no local address");
+        };
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let Ok(client) = crate::outcome::client(4, None) else {
+            panic!("no http client");
+        };
+        let a2_claimed = Instant::now();
+        let Ok(agents) = Agents::start(AgentsConfig {
+            api: ApiClient {
+                client,
+                base_url: format!("http://{addr}"),
+                timeout: Duration::from_secs(5),
+            },
+            tokens: vec!["t1".into()],
+            ids: vec!["a1".into()],
+            race: 1,
+            mode: ClaimMode::Paced,
+            event_types: None,
+            resolve_after: Duration::from_millis(5),
+            replay_ratio: 0.0,
+            run_id: "test".into(),
+        }) else {
+            panic!("agents runtime");
+        };
+        // Until the agent has acted on the event: it found it stale, or it adopted and resolved.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let c = &agents.shared.counters;
+        while c.get("stale_ownership_events") + c.get("resolves") == 0 && Instant::now() < deadline
+        {
+            sleep(Duration::from_millis(10)).await;
+        }
+        agents.stop_claiming();
+        agents.quiesce(Duration::from_millis(50), deadline).await;
+        let shared = agents.stop(deadline).await;
+        let mut log = lock(&shared.ownership).clone();
+        // a2's claim: granted before a1 heard anything, never resolved while a1 could own it.
+        let a1_first = log
+            .iter()
+            .map(|e| e.recv)
+            .min()
+            .unwrap_or_else(Instant::now);
+        log.push(OwnEvent {
+            conversation: "c9".into(),
+            agent: 1,
+            kind: OwnKind::Claim,
+            sent: a2_claimed,
+            recv: a2_claimed.min(a1_first),
+        });
+        (
+            crate::audit::ownership_violations(&log),
+            shared.counters.snapshot(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stale_ownership_event_is_not_an_owner_but_a_real_one_is() {
+        // The broker says a2 owns c9 now: a1's event was stale; a1 must not take it.
+        let (violations, counters) = stale_or_real("a2").await;
+        assert!(violations.is_empty(), "{violations:?} {counters:?}");
+        assert_eq!(counters.get("stale_ownership_events"), Some(&1));
+        assert_eq!(counters.get("adoptions"), None);
+        // The broker really gives c9 to a1 while a2's claim holds: two owners, caught.
+        let (violations, counters) = stale_or_real("a1").await;
+        assert_eq!(violations.len(), 1, "{violations:?} {counters:?}");
+        assert_eq!(counters.get("adoptions"), Some(&1));
+        assert_eq!(counters.get("stale_ownership_events"), None);
+    }
+
+    #[test]
+    fn stream_order_flags_a_sequence_going_back() {
+        let mut o = StreamOrder::default();
+        assert!(o.in_order("c1-1"));
+        assert!(o.in_order("c2-5"));
+        assert!(o.in_order("c1-2"));
+        assert!(!o.in_order("c1-2"), "the same message twice");
+        assert!(!o.in_order("c1-1"), "an older message after a newer one");
+        assert!(o.in_order("c1-3"));
+        assert!(o.in_order("no-sequence"));
     }
 
     #[tokio::test]

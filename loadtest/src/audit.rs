@@ -743,6 +743,19 @@ mod tests {
             ev("c4", 1, OwnKind::Claim, t, 50, 55),
         ];
         assert_eq!(ownership_violations(&other).len(), 1);
+        // An adoption (a read showed agent 1 as owner) while agent 2's claim holds: violation.
+        let adopted = vec![
+            ev("c5", 1, OwnKind::Claim, t, 0, 5),
+            ev("c5", 0, OwnKind::Adopt, t, 50, 55),
+        ];
+        assert_eq!(ownership_violations(&adopted).len(), 1);
+        // An adoption after the other owner's resolve: fine.
+        let handed = vec![
+            ev("c6", 1, OwnKind::Claim, t, 0, 5),
+            ev("c6", 1, OwnKind::Resolve, t, 20, 25),
+            ev("c6", 0, OwnKind::Adopt, t, 50, 55),
+        ];
+        assert!(ownership_violations(&handed).is_empty());
     }
 
     fn msg(id: &str, dir: &str, wamid: &str, status: &str) -> Message {
