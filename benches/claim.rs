@@ -33,7 +33,7 @@ use criterion::Criterion;
 use tokio::sync::{mpsc, oneshot};
 
 use switchboard::actors::{ConversationMsg, Ctx};
-use switchboard::config::Role;
+use switchboard::domain::Role;
 use switchboard::domain::{conversation_id, Caller, Conversation};
 use switchboard::whatsapp::webhook;
 use switchboard::Broker;

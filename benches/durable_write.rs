@@ -31,7 +31,7 @@ use std::time::{Instant, SystemTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rocksdb::{Options, WriteOptions, DB};
 
-use switchboard::domain::{Conversation, DeliveryStatus, Direction, Message};
+use switchboard::domain::{Author, Conversation, DeliveryStatus, Direction, Message};
 use switchboard::store::{codec, schema, Batch, IndexKey, Store, WamidRef};
 use switchboard::whatsapp::webhook;
 
@@ -59,7 +59,7 @@ fn template() -> Message {
         text: m.text,
         wamid: Some(m.wamid),
         status: Some(DeliveryStatus::Received),
-        author: m.customer,
+        author: Author::Customer(m.customer),
         at: m.sent_at,
         error: None,
         idempotency_key: None,

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::actors::Ctx;
-use crate::config::{Config, TeamSettings};
+use crate::config::Config;
 use crate::domain::policy::{self, Policies, TeamPolicy};
 use crate::domain::routing::{RuleConfig, RuleSet};
 use crate::domain::DomainError;
+use crate::domain::TeamSettings;
 use crate::error::Error;
 use crate::store::settings::{RoutingRecord, TeamRecord};
 use crate::store::{Batch, Store};

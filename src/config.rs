@@ -9,15 +9,18 @@
 //! - every `default_team` and every agent team names a configured team;
 //! - every bound (`mps`, `max_concurrent`, in-flight limits, retry settings) is positive.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::domain::agent::{Caller, Role};
+use crate::domain::message::Author;
 use crate::domain::policy::TeamPolicy;
 use crate::domain::routing::{RuleConfig, RuleSet};
+use crate::domain::team::TeamSettings;
 
 /// One line naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -174,85 +177,6 @@ pub struct TeamConfig {
     pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
-/// What an admin may change about a team at run time (`PUT /api/v1/teams/{id}/settings`); the
-/// same keys as in `[[teams]]`. Compiled and checked by [`crate::domain::policy::TeamPolicy`].
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-pub struct TeamSettings {
-    /// How waiting conversations reach agents (default `manual`: agents claim or pull).
-    #[serde(default)]
-    pub assignment: Assignment,
-    /// IANA zone of `hours` and `holidays` (default UTC).
-    #[serde(default)]
-    pub time_zone: Option<String>,
-    /// Opening ranges per day (`mon`..`sun`, "HH:MM-HH:MM", may cross midnight); none = always open.
-    #[serde(default)]
-    pub hours: Option<BTreeMap<String, Vec<String>>>,
-    /// Dates ("YYYY-MM-DD", in `time_zone`) on which no range starts.
-    #[serde(default)]
-    pub holidays: Vec<String>,
-    /// While closed, new conversations go to the first of these teams that is open.
-    #[serde(default)]
-    pub fallback_teams: Vec<String>,
-    /// Sent to the customer once per closed period when nobody can take the conversation.
-    #[serde(default)]
-    pub after_hours_reply: Option<String>,
-    /// An assignee who has not answered the customer by then loses the conversation ("10m").
-    #[serde(default)]
-    pub reassign_after: Option<String>,
-    #[serde(default)]
-    pub sla: Option<SlaConfig>,
-}
-
-/// A team's service levels ("5m", "24h", …); each clock is optional.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlaConfig {
-    #[serde(default)]
-    pub first_response: Option<String>,
-    #[serde(default)]
-    pub next_response: Option<String>,
-    #[serde(default)]
-    pub resolution: Option<String>,
-    /// Count only time inside the team's business hours.
-    #[serde(default)]
-    pub business_hours_only: bool,
-    /// What a breach does besides the metric and the priority raise every breach gets.
-    #[serde(default)]
-    pub escalate: Option<Escalation>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Escalation {
-    /// Tell supervisors of the team and admins (the `conversation.sla_breached` event, which
-    /// every breach publishes): the default.
-    Notify,
-    /// Also take the conversation from its assignee back to the queue.
-    Reassign,
-}
-
-/// A team's assignment policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Assignment {
-    /// Online agents below capacity in turn.
-    RoundRobin,
-    /// The online agent with the fewest open conversations (ties: longest since last assigned).
-    LeastLoaded,
-    /// Nothing is assigned automatically; agents claim or `POST /teams/{id}/next`.
-    #[default]
-    Manual,
-}
-
-/// What an agent may see and do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Agent,
-    Supervisor,
-    Admin,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -266,6 +190,17 @@ pub struct AgentConfig {
     pub role: Role,
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: u32,
+}
+
+impl AgentConfig {
+    /// The agent as the domain's permission rules see it.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            id: self.id.clone(),
+            role: self.role,
+            teams: self.teams.clone(),
+        }
+    }
 }
 
 /// Outbound delivery settings shared by every number's outbox.
@@ -619,6 +554,13 @@ impl Config {
         let mut tokens = HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             id_ok(&format!("agents[{i}].id"), &a.id)?;
+            if Author::is_reserved(&a.id) {
+                // Messages name their author by id; this one would pass for the broker's own.
+                return Err(ConfigError::new(
+                    format!("agents[{i}].id"),
+                    format!("{:?} is reserved for the broker's own messages", a.id),
+                ));
+            }
             if !agents.insert(a.id.as_str()) {
                 return Err(ConfigError::new(
                     format!("agents[{i}].id"),
@@ -746,6 +688,15 @@ id = "support"
             e.to_string().contains("storage") || e.to_string().contains("listen"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_agent_may_not_take_the_system_authors_id() {
+        let agent = |id: &str| format!("{BASE}\n[[agents]]\nid = \"{id}\"\ntoken = \"t\"\n");
+        let e = Config::from_toml_str(&agent("system")).unwrap_err();
+        assert_eq!(e.key, "agents[0].id");
+        assert!(e.problem.contains("reserved"), "{e}");
+        Config::from_toml_str(&agent("systems")).expect("only the exact id is reserved");
     }
 
     #[test]

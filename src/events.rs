@@ -122,7 +122,7 @@ impl Event {
     pub fn visible_to(&self, caller: &Caller) -> bool {
         let c = &self.conversation;
         if self.kind == EventKind::SlaBreached {
-            return caller.manages(&c.team) || c.assignee.as_deref() == Some(caller.id.as_str());
+            return caller.manages(c.team()) || c.assignee.as_deref() == Some(caller.id.as_str());
         }
         if c.visible_to(caller) {
             return true;

@@ -26,12 +26,13 @@ use futures_util::future::{join_all, try_join_all};
 use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
+use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
 use crate::domain::{Conversation, DomainError, Millis};
 use crate::error::Error;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::store::{Batch, StatusUpdate};
-use crate::whatsapp::webhook::{InboundMessage, InboundStatus, Notification};
+use crate::whatsapp::webhook::callback_message;
 
 /// How far ahead of the broker's clock an inbound message's Meta `timestamp` may be and still be
 /// taken as given (clocks differ a little); a later one is dated when it arrived.
@@ -136,7 +137,7 @@ async fn deliver_statuses(ctx: &Arc<Ctx>, statuses: Vec<InboundStatus>) -> Resul
     let mut orphans = Vec::new();
     let mut named = Vec::new();
     for (s, r) in unknown.into_iter().zip(refs) {
-        match (r, s.callback_message()) {
+        match (r, callback_message(&s)) {
             (Some(r), _) => known.push((r, s)),
             (None, Some((conversation, seq))) => named.push((conversation, seq, s)),
             (None, None) => orphans.push(s),
@@ -249,10 +250,7 @@ async fn park_orphans(ctx: &Arc<Ctx>, orphans: &[InboundStatus]) -> Result<(), E
     Ok(())
 }
 
-async fn keep_other(
-    ctx: &Arc<Ctx>,
-    other: Vec<crate::whatsapp::webhook::OtherChange>,
-) -> Result<(), Error> {
+async fn keep_other(ctx: &Arc<Ctx>, other: Vec<OtherChange>) -> Result<(), Error> {
     if other.is_empty() {
         return Ok(());
     }

@@ -20,7 +20,8 @@
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
 //! with a runtime of its own, stopped with the main listener. Above the broker, a [`Supervisor`]
 //! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,
-//! `ingest`, `admin`) never depend on `http`; time comes from an injectable [`clock::Clock`].
+//! `ingest`, `admin`) never depend on `http`, and [`domain`] depends on no other module: `config`
+//! and `whatsapp` translate into its types; time comes from an injectable [`clock::Clock`].
 
 pub mod actors;
 pub mod admin;

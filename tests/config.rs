@@ -588,3 +588,14 @@ fn the_demo_config_has_routing_rules_for_its_teams() {
         Some("sales")
     );
 }
+
+/// Messages name their author by id, and the broker signs its own (after-hours replies,
+/// reassignment notes) "system": an agent with that id would pass for the broker.
+#[test]
+fn an_agent_with_the_reserved_id_system_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = valid(dir.path(), free_port());
+    toml.push_str("\n[[agents]]\nid = \"system\"\nname = \"Sys\"\ntoken = \"t-system\"\nteams = [\"support\"]\nrole = \"agent\"\nmax_concurrent = 3\n");
+    let line = expect_config_error(&toml, &["agents[5].id", "\"system\" is reserved"]);
+    assert!(line.starts_with("config error: "), "{line}");
+}

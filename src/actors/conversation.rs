@@ -30,15 +30,15 @@ use super::{count_change, Ctx, Reply, TeamMsg};
 use crate::domain::policy::{Deadline, Policies};
 use crate::domain::routing::RouteInput;
 use crate::domain::{
-    Access, Caller, Conversation, ConversationStatus, DeliveryStatus, Direction, DomainError,
-    Message, MessageError, Millis, SlaKind, TransferTarget,
+    Access, Assignment, Author, Caller, Conversation, ConversationStatus, DeliveryStatus,
+    Direction, DomainError, Escalation, InboundMessage, InboundStatus, Message, MessageError,
+    Millis, SlaKind, TransferTarget,
 };
 use crate::error::Error;
 use crate::events::{Event, EventKind};
 use crate::mailbox::{Handler, Mailbox, Runners};
 use crate::metrics as m;
 use crate::store::{Batch, OutboxJob, MAX_UNRECORDED};
-use crate::whatsapp::webhook::{InboundMessage, InboundStatus};
 
 pub struct ConversationActor {
     pub ctx: Arc<Ctx>,
@@ -290,7 +290,7 @@ impl ConversationActor {
                     // The contract's idempotency holds even so: a retry of a reply the caller
                     // wrote gets its answer (it learns nothing it did not write); else not found.
                     let r = match self.keyed(state, &key).await {
-                        Ok(Some(m)) if m.author == caller.id => Ok(m),
+                        Ok(Some(m)) if m.author.is_agent(&caller.id) => Ok(m),
                         Ok(_) => Err(e.into()),
                         Err(err) => Err(err),
                     };
@@ -450,7 +450,7 @@ impl ConversationActor {
             kind,
             conversation: conv.clone(),
             message,
-            previous_team: previous.map(|p| p.team.clone()),
+            previous_team: previous.map(|p| p.team().to_string()),
             previous_status: previous.map(|p| p.status),
             previous_assignee: previous.and_then(|p| p.assignee.clone()),
             sla: None,
@@ -480,9 +480,9 @@ impl ConversationActor {
         let was = before.filter(|b| b.status == crate::domain::ConversationStatus::Queued);
         let is = after.status == crate::domain::ConversationStatus::Queued;
         if let Some(b) = was {
-            if !is || b.team != after.team {
+            if !is || b.team() != after.team() {
                 self.team_cast(
-                    &b.team,
+                    b.team(),
                     TeamMsg::Remove {
                         conversation: b.id.clone(),
                     },
@@ -492,17 +492,17 @@ impl ConversationActor {
         if is
             && (was.is_none()
                 || was.is_some_and(|b| {
-                    b.team != after.team
+                    b.team() != after.team()
                         || b.queued_at != after.queued_at
-                        || b.priority != after.priority
+                        || b.priority() != after.priority()
                 }))
         {
             self.team_cast(
-                &after.team,
+                after.team(),
                 TeamMsg::Enqueue {
                     conversation: after.id.clone(),
                     at: after.queued_at,
-                    priority: after.priority,
+                    priority: after.priority(),
                     avoid: avoid.map(str::to_string),
                 },
             );
@@ -596,7 +596,7 @@ impl ConversationActor {
                         customer: &next.customer,
                         text: first.text.as_deref(),
                         message_type: &first.kind,
-                        labels: &next.labels,
+                        labels: next.labels(),
                         intent: None,
                     };
                     policies.place(&input, &default_team, now)
@@ -608,9 +608,6 @@ impl ConversationActor {
             Some(p) => p.team.clone(),
             None => default_team,
         };
-        if let (true, Some(p)) = (is_new, &placement) {
-            next.team = p.team.clone();
-        }
         let mut seen = HashSet::new();
         let mut batch = Batch::new();
         let mut created = Vec::new();
@@ -635,7 +632,7 @@ impl ConversationActor {
                 text: item.text,
                 wamid: Some(item.wamid),
                 status: Some(DeliveryStatus::Received),
-                author: item.customer,
+                author: Author::Customer(item.customer),
                 at: item.sent_at,
                 error: None,
                 idempotency_key: None,
@@ -648,19 +645,16 @@ impl ConversationActor {
             metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
             return Ok(ack);
         }
+        // Routing places a new conversation (still in its seed's team: nothing above reads the
+        // team) and a reopened one (already in `reopen_team`, the placement's) before the
+        // after-hours check reads the team.
         if let Some(p) = &placement {
-            next.priority = p.priority.unwrap_or_default();
-            for l in &p.labels {
-                if !next.labels.contains(l) {
-                    next.labels.push(l.clone());
-                }
-            }
-            next.routed_by = p.rule.clone();
+            next.route(p);
         }
         let mut auto_reply = None;
         if let Some((text, period)) = policies.after_hours_reply(&next, now) {
-            next.after_hours_sent = Some(period);
-            let (msg, job) = outbound_message(&mut next, "system", text, None, now);
+            let msg = next.send_after_hours_reply(text, period, now);
+            let job = outbox_job(&next, &msg);
             batch.put_message(&msg)?;
             batch.put_outbox(&job)?;
             auto_reply = Some((msg, job));
@@ -846,7 +840,7 @@ impl ConversationActor {
             .sla_met(&before, SlaKind::Resolution, self.ctx.now());
         self.persist(state, next, Batch::new()).await?;
         if let Some(met) = met {
-            record_sla(&state.conv.team, SlaKind::Resolution, met);
+            record_sla(state.conv.team(), SlaKind::Resolution, met);
         }
         if let Some(owner) = freed {
             self.free_agent(&owner, &before.id);
@@ -921,7 +915,7 @@ impl ConversationActor {
             if let Some(msg) = self.keyed(state, key).await? {
                 // A retry gets its original answer; anyone else learns nothing of a message
                 // they did not write.
-                if msg.author == caller.id {
+                if msg.author.is_agent(&caller.id) {
                     return Ok(msg);
                 }
                 state.conv.check_reply(caller, now)?;
@@ -962,7 +956,7 @@ impl ConversationActor {
         self.persist(state, next, batch).await?;
         state.recent.remember(&msg);
         for (kind, met) in settled {
-            record_sla(&state.conv.team, kind, met);
+            record_sla(state.conv.team(), kind, met);
         }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
         if let Some(outbox) = self.ctx.outbox.get() {
@@ -1007,8 +1001,7 @@ impl ConversationActor {
         reason: String,
         why: Reassignment,
     ) -> Result<bool, Error> {
-        let manual =
-            self.ctx.policies().assignment(&state.conv.team) == crate::config::Assignment::Manual;
+        let manual = self.ctx.policies().assignment(state.conv.team()) == Assignment::Manual;
         if manual && why == Reassignment::Offline {
             return Ok(false);
         }
@@ -1018,21 +1011,15 @@ impl ConversationActor {
         if !next.unassign(from, now) {
             return Ok(false);
         }
-        let system = Caller {
-            id: "system".into(),
-            role: crate::config::Role::Admin,
-            teams: Vec::new(),
-        };
-        let note = note_message(
-            &mut next,
-            &system,
+        let note = next.append_note(
+            Author::System,
             format!("reassigned from {from}: {reason}"),
             now,
         );
         let mut batch = Batch::new();
         batch.put_message(&note)?;
         self.persist(state, next, batch).await?;
-        metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team.clone(), "reason" => why.label())
+        metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team().to_string(), "reason" => why.label())
             .increment(1);
         self.released(state, &before, from, true);
         self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
@@ -1071,14 +1058,14 @@ impl ConversationActor {
         if state.conv.status != crate::domain::ConversationStatus::Queued {
             return Ok(());
         }
-        let Some(to) = policies.open_fallback(&state.conv.team, now) else {
+        let Some(to) = policies.open_fallback(state.conv.team(), now) else {
             return Ok(());
         };
         let before = state.conv.clone();
         let mut next = before.clone();
-        next.team = to.to_string();
+        next.fall_back_to(to);
         self.persist(state, next, Batch::new()).await?;
-        metrics::counter!(m::FALLBACKS, "from" => before.team.clone(), "to" => state.conv.team.clone())
+        metrics::counter!(m::FALLBACKS, "from" => before.team().to_string(), "to" => state.conv.team().to_string())
             .increment(1);
         self.transferred(&before, &state.conv);
         Ok(())
@@ -1092,15 +1079,14 @@ impl ConversationActor {
         policies: &Policies,
         kind: SlaKind,
     ) -> Result<(), Error> {
-        if state.conv.sla.is_breached(kind) {
+        if state.conv.sla().is_breached(kind) {
             return Ok(());
         }
         let before = state.conv.clone();
         let mut next = before.clone();
-        next.sla.breached.push(kind);
-        next.priority = next.priority.raised();
+        next.breach(kind);
         self.persist(state, next, Batch::new()).await?;
-        record_sla(&state.conv.team, kind, false);
+        record_sla(state.conv.team(), kind, false);
         self.sync_queues(Some(&before), &state.conv);
         self.ctx.bus.publish(Event {
             kind: EventKind::SlaBreached,
@@ -1112,8 +1098,10 @@ impl ConversationActor {
             sla: Some(kind),
             rendered: Default::default(),
         });
-        let escalate = policies.team(&state.conv.team).and_then(|p| p.sla.escalate)
-            == Some(crate::config::Escalation::Reassign);
+        let escalate = policies
+            .team(state.conv.team())
+            .and_then(|p| p.sla.escalate)
+            == Some(Escalation::Reassign);
         if let (true, Some(owner)) = (escalate, state.conv.assignee.clone()) {
             let reason = format!("{} SLA missed", kind.as_str());
             self.reassign(state, &owner, reason, Reassignment::SlaEscalation)
@@ -1165,7 +1153,7 @@ impl ConversationActor {
                 "accepted"
             }
             Err(e) => {
-                let label = if e.code == crate::whatsapp::graph::WINDOW_CLOSED_CODE {
+                let label = if e.is_window_closed() {
                     "window_closed"
                 } else {
                     "failed"
@@ -1314,7 +1302,7 @@ fn record_sla(team: &str, kind: SlaKind, met: bool) {
         .increment(1);
 }
 
-/// A text to the customer, durable with its outbox job in the same batch.
+/// A text to the customer by agent `author`, durable with its outbox job in the same batch.
 fn outbound_message(
     conv: &mut Conversation,
     author: &str,
@@ -1322,46 +1310,28 @@ fn outbound_message(
     idempotency_key: Option<String>,
     now: Millis,
 ) -> (Message, OutboxJob) {
-    let seq = conv.take_seq();
-    conv.last_message_at = now;
-    let msg = Message {
-        conversation_id: conv.id.clone(),
-        seq,
-        direction: Direction::Outbound,
-        kind: "text".into(),
-        text: Some(text.clone()),
-        wamid: None,
-        status: Some(DeliveryStatus::Pending),
-        author: author.to_string(),
-        at: now,
-        error: None,
-        idempotency_key,
-        raw: None,
-    };
-    let job = OutboxJob {
-        conversation_id: conv.id.clone(),
-        seq,
-        number: conv.number.clone(),
-        to: conv.customer.clone(),
+    let msg = conv.append_outbound(
+        Author::Agent(author.to_string()),
         text,
-        in_doubt: false,
-    };
+        idempotency_key,
+        now,
+    );
+    let job = outbox_job(conv, &msg);
     (msg, job)
 }
 
-fn note_message(conv: &mut Conversation, caller: &Caller, text: String, now: i64) -> Message {
-    Message {
+/// The outbox's copy of outbound message `msg`: what to send, from which number, to whom.
+fn outbox_job(conv: &Conversation, msg: &Message) -> OutboxJob {
+    OutboxJob {
         conversation_id: conv.id.clone(),
-        seq: conv.take_seq(),
-        direction: Direction::Note,
-        kind: "note".into(),
-        text: Some(text),
-        wamid: None,
-        status: None,
-        author: caller.id.clone(),
-        at: now,
-        error: None,
-        idempotency_key: None,
-        raw: None,
+        seq: msg.seq,
+        number: conv.number.clone(),
+        to: conv.customer.clone(),
+        text: msg.text.clone().unwrap_or_default(),
+        in_doubt: false,
     }
+}
+
+fn note_message(conv: &mut Conversation, caller: &Caller, text: String, now: i64) -> Message {
+    conv.append_note(Author::Agent(caller.id.clone()), text, now)
 }

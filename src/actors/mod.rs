@@ -338,12 +338,12 @@ impl Ctx {
 /// Moves the `switchboard_conversations{status,team}` gauge for a state change.
 pub fn count_change(before: Option<&Conversation>, after: &Conversation) {
     if let Some(b) = before {
-        if b.status == after.status && b.team == after.team {
+        if b.status == after.status && b.team() == after.team() {
             return;
         }
-        metrics::gauge!(m::CONVERSATIONS, "status" => b.status.as_str(), "team" => b.team.clone())
+        metrics::gauge!(m::CONVERSATIONS, "status" => b.status.as_str(), "team" => b.team().to_string())
             .decrement(1.0);
     }
-    metrics::gauge!(m::CONVERSATIONS, "status" => after.status.as_str(), "team" => after.team.clone())
+    metrics::gauge!(m::CONVERSATIONS, "status" => after.status.as_str(), "team" => after.team().to_string())
         .increment(1.0);
 }

@@ -69,7 +69,7 @@ mod tests {
             text: Some(text.into()),
             wamid: None,
             status: Some(status),
-            author: "agent".into(),
+            author: crate::domain::Author::Agent("agent".into()),
             at: 0,
             error: None,
             idempotency_key: None,

@@ -21,8 +21,8 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::{AgentMsg, ConversationMsg, Ctx, CALL_TIMEOUT};
-use crate::config::{Assignment, Role};
 use crate::domain::queue::WaitingLine;
+use crate::domain::{Assignment, Role};
 use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence, Priority};
 use crate::error::Error;
 use crate::store::Store;
@@ -64,7 +64,7 @@ async fn load_queue(state: &mut State) {
     let line = &mut state.line;
     let scan = store.scan_status(ConversationStatus::Queued, &state.id, |queued| {
         for c in queued {
-            line.enqueue(&c.id, c.queued_at, c.priority, None);
+            line.enqueue(&c.id, c.queued_at, c.priority(), None);
         }
     });
     if let Err(e) = scan.await {

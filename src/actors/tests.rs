@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::actors::ConversationMsg;
-use crate::config::{Config, Role};
+use crate::config::Config;
+use crate::domain::Role;
 use crate::domain::{conversation_id, Caller, ConversationStatus};
 use crate::Broker;
 

@@ -1,11 +1,19 @@
 //! Who is calling and whether they are available.
 //!
 //! A [`Caller`] is resolved from a bearer token by the transport and carried into every command,
-//! so the permission rules below see exactly what the config says about that agent.
+//! so the permission rules below see exactly what the config says about that agent. The config
+//! builds callers from its `[[agents]]` entries; this module knows nothing of the config.
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AgentConfig, Role};
+/// What an agent may see and do (the config's `role`; serde names as there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Agent,
+    Supervisor,
+    Admin,
+}
 
 /// An authenticated agent, supervisor or admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,14 +24,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn from_config(a: &AgentConfig) -> Self {
-        Self {
-            id: a.id.clone(),
-            role: a.role,
-            teams: a.teams.clone(),
-        }
-    }
-
     pub fn in_team(&self, team: &str) -> bool {
         self.teams.iter().any(|t| t == team)
     }

@@ -14,12 +14,18 @@
 //! - `next_seq`, `last_message_at` and `last_inbound_at` follow from the conversation's messages
 //!   alone ([`Conversation::absorb`]), so storage may commit a plain inbound message without
 //!   rewriting the record and fold the messages committed after the record back in when it reads
-//!   it ([`Conversation::only_absorbed`] says when that is allowed).
+//!   it ([`Conversation::only_absorbed`] says when that is allowed);
+//! - where it is routed (team, priority, labels, the rule), its SLA breaches and its after-hours
+//!   reply change only through the methods named after those rules ([`Conversation::route`],
+//!   [`Conversation::fall_back_to`], [`Conversation::breach`],
+//!   [`Conversation::send_after_hours_reply`], transfers, reopens): those fields are private to
+//!   the domain, and everyone else reads them through accessors.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Caller, Direction, DomainError, Message, Millis, WINDOW_MS};
+use super::policy::Placement;
+use super::{Author, Caller, DeliveryStatus, Direction, DomainError, Message, Millis, WINDOW_MS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,7 +201,7 @@ pub struct Conversation {
     pub customer: String,
     pub customer_name: Option<String>,
     pub status: ConversationStatus,
-    pub team: String,
+    pub(super) team: String,
     pub assignee: Option<String>,
     /// Customer's last inbound message timestamp (ms), from Meta's `timestamp`.
     pub last_inbound_at: Option<Millis>,
@@ -205,17 +211,17 @@ pub struct Conversation {
     pub queued_at: Millis,
     /// Sequence number the next message will get.
     pub next_seq: u64,
-    pub priority: Priority,
-    pub labels: Vec<String>,
+    pub(super) priority: Priority,
+    pub(super) labels: Vec<String>,
     /// The routing rule that placed it (None: the number's default team).
-    pub routed_by: Option<String>,
-    pub sla: SlaState,
+    pub(super) routed_by: Option<String>,
+    pub(super) sla: SlaState,
     /// When the current owner got it (`reassign_after` counts from here).
     pub assigned_at: Option<Millis>,
     /// Whether the current owner has answered the customer since `assigned_at`.
     pub owner_answered: bool,
     /// Start of the closed period in which the after-hours reply was last sent (once per period).
-    pub after_hours_sent: Option<Millis>,
+    pub(super) after_hours_sent: Option<Millis>,
 }
 
 impl Conversation {
@@ -240,6 +246,116 @@ impl Conversation {
             assigned_at: None,
             owner_answered: false,
             after_hours_sent: None,
+        }
+    }
+
+    /// The team it is in (its queue while it waits).
+    pub fn team(&self) -> &str {
+        &self.team
+    }
+
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The routing rule that placed it (None: the number's default team).
+    pub fn routed_by(&self) -> Option<&str> {
+        self.routed_by.as_deref()
+    }
+
+    pub fn sla(&self) -> &SlaState {
+        &self.sla
+    }
+
+    /// Start of the closed period in which the after-hours reply was last sent.
+    pub fn after_hours_sent(&self) -> Option<Millis> {
+        self.after_hours_sent
+    }
+
+    /// Places the conversation as routing decided, on its first message or a reopen: into the
+    /// placement's team, at the rule's priority (normal when it sets none), with the rule's
+    /// labels added to those it has, remembering the rule (None: the number's default team).
+    pub fn route(&mut self, p: &Placement) {
+        self.team = p.team.clone();
+        self.priority = p.priority.unwrap_or_default();
+        for l in &p.labels {
+            if !self.labels.contains(l) {
+                self.labels.push(l.clone());
+            }
+        }
+        self.routed_by = p.rule.clone();
+    }
+
+    /// Moves a conversation waiting in a closed team to that team's open fallback `team`, as a
+    /// new conversation would be placed, keeping its place in line (`queued_at`).
+    pub fn fall_back_to(&mut self, team: &str) {
+        self.team = team.to_string();
+    }
+
+    /// An SLA clock was missed: recorded once per cycle, and the priority goes one step up.
+    /// Returns false, changing nothing, when this cycle already recorded it.
+    pub fn breach(&mut self, kind: SlaKind) -> bool {
+        if self.sla.is_breached(kind) {
+            return false;
+        }
+        self.sla.breached.push(kind);
+        self.priority = self.priority.raised();
+        true
+    }
+
+    /// The after-hours reply of the closed period that started at `period`: recorded, so the
+    /// customer gets it once per period, and appended as the broker's own outbound message.
+    pub fn send_after_hours_reply(&mut self, text: String, period: Millis, now: Millis) -> Message {
+        self.after_hours_sent = Some(period);
+        self.append_outbound(Author::System, text, None, now)
+    }
+
+    /// Appends a text to the customer: the next sequence number, pending until the outbox
+    /// settles it.
+    pub fn append_outbound(
+        &mut self,
+        author: Author,
+        text: String,
+        idempotency_key: Option<String>,
+        now: Millis,
+    ) -> Message {
+        let seq = self.take_seq();
+        self.last_message_at = now;
+        Message {
+            conversation_id: self.id.clone(),
+            seq,
+            direction: Direction::Outbound,
+            kind: "text".into(),
+            text: Some(text),
+            wamid: None,
+            status: Some(DeliveryStatus::Pending),
+            author,
+            at: now,
+            error: None,
+            idempotency_key,
+            raw: None,
+        }
+    }
+
+    /// Appends an internal note (never sent to the customer).
+    pub fn append_note(&mut self, author: Author, text: String, now: Millis) -> Message {
+        Message {
+            conversation_id: self.id.clone(),
+            seq: self.take_seq(),
+            direction: Direction::Note,
+            kind: "note".into(),
+            text: Some(text),
+            wamid: None,
+            status: None,
+            author,
+            at: now,
+            error: None,
+            idempotency_key: None,
+            raw: None,
         }
     }
 
@@ -549,7 +665,7 @@ impl MessageClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Role;
+    use crate::domain::Role;
 
     fn caller(id: &str, role: Role) -> Caller {
         Caller {
@@ -610,12 +726,65 @@ mod tests {
     #[test]
     fn reopening_keeps_the_after_hours_reply_of_the_closed_period() {
         let mut c = Conversation::new("n", "c", "support", 0);
-        c.after_hours_sent = Some(3);
+        c.send_after_hours_reply("closed".into(), 3, 0);
         c.assign("alice", 0);
         c.resolve(&caller("alice", Role::Agent))
             .expect("owner resolves");
         assert!(c.on_inbound(None, 5, 5, "support"));
         assert_eq!(c.after_hours_sent, Some(3));
+    }
+
+    #[test]
+    fn routing_sets_team_and_priority_and_adds_labels() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        let placement = |team: &str, rule: Option<&str>, priority, labels: &[&str]| Placement {
+            team: team.into(),
+            rule: rule.map(str::to_string),
+            priority,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            fell_back_from: None,
+        };
+        c.route(&placement(
+            "vip",
+            Some("gold"),
+            Some(Priority::High),
+            &["vip", "new"],
+        ));
+        assert_eq!(
+            (c.team(), c.priority(), c.routed_by()),
+            ("vip", Priority::High, Some("gold"))
+        );
+        // A reopen routed by the default: normal priority again, labels only ever added.
+        c.route(&placement("support", None, None, &["new", "late"]));
+        assert_eq!(
+            (c.team(), c.priority(), c.routed_by()),
+            ("support", Priority::Normal, None)
+        );
+        assert_eq!(c.labels(), ["vip", "new", "late"]);
+    }
+
+    #[test]
+    fn a_breach_is_recorded_once_and_raises_the_priority_once() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        assert!(c.breach(SlaKind::FirstResponse));
+        assert!(!c.breach(SlaKind::FirstResponse));
+        assert_eq!(c.priority(), Priority::High);
+        assert!(c.sla().is_breached(SlaKind::FirstResponse));
+        assert!(c.breach(SlaKind::Resolution));
+        assert_eq!(c.priority(), Priority::Urgent);
+    }
+
+    #[test]
+    fn the_broker_signs_its_after_hours_reply_and_agents_their_notes() {
+        let mut c = Conversation::new("n", "c", "support", 0);
+        let reply = c.send_after_hours_reply("closed".into(), 7, 10);
+        assert_eq!(
+            (reply.author, reply.direction, reply.seq),
+            (Author::System, Direction::Outbound, 0)
+        );
+        assert_eq!(c.after_hours_sent(), Some(7));
+        let note = c.append_note(Author::Agent("alice".into()), "hi".into(), 11);
+        assert_eq!((note.author.as_str(), note.seq), ("alice", 1));
     }
 
     #[test]
@@ -717,7 +886,7 @@ mod tests {
             text: None,
             wamid: None,
             status: None,
-            author: c.customer.clone(),
+            author: Author::Customer(c.customer.clone()),
             at,
             error: None,
             idempotency_key: None,

@@ -3,22 +3,30 @@
 //! Every rule of a conversation's life (who may claim, reply, release, transfer, resolve; how
 //! statuses move; when the customer-service window is open) is a plain function on these types,
 //! so the actors only sequence them and the rules are testable without a runtime.
+//!
+//! The domain depends on no adapter: the config, Meta's formats (`whatsapp`), storage and HTTP
+//! all depend on it, never the reverse. What arrives from outside is translated into its types
+//! ([`inbound`]) and what the config sets is stated in them ([`team`], [`agent::Role`]).
 
 pub mod agent;
 pub mod conversation;
 pub mod detect;
 pub mod hours;
+pub mod inbound;
 pub mod message;
 pub mod policy;
 pub mod queue;
 pub mod routing;
+pub mod team;
 
-pub use agent::{Caller, Presence};
+pub use agent::{Caller, Presence, Role};
 pub use conversation::{
     conversation_id, Access, Conversation, ConversationStatus, Priority, SlaKind, SlaState,
     TransferTarget,
 };
-pub use message::{DeliveryStatus, Direction, Message, MessageError};
+pub use inbound::{InboundMessage, InboundStatus};
+pub use message::{Author, DeliveryStatus, Direction, Message, MessageError};
+pub use team::{Assignment, Escalation, TeamSettings};
 
 /// Milliseconds since the Unix epoch: the one time unit stored and compared in the core.
 pub type Millis = i64;

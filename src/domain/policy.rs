@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use super::hours::BusinessHours;
 use super::routing::{RouteInput, RuleSet};
+use super::team::{Assignment, Escalation, TeamSettings};
 use super::{Conversation, ConversationStatus, Millis, Priority, SlaKind};
-use crate::config::{Assignment, Escalation, TeamSettings};
 
 /// A problem in a team's settings, naming the key relative to the team.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -390,9 +390,9 @@ pub fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SlaConfig;
+    use crate::domain::team::SlaSettings;
 
-    fn settings(hours: bool, sla: Option<SlaConfig>) -> TeamSettings {
+    fn settings(hours: bool, sla: Option<SlaSettings>) -> TeamSettings {
         TeamSettings {
             time_zone: hours.then(|| "UTC".to_string()),
             hours: hours.then(|| {
@@ -413,7 +413,7 @@ mod tests {
         1_795_996_800_000 + h * 3_600_000
     }
 
-    fn policies(sla: Option<SlaConfig>) -> Policies {
+    fn policies(sla: Option<SlaSettings>) -> Policies {
         let teams = [
             ("day".to_string(), settings(true, sla)),
             ("night".to_string(), TeamSettings::default()),
@@ -460,10 +460,10 @@ mod tests {
 
     #[test]
     fn business_hours_slas_pause_while_closed_and_reassignment_waits_for_an_answer() {
-        let sla = SlaConfig {
+        let sla = SlaSettings {
             first_response: Some("30m".into()),
             business_hours_only: true,
-            ..SlaConfig::default()
+            ..SlaSettings::default()
         };
         let p = policies(Some(sla));
         // Created 16:45: 15 open minutes today, 15 more next Monday.

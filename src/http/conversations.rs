@@ -20,7 +20,7 @@ use super::json::ApiJson;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
 use crate::actors::ConversationMsg;
-use crate::config::Role;
+use crate::domain::Role;
 use crate::domain::{Caller, Conversation, ConversationStatus, TransferTarget};
 use crate::store::ListQuery;
 
@@ -102,7 +102,7 @@ async fn list(
     let keep = move |c: &Conversation| {
         c.visible_to(&caller)
             && status.is_none_or(|st| c.status == st)
-            && team.as_deref().is_none_or(|t| c.team == t)
+            && team.as_deref().is_none_or(|t| c.team() == t)
             && assignee
                 .as_deref()
                 .is_none_or(|a| c.assignee.as_deref() == Some(a))

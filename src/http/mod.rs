@@ -75,7 +75,7 @@ impl AppState {
             .config
             .agents
             .iter()
-            .map(|a| (a.token.clone(), Caller::from_config(a)))
+            .map(|a| (a.token.clone(), a.caller()))
             .collect();
         let auth_failures_per_minute = ctx.config.server.auth_failures_per_minute;
         Self(Arc::new(Shared {

@@ -14,8 +14,8 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::ApiJson;
 use super::AppState;
-use crate::config::Role;
 use crate::domain::routing::RuleConfig;
+use crate::domain::Role;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/routing/rules", get(get_rules).put(put_rules))

@@ -20,7 +20,7 @@ use super::json::ApiJson;
 use super::views::ConversationView;
 use super::AppState;
 use crate::actors::{team::QueueSnapshot, TeamMsg, CALL_TIMEOUT};
-use crate::config::{Role, TeamSettings};
+use crate::domain::{Role, TeamSettings};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -46,15 +46,15 @@ impl ConversationView {
             customer: c.customer.clone(),
             customer_name: c.customer_name.clone(),
             status: c.status.as_str(),
-            team: c.team.clone(),
+            team: c.team().to_string(),
             assignee: c.assignee.clone(),
             window_expires_at: c.window_expires_at().map(rfc3339),
             last_message_at: rfc3339(c.last_message_at),
             created_at: rfc3339(c.created_at),
-            priority: c.priority.as_str(),
-            labels: c.labels.clone(),
-            routed_by: c.routed_by.clone(),
-            sla_breaches: c.sla.breached.iter().map(|k| k.as_str()).collect(),
+            priority: c.priority().as_str(),
+            labels: c.labels().to_vec(),
+            routed_by: c.routed_by().map(str::to_string),
+            sla_breaches: c.sla().breached.iter().map(|k| k.as_str()).collect(),
             messages: messages.map(|ms| ms.iter().map(MessageView::new).collect()),
         }
     }
@@ -88,7 +88,7 @@ impl MessageView {
             text: m.text.clone(),
             wamid: m.wamid.clone(),
             status: m.status.map(|s| s.as_str()),
-            author: m.author.clone(),
+            author: m.author.to_string(),
             at: rfc3339(m.at),
             error: m.error.as_ref().map(MessageErrorView::new),
             idempotency_key: m.idempotency_key.clone(),
@@ -115,8 +115,7 @@ impl MessageErrorView {
         Self {
             code: e.code,
             title: e.title.clone(),
-            reason: (e.code == crate::whatsapp::graph::WINDOW_CLOSED_CODE)
-                .then_some("window_closed"),
+            reason: e.is_window_closed().then_some("window_closed"),
         }
     }
 }

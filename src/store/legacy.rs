@@ -11,7 +11,7 @@ use super::codec::{raw, Record};
 use super::schema::{OutboxJob, StatusUpdate, WamidRef};
 use super::settings::{RoutingRecord, TeamRecord};
 use super::StoreError;
-use crate::domain::{Conversation, ConversationStatus, Message, Millis, Priority, SlaState};
+use crate::domain::{Conversation, ConversationStatus, Message, Millis};
 
 /// Types still in their first layout: version 1, nothing older to read.
 macro_rules! first_layout {
@@ -89,31 +89,36 @@ struct ConversationV1 {
 
 impl From<ConversationV1> for Conversation {
     fn from(v: ConversationV1) -> Self {
-        let assigned = v.assignee.is_some();
-        Conversation {
-            id: v.id,
-            number: v.number,
-            customer: v.customer,
-            customer_name: v.customer_name,
-            status: v.status,
-            team: v.team,
-            assignee: v.assignee,
-            last_inbound_at: v.last_inbound_at,
-            last_message_at: v.last_message_at,
-            created_at: v.created_at,
-            queued_at: v.queued_at,
-            next_seq: v.next_seq,
-            priority: Priority::Normal,
-            labels: Vec::new(),
-            routed_by: None,
-            // Old conversations start their SLA cycle from their last queueing: the best record
-            // of when a human last became responsible.
-            sla: SlaState::new(v.queued_at),
-            assigned_at: assigned.then_some(v.queued_at),
-            // Unknown: assume answered, so an upgrade never triggers a reassignment by itself.
-            owner_answered: true,
-            after_hours_sent: None,
-        }
+        let ConversationV1 {
+            id,
+            number,
+            customer,
+            customer_name,
+            status,
+            team,
+            assignee,
+            last_inbound_at,
+            last_message_at,
+            created_at,
+            queued_at,
+            next_seq,
+        } = v;
+        // What version 1 did not have starts as in a conversation created at its last queueing
+        // (normal priority, no labels, no rule, no after-hours reply): in particular its SLA
+        // cycle starts there, the best record of when a human last became responsible.
+        let mut c = Conversation::new(&number, &customer, &team, queued_at);
+        c.id = id;
+        c.customer_name = customer_name;
+        c.status = status;
+        c.assigned_at = assignee.is_some().then_some(queued_at);
+        c.assignee = assignee;
+        c.last_inbound_at = last_inbound_at;
+        c.last_message_at = last_message_at;
+        c.created_at = created_at;
+        c.next_seq = next_seq;
+        // Unknown: assume answered, so an upgrade never triggers a reassignment by itself.
+        c.owner_answered = true;
+        c
     }
 }
 
@@ -158,8 +163,8 @@ mod tests {
         let c: Conversation = decode(&bytes).expect("upgrade");
         assert_eq!(c.assignee.as_deref(), Some("alice"));
         assert_eq!(c.next_seq, 3);
-        assert_eq!(c.priority, Priority::Normal);
-        assert_eq!(c.sla.responsible_since, 2);
+        assert_eq!(c.priority(), crate::domain::Priority::Normal);
+        assert_eq!(c.sla().responsible_since, 2);
         assert!(c.owner_answered);
     }
 

@@ -134,7 +134,7 @@ impl IndexKey {
     pub fn for_conversation(c: &Conversation) -> Vec<IndexKey> {
         let mut keys = vec![IndexKey::StatusTeam {
             status: c.status,
-            team: c.team.clone(),
+            team: c.team().to_string(),
             id: c.id.clone(),
         }];
         if let Some(agent) = &c.assignee {

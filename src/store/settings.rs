@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TeamSettings;
 use crate::domain::routing::RuleConfig;
+use crate::domain::TeamSettings;
 
 /// Key of the routing rules record in the `settings` column family.
 pub const ROUTING_KEY: &[u8] = b"routing";

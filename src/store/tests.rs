@@ -119,7 +119,7 @@ async fn status_pages_walk_one_team_in_id_order_without_gaps_or_repeats() {
             .await
             .expect("page");
         assert!(page.len() <= 10);
-        assert!(page.iter().all(|c| c.team == "support"));
+        assert!(page.iter().all(|c| c.team() == "support"));
         after = page.last().map(|c| c.id.clone());
         let full = page.len() == 10;
         seen.extend(page.into_iter().map(|c| c.id));
@@ -275,7 +275,7 @@ async fn reads_fold_in_the_messages_committed_after_the_record() {
         text: Some(format!("m{seq}")),
         wamid: Some(format!("w-{}-{seq}", c.customer)),
         status: Some(DeliveryStatus::Received),
-        author: c.customer.clone(),
+        author: crate::domain::Author::Customer(c.customer.clone()),
         at,
         error: None,
         idempotency_key: None,

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::domain::message::WINDOW_CLOSED_CODE;
+
 /// Meta error codes worth retrying.
 pub const RETRYABLE_CODES: [i64; 4] = [130429, 131056, 131000, 131016];
-/// Re-engagement message: the 24-hour window is closed.
-pub const WINDOW_CLOSED_CODE: i64 = 131047;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

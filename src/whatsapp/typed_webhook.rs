@@ -28,7 +28,8 @@ use serde_json::value::RawValue;
 
 #[cfg(doc)]
 use super::webhook::VALUE_KEYS;
-use super::webhook::{customer_name, sender, InboundMessage, InboundStatus, Notification};
+use super::webhook::{customer_name, sender};
+use crate::domain::inbound::{InboundMessage, InboundStatus, Notification};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
 type Str<'a> = Option<Cow<'a, str>>;

@@ -1,4 +1,5 @@
-//! Parsing Meta's webhook notifications: every entry, every change, every message and status.
+//! Parsing Meta's webhook notifications: every entry, every change, every message and status,
+//! into the domain's [`Notification`] (`domain::inbound`).
 //!
 //! The parser is lenient by design: unknown message types, unknown fields and unknown change
 //! kinds are kept (each message's original JSON travels with it as `raw`; other changes are
@@ -31,76 +32,26 @@
 
 use serde_json::Value;
 
+use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed JSON: {0}")]
 pub struct ParseError(String);
 
-/// An inbound customer message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InboundMessage {
-    pub number: String,
-    pub customer: String,
-    pub customer_name: Option<String>,
-    pub wamid: String,
-    /// Meta's `timestamp`, in ms.
-    pub sent_at: Millis,
-    pub kind: String,
-    pub text: Option<String>,
-    pub raw: String,
-}
-
-/// A status callback for an outbound message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InboundStatus {
-    pub number: String,
-    pub wamid: String,
-    pub status: DeliveryStatus,
-    pub error: Option<MessageError>,
-    pub at: Millis,
-    /// The status object's JSON: what the broker does not read of it (`pricing`,
-    /// `conversation`, …) is kept with it (`store::schema::CF_STATUS_LOG`).
-    pub raw: String,
-}
-
-impl InboundStatus {
-    /// The broker's message this status names, from the `biz_opaque_callback_data` Meta echoes
-    /// (the outbox sends each message's id there): a conversation id and a seq. Read from `raw`
-    /// only when needed (a status for a wamid not on record), so the parse stays off the common
-    /// path.
-    pub fn callback_message(&self) -> Option<(String, u64)> {
-        #[derive(serde::Deserialize)]
-        struct Named<'a> {
-            #[serde(borrow, default)]
-            biz_opaque_callback_data: Option<std::borrow::Cow<'a, str>>,
-        }
-        let named: Named = serde_json::from_str(&self.raw).ok()?;
-        let data = named.biz_opaque_callback_data?;
-        let (conversation, seq) = crate::domain::message::parse_message_id(&data)?;
-        Some((conversation.to_string(), seq))
+/// The broker's message a status names, from the `biz_opaque_callback_data` Meta echoes (the
+/// outbox sends each message's id there): a conversation id and a seq. Read from `raw` only when
+/// needed (a status for a wamid not on record), so the parse stays off the common path.
+pub fn callback_message(status: &InboundStatus) -> Option<(String, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow, default)]
+        biz_opaque_callback_data: Option<std::borrow::Cow<'a, str>>,
     }
-}
-
-/// A change kept verbatim: one that is not about messages or statuses (template updates, account
-/// events, echoes, …), or one holding something the broker could not use (see the module docs).
-/// `raw` is the change's JSON (the entry's or body's, when those could not be walked).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OtherChange {
-    pub field: String,
-    pub raw: String,
-}
-
-#[derive(Debug, Default)]
-pub struct Notification {
-    pub messages: Vec<InboundMessage>,
-    pub statuses: Vec<InboundStatus>,
-    /// Kept verbatim: changes the broker does not act on, and changes holding anything it could
-    /// not turn into a message or status (see the module docs).
-    pub other: Vec<OtherChange>,
-    /// Messages and statuses that could not be used (no id, no sender, no business number,
-    /// unknown status) — counted and logged. Not dropped: their change is in `other`.
-    pub skipped: usize,
+    let named: Named = serde_json::from_str(&status.raw).ok()?;
+    let data = named.biz_opaque_callback_data?;
+    let (conversation, seq) = crate::domain::message::parse_message_id(&data)?;
+    Some((conversation.to_string(), seq))
 }
 
 /// The keys of a `messages` change's value the broker reads; any other key (e.g. `errors`)

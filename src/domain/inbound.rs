@@ -1,0 +1,59 @@
+//! What arrives from the customer's side: messages, delivery statuses of the broker's own sends,
+//! and everything else a notification carries, already translated out of the provider's format.
+//!
+//! The webhook adapter (`whatsapp::webhook`) produces these; ingestion and the conversation
+//! actors consume them. `raw` fields keep the provider's original JSON of each item, so nothing
+//! the broker does not read is lost; the domain never looks inside them.
+
+use super::{DeliveryStatus, MessageError, Millis};
+
+/// An inbound customer message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    /// The business number it was sent to (`phone_number_id`).
+    pub number: String,
+    pub customer: String,
+    pub customer_name: Option<String>,
+    pub wamid: String,
+    /// The provider's send time (Meta's `timestamp`), in ms.
+    pub sent_at: Millis,
+    pub kind: String,
+    pub text: Option<String>,
+    pub raw: String,
+}
+
+/// A status callback for an outbound message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundStatus {
+    pub number: String,
+    pub wamid: String,
+    pub status: DeliveryStatus,
+    pub error: Option<MessageError>,
+    pub at: Millis,
+    /// The status object's JSON: what the broker does not read of it (`pricing`,
+    /// `conversation`, …) is kept with it (`store::schema::CF_STATUS_LOG`).
+    pub raw: String,
+}
+
+/// A change kept verbatim: one that is not about messages or statuses (template updates, account
+/// events, echoes, …), or one holding something the broker could not use (see
+/// `whatsapp::webhook`). `raw` is the change's JSON (the entry's or body's, when those could not
+/// be walked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtherChange {
+    pub field: String,
+    pub raw: String,
+}
+
+/// Everything one webhook notification carries.
+#[derive(Debug, Default)]
+pub struct Notification {
+    pub messages: Vec<InboundMessage>,
+    pub statuses: Vec<InboundStatus>,
+    /// Kept verbatim: changes the broker does not act on, and changes holding anything it could
+    /// not turn into a message or status.
+    pub other: Vec<OtherChange>,
+    /// Messages and statuses that could not be used (no id, no sender, no business number,
+    /// unknown status) — counted and logged. Not dropped: their change is in `other`.
+    pub skipped: usize,
+}
