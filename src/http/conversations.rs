@@ -22,6 +22,7 @@ use super::AppState;
 use crate::actors::ConversationMsg;
 use crate::config::Role;
 use crate::domain::{Caller, Conversation, ConversationStatus, TransferTarget};
+use crate::error::Code;
 use crate::store::ListQuery;
 
 /// Most conversations one list answer holds; page on with `after`.
@@ -214,8 +215,8 @@ async fn claim(
     })
     .await;
     // Other outcomes are counted by the conversation; an unknown one never reaches an actor.
-    if r.as_ref().is_err_and(|e| e.code == "not_found") {
-        metrics::counter!(crate::metrics::CLAIMS, "outcome" => "not_found").increment(1);
+    if r.as_ref().is_err_and(|e| e.code == Code::NotFound) {
+        metrics::counter!(crate::metrics::CLAIMS, "outcome" => Code::NotFound).increment(1);
     }
     r
 }
