@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::domain::DomainError;
 use crate::error::{Code, Error};
 use crate::log_limit::LogLimit;
+use crate::service::ServiceError;
 
 /// The HTTP status each code is answered with.
 pub fn status(code: Code) -> StatusCode {
@@ -112,6 +113,15 @@ impl From<Error> for ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Forbidden(message) => ApiError::forbidden(message),
+            ServiceError::Core(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         Error::from(e).into()
@@ -187,5 +197,17 @@ mod tests {
         ] {
             assert_eq!(status(c).as_u16(), s, "{c}");
         }
+    }
+
+    /// A use case's refusal keeps its code and says who may.
+    #[test]
+    fn service_errors_keep_their_code() {
+        let e = ApiError::from(ServiceError::Forbidden("admins only"));
+        assert_eq!((e.status().as_u16(), e.code), (403, Code::Forbidden));
+        assert_eq!(e.message, "admins only");
+        let e = ApiError::from(ServiceError::from(DomainError::NotFound));
+        assert_eq!((e.status().as_u16(), e.code), (404, Code::NotFound));
+        let e = ApiError::from(ServiceError::Core(Error::Unavailable));
+        assert_eq!((e.status().as_u16(), e.retry_after), (503, Some(1)));
     }
 }

@@ -1,8 +1,9 @@
 //! The HTTP transport: Meta's webhook, the agent API, SSE, /metrics and /healthz.
 //!
-//! One router per resource; handlers only authenticate, validate and translate requests into
-//! actor messages or store reads, and map typed errors to responses in [`error`], the one place a
-//! code gets its status. Nothing in the core depends on this module.
+//! One router per resource; handlers only authenticate, parse, call one use case of
+//! [`crate::service`] (which checks permissions and talks to the actors and the store) and render
+//! its answer; typed errors become responses in [`error`], the one place a code gets its status.
+//! Nothing in the core depends on this module.
 
 pub mod agents;
 pub mod auth;
