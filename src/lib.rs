@@ -7,7 +7,7 @@
 //!                       ▼
 //!        ConversationActor (one per live conversation; single writer of its state)
 //!          │  claim / release / transfer / resolve / reply / note / status
-//! agents ──┤◄── http::conversations, http::agents, http::events (SSE)
+//! agents ──┤◄── service (use cases, permissions) ◄── http::conversations, teams, agents; events
 //!          ├──► AgentActor (presence, capacity)   TeamActor (priority queue, assignment policy)
 //!          ├──► timers (SLA and reassignment deadlines → Tick)  admin (routing rules, team settings)
 //!          ├──► store (RocksDB: typed CFs, atomic batches, group commit)
@@ -20,7 +20,7 @@
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
 //! with a runtime of its own, stopped with the main listener. Above the broker, a [`Supervisor`]
 //! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,
-//! `ingest`, `admin`) never depend on `http`, and [`domain`] depends on no other module: `config`
+//! `ingest`, `admin`, `service`) never depend on `http`, and [`domain`] depends on no other module: `config`
 //! and `whatsapp` translate into its types; time comes from an injectable [`clock::Clock`].
 
 pub mod actors;
@@ -38,6 +38,7 @@ pub mod log_limit;
 pub mod mailbox;
 pub mod metrics;
 pub mod outbox;
+pub mod service;
 pub mod store;
 pub mod supervisor;
 pub mod whatsapp;

@@ -1,9 +1,10 @@
 //! `/api/v1/agents`: presence (and a read of one's own load).
+//!
+//! Each handler calls one use case of [`crate::service::agents`] and renders its answer.
 
 use axum::extract::State;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use ractor::rpc::CallResult;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -11,8 +12,8 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
 use super::json::ApiJson;
 use super::AppState;
-use crate::actors::{AgentMsg, CALL_TIMEOUT};
 use crate::domain::Presence;
+use crate::service::agents as service;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,33 +36,18 @@ async fn set_presence(
         .as_deref()
         .and_then(Presence::parse)
         .ok_or_else(|| ApiError::invalid("\"status\" must be online, away or offline"))?;
-    let agent = s.ctx.agent(&caller.id).ok_or_else(ApiError::not_found)?;
-    match agent
-        .call(
-            |reply| AgentMsg::SetPresence { presence, reply },
-            Some(CALL_TIMEOUT),
-        )
-        .await
-    {
-        Ok(CallResult::Success(p)) => Ok(Json(json!({ "agent": caller.id, "status": p.as_str() }))),
-        _ => Err(crate::error::Error::Unavailable.into()),
-    }
+    let p = service::set_presence(&s.ctx, &caller, presence).await?;
+    Ok(Json(json!({ "agent": caller.id, "status": p.as_str() })))
 }
 
 async fn me(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<serde_json::Value>> {
-    let agent = s.ctx.agent(&caller.id).ok_or_else(ApiError::not_found)?;
-    match agent
-        .call(|reply| AgentMsg::Get { reply }, Some(CALL_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(a)) => Ok(Json(json!({
-            "id": a.id,
-            "role": caller.role,
-            "teams": caller.teams,
-            "status": a.presence.as_str(),
-            "open_conversations": a.owned,
-            "max_concurrent": a.max_concurrent,
-        }))),
-        _ => Err(crate::error::Error::Unavailable.into()),
-    }
+    let a = service::me(&s.ctx, &caller).await?;
+    Ok(Json(json!({
+        "id": a.id,
+        "role": caller.role,
+        "teams": caller.teams,
+        "status": a.presence.as_str(),
+        "open_conversations": a.owned,
+        "max_concurrent": a.max_concurrent,
+    })))
 }

@@ -15,11 +15,12 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::Caller;
+use crate::error::Code;
 
 /// The authenticated caller of an agent API request.
 pub struct Auth(pub Caller);
@@ -58,8 +59,7 @@ pub fn authenticate(
         .map(|ConnectInfo(a)| a.ip());
     if let Some(wait) = peer.and_then(|p| state.auth_throttle.check(p)) {
         let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             "too many failed authentications from this address; retry later",
         );
         e.retry_after = Some((wait.as_secs_f64().ceil() as u32).max(1));

@@ -1,9 +1,8 @@
 //! `/api/v1/conversations`: list, read, claim, release, reply, note, transfer, resolve.
 //!
-//! Reads go to the store (every change is durable before it is visible); commands become messages
-//! to the conversation's actor, which applies the rules. This module only translates.
-
-use std::sync::Arc;
+//! Each handler parses the request, calls one use case of [`crate::service::conversations`]
+//! (which checks what the caller may see and do) and renders the answer. This module only
+//! translates.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,17 +18,10 @@ use super::extract::{ApiPath, ApiQuery};
 use super::json::ApiJson;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
-use crate::actors::ConversationMsg;
-use crate::domain::Role;
-use crate::domain::{Caller, Conversation, ConversationStatus, TransferTarget};
-use crate::store::ListQuery;
+use crate::domain::ConversationStatus;
+use crate::service::conversations::{self as service, ListFilter, TransferTo};
 
-/// Most conversations one list answer holds; page on with `after`.
-pub const MAX_LIST: usize = 10_000;
-
-/// Most index entries or conversation records one list request reads (its work bound, whatever
-/// the filters): a request that reaches it answers with what matched so far and a `next_after`.
-pub const LIST_SCAN_BUDGET: usize = 10_000;
+pub use crate::service::conversations::{LIST_SCAN_BUDGET, MAX_LIST};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -55,15 +47,8 @@ struct ListParams {
 }
 
 /// `GET /api/v1/conversations`: what the caller may see among the conversations matching the
-/// filters, in id order, at most `limit` ([`MAX_LIST`] by default and at most; 0 is a 400),
-/// after the id `after`.
-///
-/// Each request reads at most [`LIST_SCAN_BUDGET`] index entries or records (merged from the
-/// index ranges the filters and the caller's visibility need, see [`plan`]). Whenever it stops
-/// before the end, on a full page or on that budget, `next_after` names where the next request
-/// continues (pass it as `after`); it is `null` only when nothing is left. A page may therefore
-/// hold fewer than `limit` conversations, even none, with a non-null `next_after`: follow it
-/// until `null` to see everything, each conversation once.
+/// filters (an empty value is no filter), a page at a time; see [`service::list`] for paging,
+/// `limit` and `next_after`.
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -77,43 +62,14 @@ async fn list(
         None => None,
     };
     let nonempty = |o: Option<String>| o.filter(|v| !v.is_empty());
-    let (team, assignee, customer, number, after) = (
-        nonempty(p.team),
-        nonempty(p.assignee),
-        nonempty(p.customer),
-        nonempty(p.number),
-        nonempty(p.after),
-    );
-    // A page of none could only answer with a `next_after` that goes nowhere: 0 is refused
-    // rather than silently raised to 1; above the most a page holds it is lowered to that.
-    let limit = match p.limit {
-        Some(0) => return Err(ApiError::invalid("limit must be at least 1")),
-        Some(n) => n.min(MAX_LIST),
-        None => MAX_LIST,
-    };
-    let queries = plan(
-        &caller,
+    let filter = ListFilter {
         status,
-        team.as_deref(),
-        assignee.as_deref(),
-        customer.as_deref(),
-        number.as_deref(),
-    );
-    let keep = move |c: &Conversation| {
-        c.visible_to(&caller)
-            && status.is_none_or(|st| c.status == st)
-            && team.as_deref().is_none_or(|t| c.team() == t)
-            && assignee
-                .as_deref()
-                .is_none_or(|a| c.assignee.as_deref() == Some(a))
-            && customer.as_deref().is_none_or(|x| c.customer == x)
-            && number.as_deref().is_none_or(|x| c.number == x)
+        team: nonempty(p.team),
+        assignee: nonempty(p.assignee),
+        customer: nonempty(p.customer),
+        number: nonempty(p.number),
     };
-    let page = s
-        .ctx
-        .store
-        .list_page(queries, after, limit, LIST_SCAN_BUDGET, keep)
-        .await?;
+    let page = service::list(&s.ctx.store, &caller, filter, p.limit, nonempty(p.after)).await?;
     let views: Vec<ConversationView> = page
         .conversations
         .iter()
@@ -124,83 +80,13 @@ async fn list(
     ))
 }
 
-/// Chooses the index ranges that cover everything the filters and the caller's visibility allow
-/// (the store merges them in id order).
-fn plan(
-    caller: &Caller,
-    status: Option<ConversationStatus>,
-    team: Option<&str>,
-    assignee: Option<&str>,
-    customer: Option<&str>,
-    number: Option<&str>,
-) -> Vec<ListQuery> {
-    if let (Some(c), Some(n)) = (customer, number) {
-        // Exactly one conversation can match: read it through its derived id.
-        return vec![ListQuery::Id(crate::domain::conversation_id(n, c))];
-    }
-    if let Some(a) = assignee {
-        return vec![ListQuery::Assignee(a.to_string())];
-    }
-    if caller.role == Role::Agent {
-        // An agent sees queued and bot conversations of its teams plus its own.
-        let mut qs = vec![ListQuery::Assignee(caller.id.clone())];
-        for t in caller
-            .teams
-            .iter()
-            .filter(|t| team.is_none_or(|x| x == t.as_str()))
-        {
-            for st in [ConversationStatus::Queued, ConversationStatus::Bot] {
-                if status.is_none_or(|s| s == st) {
-                    qs.push(ListQuery::Status {
-                        status: st,
-                        team: Some(t.clone()),
-                    });
-                }
-            }
-        }
-        return qs;
-    }
-    if let Some(st) = status {
-        return vec![ListQuery::Status {
-            status: st,
-            team: team.map(str::to_string),
-        }];
-    }
-    if let Some(t) = team {
-        return ConversationStatus::ALL
-            .into_iter()
-            .map(|st| ListQuery::Status {
-                status: st,
-                team: Some(t.to_string()),
-            })
-            .collect();
-    }
-    vec![ListQuery::All]
-}
-
 async fn show(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let conv = s
-        .ctx
-        .store
-        .get_conversation(&id)
-        .await?
-        .filter(|c| c.visible_to(&caller))
-        .ok_or_else(ApiError::not_found)?;
-    let messages = s.ctx.store.messages(&id).await?;
+    let (conv, messages) = service::show(&s.ctx.store, &caller, &id).await?;
     Ok(Json(ConversationView::new(&conv, Some(&messages))))
-}
-
-async fn command<F>(s: &AppState, id: &str, make: F) -> ApiResult<Json<ConversationView>>
-where
-    F: Fn(crate::actors::Reply<Conversation>) -> ConversationMsg,
-{
-    let ctx = Arc::clone(&s.ctx);
-    let conv = ctx.ask(id, None, make).await?;
-    Ok(Json(ConversationView::new(&conv, None)))
 }
 
 async fn claim(
@@ -208,16 +94,8 @@ async fn claim(
     Auth(caller): Auth,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConversationView>> {
-    let r = command(&s, &id, |reply| ConversationMsg::Claim {
-        caller: caller.clone(),
-        reply,
-    })
-    .await;
-    // Other outcomes are counted by the conversation; an unknown one never reaches an actor.
-    if r.as_ref().is_err_and(|e| e.code == "not_found") {
-        metrics::counter!(crate::metrics::CLAIMS, "outcome" => "not_found").increment(1);
-    }
-    r
+    let conv = service::claim(&s.ctx, &caller, &id).await?;
+    Ok(Json(ConversationView::new(&conv, None)))
 }
 
 async fn release(
@@ -225,11 +103,8 @@ async fn release(
     Auth(caller): Auth,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConversationView>> {
-    command(&s, &id, |reply| ConversationMsg::Release {
-        caller: caller.clone(),
-        reply,
-    })
-    .await
+    let conv = service::release(&s.ctx, &caller, &id).await?;
+    Ok(Json(ConversationView::new(&conv, None)))
 }
 
 async fn resolve(
@@ -237,11 +112,8 @@ async fn resolve(
     Auth(caller): Auth,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConversationView>> {
-    command(&s, &id, |reply| ConversationMsg::Resolve {
-        caller: caller.clone(),
-        reply,
-    })
-    .await
+    let conv = service::resolve(&s.ctx, &caller, &id).await?;
+    Ok(Json(ConversationView::new(&conv, None)))
 }
 
 #[derive(Deserialize)]
@@ -257,28 +129,17 @@ async fn transfer(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TransferBody>,
 ) -> ApiResult<Json<ConversationView>> {
-    let target = match (body.team, body.agent) {
-        (Some(team), None) => TransferTarget::Team(team),
-        (None, Some(agent)) => {
-            let a = s.ctx.config.agent(&agent).ok_or_else(ApiError::not_found)?;
-            TransferTarget::Agent {
-                id: agent,
-                teams: a.teams.clone(),
-            }
-        }
+    let to = match (body.team, body.agent) {
+        (Some(team), None) => TransferTo::Team(team),
+        (None, Some(agent)) => TransferTo::Agent(agent),
         _ => {
             return Err(ApiError::invalid(
                 "give exactly one of \"team\" or \"agent\"",
             ))
         }
     };
-    command(&s, &id, |reply| ConversationMsg::Transfer {
-        caller: caller.clone(),
-        target: target.clone(),
-        note: body.note.clone(),
-        reply,
-    })
-    .await
+    let conv = service::transfer(&s.ctx, &caller, &id, to, body.note).await?;
+    Ok(Json(ConversationView::new(&conv, None)))
 }
 
 #[derive(Deserialize)]
@@ -287,40 +148,13 @@ struct ReplyBody {
     idempotency_key: Option<String>,
 }
 
-/// Longest reply text WhatsApp accepts.
-const MAX_TEXT: usize = 4096;
-
 async fn reply(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let text = body
-        .text
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("\"text\" is required"))?;
-    if text.chars().count() > MAX_TEXT {
-        return Err(ApiError::invalid("\"text\" is longer than 4096 characters"));
-    }
-    if body
-        .idempotency_key
-        .as_deref()
-        .is_some_and(|k| k.is_empty() || k.len() > 256)
-    {
-        return Err(ApiError::invalid(
-            "\"idempotency_key\" must be 1 to 256 bytes",
-        ));
-    }
-    let msg = s
-        .ctx
-        .ask(&id, None, |reply| ConversationMsg::Reply {
-            caller: caller.clone(),
-            text: text.clone(),
-            idempotency_key: body.idempotency_key.clone(),
-            reply,
-        })
-        .await?;
+    let msg = service::reply(&s.ctx, &caller, &id, body.text, body.idempotency_key).await?;
     Ok((StatusCode::ACCEPTED, Json(MessageView::new(&msg))))
 }
 
@@ -335,17 +169,6 @@ async fn note(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NoteBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let text = body
-        .text
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("\"text\" is required"))?;
-    let msg = s
-        .ctx
-        .ask(&id, None, |reply| ConversationMsg::Note {
-            caller: caller.clone(),
-            text: text.clone(),
-            reply,
-        })
-        .await?;
+    let msg = service::note(&s.ctx, &caller, &id, body.text).await?;
     Ok((StatusCode::CREATED, Json(MessageView::new(&msg))))
 }

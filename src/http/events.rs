@@ -29,6 +29,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
+use crate::error::Code;
 use crate::events::KindSet;
 use crate::metrics as m;
 
@@ -67,7 +68,7 @@ async fn stream(
         .stream_permits
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::overloaded("overloaded", "too many event streams"))?;
+        .map_err(|_| ApiError::overloaded(Code::Overloaded, "too many event streams"))?;
     metrics::gauge!(m::EVENT_STREAMS).increment(1.0);
     let guard = StreamGuard {
         _permit: permit,

@@ -1,8 +1,9 @@
 //! The HTTP transport: Meta's webhook, the agent API, SSE, /metrics and /healthz.
 //!
-//! One router per resource; handlers only authenticate, validate and translate requests into
-//! actor messages or store reads, and map typed errors to responses in [`error`]. Nothing in the
-//! core depends on this module.
+//! One router per resource; handlers only authenticate, parse, call one use case of
+//! [`crate::service`] (which checks permissions and talks to the actors and the store) and render
+//! its answer; typed errors become responses in [`error`], the one place a code gets its status.
+//! Nothing in the core depends on this module.
 
 pub mod agents;
 pub mod auth;
@@ -38,6 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::actors::Ctx;
 use crate::domain::Caller;
+use crate::error::Code;
 
 /// What every handler shares, behind one `Arc`: axum clones the state for every request, and one
 /// reference count is cheaper than one per field.
@@ -125,7 +127,7 @@ fn take_slot(
     sem.try_acquire_owned().map_err(|_| {
         metrics::counter!(crate::metrics::AGENT_REFUSED, "kind" => kind).increment(1);
         error::ApiError::overloaded(
-            "overloaded",
+            Code::Overloaded,
             &format!("too many {kind} of this agent at once; retry"),
         )
     })
@@ -164,8 +166,11 @@ pub fn app(state: AppState) -> Router {
 async fn admit(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let Ok(_permit) = s.api_permits.clone().try_acquire_owned() else {
         metrics::counter!(crate::metrics::API_REFUSED).increment(1);
-        return error::ApiError::overloaded("overloaded", "too many API requests in flight; retry")
-            .into_response();
+        return error::ApiError::overloaded(
+            Code::Overloaded,
+            "too many API requests in flight; retry",
+        )
+        .into_response();
     };
     let caller = match auth::authenticate(&s, req.headers(), req.extensions()) {
         Ok(c) => c,

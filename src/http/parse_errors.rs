@@ -19,6 +19,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::error::Code;
+
 /// A connection whose bare error heads from hyper are sent with a JSON error body.
 pub struct ParseErrorBodies<IO> {
     inner: IO,
@@ -54,14 +56,15 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (code, message) = match rest.get(..2)? {
-        "14" => ("uri_too_long", "the request target is longer than 65534 bytes"),
-        "31" => ("headers_too_large", "the request headers are too large"),
+        "14" => (Code::UriTooLong, "the request target is longer than 65534 bytes"),
+        "31" => (Code::HeadersTooLarge, "the request headers are too large"),
         _ => (
-            "invalid_request",
+            Code::InvalidRequest,
             "the request is not valid HTTP (a request target may not hold spaces, quotes, '<', '>' and the like unless percent-encoded)",
         ),
     };
-    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let body =
+        serde_json::json!({ "error": { "code": code.as_str(), "message": message } }).to_string();
     let head = text.strip_suffix("\r\n\r\n")?.replacen(
         "content-length: 0",
         &format!(

@@ -2,7 +2,7 @@
 //!
 //! A replacement is checked exactly like the config file's `[[routing.rules]]` (400
 //! `invalid_request` naming the rule and key), made durable, and in force for the next
-//! conversation routed, without a restart.
+//! conversation routed, without a restart ([`crate::service::routing`]).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -11,11 +11,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Auth;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::json::ApiJson;
 use super::AppState;
 use crate::domain::routing::RuleConfig;
-use crate::domain::Role;
+use crate::service::routing as service;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/routing/rules", get(get_rules).put(put_rules))
@@ -28,10 +28,8 @@ struct RulesBody {
 }
 
 async fn get_rules(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
-    if caller.role == Role::Agent {
-        return Err(ApiError::forbidden("supervisors and admins only"));
-    }
-    Ok(Json(json!({ "rules": s.ctx.policies().rules.configs() })))
+    let rules = service::rules(&s.ctx.policies(), &caller)?;
+    Ok(Json(json!({ "rules": rules })))
 }
 
 async fn put_rules(
@@ -39,9 +37,6 @@ async fn put_rules(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<RulesBody>,
 ) -> ApiResult<Json<Value>> {
-    if caller.role != Role::Admin {
-        return Err(ApiError::forbidden("admins only"));
-    }
-    let p = crate::admin::replace_rules(&s.ctx, body.rules).await?;
-    Ok(Json(json!({ "rules": p.rules.configs() })))
+    let rules = service::replace_rules(&s.ctx, &caller, body.rules).await?;
+    Ok(Json(json!({ "rules": rules })))
 }

@@ -58,6 +58,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::ApiError;
 use crate::config::ServerConfig;
+use crate::error::Code;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
 
@@ -189,8 +190,8 @@ impl Front {
         let path = req.uri().path();
         let ops = path == "/healthz" || path == "/metrics";
         if ops_only && !ops {
-            let mut resp =
-                ApiError::overloaded("overloaded", "too many connections; retry").into_response();
+            let mut resp = ApiError::overloaded(Code::Overloaded, "too many connections; retry")
+                .into_response();
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
@@ -209,9 +210,8 @@ impl Front {
             None if path == "/healthz" => {
                 (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
             }
-            None => {
-                ApiError::overloaded("unavailable", "the broker is starting; retry").into_response()
-            }
+            None => ApiError::overloaded(Code::Unavailable, "the broker is starting; retry")
+                .into_response(),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::error::Code;
 use crate::metrics as m;
 
 /// Addresses remembered before the forgiven ones are forgotten.
@@ -33,7 +34,9 @@ struct Bucket {
 
 impl AuthThrottle {
     pub fn new(per_minute: u32) -> Self {
-        metrics::counter!(m::AUTH_FAILURES, "outcome" => "unauthorized").increment(0);
+        // `unauthorized` is the API code; `throttled` predates `rate_limited` (the code such a
+        // request gets) and is kept so dashboards keep working.
+        metrics::counter!(m::AUTH_FAILURES, "outcome" => Code::Unauthorized).increment(0);
         metrics::counter!(m::AUTH_FAILURES, "outcome" => "throttled").increment(0);
         Self {
             per_minute: f64::from(per_minute.max(1)),
@@ -65,7 +68,7 @@ impl AuthThrottle {
 
     /// Counts a wrong or missing-from-the-list token from `peer`.
     pub fn failed(&self, peer: IpAddr) {
-        metrics::counter!(m::AUTH_FAILURES, "outcome" => "unauthorized").increment(1);
+        metrics::counter!(m::AUTH_FAILURES, "outcome" => Code::Unauthorized).increment(1);
         let now = Instant::now();
         if self.buckets.len() >= MAX_ADDRESSES {
             self.forget_forgiven(now);

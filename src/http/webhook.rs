@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::error::Code;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::whatsapp::{signature, webhook};
@@ -69,72 +70,73 @@ async fn verify(
 
 async fn receive(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let (outcome, resp) = handle(&s, &headers, body).await;
+    let answer = handle(&s, &headers, body).await;
+    let outcome = outcome(answer.as_ref().map(|_| ()).map_err(|e| e.code));
+    let resp = answer.unwrap_or_else(IntoResponse::into_response);
     metrics::counter!(m::WEBHOOK_REQUESTS, "outcome" => outcome).increment(1);
     metrics::histogram!(m::WEBHOOK_DURATION).record(started.elapsed().as_secs_f64());
     resp
 }
 
-async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str, Response) {
-    if !s.accepting() {
-        return (
-            "overloaded",
-            ApiError::overloaded("shutting_down", "broker is shutting down").into_response(),
-        );
+/// The `switchboard_webhook_requests_total{outcome}` label of an answer: `ok`, the error's code
+/// where the label has always been that code (`invalid_signature`, `invalid_json`,
+/// `overloaded`), and `error` for whatever ingest refused. Three labels predate the codes and are
+/// kept so dashboards and alerts keep working: `too_large` (code `payload_too_large`), `timeout`
+/// (`request_timeout`) and `overloaded` also for `shutting_down`.
+fn outcome(answer: Result<(), Code>) -> &'static str {
+    match answer {
+        Ok(()) => "ok",
+        Err(c @ (Code::InvalidSignature | Code::InvalidJson | Code::Overloaded)) => c.as_str(),
+        Err(Code::ShuttingDown) => Code::Overloaded.as_str(),
+        Err(Code::PayloadTooLarge) => "too_large",
+        Err(Code::RequestTimeout) => "timeout",
+        Err(_) => "error",
     }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "body exceeds 3 MiB",
-        )
-        .into_response()
-    };
+}
+
+async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    if !s.accepting() {
+        return Err(ApiError::overloaded(
+            Code::ShuttingDown,
+            "broker is shutting down",
+        ));
+    }
+    let too_large = || ApiError::new(Code::PayloadTooLarge, "body exceeds 3 MiB");
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return ("too_large", too_large());
+        return Err(too_large());
     }
     let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(e) if super::server::is_too_slow(&e) => {
-            let e = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+            return Err(ApiError::new(
+                Code::RequestTimeout,
                 "request body arrived too slowly",
-            );
-            return ("timeout", e.into_response());
+            ));
         }
-        Err(_) => return ("too_large", too_large()),
+        Err(_) => return Err(too_large()),
     };
     let Ok(_permit) = s.webhook_permits.clone().try_acquire_owned() else {
-        return (
-            "overloaded",
-            ApiError::overloaded("overloaded", "too many webhooks in flight; retry")
-                .into_response(),
-        );
+        return Err(ApiError::overloaded(
+            Code::Overloaded,
+            "too many webhooks in flight; retry",
+        ));
     };
     let _in_flight = super::InFlight::enter(m::WEBHOOKS_IN_FLIGHT);
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     if !signature::verify(s.ctx.config.whatsapp.app_secret.as_bytes(), &bytes, sig) {
-        let e = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
+        return Err(ApiError::new(
+            Code::InvalidSignature,
             "X-Hub-Signature-256 missing or wrong",
-        );
-        return ("invalid_signature", e.into_response());
+        ));
     }
-    let notification = match webhook::parse(&bytes) {
-        Ok(n) => n,
-        Err(e) => {
-            let e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string());
-            return ("invalid_json", e.into_response());
-        }
-    };
+    let notification =
+        webhook::parse(&bytes).map_err(|e| ApiError::new(Code::InvalidJson, e.to_string()))?;
     if notification.skipped > 0 {
         tracing::warn!(
             skipped = notification.skipped,
@@ -144,7 +146,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
     match crate::ingest::ingest(&s.ctx, notification).await {
         Ok(report) => {
             tracing::debug!(?report, "webhook stored");
-            ("ok", (StatusCode::OK, "EVENT_RECEIVED").into_response())
+            Ok((StatusCode::OK, "EVENT_RECEIVED").into_response())
         }
         Err(e) => {
             // A storage failure is logged where it becomes a response (`http::error`).
@@ -154,7 +156,30 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> (&'static str,
                     tracing::warn!(error = %e, held_back, "webhook not stored; Meta will redeliver");
                 }
             }
-            ("error", ApiError::from(e).into_response())
+            Err(ApiError::from(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The labels dashboards know, whatever code the answer carries.
+    #[test]
+    fn outcome_labels_are_unchanged() {
+        for (answer, label) in [
+            (Ok(()), "ok"),
+            (Err(Code::InvalidSignature), "invalid_signature"),
+            (Err(Code::InvalidJson), "invalid_json"),
+            (Err(Code::Overloaded), "overloaded"),
+            (Err(Code::ShuttingDown), "overloaded"),
+            (Err(Code::PayloadTooLarge), "too_large"),
+            (Err(Code::RequestTimeout), "timeout"),
+            (Err(Code::StorageError), "error"),
+            (Err(Code::Unavailable), "error"),
+        ] {
+            assert_eq!(outcome(answer), label, "{answer:?}");
         }
     }
 }

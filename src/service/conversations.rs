@@ -1,0 +1,294 @@
+//! Conversations: the list a caller may see, reading one, and the commands on one.
+//!
+//! Reads go to the store (every change is durable before it is visible) and show only what the
+//! caller may see; commands become messages to the conversation's actor, which applies the rules
+//! (ownership, visibility, capacity, the 24-hour window) and makes its change durable before it
+//! answers.
+
+use std::sync::Arc;
+
+use crate::actors::{ConversationMsg, Ctx, Reply};
+use crate::domain::{
+    conversation_id, Caller, Conversation, ConversationStatus, DomainError, Message, TransferTarget,
+};
+use crate::error::Code;
+use crate::store::{ListQuery, Store};
+
+use super::Result;
+
+/// Most conversations one list answer holds; page on with `after`.
+pub const MAX_LIST: usize = 10_000;
+
+/// Most index entries or conversation records one list request reads (its work bound, whatever
+/// the filters): a request that reaches it answers with what matched so far and a `next_after`.
+pub const LIST_SCAN_BUDGET: usize = 10_000;
+
+/// What a list request asks for; every filter is exact, and absent means any.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<ConversationStatus>,
+    pub team: Option<String>,
+    pub assignee: Option<String>,
+    pub customer: Option<String>,
+    pub number: Option<String>,
+}
+
+/// One page of a list.
+pub struct ListPage {
+    pub conversations: Vec<Conversation>,
+    /// Where the next request continues (its `after`); `None` only when nothing is left.
+    pub next_after: Option<String>,
+}
+
+/// What the caller may see among the conversations matching `filter`, in id order, at most
+/// `limit` (`None`: [`MAX_LIST`]; at most that; 0 is refused), after the id `after`.
+///
+/// Each request reads at most [`LIST_SCAN_BUDGET`] index entries or records (merged from the
+/// index ranges the filters and the caller's visibility need, see [`plan`]). Whenever it stops
+/// before the end, on a full page or on that budget, `next_after` names where the next request
+/// continues; it is `None` only when nothing is left. A page may therefore hold fewer than
+/// `limit` conversations, even none, with a `next_after`: follow it until `None` to see
+/// everything, each conversation once.
+pub async fn list(
+    store: &Store,
+    caller: &Caller,
+    filter: ListFilter,
+    limit: Option<usize>,
+    after: Option<String>,
+) -> Result<ListPage> {
+    // A page of none could only answer with a `next_after` that goes nowhere: 0 is refused
+    // rather than silently raised to 1; above the most a page holds it is lowered to that.
+    let limit = match limit {
+        Some(0) => return Err(DomainError::Invalid("limit must be at least 1".to_string()).into()),
+        Some(n) => n.min(MAX_LIST),
+        None => MAX_LIST,
+    };
+    let queries = plan(caller, &filter);
+    let caller = caller.clone();
+    let ListFilter {
+        status,
+        team,
+        assignee,
+        customer,
+        number,
+    } = filter;
+    let keep = move |c: &Conversation| {
+        c.visible_to(&caller)
+            && status.is_none_or(|st| c.status == st)
+            && team.as_deref().is_none_or(|t| c.team() == t)
+            && assignee
+                .as_deref()
+                .is_none_or(|a| c.assignee.as_deref() == Some(a))
+            && customer.as_deref().is_none_or(|x| c.customer == x)
+            && number.as_deref().is_none_or(|x| c.number == x)
+    };
+    let page = store
+        .list_page(queries, after, limit, LIST_SCAN_BUDGET, keep)
+        .await?;
+    Ok(ListPage {
+        conversations: page.conversations,
+        next_after: page.next_after,
+    })
+}
+
+/// Chooses the index ranges that cover everything the filters and the caller's visibility allow
+/// (the store merges them in id order).
+fn plan(caller: &Caller, filter: &ListFilter) -> Vec<ListQuery> {
+    let ListFilter {
+        status,
+        team,
+        assignee,
+        customer,
+        number,
+    } = filter;
+    let (status, team) = (*status, team.as_deref());
+    if let (Some(c), Some(n)) = (customer, number) {
+        // Exactly one conversation can match: read it through its derived id.
+        return vec![ListQuery::Id(conversation_id(n, c))];
+    }
+    if let Some(a) = assignee {
+        return vec![ListQuery::Assignee(a.to_string())];
+    }
+    if caller.role == crate::domain::Role::Agent {
+        // An agent sees queued and bot conversations of its teams plus its own.
+        let mut qs = vec![ListQuery::Assignee(caller.id.clone())];
+        for t in caller
+            .teams
+            .iter()
+            .filter(|t| team.is_none_or(|x| x == t.as_str()))
+        {
+            for st in [ConversationStatus::Queued, ConversationStatus::Bot] {
+                if status.is_none_or(|s| s == st) {
+                    qs.push(ListQuery::Status {
+                        status: st,
+                        team: Some(t.clone()),
+                    });
+                }
+            }
+        }
+        return qs;
+    }
+    if let Some(st) = status {
+        return vec![ListQuery::Status {
+            status: st,
+            team: team.map(str::to_string),
+        }];
+    }
+    if let Some(t) = team {
+        return ConversationStatus::ALL
+            .into_iter()
+            .map(|st| ListQuery::Status {
+                status: st,
+                team: Some(t.to_string()),
+            })
+            .collect();
+    }
+    vec![ListQuery::All]
+}
+
+/// One conversation with its messages, if the caller may see it (else not found).
+pub async fn show(
+    store: &Store,
+    caller: &Caller,
+    id: &str,
+) -> Result<(Conversation, Vec<Message>)> {
+    let conv = store
+        .get_conversation(id)
+        .await?
+        .filter(|c| c.visible_to(caller))
+        .ok_or(DomainError::NotFound)?;
+    let messages = store.messages(id).await?;
+    Ok((conv, messages))
+}
+
+/// Sends a command to the conversation's actor and answers what it answers.
+async fn command<R, F>(ctx: &Arc<Ctx>, id: &str, make: F) -> Result<R>
+where
+    R: Send + 'static,
+    F: Fn(Reply<R>) -> ConversationMsg,
+{
+    Ok(ctx.ask(id, None, make).await?)
+}
+
+pub async fn claim(ctx: &Arc<Ctx>, caller: &Caller, id: &str) -> Result<Conversation> {
+    let r = command(ctx, id, |reply| ConversationMsg::Claim {
+        caller: caller.clone(),
+        reply,
+    })
+    .await;
+    // Other outcomes are counted by the conversation; an unknown one never reaches an actor.
+    if r.as_ref().is_err_and(|e| e.code() == Code::NotFound) {
+        metrics::counter!(crate::metrics::CLAIMS, "outcome" => Code::NotFound).increment(1);
+    }
+    r
+}
+
+pub async fn release(ctx: &Arc<Ctx>, caller: &Caller, id: &str) -> Result<Conversation> {
+    command(ctx, id, |reply| ConversationMsg::Release {
+        caller: caller.clone(),
+        reply,
+    })
+    .await
+}
+
+pub async fn resolve(ctx: &Arc<Ctx>, caller: &Caller, id: &str) -> Result<Conversation> {
+    command(ctx, id, |reply| ConversationMsg::Resolve {
+        caller: caller.clone(),
+        reply,
+    })
+    .await
+}
+
+/// Where a transfer goes, as the caller named it.
+#[derive(Debug, Clone)]
+pub enum TransferTo {
+    Team(String),
+    Agent(String),
+}
+
+/// Moves the conversation to a team or an agent (not found: an agent the config does not name).
+pub async fn transfer(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    id: &str,
+    to: TransferTo,
+    note: Option<String>,
+) -> Result<Conversation> {
+    let target = match to {
+        TransferTo::Team(team) => TransferTarget::Team(team),
+        TransferTo::Agent(agent) => {
+            let a = ctx.config.agent(&agent).ok_or(DomainError::NotFound)?;
+            TransferTarget::Agent {
+                id: agent,
+                teams: a.teams.clone(),
+            }
+        }
+    };
+    command(ctx, id, |reply| ConversationMsg::Transfer {
+        caller: caller.clone(),
+        target: target.clone(),
+        note: note.clone(),
+        reply,
+    })
+    .await
+}
+
+/// Longest reply text WhatsApp accepts, in characters.
+const MAX_TEXT: usize = 4096;
+
+/// Longest idempotency key, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// Queues a reply to the customer (the owner only, within the 24-hour window); a repeated
+/// `idempotency_key` answers the message it first queued.
+pub async fn reply(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    id: &str,
+    text: Option<String>,
+    idempotency_key: Option<String>,
+) -> Result<Message> {
+    let text = required_text(text)?;
+    if text.chars().count() > MAX_TEXT {
+        return Err(invalid("\"text\" is longer than 4096 characters"));
+    }
+    if idempotency_key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(invalid("\"idempotency_key\" must be 1 to 256 bytes"));
+    }
+    command(ctx, id, |reply| ConversationMsg::Reply {
+        caller: caller.clone(),
+        text: text.clone(),
+        idempotency_key: idempotency_key.clone(),
+        reply,
+    })
+    .await
+}
+
+/// Adds an internal note (never sent to the customer).
+pub async fn note(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    id: &str,
+    text: Option<String>,
+) -> Result<Message> {
+    let text = required_text(text)?;
+    command(ctx, id, |reply| ConversationMsg::Note {
+        caller: caller.clone(),
+        text: text.clone(),
+        reply,
+    })
+    .await
+}
+
+/// The text, unless absent or blank.
+fn required_text(text: Option<String>) -> Result<String> {
+    text.filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| invalid("\"text\" is required"))
+}
+
+fn invalid(message: &str) -> super::ServiceError {
+    DomainError::Invalid(message.to_string()).into()
+}
