@@ -196,6 +196,7 @@ impl Broker {
         }
         let mut teams = HashMap::new();
         for t in &config.teams {
+            let (stats, published) = tokio::sync::watch::channel(team::QueueStats::default());
             let args = team::Args {
                 id: t.id.clone(),
                 members: config
@@ -205,11 +206,12 @@ impl Broker {
                     .map(|a| a.id.clone())
                     .collect(),
                 store: store.clone(),
+                stats,
             };
             let (r, _) = Actor::spawn(None, TeamActor, args)
                 .await
                 .map_err(|e| StartError::Spawn(format!("team {}: {e}", t.id)))?;
-            teams.insert(t.id.clone(), r);
+            teams.insert(t.id.clone(), (r, published));
         }
 
         let policies = crate::admin::load(&config, &store)

@@ -35,7 +35,6 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    switchboard::alloc::log_settings();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +71,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(if e.is_config() { 2 } else { 1 });
             }
         };
+        // Once started, so a config error stays the one line on stderr.
+        switchboard::alloc::log_settings();
         supervisor
             .run(async {
                 shutdown.recv().await;

@@ -85,7 +85,8 @@ impl Slots {
         self.inner.lock().owned = owned.into_iter().collect();
     }
 
-    fn snapshot(&self, id: &str) -> AgentSnapshot {
+    /// The agent's presence and load now.
+    pub fn snapshot(&self, id: &str) -> AgentSnapshot {
         let g = self.inner.lock();
         AgentSnapshot {
             id: id.to_string(),

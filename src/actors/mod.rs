@@ -82,6 +82,9 @@ pub struct Ctx {
     /// Each agent's capacity, shared with its actor (see [`agent::Slots`]).
     agent_slots: HashMap<String, Arc<agent::Slots>>,
     pub teams: HashMap<String, ActorRef<TeamMsg>>,
+    /// Each team's queue depth and oldest wait as it last published them (gauges read these
+    /// without a round trip through the team's mailbox).
+    queue_stats: HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>,
     /// Keyed with foldhash (seeded per process): the lookup is on every command's path.
     pub conversations: DashMap<Arc<str>, ConversationRef, foldhash::fast::RandomState>,
     /// `switchboard_claims_total{outcome="won"}`, resolved once: the claim path is hot.
@@ -107,7 +110,13 @@ impl Ctx {
         store: Store,
         bus: EventBus,
         agents: HashMap<String, (ActorRef<AgentMsg>, Arc<agent::Slots>)>,
-        teams: HashMap<String, ActorRef<TeamMsg>>,
+        teams: HashMap<
+            String,
+            (
+                ActorRef<TeamMsg>,
+                tokio::sync::watch::Receiver<team::QueueStats>,
+            ),
+        >,
         clock: SharedClock,
         policies: Policies,
     ) -> Self {
@@ -120,7 +129,11 @@ impl Ctx {
                 .map(|(id, (_, slots))| (id.clone(), slots.clone()))
                 .collect(),
             agents: agents.into_iter().map(|(id, (a, _))| (id, a)).collect(),
-            teams,
+            queue_stats: teams
+                .iter()
+                .map(|(id, (_, stats))| (id.clone(), stats.clone()))
+                .collect(),
+            teams: teams.into_iter().map(|(id, (t, _))| (id, t)).collect(),
             conversations: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             claims_won: metrics::counter!(m::CLAIMS, "outcome" => "won"),
             runners: mailbox::Runners::default(),
@@ -328,6 +341,13 @@ impl Ctx {
 
     pub fn agent_slots(&self, id: &str) -> Option<&Arc<agent::Slots>> {
         self.agent_slots.get(id)
+    }
+
+    /// Every team's last published queue depth and oldest wait.
+    pub fn queue_stats(
+        &self,
+    ) -> impl Iterator<Item = (&String, &tokio::sync::watch::Receiver<team::QueueStats>)> {
+        self.queue_stats.iter()
     }
 
     pub fn team(&self, id: &str) -> Option<&ActorRef<TeamMsg>> {

@@ -12,20 +12,34 @@
 //! them on the agent's behalf through the conversation actor — the same single-writer path as a
 //! manual claim, so an automatic assignment can never race a manual one into two owners. Agents
 //! who are not `online` are never chosen. `manual` teams only queue. The policy is read from the
-//! policies in force at each pass, so an admin's change applies to the next assignment.
+//! policies in force at each pass, so an admin's change applies to the next assignment; the
+//! choice itself is [`crate::domain::assignment::pick`].
+//!
+//! The mailbox never waits: availability is read from the agents' shared [`super::agent::Slots`]
+//! (as conversation actors read it), and each claim runs on a task of its own that reports back
+//! with [`TeamMsg::Assigned`], so `/next`, the queue view and new arrivals are never queued
+//! behind a pass. Claims in flight count towards their agent's load until they report, and at
+//! most [`MAX_CLAIMS_IN_FLIGHT`] run per team. Depth and oldest wait are published through a
+//! `watch` channel after every change ([`QueueStats`]), so a `/metrics` scrape reads them
+//! without touching the mailbox.
 
 use std::collections::HashMap;
 use std::sync::Weak;
 
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
 
-use super::{AgentMsg, ConversationMsg, Ctx, CALL_TIMEOUT};
+use super::{ConversationMsg, Ctx};
+use crate::domain::assignment::{pick, Candidate, Rotation};
 use crate::domain::queue::WaitingLine;
 use crate::domain::{Assignment, Role};
 use crate::domain::{Caller, ConversationStatus, DomainError, Millis, Presence, Priority};
 use crate::error::Error;
 use crate::store::Store;
+
+/// Claims a team runs at once for automatic assignment (each on a task of its own); more wait
+/// in the queue for the next pass, which every reported claim starts.
+pub const MAX_CLAIMS_IN_FLIGHT: usize = 32;
 
 pub struct TeamActor;
 
@@ -34,6 +48,8 @@ pub struct Args {
     /// Agents of the team, in config order (round robin follows it).
     pub members: Vec<String>,
     pub store: Store,
+    /// Where the queue's depth and oldest wait are published after every change.
+    pub stats: watch::Sender<QueueStats>,
 }
 
 pub struct State {
@@ -42,13 +58,32 @@ pub struct State {
     /// Who waits, in serving order (see [`WaitingLine`]).
     line: WaitingLine,
     ctx: Weak<Ctx>,
-    /// Round robin: index in `members` of the next agent to try.
-    cursor: usize,
-    /// Least loaded: when each agent was last given a conversation (ties go to the longest idle).
-    last_assigned: HashMap<String, u64>,
-    assignments: u64,
+    /// What the assignment policies remember between choices.
+    rotation: Rotation,
+    /// Automatic claims on their way, per agent (they count towards its load until reported).
+    claiming: HashMap<String, usize>,
     /// Until the queue is rebuilt from storage (at `Attach`), the store to rebuild it from.
     store: Option<crate::store::Store>,
+    stats: watch::Sender<QueueStats>,
+}
+
+impl State {
+    fn claims_in_flight(&self) -> usize {
+        self.claiming.values().sum()
+    }
+
+    /// Publishes depth and oldest wait if they changed.
+    fn publish(&self) {
+        let now = QueueStats {
+            depth: self.line.len(),
+            oldest_queued_at: self.line.oldest(),
+        };
+        self.stats.send_if_modified(|s| {
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+    }
 }
 
 /// Rebuilds the queue from the status index. It runs at `Attach`, not in `pre_start`, so start-up
@@ -82,6 +117,26 @@ pub struct QueueSnapshot {
     pub conversations: Vec<String>,
 }
 
+/// A team queue's depth and oldest wait, as published after every change (gauges read these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub depth: usize,
+    pub oldest_queued_at: Option<Millis>,
+}
+
+/// How an automatic claim ended, as its task reports it.
+#[derive(Debug)]
+pub enum Claimed {
+    /// The agent owns it now.
+    Won,
+    /// The agent filled up meanwhile: it waits again.
+    Full,
+    /// Claimed by someone or moved since it was queued: it no longer waits here.
+    Gone,
+    /// Storage or the actor failed: it waits again, for the next pass.
+    Failed,
+}
+
 pub enum TeamMsg {
     /// Gives the actor the shared context once it exists (teams start before it).
     Attach(Weak<Ctx>),
@@ -106,6 +161,15 @@ pub enum TeamMsg {
         limit: usize,
         reply: RpcReplyPort<QueueSnapshot>,
     },
+    /// An automatic claim's task reports how it ended.
+    Assigned {
+        conversation: String,
+        agent: String,
+        at: Millis,
+        priority: Priority,
+        avoid: Option<String>,
+        outcome: Claimed,
+    },
 }
 
 impl Actor for TeamActor {
@@ -123,17 +187,17 @@ impl Actor for TeamActor {
             members: args.members,
             line: WaitingLine::default(),
             ctx: Weak::new(),
-            cursor: 0,
-            last_assigned: HashMap::new(),
-            assignments: 0,
+            rotation: Rotation::default(),
+            claiming: HashMap::new(),
             store: Some(args.store),
+            stats: args.stats,
         };
         Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: TeamMsg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
@@ -141,11 +205,11 @@ impl Actor for TeamActor {
             TeamMsg::Attach(ctx) => {
                 state.ctx = ctx;
                 load_queue(state).await;
-                assign(state).await;
+                assign(state, &myself);
             }
             TeamMsg::Assign => {
                 load_queue(state).await;
-                assign(state).await
+                assign(state, &myself)
             }
             TeamMsg::Enqueue {
                 conversation,
@@ -154,7 +218,7 @@ impl Actor for TeamActor {
                 avoid,
             } => {
                 state.line.enqueue(&conversation, at, priority, avoid);
-                assign(state).await;
+                assign(state, &myself);
             }
             TeamMsg::Remove { conversation } => state.line.remove(&conversation),
             TeamMsg::Pop { reply } => {
@@ -167,66 +231,60 @@ impl Actor for TeamActor {
                     conversations: state.line.iter().take(limit).collect(),
                 });
             }
+            TeamMsg::Assigned {
+                conversation,
+                agent,
+                at,
+                priority,
+                avoid,
+                outcome,
+            } => {
+                if let Some(n) = state.claiming.get_mut(&agent) {
+                    *n = n.saturating_sub(1);
+                }
+                state.claiming.retain(|_, n| *n > 0);
+                match outcome {
+                    Claimed::Won => {
+                        state.rotation.assigned(&agent);
+                        metrics::counter!(crate::metrics::ASSIGNMENTS, "team" => state.id.clone(), "reason" => "auto").increment(1);
+                        assign(state, &myself);
+                    }
+                    Claimed::Full => {
+                        state.line.enqueue(&conversation, at, priority, avoid);
+                        assign(state, &myself);
+                    }
+                    Claimed::Gone => assign(state, &myself),
+                    // Waits for the next pass (a new arrival, an agent freeing a slot), so a
+                    // failing store is not retried in a tight loop.
+                    Claimed::Failed => state.line.enqueue(&conversation, at, priority, avoid),
+                }
+            }
         }
+        state.publish();
         Ok(())
     }
 }
 
-/// An agent's availability as the team sees it.
-struct Candidate {
-    id: String,
-    owned: usize,
+/// The members who can take a conversation now: online, below capacity once the claims on
+/// their way are counted. Read from the shared slots, without asking any actor.
+fn candidates(ctx: &Ctx, state: &State) -> Vec<Candidate> {
+    state
+        .members
+        .iter()
+        .filter_map(|id| {
+            let slots = ctx.agent_slots(id)?;
+            let a = slots.snapshot(id);
+            let owned = a.owned + state.claiming.get(id).copied().unwrap_or(0);
+            (a.presence == Presence::Online && owned < a.max_concurrent)
+                .then_some(Candidate { id: a.id, owned })
+        })
+        .collect()
 }
 
-async fn candidates(ctx: &Ctx, members: &[String]) -> Vec<Candidate> {
-    let mut out = Vec::new();
-    for id in members {
-        let Some(agent) = ctx.agent(id) else { continue };
-        if let Ok(CallResult::Success(a)) = agent
-            .call(|reply| AgentMsg::Get { reply }, Some(CALL_TIMEOUT))
-            .await
-        {
-            if a.presence == Presence::Online && a.owned < a.max_concurrent {
-                out.push(Candidate {
-                    id: a.id,
-                    owned: a.owned,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// Picks the agent for the next conversation according to the team's policy.
-fn pick(state: &mut State, assignment: Assignment, available: &[Candidate]) -> Option<String> {
-    match assignment {
-        Assignment::Manual => None,
-        Assignment::LeastLoaded => available
-            .iter()
-            .min_by_key(|c| {
-                (
-                    c.owned,
-                    state.last_assigned.get(&c.id).copied().unwrap_or(0),
-                )
-            })
-            .map(|c| c.id.clone()),
-        Assignment::RoundRobin => {
-            let n = state.members.len();
-            (0..n).find_map(|i| {
-                let idx = (state.cursor + i) % n;
-                let id = &state.members[idx];
-                available.iter().any(|c| &c.id == id).then(|| {
-                    state.cursor = (idx + 1) % n;
-                    id.clone()
-                })
-            })
-        }
-    }
-}
-
-/// Hands waiting conversations to available agents until one of the two runs out. Bounded: at
-/// most one pass over the queue plus one skip per member.
-async fn assign(state: &mut State) {
+/// Hands waiting conversations to available agents until one of the two runs out or
+/// [`MAX_CLAIMS_IN_FLIGHT`] claims are on their way; each claim runs on its own task and
+/// reports back. Never waits. Bounded: at most one pass over the queue plus one skip per member.
+fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
     if state.line.is_empty() {
         return;
     }
@@ -238,9 +296,9 @@ async fn assign(state: &mut State) {
         return;
     }
     let mut budget = state.line.len() + state.members.len();
-    while budget > 0 && !state.line.is_empty() {
+    while budget > 0 && !state.line.is_empty() && state.claims_in_flight() < MAX_CLAIMS_IN_FLIGHT {
         budget -= 1;
-        let mut available = candidates(&ctx, &state.members).await;
+        let mut available = candidates(&ctx, state);
         if available.is_empty() {
             break;
         }
@@ -254,59 +312,57 @@ async fn assign(state: &mut State) {
         if available.iter().any(|c| Some(&c.id) != avoid.as_ref()) {
             available.retain(|c| Some(&c.id) != avoid.as_ref());
         }
-        let Some(agent) = pick(state, assignment, &available) else {
+        let Some(agent) = pick(assignment, &state.members, &available, &mut state.rotation) else {
             state.line.enqueue(&conv, at, priority, avoid);
             break;
         };
+        *state.claiming.entry(agent.clone()).or_insert(0) += 1;
         let caller = Caller {
             id: agent.clone(),
             role: Role::Agent,
             teams: vec![state.id.clone()],
         };
-        let result = ctx
-            .ask(&conv, None, |reply| ConversationMsg::Assign {
-                agent: caller.clone(),
-                reply,
-            })
-            .await;
-        match result {
-            Ok(_) => {
-                state.assignments += 1;
-                state.last_assigned.insert(agent, state.assignments);
-                metrics::counter!(crate::metrics::ASSIGNMENTS, "team" => state.id.clone(), "reason" => "auto").increment(1);
-            }
-            // The agent filled up meanwhile: keep the conversation, try again with fresh loads.
-            Err(Error::Domain(DomainError::CapacityReached)) => {
-                state.line.enqueue(&conv, at, priority, avoid)
-            }
-            // Claimed by someone or moved since it was queued: it is no longer waiting here.
-            Err(Error::Domain(_)) => {}
-            Err(e) => {
-                tracing::warn!(team = %state.id, conversation = %conv, error = %e, "assignment failed; will retry");
-                state.line.enqueue(&conv, at, priority, avoid);
-                break;
-            }
-        }
+        let (ctx, myself, team) = (ctx.clone(), myself.clone(), state.id.clone());
+        tokio::spawn(async move {
+            let result = ctx
+                .ask(&conv, None, |reply| ConversationMsg::Assign {
+                    agent: caller.clone(),
+                    reply,
+                })
+                .await;
+            let outcome = match result {
+                Ok(_) => Claimed::Won,
+                Err(Error::Domain(DomainError::CapacityReached)) => Claimed::Full,
+                Err(Error::Domain(_)) => Claimed::Gone,
+                Err(e) => {
+                    tracing::warn!(%team, conversation = %conv, error = %e, "assignment failed; will retry");
+                    Claimed::Failed
+                }
+            };
+            // A team that stopped meanwhile rebuilds its queue from storage when it starts.
+            let _ = myself.cast(TeamMsg::Assigned {
+                conversation: conv,
+                agent,
+                at,
+                priority,
+                avoid,
+                outcome,
+            });
+        });
     }
 }
 
-/// Sets the queue depth and oldest-wait gauges of every team (called when /metrics is scraped,
-/// so the wait is current rather than as old as the last queue change).
-pub async fn publish_gauges(ctx: &Ctx) {
+/// Sets the queue depth and oldest-wait gauges of every team from what each team last
+/// published (called when /metrics is scraped, so the wait is current rather than as old as
+/// the last queue change). Touches no mailbox.
+pub fn publish_gauges(ctx: &Ctx) {
     let now = ctx.now();
-    for (id, team) in &ctx.teams {
-        if let Ok(CallResult::Success(q)) = team
-            .call(
-                |reply| TeamMsg::Snapshot { limit: 0, reply },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-        {
-            let wait = q
-                .oldest_queued_at
-                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
-            metrics::gauge!(crate::metrics::QUEUE_DEPTH, "team" => id.clone()).set(q.depth as f64);
-            metrics::gauge!(crate::metrics::QUEUE_OLDEST_WAIT, "team" => id.clone()).set(wait);
-        }
+    for (id, stats) in ctx.queue_stats() {
+        let q = *stats.borrow();
+        let wait = q
+            .oldest_queued_at
+            .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH, "team" => id.clone()).set(q.depth as f64);
+        metrics::gauge!(crate::metrics::QUEUE_OLDEST_WAIT, "team" => id.clone()).set(wait);
     }
 }

@@ -9,6 +9,7 @@
 //! ([`inbound`]) and what the config sets is stated in them ([`team`], [`agent::Role`]).
 
 pub mod agent;
+pub mod assignment;
 pub mod conversation;
 pub mod detect;
 pub mod hours;

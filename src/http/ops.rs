@@ -31,7 +31,7 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    crate::actors::team::publish_gauges(&s.ctx).await;
+    crate::actors::team::publish_gauges(&s.ctx);
     crate::metrics::publish_store_memory(&s.ctx.store).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
