@@ -1,0 +1,327 @@
+//! What the business sends: replies and notes (idempotent per author and key), the outbox's
+//! attempts and outcomes, and wamids adopted from status callbacks for sends whose answer was
+//! lost.
+
+use super::*;
+
+impl ConversationActor {
+    /// Message `seq` as last committed: the kept copy of an open outbound message, else storage.
+    /// The reply stored under idempotency key `key` in this conversation, if any.
+    pub(super) async fn keyed(&self, state: &State, key: &str) -> Result<Option<Message>, Error> {
+        match self.ctx.store.idempotent_seq(&state.conv.id, key).await? {
+            Some(seq) => self.message(state, seq).await,
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn message(&self, state: &State, seq: u64) -> Result<Option<Message>, Error> {
+        if let Some(m) = state.recent.get(seq) {
+            return Ok(Some(m.clone()));
+        }
+        Ok(self.ctx.store.get_message(&state.conv.id, seq).await?)
+    }
+
+    pub(super) async fn reply(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        text: String,
+        idempotency_key: Option<String>,
+    ) -> Result<Message, Error> {
+        let id = state.conv.id.clone();
+        let now = self.ctx.now();
+        if let Some(key) = &idempotency_key {
+            if let Some(msg) = self.keyed(state, key).await? {
+                // A retry gets its original answer; anyone else learns nothing of a message
+                // they did not write.
+                if msg.author.is_agent(&caller.id) {
+                    return Ok(msg);
+                }
+                state.conv.check_reply(caller, now)?;
+                return Err(DomainError::Invalid(
+                    "idempotency_key was already used in this conversation by someone else".into(),
+                )
+                .into());
+            }
+        }
+        state.conv.check_reply(caller, now)?;
+        if self.ctx.config.number(&state.conv.number).is_none() {
+            // Its webhooks are kept, but no outbox sends from a number missing from the config:
+            // a 202 here would leave the reply pending forever.
+            return Err(DomainError::Invalid(format!(
+                "number {} is not in [[numbers]]; nothing can be sent from it",
+                state.conv.number
+            ))
+            .into());
+        }
+        let mut next = state.conv.clone();
+        // Settle the response clocks this reply answers; a late reply whose deadline the timer
+        // has not reported yet is a miss, reported here once.
+        let policies = self.ctx.policies();
+        let settled: Vec<(SlaKind, bool)> = [SlaKind::FirstResponse, SlaKind::NextResponse]
+            .into_iter()
+            .filter_map(|kind| policies.sla_met(&next, kind, now).map(|met| (kind, met)))
+            .collect();
+        next.on_human_reply(now);
+        let (msg, job) =
+            outbound_message(&mut next, &caller.id, text, idempotency_key.clone(), now);
+        let seq = msg.seq;
+        let mut batch = Batch::new();
+        batch.put_message(&msg)?;
+        batch.put_outbox(&job)?;
+        if let Some(key) = &idempotency_key {
+            batch.put_idempotency(&id, key, seq);
+        }
+        self.persist(state, next, batch).await?;
+        state.recent.remember(&msg);
+        for (kind, met) in settled {
+            record_sla(state.conv.team(), kind, met);
+        }
+        metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
+        if let Some(outbox) = self.ctx.outbox.get() {
+            outbox.enqueue(job);
+        }
+        self.publish(
+            EventKind::MessageCreated,
+            &state.conv,
+            Some(msg.clone()),
+            None,
+        );
+        Ok(msg)
+    }
+
+    pub(super) async fn note(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        text: String,
+    ) -> Result<Message, Error> {
+        let mut next = state.conv.clone();
+        let msg = note_message(&mut next, caller, text, self.ctx.now());
+        let mut batch = Batch::new();
+        batch.put_message(&msg)?;
+        self.persist(state, next, batch).await?;
+        self.publish(
+            EventKind::MessageCreated,
+            &state.conv,
+            Some(msg.clone()),
+            None,
+        );
+        Ok(msg)
+    }
+
+    /// Whether message `seq` still waits for a send: pending (its outbox entry exists exactly
+    /// as long: both are written, and both settled, in one batch).
+    pub(super) async fn awaits_send(
+        &self,
+        state: &State,
+        seq: u64,
+    ) -> Result<Option<Message>, Error> {
+        Ok(self
+            .message(state, seq)
+            .await?
+            .filter(|m| m.status == Some(DeliveryStatus::Pending)))
+    }
+
+    pub(super) async fn send_attempt(
+        &self,
+        state: &mut State,
+        job: OutboxJob,
+    ) -> Result<bool, Error> {
+        if self.awaits_send(state, job.seq).await?.is_none() {
+            // Settled meanwhile (adopted, or a second copy): writing would bring the job back.
+            return Ok(false);
+        }
+        let mut batch = Batch::new();
+        batch.put_outbox(&job)?;
+        self.ctx.store.commit(batch).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn send_outcome(
+        &self,
+        state: &mut State,
+        seq: u64,
+        outcome: Result<Option<String>, MessageError>,
+    ) -> Result<bool, Error> {
+        let id = state.conv.id.clone();
+        let mut batch = Batch::new();
+        batch.delete_outbox(&id, seq);
+        let Some(mut msg) = self.awaits_send(state, seq).await? else {
+            // Unknown or already settled (a duplicate outcome after a restart, or a status
+            // callback adopted it while the request was out): drop the job.
+            self.ctx.store.commit(batch).await?;
+            return Ok(false);
+        };
+        let wamid = outcome.as_ref().ok().cloned().flatten();
+        let label = match outcome {
+            Ok(wamid) => {
+                msg.status = Some(DeliveryStatus::Accepted);
+                msg.wamid = wamid;
+                "accepted"
+            }
+            Err(e) => {
+                let label = if e.is_window_closed() {
+                    "window_closed"
+                } else {
+                    "failed"
+                };
+                msg.status = Some(DeliveryStatus::Failed);
+                msg.error = Some(e);
+                label
+            }
+        };
+        batch.put_message(&msg)?;
+        state.recent.forget(seq);
+        self.ctx.store.commit(batch).await?;
+        state.recent.remember(&msg);
+        if let Some(wamid) = wamid {
+            self.wamid_recorded(state, &mut msg, &wamid).await?;
+        }
+        metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
+        self.record_delay(state, &msg);
+        self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+        Ok(true)
+    }
+
+    /// `at` is when the reply was accepted (the 202): the delay a customer waits for it.
+    pub(super) fn record_delay(&self, state: &State, msg: &Message) {
+        let delay_ms = self.ctx.now().saturating_sub(msg.at).max(0);
+        metrics::histogram!(m::OUTBOUND_DELAY, "number" => state.conv.number.clone())
+            .record(delay_ms as f64 / 1000.0);
+    }
+
+    /// After the commit that gave `msg` its wamid (its index entry): remembers where the wamid
+    /// lives and applies a status parked for it meanwhile.
+    pub(super) async fn wamid_recorded(
+        &self,
+        state: &mut State,
+        msg: &mut Message,
+        wamid: &str,
+    ) -> Result<(), Error> {
+        if let Some(seen) = &mut state.seen {
+            seen.insert(wamid);
+        }
+        self.ctx.sent.remember(
+            wamid,
+            crate::store::WamidRef {
+                conversation_id: state.conv.id.clone(),
+                seq: msg.seq,
+            },
+        );
+        // Write first, check second (the webhook path does the same in the other order): a
+        // status that came before the wamid was recorded was parked as an orphan and is applied
+        // here; one parked after this commit finds the wamid and comes to this actor as a Status
+        // message. (Only this read, after the commit, is needed: reading before it too would
+        // cost every send a second blocking-pool round trip.)
+        if let Some(orphan) = self.ctx.store.orphan_status(wamid).await? {
+            let changed = msg.apply_status(orphan.status, orphan.error);
+            let mut batch = Batch::new();
+            batch.delete_orphan_status(wamid);
+            if changed {
+                batch.put_message(msg)?;
+                state.recent.forget(msg.seq);
+            }
+            self.ctx.store.commit(batch).await?;
+            if changed {
+                state.recent.remember(msg);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn adopt(
+        &self,
+        state: &mut State,
+        seq: u64,
+        update: InboundStatus,
+    ) -> Result<bool, Error> {
+        if update.number != state.conv.number {
+            return Ok(false);
+        }
+        let Some(mut msg) = self.message(state, seq).await? else {
+            return Ok(false);
+        };
+        if msg.direction != Direction::Outbound {
+            return Ok(false);
+        }
+        match &msg.wamid {
+            // Adopted (or answered) since the webhook looked the wamid up: an ordinary status.
+            Some(w) if *w == update.wamid => {
+                return self.status(state, seq, update).await.map(|_| true)
+            }
+            Some(_) => return Ok(false),
+            None => {}
+        }
+        let pending = msg.status == Some(DeliveryStatus::Pending);
+        // Pending: the send is out, held or queued. Accepted without a wamid: an answer without
+        // `messages[0].id` recorded by an earlier release. A failed message stays failed.
+        if !pending && msg.status != Some(DeliveryStatus::Accepted) {
+            return Ok(false);
+        }
+        let id = state.conv.id.clone();
+        let mut batch = Batch::new();
+        batch.put_status_log(&update.wamid, update.status, update.at, &update.raw);
+        if pending {
+            batch.delete_outbox(&id, seq);
+            msg.status = Some(DeliveryStatus::Accepted);
+        }
+        msg.wamid = Some(update.wamid.clone());
+        msg.apply_status(update.status, update.error.clone());
+        batch.put_message(&msg)?;
+        state.recent.forget(seq);
+        self.ctx.store.commit(batch).await?;
+        state.recent.remember(&msg);
+        self.wamid_recorded(state, &mut msg, &update.wamid).await?;
+        metrics::counter!(m::OUTBOX_ADOPTED, "number" => state.conv.number.clone()).increment(1);
+        metrics::counter!(m::STATUS_UPDATES, "outcome" => "applied").increment(1);
+        if pending {
+            metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "accepted").increment(1);
+            self.record_delay(state, &msg);
+            if let Some(outbox) = self.ctx.outbox.get() {
+                outbox.adopted(&state.conv.number, &id, seq);
+            }
+        }
+        self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+        Ok(true)
+    }
+}
+
+/// A text to the customer by agent `author`, durable with its outbox job in the same batch.
+pub(super) fn outbound_message(
+    conv: &mut Conversation,
+    author: &str,
+    text: String,
+    idempotency_key: Option<String>,
+    now: Millis,
+) -> (Message, OutboxJob) {
+    let msg = conv.append_outbound(
+        Author::Agent(author.to_string()),
+        text,
+        idempotency_key,
+        now,
+    );
+    let job = outbox_job(conv, &msg);
+    (msg, job)
+}
+
+/// The outbox's copy of outbound message `msg`: what to send, from which number, to whom.
+pub(super) fn outbox_job(conv: &Conversation, msg: &Message) -> OutboxJob {
+    OutboxJob {
+        conversation_id: conv.id.clone(),
+        seq: msg.seq,
+        number: conv.number.clone(),
+        to: conv.customer.clone(),
+        text: msg.text.clone().unwrap_or_default(),
+        in_doubt: false,
+    }
+}
+
+pub(super) fn note_message(
+    conv: &mut Conversation,
+    caller: &Caller,
+    text: String,
+    now: i64,
+) -> Message {
+    conv.append_note(Author::Agent(caller.id.clone()), text, now)
+}

@@ -1,0 +1,193 @@
+//! Who owns the conversation: claims (manual, `next`, automatic), release, resolve, transfer and
+//! hand-backs, each checked by the domain's rules and committed before anyone is told.
+
+use super::*;
+
+impl ConversationActor {
+    /// A claim by `caller` (or a team's assignment to it); agents' claims are counted by
+    /// outcome, automatic assignments by `switchboard_assignments_total` instead.
+    pub(super) async fn claim(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        kind: ClaimKind,
+    ) -> Result<Conversation, Error> {
+        let r = self.take(state, caller, kind).await;
+        match (&r, kind) {
+            (_, ClaimKind::Auto) => {}
+            (Ok(_), _) => self.ctx.claims_won.increment(1),
+            (Err(e), _) => metrics::counter!(m::CLAIMS, "outcome" => e.code()).increment(1),
+        }
+        r
+    }
+
+    pub(super) async fn take(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        kind: ClaimKind,
+    ) -> Result<Conversation, Error> {
+        if kind != ClaimKind::Direct {
+            state.conv.check_waiting()?;
+        }
+        if !state.conv.check_claim(caller)? {
+            return Ok(state.conv.clone());
+        }
+        self.reserve_agent(&caller.id, &state.conv.id, kind == ClaimKind::Auto)?;
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        next.assign(&caller.id, self.ctx.now());
+        if let Err(e) = self.persist(state, next, Batch::new()).await {
+            self.free_agent(&caller.id, &before.id);
+            return Err(e);
+        }
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(
+            EventKind::ConversationClaimed,
+            &state.conv,
+            None,
+            Some(&before),
+        );
+        Ok(state.conv.clone())
+    }
+
+    /// After a durable release (by the owner or a hand-back): the owner's slot, the team queue
+    /// and the event.
+    pub(super) fn released(&self, state: &State, before: &Conversation, owner: &str, avoid: bool) {
+        self.free_agent(owner, &before.id);
+        self.sync_queues_avoiding(Some(before), &state.conv, avoid.then_some(owner));
+        self.publish(
+            EventKind::ConversationReleased,
+            &state.conv,
+            None,
+            Some(before),
+        );
+    }
+
+    pub(super) async fn release(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+    ) -> Result<Conversation, Error> {
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        let owner = next.release(caller, self.ctx.now())?;
+        self.persist(state, next, Batch::new()).await?;
+        self.released(state, &before, &owner, false);
+        Ok(state.conv.clone())
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+    ) -> Result<Conversation, Error> {
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        let freed = next.resolve(caller)?;
+        if next == before {
+            return Ok(before);
+        }
+        let met = self
+            .ctx
+            .policies()
+            .sla_met(&before, SlaKind::Resolution, self.ctx.now());
+        self.persist(state, next, Batch::new()).await?;
+        if let Some(met) = met {
+            record_sla(state.conv.team(), SlaKind::Resolution, met);
+        }
+        if let Some(owner) = freed {
+            self.free_agent(&owner, &before.id);
+        }
+        self.sync_queues(Some(&before), &state.conv);
+        self.publish(
+            EventKind::ConversationResolved,
+            &state.conv,
+            None,
+            Some(&before),
+        );
+        Ok(state.conv.clone())
+    }
+
+    pub(super) async fn transfer(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        target: TransferTarget,
+        note: Option<String>,
+    ) -> Result<Conversation, Error> {
+        let old_owner = state.conv.check_transfer(caller)?;
+        let now = self.ctx.now();
+        let new_owner = match &target {
+            TransferTarget::Team(team) if !self.ctx.config.team_exists(team) => {
+                return Err(DomainError::NotFound.into())
+            }
+            TransferTarget::Team(_) => None,
+            TransferTarget::Agent { id, .. } => {
+                if old_owner.as_deref() != Some(id.as_str()) {
+                    self.reserve_agent(id, &state.conv.id, false)?;
+                }
+                Some(id.clone())
+            }
+        };
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        next.transfer(&target, now);
+        let mut batch = Batch::new();
+        let mut note_msg = None;
+        if let Some(text) = note.filter(|t| !t.trim().is_empty()) {
+            let msg = note_message(&mut next, caller, text, now);
+            batch.put_message(&msg)?;
+            note_msg = Some(msg);
+        }
+        if let Err(e) = self.persist(state, next, batch).await {
+            if let Some(n) = new_owner.filter(|n| Some(n) != old_owner.as_ref()) {
+                self.free_agent(&n, &before.id);
+            }
+            return Err(e);
+        }
+        if let Some(o) = old_owner.filter(|o| Some(o) != new_owner.as_ref()) {
+            self.free_agent(&o, &before.id);
+        }
+        self.transferred(&before, &state.conv);
+        if let Some(msg) = note_msg {
+            self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
+        }
+        Ok(state.conv.clone())
+    }
+
+    /// Takes the conversation from `from` back to its team's queue, with a system note saying
+    /// why. An owner going offline only loses conversations of auto-assigning teams (in a manual
+    /// team nobody would pick them up sooner); deadlines apply to every team that sets them.
+    pub(super) async fn reassign(
+        &self,
+        state: &mut State,
+        from: &str,
+        reason: String,
+        why: Reassignment,
+    ) -> Result<bool, Error> {
+        let manual = self.ctx.policies().assignment(state.conv.team()) == Assignment::Manual;
+        if manual && why == Reassignment::Offline {
+            return Ok(false);
+        }
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        let now = self.ctx.now();
+        if !next.unassign(from, now) {
+            return Ok(false);
+        }
+        let note = next.append_note(
+            Author::System,
+            format!("reassigned from {from}: {reason}"),
+            now,
+        );
+        let mut batch = Batch::new();
+        batch.put_message(&note)?;
+        self.persist(state, next, batch).await?;
+        metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team().to_string(), "reason" => why.label())
+            .increment(1);
+        self.released(state, &before, from, true);
+        self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+        Ok(true)
+    }
+}
