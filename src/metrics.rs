@@ -262,8 +262,9 @@ pub const WEBHOOK_OUTCOMES: [&str; 7] = [
     "error",
 ];
 /// Every code an API or webhook error answer carries (`API_REQUESTS` counts each answer).
-pub const API_OUTCOMES: [&str; 18] = [
+pub const API_OUTCOMES: [&str; 19] = [
     "invalid_request",
+    "method_not_allowed",
     "unauthorized",
     "forbidden",
     "not_found",
@@ -310,6 +311,8 @@ pub fn zero_known_series(teams: &[&str], numbers: &[&str]) {
     for name in [
         INBOUND_MESSAGES,
         INBOUND_DUPLICATES,
+        INBOUND_WAMID_CONFLICTS,
+        INBOUND_FUTURE_TIMESTAMPS,
         OUTBOUND_RETRIES,
         OUTBOX_SPILLED,
         BROKER_RESTARTS,

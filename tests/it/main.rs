@@ -10,16 +10,19 @@
 
 mod common;
 
+mod access;
 mod api;
 mod assignment;
 mod config;
 mod connections;
+mod contract_errors;
 mod conversations;
 mod crash;
 mod delivery;
 mod events;
 mod idle;
 mod list_paging;
+mod loose_input;
 mod metrics;
 mod outbound;
 mod outbox_metrics;

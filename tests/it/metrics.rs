@@ -278,6 +278,8 @@ async fn a_fresh_broker_exports_its_known_series_at_zero() {
     for name in [
         "switchboard_inbound_messages_total",
         "switchboard_inbound_duplicates_total",
+        "switchboard_inbound_wamid_conflicts_total",
+        "switchboard_inbound_future_timestamps_total",
         "switchboard_outbound_retries_total",
         "switchboard_outbox_spilled_total",
         "switchboard_api_requests_refused_total",
