@@ -152,6 +152,10 @@ impl Broker {
     ) -> Result<Broker, StartError> {
         let metrics = m::install();
         m::zero_known_series(
+            &crate::error::Code::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>(),
             &config
                 .teams
                 .iter()

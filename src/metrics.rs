@@ -261,28 +261,6 @@ pub const WEBHOOK_OUTCOMES: [&str; 7] = [
     "overloaded",
     "error",
 ];
-/// Every code an API or webhook error answer carries (`API_REQUESTS` counts each answer).
-pub const API_OUTCOMES: [&str; 19] = [
-    "invalid_request",
-    "method_not_allowed",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "already_assigned",
-    "capacity_reached",
-    "not_owner",
-    "window_closed",
-    "not_waiting",
-    "storage_error",
-    "unavailable",
-    "overloaded",
-    "shutting_down",
-    "rate_limited",
-    "payload_too_large",
-    "request_timeout",
-    "invalid_signature",
-    "invalid_json",
-];
 /// `CLAIMS` outcomes.
 pub const CLAIM_OUTCOMES: [&str; 4] = ["won", "already_assigned", "capacity_reached", "not_found"];
 /// `OUTBOUND_MESSAGES` outcomes.
@@ -301,12 +279,13 @@ pub const AMBIGUOUS_CAUSES: [&str; 4] = ["timeout", "connection", "no_message_id
 pub const AGENT_REFUSED_KINDS: [&str; 2] = ["requests", "streams"];
 
 /// Registers every counter and histogram whose label values are known at start-up (fixed sets,
-/// and the configured `teams` and `numbers`), so `/metrics` shows each series at 0 before the
-/// first event: after a restart a dashboard sees the series from the first scrape, and `rate()`
-/// has the zero to start from instead of missing the first increment. Idempotent (several
+/// every error code in `api_codes`, i.e. `error::Code::ALL`, and the configured `teams` and
+/// `numbers`), so `/metrics` shows each series at 0 before the first event: after a restart a
+/// dashboard sees the series from the first scrape, and `rate()` has the zero to start from
+/// instead of missing the first increment. Idempotent (several
 /// brokers share the process-wide recorder in tests). Series whose labels depend on traffic
 /// (routing rules, fallback moves, HTTP routes) still appear on first use.
-pub fn zero_known_series(teams: &[&str], numbers: &[&str]) {
+pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[&str]) {
     use metrics::{counter, histogram};
     for name in [
         INBOUND_MESSAGES,
@@ -325,7 +304,7 @@ pub fn zero_known_series(teams: &[&str], numbers: &[&str]) {
     }
     for (name, outcomes) in [
         (WEBHOOK_REQUESTS, &WEBHOOK_OUTCOMES[..]),
-        (API_REQUESTS, &API_OUTCOMES[..]),
+        (API_REQUESTS, api_codes),
         (CLAIMS, &CLAIM_OUTCOMES[..]),
         (OUTBOUND_MESSAGES, &OUTBOUND_OUTCOMES[..]),
         (STATUS_UPDATES, &STATUS_OUTCOMES[..]),
