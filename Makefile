@@ -1,5 +1,5 @@
 # Two commands on a fresh Debian/Ubuntu machine with the Rust toolchain:
-#   make run    build and start the broker on config/default.toml (embedded RocksDB in ./data)
+#   make run    build (dev profile) and start the broker on config/default.toml (RocksDB in ./data)
 #   make test   run the whole test suite
 # Both install what RocksDB's bindings need (clang, libclang) when it is missing.
 
@@ -14,16 +14,19 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang libclang-dev; \
 	fi
 
+# The dev profile, not --release: `make test` then reuses every dependency this build compiled
+# (RocksDB's C++ above all) instead of compiling them a second time in another profile. A
+# release binary (benchmarks, load tests, production): `cargo build --release`.
 run: deps
-	$(CARGO) run --release --bin switchboard -- --config config/default.toml
+	$(CARGO) run --bin switchboard -- --config config/default.toml
 
-# One `cargo test --workspace` feature set for everything: a separate `cargo build --bin` resolves
-# features without dev-dependencies and would build RocksDB a second time. The first command
-# builds every test and the broker binary (into target/debug) that the load generator's smoke
-# test starts; CARGO_INCREMENTAL=0 keeps a one-off CI build from writing incremental caches.
+# The first command builds every test and the broker binary (into target/debug, beside the load
+# generator) that the load generator's smoke test starts; the integration tests are one binary
+# (tests/it), so the broker and RocksDB are linked once. CARGO_INCREMENTAL=0 keeps a one-off CI
+# build from writing incremental caches.
 test: deps
 	CARGO_INCREMENTAL=0 $(CARGO) test --workspace --no-run
-	CARGO_INCREMENTAL=0 SWITCHBOARD_BIN=$(CURDIR)/target/debug/switchboard $(CARGO) test --workspace
+	CARGO_INCREMENTAL=0 $(CARGO) test --workspace
 
 bench: deps
 	$(CARGO) bench

@@ -151,6 +151,22 @@ impl Broker {
         clock: SharedClock,
     ) -> Result<Broker, StartError> {
         let metrics = m::install();
+        m::zero_known_series(
+            &crate::error::Code::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>(),
+            &config
+                .teams
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>(),
+            &config
+                .numbers
+                .iter()
+                .map(|n| n.phone_number_id.as_str())
+                .collect::<Vec<_>>(),
+        );
         let config = Arc::new(config);
 
         let path = config.storage.path.clone();

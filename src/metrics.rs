@@ -251,6 +251,101 @@ fn describe() {
     );
 }
 
+/// Every outcome a webhook POST is counted under (`WEBHOOK_REQUESTS`).
+pub const WEBHOOK_OUTCOMES: [&str; 7] = [
+    "ok",
+    "invalid_signature",
+    "invalid_json",
+    "too_large",
+    "timeout",
+    "overloaded",
+    "error",
+];
+/// `CLAIMS` outcomes.
+pub const CLAIM_OUTCOMES: [&str; 4] = ["won", "already_assigned", "capacity_reached", "not_found"];
+/// `OUTBOUND_MESSAGES` outcomes.
+pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];
+/// `STATUS_UPDATES` outcomes.
+pub const STATUS_OUTCOMES: [&str; 3] = ["applied", "stale", "orphan"];
+/// `ASSIGNMENTS` reasons, per team.
+pub const ASSIGNMENT_REASONS: [&str; 4] =
+    ["auto", "assignee_offline", "no_answer", "sla_escalation"];
+/// `SLA` kinds and outcomes, per team.
+pub const SLA_KINDS: [&str; 3] = ["first_response", "next_response", "resolution"];
+pub const SLA_OUTCOMES: [&str; 2] = ["hit", "miss"];
+/// `OUTBOX_AMBIGUOUS` causes, per number.
+pub const AMBIGUOUS_CAUSES: [&str; 4] = ["timeout", "connection", "no_message_id", "restart"];
+/// `AGENT_REFUSED` kinds.
+pub const AGENT_REFUSED_KINDS: [&str; 2] = ["requests", "streams"];
+
+/// Registers every counter and histogram whose label values are known at start-up (fixed sets,
+/// every error code in `api_codes`, i.e. `error::Code::ALL`, and the configured `teams` and
+/// `numbers`), so `/metrics` shows each series at 0 before the first event: after a restart a
+/// dashboard sees the series from the first scrape, and `rate()` has the zero to start from
+/// instead of missing the first increment. Idempotent (several
+/// brokers share the process-wide recorder in tests). Series whose labels depend on traffic
+/// (routing rules, fallback moves, HTTP routes) still appear on first use.
+pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[&str]) {
+    use metrics::{counter, histogram};
+    for name in [
+        INBOUND_MESSAGES,
+        INBOUND_DUPLICATES,
+        INBOUND_WAMID_CONFLICTS,
+        INBOUND_FUTURE_TIMESTAMPS,
+        OUTBOUND_RETRIES,
+        OUTBOX_SPILLED,
+        BROKER_RESTARTS,
+        API_REFUSED,
+        ACTOR_RESTARTS,
+        ACTOR_ACTIVATIONS,
+        MAILBOX_FULL,
+    ] {
+        counter!(name).increment(0);
+    }
+    for (name, outcomes) in [
+        (WEBHOOK_REQUESTS, &WEBHOOK_OUTCOMES[..]),
+        (API_REQUESTS, api_codes),
+        (CLAIMS, &CLAIM_OUTCOMES[..]),
+        (OUTBOUND_MESSAGES, &OUTBOUND_OUTCOMES[..]),
+        (STATUS_UPDATES, &STATUS_OUTCOMES[..]),
+    ] {
+        for &outcome in outcomes {
+            counter!(name, "outcome" => outcome).increment(0);
+        }
+    }
+    for &kind in &AGENT_REFUSED_KINDS {
+        counter!(AGENT_REFUSED, "kind" => kind).increment(0);
+    }
+    for &team in teams {
+        for &reason in &ASSIGNMENT_REASONS {
+            counter!(ASSIGNMENTS, "team" => team.to_owned(), "reason" => reason).increment(0);
+        }
+        for &kind in &SLA_KINDS {
+            for &outcome in &SLA_OUTCOMES {
+                counter!(SLA, "team" => team.to_owned(), "kind" => kind, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
+    }
+    for &number in numbers {
+        for &cause in &AMBIGUOUS_CAUSES {
+            counter!(OUTBOX_AMBIGUOUS, "number" => number.to_owned(), "cause" => cause)
+                .increment(0);
+        }
+        counter!(OUTBOX_ADOPTED, "number" => number.to_owned()).increment(0);
+        // A registered histogram renders with zero counts until its first sample.
+        let _ = histogram!(OUTBOUND_DELAY, "number" => number.to_owned());
+    }
+    for name in [
+        WEBHOOK_DURATION,
+        GRAPH_DURATION,
+        STORE_COMMIT_SECONDS,
+        STORE_GROUP_SIZE,
+    ] {
+        let _ = histogram!(name);
+    }
+}
+
 /// Sets the storage memory gauges (called at scrape).
 pub async fn publish_store_memory(store: &crate::store::Store) {
     let u = match store.memory().await {

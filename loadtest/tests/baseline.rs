@@ -43,15 +43,12 @@ fn the_baseline_process_prints_its_address_and_answers_200() {
     child.wait().expect("reap");
 }
 
-/// `--baseline-rounds 2` against a real broker (`SWITCHBOARD_BIN`, as in the smoke test; skipped
-/// when unset): two rounds each report a ratio, the broker's CPU is split between its slices and
-/// the baseline's, and the audit still passes.
+/// `--baseline-rounds 2` against a real broker (`SWITCHBOARD_BIN` or the one built beside the
+/// load generator, as in the smoke test): two rounds each report a ratio, the broker's CPU is
+/// split between its slices and the baseline's, and the audit still passes.
 #[test]
 fn baseline_rounds_alternate_with_the_broker() {
-    let Some(bin) = common::broker_bin() else {
-        eprintln!("note: SWITCHBOARD_BIN is not set; skipping the baseline rounds run");
-        return;
-    };
+    let bin = common::broker_bin();
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("rounds.json");
     let status = Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))

@@ -2,16 +2,38 @@
 
 use std::path::{Path, PathBuf};
 
-/// The broker binary the runs start: `SWITCHBOARD_BIN`, absolute, or relative to the current
-/// directory or the workspace root. None when unset (the test then skips with a note, so
-/// `cargo test` works before the broker is built).
-pub fn broker_bin() -> Option<PathBuf> {
-    let raw = std::env::var_os("SWITCHBOARD_BIN")?;
-    let p = PathBuf::from(raw);
+/// The broker binary the runs start: `SWITCHBOARD_BIN` (absolute, or relative to the current
+/// directory or the workspace root) when set; otherwise the broker built into the same target
+/// directory as this test's load generator (`target/debug/switchboard` after
+/// `cargo test --workspace`, which builds it). Panics, saying how to get one, when neither
+/// exists: a smoke test that skips would pass without testing anything.
+pub fn broker_bin() -> PathBuf {
+    let bin = match std::env::var_os("SWITCHBOARD_BIN") {
+        Some(raw) => resolve(PathBuf::from(raw)),
+        None => beside_the_load_generator(),
+    };
+    assert!(
+        bin.is_file(),
+        "no broker binary at {}: build it with `cargo build --bin switchboard` (or run \
+         `cargo test --workspace`, which builds it), or point SWITCHBOARD_BIN at one",
+        bin.display()
+    );
+    bin
+}
+
+fn resolve(p: PathBuf) -> PathBuf {
     if p.is_absolute() || p.exists() {
-        return Some(p);
+        return p;
     }
     // Relative to the workspace root (this crate lives in <root>/loadtest).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.join(&p);
-    Some(if root.exists() { root } else { p })
+    match Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
+        Some(root) if root.join(&p).exists() => root.join(p),
+        _ => p,
+    }
+}
+
+/// `<target>/<profile>/switchboard`, next to `<target>/<profile>/switchboard-loadtest`.
+fn beside_the_load_generator() -> PathBuf {
+    let loadgen = Path::new(env!("CARGO_BIN_EXE_switchboard-loadtest"));
+    loadgen.with_file_name(format!("switchboard{}", std::env::consts::EXE_SUFFIX))
 }

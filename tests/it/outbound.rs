@@ -1,10 +1,8 @@
 //! Replies, notes, idempotency and the Graph API outbox (retries, failures, restart).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// The text of each send, in the order the fake Graph API received them.

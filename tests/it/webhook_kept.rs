@@ -9,9 +9,7 @@
 //! acknowledgements (nothing flushed by a clean shutdown), restarts it on the same directory,
 //! shuts that down and reads the column family directly.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use switchboard::store::schema::{CF_OTHER_CHANGES, CF_STATUS_LOG};
 

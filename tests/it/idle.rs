@@ -1,15 +1,16 @@
 //! Idle conversation actors passivate and come back from storage with their state intact.
 //! (Its own test binary, so the process-global actor gauge belongs to this broker alone.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passivated_conversations_reactivate_with_state_intact() {
+    if reran_alone!() {
+        return;
+    }
     let tb = TB::start_with(|c| c.idle_timeout_ms = 200).await;
     let cust = customer();
     let id = tb.open_conv(N1, &cust, "before idle").await;

@@ -1,9 +1,7 @@
 //! Webhook input Meta should not send but might: timestamps from the future, one wamid listed
 //! under two customers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// How far ahead of the broker's clock a timestamp is still taken as given (`ingest`).

@@ -10,9 +10,7 @@
 //! [`ROUTES`] lists every route; [`routes_are_all_in_the_table`] fails when a per-conversation
 //! route appears in `src/http` without a row here.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 

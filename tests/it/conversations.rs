@@ -1,8 +1,6 @@
 //! Conversations: identity, ownership (claim/release/transfer/resolve), reopen, window.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

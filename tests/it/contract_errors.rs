@@ -1,9 +1,7 @@
 //! Every error the HTTP surface gives is the contract's `{"error": {"code", "message"}}` JSON:
 //! query-string, path and body rejections, paths and methods nothing serves, odd ids.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Sends `method path` and returns (status, content-type, body as JSON or Null).

@@ -2,11 +2,9 @@
 //! agents below `max_concurrent`, the backlog drains when an agent comes online or frees a slot,
 //! and `manual` teams (the default) assign nothing.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const N3: &str = "306540352242944";

@@ -1,8 +1,6 @@
 //! Agent API basics: auth, presence, visibility, list filters, healthz, graceful restart.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn ids(convs: &[Value]) -> Vec<String> {

@@ -1,10 +1,8 @@
 //! Team queues: `GET /api/v1/teams/{id}/queue` and `POST /api/v1/teams/{id}/next`.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,6 @@
 //! Prometheus metrics at `GET /metrics`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn has_series(text: &str, name: &str) -> bool {
     text.lines().any(|l| {
@@ -168,6 +166,9 @@ async fn required_metrics_are_present_and_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_of_an_unknown_conversation_is_counted_as_not_found() {
+    if reran_alone!() {
+        return;
+    }
     let tb = TB::start().await;
     let count = |t: &str| {
         metric_sum(t, "switchboard_claims_total", &["outcome=\"not_found\""]).unwrap_or(0.0)
@@ -176,4 +177,116 @@ async fn a_claim_of_an_unknown_conversation_is_counted_as_not_found() {
     let (s, body) = tb.claim(ALICE, "0000000000000000").await;
     assert_eq!(s, 404, "{body}");
     assert_eq!(count(&tb.metrics().await), before + 1.0);
+}
+
+/// Counters and histograms with known labels are exported at 0 from start-up, before any
+/// traffic, so dashboards and `rate()` see them right after a restart. Alone in its process: the
+/// other tests' brokers move the same process-wide counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_broker_exports_its_known_series_at_zero() {
+    if reran_alone!() {
+        return;
+    }
+    let tb = TB::start().await;
+    let text = tb.metrics().await;
+    let zero = |name: &str, labels: &[&str]| {
+        assert_eq!(
+            metric_sum(&text, name, labels),
+            Some(0.0),
+            "{name}{labels:?} is not exported at 0:\n{text}"
+        );
+    };
+    for outcome in [
+        "ok",
+        "invalid_signature",
+        "invalid_json",
+        "too_large",
+        "timeout",
+        "overloaded",
+        "error",
+    ] {
+        zero(
+            "switchboard_webhook_requests_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        );
+    }
+    for outcome in [
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "already_assigned",
+        "capacity_reached",
+        "not_owner",
+        "window_closed",
+        "overloaded",
+    ] {
+        zero(
+            "switchboard_api_requests_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        );
+    }
+    for outcome in ["won", "already_assigned", "capacity_reached", "not_found"] {
+        zero(
+            "switchboard_claims_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        );
+    }
+    for outcome in ["queued", "accepted", "failed", "window_closed"] {
+        zero(
+            "switchboard_outbound_messages_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        );
+    }
+    for outcome in ["applied", "stale", "orphan"] {
+        zero(
+            "switchboard_status_updates_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        );
+    }
+    for team in ["support", "sales"] {
+        let team = format!("team=\"{team}\"");
+        for reason in ["auto", "assignee_offline", "no_answer", "sla_escalation"] {
+            zero(
+                "switchboard_assignments_total",
+                &[&team, &format!("reason=\"{reason}\"")],
+            );
+        }
+        for kind in ["first_response", "next_response", "resolution"] {
+            for outcome in ["hit", "miss"] {
+                zero(
+                    "switchboard_sla_total",
+                    &[
+                        &team,
+                        &format!("kind=\"{kind}\""),
+                        &format!("outcome=\"{outcome}\""),
+                    ],
+                );
+            }
+        }
+    }
+    for number in [N1, N2] {
+        let number = format!("number=\"{number}\"");
+        for cause in ["timeout", "connection", "no_message_id", "restart"] {
+            zero(
+                "switchboard_outbox_ambiguous_total",
+                &[&number, &format!("cause=\"{cause}\"")],
+            );
+        }
+        zero("switchboard_outbox_adopted_total", &[&number]);
+        zero("switchboard_outbound_delay_seconds_count", &[&number]);
+    }
+    for name in [
+        "switchboard_inbound_messages_total",
+        "switchboard_inbound_duplicates_total",
+        "switchboard_inbound_wamid_conflicts_total",
+        "switchboard_inbound_future_timestamps_total",
+        "switchboard_outbound_retries_total",
+        "switchboard_outbox_spilled_total",
+        "switchboard_api_requests_refused_total",
+        "switchboard_mailbox_full_total",
+        "switchboard_webhook_duration_seconds_count",
+        "switchboard_graph_request_duration_seconds_count",
+    ] {
+        zero(name, &[]);
+    }
 }

@@ -6,11 +6,9 @@
 //! The stores here hold more conversations (42,000) than one request reads, and more than the
 //! 40,000 records the listing used to read before it silently stopped with `next_after: null`.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use switchboard::domain::conversation_id;
 use switchboard::http::conversations::{LIST_SCAN_BUDGET, MAX_LIST};

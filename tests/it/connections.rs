@@ -1,12 +1,10 @@
 //! The front door under hostile or broken peers: read timeouts, connection caps, the open-file
 //! limit, and a listener that answers while no broker is attached (start-up, restarts).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

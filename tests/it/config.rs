@@ -1,12 +1,10 @@
 //! Configuration errors and process behaviour of the real binary.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A valid config (as TOML text) using `dir` for storage and a dummy graph URL.
 fn valid(dir: &Path, port: u16) -> String {

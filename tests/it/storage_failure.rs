@@ -1,11 +1,9 @@
 //! A failing or hung store: `/healthz` says so, and the supervisor reopens a failing one
 //! in-process.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use switchboard::{Config, Supervisor};
 

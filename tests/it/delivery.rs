@@ -9,20 +9,18 @@
 //!   is held until a callback names it (the wamid is adopted, nothing is sent again) or the hold
 //!   ends (then it is sent again), also after a crash during the send (items 4 and 9c).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use common::*;
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
 
@@ -457,6 +455,9 @@ async fn statuses_only_move_forward_when_callbacks_naming_the_message_beat_the_a
 /// POSTed once and gets the wamid from its callbacks, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_timed_out_send_named_by_a_callback_is_adopted_not_sent_again() {
+    if reran_alone!() {
+        return;
+    }
     let meta = Meta::start(Plan::slow(400, 1_500)).await;
     meta.push(Plan::slow(100, 1_500)); // the first one's callbacks beat the timeout
     let tb = broker_for(&meta, "request_timeout_ms = 250\nambiguous_hold_ms = 20000").await;

@@ -1,8 +1,6 @@
 //! Server-sent events: `GET /api/v1/events`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,11 @@
 //! Crash safety with the real binary: SIGKILL and restart on the same storage directory.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// The messages' texts, in order ("" for one without text).

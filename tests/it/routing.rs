@@ -3,12 +3,10 @@
 //!
 //! Time-dependent tests run the broker on a `ManualClock` and move it; nothing sleeps.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::{TimeZone, Utc};
-use common::*;
 use serde_json::{json, Value};
 use switchboard::clock::ManualClock;
 
