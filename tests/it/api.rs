@@ -373,21 +373,19 @@ async fn the_agents_lane_serves_the_same_api_beside_the_main_listener() {
     assert!(std::net::TcpStream::connect(lane_addr).is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_requests_beyond_max_inflight_api_get_503_overloaded() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tb = TB::start_with(|c| c.server_extra = "max_inflight_api = 1".into()).await;
+/// Holds one of alice's API slots with a note whose body is still on its way, until her next
+/// request is refused 503 `overloaded`; returns the held connection and the rest of the body.
+async fn hold_with_a_slow_note(tb: &TB) -> (tokio::net::TcpStream, &'static [u8]) {
     let id = tb.open_conv(N1, &customer(), "hello").await;
     let addr = tb.api.base.trim_start_matches("http://").to_owned();
-    let body = br#"{"text": "a note that arrives slowly"}"#;
+    let body: &'static [u8] = br#"{"text": "a note that arrives slowly"}"#;
     let head = format!(
         "POST /api/v1/conversations/{id}/notes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    // Hold the only permit with a request whose body is still on its way.
     let mut start = head.into_bytes();
     start.extend_from_slice(&body[..10]);
-    let (mut held, refused) = hold_until_refused(&addr, &start, || async {
+    let (held, refused) = hold_until_refused(&addr, &start, || async {
         match tb.get(ALICE, "/api/v1/conversations").await {
             (503, v) => Some(v),
             (200, _) => None,
@@ -396,6 +394,15 @@ async fn api_requests_beyond_max_inflight_api_get_503_overloaded() {
     })
     .await;
     assert_eq!(err_code(&refused), "overloaded");
+    (held, &body[10..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_beyond_max_inflight_api_get_503_overloaded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tb = TB::start_with(|c| c.server_extra = "max_inflight_api = 1".into()).await;
+    // Hold the only permit with a request whose body is still on its way.
+    let (mut held, rest) = hold_with_a_slow_note(&tb).await;
     // Health and metrics are not limited.
     assert_eq!(tb.healthz().await, 200);
     let refusals = metric_sum(
@@ -406,7 +413,7 @@ async fn api_requests_beyond_max_inflight_api_get_503_overloaded() {
     assert!(refusals.unwrap_or(0.0) >= 1.0, "refusals: {refusals:?}");
 
     // The held request completes once its body has arrived, and frees its permit.
-    held.write_all(&body[10..]).await.unwrap();
+    held.write_all(rest).await.unwrap();
     let mut answer = vec![0u8; 12];
     held.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 201");
@@ -436,27 +443,10 @@ async fn one_agent_cannot_hold_every_event_stream_or_request_slot() {
 
     // Requests: alice's one slot is held by a request whose body is on its way; her next
     // request is refused, bob's is served.
-    let id = tb.open_conv(N1, &customer(), "hello").await;
-    let addr = tb.api.base.trim_start_matches("http://").to_owned();
-    let body = br#"{"text": "a note that arrives slowly"}"#;
-    let head = format!(
-        "POST /api/v1/conversations/{id}/notes HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut start = head.into_bytes();
-    start.extend_from_slice(&body[..10]);
-    let (mut held, refused) = hold_until_refused(&addr, &start, || async {
-        match tb.get(ALICE, "/api/v1/conversations").await {
-            (503, v) => Some(v),
-            (200, _) => None,
-            (s, v) => panic!("{s} {v}"),
-        }
-    })
-    .await;
-    assert_eq!(err_code(&refused), "overloaded");
+    let (mut held, rest) = hold_with_a_slow_note(&tb).await;
     let (s, _) = tb.get(BOB, "/api/v1/conversations").await;
     assert_eq!(s, 200);
-    held.write_all(&body[10..]).await.unwrap();
+    held.write_all(rest).await.unwrap();
     let mut answer = vec![0u8; 12];
     held.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 201");
