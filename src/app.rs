@@ -20,11 +20,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::Actor;
+use ractor::ActorRef;
 use tokio::task::JoinHandle;
 
+use crate::actors::guardian::{Guardian, GuardianMsg};
 use crate::actors::timers::Timers;
-use crate::actors::{agent, team, AgentActor, Ctx, TeamActor};
+use crate::actors::{agent, team, Ctx};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
@@ -90,6 +91,8 @@ fn usable_dir(path: &std::path::Path) -> std::io::Result<()> {
 /// A running broker.
 pub struct Broker {
     ctx: Arc<Ctx>,
+    /// Supervises the agent and team actors.
+    guardian: ActorRef<GuardianMsg>,
     state: AppState,
     /// Shared with the supervisor, which keeps them across a restart.
     listeners: Arc<http::Listeners>,
@@ -117,10 +120,12 @@ impl Drop for Broker {
         }
         // Retired actors refuse new commands; handlers in progress fail at the closed store.
         self.ctx.close_conversations();
-        for a in self.ctx.agents.values() {
+        // The guardian first: a child stopped on purpose is never restarted anyway.
+        self.guardian.stop(None);
+        for a in self.ctx.agent_refs() {
             a.stop(None);
         }
-        for t in self.ctx.teams.values() {
+        for t in self.ctx.team_refs() {
             t.stop(None);
         }
         self.ctx.store.close_blocking();
@@ -196,39 +201,54 @@ impl Broker {
             Err(e) => tracing::warn!(error = %e, "cannot count conversations"),
         }
 
-        let mut agents = HashMap::new();
-        for a in &config.agents {
-            let slots = Arc::new(agent::Slots::new(a.max_concurrent));
-            let args = agent::Args {
-                id: a.id.clone(),
-                slots: slots.clone(),
-                teams: a.teams.clone(),
-                store: store.clone(),
-            };
-            let (r, _) = Actor::spawn(None, AgentActor, args)
-                .await
-                .map_err(|e| StartError::Spawn(format!("agent {}: {e}", a.id)))?;
-            agents.insert(a.id.clone(), (r, slots));
-        }
-        let mut teams = HashMap::new();
-        for t in &config.teams {
-            let (stats, published) = tokio::sync::watch::channel(team::QueueStats::default());
-            let args = team::Args {
-                id: t.id.clone(),
-                members: config
-                    .agents
-                    .iter()
-                    .filter(|a| a.teams.contains(&t.id))
-                    .map(|a| a.id.clone())
-                    .collect(),
-                store: store.clone(),
-                stats,
-            };
-            let (r, _) = Actor::spawn(None, TeamActor, args)
-                .await
-                .map_err(|e| StartError::Spawn(format!("team {}: {e}", t.id)))?;
-            teams.insert(t.id.clone(), (r, published));
-        }
+        // Agent and team actors run linked to their guardian, which restarts one that fails
+        // (`actors::guardian`).
+        let mut slots = HashMap::new();
+        let agent_args: Vec<_> = config
+            .agents
+            .iter()
+            .map(|a| {
+                let s = Arc::new(agent::Slots::new(a.max_concurrent));
+                slots.insert(a.id.clone(), s.clone());
+                agent::Args {
+                    id: a.id.clone(),
+                    slots: s,
+                    teams: a.teams.clone(),
+                    store: store.clone(),
+                }
+            })
+            .collect();
+        let mut published = HashMap::new();
+        let team_args: Vec<_> = config
+            .teams
+            .iter()
+            .map(|t| {
+                let (stats, rx) = tokio::sync::watch::channel(team::QueueStats::default());
+                published.insert(t.id.clone(), rx);
+                team::Args {
+                    id: t.id.clone(),
+                    members: config
+                        .agents
+                        .iter()
+                        .filter(|a| a.teams.contains(&t.id))
+                        .map(|a| a.id.clone())
+                        .collect(),
+                    store: store.clone(),
+                    stats,
+                }
+            })
+            .collect();
+        let (guardian, agent_refs, team_refs) = Guardian::start(agent_args, team_args)
+            .await
+            .map_err(|e| StartError::Spawn(format!("agents and teams: {e}")))?;
+        let agents: HashMap<_, _> = agent_refs
+            .into_iter()
+            .filter_map(|(id, r)| slots.remove(&id).map(|s| (id, (r, s))))
+            .collect();
+        let teams: HashMap<_, _> = team_refs
+            .into_iter()
+            .filter_map(|(id, r)| published.remove(&id).map(|p| (id, (r, p))))
+            .collect();
 
         let policies = crate::admin::load(&config, &store)
             .await
@@ -244,7 +264,7 @@ impl Broker {
         ));
         let (timers, timer_task) = Timers::start(Arc::downgrade(&ctx), clock);
         let _ = ctx.timers.set(timers);
-        for a in ctx.agents.values() {
+        for a in ctx.agent_refs() {
             let _ = a.cast(crate::actors::AgentMsg::Attach(Arc::downgrade(&ctx)));
         }
 
@@ -259,9 +279,10 @@ impl Broker {
         let pending = pending_sends(&ctx).await;
         let _ = ctx.outbox.set(Outbox::start(&ctx, graph, &pending));
         // Teams start assigning (and drain what waited across the restart) once everything exists.
-        for t in ctx.teams.values() {
+        for t in ctx.team_refs() {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
         }
+        let _ = guardian.cast(GuardianMsg::Attach(Arc::downgrade(&ctx)));
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
@@ -269,6 +290,7 @@ impl Broker {
         listeners.front().attach(http::app(state.clone()));
         Ok(Broker {
             ctx,
+            guardian,
             state,
             listeners,
             sweeper,
@@ -304,10 +326,12 @@ impl Broker {
         self.sweeper.abort();
         self.timer_task.abort();
         self.ctx.stop_conversations(Duration::from_secs(5)).await;
-        for a in self.ctx.agents.values() {
+        // The guardian first: a child stopped on purpose is never restarted anyway.
+        self.guardian.stop(None);
+        for a in self.ctx.agent_refs() {
             a.stop(None);
         }
-        for t in self.ctx.teams.values() {
+        for t in self.ctx.team_refs() {
             t.stop(None);
         }
         self.ctx.store.close().await;

@@ -30,6 +30,7 @@ pub const CLAIMS: &str = "switchboard_claims_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
 pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
+pub const SUPERVISED_RESTARTS: &str = "switchboard_supervised_restarts_total";
 pub const ACTOR_ACTIVATIONS: &str = "switchboard_actor_activations_total";
 pub const MAILBOX_FULL: &str = "switchboard_mailbox_full_total";
 pub const STORE_MEMORY: &str = "switchboard_store_memory_bytes";
@@ -184,6 +185,10 @@ fn describe() {
     );
     describe_gauge!(CONVERSATIONS, "Conversations by status and team.");
     describe_gauge!(LIVE_ACTORS, "Conversation actors currently in memory.");
+    describe_counter!(
+        SUPERVISED_RESTARTS,
+        "Agent and team actors restarted by their guardian after a failure, by kind (agent, team)."
+    );
     describe_counter!(
         ACTOR_RESTARTS,
         "Conversation actors restarted from durable state after a panic."

@@ -99,6 +99,7 @@ impl Slots {
 
 pub struct AgentActor;
 
+#[derive(Clone)]
 pub struct Args {
     pub id: String,
     pub slots: Arc<Slots>,
@@ -173,6 +174,8 @@ pub enum AgentMsg {
     Get {
         reply: RpcReplyPort<AgentSnapshot>,
     },
+    /// Fault injection for the supervision tests: the handler panics (nothing else sends it).
+    Crash,
 }
 
 impl Actor for AgentActor {
@@ -215,6 +218,7 @@ impl Actor for AgentActor {
             AgentMsg::Get { reply } => {
                 let _ = reply.send(state.slots.snapshot(&state.id));
             }
+            AgentMsg::Crash => panic!("injected failure of agent {}", state.id),
         }
         Ok(())
     }

@@ -12,7 +12,8 @@
 //! discipline holds — one message at a time, the state owned by the handler, panics caught: a
 //! conversation whose handler panicked is restarted from its last durable state
 //! ([`ConversationActor::failed`](mailbox::Handler::failed)), counted in
-//! `switchboard_actor_restarts_total`. Agents and teams, a handful each, are ractor actors.
+//! `switchboard_actor_restarts_total`. Agents and teams, a handful each, are ractor actors,
+//! spawned linked to [`guardian::Guardian`], which restarts a failed one from storage.
 //!
 //! [`Ctx`] is what they share. Its registry maps conversation ids to live actors; an id that is
 //! not there is activated from storage on demand ([`Ctx::activate`]), and the idle sweeper
@@ -31,6 +32,7 @@
 
 pub mod agent;
 pub mod conversation;
+pub mod guardian;
 pub mod recent;
 pub mod seen;
 pub mod sent;
@@ -78,10 +80,12 @@ pub struct Ctx {
     pub config: Arc<Config>,
     pub store: Store,
     pub bus: EventBus,
-    pub agents: HashMap<String, ActorRef<AgentMsg>>,
+    /// Agent and team actors by id; their guardian replaces an entry when it restarts the
+    /// actor ([`guardian`]).
+    agents: parking_lot::RwLock<HashMap<String, ActorRef<AgentMsg>>>,
     /// Each agent's capacity, shared with its actor (see [`agent::Slots`]).
     agent_slots: HashMap<String, Arc<agent::Slots>>,
-    pub teams: HashMap<String, ActorRef<TeamMsg>>,
+    teams: parking_lot::RwLock<HashMap<String, ActorRef<TeamMsg>>>,
     /// Each team's queue depth and oldest wait as it last published them (gauges read these
     /// without a round trip through the team's mailbox).
     queue_stats: HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>,
@@ -128,12 +132,16 @@ impl Ctx {
                 .iter()
                 .map(|(id, (_, slots))| (id.clone(), slots.clone()))
                 .collect(),
-            agents: agents.into_iter().map(|(id, (a, _))| (id, a)).collect(),
+            agents: parking_lot::RwLock::new(
+                agents.into_iter().map(|(id, (a, _))| (id, a)).collect(),
+            ),
             queue_stats: teams
                 .iter()
                 .map(|(id, (_, stats))| (id.clone(), stats.clone()))
                 .collect(),
-            teams: teams.into_iter().map(|(id, (t, _))| (id, t)).collect(),
+            teams: parking_lot::RwLock::new(
+                teams.into_iter().map(|(id, (t, _))| (id, t)).collect(),
+            ),
             conversations: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             claims_won: metrics::counter!(m::CLAIMS, "outcome" => "won"),
             runners: mailbox::Runners::default(),
@@ -160,7 +168,7 @@ impl Ctx {
     /// its queue under them.
     pub fn set_policies(&self, p: Policies) {
         *self.policies.write() = Arc::new(p);
-        for t in self.teams.values() {
+        for t in self.team_refs() {
             let _ = t.cast(TeamMsg::Assign);
         }
     }
@@ -335,8 +343,26 @@ impl Ctx {
         Err(Error::Unavailable)
     }
 
-    pub fn agent(&self, id: &str) -> Option<&ActorRef<AgentMsg>> {
-        self.agents.get(id)
+    pub fn agent(&self, id: &str) -> Option<ActorRef<AgentMsg>> {
+        self.agents.read().get(id).cloned()
+    }
+
+    pub fn agent_refs(&self) -> Vec<ActorRef<AgentMsg>> {
+        self.agents.read().values().cloned().collect()
+    }
+
+    pub fn team_refs(&self) -> Vec<ActorRef<TeamMsg>> {
+        self.teams.read().values().cloned().collect()
+    }
+
+    /// Points `id` at its restarted actor.
+    pub(crate) fn replace_agent(&self, id: &str, actor: ActorRef<AgentMsg>) {
+        self.agents.write().insert(id.to_owned(), actor);
+    }
+
+    /// Points `id` at its restarted actor.
+    pub(crate) fn replace_team(&self, id: &str, actor: ActorRef<TeamMsg>) {
+        self.teams.write().insert(id.to_owned(), actor);
     }
 
     pub fn agent_slots(&self, id: &str) -> Option<&Arc<agent::Slots>> {
@@ -350,8 +376,8 @@ impl Ctx {
         self.queue_stats.iter()
     }
 
-    pub fn team(&self, id: &str) -> Option<&ActorRef<TeamMsg>> {
-        self.teams.get(id)
+    pub fn team(&self, id: &str) -> Option<ActorRef<TeamMsg>> {
+        self.teams.read().get(id).cloned()
     }
 }
 

@@ -43,6 +43,7 @@ pub const MAX_CLAIMS_IN_FLIGHT: usize = 32;
 
 pub struct TeamActor;
 
+#[derive(Clone)]
 pub struct Args {
     pub id: String,
     /// Agents of the team, in config order (round robin follows it).
@@ -161,6 +162,8 @@ pub enum TeamMsg {
         limit: usize,
         reply: RpcReplyPort<QueueSnapshot>,
     },
+    /// Fault injection for the supervision tests: the handler panics (nothing else sends it).
+    Crash,
     /// An automatic claim's task reports how it ended.
     Assigned {
         conversation: String,
@@ -231,6 +234,7 @@ impl Actor for TeamActor {
                     conversations: state.line.iter().take(limit).collect(),
                 });
             }
+            TeamMsg::Crash => panic!("injected failure of team {}", state.id),
             TeamMsg::Assigned {
                 conversation,
                 agent,

@@ -60,7 +60,7 @@ pub async fn take_next(
         ));
     }
     for _ in 0..NEXT_ATTEMPTS {
-        let Some((cid, at, priority)) = pop(queue).await? else {
+        let Some((cid, at, priority)) = pop(&queue).await? else {
             return Ok(None);
         };
         let claimed = ctx
@@ -72,13 +72,13 @@ pub async fn take_next(
         match claimed {
             Ok(conv) => return Ok(Some(conv)),
             Err(Error::Domain(DomainError::CapacityReached)) => {
-                put_back(queue, cid, at, priority);
+                put_back(&queue, cid, at, priority);
                 return Err(Error::from(DomainError::CapacityReached).into());
             }
             // Claimed directly (or gone) since it was queued: take the next one.
             Err(Error::Domain(_)) => continue,
             Err(e) => {
-                put_back(queue, cid, at, priority);
+                put_back(&queue, cid, at, priority);
                 return Err(e.into());
             }
         }
@@ -104,7 +104,7 @@ pub async fn queue(ctx: &Ctx, caller: &Caller, team: &str, limit: Option<usize>)
     let actor = ctx.team(team).ok_or(DomainError::NotFound)?;
     managers_only(caller, team)?;
     let limit = limit.unwrap_or(QUEUE_DEFAULT).min(QUEUE_MAX);
-    let snap = snapshot(actor, limit).await?;
+    let snap = snapshot(&actor, limit).await?;
     let now = ctx.now();
     let mut conversations = Vec::with_capacity(snap.conversations.len());
     for cid in &snap.conversations {

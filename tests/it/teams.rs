@@ -113,3 +113,68 @@ async fn queue_view_is_for_supervisors_and_admins() {
     .await;
     assert_eq!(q["conversations"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_or_agent_actor_that_panics_is_restarted_from_storage() {
+    use switchboard::actors::{AgentMsg, TeamMsg};
+    let tb = TB::start().await;
+    let ctx = tb.broker.as_ref().unwrap().ctx().clone();
+    let waiting = tb.open_conv(N1, &customer(), "still waiting?").await;
+    let owned = tb.open_conv(N1, &customer(), "mine").await;
+    tb.must_claim(BOB, &owned).await;
+    assert_eq!(tb.presence(BOB, "online").await.0, 200);
+
+    let team = ctx.team("support").unwrap();
+    team.cast(TeamMsg::Crash).unwrap();
+    let agent = ctx.agent("bob").unwrap();
+    agent.cast(AgentMsg::Crash).unwrap();
+
+    // New actors take the old ones' places, with what storage says: the team's queue ...
+    let q = eventually("the team actor to be back with its queue", WAIT, || async {
+        let now = ctx.team("support").unwrap();
+        if now.get_id() == team.get_id() {
+            return Err("not restarted yet".to_string());
+        }
+        match tb.get(CAROL, "/api/v1/teams/support/queue").await {
+            (200, q) if q["conversations"].as_array().is_some_and(|c| !c.is_empty()) => Ok(q),
+            (s, q) => Err(format!("{s} {q}")),
+        }
+    })
+    .await;
+    let ids: Vec<_> = q["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids, vec![waiting.clone()], "{q}");
+    // ... and the agent's load and presence.
+    eventually("the agent actor to be back", WAIT, || async {
+        if ctx.agent("bob").unwrap().get_id() == agent.get_id() {
+            return Err("not restarted yet".to_string());
+        }
+        match tb.get(BOB, "/api/v1/agents/me").await {
+            (200, me)
+                if me["open_conversations"] == json!(1) && me["status"] == json!("online") =>
+            {
+                Ok(())
+            }
+            (s, me) => Err(format!("{s} {me}")),
+        }
+    })
+    .await;
+    // The restarted team serves `next` as before.
+    let (s, c) = tb
+        .post(ALICE, "/api/v1/teams/support/next", json!({}))
+        .await;
+    assert_eq!((s, c["id"].as_str()), (200, Some(waiting.as_str())), "{c}");
+    let text = tb.metrics().await;
+    for kind in ["team", "agent"] {
+        let n = metric_sum(
+            &text,
+            "switchboard_supervised_restarts_total",
+            &[&format!("kind=\"{kind}\"")],
+        );
+        assert!(n.unwrap_or(0.0) >= 1.0, "{kind}: {n:?}");
+    }
+}

@@ -1,0 +1,223 @@
+//! The supervisor of the agent and team actors: restarts one that fails and rebuilds its state
+//! from storage.
+//!
+//! Agent and team actors are ractor actors spawned linked to the guardian, so a panic in a
+//! handler reaches [`Guardian`]'s `handle_supervisor_evt` instead of silently losing the team
+//! (and every cast to it) until the process restarts. A failed child is spawned again with the
+//! arguments it first started with: an agent reloads the conversations it owns from the assignee
+//! index into its shared slots (presence survives: the slots are shared, not the actor's), a team
+//! rebuilds its queue from the status index when it is attached. The shared context then points
+//! at the new actor. Restarts are counted in `switchboard_supervised_restarts_total{kind}`.
+//!
+//! Only a failure restarts a child: an actor stopped on purpose (shutdown) stays stopped.
+//!
+//! Bounds: a child that failed [`MAX_RESTARTS`] times within [`RESTART_WINDOW`] is not restarted
+//! again (logged as an error), so a handler that fails on every message cannot spin.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::{agent, team, AgentActor, AgentMsg, Ctx, TeamActor, TeamMsg};
+use crate::metrics as m;
+
+/// Restarts of one child allowed within [`RESTART_WINDOW`].
+pub const MAX_RESTARTS: usize = 5;
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// What a child is, and the arguments it starts (and restarts) with.
+pub enum Child {
+    Agent(agent::Args),
+    Team(team::Args),
+}
+
+impl Child {
+    fn kind(&self) -> &'static str {
+        match self {
+            Child::Agent(_) => "agent",
+            Child::Team(_) => "team",
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Child::Agent(a) => &a.id,
+            Child::Team(t) => &t.id,
+        }
+    }
+}
+
+pub struct Guardian;
+
+/// A child with its restart history.
+pub struct Watched {
+    child: Child,
+    /// When it was restarted lately (within [`RESTART_WINDOW`]).
+    restarts: VecDeque<Instant>,
+}
+
+pub struct State {
+    children: HashMap<ActorId, Watched>,
+    ctx: Weak<Ctx>,
+}
+
+pub enum GuardianMsg {
+    /// Gives the guardian the shared context once it exists (children start before it).
+    Attach(Weak<Ctx>),
+    /// The children [`Guardian::start`] spawned, by actor id.
+    Watch(HashMap<ActorId, Watched>),
+}
+
+impl Guardian {
+    /// Starts the guardian and, linked to it, the actor of every agent and team given.
+    pub async fn start(
+        agents: Vec<agent::Args>,
+        teams: Vec<team::Args>,
+    ) -> Result<
+        (
+            ActorRef<GuardianMsg>,
+            HashMap<String, ActorRef<AgentMsg>>,
+            HashMap<String, ActorRef<TeamMsg>>,
+        ),
+        ractor::SpawnErr,
+    > {
+        let children = agents
+            .into_iter()
+            .map(Child::Agent)
+            .chain(teams.into_iter().map(Child::Team))
+            .collect::<Vec<_>>();
+        let (guardian, _) = Actor::spawn(None, Guardian, ()).await?;
+        let mut agent_refs = HashMap::new();
+        let mut team_refs = HashMap::new();
+        let mut watched = HashMap::new();
+        for child in children {
+            let id = match &child {
+                Child::Agent(args) => {
+                    let (r, _) =
+                        Actor::spawn_linked(None, AgentActor, args.clone(), guardian.get_cell())
+                            .await?;
+                    agent_refs.insert(args.id.clone(), r.clone());
+                    r.get_id()
+                }
+                Child::Team(args) => {
+                    let (r, _) =
+                        Actor::spawn_linked(None, TeamActor, args.clone(), guardian.get_cell())
+                            .await?;
+                    team_refs.insert(args.id.clone(), r.clone());
+                    r.get_id()
+                }
+            };
+            watched.insert(
+                id,
+                Watched {
+                    child,
+                    restarts: VecDeque::new(),
+                },
+            );
+        }
+        let _ = guardian.cast(GuardianMsg::Watch(watched));
+        Ok((guardian, agent_refs, team_refs))
+    }
+}
+
+impl Actor for Guardian {
+    type Msg = GuardianMsg;
+    type State = State;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<State, ActorProcessingErr> {
+        Ok(State {
+            children: HashMap::new(),
+            ctx: Weak::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: GuardianMsg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GuardianMsg::Attach(ctx) => state.ctx = ctx,
+            GuardianMsg::Watch(children) => state.children.extend(children),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, error) = event {
+            restart(&myself, state, cell.get_id(), &error.to_string()).await;
+        }
+        Ok(())
+    }
+}
+
+/// Starts a failed child again (within its restart budget) and points the context at it.
+async fn restart(myself: &ActorRef<GuardianMsg>, state: &mut State, failed: ActorId, error: &str) {
+    let Some(mut w) = state.children.remove(&failed) else {
+        tracing::error!(%error, "an unknown supervised actor failed");
+        return;
+    };
+    let (kind, id) = (w.child.kind(), w.child.id().to_owned());
+    let now = Instant::now();
+    while w
+        .restarts
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+    {
+        w.restarts.pop_front();
+    }
+    if w.restarts.len() >= MAX_RESTARTS {
+        tracing::error!(kind, %id, %error, "actor keeps failing; not restarting it again");
+        return;
+    }
+    w.restarts.push_back(now);
+    tracing::error!(kind, %id, %error, "actor failed; restarting it from storage");
+    let ctx = state.ctx.upgrade();
+    let started = match &w.child {
+        Child::Agent(args) => {
+            match Actor::spawn_linked(None, AgentActor, args.clone(), myself.get_cell()).await {
+                Ok((r, _)) => {
+                    let _ = r.cast(AgentMsg::Attach(state.ctx.clone()));
+                    if let Some(ctx) = &ctx {
+                        ctx.replace_agent(&id, r.clone());
+                    }
+                    Ok(r.get_id())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Child::Team(args) => {
+            match Actor::spawn_linked(None, TeamActor, args.clone(), myself.get_cell()).await {
+                Ok((r, _)) => {
+                    // Attaching rebuilds the queue from storage, then assigns.
+                    let _ = r.cast(TeamMsg::Attach(state.ctx.clone()));
+                    if let Some(ctx) = &ctx {
+                        ctx.replace_team(&id, r.clone());
+                    }
+                    Ok(r.get_id())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match started {
+        Ok(new_id) => {
+            metrics::counter!(m::SUPERVISED_RESTARTS, "kind" => kind).increment(1);
+            state.children.insert(new_id, w);
+        }
+        Err(e) => tracing::error!(kind, %id, error = %e, "cannot restart actor"),
+    }
+}
