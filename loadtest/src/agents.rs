@@ -1090,16 +1090,7 @@ mod tests {
             .collect();
         let events = move || {
             let burst = burst.clone();
-            async move {
-                let head = futures_util::stream::once(async move {
-                    Ok::<_, std::io::Error>(bytes::Bytes::from(burst))
-                });
-                let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
-                    head,
-                    futures_util::stream::pending(),
-                ));
-                ([(CONTENT_TYPE, "text/event-stream")], body)
-            }
+            async move { sse_then_silence(burst) }
         };
         let app = axum::Router::new()
             .route(
@@ -1157,6 +1148,18 @@ mod tests {
         broker
     }
 
+    /// An event stream that sends `burst` and then stays open without another byte.
+    fn sse_then_silence(burst: String) -> impl axum::response::IntoResponse {
+        let head = futures_util::stream::once(async move {
+            Ok::<_, std::io::Error>(bytes::Bytes::from(burst))
+        });
+        let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
+            head,
+            futures_util::stream::pending(),
+        ));
+        ([(CONTENT_TYPE, "text/event-stream")], body)
+    }
+
     /// Runs agent `a1` against a fake broker whose event stream says, once, that `a1` owns
     /// conversation `c9`, and whose `GET` of `c9` names `owner_now` as its owner. Meanwhile
     /// agent 2 (`a2`) holds `c9` by a successful claim from the start to the end of the run,
@@ -1168,16 +1171,7 @@ mod tests {
         let burst = format!("data: {event}\n\n");
         let events = move || {
             let burst = burst.clone();
-            async move {
-                let head = futures_util::stream::once(async move {
-                    Ok::<_, std::io::Error>(bytes::Bytes::from(burst))
-                });
-                let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
-                    head,
-                    futures_util::stream::pending(),
-                ));
-                ([(CONTENT_TYPE, "text/event-stream")], body)
-            }
+            async move { sse_then_silence(burst) }
         };
         let app = axum::Router::new()
             .route(
