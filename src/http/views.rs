@@ -34,6 +34,9 @@ pub struct ConversationView {
     pub routed_by: Option<String>,
     /// SLA clocks missed in the current cycle.
     pub sla_breaches: Vec<&'static str>,
+    /// Since when the oldest customer message no human reply has answered yet has waited (null
+    /// when nothing waits): the clock the SLAs count, which the console shows.
+    pub waiting_since: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<MessageView>>,
 }
@@ -55,6 +58,7 @@ impl ConversationView {
             labels: c.labels().to_vec(),
             routed_by: c.routed_by().map(str::to_string),
             sla_breaches: c.sla().breached.iter().map(|k| k.as_str()).collect(),
+            waiting_since: c.sla().waiting_since.map(rfc3339),
             messages: messages.map(|ms| ms.iter().map(MessageView::new).collect()),
         }
     }
