@@ -14,6 +14,8 @@
 //!          └──► outbox (per number: token bucket, retries) ──► Graph API
 //! ```
 //!
+//! The agent console ([`console`]) is static assets served beside the API and a client of it.
+//!
 //! Supervision: conversation actors run on [`mailbox`]; a handler that panics is caught,
 //! its actor retired and restarted from storage (its last durable state); agent and team actors
 //! (ractor) run linked to a guardian ([`actors::guardian`]) that restarts one that fails and
@@ -30,6 +32,7 @@ pub mod alloc;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod events;

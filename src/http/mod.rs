@@ -146,6 +146,8 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .merge(events::router())
         .merge(ops::router())
+        // The agent console's page and assets: static, no token (the page asks for one).
+        .merge(crate::console::router())
         .route_layer(axum::middleware::from_fn(timed))
         // After `timed`: the webhook, the hottest route, records its own latency histogram
         // (`switchboard_webhook_duration_seconds`) and is not timed twice.

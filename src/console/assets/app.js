@@ -1,0 +1,886 @@
+// Switchboard agent console: one ES module, no build step, no dependency.
+//
+// The console is a client of the public agent API only. The token is kept in sessionStorage
+// (gone when the tab closes); every call sends it as `Authorization: Bearer`. The live list
+// reads GET /api/v1/events with fetch() streaming rather than EventSource, because EventSource
+// cannot send that header and a token in a URL would end up in logs and history. The stream
+// reconnects with back-off and the list is re-read after a reconnect or a `lagged` event, so
+// nothing missed stays stale. Text from the API is only ever set as textContent, never as markup.
+
+const TOKEN_KEY = "switchboard.token";
+const API = "/api/v1";
+const PRIORITY = { urgent: 0, high: 1, normal: 2, low: 3 };
+const LIST_PAGES = 20; // most pages of the conversation list read at once (10,000 each)
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 15000;
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  me: null,
+  convs: new Map(), // id -> Conversation (without messages)
+  unread: new Map(), // id -> inbound messages since it was last open
+  selected: null, // id of the highlighted row
+  open: null, // Conversation with messages, the one shown
+  view: "inbox",
+  templates: null, // null = not loaded, [] = none or unavailable
+  typingSentAt: 0,
+  streamAbort: null,
+};
+
+// ---- DOM helpers -------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function duration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  const hrs = Math.floor(m / 60);
+  if (hrs < 48) return `${hrs}h ${String(m % 60).padStart(2, "0")}m`;
+  return `${Math.floor(hrs / 24)}d ${hrs % 24}h`;
+}
+
+function clock(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// ---- API ---------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.error?.code;
+  }
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: { Authorization: `Bearer ${state.token}` } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(API + path, init);
+  const text = await resp.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (resp.status === 401) {
+    signOut("Your token was refused; sign in again.");
+    throw new ApiError(401, json);
+  }
+  if (!resp.ok) throw new ApiError(resp.status, json);
+  return json;
+}
+
+function flash(message) {
+  const el = $("#flash") || document.body.appendChild(h("div", { id: "flash", role: "status" }));
+  el.textContent = message;
+  el.className = "flash";
+  clearTimeout(flash.timer);
+  flash.timer = setTimeout(() => (el.textContent = ""), 5000);
+}
+
+// ---- sign-in -----------------------------------------------------------------------------
+
+function showSignIn(error) {
+  $("#app").hidden = true;
+  const form = $("#signin");
+  form.hidden = false;
+  $("#signin-error").textContent = error || "";
+  form.token.focus();
+}
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    state.me = await api("GET", "/agents/me");
+  } catch (e) {
+    state.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    showSignIn(e.status === 401 ? "Unknown token." : `Cannot sign in: ${e.message}`);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("#signin").hidden = true;
+  $("#app").hidden = false;
+  renderMe();
+  const teamSel = $("#f-team");
+  teamSel.replaceChildren(h("option", { value: "" }, "all teams"));
+  for (const t of state.me.teams || []) teamSel.append(h("option", { value: t }, t));
+  $("#tab-supervisor").hidden = !isSupervisor();
+  await refreshList();
+  startStream();
+}
+
+function signOut(message) {
+  state.streamAbort?.abort();
+  state.streamAbort = null;
+  state.token = null;
+  state.me = null;
+  state.convs.clear();
+  state.unread.clear();
+  state.open = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  showSignIn(message);
+}
+
+function isSupervisor() {
+  return state.me && (state.me.role === "supervisor" || state.me.role === "admin");
+}
+
+function renderMe() {
+  const me = state.me;
+  $("#me-name").textContent = `${me.id} (${me.role})`;
+  $("#presence").value = me.status;
+  $("#me-load").textContent = `${me.open_conversations}/${me.max_concurrent}`;
+  $("#me-load").title = "conversations you own / most at once";
+}
+
+async function refreshMe() {
+  try {
+    state.me = await api("GET", "/agents/me");
+    renderMe();
+  } catch {
+    /* shown on the next success */
+  }
+}
+
+// ---- the list ----------------------------------------------------------------------------
+
+async function refreshList() {
+  const next = new Map();
+  let after = null;
+  for (let page = 0; page < LIST_PAGES; page++) {
+    const q = after ? `?after=${encodeURIComponent(after)}` : "";
+    const body = await api("GET", `/conversations${q}`);
+    for (const c of body.conversations) next.set(c.id, c);
+    after = body.next_after;
+    if (!after) break;
+  }
+  state.convs = next;
+  renderList();
+}
+
+function waitingSince(c) {
+  return c.waiting_since || (c.status === "queued" ? c.last_message_at : null);
+}
+
+function sortKey(a, b) {
+  const ra = a.status === "resolved" ? 1 : 0;
+  const rb = b.status === "resolved" ? 1 : 0;
+  if (ra !== rb) return ra - rb;
+  const pa = PRIORITY[a.priority] ?? 2;
+  const pb = PRIORITY[b.priority] ?? 2;
+  if (pa !== pb) return pa - pb;
+  // The longest waiting first; what waits for nobody after what does.
+  const wa = waitingSince(a) ? Date.parse(waitingSince(a)) : Infinity;
+  const wb = waitingSince(b) ? Date.parse(waitingSince(b)) : Infinity;
+  if (wa !== wb) return wa - wb;
+  return Date.parse(b.last_message_at) - Date.parse(a.last_message_at);
+}
+
+function filtered() {
+  const status = $("#f-status").value;
+  const team = $("#f-team").value;
+  const mine = $("#f-mine").checked;
+  return [...state.convs.values()]
+    .filter((c) => (status === "open" ? c.status !== "resolved" : !status || c.status === status))
+    .filter((c) => !team || c.team === team)
+    .filter((c) => !mine || c.assignee === state.me?.id)
+    .sort(sortKey);
+}
+
+function customerName(c) {
+  return c.customer_name || c.customer_username || c.customer;
+}
+
+function rowFor(c) {
+  const unread = state.unread.get(c.id) || 0;
+  const taken = c.assignee && c.assignee !== state.me?.id && state.me?.role === "agent";
+  return h(
+    "li",
+    {
+      class: `row${c.id === state.selected ? " selected" : ""}${taken ? " taken" : ""}`,
+      tabindex: "-1",
+      dataset: { conversationId: c.id, status: c.status, assignee: c.assignee || "" },
+      onclick: () => openConversation(c.id),
+    },
+    h("span", { class: "name" }, customerName(c)),
+    h(
+      "span",
+      { class: "meta" },
+      h("span", { class: `badge status st-${c.status}` }, c.status),
+      " ",
+      c.priority && c.priority !== "normal"
+        ? h("span", { class: `badge pr-${c.priority}` }, c.priority)
+        : null,
+      " ",
+      h("span", { class: "assignee" }, c.assignee ? `@${c.assignee}` : "unassigned"),
+      ` · ${c.team}`,
+    ),
+    h(
+      "span",
+      { class: "side" },
+      h("span", { class: `unread${unread ? " some" : ""}`, title: "unread" }, String(unread)),
+      h("span", {
+        class: `sla${c.sla_breaches?.length ? " breached" : ""}`,
+        title: c.sla_breaches?.length ? `SLA missed: ${c.sla_breaches.join(", ")}` : "waiting",
+        dataset: { since: waitingSince(c) || "" },
+      }),
+    ),
+  );
+}
+
+function renderList() {
+  const rows = filtered();
+  const list = $("#list");
+  list.replaceChildren(...rows.map(rowFor));
+  $("#list-empty").hidden = rows.length > 0;
+  tickClocks();
+}
+
+/// Clocks are text in fixed-width boxes: updating them never moves anything.
+function tickClocks() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll(".sla")) {
+    const since = el.dataset.since;
+    el.textContent = since ? duration(now - Date.parse(since)) : "";
+  }
+  const w = $("#window");
+  if (w && state.open) renderWindow(w, state.open);
+}
+
+function moveSelection(delta) {
+  const rows = [...document.querySelectorAll("#list .row")];
+  if (!rows.length) return;
+  let i = rows.findIndex((r) => r.dataset.conversationId === state.selected);
+  i = i < 0 ? 0 : Math.min(rows.length - 1, Math.max(0, i + delta));
+  state.selected = rows[i].dataset.conversationId;
+  rows.forEach((r, j) => r.classList.toggle("selected", j === i));
+  rows[i].scrollIntoView({ block: "nearest" });
+  rows[i].focus();
+}
+
+// ---- the live stream ---------------------------------------------------------------------
+
+async function startStream() {
+  let delay = RETRY_MIN_MS;
+  let first = true;
+  const abort = new AbortController();
+  state.streamAbort?.abort();
+  state.streamAbort = abort;
+  while (!abort.signal.aborted && state.token) {
+    try {
+      const resp = await fetch(`${API}/events`, {
+        headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" },
+        signal: abort.signal,
+        cache: "no-store",
+      });
+      if (resp.status === 401) return signOut("Your token was refused; sign in again.");
+      if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
+      setLive(true);
+      // Whatever changed while the stream was down is read once, after it is up again.
+      if (!first) await refreshList();
+      first = false;
+      delay = RETRY_MIN_MS;
+      await readEvents(resp.body);
+    } catch (e) {
+      if (abort.signal.aborted) return;
+    }
+    setLive(false);
+    first = false;
+    await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
+    delay = Math.min(RETRY_MAX_MS, delay * 2);
+  }
+}
+
+function setLive(up) {
+  const el = $("#live");
+  el.classList.toggle("up", up);
+  el.textContent = up ? "live" : "reconnecting";
+  document.body.dataset.live = up ? "up" : "down";
+}
+
+async function readEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const frame = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      let type = "message";
+      const data = [];
+      for (const line of frame.split("\n")) {
+        if (line.startsWith("event:")) type = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (!data.length) continue; // keep-alive comment
+      try {
+        onEvent(type, JSON.parse(data.join("\n")));
+      } catch (e) {
+        console.warn("bad event", e);
+      }
+    }
+  }
+}
+
+function soon(fn, key, ms = 150) {
+  clearTimeout(soon[key]);
+  soon[key] = setTimeout(fn, ms);
+}
+
+function onEvent(type, ev) {
+  if (type === "lagged") {
+    soon(() => refreshList().catch(() => {}), "list", 0);
+    if (state.open) soon(() => reloadOpen(), "open");
+    return;
+  }
+  const c = ev.conversation;
+  if (!c) return;
+  state.convs.set(c.id, c);
+  if (type === "message.created" && ev.message?.direction === "inbound" && state.open?.id !== c.id) {
+    state.unread.set(c.id, (state.unread.get(c.id) || 0) + 1);
+  }
+  // One row changes in place: the list is re-rendered from memory (cheap) on the next frame.
+  soon(renderList, "render", 0);
+  if (state.open?.id === c.id) soon(() => reloadOpen(), "open", 50);
+  if (ev.conversation && (c.assignee === state.me?.id || type.startsWith("conversation."))) {
+    soon(refreshMe, "me", 300);
+  }
+  if (state.view === "supervisor") soon(renderSupervisor, "sup", 500);
+}
+
+// ---- one conversation --------------------------------------------------------------------
+
+async function openConversation(id) {
+  state.selected = id;
+  state.unread.delete(id);
+  document.body.classList.add("has-detail");
+  showView("inbox");
+  try {
+    state.open = await api("GET", `/conversations/${encodeURIComponent(id)}`);
+  } catch (e) {
+    state.open = null;
+    $("#detail").replaceChildren(h("p", { class: "error" }, e.message));
+    return;
+  }
+  state.typingSentAt = 0;
+  renderList();
+  renderDetail({ keepDraft: false });
+}
+
+async function reloadOpen() {
+  if (!state.open) return;
+  try {
+    state.open = await api("GET", `/conversations/${encodeURIComponent(state.open.id)}`);
+    renderDetail({ keepDraft: true });
+  } catch (e) {
+    // It left our sight (taken by someone else, moved to another team): say so, keep the text.
+    if (e.status === 404) flash("This conversation is no longer visible to you.");
+  }
+}
+
+function closeConversation() {
+  state.open = null;
+  document.body.classList.remove("has-detail");
+  $("#detail").replaceChildren(h("p", { class: "empty" }, "Pick a conversation (j/k to move, Enter to open)."));
+  document.querySelector(`#list .row.selected`)?.focus();
+}
+
+function windowOpen(c) {
+  return c.window_expires_at && Date.parse(c.window_expires_at) > Date.now();
+}
+
+function renderWindow(el, c) {
+  if (!c.window_expires_at) {
+    el.textContent = "no customer message yet: templates only";
+    el.classList.add("closed");
+    return;
+  }
+  const left = Date.parse(c.window_expires_at) - Date.now();
+  el.classList.toggle("closed", left <= 0);
+  el.textContent = left > 0 ? `window closes in ${duration(left)}` : "24-hour window closed: templates only";
+}
+
+function renderDetail({ keepDraft }) {
+  const c = state.open;
+  const pane = $("#detail");
+  const msgList = pane.querySelector(".messages");
+  const atBottom = !msgList || msgList.scrollHeight - msgList.scrollTop - msgList.clientHeight < 40;
+
+  const mine = c.assignee === state.me.id;
+  const canClaim = !mine && c.status !== "assigned";
+  const supervisorish = isSupervisor();
+  const act = (label, fn, enabled, key) =>
+    h("button", { type: "button", disabled: !enabled, title: key ? `${label} (${key})` : label, onclick: fn, dataset: { action: label.toLowerCase() } }, label);
+
+  const head = h(
+    "div",
+    { class: "conv-head" },
+    h(
+      "div",
+      { class: "conv-title" },
+      h("button", { type: "button", class: "back", onclick: closeConversation }, "Back"),
+      h("h2", {}, customerName(c)),
+      h("span", { class: `badge status st-${c.status}` }, c.status),
+      h("span", { class: "assignee" }, c.assignee ? `@${c.assignee}` : "unassigned"),
+      h("span", { class: "team" }, `team ${c.team}`),
+      h("span", { class: `badge pr-${c.priority}` }, c.priority),
+      ...(c.labels || []).map((l) => h("span", { class: "badge" }, l)),
+      h("span", { id: "window", class: "window" }),
+    ),
+    h(
+      "div",
+      { class: "actions" },
+      act("Claim", () => doAction("claim"), canClaim, "c"),
+      act("Release", () => doAction("release"), mine, "u"),
+      act("Resolve", () => doAction("resolve"), mine || (supervisorish && c.status !== "resolved"), "e"),
+      h("input", { name: "transfer_to", placeholder: "team or @agent", "aria-label": "transfer to", list: "team-list" }),
+      h("datalist", { id: "team-list" }, (state.me.teams || []).map((t) => h("option", { value: t }))),
+      act("Transfer", doTransfer, mine || supervisorish, "t"),
+    ),
+  );
+  renderWindow(head.querySelector("#window"), c);
+
+  const byId = new Map((c.messages || []).map((m) => [m.id, m]));
+  const messages = h("ul", { class: "messages", "aria-live": "polite", dataset: { conversationId: c.id } }, (c.messages || []).map((m) => messageEl(m, byId)));
+  // The composer is kept while its conversation and mode stay the same, so an event that
+  // arrives while the agent types never replaces the box under the cursor.
+  const key = `${c.id}|${mine}|${windowOpen(c)}`;
+  const old = pane.querySelector(".composer");
+  const composer = keepDraft && old && old.dataset.key === key ? old : composerEl(c, mine);
+  composer.dataset.key = key;
+  if (keepDraft && old && composer !== old) {
+    const draft = old.querySelector('textarea[name="text"]')?.value || "";
+    composer.querySelector('textarea[name="text"]').value = draft;
+  }
+  const focused = document.activeElement;
+  pane.replaceChildren(head, messages, composer);
+  if (focused && composer.contains(focused)) focused.focus();
+  if (atBottom) messages.scrollTop = messages.scrollHeight;
+}
+
+const MEDIA_KINDS = new Set(["image", "video", "audio", "document", "sticker"]);
+
+function messageEl(m, byId) {
+  const kind = m.kind || m.type;
+  const parts = [];
+  parts.push(
+    h(
+      "div",
+      { class: "by" },
+      h("span", {}, m.direction === "inbound" ? "customer" : m.author),
+      kind && kind !== "text" ? h("span", { class: "badge kind" }, kind) : null,
+      h("time", { datetime: m.at }, clock(m.at)),
+    ),
+  );
+  if (m.reply_to) {
+    const q = byId.get(m.reply_to);
+    parts.push(h("div", { class: "quote" }, q ? q.text || `[${q.type}]` : "a message not shown here"));
+  }
+  if (m.media) parts.push(mediaEl(m.media));
+  else if (MEDIA_KINDS.has(m.type)) parts.push(h("div", { class: "media pending" }, `[${m.type}]`));
+  const text = m.media?.caption && m.text === m.media.caption ? null : m.text;
+  if (text) parts.push(h("div", { class: "text" }, text));
+  else if (!m.media && !MEDIA_KINDS.has(m.type) && m.type !== "text") {
+    parts.push(h("div", { class: "text muted" }, `[${m.type} message]`));
+  }
+  if (m.reactions?.length) {
+    parts.push(h("div", { class: "reactions" }, m.reactions.map((r) => h("span", { title: r.by }, `${r.emoji} `))));
+  }
+  if (m.direction === "outbound" && m.status) {
+    const reason = m.error ? `: ${m.error.reason || m.error.title} (${m.error.code})` : "";
+    parts.push(h("div", { class: `status ${m.status}` }, `${m.status}${reason}`));
+  }
+  return h(
+    "li",
+    { class: `msg ${m.direction}`, dataset: { messageId: m.id, kind: m.type, status: m.status || "" } },
+    parts,
+  );
+}
+
+/// Media bytes need the bearer token, so they are fetched as a blob and shown from memory.
+function mediaEl(media) {
+  const box = h("div", { class: "media", dataset: { mediaId: media.id } });
+  if (media.caption) box.append(h("div", { class: "caption" }, media.caption));
+  if (!media.downloaded) {
+    box.prepend(h("span", { class: "muted" }, `[${media.mime_type || "media"}: not downloaded yet]`));
+    return box;
+  }
+  const url = `${API}/media/${encodeURIComponent(media.id)}`;
+  const load = () =>
+    fetch(url, { headers: { Authorization: `Bearer ${state.token}` } }).then((r) => {
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      return r.blob();
+    });
+  if ((media.mime_type || "").startsWith("image/")) {
+    const img = h("img", { alt: media.caption || "image" });
+    box.prepend(img);
+    load()
+      .then((b) => (img.src = URL.createObjectURL(b)))
+      .catch((e) => img.replaceWith(h("span", { class: "error" }, `image unavailable (${e.message})`)));
+  } else {
+    const name = media.filename || `${media.id}`;
+    box.prepend(
+      h(
+        "button",
+        {
+          type: "button",
+          onclick: () =>
+            load()
+              .then((b) => {
+                const a = h("a", { href: URL.createObjectURL(b), download: name });
+                a.click();
+              })
+              .catch((e) => flash(`Download failed: ${e.message}`)),
+        },
+        `Download ${name} (${media.mime_type || "file"})`,
+      ),
+    );
+  }
+  return box;
+}
+
+function composerEl(c, mine) {
+  const open = windowOpen(c);
+  const ta = h("textarea", {
+    name: "text",
+    placeholder: mine ? (open ? "Reply (Ctrl+Enter sends) or write a note" : "Write a note") : "Claim it to reply; notes are always possible",
+    "aria-label": "message text",
+    oninput: () => typing(c),
+    onkeydown: (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+        e.preventDefault();
+        send();
+      } else if (e.key === "Escape") ta.blur();
+    },
+  });
+  const box = h(
+    "div",
+    { class: "composer" },
+    ta,
+    h(
+      "div",
+      { class: "row-buttons" },
+      h("button", { type: "button", class: "primary", disabled: !(mine && open), onclick: send, dataset: { action: "send" } }, "Send"),
+      h("button", { type: "button", onclick: addNote, dataset: { action: "note" } }, "Note"),
+      h("span", { class: "hint" }, mine && !open ? "window closed: send an approved template" : ""),
+    ),
+  );
+  if (mine && !open) box.append(templatePicker(c));
+  return box;
+}
+
+/// Outside the window only approved templates may be sent; their `{{n}}` placeholders become
+/// inputs. A broker without the templates API shows that none are available.
+function templatePicker(c) {
+  const box = h("div", { class: "templates" }, h("span", { class: "muted" }, "loading templates…"));
+  const show = (list) => {
+    const approved = list.filter((t) => t.status === "APPROVED");
+    if (!approved.length) return box.replaceChildren(h("span", { class: "muted" }, "No approved templates."));
+    const sel = h("select", { name: "template", "aria-label": "template" }, approved.map((t, i) => h("option", { value: i }, `${t.name} (${t.language})`)));
+    const params = h("div", { class: "params" });
+    const fill = () => {
+      const t = approved[sel.value];
+      const body = (t.components || []).find((x) => (x.type || "").toUpperCase() === "BODY")?.text || "";
+      const n = new Set(body.match(/\{\{\d+\}\}/g) || []).size;
+      params.replaceChildren(h("div", { class: "muted" }, body), ...Array.from({ length: n }, (_, i) => h("input", { name: `param${i + 1}`, placeholder: `{{${i + 1}}}` })));
+    };
+    sel.addEventListener("change", fill);
+    fill();
+    const sendT = async () => {
+      const t = approved[sel.value];
+      const parameters = [...params.querySelectorAll("input")].map((i) => i.value);
+      try {
+        await api("POST", `/conversations/${encodeURIComponent(c.id)}/messages`, {
+          template: { name: t.name, language: t.language, parameters },
+          idempotency_key: crypto.randomUUID(),
+        });
+        await reloadOpen();
+      } catch (e) {
+        flash(`Template not sent: ${e.message}`);
+      }
+    };
+    box.replaceChildren(sel, params, h("button", { type: "button", onclick: sendT }, "Send template"));
+  };
+  if (state.templates) show(state.templates);
+  else
+    api("GET", "/templates")
+      .then((b) => show((state.templates = b?.templates || [])))
+      .catch(() => box.replaceChildren(h("span", { class: "muted" }, "Templates are not available on this broker.")));
+  return box;
+}
+
+/// Typing tells the customer we read and are answering (at most every 20 s per conversation).
+function typing(c) {
+  if (c.assignee !== state.me.id || Date.now() - state.typingSentAt < 20000) return;
+  state.typingSentAt = Date.now();
+  api("POST", `/conversations/${encodeURIComponent(c.id)}/read`).catch(() => {});
+}
+
+async function doAction(action) {
+  const c = state.open;
+  if (!c) return;
+  try {
+    const after = await api("POST", `/conversations/${encodeURIComponent(c.id)}/${action}`);
+    // Shown at once from the answer: after a release or resolve an agent may no longer see it.
+    if (after?.id === c.id) {
+      state.open = { ...after, messages: c.messages };
+      state.convs.set(c.id, after);
+      renderDetail({ keepDraft: true });
+      renderList();
+    }
+  } catch (e) {
+    const who = e.code === "already_assigned" ? " (someone else has it)" : "";
+    flash(`${action} failed: ${e.message}${who}`);
+  }
+  await reloadOpen();
+  refreshMe();
+}
+
+async function doTransfer() {
+  const c = state.open;
+  const input = $('input[name="transfer_to"]');
+  const to = input?.value.trim();
+  if (!c || !to) {
+    input?.focus();
+    return;
+  }
+  const body = to.startsWith("@") ? { agent: to.slice(1) } : { team: to };
+  try {
+    await api("POST", `/conversations/${encodeURIComponent(c.id)}/transfer`, body);
+    input.value = "";
+  } catch (e) {
+    flash(`Transfer failed: ${e.message}`);
+  }
+  await reloadOpen();
+}
+
+async function send() {
+  const c = state.open;
+  const ta = $('textarea[name="text"]');
+  const text = ta?.value.trim();
+  if (!c || !text) return;
+  try {
+    await api("POST", `/conversations/${encodeURIComponent(c.id)}/messages`, { text, idempotency_key: crypto.randomUUID() });
+    ta.value = "";
+  } catch (e) {
+    flash(`Not sent: ${e.message}`);
+  }
+  await reloadOpen();
+}
+
+async function addNote() {
+  const c = state.open;
+  const ta = $('textarea[name="text"]');
+  const text = ta?.value.trim();
+  if (!c || !text) return;
+  try {
+    await api("POST", `/conversations/${encodeURIComponent(c.id)}/notes`, { text });
+    ta.value = "";
+  } catch (e) {
+    flash(`Note not added: ${e.message}`);
+  }
+  await reloadOpen();
+}
+
+// ---- supervisor view ---------------------------------------------------------------------
+
+async function renderSupervisor() {
+  if (state.view !== "supervisor" || !state.me) return;
+  const view = $("#supervisor-view");
+  const teams = state.me.teams || [];
+  const cards = await Promise.all(
+    teams.map(async (team) => {
+      try {
+        const q = await api("GET", `/teams/${encodeURIComponent(team)}/queue?limit=50`);
+        return h(
+          "section",
+          { class: "card queue", dataset: { team } },
+          h("h3", {}, `Team ${team}`),
+          h(
+            "div",
+            { class: "figures" },
+            h("div", { class: "figure" }, h("b", { class: "depth" }, String(q.depth)), h("span", {}, "waiting")),
+            h("div", { class: "figure" }, h("b", { class: "oldest" }, duration((q.oldest_wait_seconds || 0) * 1000)), h("span", {}, "oldest wait")),
+            h("div", { class: "figure" }, h("b", {}, String(teamAgents(team))), h("span", {}, "assigned now")),
+          ),
+          h(
+            "table",
+            {},
+            h("tr", {}, h("th", {}, "customer"), h("th", {}, "priority"), h("th", {}, "waiting")),
+            (q.conversations || []).map((c) =>
+              h(
+                "tr",
+                { dataset: { conversationId: c.id }, onclick: () => openConversation(c.id), style: "cursor:pointer" },
+                h("td", {}, customerName(c)),
+                h("td", {}, c.priority),
+                h("td", { class: "sla", dataset: { since: waitingSince(c) || c.created_at } }),
+              ),
+            ),
+          ),
+        );
+      } catch (e) {
+        return h("section", { class: "card" }, h("h3", {}, `Team ${team}`), h("p", { class: "error" }, e.message));
+      }
+    }),
+  );
+  const load = h(
+    "section",
+    { class: "card agents" },
+    h("h3", {}, "Agents"),
+    h(
+      "table",
+      {},
+      h("tr", {}, h("th", {}, "agent"), h("th", {}, "open conversations")),
+      agentLoads().map(([a, n]) => h("tr", {}, h("td", {}, `@${a}`), h("td", {}, String(n)))),
+    ),
+    h("p", { class: "muted" }, `You are ${state.me.status}, ${state.me.open_conversations}/${state.me.max_concurrent}.`),
+  );
+  const reports = h("section", { class: "card reports" }, h("h3", {}, "Reports (last 24 h)"), h("p", { class: "muted" }, "loading…"));
+  view.replaceChildren(...cards, load, reports);
+  tickClocks();
+  const to = new Date().toISOString();
+  const from = new Date(Date.now() - 86400000).toISOString();
+  api("GET", `/reports/teams?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`)
+    .then((r) =>
+      reports.replaceChildren(
+        h("h3", {}, "Reports (last 24 h)"),
+        h(
+          "table",
+          {},
+          h("tr", {}, ["team", "conversations", "inbound", "outbound", "first response p50", "SLA hits / misses"].map((t) => h("th", {}, t))),
+          (r.teams || []).map((t) =>
+            h(
+              "tr",
+              {},
+              h("td", {}, t.team),
+              h("td", {}, String(t.conversations)),
+              h("td", {}, String(t.inbound)),
+              h("td", {}, String(t.outbound)),
+              h("td", {}, t.first_response_seconds?.p50 != null ? duration(t.first_response_seconds.p50 * 1000) : "–"),
+              h("td", {}, `${t.sla_hits ?? "–"} / ${t.sla_misses ?? "–"}`),
+            ),
+          ),
+        ),
+      ),
+    )
+    .catch(() => reports.replaceChildren(h("h3", {}, "Reports"), h("p", { class: "muted" }, "Reports are not available on this broker.")));
+}
+
+/// The load of each agent as the visible conversations show it (the API has no agent list yet).
+function agentLoads() {
+  const n = new Map();
+  for (const c of state.convs.values()) if (c.status === "assigned" && c.assignee) n.set(c.assignee, (n.get(c.assignee) || 0) + 1);
+  return [...n.entries()].sort((a, b) => b[1] - a[1]);
+}
+
+function teamAgents(team) {
+  let n = 0;
+  for (const c of state.convs.values()) if (c.team === team && c.status === "assigned") n++;
+  return n;
+}
+
+function showView(view) {
+  state.view = view;
+  $("#inbox-view").hidden = view !== "inbox";
+  $("#supervisor-view").hidden = view !== "supervisor";
+  $("#tab-inbox").setAttribute("aria-pressed", String(view === "inbox"));
+  $("#tab-supervisor").setAttribute("aria-pressed", String(view === "supervisor"));
+  if (view === "supervisor") renderSupervisor();
+}
+
+// ---- keyboard ----------------------------------------------------------------------------
+
+let pendingG = false;
+function onKey(e) {
+  if (!state.me || e.ctrlKey || e.metaKey || e.altKey) return;
+  const t = e.target;
+  if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+  // A focused button keeps Enter and Space for itself.
+  if (t instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
+  if ($("#help").open) return;
+  const click = (name) => document.querySelector(`#detail button[data-action="${name}"]:not(:disabled)`)?.click();
+  if (pendingG) {
+    pendingG = false;
+    if (e.key === "i") showView("inbox");
+    if (e.key === "s" && isSupervisor()) showView("supervisor");
+    return;
+  }
+  const keys = {
+    j: () => moveSelection(1),
+    k: () => moveSelection(-1),
+    Enter: () => state.selected && openConversation(state.selected),
+    o: () => state.selected && openConversation(state.selected),
+    c: () => click("claim"),
+    u: () => click("release"),
+    e: () => click("resolve"),
+    t: () => $('input[name="transfer_to"]')?.focus(),
+    r: () => $('textarea[name="text"]')?.focus(),
+    n: () => $('textarea[name="text"]')?.focus(),
+    "/": () => $("#f-status").focus(),
+    "?": () => $("#help").showModal(),
+    g: () => (pendingG = true),
+    Escape: () => closeConversation(),
+  };
+  const fn = keys[e.key];
+  if (fn) {
+    e.preventDefault();
+    fn();
+  }
+}
+
+// ---- start -------------------------------------------------------------------------------
+
+function init() {
+  $("#signin").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = e.target.token.value.trim();
+    if (token) signIn(token);
+  });
+  $("#signout").addEventListener("click", () => signOut());
+  $("#tab-inbox").addEventListener("click", () => showView("inbox"));
+  $("#tab-supervisor").addEventListener("click", () => showView("supervisor"));
+  $("#help-button").addEventListener("click", () => $("#help").showModal());
+  for (const id of ["#f-status", "#f-team", "#f-mine"]) $(id).addEventListener("change", renderList);
+  $("#presence").addEventListener("change", async (e) => {
+    try {
+      await api("PUT", "/agents/me/presence", { status: e.target.value });
+    } catch (err) {
+      flash(`Presence not changed: ${err.message}`);
+    }
+    refreshMe();
+  });
+  document.addEventListener("keydown", onKey);
+  setInterval(tickClocks, 1000);
+  if (state.token) signIn(state.token);
+  else showSignIn();
+}
+
+init();
