@@ -1,7 +1,8 @@
 # Two commands on a fresh Debian/Ubuntu machine with the Rust toolchain:
 #   make run    build (dev profile) and start the broker on config/default.toml (RocksDB in ./data)
 #   make test   run the whole test suite
-# Both install what RocksDB's bindings need (clang, libclang) when it is missing.
+# Both install what RocksDB's bindings need (clang, libclang) when it is missing, and the browser
+# the console's tests drive (Debian's chromium and chromium-driver).
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
@@ -12,6 +13,12 @@ deps:
 	@if ! dpkg -s libclang-dev >/dev/null 2>&1 || ! command -v clang >/dev/null 2>&1; then \
 		echo "installing clang/libclang-dev for RocksDB's bindings"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang libclang-dev; \
+	fi
+	@# The agent console's browser tests (tests/it/console.rs) drive headless Chromium through
+	@# chromedriver; Debian packages both, so nothing is downloaded outside apt.
+	@if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing chromium/chromium-driver for the console's browser tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
 	fi
 
 # The dev profile, not --release: `make test` then reuses every dependency this build compiled

@@ -15,6 +15,7 @@ mod api;
 mod assignment;
 mod config;
 mod connections;
+mod console;
 mod contract_errors;
 mod conversations;
 mod crash;

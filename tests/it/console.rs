@@ -1,0 +1,521 @@
+//! The agent console (`GET /console`) driven in a real headless Chromium through chromedriver.
+//!
+//! Each test starts the real broker (`TB`, with its fake Graph API) and one chromedriver on a free
+//! loopback port with one headless Chromium session (1280×800), signs in through the page's
+//! `input[name="token"]` and works only through the page, as an agent would; the API is used to
+//! play the other people (customers through the webhook, colleagues claiming). Every wait is for
+//! a condition in the page (WebDriver polling), never a sleep.
+//!
+//! Chromium and chromedriver come from Debian (`make deps` installs them, and so `.ci/run`): when
+//! they are missing these tests FAIL saying so, they never skip.
+//!
+//! Screenshots of the main screens are taken by `screens_for_supervisor_and_phone`; with
+//! `SWITCHBOARD_SCREENSHOTS=1` they are written to `docs/` (how the README's pictures are made),
+//! otherwise to a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// The longest a page condition is awaited when the contract names no bound.
+const PAGE_WAIT: Duration = Duration::from_secs(10);
+/// How often a page condition is checked.
+const POLL: Duration = Duration::from_millis(20);
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// One chromedriver and one headless Chromium session, ended when dropped (also on a failed
+/// assertion): the session is deleted, which closes Chromium, then chromedriver is killed.
+struct Browser {
+    client: Client,
+    driver: tokio::process::Child,
+    port: u16,
+    session: Option<String>,
+}
+
+impl Browser {
+    async fn start(width: u32, height: u32) -> Browser {
+        let (Some(driver_path), Some(chromium)) =
+            (find_program("chromedriver"), find_program("chromium"))
+        else {
+            panic!(
+                "the console's browser tests need Debian's `chromium` and `chromium-driver` \
+                 (chromedriver) on PATH: run `make deps` (or `apt-get install chromium \
+                 chromium-driver`); they are never skipped"
+            );
+        };
+        let port = free_port();
+        let driver = tokio::process::Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_path.display()));
+        let status = format!("http://127.0.0.1:{port}/status");
+        let http = http_client(Some(Duration::from_secs(2)));
+        eventually("chromedriver ready", WAIT, || {
+            let (http, status) = (http.clone(), status.clone());
+            async move {
+                let v: Value = http
+                    .get(&status)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if v["value"]["ready"] == json!(true) {
+                    Ok(())
+                } else {
+                    Err(v.to_string())
+                }
+            }
+        })
+        .await;
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-extensions", "--hide-scrollbars",
+                    format!("--window-size={width},{height}"),
+                ],
+            },
+        });
+        let caps = match caps {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("chromedriver would not start chromium: {e}"));
+        let session = client.session_id().await.ok().flatten();
+        Browser {
+            client,
+            driver,
+            port,
+            session,
+        }
+    }
+
+    async fn goto_console(&self, tb: &TB) {
+        self.client
+            .goto(&format!("{}/console", tb.api.base))
+            .await
+            .expect("open /console");
+    }
+
+    /// Signs in through the page's form and waits for the live stream to be up.
+    async fn sign_in(&self, tb: &TB, token: &str) {
+        self.goto_console(tb).await;
+        let input = self.wait_css(r#"input[name="token"]"#).await;
+        input.clear().await.expect("clear token");
+        input.send_keys(token).await.expect("type token");
+        self.click("Sign in").await;
+        self.wait_css(r#"body[data-live="up"]"#).await;
+    }
+
+    async fn wait_css(&self, css: &str) -> Element {
+        self.wait_within(Locator::Css(css), PAGE_WAIT).await
+    }
+
+    async fn wait_within(&self, loc: Locator<'_>, at_most: Duration) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(at_most)
+            .every(POLL)
+            .for_element(loc)
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                let body = match self.client.find(Locator::Css("body")).await {
+                    Ok(b) => b.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                panic!("{loc:?} not in the page within {at_most:?}: {e}\npage text:\n{body}")
+            }
+        }
+    }
+
+    /// The enabled button whose visible name is `name` (the contract names buttons by action).
+    async fn button(&self, name: &str) -> Element {
+        let xpath = format!("//button[normalize-space()='{name}' and not(@disabled)]");
+        self.wait_within(Locator::XPath(&xpath), PAGE_WAIT).await
+    }
+
+    /// Clicks the enabled button named `name`, finding it again if the page re-rendered it
+    /// between finding and clicking (events re-render a conversation's header).
+    async fn click(&self, name: &str) {
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            match self.button(name).await.click().await {
+                Ok(()) => return,
+                Err(e) if e.is_stale_element_reference() && Instant::now() < deadline => {}
+                Err(e) => panic!("click {name}: {e}"),
+            }
+        }
+    }
+
+    async fn row(&self, conv: &str) -> Element {
+        self.wait_css(&format!(r#"[data-conversation-id="{conv}"]"#))
+            .await
+    }
+
+    async fn press(&self, keys: &str) {
+        let mut actions = KeyActions::new("keyboard".into());
+        for ch in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value: ch })
+                .then(KeyAction::Up { value: ch });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .expect("keyboard actions");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script {script:?} failed: {e}"))
+    }
+
+    async fn screenshot(&self, dir: &Path, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+        std::fs::write(dir.join(name), png).expect("write screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Deleting the session makes chromedriver close Chromium; killing chromedriver alone
+        // would leave the browser running. A blocking request: Drop cannot await.
+        if let Some(id) = self.session.take() {
+            use std::io::{Read, Write};
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = write!(
+                    s,
+                    "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.read(&mut [0u8; 512]);
+            }
+        }
+        let _ = self.driver.start_kill();
+    }
+}
+
+/// The console's conversation row for `conv`, as text.
+async fn row_text(b: &Browser, conv: &str) -> String {
+    b.row(conv).await.text().await.expect("row text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_live_list_and_a_colleagues_claim_within_a_second() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let conv = tb.open_conv(N1, &cust, "where is my order?").await;
+    let b = Browser::start(1280, 800).await;
+
+    // A wrong token is refused on the form; the right one opens the inbox.
+    b.goto_console(&tb).await;
+    let input = b.wait_css(r#"input[name="token"]"#).await;
+    input.send_keys("not-a-token").await.expect("type");
+    b.click("Sign in").await;
+    b.wait_within(
+        Locator::XPath("//*[@id='signin-error' and contains(., 'Unknown token')]"),
+        PAGE_WAIT,
+    )
+    .await;
+    b.sign_in(&tb, BOB).await;
+
+    let text = row_text(&b, &conv).await;
+    assert!(
+        text.contains(&format!("Customer {cust}")) && text.contains("queued"),
+        "row shows name and status: {text:?}"
+    );
+    assert!(
+        text.contains("unassigned"),
+        "row shows no assignee: {text:?}"
+    );
+
+    // Live: what happens elsewhere appears without reloading (the marker would be gone).
+    b.js("window.__noReload = 1; return null;").await;
+    let cust2 = customer();
+    let conv2 = tb.open_conv(N1, &cust2, "hello?").await;
+    let row2 = b.row(&conv2).await;
+    assert!(row2
+        .text()
+        .await
+        .unwrap()
+        .contains(&format!("Customer {cust2}")));
+    // The new conversation's message counts as unread.
+    b.wait_css(&format!(r#"[data-conversation-id="{conv2}"] .unread.some"#))
+        .await;
+
+    // Alice claims through the API: Bob's row names her within a second.
+    tb.must_claim(ALICE, &conv).await;
+    let claimed = Instant::now();
+    b.wait_within(
+        Locator::Css(&format!(
+            r#"[data-conversation-id="{conv}"][data-assignee="alice"][data-status="assigned"]"#
+        )),
+        Duration::from_secs(1),
+    )
+    .await;
+    let shown_ms = claimed.elapsed().as_millis();
+    let text = row_text(&b, &conv).await;
+    assert!(
+        text.contains("@alice") && text.contains("assigned"),
+        "row: {text:?}"
+    );
+    assert_eq!(
+        b.js("return window.__noReload === 1;").await,
+        json!(true),
+        "the page reloaded"
+    );
+    println!("console: a colleague's claim shown {shown_ms} ms after the API answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_and_reply_from_the_console_reach_the_graph_api() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let conv = tb.open_conv(N1, &cust, "my parcel is late").await;
+    let b = Browser::start(1280, 800).await;
+    b.sign_in(&tb, BOB).await;
+
+    b.row(&conv).await.click().await.expect("open conversation");
+    b.wait_css(r#".msg.inbound"#).await;
+    b.click("Claim").await;
+    // Claimed: Release becomes possible and the API agrees.
+    b.button("Release").await;
+    assert_eq!(tb.conversation(&conv).await["assignee"], json!("bob"));
+
+    let reply = "It leaves our warehouse today.";
+    let ta = b.wait_css(r#"textarea[name="text"]"#).await;
+    ta.send_keys(reply).await.expect("type reply");
+    b.click("Send").await;
+    let sends = tb.graph.wait_sends(1, WAIT).await;
+    assert_eq!(sends[0].body["text"]["body"], json!(reply));
+    assert_eq!(sends[0].body["to"], json!(cust));
+    // The console shows the reply with the status the Graph API's answer gave it.
+    b.wait_css(r#".msg.outbound[data-status="accepted"]"#).await;
+
+    // A note stays inside: shown, never sent.
+    let ta = b.wait_css(r#"textarea[name="text"]"#).await;
+    ta.send_keys("VIP, be quick").await.expect("type note");
+    b.click("Note").await;
+    let note = b.wait_css(".msg.note").await;
+    assert!(note.text().await.unwrap().contains("VIP, be quick"));
+    assert_eq!(tb.graph.count(), 1, "a note reached the Graph API");
+
+    // Resolve ends it.
+    b.click("Resolve").await;
+    b.wait_css(".conv-head .status.st-resolved").await;
+    assert_eq!(tb.conversation(&conv).await["status"], json!("resolved"));
+}
+
+/// An inbound image: shown as media with its caption; once the API gives the message its
+/// `media` and the bytes are fetched, inline from `GET /api/v1/media/{id}` (a `blob:` image).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_message_shown() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let msg = json!({
+        "from": cust, "id": wamid(), "timestamp": now().to_string(), "type": "image",
+        "image": {"id": "1234567890", "mime_type": "image/png",
+                  "sha256": "3b1d5f0e7b6c", "caption": "the broken part"}
+    });
+    let body = envelope(vec![entry(vec![change(N1, vec![msg], vec![])])]);
+    assert_eq!(tb.webhook(&body).await, 200);
+    let conv = tb.conv_id(N1, &cust).await;
+    let b = Browser::start(1280, 800).await;
+    b.sign_in(&tb, BOB).await;
+    b.row(&conv).await.click().await.expect("open conversation");
+
+    let shown = b.wait_css(r#".msg.inbound[data-kind="image"]"#).await;
+    let text = shown.text().await.unwrap();
+    assert!(text.contains("the broken part"), "caption shown: {text:?}");
+    assert!(text.contains("image"), "media kind shown: {text:?}");
+    let api_msg = &tb.messages(&conv).await[0];
+    if api_msg["media"]["downloaded"] == json!(true) {
+        b.wait_css(r#".msg[data-kind="image"] img[src^="blob:"]"#)
+            .await;
+    } else if api_msg["media"].is_object() {
+        b.wait_css(r#".msg[data-kind="image"] .media"#).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screens_for_supervisor_and_phone() {
+    let tb = TB::start().await;
+    let mut convs = Vec::new();
+    let custs: Vec<String> = (0..3).map(|_| customer()).collect();
+    let texts = [
+        "Hi, where is my order #1234?",
+        "Can I change my address?",
+        "Refund please",
+    ];
+    for (cust, text) in custs.iter().zip(texts) {
+        convs.push(tb.open_conv(N1, cust, text).await);
+    }
+    tb.must_claim(BOB, &convs[0]).await;
+    tb.must_reply(BOB, &convs[0], "Let me check that for you.")
+        .await;
+    tb.note(BOB, &convs[0], "Order 1234 shipped yesterday")
+        .await;
+    tb.send_text(N1, &custs[0], "thanks!").await;
+
+    let keep = std::env::var_os("SWITCHBOARD_SCREENSHOTS").is_some();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = if keep {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+    } else {
+        tmp.path().to_path_buf()
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let b = Browser::start(1280, 800).await;
+    b.sign_in(&tb, CAROL).await;
+    for c in &convs {
+        b.row(c).await;
+    }
+    b.screenshot(&dir, "console-inbox.png").await;
+
+    // Keyboard: j selects the first row, Enter opens it.
+    let first = b
+        .js(r##"return document.querySelector("#list .row").dataset.conversationId;"##)
+        .await;
+    b.press("j").await;
+    b.press("\u{e007}").await;
+    b.wait_css(&format!(
+        r#"#detail .messages[data-conversation-id={first}]"#
+    ))
+    .await;
+    b.row(&convs[0]).await.click().await.expect("open");
+    b.wait_css(".msg.note").await;
+    b.screenshot(&dir, "console-conversation.png").await;
+
+    // Supervisor: the team's queue with its depth, as the API counts it.
+    b.click("Supervisor").await;
+    let (_, q) = tb.get(CAROL, "/api/v1/teams/support/queue").await;
+    let depth = b.wait_css(r#".queue[data-team="support"] .depth"#).await;
+    assert_eq!(depth.text().await.unwrap(), q["depth"].to_string());
+    b.screenshot(&dir, "console-supervisor.png").await;
+
+    // Phone size: one pane, nothing wider than the screen, a conversation opens full-width.
+    b.client.set_window_size(390, 844).await.expect("resize");
+    b.press("gi").await;
+    b.press("\u{e00c}").await; // Escape: back to the list
+    let row = b.row(&convs[1]).await;
+    let overflow = b
+        .js("return document.documentElement.scrollWidth - window.innerWidth;")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "horizontal overflow {overflow}"
+    );
+    row.click().await.expect("open on phone");
+    let back = b.button("Back").await;
+    assert!(
+        back.is_displayed().await.unwrap(),
+        "no Back button on a phone"
+    );
+    assert!(
+        !b.wait_css("#list").await.is_displayed().await.unwrap(),
+        "the list stays beside the conversation on a phone"
+    );
+    b.screenshot(&dir, "console-phone.png").await;
+}
+
+/// The page and its assets come from the broker itself, with a policy that allows nothing from
+/// elsewhere; no token is needed to load them (the page asks for one).
+#[tokio::test]
+async fn console_served_from_the_binary_with_its_own_origin_only() {
+    let tb = TB::start().await;
+    for (path, ty) in [
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        let resp = tb.http.get(tb.url(path)).send().await.expect(path);
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(ty), "{path}");
+        assert!(
+            header("content-security-policy").starts_with("default-src 'self'"),
+            "{path}"
+        );
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("https://"), "{path} names another origin");
+    }
+    let page = tb.http.get(tb.url("/console")).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains(r#"name="token""#), "no sign-in form");
+}
+
+/// `waiting_since`, the clock the console shows: set by the customer's first unanswered message,
+/// kept by later ones, cleared by a human reply, set again by the next message.
+#[tokio::test]
+async fn waiting_since_is_when_the_customer_started_waiting() {
+    let tb = TB::start().await;
+    let cust = customer();
+    let conv = tb.open_conv(N1, &cust, "hello").await;
+    let first = tb.conversation(&conv).await;
+    let since = first["waiting_since"].clone();
+    assert!(
+        since.is_string(),
+        "waiting since the first message: {first}"
+    );
+    tb.send_text(N1, &cust, "anyone?").await;
+    eventually("second message stored", WAIT, || async {
+        let c = tb.conversation(&conv).await;
+        match c["messages"].as_array().map(Vec::len) {
+            Some(2) => Ok(c),
+            n => Err(format!("{n:?} messages")),
+        }
+    })
+    .await;
+    assert_eq!(
+        tb.conversation(&conv).await["waiting_since"],
+        since,
+        "a second message does not restart the clock"
+    );
+    tb.must_claim(BOB, &conv).await;
+    tb.must_reply(BOB, &conv, "here").await;
+    assert_eq!(tb.conversation(&conv).await["waiting_since"], Value::Null);
+    let (_, listed) = tb.get(BOB, "/api/v1/conversations").await;
+    let row = listed["conversations"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == json!(conv)))
+        .cloned()
+        .expect("bob lists his conversation");
+    assert_eq!(row["waiting_since"], Value::Null, "lists carry it too");
+}
