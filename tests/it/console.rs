@@ -312,9 +312,23 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
     b.button("Release").await;
     assert_eq!(tb.conversation(&conv).await["assignee"], json!("bob"));
 
+    // Typing asks the broker to mark the customer's message read and show "typing" (the route
+    // lands with the message-model work; the console calls it either way).
+    b.js(r#"
+        const real = window.fetch.bind(window);
+        window.__calls = [];
+        window.fetch = (url, init) => { window.__calls.push(`${init?.method || "GET"} ${url}`); return real(url, init); };
+        return null;"#)
+        .await;
     let reply = "It leaves our warehouse today.";
     let ta = b.wait_css(r#"textarea[name="text"]"#).await;
     ta.send_keys(reply).await.expect("type reply");
+    let read = format!("POST /api/v1/conversations/{conv}/read");
+    let calls = b.js("return window.__calls;").await;
+    let reads = calls
+        .as_array()
+        .map_or(0, |c| c.iter().filter(|c| **c == json!(read)).count());
+    assert_eq!(reads, 1, "one read + typing call while typing: {calls}");
     b.click("Send").await;
     let sends = tb.graph.wait_sends(1, WAIT).await;
     assert_eq!(sends[0].body["text"]["body"], json!(reply));
@@ -518,4 +532,186 @@ async fn waiting_since_is_when_the_customer_started_waiting() {
         .cloned()
         .expect("bob lists his conversation");
     assert_eq!(row["waiting_since"], Value::Null, "lists carry it too");
+}
+
+/// The stream comes back by itself after the broker dies and starts again (same address), and what happened
+/// meanwhile is in the list: it is re-read after every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reconnects_after_a_broker_restart() {
+    let port = free_port();
+    let mut tb = TB::start_with(|c| c.listen = format!("127.0.0.1:{port}")).await;
+    let conv = tb.open_conv(N1, &customer(), "before").await;
+    let b = Browser::start(1280, 800).await;
+    b.sign_in(&tb, BOB).await;
+    b.row(&conv).await;
+    b.js("window.__noReload = 1; return null;").await;
+
+    let t = Instant::now();
+    tb.crash_and_restart().await;
+    println!(
+        "console: broker restarted in {} ms",
+        t.elapsed().as_millis()
+    );
+    // A conversation created while the page may still be reconnecting.
+    let conv2 = tb.open_conv(N1, &customer(), "after the restart").await;
+    b.wait_css(r#"body[data-live="up"]"#).await;
+    b.row(&conv2).await;
+    println!(
+        "console: list current again {} ms after the restart began",
+        t.elapsed().as_millis()
+    );
+    // And the stream itself is live again: a claim shows without any reload.
+    tb.must_claim(ALICE, &conv2).await;
+    b.wait_css(&format!(
+        r#"[data-conversation-id="{conv2}"][data-assignee="alice"]"#
+    ))
+    .await;
+    assert_eq!(b.js("return window.__noReload === 1;").await, json!(true));
+}
+
+/// The fields others add to Message (media, reply_to, reactions, failed-with-reason) render as
+/// soon as the API carries them: the page's fetch is wrapped to add them to a real answer, and a
+/// PNG is served for the media route, so the rendering is checked in the browser today.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_message_fields_render_when_present() {
+    let tb = TB::start().await;
+    let conv = tb.open_conv(N1, &customer(), "look at this").await;
+    let b = Browser::start(1280, 800).await;
+    b.sign_in(&tb, BOB).await;
+    b.js(&format!(
+        r#"
+        const real = window.fetch.bind(window);
+        // A 1×1 PNG.
+        const png = Uint8Array.from(atob("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="), c => c.charCodeAt(0));
+        window.fetch = async (url, init) => {{
+          if (url === "/api/v1/media/m-1") {{
+            window.__mediaAuth = init?.headers?.Authorization;
+            return new Response(png, {{ headers: {{ "Content-Type": "image/png" }} }});
+          }}
+          const resp = await real(url, init);
+          if (url !== "/api/v1/conversations/{conv}") return resp;
+          const c = await resp.json();
+          const first = c.messages[0];
+          first.type = "image";
+          first.media = {{ id: "m-1", mime_type: "image/png", sha256: "x", size: 68, caption: "look at this", downloaded: true }};
+          first.reactions = [{{ by: "bob", emoji: "\u{{1F44D}}" }}];
+          c.messages.push({{ id: "x-2", direction: "inbound", type: "text", text: "and this?", reply_to: first.id,
+                             author: "customer", at: first.at, status: null, wamid: "w2" }});
+          c.messages.push({{ id: "x-3", direction: "outbound", type: "text", text: "sorry", author: "bob", at: first.at,
+                             status: "failed", wamid: null, error: {{ code: 131047, title: "Re-engagement message", reason: "window_closed" }} }});
+          return new Response(JSON.stringify(c), {{ status: 200, headers: {{ "Content-Type": "application/json" }} }});
+        }};
+        return null;"#
+    ))
+    .await;
+    b.row(&conv).await.click().await.expect("open");
+
+    let img = b
+        .wait_css(r#".msg[data-kind="image"] img[src^="blob:"]"#)
+        .await;
+    let decoded = b
+        .js(r#"const i = document.querySelector('.msg[data-kind="image"] img'); return i.complete && i.naturalWidth;"#)
+        .await;
+    assert_eq!(decoded, json!(1), "the image was decoded");
+    assert_eq!(
+        img.attr("alt").await.unwrap().as_deref(),
+        Some("look at this")
+    );
+    assert_eq!(
+        b.js("return window.__mediaAuth;").await,
+        json!(format!("Bearer {BOB}")),
+        "media is fetched with the bearer token"
+    );
+    let reactions = b.wait_css(".msg .reactions").await.text().await.unwrap();
+    assert!(reactions.contains('\u{1F44D}'), "reactions: {reactions:?}");
+    let quoted = b
+        .wait_css(r#"[data-message-id="x-2"] .quote"#)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(quoted, "look at this", "the reply quotes what it answers");
+    let failed = b
+        .wait_css(r#"[data-message-id="x-3"] .status.failed"#)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        failed.contains("window_closed"),
+        "failure reason: {failed:?}"
+    );
+}
+
+/// Outside the 24-hour window free text is off and the approved templates are offered, their
+/// `{{n}}` placeholders as inputs; sending one posts the contract's `template` body. Today's
+/// broker has no templates API, so the page's fetch serves the list and records the send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_picker_outside_the_window() {
+    let tb = TB::start().await;
+    let cust = customer();
+    tb.send_text_at(N1, &cust, now() - 2 * SECS_PER_DAY, "old question")
+        .await;
+    let conv = tb.conv_id(N1, &cust).await;
+    tb.must_claim(BOB, &conv).await;
+    let b = Browser::start(1280, 800).await;
+    b.sign_in(&tb, BOB).await;
+    b.js(r#"
+        const real = window.fetch.bind(window);
+        window.__sent = [];
+        window.fetch = async (url, init) => {
+          if (url === "/api/v1/templates") {
+            return new Response(JSON.stringify({ templates: [
+              { name: "draft_offer", language: "en", category: "MARKETING", status: "PENDING", components: [] },
+              { name: "order_update", language: "en_US", category: "UTILITY", status: "APPROVED",
+                components: [{ type: "BODY", text: "Hi {{1}}, your order {{2}} has shipped." }] },
+            ] }), { headers: { "Content-Type": "application/json" } });
+          }
+          if (url.endsWith("/messages") && init?.method === "POST") {
+            window.__sent.push(JSON.parse(init.body));
+            return new Response("{}", { status: 202, headers: { "Content-Type": "application/json" } });
+          }
+          return real(url, init);
+        };
+        return null;"#)
+        .await;
+    b.row(&conv).await.click().await.expect("open");
+
+    b.wait_css(".window.closed").await;
+    let send = b.wait_css(r#".composer button[data-action="send"]"#).await;
+    assert!(
+        !send.is_enabled().await.unwrap(),
+        "free text is off outside the window"
+    );
+    let options = b
+        .js(r#"return [...document.querySelectorAll('select[name="template"] option')].map(o => o.textContent);"#)
+        .await;
+    assert_eq!(
+        options,
+        json!(["order_update (en_US)"]),
+        "only approved templates"
+    );
+    b.wait_css(r#"input[name="param1"]"#)
+        .await
+        .send_keys("Ana")
+        .await
+        .unwrap();
+    b.wait_css(r#"input[name="param2"]"#)
+        .await
+        .send_keys("#1234")
+        .await
+        .unwrap();
+    b.click("Send template").await;
+    let sent = eventually("template posted", WAIT, || async {
+        match b.js("return window.__sent;").await {
+            Value::Array(a) if !a.is_empty() => Ok(a[0].clone()),
+            v => Err(v.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(
+        sent["template"],
+        json!({"name": "order_update", "language": "en_US", "parameters": ["Ana", "#1234"]})
+    );
+    assert!(sent["idempotency_key"].is_string(), "{sent}");
 }

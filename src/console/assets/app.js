@@ -23,7 +23,6 @@ const state = {
   selected: null, // id of the highlighted row
   open: null, // Conversation with messages, the one shown
   view: "inbox",
-  templates: null, // null = not loaded, [] = none or unavailable
   typingSentAt: 0,
   streamAbort: null,
 };
@@ -629,11 +628,10 @@ function templatePicker(c) {
     };
     box.replaceChildren(sel, params, h("button", { type: "button", onclick: sendT }, "Send template"));
   };
-  if (state.templates) show(state.templates);
-  else
-    api("GET", "/templates")
-      .then((b) => show((state.templates = b?.templates || [])))
-      .catch(() => box.replaceChildren(h("span", { class: "muted" }, "Templates are not available on this broker.")));
+  // Read each time the picker opens: approvals and pauses change at Meta's pace, not ours.
+  api("GET", "/templates")
+    .then((b) => show(b?.templates || []))
+    .catch(() => box.replaceChildren(h("span", { class: "muted" }, "Templates are not available on this broker.")));
   return box;
 }
 
