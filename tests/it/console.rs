@@ -174,6 +174,42 @@ impl Browser {
         }
     }
 
+    /// The text of the first element matching `css`, found again if the page re-rendered it
+    /// between finding and reading (events re-render the list and the open conversation).
+    async fn text_of(&self, css: &str) -> String {
+        self.attr_of(css, None).await.unwrap_or_default()
+    }
+
+    /// An attribute (or, with `None`, the text) of the first element matching `css`, with the
+    /// same retry as [`Self::text_of`].
+    async fn attr_of(&self, css: &str, attr: Option<&str>) -> Option<String> {
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            let el = self.wait_css(css).await;
+            let got = match attr {
+                None => el.text().await.map(Some),
+                Some(a) => el.attr(a).await,
+            };
+            match got {
+                Ok(v) => return v,
+                Err(e) if e.is_stale_element_reference() && Instant::now() < deadline => {}
+                Err(e) => panic!("read {css}: {e}"),
+            }
+        }
+    }
+
+    async fn click_css(&self, css: &str) {
+        self.wait_css(css).await.click().await.expect(css);
+    }
+
+    /// The conversations the list shows, top to bottom.
+    async fn row_ids(&self) -> Vec<String> {
+        let ids = self
+            .js("return [...document.querySelectorAll('#list .row')].map(r => r.dataset.conversationId);")
+            .await;
+        serde_json::from_value(ids).expect("row ids")
+    }
+
     async fn row(&self, conv: &str) -> Element {
         self.wait_css(&format!(r#"[data-conversation-id="{conv}"]"#))
             .await
@@ -227,7 +263,8 @@ impl Drop for Browser {
 
 /// The console's conversation row for `conv`, as text.
 async fn row_text(b: &Browser, conv: &str) -> String {
-    b.row(conv).await.text().await.expect("row text")
+    b.text_of(&format!(r#"[data-conversation-id="{conv}"]"#))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,17 +295,28 @@ async fn sign_in_live_list_and_a_colleagues_claim_within_a_second() {
         text.contains("unassigned"),
         "row shows no assignee: {text:?}"
     );
+    // The SLA clock: how long the customer has waited, from the API's `waiting_since`.
+    let clock = format!(r#"[data-conversation-id="{conv}"] .sla"#);
+    let since = tb.conversation(&conv).await["waiting_since"].clone();
+    assert!(since.is_string(), "{since}");
+    let shown_since = b.attr_of(&clock, Some("data-since")).await;
+    assert_eq!(shown_since.map(Value::String), Some(since));
+    let shown = b.text_of(&clock).await;
+    assert!(shown.ends_with('s'), "clock shows a duration: {shown:?}");
 
-    // Live: what happens elsewhere appears without reloading (the marker would be gone).
-    b.js("window.__noReload = 1; return null;").await;
+    // Live: what happens elsewhere appears without reloading (the marker would be gone), and
+    // nothing on screen moves when it does (Chromium's layout-shift entries, summed).
+    b.js(r#"
+        window.__noReload = 1;
+        window.__shift = 0;
+        new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__shift += e.value; })
+          .observe({ type: "layout-shift" });
+        return null;"#)
+        .await;
     let cust2 = customer();
     let conv2 = tb.open_conv(N1, &cust2, "hello?").await;
-    let row2 = b.row(&conv2).await;
-    assert!(row2
-        .text()
-        .await
-        .unwrap()
-        .contains(&format!("Customer {cust2}")));
+    let text2 = row_text(&b, &conv2).await;
+    assert!(text2.contains(&format!("Customer {cust2}")), "{text2:?}");
     // The new conversation's message counts as unread.
     b.wait_css(&format!(r#"[data-conversation-id="{conv2}"] .unread.some"#))
         .await;
@@ -295,6 +343,12 @@ async fn sign_in_live_list_and_a_colleagues_claim_within_a_second() {
         "the page reloaded"
     );
     println!("console: a colleague's claim shown {shown_ms} ms after the API answered");
+    let shift = b.js("return window.__shift;").await;
+    println!("console: layout shift while events streamed in: {shift}");
+    assert!(
+        shift.as_f64().unwrap_or(1.0) < 0.001,
+        "layout shifted: {shift}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,8 +394,8 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
     let ta = b.wait_css(r#"textarea[name="text"]"#).await;
     ta.send_keys("VIP, be quick").await.expect("type note");
     b.click("Note").await;
-    let note = b.wait_css(".msg.note").await;
-    assert!(note.text().await.unwrap().contains("VIP, be quick"));
+    let note = b.text_of(".msg.note").await;
+    assert!(note.contains("VIP, be quick"), "{note:?}");
     assert_eq!(tb.graph.count(), 1, "a note reached the Graph API");
 
     // Resolve ends it.
@@ -368,8 +422,7 @@ async fn media_message_shown() {
     b.sign_in(&tb, BOB).await;
     b.row(&conv).await.click().await.expect("open conversation");
 
-    let shown = b.wait_css(r#".msg.inbound[data-kind="image"]"#).await;
-    let text = shown.text().await.unwrap();
+    let text = b.text_of(r#".msg.inbound[data-kind="image"]"#).await;
     assert!(text.contains("the broken part"), "caption shown: {text:?}");
     assert!(text.contains("image"), "media kind shown: {text:?}");
     let api_msg = &tb.messages(&conv).await[0];
@@ -417,6 +470,19 @@ async fn screens_for_supervisor_and_phone() {
     }
     b.screenshot(&dir, "console-inbox.png").await;
 
+    // Filters: "queued" leaves out the one Bob has; "mine" (Carol owns none) leaves nothing.
+    b.click_css(r#"#f-status option[value="queued"]"#).await;
+    let queued = b.row_ids().await;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert!(!queued.contains(&convs[0]), "{queued:?}");
+    b.click_css("#f-mine").await;
+    assert!(b.row_ids().await.is_empty());
+    b.click_css("#f-mine").await;
+    b.click_css(r#"#f-status option[value="open"]"#).await;
+    assert_eq!(b.row_ids().await.len(), 3);
+    // Leave the filter as a click elsewhere would, so the letters below are shortcuts again.
+    b.js("document.activeElement.blur(); return null;").await;
+
     // Keyboard: j selects the first row, Enter opens it.
     let first = b
         .js(r##"return document.querySelector("#list .row").dataset.conversationId;"##)
@@ -434,8 +500,8 @@ async fn screens_for_supervisor_and_phone() {
     // Supervisor: the team's queue with its depth, as the API counts it.
     b.click("Supervisor").await;
     let (_, q) = tb.get(CAROL, "/api/v1/teams/support/queue").await;
-    let depth = b.wait_css(r#".queue[data-team="support"] .depth"#).await;
-    assert_eq!(depth.text().await.unwrap(), q["depth"].to_string());
+    let depth = b.text_of(r#".queue[data-team="support"] .depth"#).await;
+    assert_eq!(depth, q["depth"].to_string());
     b.screenshot(&dir, "console-supervisor.png").await;
 
     // Phone size: one pane, nothing wider than the screen, a conversation opens full-width.
@@ -547,7 +613,24 @@ async fn stream_reconnects_after_a_broker_restart() {
     b.js("window.__noReload = 1; return null;").await;
 
     let t = Instant::now();
-    tb.crash_and_restart().await;
+    // The broker dies (dropped, no shutdown) and starts again on the same address, which the
+    // old one's tasks may hold for a moment after the drop.
+    drop(tb.broker.take());
+    let text = tb.cfg.toml();
+    let clock = tb.clock.clone();
+    let broker = eventually("the broker back on its address", WAIT, || {
+        let (text, clock) = (text.clone(), clock.clone());
+        async move {
+            let config =
+                switchboard::config::Config::from_toml_str(&text).map_err(|e| format!("{e:?}"))?;
+            switchboard::app::Broker::start_with_clock(config, clock)
+                .await
+                .map_err(|e| format!("{e:?}"))
+        }
+    })
+    .await;
+    tb.api = Api::new(broker.addr());
+    tb.broker = Some(broker);
     println!(
         "console: broker restarted in {} ms",
         t.elapsed().as_millis()
@@ -606,37 +689,26 @@ async fn new_message_fields_render_when_present() {
     .await;
     b.row(&conv).await.click().await.expect("open");
 
-    let img = b
-        .wait_css(r#".msg[data-kind="image"] img[src^="blob:"]"#)
+    b.wait_css(r#".msg[data-kind="image"] img[src^="blob:"]"#)
         .await;
     let decoded = b
         .js(r#"const i = document.querySelector('.msg[data-kind="image"] img'); return i.complete && i.naturalWidth;"#)
         .await;
     assert_eq!(decoded, json!(1), "the image was decoded");
-    assert_eq!(
-        img.attr("alt").await.unwrap().as_deref(),
-        Some("look at this")
-    );
+    let alt = b
+        .attr_of(r#".msg[data-kind="image"] img"#, Some("alt"))
+        .await;
+    assert_eq!(alt.as_deref(), Some("look at this"));
     assert_eq!(
         b.js("return window.__mediaAuth;").await,
         json!(format!("Bearer {BOB}")),
         "media is fetched with the bearer token"
     );
-    let reactions = b.wait_css(".msg .reactions").await.text().await.unwrap();
+    let reactions = b.text_of(".msg .reactions").await;
     assert!(reactions.contains('\u{1F44D}'), "reactions: {reactions:?}");
-    let quoted = b
-        .wait_css(r#"[data-message-id="x-2"] .quote"#)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let quoted = b.text_of(r#"[data-message-id="x-2"] .quote"#).await;
     assert_eq!(quoted, "look at this", "the reply quotes what it answers");
-    let failed = b
-        .wait_css(r#"[data-message-id="x-3"] .status.failed"#)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let failed = b.text_of(r#"[data-message-id="x-3"] .status.failed"#).await;
     assert!(
         failed.contains("window_closed"),
         "failure reason: {failed:?}"
@@ -714,4 +786,45 @@ async fn template_picker_outside_the_window() {
         json!({"name": "order_update", "language": "en_US", "parameters": ["Ana", "#1234"]})
     );
     assert!(sent["idempotency_key"].is_string(), "{sent}");
+}
+
+/// A `lagged` event (the subscriber fell behind the bounded feed and missed events) makes the
+/// page re-read the list. The page's event stream is replaced by one the test feeds, so the
+/// conversation created meanwhile can only appear through that re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagged_makes_the_list_be_read_again() {
+    let tb = TB::start().await;
+    let conv = tb.open_conv(N1, &customer(), "first").await;
+    let b = Browser::start(1280, 800).await;
+    b.goto_console(&tb).await;
+    b.wait_css(r#"input[name="token"]"#).await;
+    b.js(r#"
+        const real = window.fetch.bind(window);
+        const enc = new TextEncoder();
+        window.fetch = (url, init) => {
+          if (url !== "/api/v1/events") return real(url, init);
+          const body = new ReadableStream({ start(c) { window.__feed = (s) => c.enqueue(enc.encode(s)); } });
+          return Promise.resolve(new Response(body, { headers: { "Content-Type": "text/event-stream" } }));
+        };
+        return null;"#)
+        .await;
+    b.wait_css(r#"input[name="token"]"#)
+        .await
+        .send_keys(BOB)
+        .await
+        .unwrap();
+    b.click("Sign in").await;
+    b.wait_css(r#"body[data-live="up"]"#).await;
+    b.row(&conv).await;
+
+    let conv2 = tb.open_conv(N1, &customer(), "second").await;
+    let absent = b
+        .js(&format!(
+            r#"return document.querySelector('[data-conversation-id="{conv2}"]') === null;"#
+        ))
+        .await;
+    assert_eq!(absent, json!(true), "no event can have shown it");
+    b.js(r#"window.__feed("event: lagged\ndata: {\"type\":\"lagged\",\"missed\":3}\n\n"); return null;"#)
+        .await;
+    b.row(&conv2).await;
 }

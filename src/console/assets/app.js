@@ -820,7 +820,9 @@ let pendingG = false;
 function onKey(e) {
   if (!state.me || e.ctrlKey || e.metaKey || e.altKey) return;
   const t = e.target;
-  if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+  // Typing into a field (a select jumps by letter) is not a shortcut; a checkbox has no letters.
+  const typing = (t instanceof HTMLInputElement && t.type !== "checkbox") || t instanceof HTMLTextAreaElement;
+  if (typing || t instanceof HTMLSelectElement) return;
   // A focused button keeps Enter and Space for itself.
   if (t instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
   if ($("#help").open) return;
