@@ -460,7 +460,7 @@ function renderDetail({ keepDraft }) {
       act("Claim", () => doAction("claim"), canClaim, "c"),
       act("Release", () => doAction("release"), mine, "u"),
       act("Resolve", () => doAction("resolve"), mine || (supervisorish && c.status !== "resolved"), "e"),
-      h("input", { name: "transfer_to", placeholder: "team or @agent", "aria-label": "transfer to", list: "team-list" }),
+      h("input", { name: "transfer_to", placeholder: "team or @id", "aria-label": "transfer to", list: "team-list" }),
       h("datalist", { id: "team-list" }, (state.me.teams || []).map((t) => h("option", { value: t }))),
       act("Transfer", doTransfer, mine || supervisorish, "t"),
     ),
