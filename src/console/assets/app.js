@@ -4,8 +4,8 @@
 // (gone when the tab closes); every call sends it as `Authorization: Bearer`. The live list
 // reads GET /api/v1/events with fetch() streaming rather than EventSource, because EventSource
 // cannot send that header and a token in a URL would end up in logs and history. The stream
-// reconnects with back-off and the list is re-read after a reconnect or a `lagged` event, so
-// nothing missed stays stale. Text from the API is only ever set as textContent, never as markup.
+// reconnects with back-off and the list is re-read each time it is up and after a `lagged`
+// event, so nothing missed stays stale. Text from the API is only ever set as textContent, never as markup.
 
 const TOKEN_KEY = "switchboard.token";
 const API = "/api/v1";
@@ -129,7 +129,12 @@ async function signIn(token) {
   teamSel.replaceChildren(h("option", { value: "" }, "all teams"));
   for (const t of state.me.teams || []) teamSel.append(h("option", { value: t }, t));
   $("#tab-supervisor").hidden = !isSupervisor();
-  await refreshList();
+  try {
+    await refreshList();
+  } catch (e) {
+    // The stream re-reads the list once it is up; say why the list is empty meanwhile.
+    flash(`Cannot read the conversations yet: ${e.message}`);
+  }
   startStream();
 }
 
@@ -286,7 +291,6 @@ function moveSelection(delta) {
 
 async function startStream() {
   let delay = RETRY_MIN_MS;
-  let first = true;
   const abort = new AbortController();
   state.streamAbort?.abort();
   state.streamAbort = abort;
@@ -299,17 +303,16 @@ async function startStream() {
       });
       if (resp.status === 401) return signOut("Your token was refused; sign in again.");
       if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
+      // The list is read once the stream is up, so nothing that changed before (while it was
+      // down, or between the first read and now) is missed; then the page counts as live.
+      await refreshList();
       setLive(true);
-      // Whatever changed while the stream was down is read once, after it is up again.
-      if (!first) await refreshList();
-      first = false;
       delay = RETRY_MIN_MS;
       await readEvents(resp.body);
     } catch (e) {
       if (abort.signal.aborted) return;
     }
     setLive(false);
-    first = false;
     await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
     delay = Math.min(RETRY_MAX_MS, delay * 2);
   }
