@@ -73,7 +73,7 @@ use crate::config::OutboxConfig;
 use crate::domain::MessageError;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
-use crate::store::OutboxJob;
+use crate::store::{OutboxJob, Payload};
 use crate::whatsapp::graph::{AmbiguousCause, GraphClient, SendError};
 
 pub struct Outbox {
@@ -586,10 +586,13 @@ impl NumberWorker {
                 in_doubt = true;
             }
             let started = Instant::now();
-            let res = self
-                .graph
-                .send_text(&job.number, &job.to, &job.text, &message_id)
-                .await;
+            let res = match &job.payload {
+                Payload::Text { body, reply_to } => {
+                    self.graph
+                        .send_text(&job.number, &job.to, body, reply_to.as_deref(), &message_id)
+                        .await
+                }
+            };
             metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
             match res {
                 Ok(wamid) => return Some(Ok(wamid)),
