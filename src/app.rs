@@ -24,6 +24,7 @@ use ractor::ActorRef;
 use tokio::task::JoinHandle;
 
 use crate::actors::guardian::{Guardian, GuardianMsg};
+use crate::actors::send_outcomes::SendOutcomes;
 use crate::actors::timers::Timers;
 use crate::actors::{agent, team, Ctx};
 use crate::clock::{SharedClock, SystemClock};
@@ -277,7 +278,14 @@ impl Broker {
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
-        let _ = ctx.outbox.set(Outbox::start(&ctx, graph, &pending));
+        let _ = ctx.outbox.set(Outbox::start(
+            &config.outbox,
+            &config.numbers,
+            store.clone(),
+            graph,
+            SendOutcomes::new(ctx.clone()),
+            &pending,
+        ));
         // Teams start assigning (and drain what waited across the restart) once everything exists.
         for t in ctx.team_refs() {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));

@@ -35,6 +35,7 @@ pub mod conversation;
 pub mod guardian;
 pub mod recent;
 pub mod seen;
+pub mod send_outcomes;
 pub mod sent;
 pub mod team;
 #[cfg(test)]
