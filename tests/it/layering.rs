@@ -403,14 +403,9 @@ fn is_ident(c: char) -> bool {
 }
 
 fn starts(code: &[char], at: usize, s: &str) -> bool {
-    let mut k = at;
-    for ch in s.chars() {
-        if code.get(k) != Some(&ch) {
-            return false;
-        }
-        k += 1;
-    }
-    true
+    (at..)
+        .zip(s.chars())
+        .all(|(k, ch)| code.get(k) == Some(&ch))
 }
 
 fn skip_ws(code: &[char], mut at: usize) -> usize {
