@@ -7,8 +7,8 @@
 //! conversations handle they were given is bound) → outbox (each number's worker reads its
 //! pending sends back from disk; it takes the Graph client and the conversations' outcome sink)
 //! → teams told to assign (each rebuilds its queue from the status index in the background,
-//! then assigns) → the router attached to the listeners. Every port is wired here, once. `/healthz`
-//! answers 200 from then on, which does not wait for anything proportional to the number of
+//! then assigns) → the router attached to the listeners. Every port is wired here, once.
+//! `/healthz` answers 200 from then on, which does not wait for anything proportional to the number of
 //! conversations: actors activate lazily and queues rebuild behind their mailboxes (measured:
 //! 111 ms from SIGKILL to healthy with 1M conversations / 10M messages on disk, BENCHMARKS.md).
 //!

@@ -7,7 +7,8 @@
 //! arguments it first started with: an agent reloads the conversations it owns from the assignee
 //! index into its shared slots (presence survives: the slots are shared, not the actor's), a team
 //! rebuilds its queue from the status index at the `Assign` the guardian sends it. The
-//! [`Directory`] (which the guardian fills as it first spawns them) then points at the new actor. Restarts are counted in `switchboard_supervised_restarts_total{kind}`.
+//! [`Directory`] (which the guardian fills as it first spawns them) then points at the new
+//! actor. Restarts are counted in `switchboard_supervised_restarts_total{kind}`.
 //!
 //! Only a failure restarts a child: an actor stopped on purpose (shutdown) stays stopped.
 //!

@@ -19,10 +19,11 @@
 //! construction ([`ports`]: the directory of agent and team actors, the policies in force, and a
 //! handle to the conversations bound once in app.rs); the outbox takes its own
 //! (`outbox::GraphSender`, `outbox::OutcomeSink`, implemented here by [`send_outcomes`]). None
-//! of them sees [`Ctx`], the conversation actors' context. Its registry maps conversation ids to live actors; an id that is
-//! not there is activated from storage on demand ([`Ctx::activate`]), and the idle sweeper
-//! retires actors idle for `conversations.idle_timeout_ms` ([`Ctx::passivate_idle`]), so memory
-//! follows active conversations. A command that reaches an actor that just retired is refused
+//! of them sees [`Ctx`], the conversation actors' context. Its registry maps conversation ids to
+//! live actors; an id that is not there is activated from storage on demand
+//! ([`Ctx::activate`]), and the idle sweeper retires actors idle for
+//! `conversations.idle_timeout_ms` ([`Ctx::passivate_idle`]), so memory follows active
+//! conversations. A command that reaches an actor that just retired is refused
 //! (or its reply port is dropped, if the actor panicked) and [`Ctx::ask`] retries it on a fresh
 //! activation; since every handler makes its change durable before replying, a retry never sees
 //! stale state, and re-applying is harmless (wamid dedup, idempotency keys, claim by the owner is

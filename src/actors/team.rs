@@ -4,7 +4,8 @@
 //! first), then arrival ([`WaitingLine`], which costs no allocation per waiting conversation).
 //! Conversation actors tell the team when one enters or leaves; the queue is rebuilt from the
 //! status index at the first `Assign`, which app.rs sends once the broker is wired (in the
-//! background of start-up), so it survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
+//! background of start-up), so it survives restarts. Reads (`Snapshot`) give supervisors depth
+//! and oldest wait.
 //!
 //! Assignment (teams with `assignment = "round_robin" | "least_loaded"`): whenever a conversation
 //! is queued or an agent of the team becomes available (comes online, frees a slot), the team
@@ -99,9 +100,9 @@ impl State {
 }
 
 /// Rebuilds the queue from the status index. It runs at the first `Assign` (app.rs sends one to
-/// every team once the broker is wired; the guardian to a team it restarted), not in `pre_start`, so start-up
-/// (and `/healthz`, and webhooks) never wait for a scan proportional to the number of waiting
-/// conversations; commands that arrive meanwhile wait in the mailbox and apply on top of the
+/// every team once the broker is wired; the guardian to a team it restarted), not in
+/// `pre_start`, so start-up (and `/healthz`, and webhooks) never wait for a scan proportional
+/// to the number of waiting conversations; commands that arrive meanwhile wait in the mailbox and apply on top of the
 /// scan, which is safe because every queue command is idempotent (enqueue replaces, remove of an
 /// absent conversation is a no-op) and each is sent after the change it reports was committed.
 /// A failed scan is logged and retried at the next `Assign`.

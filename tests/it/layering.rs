@@ -9,8 +9,9 @@
 //!
 //! Left out, on purpose:
 //! - comments and string literals (a doc link to `crate::supervisor` is not a dependency);
-//! - code under `#[cfg(test)]` (a `mod … { }` block or a `mod …;` file): tests may drive the whole
-//!   broker from inside a module (`actors::tests` starts one), which is not the library's shape;
+//! - code under `#[cfg(test)]` (a `mod … { }` block or a `mod …;` file): tests may drive the
+//!   whole broker from inside a module (`actors::tests` starts one), which is not the library's
+//!   shape;
 //! - `crate::name!` macros (`#[macro_export]` puts them at the root, not in a module);
 //! - src/main.rs, a separate crate that uses the library by name.
 //!
