@@ -9,6 +9,10 @@
 //! died before an outcome was recorded) are sent again, so an acknowledged reply is sent even
 //! across kill -9.
 //!
+//! Ports: the outbox sees neither the actors nor a concrete HTTP client. Requests go out through a
+//! [`GraphSender`] and attempts and outcomes are reported to an [`OutcomeSink`] (app.rs wires the
+//! Graph client and the conversation actors' sink; see `ports.rs` for what both must keep).
+//!
 //! Order: a conversation has at most one send in flight; its later jobs wait behind it in the
 //! order they were queued, so its replies reach the Graph API in the order they were accepted,
 //! even when one of them is throttled and retried (concurrent sends of one conversation could
