@@ -64,6 +64,12 @@ fn template() -> Message {
         error: None,
         idempotency_key: None,
         raw: Some(m.raw),
+        reply_to: None,
+        reactions: Vec::new(),
+        referral: None,
+        media: None,
+        pricing: None,
+        content: None,
     }
 }
 

@@ -1,11 +1,14 @@
 //! Wiring and lifecycle: start everything in order, serve, shut down cleanly.
 //!
 //! Start-up order: listeners (bound and serving at once, `/healthz` answering 503 `starting`) →
-//! metrics → store (RocksDB open replays its WAL) → agent actors (rebuild their load from the
-//! assignee index) and team actors → conversation registry → outbox (each number's worker reads
-//! its pending sends back from disk) → teams attached (each rebuilds its queue from the status
-//! index in the background, then assigns) → the router attached to the listeners. `/healthz`
-//! answers 200 from then on, which does not wait for anything proportional to the number of
+//! metrics → store (RocksDB open replays its WAL) → policies in force → agent actors (rebuild
+//! their load from the assignee index) and team actors under their guardian, and the timer
+//! service, each given the ports it uses → conversation registry ([`Ctx`], to which the
+//! conversations handle they were given is bound) → outbox (each number's worker reads its
+//! pending sends back from disk; it takes the Graph client and the conversations' outcome sink)
+//! → teams told to assign (each rebuilds its queue from the status index in the background,
+//! then assigns) → the router attached to the listeners. Every port is wired here, once.
+//! `/healthz` answers 200 from then on, which does not wait for anything proportional to the number of
 //! conversations: actors activate lazily and queues rebuild behind their mailboxes (measured:
 //! 111 ms from SIGKILL to healthy with 1M conversations / 10M messages on disk, BENCHMARKS.md).
 //!
@@ -24,8 +27,10 @@ use ractor::ActorRef;
 use tokio::task::JoinHandle;
 
 use crate::actors::guardian::{Guardian, GuardianMsg};
+use crate::actors::ports::{ActivePolicies, Conversations, Directory};
+use crate::actors::send_outcomes::SendOutcomes;
 use crate::actors::timers::Timers;
-use crate::actors::{agent, team, Ctx};
+use crate::actors::{agent, team, Ctx, Parts};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
@@ -201,8 +206,18 @@ impl Broker {
             Err(e) => tracing::warn!(error = %e, "cannot count conversations"),
         }
 
+        let policies = crate::admin::load(&config, &store)
+            .await
+            .map_err(|e| StartError::Spawn(format!("routing policies: {e}")))?;
+        let policies = Arc::new(ActivePolicies::new(policies));
+        // The one cyclic piece (conversations call agents and teams, which ask conversations
+        // back): a handle every actor and the timer service take now, bound once the registry
+        // exists (below). Nothing asks through it before then.
+        let conversations = Conversations::default();
+        let directory = Arc::new(Directory::default());
+
         // Agent and team actors run linked to their guardian, which restarts one that fails
-        // (`actors::guardian`).
+        // (`actors::guardian`) and keeps the directory pointing at the live one.
         let mut slots = HashMap::new();
         let agent_args: Vec<_> = config
             .agents
@@ -215,6 +230,8 @@ impl Broker {
                     slots: s,
                     teams: a.teams.clone(),
                     store: store.clone(),
+                    directory: directory.clone(),
+                    conversations: conversations.clone(),
                 }
             })
             .collect();
@@ -225,48 +242,43 @@ impl Broker {
             .map(|t| {
                 let (stats, rx) = tokio::sync::watch::channel(team::QueueStats::default());
                 published.insert(t.id.clone(), rx);
+                let members: Vec<String> = config
+                    .agents
+                    .iter()
+                    .filter(|a| a.teams.contains(&t.id))
+                    .map(|a| a.id.clone())
+                    .collect();
                 team::Args {
                     id: t.id.clone(),
-                    members: config
-                        .agents
+                    slots: members
                         .iter()
-                        .filter(|a| a.teams.contains(&t.id))
-                        .map(|a| a.id.clone())
+                        .filter_map(|m| slots.get(m).map(|s| (m.clone(), s.clone())))
                         .collect(),
+                    members,
                     store: store.clone(),
                     stats,
+                    policies: policies.clone(),
+                    conversations: conversations.clone(),
                 }
             })
             .collect();
-        let (guardian, agent_refs, team_refs) = Guardian::start(agent_args, team_args)
+        let guardian = Guardian::start(agent_args, team_args, directory.clone())
             .await
             .map_err(|e| StartError::Spawn(format!("agents and teams: {e}")))?;
-        let agents: HashMap<_, _> = agent_refs
-            .into_iter()
-            .filter_map(|(id, r)| slots.remove(&id).map(|s| (id, (r, s))))
-            .collect();
-        let teams: HashMap<_, _> = team_refs
-            .into_iter()
-            .filter_map(|(id, r)| published.remove(&id).map(|p| (id, (r, p))))
-            .collect();
 
-        let policies = crate::admin::load(&config, &store)
-            .await
-            .map_err(|e| StartError::Spawn(format!("routing policies: {e}")))?;
-        let ctx = Arc::new(Ctx::new(
-            config.clone(),
-            store.clone(),
-            EventBus::new(),
-            agents,
-            teams,
-            clock.clone(),
+        let (timers, timer_task) = Timers::start(conversations.clone(), clock.clone());
+        let ctx = Arc::new(Ctx::new(Parts {
+            config: config.clone(),
+            store: store.clone(),
+            bus: EventBus::new(),
+            directory,
+            agent_slots: slots,
+            queue_stats: published,
+            timers,
+            clock,
             policies,
-        ));
-        let (timers, timer_task) = Timers::start(Arc::downgrade(&ctx), clock);
-        let _ = ctx.timers.set(timers);
-        for a in ctx.agent_refs() {
-            let _ = a.cast(crate::actors::AgentMsg::Attach(Arc::downgrade(&ctx)));
-        }
+        }));
+        conversations.bind(&ctx);
 
         let graph = GraphClient::new(
             &config.whatsapp.graph_api_base,
@@ -277,12 +289,19 @@ impl Broker {
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
-        let _ = ctx.outbox.set(Outbox::start(&ctx, graph, &pending));
-        // Teams start assigning (and drain what waited across the restart) once everything exists.
+        let _ = ctx.outbox.set(Outbox::start(
+            &config.outbox,
+            &config.numbers,
+            store.clone(),
+            graph,
+            SendOutcomes::new(ctx.clone()),
+            &pending,
+        ));
+        // Teams rebuild their queues and start assigning (draining what waited across the
+        // restart) once everything exists.
         for t in ctx.team_refs() {
-            let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
+            let _ = t.cast(crate::actors::TeamMsg::Assign);
         }
-        let _ = guardian.cast(GuardianMsg::Attach(Arc::downgrade(&ctx)));
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 

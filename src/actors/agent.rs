@@ -10,11 +10,12 @@
 //! `offline` until they say otherwise).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{Ctx, TeamMsg};
+use super::ports::{Conversations, Directory};
+use super::TeamMsg;
 
 use crate::domain::Presence;
 use crate::store::Store;
@@ -105,28 +106,34 @@ pub struct Args {
     pub slots: Arc<Slots>,
     pub teams: Vec<String>,
     pub store: Store,
+    /// Where its teams are (told when the agent becomes available).
+    pub directory: Arc<Directory>,
+    /// Its conversations (asked to go back to their queue when the agent goes offline).
+    pub conversations: Conversations,
 }
 
 pub struct State {
     id: String,
     slots: Arc<Slots>,
     teams: Vec<String>,
-    ctx: Weak<Ctx>,
+    directory: Arc<Directory>,
+    conversations: Conversations,
 }
 
 impl State {
     /// Asks each owned conversation to go back to its queue (auto-assigning teams only). Runs
     /// detached: conversation actors call this actor (capacity), so it must never wait on them.
     fn hand_back(&self, reason: &'static str) {
-        let Some(ctx) = self.ctx.upgrade() else {
+        if !self.conversations.is_live() {
             return;
-        };
+        }
+        let conversations = self.conversations.clone();
         let from = self.id.clone();
         let owned = self.slots.owned();
         tokio::spawn(async move {
             for conv in owned {
-                let res = ctx
-                    .ask(&conv, None, |reply| super::ConversationMsg::Reassign {
+                let res = conversations
+                    .ask(&conv, |reply| super::ConversationMsg::Reassign {
                         from: from.clone(),
                         reason: reason.to_string(),
                         reply,
@@ -144,11 +151,12 @@ impl State {
         if !self.slots.available() {
             return;
         }
-        if let Some(ctx) = self.ctx.upgrade() {
-            for t in &self.teams {
-                if let Some(team) = ctx.team(t) {
-                    let _ = team.cast(TeamMsg::Assign);
-                }
+        if !self.conversations.is_live() {
+            return; // not wired yet, or shutting down: no team assigns then
+        }
+        for t in &self.teams {
+            if let Some(team) = self.directory.team(t) {
+                let _ = team.cast(TeamMsg::Assign);
             }
         }
     }
@@ -163,8 +171,6 @@ pub struct AgentSnapshot {
 }
 
 pub enum AgentMsg {
-    /// Gives the actor the shared context once it exists (agents start before it).
-    Attach(Weak<Ctx>),
     /// A slot was given back ([`Slots::free`]): the teams may assign again.
     Freed,
     SetPresence {
@@ -193,7 +199,8 @@ impl Actor for AgentActor {
             id: args.id,
             slots: args.slots,
             teams: args.teams,
-            ctx: Weak::new(),
+            directory: args.directory,
+            conversations: args.conversations,
         })
     }
 
@@ -204,7 +211,6 @@ impl Actor for AgentActor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentMsg::Attach(ctx) => state.ctx = ctx,
             AgentMsg::Freed => state.announce_available(),
             AgentMsg::SetPresence { presence, reply } => {
                 let before = state.slots.set_presence(presence);

@@ -74,6 +74,12 @@ mod tests {
             error: None,
             idempotency_key: None,
             raw: None,
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: None,
         }
     }
 

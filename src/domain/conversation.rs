@@ -338,6 +338,12 @@ impl Conversation {
             error: None,
             idempotency_key,
             raw: None,
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: None,
         }
     }
 
@@ -356,6 +362,12 @@ impl Conversation {
             error: None,
             idempotency_key: None,
             raw: None,
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: None,
         }
     }
 
@@ -891,6 +903,12 @@ mod tests {
             error: None,
             idempotency_key: None,
             raw: None,
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: None,
         }
     }
 

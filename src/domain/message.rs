@@ -10,6 +10,8 @@
 //! type existed; which of the three a string is follows from the message's direction, and the
 //! config refuses an agent id equal to [`Author::SYSTEM`], so the reading is unambiguous.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Millis;
@@ -113,6 +115,83 @@ impl MessageError {
     }
 }
 
+/// Who reacted to a message: `"customer"` or an agent's id (as shown in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub by: String,
+    pub emoji: String,
+}
+
+impl Reaction {
+    /// How a customer's reaction is attributed (`by`).
+    pub const CUSTOMER: &'static str = "customer";
+}
+
+/// A message's media: an inbound attachment as Meta described it, or an agent's upload.
+///
+/// `id` is what `GET /api/v1/media/{id}` serves; `downloaded` turns true once the bytes are kept
+/// by the broker (inbound: fetched from Meta and checked against `sha256`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    pub id: String,
+    pub mime_type: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub filename: Option<String>,
+    pub caption: Option<String>,
+    pub downloaded: bool,
+}
+
+/// What Meta says a message costs, from its status callbacks' `pricing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pricing {
+    pub category: String,
+    /// Meta's `type` (`regular`, `free_customer_service`, `free_entry_point`, …).
+    pub kind: Option<String>,
+    pub pricing_model: Option<String>,
+    pub billable: Option<bool>,
+}
+
+/// The typed body of a message that is neither plain text nor only media. JSON-valued parts that
+/// the broker passes through without reading are kept as JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Content {
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+        url: Option<String>,
+    },
+    /// Shared contact cards: Meta's `contacts` array, as JSON text.
+    Contacts { json: String },
+    /// `interactive.button_reply`.
+    ButtonReply { id: String, title: String },
+    /// `interactive.list_reply`.
+    ListReply {
+        id: String,
+        title: String,
+        description: Option<String>,
+    },
+    /// `interactive.nfm_reply`: a WhatsApp Flow's answer (`response_json` as Meta sent it).
+    FlowReply {
+        response_json: String,
+        name: Option<String>,
+        body: Option<String>,
+    },
+    /// A quick-reply button of a template (`button`).
+    Button {
+        payload: Option<String>,
+        text: String,
+    },
+    /// A cart (`order`), as JSON text.
+    Order { json: String },
+    /// A `system` message (`user_changed_number`, …).
+    System { kind: String, body: Option<String> },
+    /// An agent's interactive message (buttons or a list), Meta's `interactive` object as JSON text.
+    Interactive { json: String },
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Author {
@@ -179,43 +258,65 @@ pub struct Message {
     pub error: Option<MessageError>,
     pub idempotency_key: Option<String>,
     pub raw: Option<String>,
+    /// Our id of the message this one answers (Meta's `context.id` inbound, `context.message_id`
+    /// outbound).
+    pub reply_to: Option<String>,
+    /// Reactions to this message, one per reactor (a later reaction replaces theirs, an empty
+    /// emoji removes it).
+    pub reactions: Vec<Reaction>,
+    /// A click-to-WhatsApp ad's `referral` object, as JSON text.
+    pub referral: Option<String>,
+    pub media: Option<MediaInfo>,
+    pub pricing: Option<Pricing>,
+    pub content: Option<Content>,
 }
 
-/// [`Message`]'s stored layout, field by field in the same order, the author as its string: the
-/// layout messages were written in before [`Author`] existed, so every stored message still
-/// reads and new ones are written as they always were. Borrowed when writing (no copy of the
-/// text or raw JSON); owned when reading.
+/// [`Message`]'s stored layout, field by field, the author as its string (the customer's or
+/// agent's id, or [`Author::SYSTEM`]). Borrowed when writing (no copy of the text or raw JSON);
+/// owned when reading. Version 2 of the record (see `store::legacy`): version 1 ended at `raw`.
 #[derive(Serialize, Deserialize)]
-struct StoredMessage<S, E> {
-    conversation_id: S,
+struct StoredMessage<'a> {
+    conversation_id: Cow<'a, str>,
     seq: u64,
     direction: Direction,
-    kind: S,
-    text: Option<S>,
-    wamid: Option<S>,
+    kind: Cow<'a, str>,
+    text: Option<Cow<'a, str>>,
+    wamid: Option<Cow<'a, str>>,
     status: Option<DeliveryStatus>,
-    author: S,
+    author: Cow<'a, str>,
     at: Millis,
-    error: Option<E>,
-    idempotency_key: Option<S>,
-    raw: Option<S>,
+    error: Option<Cow<'a, MessageError>>,
+    idempotency_key: Option<Cow<'a, str>>,
+    raw: Option<Cow<'a, str>>,
+    reply_to: Option<Cow<'a, str>>,
+    reactions: Cow<'a, [Reaction]>,
+    referral: Option<Cow<'a, str>>,
+    media: Option<Cow<'a, MediaInfo>>,
+    pricing: Option<Cow<'a, Pricing>>,
+    content: Option<Cow<'a, Content>>,
 }
 
 impl Serialize for Message {
     fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
-        StoredMessage::<&str, &MessageError> {
-            conversation_id: &self.conversation_id,
+        StoredMessage {
+            conversation_id: Cow::Borrowed(&self.conversation_id),
             seq: self.seq,
             direction: self.direction,
-            kind: &self.kind,
-            text: self.text.as_deref(),
-            wamid: self.wamid.as_deref(),
+            kind: Cow::Borrowed(&self.kind),
+            text: self.text.as_deref().map(Cow::Borrowed),
+            wamid: self.wamid.as_deref().map(Cow::Borrowed),
             status: self.status,
-            author: self.author.as_str(),
+            author: Cow::Borrowed(self.author.as_str()),
             at: self.at,
-            error: self.error.as_ref(),
-            idempotency_key: self.idempotency_key.as_deref(),
-            raw: self.raw.as_deref(),
+            error: self.error.as_ref().map(Cow::Borrowed),
+            idempotency_key: self.idempotency_key.as_deref().map(Cow::Borrowed),
+            raw: self.raw.as_deref().map(Cow::Borrowed),
+            reply_to: self.reply_to.as_deref().map(Cow::Borrowed),
+            reactions: Cow::Borrowed(&self.reactions),
+            referral: self.referral.as_deref().map(Cow::Borrowed),
+            media: self.media.as_ref().map(Cow::Borrowed),
+            pricing: self.pricing.as_ref().map(Cow::Borrowed),
+            content: self.content.as_ref().map(Cow::Borrowed),
         }
         .serialize(serializer)
     }
@@ -223,8 +324,51 @@ impl Serialize for Message {
 
 impl<'de> Deserialize<'de> for Message {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let m = StoredMessage::<String, MessageError>::deserialize(deserializer)?;
+        let m = StoredMessage::deserialize(deserializer)?;
         Ok(Message {
+            author: Author::read(m.direction, m.author.into_owned()),
+            conversation_id: m.conversation_id.into_owned(),
+            seq: m.seq,
+            direction: m.direction,
+            kind: m.kind.into_owned(),
+            text: m.text.map(Cow::into_owned),
+            wamid: m.wamid.map(Cow::into_owned),
+            status: m.status,
+            at: m.at,
+            error: m.error.map(Cow::into_owned),
+            idempotency_key: m.idempotency_key.map(Cow::into_owned),
+            raw: m.raw.map(Cow::into_owned),
+            reply_to: m.reply_to.map(Cow::into_owned),
+            reactions: m.reactions.into_owned(),
+            referral: m.referral.map(Cow::into_owned),
+            media: m.media.map(Cow::into_owned),
+            pricing: m.pricing.map(Cow::into_owned),
+            content: m.content.map(Cow::into_owned),
+        })
+    }
+}
+
+/// [`Message`] as version 1 of the record wrote it: everything up to `raw`, before replies,
+/// reactions, referrals, media, pricing and typed content. Read by `store::legacy`.
+#[derive(Deserialize)]
+pub struct MessageV1 {
+    conversation_id: String,
+    seq: u64,
+    direction: Direction,
+    kind: String,
+    text: Option<String>,
+    wamid: Option<String>,
+    status: Option<DeliveryStatus>,
+    author: String,
+    at: Millis,
+    error: Option<MessageError>,
+    idempotency_key: Option<String>,
+    raw: Option<String>,
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Self {
+        Message {
             author: Author::read(m.direction, m.author),
             conversation_id: m.conversation_id,
             seq: m.seq,
@@ -237,7 +381,13 @@ impl<'de> Deserialize<'de> for Message {
             error: m.error,
             idempotency_key: m.idempotency_key,
             raw: m.raw,
-        })
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: None,
+        }
     }
 }
 
@@ -325,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn authors_are_stored_as_the_strings_they_always_were() {
+    fn version_one_messages_read_with_their_authors() {
         let cases = [
             (
                 Direction::Inbound,
@@ -345,14 +495,13 @@ mod tests {
         ];
         for (direction, stored, author) in cases {
             let old = bincode::serialize(&untyped(direction, stored)).expect("encode old");
-            let read: Message = bincode::deserialize(&old).expect("decode");
+            let v1: MessageV1 = bincode::deserialize(&old).expect("decode v1");
+            let read = Message::from(v1);
             assert_eq!(read.author, author, "{stored:?} {direction:?}");
             assert_eq!(read.author.as_str(), stored);
-            assert_eq!(
-                bincode::serialize(&read).expect("encode"),
-                old,
-                "same bytes"
-            );
+            let again: Message =
+                bincode::deserialize(&bincode::serialize(&read).expect("encode")).expect("decode");
+            assert_eq!(again, read, "round trip");
         }
     }
 

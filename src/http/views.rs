@@ -6,6 +6,7 @@
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::Serialize;
 
+use crate::domain::message::{MediaInfo, Pricing, Reaction};
 use crate::domain::{Conversation, Message, MessageError, Millis};
 
 pub fn rfc3339(ms: Millis) -> String {
@@ -81,6 +82,66 @@ pub struct MessageView {
     /// The customer's original message JSON (unknown types and fields included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<Box<serde_json::value::RawValue>>,
+    /// Our id of the message this one answers.
+    pub reply_to: Option<String>,
+    pub reactions: Vec<Reaction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referral: Option<Box<serde_json::value::RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<PricingView>,
+}
+
+/// A message's media as the contract shows it; `filename` and `caption` only when known.
+#[derive(Serialize)]
+pub struct MediaView {
+    pub id: String,
+    pub mime_type: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    pub downloaded: bool,
+}
+
+impl MediaView {
+    fn new(m: &MediaInfo) -> Self {
+        Self {
+            id: m.id.clone(),
+            mime_type: m.mime_type.clone(),
+            sha256: m.sha256.clone(),
+            size: m.size,
+            filename: m.filename.clone(),
+            caption: m.caption.clone(),
+            downloaded: m.downloaded,
+        }
+    }
+}
+
+/// Meta's `pricing` of a message: `category`, `type`, `pricing_model` (and `billable`, when
+/// Meta sent it).
+#[derive(Serialize)]
+pub struct PricingView {
+    pub category: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub pricing_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billable: Option<bool>,
+}
+
+impl PricingView {
+    fn new(p: &Pricing) -> Self {
+        Self {
+            category: p.category.clone(),
+            kind: p.kind.clone(),
+            pricing_model: p.pricing_model.clone(),
+            billable: p.billable,
+        }
+    }
 }
 
 impl MessageView {
@@ -100,6 +161,14 @@ impl MessageView {
                 .raw
                 .as_ref()
                 .and_then(|r| serde_json::value::RawValue::from_string(r.clone()).ok()),
+            reply_to: m.reply_to.clone(),
+            reactions: m.reactions.clone(),
+            referral: m
+                .referral
+                .as_ref()
+                .and_then(|r| serde_json::value::RawValue::from_string(r.clone()).ok()),
+            media: m.media.as_ref().map(MediaView::new),
+            pricing: m.pricing.as_ref().map(PricingView::new),
         }
     }
 }

@@ -8,9 +8,10 @@
 use serde::Deserialize;
 
 use super::codec::{raw, Record};
-use super::schema::{OutboxJob, StatusUpdate, WamidRef};
+use super::schema::{OutboxJob, Payload, StatusUpdate, WamidRef};
 use super::settings::{RoutingRecord, TeamRecord};
 use super::StoreError;
+use crate::domain::message::MessageV1;
 use crate::domain::{Conversation, ConversationStatus, Message, Millis};
 
 /// Types still in their first layout: version 1, nothing older to read.
@@ -18,14 +19,29 @@ macro_rules! first_layout {
     ($($t:ty),* $(,)?) => { $(impl Record for $t { const VERSION: u8 = 1; })* };
 }
 
-first_layout!(Message, WamidRef, StatusUpdate, RoutingRecord, TeamRecord);
+first_layout!(WamidRef, StatusUpdate, RoutingRecord, TeamRecord);
 
-/// Version 2 added `in_doubt` (an attempt may have reached Meta).
-impl Record for OutboxJob {
+/// Version 2 added replies, reactions, referrals, media, pricing and typed content.
+impl Record for Message {
     const VERSION: u8 = 2;
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         match version {
+            1 => Ok(raw::<MessageV1>(bytes)?.into()),
+            v => Err(StoreError::Codec(format!(
+                "unknown message record version {v}"
+            ))),
+        }
+    }
+}
+
+/// Version 2 added `in_doubt` (an attempt may have reached Meta); version 3 replaced `text` with
+/// a [`Payload`] (media, quotes, reactions, interactive messages).
+impl Record for OutboxJob {
+    const VERSION: u8 = 3;
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        match version {
             1 => Ok(raw::<OutboxJobV1>(bytes)?.into()),
+            2 => Ok(raw::<OutboxJobV2>(bytes)?.into()),
             v => Err(StoreError::Codec(format!(
                 "unknown outbox record version {v}"
             ))),
@@ -43,6 +59,33 @@ struct OutboxJobV1 {
     text: String,
 }
 
+/// OutboxJob as written by version 2 (text only).
+#[derive(Deserialize)]
+struct OutboxJobV2 {
+    conversation_id: String,
+    seq: u64,
+    number: String,
+    to: String,
+    text: String,
+    in_doubt: bool,
+}
+
+impl From<OutboxJobV2> for OutboxJob {
+    fn from(v: OutboxJobV2) -> Self {
+        OutboxJob {
+            conversation_id: v.conversation_id,
+            seq: v.seq,
+            number: v.number,
+            to: v.to,
+            payload: Payload::Text {
+                body: v.text,
+                reply_to: None,
+            },
+            in_doubt: v.in_doubt,
+        }
+    }
+}
+
 impl From<OutboxJobV1> for OutboxJob {
     fn from(v: OutboxJobV1) -> Self {
         OutboxJob {
@@ -50,7 +93,10 @@ impl From<OutboxJobV1> for OutboxJob {
             seq: v.seq,
             number: v.number,
             to: v.to,
-            text: v.text,
+            payload: Payload::Text {
+                body: v.text,
+                reply_to: None,
+            },
             // Version 1 kept no record of attempts; its release retried timeouts at once.
             in_doubt: false,
         }
@@ -174,9 +220,52 @@ mod tests {
         let mut bytes = vec![1u8];
         bytes.extend(bincode::serialize(&old).expect("encode v1"));
         let job: OutboxJob = decode(&bytes).expect("upgrade");
-        assert_eq!(
-            (job.seq, job.text.as_str(), job.in_doubt),
-            (7, "hello", false)
+        let text = Payload::Text {
+            body: "hello".into(),
+            reply_to: None,
+        };
+        assert_eq!((job.seq, &job.payload, job.in_doubt), (7, &text, false));
+    }
+
+    #[test]
+    fn version_2_outbox_jobs_read_as_text_payloads() {
+        let old = (String::from("c1"), 7u64, "n", "49", "hello", true);
+        let mut bytes = vec![2u8];
+        bytes.extend(bincode::serialize(&old).expect("encode v2"));
+        let job: OutboxJob = decode(&bytes).expect("upgrade");
+        let text = Payload::Text {
+            body: "hello".into(),
+            reply_to: None,
+        };
+        assert_eq!((job.seq, &job.payload, job.in_doubt), (7, &text, true));
+    }
+
+    #[test]
+    fn version_1_messages_read_with_no_replies_reactions_or_media() {
+        let old = (
+            String::from("c1"),
+            4u64,
+            crate::domain::Direction::Inbound,
+            "text",
+            Some("hi"),
+            Some("wamid.1"),
+            Some(crate::domain::DeliveryStatus::Received),
+            "49",
+            9i64,
+            None::<crate::domain::MessageError>,
+            None::<String>,
+            Some("{}"),
         );
+        let mut bytes = vec![1u8];
+        bytes.extend(bincode::serialize(&old).expect("encode v1"));
+        let m: Message = decode(&bytes).expect("upgrade");
+        assert_eq!(
+            (m.seq, m.text.as_deref(), m.raw.as_deref()),
+            (4, Some("hi"), Some("{}"))
+        );
+        assert!(m.reply_to.is_none() && m.reactions.is_empty() && m.media.is_none());
+        let again: Message =
+            decode(&super::super::codec::encode(&m).expect("encode")).expect("decode");
+        assert_eq!(again, m);
     }
 }

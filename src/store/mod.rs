@@ -55,7 +55,7 @@ pub use list::{ListPage, ListQuery};
 pub use open::{MemoryUsage, BLOCK_CACHE, MAX_OPEN_FILES, MEMTABLE_BUDGET};
 pub use reads::{LoadedConversation, MAX_UNRECORDED};
 use schema::*;
-pub use schema::{IndexKey, OutboxJob, StatusUpdate, WamidRef};
+pub use schema::{IndexKey, OutboxJob, Payload, StatusUpdate, WamidRef};
 
 use crate::domain::{Conversation, ConversationStatus, Message};
 

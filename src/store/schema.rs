@@ -60,11 +60,21 @@ pub struct OutboxJob {
     pub seq: u64,
     pub number: String,
     pub to: String,
-    pub text: String,
+    pub payload: Payload,
     /// A send attempt began and has no definite answer yet: it may have reached Meta. Set
     /// (durably) before a request goes out and cleared after a definite refusal, so a job found
     /// with it at start-up is held for a status callback before it is sent again.
     pub in_doubt: bool,
+}
+
+/// What an outbox job sends. Variants are only ever appended (bincode stores the variant index).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A text message; `reply_to` is the wamid it quotes (Meta's `context.message_id`).
+    Text {
+        body: String,
+        reply_to: Option<String>,
+    },
 }
 
 impl OutboxJob {

@@ -280,6 +280,12 @@ async fn reads_fold_in_the_messages_committed_after_the_record() {
         error: None,
         idempotency_key: None,
         raw: None,
+        reply_to: None,
+        reactions: Vec::new(),
+        referral: None,
+        media: None,
+        pricing: None,
+        content: None,
     };
     let mut b = Batch::new();
     let seq = c.take_seq();

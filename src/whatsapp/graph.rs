@@ -84,15 +84,17 @@ impl GraphClient {
         })
     }
 
-    /// Sends a text message; returns the wamid Meta assigned.
+    /// Sends a text message, quoting the message `reply_to` (a wamid) when given; returns the
+    /// wamid Meta assigned.
     pub async fn send_text(
         &self,
         phone_number_id: &str,
         to: &str,
         text: &str,
+        reply_to: Option<&str>,
         callback_data: &str,
     ) -> Result<String, SendError> {
-        let body = json!({
+        let mut body = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": to,
@@ -100,12 +102,25 @@ impl GraphClient {
             "text": { "body": text },
             "biz_opaque_callback_data": callback_data,
         });
+        if let Some(wamid) = reply_to {
+            body["context"] = json!({ "message_id": wamid });
+        }
+        self.post_message(phone_number_id, &body).await
+    }
+
+    /// Posts one message object to `/{phone_number_id}/messages`; returns the wamid Meta
+    /// assigned, or how the send failed.
+    async fn post_message(
+        &self,
+        phone_number_id: &str,
+        body: &serde_json::Value,
+    ) -> Result<String, SendError> {
         let url = format!("{}/{}/messages", self.base, phone_number_id);
         let resp = self
             .http
             .post(url)
             .bearer_auth(&self.token)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(request_error)?;

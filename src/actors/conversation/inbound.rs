@@ -97,6 +97,12 @@ impl ConversationActor {
                 error: None,
                 idempotency_key: None,
                 raw: Some(item.raw),
+                reply_to: None,
+                reactions: Vec::new(),
+                referral: None,
+                media: None,
+                pricing: None,
+                content: None,
             };
             batch.put_message(&msg)?;
             created.push(msg);

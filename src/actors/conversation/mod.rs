@@ -50,7 +50,7 @@ use crate::error::Error;
 use crate::events::{Event, EventKind};
 use crate::mailbox::{Handler, Mailbox, Runners};
 use crate::metrics as m;
-use crate::store::{Batch, OutboxJob, MAX_UNRECORDED};
+use crate::store::{Batch, OutboxJob, Payload, MAX_UNRECORDED};
 
 pub struct ConversationActor {
     pub ctx: Arc<Ctx>,

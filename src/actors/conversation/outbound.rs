@@ -312,7 +312,10 @@ pub(super) fn outbox_job(conv: &Conversation, msg: &Message) -> OutboxJob {
         seq: msg.seq,
         number: conv.number.clone(),
         to: conv.customer.clone(),
-        text: msg.text.clone().unwrap_or_default(),
+        payload: Payload::Text {
+            body: msg.text.clone().unwrap_or_default(),
+            reply_to: None,
+        },
         in_doubt: false,
     }
 }
