@@ -7,13 +7,16 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: run test deps bench loadtest-smoke lint
+.PHONY: run test deps browser-deps bench loadtest-smoke lint
 
 deps:
 	@if ! dpkg -s libclang-dev >/dev/null 2>&1 || ! command -v clang >/dev/null 2>&1; then \
 		echo "installing clang/libclang-dev for RocksDB's bindings"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang libclang-dev; \
 	fi
+
+# Only `make test` needs a browser: `make run` stays a short first start.
+browser-deps:
 	@# The agent console's browser tests (tests/it/console.rs) drive headless Chromium through
 	@# chromedriver; Debian packages both, so nothing is downloaded outside apt.
 	@if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
@@ -31,7 +34,7 @@ run: deps
 # generator) that the load generator's smoke test starts; the integration tests are one binary
 # (tests/it), so the broker and RocksDB are linked once. CARGO_INCREMENTAL=0 keeps a one-off CI
 # build from writing incremental caches.
-test: deps
+test: deps browser-deps
 	CARGO_INCREMENTAL=0 $(CARGO) test --workspace --no-run
 	CARGO_INCREMENTAL=0 $(CARGO) test --workspace
 

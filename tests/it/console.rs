@@ -6,7 +6,7 @@
 //! play the other people (customers through the webhook, colleagues claiming). Every wait is for
 //! a condition in the page (WebDriver polling), never a sleep.
 //!
-//! Chromium and chromedriver come from Debian (`make deps` installs them, and so `.ci/run`): when
+//! Chromium and chromedriver come from Debian (`make browser-deps` installs them, and so `make test` and `.ci/run`): when
 //! they are missing these tests FAIL saying so, they never skip.
 //!
 //! Screenshots of the main screens are taken by `screens_for_supervisor_and_phone`; with
@@ -52,7 +52,7 @@ impl Browser {
         else {
             panic!(
                 "the console's browser tests need Debian's `chromium` and `chromium-driver` \
-                 (chromedriver) on PATH: run `make deps` (or `apt-get install chromium \
+                 (chromedriver) on PATH: run `make browser-deps` (or `apt-get install chromium \
                  chromium-driver`); they are never skipped"
             );
         };
