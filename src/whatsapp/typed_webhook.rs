@@ -30,7 +30,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::message_body;
+use super::message_body::{self, Raw};
 #[cfg(doc)]
 use super::webhook::VALUE_KEYS;
 use super::webhook::{customer_name, sender};
@@ -110,7 +110,14 @@ struct Message<'a> {
     timestamp: Option<&'a RawValue>,
     #[serde(rename = "type", borrow, default)]
     kind: Str<'a>,
-    // The type-specific parts are read by `message_body`, from the message's text.
+    // A text's parts, read here (see `message_body::read_text`); every other type's are read by
+    // `message_body` from the message's text.
+    #[serde(borrow, default)]
+    text: Raw<'a>,
+    #[serde(borrow, default)]
+    context: Raw<'a>,
+    #[serde(borrow, default)]
+    referral: Raw<'a>,
 }
 
 #[derive(Deserialize)]
@@ -191,7 +198,10 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
         let (wamid, customer) = sender(number, m.id.as_deref(), from)?;
         let customer_name = customer_name(&contacts, customer);
         let kind = m.kind.as_deref().unwrap_or("unknown");
-        let body = message_body::read(kind, raw.get())?;
+        let body = match kind {
+            "text" => message_body::read_text(m.text, m.context, m.referral),
+            _ => message_body::read(kind, raw.get())?,
+        };
         out.messages.push(InboundMessage {
             number: number.to_string(),
             customer: customer.to_string(),
