@@ -623,3 +623,43 @@ async fn pricing_is_kept_and_billable_messages_counted_once() {
         "{text}"
     );
 }
+
+/// A reaction may name a message of its own webhook (and then shows on it from the start); a
+/// webhook holding nothing but a reaction to a message we do not hold opens no conversation,
+/// and neither does its redelivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_within_one_webhook_and_alone() {
+    let mut tb = TB::start().await;
+    let cust = customer();
+    let t = now() - 20;
+    let (w, r) = (wamid(), wamid());
+    let body = webhook_of(vec![
+        text_msg(&w, &cust, t, "look at this"),
+        reaction(&r, &cust, t + 1, &w, Some("😂")),
+    ]);
+    assert_eq!(tb.webhook(&body).await, 200);
+    let id = tb.conv_id(N1, &cust).await;
+    let msgs = tb.messages(&id).await;
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    assert_eq!(
+        msgs[0]["reactions"],
+        json!([{"by": "customer", "emoji": "😂"}])
+    );
+
+    let stranger = customer();
+    let body = webhook_of(vec![reaction(
+        &wamid(),
+        &stranger,
+        t,
+        "wamid.SOMEONE_ELSES",
+        Some("👍"),
+    )]);
+    for _ in 0..2 {
+        assert_eq!(tb.webhook(&body).await, 200);
+        assert!(tb.conv_of(N1, &stranger).await.is_none());
+    }
+    tb.restart().await;
+    assert_eq!(tb.webhook(&body).await, 200);
+    assert!(tb.conv_of(N1, &stranger).await.is_none());
+    assert_eq!(tb.messages(&id).await, msgs);
+}
