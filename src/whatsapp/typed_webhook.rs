@@ -193,6 +193,11 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
     }
     let now = chrono::Utc::now().timestamp_millis();
     for raw in value.messages.iter().flatten() {
+        // Serde would also take the struct from a list; the lenient parser skips (and keeps)
+        // a message that is not an object.
+        if !raw.get().starts_with('{') {
+            return None;
+        }
         let m: Message = serde_json::from_str(raw.get()).ok()?;
         let from = m.from.as_deref().or(m.from_user_id.as_deref());
         let (wamid, customer) = sender(number, m.id.as_deref(), from)?;
@@ -439,6 +444,8 @@ mod tests {
             // A message that is a list, not an object (serde would read it as one).
             r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
                "messages":[["w1","a"]]}}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+               "messages":[["w1","a",null,"1","text",{"body":"x"}]]}}]}]}"#,
             r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
                "statuses":[{"id":"o","status":"sent","errors":[{"code":"NaN"}]}]}}]}]}"#,
             r#"{"entry":[{"changes":[{"field":"x","value":{"messages":null}}]}]}"#,
