@@ -16,6 +16,8 @@ pub const INBOUND_DUPLICATES: &str = "switchboard_inbound_duplicates_total";
 pub const INBOUND_WAMID_CONFLICTS: &str = "switchboard_inbound_wamid_conflicts_total";
 pub const INBOUND_FUTURE_TIMESTAMPS: &str = "switchboard_inbound_future_timestamps_total";
 pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
+pub const INBOUND_REACTIONS: &str = "switchboard_inbound_reactions_total";
+pub const BILLABLE_MESSAGES: &str = "switchboard_billable_messages_total";
 pub const OUTBOUND_MESSAGES: &str = "switchboard_outbound_messages_total";
 pub const OUTBOUND_RETRIES: &str = "switchboard_outbound_retries_total";
 pub const OUTBOUND_DELAY: &str = "switchboard_outbound_delay_seconds";
@@ -126,6 +128,14 @@ fn describe() {
     describe_counter!(
         STATUS_UPDATES,
         "Outbound status callbacks by outcome (applied, stale, orphan)."
+    );
+    describe_counter!(
+        INBOUND_REACTIONS,
+        "Customer reactions by outcome (applied: set on the message they name; removed: an empty emoji took the customer's reaction off; unknown_target: the message named is not one of the conversation's, the reaction is kept verbatim). Redeliveries are not counted again."
+    );
+    describe_counter!(
+        BILLABLE_MESSAGES,
+        "Messages Meta charges for, counted once each on the first status callback with their pricing (billable unless Meta says billable: false or a free type), per number and Meta's category (authentication, authentication_international, marketing, marketing_lite, referral_conversion, service, utility; any other: other)."
     );
     describe_counter!(
         OUTBOUND_MESSAGES,
@@ -272,6 +282,30 @@ pub const CLAIM_OUTCOMES: [&str; 4] = ["won", "already_assigned", "capacity_reac
 pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];
 /// `STATUS_UPDATES` outcomes.
 pub const STATUS_OUTCOMES: [&str; 3] = ["applied", "stale", "orphan"];
+/// Meta's pricing categories (`BILLABLE_MESSAGES`); any other is counted as [`OTHER_CATEGORY`],
+/// so the label stays within a fixed set whatever a webhook says.
+pub const PRICING_CATEGORIES: [&str; 7] = [
+    "authentication",
+    "authentication_international",
+    "marketing",
+    "marketing_lite",
+    "referral_conversion",
+    "service",
+    "utility",
+];
+pub const OTHER_CATEGORY: &str = "other";
+
+/// `category` as a `BILLABLE_MESSAGES` label: one of [`PRICING_CATEGORIES`] or
+/// [`OTHER_CATEGORY`].
+pub fn pricing_category(category: &str) -> &'static str {
+    PRICING_CATEGORIES
+        .into_iter()
+        .find(|c| *c == category)
+        .unwrap_or(OTHER_CATEGORY)
+}
+
+/// `INBOUND_REACTIONS` outcomes.
+pub const REACTION_OUTCOMES: [&str; 3] = ["applied", "removed", "unknown_target"];
 /// `ASSIGNMENTS` reasons, per team.
 pub const ASSIGNMENT_REASONS: [&str; 4] =
     ["auto", "assignee_offline", "no_answer", "sla_escalation"];
@@ -313,6 +347,7 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         (CLAIMS, &CLAIM_OUTCOMES[..]),
         (OUTBOUND_MESSAGES, &OUTBOUND_OUTCOMES[..]),
         (STATUS_UPDATES, &STATUS_OUTCOMES[..]),
+        (INBOUND_REACTIONS, &REACTION_OUTCOMES[..]),
     ] {
         for &outcome in outcomes {
             counter!(name, "outcome" => outcome).increment(0);
@@ -338,6 +373,10 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
                 .increment(0);
         }
         counter!(OUTBOX_ADOPTED, "number" => number.to_owned()).increment(0);
+        for category in PRICING_CATEGORIES.into_iter().chain([OTHER_CATEGORY]) {
+            counter!(BILLABLE_MESSAGES, "number" => number.to_owned(), "category" => category)
+                .increment(0);
+        }
         // A registered histogram renders with zero counts until its first sample.
         let _ = histogram!(OUTBOUND_DELAY, "number" => number.to_owned());
     }

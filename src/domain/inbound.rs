@@ -5,6 +5,7 @@
 //! actors consume them. `raw` fields keep the provider's original JSON of each item, so nothing
 //! the broker does not read is lost; the domain never looks inside them.
 
+use super::message::{Content, MediaInfo, Pricing};
 use super::{DeliveryStatus, MessageError, Millis};
 
 /// An inbound customer message.
@@ -18,8 +19,36 @@ pub struct InboundMessage {
     /// The provider's send time (Meta's `timestamp`), in ms.
     pub sent_at: Millis,
     pub kind: String,
+    /// A readable summary: the body of a text, a caption, a button's title, … (see
+    /// `whatsapp::message_body`).
     pub text: Option<String>,
+    /// What the message carries besides its text, typed.
+    pub detail: InboundDetail,
     pub raw: String,
+}
+
+/// The typed parts of an inbound message, as far as its type has them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InboundDetail {
+    /// An image, audio, video, document or sticker as Meta described it (not yet downloaded).
+    pub media: Option<MediaInfo>,
+    pub content: Option<Content>,
+    /// The wamid of the message it answers (Meta's `context.id`): becomes `reply_to` when that
+    /// message is one of its conversation's.
+    pub quotes: Option<String>,
+    /// A click-to-WhatsApp ad's `referral` object, as JSON text.
+    pub referral: Option<String>,
+    /// Set for every `reaction`: such a message is not stored as one, it changes its target.
+    pub reaction: Option<InboundReaction>,
+}
+
+/// A customer's reaction to a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundReaction {
+    /// The wamid reacted to (`reaction.message_id`); None when Meta named none.
+    pub target: Option<String>,
+    /// None or empty: the customer removed their reaction.
+    pub emoji: Option<String>,
 }
 
 /// A status callback for an outbound message.
@@ -30,6 +59,8 @@ pub struct InboundStatus {
     pub status: DeliveryStatus,
     pub error: Option<MessageError>,
     pub at: Millis,
+    /// What Meta says the message costs (`pricing`), when this callback says it.
+    pub pricing: Option<Pricing>,
     /// The status object's JSON: what the broker does not read of it (`pricing`,
     /// `conversation`, …) is kept with it (`store::schema::CF_STATUS_LOG`).
     pub raw: String,

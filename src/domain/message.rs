@@ -127,6 +127,33 @@ impl Reaction {
     pub const CUSTOMER: &'static str = "customer";
 }
 
+/// Sets `by`'s reaction among `reactions`: one per reactor, a new emoji replacing theirs, an
+/// empty one (or none) removing it. Returns whether anything changed (a redelivered or repeated
+/// reaction changes nothing).
+pub fn set_reaction(reactions: &mut Vec<Reaction>, by: &str, emoji: Option<&str>) -> bool {
+    let emoji = emoji.filter(|e| !e.is_empty());
+    let at = reactions.iter().position(|r| r.by == by);
+    match (at, emoji) {
+        (Some(i), Some(e)) if reactions[i].emoji == e => false,
+        (Some(i), Some(e)) => {
+            reactions[i].emoji = e.to_string();
+            true
+        }
+        (Some(i), None) => {
+            reactions.remove(i);
+            true
+        }
+        (None, Some(e)) => {
+            reactions.push(Reaction {
+                by: by.to_string(),
+                emoji: e.to_string(),
+            });
+            true
+        }
+        (None, None) => false,
+    }
+}
+
 /// A message's media: an inbound attachment as Meta described it, or an agent's upload.
 ///
 /// `id` is what `GET /api/v1/media/{id}` serves; `downloaded` turns true once the bytes are kept
@@ -150,6 +177,15 @@ pub struct Pricing {
     pub kind: Option<String>,
     pub pricing_model: Option<String>,
     pub billable: Option<bool>,
+}
+
+impl Pricing {
+    /// Whether Meta charges for the message: not when it says `billable: false`, nor for a
+    /// free `type` (`free_customer_service`, `free_entry_point`); `billable` is being retired
+    /// in favour of `type`, so either one saying free is enough.
+    pub fn is_billable(&self) -> bool {
+        self.billable != Some(false) && !self.kind.as_deref().is_some_and(|k| k.starts_with("free"))
+    }
 }
 
 /// The typed body of a message that is neither plain text nor only media. JSON-valued parts that
@@ -190,6 +226,18 @@ pub enum Content {
     System { kind: String, body: Option<String> },
     /// An agent's interactive message (buttons or a list), Meta's `interactive` object as JSON text.
     Interactive { json: String },
+    // Variants are only ever appended: bincode stores the variant index.
+    /// An `audio` message's kind: a voice note recorded in the chat (`voice`) or a shared file.
+    Audio { voice: bool },
+    /// A `sticker`'s kind: `animated` or still.
+    Sticker { animated: bool },
+    /// A message type WhatsApp does not deliver to businesses (`unsupported`): Meta's `errors`
+    /// array as JSON text, and `unsupported.type` when Meta names what it was (`edit`, `poll`,
+    /// …).
+    Unsupported {
+        kind: Option<String>,
+        errors: Option<String>,
+    },
 }
 
 /// Who wrote a message.
@@ -512,6 +560,43 @@ mod tests {
         assert!(!Author::is_reserved("alice"));
         assert!(Author::Agent("alice".into()).is_agent("alice"));
         assert!(!Author::System.is_agent("system"));
+    }
+
+    #[test]
+    fn one_reaction_per_reactor_and_an_empty_emoji_removes_it() {
+        let mut rs = Vec::new();
+        assert!(set_reaction(&mut rs, "customer", Some("👍")));
+        assert!(!set_reaction(&mut rs, "customer", Some("👍")), "a repeat");
+        assert!(set_reaction(&mut rs, "alice", Some("🎉")));
+        assert!(set_reaction(&mut rs, "customer", Some("❤")));
+        let shown: Vec<_> = rs
+            .iter()
+            .map(|r| (r.by.as_str(), r.emoji.as_str()))
+            .collect();
+        assert_eq!(shown, [("customer", "❤"), ("alice", "🎉")]);
+        assert!(set_reaction(&mut rs, "customer", Some("")));
+        assert!(
+            !set_reaction(&mut rs, "customer", None),
+            "nothing to remove"
+        );
+        assert_eq!(rs.len(), 1);
+        assert!(set_reaction(&mut rs, "alice", None));
+        assert!(rs.is_empty());
+    }
+
+    #[test]
+    fn billable_unless_meta_says_free() {
+        let p = |billable: Option<bool>, kind: Option<&str>| Pricing {
+            category: "marketing".into(),
+            kind: kind.map(str::to_string),
+            pricing_model: Some("PMP".into()),
+            billable,
+        };
+        assert!(p(Some(true), Some("regular")).is_billable());
+        assert!(p(None, None).is_billable());
+        assert!(!p(Some(false), None).is_billable());
+        assert!(!p(None, Some("free_customer_service")).is_billable());
+        assert!(!p(Some(true), Some("free_entry_point")).is_billable());
     }
 
     #[test]

@@ -6,8 +6,8 @@
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::domain::message::{MediaInfo, Pricing, Reaction};
-use crate::domain::{Conversation, Message, MessageError, Millis};
+use crate::domain::message::{Content, MediaInfo, Pricing, Reaction};
+use crate::domain::{Conversation, Direction, Message, MessageError, Millis};
 
 pub fn rfc3339(ms: Millis) -> String {
     Utc.timestamp_millis_opt(ms)
@@ -91,6 +91,142 @@ pub struct MessageView {
     pub media: Option<MediaView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pricing: Option<PricingView>,
+    /// The typed body of a message that is more than text or media (null otherwise).
+    pub content: Option<ContentView>,
+    /// Meta's `context.forwarded` (also true when `frequently_forwarded`).
+    pub forwarded: bool,
+    /// Meta's `context.frequently_forwarded`: forwarded many times.
+    pub frequently_forwarded: bool,
+}
+
+type Json = Box<serde_json::value::RawValue>;
+
+/// JSON text kept by the broker, shown as the JSON it is (null if it somehow is not).
+fn json(text: &str) -> Option<Json> {
+    serde_json::value::RawValue::from_string(text.to_string()).ok()
+}
+
+/// A message's `content`, tagged with its `type` (README "Message content").
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentView {
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+        url: Option<String>,
+    },
+    /// Meta's `contacts` array (shared contact cards).
+    Contacts {
+        contacts: Option<Json>,
+    },
+    ButtonReply {
+        id: String,
+        title: String,
+    },
+    ListReply {
+        id: String,
+        title: String,
+        description: Option<String>,
+    },
+    /// A WhatsApp Flow's answer: `response_json` as Meta sent it (a string holding JSON).
+    NfmReply {
+        response_json: String,
+        name: Option<String>,
+        body: Option<String>,
+    },
+    Button {
+        payload: Option<String>,
+        text: String,
+    },
+    /// Meta's `order` object (`catalog_id`, `product_items`, `text`).
+    Order {
+        order: Option<Json>,
+    },
+    /// `system.type` as `kind` (`user_changed_number`, …).
+    System {
+        kind: String,
+        body: Option<String>,
+    },
+    /// An agent's interactive message: Meta's `interactive` object.
+    Interactive {
+        interactive: Option<Json>,
+    },
+    Audio {
+        voice: bool,
+    },
+    Sticker {
+        animated: bool,
+    },
+    /// Meta's `errors` array, and `unsupported.type` as `kind` when Meta named it.
+    Unsupported {
+        kind: Option<String>,
+        errors: Option<Json>,
+    },
+}
+
+impl ContentView {
+    fn new(c: &Content) -> Self {
+        match c {
+            Content::Location {
+                latitude,
+                longitude,
+                name,
+                address,
+                url,
+            } => Self::Location {
+                latitude: *latitude,
+                longitude: *longitude,
+                name: name.clone(),
+                address: address.clone(),
+                url: url.clone(),
+            },
+            Content::Contacts { json: j } => Self::Contacts { contacts: json(j) },
+            Content::ButtonReply { id, title } => Self::ButtonReply {
+                id: id.clone(),
+                title: title.clone(),
+            },
+            Content::ListReply {
+                id,
+                title,
+                description,
+            } => Self::ListReply {
+                id: id.clone(),
+                title: title.clone(),
+                description: description.clone(),
+            },
+            Content::FlowReply {
+                response_json,
+                name,
+                body,
+            } => Self::NfmReply {
+                response_json: response_json.clone(),
+                name: name.clone(),
+                body: body.clone(),
+            },
+            Content::Button { payload, text } => Self::Button {
+                payload: payload.clone(),
+                text: text.clone(),
+            },
+            Content::Order { json: j } => Self::Order { order: json(j) },
+            Content::System { kind, body } => Self::System {
+                kind: kind.clone(),
+                body: body.clone(),
+            },
+            Content::Interactive { json: j } => Self::Interactive {
+                interactive: json(j),
+            },
+            Content::Audio { voice } => Self::Audio { voice: *voice },
+            Content::Sticker { animated } => Self::Sticker {
+                animated: *animated,
+            },
+            Content::Unsupported { kind, errors } => Self::Unsupported {
+                kind: kind.clone(),
+                errors: errors.as_deref().and_then(json),
+            },
+        }
+    }
 }
 
 /// A message's media as the contract shows it; `filename` and `caption` only when known.
@@ -146,6 +282,11 @@ impl PricingView {
 
 impl MessageView {
     pub fn new(m: &Message) -> Self {
+        // Kept in the customer's message as Meta sent it, read when shown.
+        let (forwarded, frequently_forwarded) = match (&m.raw, m.direction) {
+            (Some(raw), Direction::Inbound) => crate::whatsapp::message_body::forwarded(raw),
+            _ => (false, false),
+        };
         Self {
             id: m.id(),
             direction: m.direction.as_str(),
@@ -169,6 +310,9 @@ impl MessageView {
                 .and_then(|r| serde_json::value::RawValue::from_string(r.clone()).ok()),
             media: m.media.as_ref().map(MediaView::new),
             pricing: m.pricing.as_ref().map(PricingView::new),
+            content: m.content.as_ref().map(ContentView::new),
+            forwarded,
+            frequently_forwarded,
         }
     }
 }

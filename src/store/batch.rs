@@ -108,6 +108,13 @@ impl Batch {
         Ok(())
     }
 
+    /// Indexes a wamid that is not a message's own (a customer's reaction, under the message it
+    /// changed), so a redelivery of it is recognised.
+    pub fn put_wamid(&mut self, wamid: &str, r: &WamidRef) -> Result<(), StoreError> {
+        self.put(CF_WAMIDS, wamid.as_bytes().to_vec(), encode(r)?);
+        Ok(())
+    }
+
     pub fn put_outbox(&mut self, job: &OutboxJob) -> Result<(), StoreError> {
         self.put(
             CF_OUTBOX,

@@ -13,6 +13,10 @@
 //! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
 //!
+//! A `wamids` entry names the message with that wamid, or, for a customer's reaction (not a
+//! message of its own), the message it changed, or no message ([`WamidRef::NO_MESSAGE`]) when
+//! the broker does not hold the message reacted to.
+//!
 //! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
 //! returns a conversation's messages oldest first. Ids never contain NUL (config validation and
 //! the id derivation guarantee it), so NUL separates key parts unambiguously.
@@ -51,6 +55,17 @@ pub const ALL_CFS: [&str; 10] = [
 pub struct WamidRef {
     pub conversation_id: String,
     pub seq: u64,
+}
+
+impl WamidRef {
+    /// The `seq` of a wamid kept without a message (a reaction to a message the broker does
+    /// not hold): indexed only so a redelivery is recognised.
+    pub const NO_MESSAGE: u64 = u64::MAX;
+
+    /// Whether it names a message.
+    pub fn is_message(&self) -> bool {
+        self.seq != Self::NO_MESSAGE
+    }
 }
 
 /// An outbound message that is durable but not yet accepted by the Graph API.

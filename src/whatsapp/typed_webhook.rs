@@ -7,11 +7,15 @@
 //! original JSON text, sliced out of the body, not re-serialized.
 //!
 //! Invariant: this path either yields exactly what the lenient parser ([`super::webhook`]) would
-//! (up to `raw` being the original text rather than a re-serialization of the same JSON value),
+//! (up to `raw`, and the JSON a message's detail keeps as text, being the original text rather
+//! than a re-serialization of the same JSON value),
 //! or `None`, and the lenient parser takes the body. It declines anything unusual: a field of an
 //! unexpected type, a change that carries neither messages nor statuses (template updates,
 //! account events — the lenient parser keeps them whole), duplicate keys, a body that is not an
-//! object.
+//! object. A message's type-specific parts (`text`, `image`, `interactive`, `context`, …) and a
+//! status's `pricing` are read by [`super::message_body`] in both paths, from the item's JSON
+//! text, so the two agree on them by construction (a part of an odd shape loses its typed
+//! reading in both).
 //!
 //! It also declines every body with something the broker must keep verbatim rather than use
 //! (see [`super::webhook`]): a message without id, sender or business number, a status without
@@ -26,6 +30,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::message_body::{self, Raw};
 #[cfg(doc)]
 use super::webhook::VALUE_KEYS;
 use super::webhook::{customer_name, sender};
@@ -105,57 +110,14 @@ struct Message<'a> {
     timestamp: Option<&'a RawValue>,
     #[serde(rename = "type", borrow, default)]
     kind: Str<'a>,
+    // A text's parts, read here (see `message_body::read_text`); every other type's are read by
+    // `message_body` from the message's text.
     #[serde(borrow, default)]
-    text: Option<Texts<'a>>,
+    text: Raw<'a>,
     #[serde(borrow, default)]
-    image: Option<Texts<'a>>,
+    context: Raw<'a>,
     #[serde(borrow, default)]
-    video: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    document: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    sticker: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    audio: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    button: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    interactive: Option<Interactive<'a>>,
-    #[serde(borrow, default)]
-    reaction: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    location: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    order: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    system: Option<Texts<'a>>,
-}
-
-/// The text-bearing fields of every message kind's object (each kind uses one or two).
-#[derive(Deserialize)]
-struct Texts<'a> {
-    #[serde(borrow, default)]
-    body: Str<'a>,
-    #[serde(borrow, default)]
-    caption: Str<'a>,
-    #[serde(borrow, default)]
-    text: Str<'a>,
-    #[serde(borrow, default)]
-    title: Str<'a>,
-    #[serde(borrow, default)]
-    emoji: Str<'a>,
-    #[serde(borrow, default)]
-    name: Str<'a>,
-    #[serde(borrow, default)]
-    address: Str<'a>,
-}
-
-#[derive(Deserialize)]
-struct Interactive<'a> {
-    #[serde(borrow, default)]
-    button_reply: Option<Texts<'a>>,
-    #[serde(borrow, default)]
-    list_reply: Option<Texts<'a>>,
+    referral: Raw<'a>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +130,8 @@ struct Status<'a> {
     timestamp: Option<&'a RawValue>,
     #[serde(borrow, default)]
     errors: Option<Vec<ErrorItem<'a>>>,
+    #[serde(borrow, default)]
+    pricing: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -229,11 +193,20 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
     }
     let now = chrono::Utc::now().timestamp_millis();
     for raw in value.messages.iter().flatten() {
+        // Serde would also take the struct from a list; the lenient parser skips (and keeps)
+        // a message that is not an object.
+        if !raw.get().starts_with('{') {
+            return None;
+        }
         let m: Message = serde_json::from_str(raw.get()).ok()?;
         let from = m.from.as_deref().or(m.from_user_id.as_deref());
         let (wamid, customer) = sender(number, m.id.as_deref(), from)?;
         let customer_name = customer_name(&contacts, customer);
         let kind = m.kind.as_deref().unwrap_or("unknown");
+        let body = match kind {
+            "text" => message_body::read_text(m.text, m.context, m.referral),
+            _ => message_body::read(kind, raw.get())?,
+        };
         out.messages.push(InboundMessage {
             number: number.to_string(),
             customer: customer.to_string(),
@@ -241,7 +214,8 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
             wamid: wamid.to_string(),
             sent_at: timestamp_ms(m.timestamp).unwrap_or(now),
             kind: kind.to_string(),
-            text: text_of(kind, &m),
+            text: body.text,
+            detail: body.detail,
             raw: raw.get().to_string(),
         });
     }
@@ -266,6 +240,7 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
             status,
             error,
             at: timestamp_ms(s.timestamp).unwrap_or(now),
+            pricing: message_body::pricing(s.pricing.map(RawValue::get)),
             raw: raw.get().to_string(),
         });
     }
@@ -287,41 +262,37 @@ fn timestamp_ms(v: Option<&RawValue>) -> Option<Millis> {
     super::webhook::millis_from_secs(secs)
 }
 
-/// The human-readable text of a message, whatever its type (as the lenient parser reads it).
-fn text_of(kind: &str, m: &Message) -> Option<String> {
-    fn field(
-        t: &Option<Texts<'_>>,
-        f: for<'t> fn(&'t Texts<'_>) -> Option<&'t str>,
-    ) -> Option<String> {
-        t.as_ref().and_then(f).map(str::to_string)
-    }
-    match kind {
-        "text" => field(&m.text, |t| t.body.as_deref()),
-        "image" => field(&m.image, |t| t.caption.as_deref()),
-        "video" => field(&m.video, |t| t.caption.as_deref()),
-        "document" => field(&m.document, |t| t.caption.as_deref()),
-        "sticker" => field(&m.sticker, |t| t.caption.as_deref()),
-        "audio" => field(&m.audio, |t| t.caption.as_deref()),
-        "button" => field(&m.button, |t| t.text.as_deref()),
-        "interactive" => m.interactive.as_ref().and_then(|i| {
-            field(&i.button_reply, |t| t.title.as_deref())
-                .or_else(|| field(&i.list_reply, |t| t.title.as_deref()))
-        }),
-        "reaction" => field(&m.reaction, |t| t.emoji.as_deref()),
-        "location" => field(&m.location, |t| t.name.as_deref())
-            .or_else(|| field(&m.location, |t| t.address.as_deref())),
-        "order" => field(&m.order, |t| t.text.as_deref()),
-        "system" => field(&m.system, |t| t.body.as_deref()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::whatsapp::webhook::parse_lenient;
 
-    /// Both parsers agree: `raw` as the same JSON value, everything else exactly.
+    /// `detail` with the JSON it keeps as text re-serialized, so two copies of the same JSON
+    /// value compare equal.
+    fn normalized(
+        d: &crate::domain::inbound::InboundDetail,
+    ) -> crate::domain::inbound::InboundDetail {
+        use crate::domain::message::Content;
+        let norm = |s: &str| match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(v) => v.to_string(),
+            Err(e) => panic!("kept JSON is no JSON: {e}: {s}"),
+        };
+        let mut d = d.clone();
+        d.referral = d.referral.as_deref().map(norm);
+        d.content = d.content.map(|c| match c {
+            Content::Contacts { json } => Content::Contacts { json: norm(&json) },
+            Content::Order { json } => Content::Order { json: norm(&json) },
+            Content::Unsupported { kind, errors } => Content::Unsupported {
+                kind,
+                errors: errors.as_deref().map(norm),
+            },
+            other => other,
+        });
+        d
+    }
+
+    /// Both parsers agree: `raw` and the JSON kept as text in `detail` as the same JSON values,
+    /// everything else exactly.
     fn agree(body: &str) -> Notification {
         let Some(fast) = parse(body.as_bytes()) else {
             panic!("the fast path declined {body}");
@@ -339,6 +310,7 @@ mod tests {
             let strip = |m: &InboundMessage| InboundMessage {
                 raw: String::new(),
                 sent_at: 0,
+                detail: normalized(&m.detail),
                 ..m.clone()
             };
             assert_eq!(strip(f), strip(s));
@@ -408,6 +380,60 @@ mod tests {
         assert!(n.messages[0].raw.contains(r#"M\u00fcnchen"#));
     }
 
+    /// One message of every type Meta's webhook reference lists (and one it does not), each
+    /// typed the same by both parsers; statuses with and without `pricing`.
+    #[test]
+    fn both_parsers_type_every_message_type_alike() {
+        let n = agree(
+            r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{
+              "messaging_product":"whatsapp","metadata":{"display_phone_number":"1555","phone_number_id":"P1"},
+              "contacts":[{"profile":{"name":"Ann"},"wa_id":"44"}],
+              "messages":[
+                {"from":"44","id":"m1","timestamp":"1","type":"text","text":{"body":"hi"},
+                 "context":{"from":"1555","id":"wamid.OUT","forwarded":true},
+                 "referral":{"source_url":"https://fb.me/a","source_type":"ad","source_id":"9","headline":"H"}},
+                {"from":"44","id":"m2","timestamp":"1","type":"image","image":{"caption":"pic","mime_type":"image/jpeg","sha256":"s","id":"i1"}},
+                {"from":"44","id":"m3","timestamp":"1","type":"audio","audio":{"mime_type":"audio/ogg; codecs=opus","sha256":"s","id":"a1","voice":true}},
+                {"from":"44","id":"m4","timestamp":"1","type":"video","video":{"mime_type":"video/mp4","sha256":"s","id":"v1"}},
+                {"from":"44","id":"m5","timestamp":"1","type":"document","document":{"filename":"f.pdf","mime_type":"application/pdf","sha256":"s","id":"d1"}},
+                {"from":"44","id":"m6","timestamp":"1","type":"sticker","sticker":{"mime_type":"image/webp","sha256":"s","id":"s1","animated":false}},
+                {"from":"44","id":"m7","timestamp":"1","type":"location","location":{"latitude":1.5,"longitude":2,"name":"N"}},
+                {"from":"44","id":"m8","timestamp":"1","type":"contacts","contacts":[{"name":{"formatted_name":"Bo"}}]},
+                {"from":"44","id":"m9","timestamp":"1","type":"interactive","interactive":{"type":"nfm_reply","nfm_reply":{"name":"flow","body":"Sent","response_json":"{\"a\":1}"}}},
+                {"from":"44","id":"m10","timestamp":"1","type":"button","button":{"payload":"P","text":"T"}},
+                {"from":"44","id":"m11","timestamp":"1","type":"order","order":{"catalog_id":"c","text":"t","product_items":[]}},
+                {"from":"44","id":"m12","timestamp":"1","type":"unsupported","errors":[{"code":131051,"title":"Message type unknown"}]},
+                {"from":"44","id":"m13","timestamp":"1","type":"reaction","reaction":{"message_id":"wamid.OUT","emoji":"❤"}},
+                {"from":"44","id":"m14","timestamp":"1","type":"image","image":"odd"}
+              ],
+              "statuses":[
+                {"id":"o1","status":"sent","timestamp":"2","recipient_id":"44",
+                 "pricing":{"billable":true,"pricing_model":"PMP","category":"utility","type":"regular"}},
+                {"id":"o2","status":"delivered","timestamp":"2","pricing":"odd"}
+              ]}}]}]}"#,
+        );
+        let m = &n.messages;
+        assert_eq!(m[0].detail.quotes.as_deref(), Some("wamid.OUT"));
+        assert!(m[0]
+            .detail
+            .referral
+            .as_deref()
+            .is_some_and(|r| r.contains("fb.me")));
+        assert_eq!(
+            m[1].detail.media.as_ref().map(|m| m.id.as_str()),
+            Some("i1")
+        );
+        assert_eq!(m[4].text.as_deref(), Some("f.pdf"));
+        assert!(m[8].detail.content.is_some() && m[9].detail.content.is_some());
+        assert!(m[12].detail.reaction.is_some());
+        assert!(m[13].detail.media.is_none());
+        assert_eq!(
+            n.statuses[0].pricing.as_ref().map(|p| p.category.as_str()),
+            Some("utility")
+        );
+        assert_eq!(n.statuses[1].pricing, None);
+    }
+
     #[test]
     fn declines_what_only_the_lenient_parser_keeps() {
         for body in [
@@ -415,6 +441,11 @@ mod tests {
             r#"{"entry":{"not":"an array"}}"#,
             r#"{"entry":[{"changes":[{"field":"messages"}]}]}"#,
             r#"{"entry":[{"changes":[{"field":"messages","value":{"messages":["text"]}}]}]}"#,
+            // A message that is a list, not an object (serde would read it as one).
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+               "messages":[["w1","a"]]}}]}]}"#,
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+               "messages":[["w1","a",null,"1","text",{"body":"x"}]]}}]}]}"#,
             r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
                "statuses":[{"id":"o","status":"sent","errors":[{"code":"NaN"}]}]}}]}]}"#,
             r#"{"entry":[{"changes":[{"field":"x","value":{"messages":null}}]}]}"#,

@@ -32,6 +32,7 @@
 
 use serde_json::Value;
 
+use super::message_body;
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
@@ -218,6 +219,8 @@ fn parse_messages_value(value: &Value, out: &mut Notification) -> bool {
         };
         let customer_name = customer_name(&contacts, customer);
         let kind = m.get("type").and_then(Value::as_str).unwrap_or("unknown");
+        let raw = m.to_string();
+        let body = message_body::read(kind, &raw).unwrap_or_default();
         out.messages.push(InboundMessage {
             number: number.clone(),
             customer: customer.to_string(),
@@ -225,8 +228,9 @@ fn parse_messages_value(value: &Value, out: &mut Notification) -> bool {
             wamid: wamid.to_string(),
             sent_at: timestamp_ms(m.get("timestamp")).unwrap_or(now),
             kind: kind.to_string(),
-            text: text_of(kind, m),
-            raw: m.to_string(),
+            text: body.text,
+            detail: body.detail,
+            raw,
         });
     }
     for s in array(value, "statuses") {
@@ -255,27 +259,11 @@ fn parse_messages_value(value: &Value, out: &mut Notification) -> bool {
             status,
             error,
             at: timestamp_ms(s.get("timestamp")).unwrap_or(now),
+            pricing: message_body::pricing(s.get("pricing").map(Value::to_string).as_deref()),
             raw: s.to_string(),
         });
     }
     complete && (out.messages.len() > messages || out.statuses.len() > statuses)
-}
-
-/// The human-readable text of a message, whatever its type.
-fn text_of(kind: &str, m: &Value) -> Option<String> {
-    let s = |path: &[&str]| str_at(m, path).map(str::to_string);
-    match kind {
-        "text" => s(&["text", "body"]),
-        "image" | "video" | "document" | "sticker" | "audio" => s(&[kind, "caption"]),
-        "button" => s(&["button", "text"]),
-        "interactive" => s(&["interactive", "button_reply", "title"])
-            .or_else(|| s(&["interactive", "list_reply", "title"])),
-        "reaction" => s(&["reaction", "emoji"]),
-        "location" => s(&["location", "name"]).or_else(|| s(&["location", "address"])),
-        "order" => s(&["order", "text"]),
-        "system" => s(&["system", "body"]),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

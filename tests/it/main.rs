@@ -25,6 +25,7 @@ mod idle;
 mod layering;
 mod list_paging;
 mod loose_input;
+mod message_types;
 mod metrics;
 mod outbound;
 mod outbox_metrics;

@@ -2,29 +2,46 @@
 //! redeliveries told from the wamids it holds) and the status callbacks of its outbound messages
 //! (only ever forward).
 
+use super::quotes::Reactions;
 use super::*;
+use crate::domain::message::{message_id, Pricing};
 
 impl ConversationActor {
     /// Which of `items` are already stored (by wamid). Storage is read only when the actor has no
     /// complete set: never for a conversation never persisted (its record is written atomically
     /// with its first message) nor for a live one with a complete set, for every item otherwise.
+    /// Reactions are the exception (see `quotes`): their wamids are indexed but on no message
+    /// (and may be indexed for a conversation never persisted), so a set built at activation
+    /// lacks them, and a reaction the set lacks is looked up.
     pub(super) async fn stored_wamids(
         &self,
         state: &State,
         items: &[InboundMessage],
     ) -> Result<Vec<bool>, Error> {
-        if !state.persisted {
-            return Ok(vec![false; items.len()]);
-        }
-        if let Some(seen) = &state.seen {
-            return Ok(items.iter().map(|m| seen.contains(&m.wamid)).collect());
+        let mut stored: Vec<bool> = match &state.seen {
+            Some(seen) => items.iter().map(|m| seen.contains(&m.wamid)).collect(),
+            None => vec![false; items.len()],
+        };
+        // (A reaction to a message we do not hold may be all a conversation never stored has.)
+        let ask: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                let unsure =
+                    items[i].detail.reaction.is_some() || (state.persisted && state.seen.is_none());
+                !stored[i] && unsure
+            })
+            .collect();
+        if ask.is_empty() {
+            return Ok(stored);
         }
         let found = self
             .ctx
             .store
-            .lookup_wamids(items.iter().map(|m| m.wamid.clone()).collect())
+            .lookup_wamids(ask.iter().map(|&i| items[i].wamid.clone()).collect())
             .await?;
-        Ok(found.into_iter().map(|r| r.is_some()).collect())
+        for (i, r) in ask.into_iter().zip(found) {
+            stored[i] = r.is_some();
+        }
+        Ok(stored)
     }
 
     pub(super) async fn inbound(
@@ -49,7 +66,7 @@ impl ConversationActor {
             items
                 .iter()
                 .zip(&known)
-                .find(|(_, stored)| !**stored)
+                .find(|(m, stored)| !**stored && m.detail.reaction.is_none())
                 .map(|(first, _)| {
                     let input = RouteInput {
                         number: &next.number,
@@ -68,14 +85,31 @@ impl ConversationActor {
             Some(p) => p.team.clone(),
             None => default_team,
         };
+        let mut refs = self.referenced(state, &items, &known).await?;
+        let mut reactions = Reactions::default();
         let mut seen = HashSet::new();
         let mut batch = Batch::new();
-        let mut created = Vec::new();
+        let mut created: Vec<Message> = Vec::new();
         let mut ack = InboundAck::default();
         let mut reopened = false;
-        for (item, known) in items.into_iter().zip(known) {
+        for (mut item, known) in items.into_iter().zip(known) {
             if known || !seen.insert(item.wamid.clone()) {
                 ack.duplicates += 1;
+                continue;
+            }
+            // A reaction changes the message it names; it is no message of its own.
+            if let Some(reaction) = item.detail.reaction.take() {
+                self.react(
+                    state,
+                    &refs,
+                    &mut created,
+                    &mut reactions,
+                    &mut batch,
+                    reaction,
+                    item.wamid,
+                    &item.raw,
+                )
+                .await?;
                 continue;
             }
             reopened |= next.on_inbound(
@@ -84,9 +118,20 @@ impl ConversationActor {
                 now,
                 &reopen_team,
             );
-            let msg = Message {
+            let seq = next.take_seq();
+            // Quoting a message not of this conversation (or unknown) leaves `reply_to` null;
+            // `raw` still has Meta's `context`.
+            let reply_to = item
+                .detail
+                .quotes
+                .as_ref()
+                .and_then(|w| refs.get(w))
+                .map(|s| message_id(&next.id, *s));
+            // Later messages of this delivery may quote or react to this one.
+            refs.insert(item.wamid.clone(), seq);
+            created.push(Message {
                 conversation_id: next.id.clone(),
-                seq: next.take_seq(),
+                seq,
                 direction: Direction::Inbound,
                 kind: item.kind,
                 text: item.text,
@@ -97,18 +142,23 @@ impl ConversationActor {
                 error: None,
                 idempotency_key: None,
                 raw: Some(item.raw),
-                reply_to: None,
+                reply_to,
                 reactions: Vec::new(),
-                referral: None,
-                media: None,
+                referral: item.detail.referral,
+                media: item.detail.media,
                 pricing: None,
-                content: None,
-            };
-            batch.put_message(&msg)?;
-            created.push(msg);
+                content: item.detail.content,
+            });
+        }
+        // Written once every reaction of the delivery is on them.
+        for msg in created.iter().chain(reactions.changed()) {
+            batch.put_message(msg)?;
         }
         if created.is_empty() {
             metrics::counter!(m::INBOUND_DUPLICATES).increment(ack.duplicates as u64);
+            if !reactions.is_empty() {
+                self.commit_reactions(state, reactions, batch).await?;
+            }
             return Ok(ack);
         }
         // Routing places a new conversation (still in its seed's team: nothing above reads the
@@ -126,6 +176,9 @@ impl ConversationActor {
             auto_reply = Some((msg, job));
         }
         let before = reopened.then(|| state.conv.clone());
+        for msg in reactions.changed() {
+            state.recent.forget(msg.seq);
+        }
         // An after-hours reply changes the record (and takes a sequence number `created` does
         // not show), so it is always written with one.
         let committed = self.commit_inbound(state, next, &created, batch).await;
@@ -134,6 +187,7 @@ impl ConversationActor {
             state.seen = None;
             return Err(e);
         }
+        let reacted = self.reactions_committed(state, reactions);
         if let Some((msg, _)) = &auto_reply {
             state.recent.remember(msg);
         }
@@ -165,6 +219,9 @@ impl ConversationActor {
         for msg in created {
             self.publish(EventKind::MessageCreated, conv, Some(msg), None);
         }
+        for msg in reacted {
+            self.publish(EventKind::MessageUpdated, conv, Some(msg), None);
+        }
         if let Some((msg, job)) = auto_reply {
             metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
             if let Some(outbox) = self.ctx.outbox.get() {
@@ -173,6 +230,40 @@ impl ConversationActor {
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
         Ok(ack)
+    }
+
+    /// Commits a delivery that changed nothing but reactions (no message of its own, so the
+    /// conversation's record stays as it is).
+    async fn commit_reactions(
+        &self,
+        state: &mut State,
+        reactions: Reactions,
+        batch: Batch,
+    ) -> Result<(), Error> {
+        for msg in reactions.changed() {
+            state.recent.forget(msg.seq);
+        }
+        self.ctx.store.commit(batch).await?;
+        for msg in self.reactions_committed(state, reactions) {
+            self.publish(EventKind::MessageUpdated, &state.conv, Some(msg), None);
+        }
+        Ok(())
+    }
+
+    /// After the commit of a delivery's reactions: the live wamid set and the recent sends
+    /// follow, the reactions are counted; returns the messages they changed.
+    fn reactions_committed(&self, state: &mut State, mut reactions: Reactions) -> Vec<Message> {
+        if let Some(seen) = &mut state.seen {
+            for w in &reactions.wamids {
+                seen.insert(w);
+            }
+        }
+        reactions.count();
+        let changed = reactions.take_changed();
+        for msg in &changed {
+            state.recent.remember(msg);
+        }
+        changed
     }
 
     pub(super) async fn status(
@@ -189,22 +280,49 @@ impl ConversationActor {
             return Ok(false);
         };
         let changed = msg.apply_status(update.status, update.error);
+        // Meta repeats the price on each status of a message; the first one is kept and counted,
+        // stale status or not.
+        let priced = take_pricing(&mut msg, update.pricing);
         // A status may have been parked as an orphan while the send was in flight; this one
         // supersedes or equals it (both came through the same forward-only rule).
         batch.delete_orphan_status(&update.wamid);
-        if changed {
+        if changed || priced {
             batch.put_message(&msg)?;
             state.recent.forget(seq);
         }
         self.ctx.store.commit(batch).await?;
-        if changed {
+        if changed || priced {
             state.recent.remember(&msg);
         }
         metrics::counter!(m::STATUS_UPDATES, "outcome" => if changed { "applied" } else { "stale" })
             .increment(1);
+        if priced {
+            count_billable(&state.conv.number, &msg);
+        }
         if changed {
             self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
+        } else if priced {
+            self.publish(EventKind::MessageUpdated, &state.conv, Some(msg), None);
         }
         Ok(changed)
+    }
+}
+
+/// Keeps the first pricing a status callback gives a message (Meta repeats it on each status);
+/// returns whether this one was the first.
+pub(super) fn take_pricing(msg: &mut Message, pricing: Option<Pricing>) -> bool {
+    if msg.pricing.is_some() || pricing.is_none() {
+        return false;
+    }
+    msg.pricing = pricing;
+    true
+}
+
+/// Counts a message Meta charges for, once: when its pricing was first kept (and committed).
+pub(super) fn count_billable(number: &str, msg: &Message) {
+    if let Some(p) = msg.pricing.as_ref().filter(|p| p.is_billable()) {
+        metrics::counter!(m::BILLABLE_MESSAGES, "number" => number.to_string(),
+            "category" => m::pricing_category(&p.category))
+        .increment(1);
     }
 }

@@ -23,14 +23,17 @@
 //!
 //! Layout: this file holds the state, the messages, dispatch and what every handler shares
 //! (persisting, publishing, keeping queues and agents in step); the handlers live by concern in
-//! [`inbound`], [`ownership`], [`outbound`] and [`deadlines`].
+//! [`inbound`] (with [`quotes`]: replies and reactions), [`ownership`], [`outbound`] and
+//! [`deadlines`].
 
 mod deadlines;
 mod inbound;
 mod outbound;
 mod ownership;
+mod quotes;
 
 use deadlines::record_sla;
+use inbound::{count_billable, take_pricing};
 use outbound::{note_message, outbox_job};
 
 use std::collections::HashSet;

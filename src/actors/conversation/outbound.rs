@@ -268,10 +268,14 @@ impl ConversationActor {
         }
         msg.wamid = Some(update.wamid.clone());
         msg.apply_status(update.status, update.error.clone());
+        let priced = take_pricing(&mut msg, update.pricing.clone());
         batch.put_message(&msg)?;
         state.recent.forget(seq);
         self.ctx.store.commit(batch).await?;
         state.recent.remember(&msg);
+        if priced {
+            count_billable(&state.conv.number, &msg);
+        }
         self.wamid_recorded(state, &mut msg, &update.wamid).await?;
         metrics::counter!(m::OUTBOX_ADOPTED, "number" => state.conv.number.clone()).increment(1);
         metrics::counter!(m::STATUS_UPDATES, "outcome" => "applied").increment(1);
