@@ -113,6 +113,96 @@ impl MessageError {
     pub fn is_window_closed(&self) -> bool {
         self.code == WINDOW_CLOSED_CODE
     }
+
+    /// What the failure means in words clients can rely on, when Meta's code is one whose
+    /// meaning is known (None: read Meta's `code` and `title`).
+    pub fn reason(&self) -> Option<FailureReason> {
+        FailureReason::of(self.code)
+    }
+}
+
+/// Stable names for Meta error codes whose meaning a person needs, shown as the API's
+/// `error.reason` beside Meta's `code` and `title`. Each but `WindowClosed` is *final*: no retry
+/// can fix it, so the outbox fails the message at the first answer (`WindowClosed` is final too,
+/// and was already).
+///
+/// The string of each variant is part of the API and never changes meaning; new codes only add
+/// variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// 131047: more than 24 hours since the customer's last message; only a template may go.
+    WindowClosed,
+    /// 131026: WhatsApp could not deliver it (no WhatsApp account, an old app, the business
+    /// blocked, terms not accepted).
+    Undeliverable,
+    /// 131049: Meta's cap on marketing messages a user receives was reached.
+    MarketingLimit,
+    /// 131050: the user stopped marketing messages from this business.
+    MarketingOptedOut,
+    /// 130472: the user is part of a Meta experiment that withholds marketing messages.
+    Experiment,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 5] = [
+        Self::WindowClosed,
+        Self::Undeliverable,
+        Self::MarketingLimit,
+        Self::MarketingOptedOut,
+        Self::Experiment,
+    ];
+
+    /// The reason of Meta's error `code`, if it is one of the known ones.
+    pub fn of(code: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.meta_code() == code)
+    }
+
+    /// Whether Meta's error `code` is one no retry fixes, so a send fails at the first answer.
+    pub fn is_final(code: i64) -> bool {
+        Self::of(code).is_some()
+    }
+
+    pub fn meta_code(self) -> i64 {
+        match self {
+            Self::WindowClosed => WINDOW_CLOSED_CODE,
+            Self::Undeliverable => 131026,
+            Self::MarketingLimit => 131049,
+            Self::MarketingOptedOut => 131050,
+            Self::Experiment => 130472,
+        }
+    }
+
+    /// The stable `reason` string of the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WindowClosed => "window_closed",
+            Self::Undeliverable => "undeliverable",
+            Self::MarketingLimit => "marketing_limit",
+            Self::MarketingOptedOut => "marketing_opted_out",
+            Self::Experiment => "experiment",
+        }
+    }
+
+    /// One sentence an agent can act on (the API's `error.detail`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::WindowClosed => {
+                "The customer last wrote more than 24 hours ago; only an approved template can reach them now."
+            }
+            Self::Undeliverable => {
+                "WhatsApp could not deliver this message: the number may have no WhatsApp account, use an outdated app, or have blocked the business."
+            }
+            Self::MarketingLimit => {
+                "WhatsApp limits how many marketing messages a person receives, and this customer has reached that limit for now."
+            }
+            Self::MarketingOptedOut => {
+                "The customer has stopped marketing messages from this business."
+            }
+            Self::Experiment => {
+                "WhatsApp withheld this marketing message because the customer is part of a Meta experiment."
+            }
+        }
+    }
 }
 
 /// Who reacted to a message: `"customer"` or an agent's id (as shown in the API).
@@ -512,6 +602,26 @@ mod tests {
         assert!(!Author::is_reserved("alice"));
         assert!(Author::Agent("alice".into()).is_agent("alice"));
         assert!(!Author::System.is_agent("system"));
+    }
+
+    #[test]
+    fn final_codes_have_stable_reasons() {
+        for (code, reason) in [
+            (131047, "window_closed"),
+            (131026, "undeliverable"),
+            (131049, "marketing_limit"),
+            (131050, "marketing_opted_out"),
+            (130472, "experiment"),
+        ] {
+            let e = MessageError {
+                code,
+                title: String::new(),
+            };
+            assert_eq!(e.reason().map(FailureReason::as_str), Some(reason));
+            assert!(FailureReason::is_final(code));
+        }
+        assert!(!FailureReason::is_final(131000));
+        assert_eq!(FailureReason::of(100), None);
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! after the request may have been written, a 2xx answer without `messages[0].id`), so the outbox
 //! holds it for a status callback naming it before sending it again;
 //! [`SendError::WindowClosed`] (131047) and [`SendError::Permanent`] fail the message with Meta's
-//! code and title and are never retried.
+//! code and title and are never retried. The final codes of [`FailureReason`] (131026, 131049,
+//! 131050, 130472) are permanent whatever HTTP status carries them, so even a 5xx answer with one
+//! of them fails the message at once.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::domain::message::WINDOW_CLOSED_CODE;
+use crate::domain::message::{FailureReason, WINDOW_CLOSED_CODE};
 
 /// Meta error codes worth retrying.
 pub const RETRYABLE_CODES: [i64; 4] = [130429, 131056, 131000, 131016];
@@ -185,6 +187,10 @@ pub fn classify(status: u16, body: &[u8]) -> Result<String, SendError> {
         .unwrap_or("")
         .to_string();
     match code {
+        // Final whatever the HTTP status says: no retry can fix these (`FailureReason`).
+        Some(c) if c != WINDOW_CLOSED_CODE && FailureReason::is_final(c) => {
+            Err(SendError::Permanent { code: c, title })
+        }
         Some(c) if RETRYABLE_CODES.contains(&c) => {
             Err(SendError::Transient(format!("({c}) {title}")))
         }
@@ -248,6 +254,15 @@ mod tests {
                 title: "Message undeliverable".into()
             })
         );
+        for code in [131026, 131049, 131050, 130472] {
+            let body = format!(r#"{{"error":{{"code":{code},"message":"no"}}}}"#);
+            for http in [400, 500] {
+                assert!(
+                    matches!(classify(http, body.as_bytes()), Err(SendError::Permanent { code: c, .. }) if c == code),
+                    "{code} over HTTP {http}"
+                );
+            }
+        }
         assert!(matches!(
             classify(503, b"oops"),
             Err(SendError::Transient(_))
