@@ -24,13 +24,16 @@ pub enum EventKind {
     ConversationReopened,
     MessageCreated,
     MessageStatus,
+    /// A message changed otherwise than in status: a customer's reaction was set or removed,
+    /// Meta's pricing arrived.
+    MessageUpdated,
     /// An SLA clock was missed (`sla` names which); reaches supervisors of the team, admins and
     /// the assignee.
     SlaBreached,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::ConversationCreated,
         Self::ConversationClaimed,
         Self::ConversationReleased,
@@ -39,6 +42,7 @@ impl EventKind {
         Self::ConversationReopened,
         Self::MessageCreated,
         Self::MessageStatus,
+        Self::MessageUpdated,
         Self::SlaBreached,
     ];
 
@@ -52,6 +56,7 @@ impl EventKind {
             Self::ConversationReopened => "conversation.reopened",
             Self::MessageCreated => "message.created",
             Self::MessageStatus => "message.status",
+            Self::MessageUpdated => "message.updated",
             Self::SlaBreached => "conversation.sla_breached",
         }
     }
@@ -129,7 +134,7 @@ impl Event {
         }
         if matches!(
             self.kind,
-            EventKind::MessageCreated | EventKind::MessageStatus
+            EventKind::MessageCreated | EventKind::MessageStatus | EventKind::MessageUpdated
         ) {
             return false;
         }

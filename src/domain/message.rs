@@ -282,6 +282,28 @@ pub enum Content {
     Interactive { json: String },
 }
 
+/// What an agent sends to the customer, as the API checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A text, quoting our message `reply_to` when given (sent with its wamid as Meta's
+    /// `context.message_id`).
+    Text {
+        body: String,
+        reply_to: Option<String>,
+    },
+    /// Buttons or a list: Meta's `interactive` object as JSON text, and the readable text the
+    /// message shows (its body text).
+    Interactive { json: String, summary: String },
+}
+
+/// The `kind` of an agent's reaction message: kept as an outbound message so its delivery (and
+/// any failure) is visible; `reply_to` names the message it reacts to, `text` is the emoji
+/// (empty when the reaction was removed).
+pub const REACTION_KIND: &str = "reaction";
+
+/// The `kind` of an interactive message (buttons or a list) an agent sent.
+pub const INTERACTIVE_KIND: &str = "interactive";
+
 /// Who wrote a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Author {
@@ -482,6 +504,34 @@ impl From<MessageV1> for Message {
 }
 
 impl Message {
+    /// The reaction of the business (any agent's: Meta knows one reaction per business) to this
+    /// message, if any.
+    pub fn business_reaction(&self) -> Option<&Reaction> {
+        self.reactions.iter().find(|r| r.by != Reaction::CUSTOMER)
+    }
+
+    /// Sets the business's reaction to `emoji` by agent `by` (an empty emoji removes it); at
+    /// Meta a business has one reaction per message, so it replaces any agent's. Returns false,
+    /// changing nothing, when the message already shows exactly that.
+    pub fn set_business_reaction(&mut self, by: &str, emoji: &str) -> bool {
+        let current = self.business_reaction().map(|r| r.emoji.as_str());
+        let unchanged = match current {
+            None => emoji.is_empty(),
+            Some(e) => e == emoji,
+        };
+        if unchanged {
+            return false;
+        }
+        self.reactions.retain(|r| r.by == Reaction::CUSTOMER);
+        if !emoji.is_empty() {
+            self.reactions.push(Reaction {
+                by: by.to_string(),
+                emoji: emoji.to_string(),
+            });
+        }
+        true
+    }
+
     /// Stable public id: the conversation id and the message's position in it.
     pub fn id(&self) -> String {
         message_id(&self.conversation_id, self.seq)
@@ -602,6 +652,43 @@ mod tests {
         assert!(!Author::is_reserved("alice"));
         assert!(Author::Agent("alice".into()).is_agent("alice"));
         assert!(!Author::System.is_agent("system"));
+    }
+
+    #[test]
+    fn the_business_has_one_reaction_per_message() {
+        let mut m = Message::from(
+            bincode::deserialize::<MessageV1>(
+                &bincode::serialize(&untyped(Direction::Inbound, "15550001")).expect("encode"),
+            )
+            .expect("decode"),
+        );
+        m.reactions.push(Reaction {
+            by: Reaction::CUSTOMER.into(),
+            emoji: "🙏".into(),
+        });
+        assert!(!m.set_business_reaction("alice", ""), "nothing to remove");
+        assert!(m.set_business_reaction("alice", "👍"));
+        assert!(!m.set_business_reaction("alice", "👍"), "the same again");
+        assert!(
+            !m.set_business_reaction("bob", "👍"),
+            "Meta shows it already"
+        );
+        assert!(m.set_business_reaction("bob", "❤️"), "replaces alice's");
+        assert_eq!(
+            m.reactions,
+            vec![
+                Reaction {
+                    by: "customer".into(),
+                    emoji: "🙏".into()
+                },
+                Reaction {
+                    by: "bob".into(),
+                    emoji: "❤️".into()
+                }
+            ]
+        );
+        assert!(m.set_business_reaction("alice", ""));
+        assert_eq!(m.reactions.len(), 1, "only the customer's is left");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::domain::message::{FailureReason, MediaInfo, Pricing, Reaction};
+use crate::domain::message::{Content, FailureReason, MediaInfo, Pricing, Reaction};
 use crate::domain::{Conversation, Message, MessageError, Millis};
 
 pub fn rfc3339(ms: Millis) -> String {
@@ -87,6 +87,30 @@ pub struct MessageView {
     pub media: Option<MediaView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pricing: Option<PricingView>,
+    /// The typed body of a message that is more than text (null otherwise).
+    pub content: Option<ContentView>,
+}
+
+/// A message's `content`, tagged with its `type`. Outbound interactive messages show Meta's
+/// object as sent.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentView {
+    /// An agent's interactive message: Meta's `interactive` object.
+    Interactive {
+        interactive: Option<Box<serde_json::value::RawValue>>,
+    },
+}
+
+impl ContentView {
+    fn new(c: &Content) -> Option<Self> {
+        match c {
+            Content::Interactive { json } => Some(Self::Interactive {
+                interactive: serde_json::value::RawValue::from_string(json.clone()).ok(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A message's media as the contract shows it; `filename` and `caption` only when known.
@@ -165,6 +189,7 @@ impl MessageView {
                 .and_then(|r| serde_json::value::RawValue::from_string(r.clone()).ok()),
             media: m.media.as_ref().map(MediaView::new),
             pricing: m.pricing.as_ref().map(PricingView::new),
+            content: m.content.as_ref().and_then(ContentView::new),
         }
     }
 }

@@ -1,5 +1,10 @@
 //! Outbound delivery: one outbox per business number.
 //!
+//! What a job sends is its [`Payload`]: a text (quoting a wamid with Meta's `context`), a
+//! reaction, or an interactive message; each is one Graph API request and everything below holds
+//! for all of them alike. Read receipts are not jobs: they wait in memory, at most one per
+//! conversation, and share the number's token bucket and in-flight permits (`reads`).
+//!
 //! A reply is durable (message + outbox entry, one batch) before the API answers 202; the outbox
 //! then sends it to the Graph API within the number's `mps` (token bucket), with at most
 //! `outbox.max_in_flight` requests in flight per number, and reports the outcome to the
@@ -56,6 +61,7 @@
 //! send in flight. Nothing else waits in memory: spilled jobs wait on disk.
 
 mod bucket;
+mod reads;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -67,6 +73,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use bucket::TokenBucket;
+pub use reads::{ReadRefused, MAX_READ_ATTEMPTS};
 
 use crate::actors::{ConversationMsg, Ctx};
 use crate::config::OutboxConfig;
@@ -81,6 +88,8 @@ pub struct Outbox {
     /// by the shutdown itself (an attempt cut off mid-request would be held after the restart).
     closing: Arc<std::sync::atomic::AtomicBool>,
     lanes: HashMap<String, Arc<Lane>>,
+    /// Each number's read receipts (`reads`: in memory only, bounded).
+    reads: HashMap<String, Arc<reads::Reads>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     deliveries: Deliveries,
     holds: Arc<Holds>,
@@ -173,6 +182,7 @@ impl Outbox {
     pub fn start(ctx: &Arc<Ctx>, graph: GraphClient, pending: &HashMap<String, usize>) -> Self {
         let cfg = ctx.config.outbox.clone();
         let mut lanes = HashMap::new();
+        let mut reads = HashMap::new();
         let mut tasks = Vec::new();
         let deliveries: Deliveries = Arc::new(Mutex::new(JoinSet::new()));
         let holds = Arc::new(Holds::default());
@@ -191,22 +201,38 @@ impl Outbox {
                 capacity: cfg.queue_capacity,
             });
             lanes.insert(n.phone_number_id.clone(), lane.clone());
+            let bucket = Arc::new(TokenBucket::new(n.mps));
+            let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
             let worker = NumberWorker {
                 ctx: ctx.clone(),
                 graph: graph.clone(),
                 cfg: cfg.clone(),
                 number: n.phone_number_id.clone(),
-                bucket: Arc::new(TokenBucket::new(n.mps)),
-                permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
+                bucket: bucket.clone(),
+                permits: permits.clone(),
                 deliveries: deliveries.clone(),
                 holds: holds.clone(),
                 closing: closing.clone(),
             };
             tasks.push(tokio::spawn(worker.run(lane)));
+            // Receipts share the number's bucket and permits with its messages.
+            let number_reads = Arc::new(reads::Reads::new(cfg.queue_capacity));
+            reads.insert(n.phone_number_id.clone(), number_reads.clone());
+            let reader = reads::ReadWorker {
+                graph: graph.clone(),
+                cfg: cfg.clone(),
+                number: n.phone_number_id.clone(),
+                bucket,
+                permits,
+                deliveries: deliveries.clone(),
+                closing: closing.clone(),
+            };
+            tasks.push(tokio::spawn(reader.run(number_reads)));
         }
         Self {
             closing,
             lanes,
+            reads,
             tasks: Mutex::new(tasks),
             deliveries,
             holds,
@@ -240,6 +266,21 @@ impl Outbox {
                 tracing::error!(number = %job.number, "no outbox for number; job stays on disk")
             }
         }
+    }
+
+    /// Queues a read receipt with typing indicator for the customer's message `wamid` of
+    /// `conversation` on `number`, in place of one still waiting for that conversation (see
+    /// `reads`). Never waits.
+    pub fn mark_read(
+        &self,
+        number: &str,
+        conversation: &str,
+        wamid: &str,
+    ) -> Result<(), ReadRefused> {
+        self.reads
+            .get(number)
+            .ok_or(ReadRefused::UnknownNumber)?
+            .push(conversation, wamid)
     }
 
     /// Stops every worker and send at once (abrupt stop); unsent jobs stay on disk.
@@ -590,6 +631,19 @@ impl NumberWorker {
                 Payload::Text { body, reply_to } => {
                     self.graph
                         .send_text(&job.number, &job.to, body, reply_to.as_deref(), &message_id)
+                        .await
+                }
+                Payload::Reaction {
+                    message_id: target,
+                    emoji,
+                } => {
+                    self.graph
+                        .send_reaction(&job.number, &job.to, target, emoji, &message_id)
+                        .await
+                }
+                Payload::Interactive { json } => {
+                    self.graph
+                        .send_interactive(&job.number, &job.to, json, &message_id)
                         .await
                 }
             };

@@ -110,6 +110,71 @@ impl GraphClient {
         self.post_message(phone_number_id, &body).await
     }
 
+    /// Reacts with `emoji` to the message `wamid` (an empty emoji removes the business's
+    /// reaction); returns the wamid Meta assigned to the reaction.
+    pub async fn send_reaction(
+        &self,
+        phone_number_id: &str,
+        to: &str,
+        wamid: &str,
+        emoji: &str,
+        callback_data: &str,
+    ) -> Result<String, SendError> {
+        let body = message_body(
+            to,
+            callback_data,
+            "reaction",
+            json!({ "message_id": wamid, "emoji": emoji }),
+        );
+        self.post_message(phone_number_id, &body).await
+    }
+
+    /// Sends an interactive message (buttons or a list): `interactive` is Meta's object, as
+    /// the API checked it.
+    pub async fn send_interactive(
+        &self,
+        phone_number_id: &str,
+        to: &str,
+        interactive: &str,
+        callback_data: &str,
+    ) -> Result<String, SendError> {
+        let object: Value = serde_json::from_str(interactive).map_err(|e| {
+            // Checked before it was stored; a record that no longer parses cannot be sent.
+            SendError::Permanent {
+                code: 0,
+                title: format!("stored interactive object is not JSON: {e}"),
+            }
+        })?;
+        let body = message_body(to, callback_data, "interactive", object);
+        self.post_message(phone_number_id, &body).await
+    }
+
+    /// Marks the customer's message `wamid` (and every earlier one) read and shows the typing
+    /// indicator (Meta shows it for up to 25 s, or until the business's next message).
+    pub async fn mark_read(&self, phone_number_id: &str, wamid: &str) -> Result<(), SendError> {
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": wamid,
+            "typing_indicator": { "type": "text" },
+        });
+        let url = format!("{}/{}/messages", self.base, phone_number_id);
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        classify(status.as_u16(), &bytes).map(|_| ())
+    }
+
     /// Posts one message object to `/{phone_number_id}/messages`; returns the wamid Meta
     /// assigned, or how the send failed.
     async fn post_message(
@@ -144,6 +209,19 @@ impl GraphClient {
         };
         classify(status.as_u16(), &bytes)
     }
+}
+
+/// Meta's message envelope for a message of type `kind` with its `content` object.
+fn message_body(to: &str, callback_data: &str, kind: &str, content: Value) -> Value {
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": kind,
+        "biz_opaque_callback_data": callback_data,
+    });
+    body[kind] = content;
+    body
 }
 
 /// A request that got no answer: a connection that never opened carried nothing (transient);

@@ -25,6 +25,7 @@ mod list_paging;
 mod loose_input;
 mod metrics;
 mod outbound;
+mod outbound_rich;
 mod outbox_metrics;
 mod routing;
 mod storage_failure;
