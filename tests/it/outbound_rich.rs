@@ -557,3 +557,60 @@ async fn pending_reactions_quotes_and_interactive_messages_are_sent_after_a_cras
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(tb.graph.count(), 3, "each sent once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaction_meta_refuses_leaves_the_one_that_stands() {
+    let tb = TB::start().await;
+    let (conv, cust) = claimed(&tb, N1, ALICE).await;
+    let (first, _) = first_inbound(&tb, &conv).await;
+    let (s, _) = react(&tb, ALICE, &conv, &first, "👍").await;
+    assert_eq!(s, 202);
+    let thumbs = format!("{conv}-1");
+    tb.wait_status(&conv, &thumbs, "accepted").await;
+
+    // Refused in the Graph API's answer: 👍 stands.
+    tb.graph
+        .push(GraphReply::meta(400, 131026, "Message undeliverable", "x"));
+    let (s, m) = react(&tb, ALICE, &conv, &first, "❤️").await;
+    assert_eq!((s, &m["reactions"][0]["emoji"]), (202, &json!("❤️")));
+    let refused = eventually("the refused reaction shown failed", WAIT, || async {
+        let msgs = tb.messages(&conv).await;
+        match msgs
+            .iter()
+            .find(|m| m["type"] == json!("reaction") && m["text"] == json!("❤️"))
+        {
+            Some(m) if m["status"] == json!("failed") => Ok(m.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        refused["error"]["reason"],
+        json!("undeliverable"),
+        "{refused}"
+    );
+    let shown = tb.message(&conv, &first).await.unwrap();
+    assert_eq!(shown["reactions"], json!([{"by": "alice", "emoji": "👍"}]));
+
+    // Accepted, then failed by a status callback: none stands (the 👍 was removed).
+    let (s, _) = react(&tb, ALICE, &conv, &first, "").await;
+    assert_eq!(s, 202);
+    let (s, _) = react(&tb, ALICE, &conv, &first, "🎉").await;
+    assert_eq!(s, 202);
+    let sends = tb.graph.wait_sends(4, WAIT).await;
+    let party = tb
+        .messages(&conv)
+        .await
+        .into_iter()
+        .find(|m| m["text"] == json!("🎉"))
+        .unwrap();
+    let party_id = party["id"].as_str().unwrap().to_owned();
+    let accepted = tb.wait_status(&conv, &party_id, "accepted").await;
+    assert_eq!(sends[3].body["reaction"]["emoji"], json!("🎉"));
+    let mut failed = status_obj(accepted["wamid"].as_str().unwrap(), "failed", now(), &cust);
+    failed["errors"] = json!([{"code": 131050, "title": "Unable to deliver the message"}]);
+    assert_eq!(tb.webhook(&status_webhook(N1, vec![failed])).await, 200);
+    tb.wait_status(&conv, &party_id, "failed").await;
+    let shown = tb.message(&conv, &first).await.unwrap();
+    assert_eq!(shown["reactions"], json!([]), "{shown}");
+}

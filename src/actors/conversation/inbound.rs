@@ -199,6 +199,7 @@ impl ConversationActor {
         self.ctx.store.commit(batch).await?;
         if changed {
             state.recent.remember(&msg);
+            self.after_failure(state, &msg).await?;
         }
         metrics::counter!(m::STATUS_UPDATES, "outcome" => if changed { "applied" } else { "stale" })
             .increment(1);

@@ -148,7 +148,8 @@ impl ConversationActor {
 
     /// Sets the business's reaction to message `message_id` (`""` removes it) and queues it
     /// for Meta as an outbound message of kind `reaction` (its delivery and any failure show
-    /// there), durable with the target's new `reactions` and the outbox job in one batch.
+    /// there), durable with the target's new `reactions` and the outbox job in one batch. If
+    /// Meta refuses it, the target shows the reaction that stands again (`after_failure`).
     ///
     /// Idempotent by state: Meta shows one reaction per business per message, so a reaction
     /// the message already shows (the same emoji, whichever agent set it; or a removal when
@@ -220,6 +221,57 @@ impl ConversationActor {
             None,
         );
         Ok(target)
+    }
+
+    /// After `msg` was recorded as failed (by the Graph API's answer or a status callback): a
+    /// reaction Meta refused never reached the customer, so the message it targets shows again
+    /// the business reaction that stands, the latest one not refused (a later one still
+    /// pending included: it is what Meta will get), or none. Reads the conversation's messages,
+    /// only when a reaction failed.
+    pub(super) async fn after_failure(
+        &self,
+        state: &mut State,
+        msg: &Message,
+    ) -> Result<(), Error> {
+        if msg.kind != REACTION_KIND
+            || msg.direction != Direction::Outbound
+            || msg.status != Some(DeliveryStatus::Failed)
+        {
+            return Ok(());
+        }
+        let Some(target_id) = msg.reply_to.as_deref() else {
+            return Ok(());
+        };
+        let Some(seq) = parse_message_id(target_id)
+            .filter(|(conv, _)| *conv == state.conv.id)
+            .map(|(_, seq)| seq)
+        else {
+            return Ok(());
+        };
+        let Some(mut target) = self.message(state, seq).await? else {
+            return Ok(());
+        };
+        let messages = self.ctx.store.messages(&state.conv.id).await?;
+        let standing = messages.iter().rev().find(|m| {
+            m.kind == REACTION_KIND
+                && m.direction == Direction::Outbound
+                && m.reply_to.as_deref() == Some(target_id)
+                && m.status != Some(DeliveryStatus::Failed)
+        });
+        let (by, emoji) = match standing {
+            Some(m) => (m.author.as_str(), m.text.as_deref().unwrap_or("")),
+            None => ("", ""),
+        };
+        if !target.set_business_reaction(by, emoji) {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        batch.put_message(&target)?;
+        state.recent.forget(seq);
+        self.ctx.store.commit(batch).await?;
+        state.recent.remember(&target);
+        self.publish(EventKind::MessageUpdated, &state.conv, Some(target), None);
+        Ok(())
     }
 
     /// Queues a read receipt with typing indicator for the customer's latest message (the
@@ -341,6 +393,7 @@ impl ConversationActor {
         if let Some(wamid) = wamid {
             self.wamid_recorded(state, &mut msg, &wamid).await?;
         }
+        self.after_failure(state, &msg).await?;
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
         self.record_delay(state, &msg);
         self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
