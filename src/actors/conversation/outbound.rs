@@ -56,11 +56,17 @@ impl ConversationActor {
         }
         state.conv.check_reply(caller, now)?;
         self.check_sendable(state)?;
-        let quoted = match &body {
+        let mut body = body;
+        let quoted = match &mut body {
             Outgoing::Text {
                 reply_to: Some(target),
                 ..
-            } => Some(self.quoted(state, target).await?),
+            } => {
+                let quoted = self.quoted(state, target).await?;
+                // Stored as the message's id, however the request spelled it.
+                *target = quoted.id();
+                quoted.wamid
+            }
             _ => None,
         };
         let mut next = state.conv.clone();
@@ -118,10 +124,10 @@ impl ConversationActor {
         Ok(())
     }
 
-    /// The wamid of message `target` (our id) of this conversation, which a reply quotes; a
-    /// message of another conversation, a note, or one WhatsApp has not given a wamid yet
+    /// Message `target` (our id) of this conversation, which a reply quotes, with its wamid;
+    /// a message of another conversation, a note, or one WhatsApp has not given a wamid yet
     /// cannot be quoted (400 `invalid_request`, naming which).
-    async fn quoted(&self, state: &State, target: &str) -> Result<String, Error> {
+    async fn quoted(&self, state: &State, target: &str) -> Result<Message, Error> {
         let not_here = || {
             DomainError::Invalid(format!(
                 "reply_to {target:?} names no message of this conversation"
@@ -138,12 +144,13 @@ impl ConversationActor {
             ))
             .into());
         }
-        msg.wamid.ok_or_else(|| {
-            DomainError::Invalid(format!(
+        if msg.wamid.is_none() {
+            return Err(DomainError::Invalid(format!(
                 "reply_to {target:?} has no WhatsApp id yet (not accepted by Meta); quote it once it is"
             ))
-            .into()
-        })
+            .into());
+        }
+        Ok(msg)
     }
 
     /// Sets the business's reaction to message `message_id` (`""` removes it) and queues it
