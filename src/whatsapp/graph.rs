@@ -150,7 +150,9 @@ impl GraphClient {
     }
 
     /// Marks the customer's message `wamid` (and every earlier one) read and shows the typing
-    /// indicator (Meta shows it for up to 25 s, or until the business's next message).
+    /// indicator (Meta shows it for up to 25 s, or until the business's next message). Meta's
+    /// "Typing indicators" reference: the body below, answered `{"success": true}`; any 2xx is
+    /// taken as done, errors are classified as for messages.
     pub async fn mark_read(&self, phone_number_id: &str, wamid: &str) -> Result<(), SendError> {
         let body = json!({
             "messaging_product": "whatsapp",
