@@ -25,6 +25,7 @@ pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const OUTBOX_AMBIGUOUS: &str = "switchboard_outbox_ambiguous_total";
 pub const OUTBOX_ADOPTED: &str = "switchboard_outbox_adopted_total";
+pub const READ_RECEIPTS: &str = "switchboard_read_receipts_total";
 pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
 pub const API_REFUSED: &str = "switchboard_api_requests_refused_total";
 pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
@@ -181,6 +182,12 @@ fn describe() {
          (biz_opaque_callback_data) instead of from the Graph API's answer."
     );
     describe_counter!(
+        READ_RECEIPTS,
+        "Read receipts with typing indicator (POST /api/v1/conversations/{id}/read) by outcome: \
+         queued, replaced (a newer one took a pending one's place), refused (the number's read \
+         queue was full), sent, failed (refused by Meta, its outcome unknown, or out of tries)."
+    );
+    describe_counter!(
         OUTBOX_SPILLED,
         "Outbound messages kept on disk only because their number's outbox queue was full; the outbox reads them back in order."
     );
@@ -280,6 +287,8 @@ pub const WEBHOOK_OUTCOMES: [&str; 7] = [
 pub const CLAIM_OUTCOMES: [&str; 4] = ["won", "already_assigned", "capacity_reached", "not_found"];
 /// `OUTBOUND_MESSAGES` outcomes.
 pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];
+/// `READ_RECEIPTS` outcomes.
+pub const READ_OUTCOMES: [&str; 5] = ["queued", "replaced", "refused", "sent", "failed"];
 /// `STATUS_UPDATES` outcomes.
 pub const STATUS_OUTCOMES: [&str; 3] = ["applied", "stale", "orphan"];
 /// Meta's pricing categories (`BILLABLE_MESSAGES`); any other is counted as [`OTHER_CATEGORY`],
@@ -348,6 +357,7 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         (OUTBOUND_MESSAGES, &OUTBOUND_OUTCOMES[..]),
         (STATUS_UPDATES, &STATUS_OUTCOMES[..]),
         (INBOUND_REACTIONS, &REACTION_OUTCOMES[..]),
+        (READ_RECEIPTS, &READ_OUTCOMES[..]),
     ] {
         for &outcome in outcomes {
             counter!(name, "outcome" => outcome).increment(0);

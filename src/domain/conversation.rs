@@ -504,6 +504,15 @@ impl Conversation {
         }
     }
 
+    /// Only the owner may do this (mark the customer's messages read, …).
+    pub fn check_owner(&self, caller: &Caller) -> Result<(), DomainError> {
+        if self.is_owner(caller) {
+            Ok(())
+        } else {
+            Err(DomainError::NotOwner)
+        }
+    }
+
     /// Only the owner may send a reply, and only inside the window.
     pub fn check_reply(&self, caller: &Caller, now: Millis) -> Result<(), DomainError> {
         if !self.is_owner(caller) {

@@ -113,6 +113,96 @@ impl MessageError {
     pub fn is_window_closed(&self) -> bool {
         self.code == WINDOW_CLOSED_CODE
     }
+
+    /// What the failure means in words clients can rely on, when Meta's code is one whose
+    /// meaning is known (None: read Meta's `code` and `title`).
+    pub fn reason(&self) -> Option<FailureReason> {
+        FailureReason::of(self.code)
+    }
+}
+
+/// Stable names for Meta error codes whose meaning a person needs, shown as the API's
+/// `error.reason` beside Meta's `code` and `title`. Each but `WindowClosed` is *final*: no retry
+/// can fix it, so the outbox fails the message at the first answer (`WindowClosed` is final too,
+/// and was already).
+///
+/// The string of each variant is part of the API and never changes meaning; new codes only add
+/// variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// 131047: more than 24 hours since the customer's last message; only a template may go.
+    WindowClosed,
+    /// 131026: WhatsApp could not deliver it (no WhatsApp account, an old app, the business
+    /// blocked, terms not accepted).
+    Undeliverable,
+    /// 131049: Meta's cap on marketing messages a user receives was reached.
+    MarketingLimit,
+    /// 131050: the user stopped marketing messages from this business.
+    MarketingOptedOut,
+    /// 130472: the user is part of a Meta experiment that withholds marketing messages.
+    Experiment,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 5] = [
+        Self::WindowClosed,
+        Self::Undeliverable,
+        Self::MarketingLimit,
+        Self::MarketingOptedOut,
+        Self::Experiment,
+    ];
+
+    /// The reason of Meta's error `code`, if it is one of the known ones.
+    pub fn of(code: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.meta_code() == code)
+    }
+
+    /// Whether Meta's error `code` is one no retry fixes, so a send fails at the first answer.
+    pub fn is_final(code: i64) -> bool {
+        Self::of(code).is_some()
+    }
+
+    pub fn meta_code(self) -> i64 {
+        match self {
+            Self::WindowClosed => WINDOW_CLOSED_CODE,
+            Self::Undeliverable => 131026,
+            Self::MarketingLimit => 131049,
+            Self::MarketingOptedOut => 131050,
+            Self::Experiment => 130472,
+        }
+    }
+
+    /// The stable `reason` string of the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WindowClosed => "window_closed",
+            Self::Undeliverable => "undeliverable",
+            Self::MarketingLimit => "marketing_limit",
+            Self::MarketingOptedOut => "marketing_opted_out",
+            Self::Experiment => "experiment",
+        }
+    }
+
+    /// One sentence an agent can act on (the API's `error.detail`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::WindowClosed => {
+                "The customer last wrote more than 24 hours ago; only an approved template can reach them now."
+            }
+            Self::Undeliverable => {
+                "WhatsApp could not deliver this message: the number may have no WhatsApp account, use an outdated app, or have blocked the business."
+            }
+            Self::MarketingLimit => {
+                "WhatsApp limits how many marketing messages a person receives, and this customer has reached that limit for now."
+            }
+            Self::MarketingOptedOut => {
+                "The customer has stopped marketing messages from this business."
+            }
+            Self::Experiment => {
+                "WhatsApp withheld this marketing message because the customer is part of a Meta experiment."
+            }
+        }
+    }
 }
 
 /// Who reacted to a message: `"customer"` or an agent's id (as shown in the API).
@@ -239,6 +329,28 @@ pub enum Content {
         errors: Option<String>,
     },
 }
+
+/// What an agent sends to the customer, as the API checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A text, quoting our message `reply_to` when given (sent with its wamid as Meta's
+    /// `context.message_id`).
+    Text {
+        body: String,
+        reply_to: Option<String>,
+    },
+    /// Buttons or a list: Meta's `interactive` object as JSON text, and the readable text the
+    /// message shows (its body text).
+    Interactive { json: String, summary: String },
+}
+
+/// The `kind` of an agent's reaction message: kept as an outbound message so its delivery (and
+/// any failure) is visible; `reply_to` names the message it reacts to, `text` is the emoji
+/// (empty when the reaction was removed).
+pub const REACTION_KIND: &str = "reaction";
+
+/// The `kind` of an interactive message (buttons or a list) an agent sent.
+pub const INTERACTIVE_KIND: &str = "interactive";
 
 /// Who wrote a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,6 +552,34 @@ impl From<MessageV1> for Message {
 }
 
 impl Message {
+    /// The reaction of the business (any agent's: Meta knows one reaction per business) to this
+    /// message, if any.
+    pub fn business_reaction(&self) -> Option<&Reaction> {
+        self.reactions.iter().find(|r| r.by != Reaction::CUSTOMER)
+    }
+
+    /// Sets the business's reaction to `emoji` by agent `by` (an empty emoji removes it); at
+    /// Meta a business has one reaction per message, so it replaces any agent's. Returns false,
+    /// changing nothing, when the message already shows exactly that.
+    pub fn set_business_reaction(&mut self, by: &str, emoji: &str) -> bool {
+        let current = self.business_reaction().map(|r| r.emoji.as_str());
+        let unchanged = match current {
+            None => emoji.is_empty(),
+            Some(e) => e == emoji,
+        };
+        if unchanged {
+            return false;
+        }
+        self.reactions.retain(|r| r.by == Reaction::CUSTOMER);
+        if !emoji.is_empty() {
+            self.reactions.push(Reaction {
+                by: by.to_string(),
+                emoji: emoji.to_string(),
+            });
+        }
+        true
+    }
+
     /// Stable public id: the conversation id and the message's position in it.
     pub fn id(&self) -> String {
         message_id(&self.conversation_id, self.seq)
@@ -597,6 +737,63 @@ mod tests {
         assert!(!p(Some(false), None).is_billable());
         assert!(!p(None, Some("free_customer_service")).is_billable());
         assert!(!p(Some(true), Some("free_entry_point")).is_billable());
+    }
+
+    #[test]
+    fn the_business_has_one_reaction_per_message() {
+        let mut m = Message::from(
+            bincode::deserialize::<MessageV1>(
+                &bincode::serialize(&untyped(Direction::Inbound, "15550001")).expect("encode"),
+            )
+            .expect("decode"),
+        );
+        m.reactions.push(Reaction {
+            by: Reaction::CUSTOMER.into(),
+            emoji: "🙏".into(),
+        });
+        assert!(!m.set_business_reaction("alice", ""), "nothing to remove");
+        assert!(m.set_business_reaction("alice", "👍"));
+        assert!(!m.set_business_reaction("alice", "👍"), "the same again");
+        assert!(
+            !m.set_business_reaction("bob", "👍"),
+            "Meta shows it already"
+        );
+        assert!(m.set_business_reaction("bob", "❤️"), "replaces alice's");
+        assert_eq!(
+            m.reactions,
+            vec![
+                Reaction {
+                    by: "customer".into(),
+                    emoji: "🙏".into()
+                },
+                Reaction {
+                    by: "bob".into(),
+                    emoji: "❤️".into()
+                }
+            ]
+        );
+        assert!(m.set_business_reaction("alice", ""));
+        assert_eq!(m.reactions.len(), 1, "only the customer's is left");
+    }
+
+    #[test]
+    fn final_codes_have_stable_reasons() {
+        for (code, reason) in [
+            (131047, "window_closed"),
+            (131026, "undeliverable"),
+            (131049, "marketing_limit"),
+            (131050, "marketing_opted_out"),
+            (130472, "experiment"),
+        ] {
+            let e = MessageError {
+                code,
+                title: String::new(),
+            };
+            assert_eq!(e.reason().map(FailureReason::as_str), Some(reason));
+            assert!(FailureReason::is_final(code));
+        }
+        assert!(!FailureReason::is_final(131000));
+        assert_eq!(FailureReason::of(100), None);
     }
 
     #[test]

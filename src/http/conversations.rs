@@ -1,4 +1,5 @@
-//! `/api/v1/conversations`: list, read, claim, release, reply, note, transfer, resolve.
+//! `/api/v1/conversations`: list, read, claim, release, reply (text, quote, interactive),
+//! react, mark read, note, transfer, resolve.
 //!
 //! Each handler parses the request, calls one use case of [`crate::service::conversations`]
 //! (which checks what the caller may see and do) and renders the answer. This module only
@@ -19,7 +20,7 @@ use super::json::ApiJson;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
 use crate::domain::ConversationStatus;
-use crate::service::conversations::{self as service, ListFilter, TransferTo};
+use crate::service::conversations::{self as service, ListFilter, ReplyRequest, TransferTo};
 
 pub use crate::service::conversations::{LIST_SCAN_BUDGET, MAX_LIST};
 
@@ -33,6 +34,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/conversations/{id}/transfer", post(transfer))
         .route("/api/v1/conversations/{id}/messages", post(reply))
         .route("/api/v1/conversations/{id}/notes", post(note))
+        .route(
+            "/api/v1/conversations/{id}/messages/{message_id}/reaction",
+            post(react),
+        )
+        .route("/api/v1/conversations/{id}/read", post(mark_read))
 }
 
 #[derive(Deserialize)]
@@ -145,6 +151,10 @@ async fn transfer(
 #[derive(Deserialize)]
 struct ReplyBody {
     text: Option<String>,
+    /// Our id of the message to quote.
+    reply_to: Option<String>,
+    /// Meta's interactive object (buttons or a list).
+    interactive: Option<serde_json::Value>,
     idempotency_key: Option<String>,
 }
 
@@ -154,8 +164,48 @@ async fn reply(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let msg = service::reply(&s.ctx, &caller, &id, body.text, body.idempotency_key).await?;
+    let req = ReplyRequest {
+        text: body.text,
+        reply_to: body.reply_to,
+        interactive: body.interactive,
+        idempotency_key: body.idempotency_key,
+    };
+    let msg = service::reply(&s.ctx, &caller, &id, req).await?;
     Ok((StatusCode::ACCEPTED, Json(MessageView::new(&msg))))
+}
+
+#[derive(Deserialize)]
+struct ReactionBody {
+    emoji: Option<String>,
+}
+
+/// `POST …/messages/{message_id}/reaction`: 202 with the message reacted to (its `reactions`
+/// as they now stand); the reaction reaches Meta through the outbox.
+async fn react(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath((id, message_id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ReactionBody>,
+) -> ApiResult<impl IntoResponse> {
+    let msg = service::react(&s.ctx, &caller, &id, &message_id, body.emoji).await?;
+    Ok((StatusCode::ACCEPTED, Json(MessageView::new(&msg))))
+}
+
+/// `POST …/read`: 202 `{"message_id"}` naming the customer's message marked read, or 204 when
+/// the customer has sent nothing to mark.
+async fn mark_read(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::response::Response> {
+    Ok(match service::mark_read(&s.ctx, &caller, &id).await? {
+        Some(message_id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "message_id": message_id })),
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 #[derive(Deserialize)]

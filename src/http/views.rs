@@ -6,7 +6,7 @@
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::domain::message::{Content, MediaInfo, Pricing, Reaction};
+use crate::domain::message::{Content, FailureReason, MediaInfo, Pricing, Reaction};
 use crate::domain::{Conversation, Direction, Message, MessageError, Millis};
 
 pub fn rfc3339(ms: Millis) -> String {
@@ -317,22 +317,34 @@ impl MessageView {
     }
 }
 
-/// Why a message failed: Meta's code and title, and `reason: "window_closed"` when Meta refused it
-/// because the 24-hour window had closed (131047), so clients need not know Meta's codes.
+/// Why a message failed: Meta's code and title and, for the codes whose meaning is known
+/// ([`FailureReason`]: 131047 `window_closed`, 131026 `undeliverable`, 131049 `marketing_limit`,
+/// 131050 `marketing_opted_out`, 130472 `experiment`), a stable `reason` and a `detail` sentence
+/// an agent can read, so clients need not know Meta's codes. When Meta gave no title, the
+/// detail stands in for it.
 #[derive(Serialize)]
 pub struct MessageErrorView {
     pub code: i64,
     pub title: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'static str>,
 }
 
 impl MessageErrorView {
     fn new(e: &MessageError) -> Self {
+        let reason = e.reason();
+        let detail = reason.map(FailureReason::describe);
+        let title = match detail {
+            Some(d) if e.title.trim().is_empty() => d.to_string(),
+            _ => e.title.clone(),
+        };
         Self {
             code: e.code,
-            title: e.title.clone(),
-            reason: e.is_window_closed().then_some("window_closed"),
+            title,
+            reason: reason.map(FailureReason::as_str),
+            detail,
         }
     }
 }

@@ -1,5 +1,10 @@
 //! Outbound delivery: one outbox per business number.
 //!
+//! What a job sends is its [`Payload`]: a text (quoting a wamid with Meta's `context`), a
+//! reaction, or an interactive message; each is one Graph API request and everything below holds
+//! for all of them alike. Read receipts are not jobs: they wait in memory, at most one per
+//! conversation, and share the number's token bucket and in-flight permits (`reads`).
+//!
 //! A reply is durable (message + outbox entry, one batch) before the API answers 202; the outbox
 //! then sends it to the Graph API within the number's `mps` (token bucket), with at most
 //! `outbox.max_in_flight` requests in flight per number, and reports the outcome to the
@@ -61,6 +66,7 @@
 
 mod bucket;
 mod ports;
+mod reads;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -73,6 +79,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use bucket::TokenBucket;
 pub use ports::{GraphSender, OutcomeSink};
+pub use reads::{ReadRefused, MAX_READ_ATTEMPTS};
 
 use crate::config::{NumberConfig, OutboxConfig};
 use crate::domain::MessageError;
@@ -86,6 +93,8 @@ pub struct Outbox {
     /// by the shutdown itself (an attempt cut off mid-request would be held after the restart).
     closing: Arc<std::sync::atomic::AtomicBool>,
     lanes: HashMap<String, Arc<Lane>>,
+    /// Each number's read receipts (`reads`: in memory only, bounded).
+    reads: HashMap<String, Arc<reads::Reads>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     deliveries: Deliveries,
     holds: Arc<Holds>,
@@ -185,6 +194,7 @@ impl Outbox {
     ) -> Self {
         let (graph, sink) = (Arc::new(graph), Arc::new(sink));
         let mut lanes = HashMap::new();
+        let mut reads = HashMap::new();
         let mut tasks = Vec::new();
         let deliveries: Deliveries = Arc::new(Mutex::new(JoinSet::new()));
         let holds = Arc::new(Holds::default());
@@ -203,23 +213,39 @@ impl Outbox {
                 capacity: cfg.queue_capacity,
             });
             lanes.insert(n.phone_number_id.clone(), lane.clone());
+            let bucket = Arc::new(TokenBucket::new(n.mps));
+            let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
             let worker = NumberWorker {
                 store: store.clone(),
                 graph: graph.clone(),
                 sink: sink.clone(),
                 cfg: cfg.clone(),
                 number: n.phone_number_id.clone(),
-                bucket: Arc::new(TokenBucket::new(n.mps)),
-                permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
+                bucket: bucket.clone(),
+                permits: permits.clone(),
                 deliveries: deliveries.clone(),
                 holds: holds.clone(),
                 closing: closing.clone(),
             };
             tasks.push(tokio::spawn(worker.run(lane)));
+            // Receipts share the number's bucket and permits with its messages.
+            let number_reads = Arc::new(reads::Reads::new(cfg.queue_capacity));
+            reads.insert(n.phone_number_id.clone(), number_reads.clone());
+            let reader = reads::ReadWorker {
+                graph: graph.clone(),
+                cfg: cfg.clone(),
+                number: n.phone_number_id.clone(),
+                bucket,
+                permits,
+                deliveries: deliveries.clone(),
+                closing: closing.clone(),
+            };
+            tasks.push(tokio::spawn(reader.run(number_reads)));
         }
         Self {
             closing,
             lanes,
+            reads,
             tasks: Mutex::new(tasks),
             deliveries,
             holds,
@@ -253,6 +279,21 @@ impl Outbox {
                 tracing::error!(number = %job.number, "no outbox for number; job stays on disk")
             }
         }
+    }
+
+    /// Queues a read receipt with typing indicator for the customer's message `wamid` of
+    /// `conversation` on `number`, in place of one still waiting for that conversation (see
+    /// `reads`). Never waits.
+    pub fn mark_read(
+        &self,
+        number: &str,
+        conversation: &str,
+        wamid: &str,
+    ) -> Result<(), ReadRefused> {
+        self.reads
+            .get(number)
+            .ok_or(ReadRefused::UnknownNumber)?
+            .push(conversation, wamid)
     }
 
     /// Stops every worker and send at once (abrupt stop); unsent jobs stay on disk.
@@ -698,6 +739,10 @@ mod tests {
             let _ = self.seen.send(Seen::Sent(callback_data.to_string()));
             let next = self.answers.lock().pop_front();
             next.unwrap_or_else(|| Err(SendError::Transient("script ran out".into())))
+        }
+
+        async fn mark_read(&self, _number: &str, _wamid: &str) -> Result<(), SendError> {
+            Ok(())
         }
     }
 

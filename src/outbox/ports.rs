@@ -24,6 +24,13 @@ pub trait GraphSender: Send + Sync + 'static {
         job: &OutboxJob,
         callback_data: &str,
     ) -> impl Future<Output = Result<String, SendError>> + Send;
+
+    /// Marks the customer's message `wamid` read at Meta, with a typing indicator.
+    fn mark_read(
+        &self,
+        phone_number_id: &str,
+        wamid: &str,
+    ) -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
 impl GraphSender for GraphClient {
@@ -39,7 +46,22 @@ impl GraphSender for GraphClient {
                 )
                 .await
             }
+            Payload::Reaction {
+                message_id: target,
+                emoji,
+            } => {
+                self.send_reaction(&job.number, &job.to, target, emoji, callback_data)
+                    .await
+            }
+            Payload::Interactive { json } => {
+                self.send_interactive(&job.number, &job.to, json, callback_data)
+                    .await
+            }
         }
+    }
+
+    async fn mark_read(&self, phone_number_id: &str, wamid: &str) -> Result<(), SendError> {
+        GraphClient::mark_read(self, phone_number_id, wamid).await
     }
 }
 

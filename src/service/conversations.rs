@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::actors::{ConversationMsg, Ctx, Reply};
+use crate::domain::message::Outgoing;
 use crate::domain::{
     conversation_id, Caller, Conversation, ConversationStatus, DomainError, Message, TransferTarget,
 };
@@ -239,19 +240,61 @@ const MAX_TEXT: usize = 4096;
 /// Longest idempotency key, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 
+/// What a reply asks to send, as the request gave it: a text (optionally quoting one of the
+/// conversation's messages by our id) or Meta's interactive object.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyRequest {
+    pub text: Option<String>,
+    pub reply_to: Option<String>,
+    pub interactive: Option<serde_json::Value>,
+    pub idempotency_key: Option<String>,
+}
+
 /// Queues a reply to the customer (the owner only, within the 24-hour window); a repeated
-/// `idempotency_key` answers the message it first queued.
+/// `idempotency_key` answers the message it first queued. A reply is a text, which may quote
+/// (`reply_to`), or an interactive message (buttons or a list, checked against Meta's limits
+/// here, before anything is stored).
 pub async fn reply(
     ctx: &Arc<Ctx>,
     caller: &Caller,
     id: &str,
-    text: Option<String>,
-    idempotency_key: Option<String>,
+    req: ReplyRequest,
 ) -> Result<Message> {
-    let text = required_text(text)?;
-    if text.chars().count() > MAX_TEXT {
-        return Err(invalid("\"text\" is longer than 4096 characters"));
-    }
+    let ReplyRequest {
+        text,
+        reply_to,
+        interactive,
+        idempotency_key,
+    } = req;
+    let body = match (text, interactive) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("give \"text\" or \"interactive\", not both"));
+        }
+        (None, Some(object)) => {
+            if reply_to.is_some() {
+                return Err(invalid("\"reply_to\" quotes with a text only"));
+            }
+            let checked =
+                crate::whatsapp::interactive::check(&object).map_err(DomainError::Invalid)?;
+            Outgoing::Interactive {
+                json: checked.json,
+                summary: checked.summary,
+            }
+        }
+        (text, None) => {
+            let text = required_text(text)?;
+            if text.chars().count() > MAX_TEXT {
+                return Err(invalid("\"text\" is longer than 4096 characters"));
+            }
+            if reply_to.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid("\"reply_to\" must be a message id"));
+            }
+            Outgoing::Text {
+                body: text,
+                reply_to,
+            }
+        }
+    };
     if idempotency_key
         .as_deref()
         .is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY)
@@ -260,8 +303,47 @@ pub async fn reply(
     }
     command(ctx, id, |reply| ConversationMsg::Reply {
         caller: caller.clone(),
-        text: text.clone(),
+        body: body.clone(),
         idempotency_key: idempotency_key.clone(),
+        reply,
+    })
+    .await
+}
+
+/// Longest reaction, in characters (an emoji with its modifiers and joiners; Meta checks that
+/// it is one emoji).
+const MAX_EMOJI_CHARS: usize = 16;
+
+/// Sets (or with `""` removes) the business's reaction to message `message_id` of the
+/// conversation (the owner only, within the window) and queues it for Meta; answers the message
+/// reacted to. Idempotent by state: a reaction the message already shows sends nothing.
+pub async fn react(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    id: &str,
+    message_id: &str,
+    emoji: Option<String>,
+) -> Result<Message> {
+    let emoji = emoji.ok_or_else(|| invalid("\"emoji\" is required (\"\" removes)"))?;
+    if emoji.chars().count() > MAX_EMOJI_CHARS
+        || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid("\"emoji\" must be one emoji, or \"\" to remove"));
+    }
+    command(ctx, id, |reply| ConversationMsg::React {
+        caller: caller.clone(),
+        message_id: message_id.to_string(),
+        emoji: emoji.clone(),
+        reply,
+    })
+    .await
+}
+
+/// Marks the customer's latest message read at Meta with a typing indicator (the owner only);
+/// answers our id of the message marked, or None when the customer has sent nothing to mark.
+pub async fn mark_read(ctx: &Arc<Ctx>, caller: &Caller, id: &str) -> Result<Option<String>> {
+    command(ctx, id, |reply| ConversationMsg::MarkRead {
+        caller: caller.clone(),
         reply,
     })
     .await

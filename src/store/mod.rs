@@ -57,7 +57,7 @@ pub use reads::{LoadedConversation, MAX_UNRECORDED};
 use schema::*;
 pub use schema::{IndexKey, OutboxJob, Payload, StatusUpdate, WamidRef};
 
-use crate::domain::{Conversation, ConversationStatus, Message};
+use crate::domain::{Conversation, ConversationStatus, Direction, Message};
 
 /// Conversations per (status, team).
 pub type StatusTeamCounts = HashMap<(ConversationStatus, String), u64>;

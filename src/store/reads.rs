@@ -92,6 +92,39 @@ impl Store {
         .await
     }
 
+    /// The conversation's latest inbound message, looking back over at most `max_scan` of its
+    /// newest messages (None: none among them).
+    pub async fn last_inbound(
+        &self,
+        conversation_id: &str,
+        max_scan: usize,
+    ) -> Result<Option<Message>, StoreError> {
+        let prefix = conversation_prefix(conversation_id);
+        self.read(move |db| {
+            // Just past the conversation's keys (its prefix ends with the NUL separator).
+            let mut end = prefix.clone();
+            if let Some(last) = end.last_mut() {
+                *last = 1;
+            }
+            let it = db.iterator_cf(
+                cf(db, CF_MESSAGES)?,
+                IteratorMode::From(&end, IterDirection::Reverse),
+            );
+            for item in it.take(max_scan) {
+                let (k, v) = item.map_err(rocks)?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let m: Message = decode(&v)?;
+                if m.direction == Direction::Inbound {
+                    return Ok(Some(m));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
     /// Looks up several wamids at once (one blocking-pool hop for a whole webhook group).
     pub async fn lookup_wamids(
         &self,

@@ -90,6 +90,10 @@ pub enum Payload {
         body: String,
         reply_to: Option<String>,
     },
+    /// The business's reaction to the message `message_id` (a wamid); an empty emoji removes it.
+    Reaction { message_id: String, emoji: String },
+    /// Buttons or a list: Meta's `interactive` object as JSON text, checked by the API.
+    Interactive { json: String },
 }
 
 impl OutboxJob {

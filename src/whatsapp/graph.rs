@@ -7,13 +7,15 @@
 //! after the request may have been written, a 2xx answer without `messages[0].id`), so the outbox
 //! holds it for a status callback naming it before sending it again;
 //! [`SendError::WindowClosed`] (131047) and [`SendError::Permanent`] fail the message with Meta's
-//! code and title and are never retried.
+//! code and title and are never retried. The final codes of [`FailureReason`] (131026, 131049,
+//! 131050, 130472) are permanent whatever HTTP status carries them, so even a 5xx answer with one
+//! of them fails the message at once.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::domain::message::WINDOW_CLOSED_CODE;
+use crate::domain::message::{FailureReason, WINDOW_CLOSED_CODE};
 
 /// Meta error codes worth retrying.
 pub const RETRYABLE_CODES: [i64; 4] = [130429, 131056, 131000, 131016];
@@ -108,6 +110,73 @@ impl GraphClient {
         self.post_message(phone_number_id, &body).await
     }
 
+    /// Reacts with `emoji` to the message `wamid` (an empty emoji removes the business's
+    /// reaction); returns the wamid Meta assigned to the reaction.
+    pub async fn send_reaction(
+        &self,
+        phone_number_id: &str,
+        to: &str,
+        wamid: &str,
+        emoji: &str,
+        callback_data: &str,
+    ) -> Result<String, SendError> {
+        let body = message_body(
+            to,
+            callback_data,
+            "reaction",
+            json!({ "message_id": wamid, "emoji": emoji }),
+        );
+        self.post_message(phone_number_id, &body).await
+    }
+
+    /// Sends an interactive message (buttons or a list): `interactive` is Meta's object, as
+    /// the API checked it.
+    pub async fn send_interactive(
+        &self,
+        phone_number_id: &str,
+        to: &str,
+        interactive: &str,
+        callback_data: &str,
+    ) -> Result<String, SendError> {
+        let object: Value = serde_json::from_str(interactive).map_err(|e| {
+            // Checked before it was stored; a record that no longer parses cannot be sent.
+            SendError::Permanent {
+                code: 0,
+                title: format!("stored interactive object is not JSON: {e}"),
+            }
+        })?;
+        let body = message_body(to, callback_data, "interactive", object);
+        self.post_message(phone_number_id, &body).await
+    }
+
+    /// Marks the customer's message `wamid` (and every earlier one) read and shows the typing
+    /// indicator (Meta shows it for up to 25 s, or until the business's next message). Meta's
+    /// "Typing indicators" reference: the body below, answered `{"success": true}`; any 2xx is
+    /// taken as done, errors are classified as for messages.
+    pub async fn mark_read(&self, phone_number_id: &str, wamid: &str) -> Result<(), SendError> {
+        let body = json!({
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": wamid,
+            "typing_indicator": { "type": "text" },
+        });
+        let url = format!("{}/{}/messages", self.base, phone_number_id);
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        classify(status.as_u16(), &bytes).map(|_| ())
+    }
+
     /// Posts one message object to `/{phone_number_id}/messages`; returns the wamid Meta
     /// assigned, or how the send failed.
     async fn post_message(
@@ -142,6 +211,19 @@ impl GraphClient {
         };
         classify(status.as_u16(), &bytes)
     }
+}
+
+/// Meta's message envelope for a message of type `kind` with its `content` object.
+fn message_body(to: &str, callback_data: &str, kind: &str, content: Value) -> Value {
+    let mut body = json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": kind,
+        "biz_opaque_callback_data": callback_data,
+    });
+    body[kind] = content;
+    body
 }
 
 /// A request that got no answer: a connection that never opened carried nothing (transient);
@@ -185,6 +267,10 @@ pub fn classify(status: u16, body: &[u8]) -> Result<String, SendError> {
         .unwrap_or("")
         .to_string();
     match code {
+        // Final whatever the HTTP status says: no retry can fix these (`FailureReason`).
+        Some(c) if c != WINDOW_CLOSED_CODE && FailureReason::is_final(c) => {
+            Err(SendError::Permanent { code: c, title })
+        }
         Some(c) if RETRYABLE_CODES.contains(&c) => {
             Err(SendError::Transient(format!("({c}) {title}")))
         }
@@ -248,6 +334,15 @@ mod tests {
                 title: "Message undeliverable".into()
             })
         );
+        for code in [131026, 131049, 131050, 130472] {
+            let body = format!(r#"{{"error":{{"code":{code},"message":"no"}}}}"#);
+            for http in [400, 500] {
+                assert!(
+                    matches!(classify(http, body.as_bytes()), Err(SendError::Permanent { code: c, .. }) if c == code),
+                    "{code} over HTTP {http}"
+                );
+            }
+        }
         assert!(matches!(
             classify(503, b"oops"),
             Err(SendError::Transient(_))

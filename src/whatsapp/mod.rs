@@ -4,6 +4,7 @@
 //! typed values into Meta's requests.
 
 pub mod graph;
+pub mod interactive;
 pub mod message_body;
 pub mod signature;
 mod typed_webhook;

@@ -5,7 +5,7 @@
 //! may not see answers 404 `not_found` with the very body of an id that does not exist, and is
 //! left unchanged. The exceptions are the contract's own, for a conversation a teammate owns: a
 //! claim answers 409 `already_assigned` naming the owner (what a claim that lost a race hears),
-//! and the owner's commands (release, resolve, transfer, reply) 403 `not_owner`.
+//! and the owner's commands (release, resolve, transfer, reply, reaction, read) 403 `not_owner`.
 //!
 //! [`ROUTES`] lists every route; [`routes_are_all_in_the_table`] fails when a per-conversation
 //! route appears in `src/http` without a row here.
@@ -48,11 +48,13 @@ enum Route {
     Transfer,
     Reply,
     Note,
+    React,
+    Read,
 }
 
 /// Every route that addresses one conversation, with its method and path below
 /// `/api/v1/conversations/{id}`.
-const ROUTES: [(Route, &str, &str); 7] = [
+const ROUTES: [(Route, &str, &str); 9] = [
     (Route::Show, "GET", ""),
     (Route::Claim, "POST", "/claim"),
     (Route::Release, "POST", "/release"),
@@ -60,6 +62,8 @@ const ROUTES: [(Route, &str, &str); 7] = [
     (Route::Transfer, "POST", "/transfer"),
     (Route::Reply, "POST", "/messages"),
     (Route::Note, "POST", "/notes"),
+    (Route::React, "POST", "/messages/{message_id}/reaction"),
+    (Route::Read, "POST", "/read"),
 ];
 
 /// The callers, in the order of a row's columns.
@@ -90,7 +94,7 @@ const RELS: [Rel; 5] = [
 
 /// Expected status per route, for the agent, the supervisor and the admin, each over
 /// [own, teammate's, queued in own team, other team's assigned, other team's queued].
-const TABLE: [(Route, [[u16; 5]; 3]); 7] = [
+const TABLE: [(Route, [[u16; 5]; 3]); 9] = [
     (
         Route::Show,
         [
@@ -147,6 +151,22 @@ const TABLE: [(Route, [[u16; 5]; 3]); 7] = [
             [201, 201, 201, 201, 201],
         ],
     ),
+    (
+        Route::React,
+        [
+            [202, 403, 403, 404, 404],
+            [202, 403, 403, 404, 404],
+            [202, 403, 403, 403, 403],
+        ],
+    ),
+    (
+        Route::Read,
+        [
+            [202, 403, 403, 404, 404],
+            [202, 403, 403, 404, 404],
+            [202, 403, 403, 403, 403],
+        ],
+    ),
 ];
 
 /// The error code each refusal must carry.
@@ -164,13 +184,16 @@ async fn call(api: &Api, route: Route, token: &str, id: &str) -> (u16, Value) {
         .iter()
         .find(|(r, _, _)| *r == route)
         .expect("every route has a row in ROUTES");
+    // The message a reaction targets: the customer's first one.
+    let suffix = suffix.replace("{message_id}", &format!("{id}-0"));
     let path = format!("/api/v1/conversations/{id}{suffix}");
     let body = match route {
         Route::Show => None,
-        Route::Claim | Route::Release | Route::Resolve => Some(json!({})),
+        Route::Claim | Route::Release | Route::Resolve | Route::Read => Some(json!({})),
         Route::Transfer => Some(json!({"team": "sales"})),
         Route::Reply => Some(json!({"text": "hello", "idempotency_key": uniq("acc-")})),
         Route::Note => Some(json!({"text": "a note"})),
+        Route::React => Some(json!({"emoji": "👍"})),
     };
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let (s, v, _) = api.request(method, Some(token), &path, body.as_ref()).await;

@@ -28,6 +28,7 @@ mod loose_input;
 mod message_types;
 mod metrics;
 mod outbound;
+mod outbound_rich;
 mod outbox_metrics;
 mod routing;
 mod storage_failure;

@@ -553,20 +553,21 @@ async fn re_engagement_error_131047_fails_the_message_as_window_closed() {
 async fn other_graph_errors_fail_with_metas_code_and_title() {
     let tb = TB::start().await;
     let (id, _) = claimed(&tb, N1, ALICE).await;
+    // A code without a known meaning (the final ones with a `reason`: outbound_rich.rs).
     tb.graph.push(GraphReply::meta(
         400,
-        131026,
-        "(#131026) Message undeliverable",
-        "Message Undeliverable.",
+        131009,
+        "(#131009) Parameter value is not valid",
+        "Parameter value is not valid.",
     ));
     let m = tb.must_reply(ALICE, &id, "hello?").await;
     let msg_id = m["id"].as_str().unwrap();
     let m = tb.wait_status(&id, msg_id, "failed").await;
-    assert_eq!(m["error"]["code"], json!(131026), "{m}");
+    assert_eq!(m["error"]["code"], json!(131009), "{m}");
     assert!(m["error"].get("reason").is_none(), "{m}");
     let title = m["error"]["title"].as_str().unwrap_or("").to_lowercase();
     assert!(
-        title.contains("undeliverable"),
+        title.contains("parameter value"),
         "Meta's title/message kept: {m}"
     );
     assert!(m["wamid"].is_null());

@@ -293,6 +293,7 @@ impl ConversationActor {
         self.ctx.store.commit(batch).await?;
         if changed || priced {
             state.recent.remember(&msg);
+            self.after_failure(state, &msg).await?;
         }
         metrics::counter!(m::STATUS_UPDATES, "outcome" => if changed { "applied" } else { "stale" })
             .increment(1);

@@ -1,7 +1,7 @@
 //! The conversation actor: single writer of one conversation's state.
 //!
 //! Every command (inbound messages, status callbacks, claim, release, transfer, resolve, reply,
-//! note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
+//! reaction, read receipt, note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
 //! command from a caller first passes the visibility rule (`Conversation::check_access`, applied
 //! once in `dispatch`). Each handler:
 //! 1. checks the domain rules on the in-memory state;
@@ -42,6 +42,7 @@ use std::sync::Arc;
 use super::recent::RecentOutbound;
 use super::seen::SeenWamids;
 use super::{count_change, Ctx, Reply, TeamMsg};
+use crate::domain::message::Outgoing;
 use crate::domain::policy::{Deadline, Policies};
 use crate::domain::routing::RouteInput;
 use crate::domain::{
@@ -163,9 +164,23 @@ pub enum ConversationMsg {
     },
     Reply {
         caller: Caller,
-        text: String,
+        body: Outgoing,
         idempotency_key: Option<String>,
         reply: Reply<Message>,
+    },
+    /// The owner sets (`""`: removes) the business's reaction to message `message_id`;
+    /// answers that message as it now stands.
+    React {
+        caller: Caller,
+        message_id: String,
+        emoji: String,
+        reply: Reply<Message>,
+    },
+    /// The owner marks the customer's latest message read (with a typing indicator); answers
+    /// its id, or None when there is none.
+    MarkRead {
+        caller: Caller,
+        reply: Reply<Option<String>>,
     },
     Note {
         caller: Caller,
@@ -217,7 +232,9 @@ impl ConversationMsg {
             Self::Release { caller, .. }
             | Self::Resolve { caller, .. }
             | Self::Transfer { caller, .. }
-            | Self::Reply { caller, .. } => Some((caller, Access::Own)),
+            | Self::Reply { caller, .. }
+            | Self::React { caller, .. }
+            | Self::MarkRead { caller, .. } => Some((caller, Access::Own)),
             Self::Note { caller, .. } => Some((caller, Access::Write)),
             Self::Inbound { .. }
             | Self::Status { .. }
@@ -242,7 +259,10 @@ impl ConversationMsg {
             | Self::Transfer { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
-            Self::Reply { reply, .. } | Self::Note { reply, .. } => {
+            Self::Reply { reply, .. } | Self::Note { reply, .. } | Self::React { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Self::MarkRead { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Self::Inbound { .. }
@@ -348,12 +368,24 @@ impl ConversationActor {
             }
             ConversationMsg::Reply {
                 caller,
-                text,
+                body,
                 idempotency_key,
                 reply,
             } => {
                 let _ =
-                    reply.send(Box::pin(self.reply(state, &caller, text, idempotency_key)).await);
+                    reply.send(Box::pin(self.reply(state, &caller, body, idempotency_key)).await);
+            }
+            ConversationMsg::React {
+                caller,
+                message_id,
+                emoji,
+                reply,
+            } => {
+                let _ = reply
+                    .send(Box::pin(self.agent_react(state, &caller, &message_id, emoji)).await);
+            }
+            ConversationMsg::MarkRead { caller, reply } => {
+                let _ = reply.send(Box::pin(self.mark_read(state, &caller)).await);
             }
             ConversationMsg::Note {
                 caller,

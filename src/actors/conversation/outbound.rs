@@ -1,8 +1,18 @@
-//! What the business sends: replies and notes (idempotent per author and key), the outbox's
+//! What the business sends: replies (texts, quoting replies, interactive messages) and notes
+//! (idempotent per author and key), reactions (idempotent by state), read receipts, the outbox's
 //! attempts and outcomes, and wamids adopted from status callbacks for sends whose answer was
 //! lost.
 
 use super::*;
+use crate::domain::message::{
+    parse_message_id, Content, Outgoing, INTERACTIVE_KIND, REACTION_KIND,
+};
+use crate::outbox::ReadRefused;
+
+/// How many of a conversation's newest messages a read receipt looks through for the
+/// customer's latest one (its work bound; one that far back is not marked, the route answers
+/// 204).
+pub const READ_SCAN_MESSAGES: usize = 1000;
 
 impl ConversationActor {
     /// Message `seq` as last committed: the kept copy of an open outbound message, else storage.
@@ -25,7 +35,7 @@ impl ConversationActor {
         &self,
         state: &mut State,
         caller: &Caller,
-        text: String,
+        body: Outgoing,
         idempotency_key: Option<String>,
     ) -> Result<Message, Error> {
         let id = state.conv.id.clone();
@@ -45,15 +55,20 @@ impl ConversationActor {
             }
         }
         state.conv.check_reply(caller, now)?;
-        if self.ctx.config.number(&state.conv.number).is_none() {
-            // Its webhooks are kept, but no outbox sends from a number missing from the config:
-            // a 202 here would leave the reply pending forever.
-            return Err(DomainError::Invalid(format!(
-                "number {} is not in [[numbers]]; nothing can be sent from it",
-                state.conv.number
-            ))
-            .into());
-        }
+        self.check_sendable(state)?;
+        let mut body = body;
+        let quoted = match &mut body {
+            Outgoing::Text {
+                reply_to: Some(target),
+                ..
+            } => {
+                let quoted = self.quoted(state, target).await?;
+                // Stored as the message's id, however the request spelled it.
+                *target = quoted.id();
+                quoted.wamid
+            }
+            _ => None,
+        };
         let mut next = state.conv.clone();
         // Settle the response clocks this reply answers; a late reply whose deadline the timer
         // has not reported yet is a miss, reported here once.
@@ -63,8 +78,14 @@ impl ConversationActor {
             .filter_map(|kind| policies.sla_met(&next, kind, now).map(|met| (kind, met)))
             .collect();
         next.on_human_reply(now);
-        let (msg, job) =
-            outbound_message(&mut next, &caller.id, text, idempotency_key.clone(), now);
+        let (msg, job) = outbound_message(
+            &mut next,
+            &caller.id,
+            body,
+            quoted,
+            idempotency_key.clone(),
+            now,
+        );
         let seq = msg.seq;
         let mut batch = Batch::new();
         batch.put_message(&msg)?;
@@ -88,6 +109,207 @@ impl ConversationActor {
             None,
         );
         Ok(msg)
+    }
+
+    /// Whether the conversation's number can send: its webhooks are kept, but no outbox sends
+    /// from a number missing from the config, and a 202 would leave the send pending forever.
+    fn check_sendable(&self, state: &State) -> Result<(), Error> {
+        if self.ctx.config.number(&state.conv.number).is_none() {
+            return Err(DomainError::Invalid(format!(
+                "number {} is not in [[numbers]]; nothing can be sent from it",
+                state.conv.number
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Message `target` (our id) of this conversation, which a reply quotes, with its wamid;
+    /// a message of another conversation, a note, or one WhatsApp has not given a wamid yet
+    /// cannot be quoted (400 `invalid_request`, naming which).
+    async fn quoted(&self, state: &State, target: &str) -> Result<Message, Error> {
+        let not_here = || {
+            DomainError::Invalid(format!(
+                "reply_to {target:?} names no message of this conversation"
+            ))
+        };
+        let seq = parse_message_id(target)
+            .filter(|(conv, _)| *conv == state.conv.id)
+            .map(|(_, seq)| seq)
+            .ok_or_else(not_here)?;
+        let msg = self.message(state, seq).await?.ok_or_else(not_here)?;
+        if msg.direction == Direction::Note {
+            return Err(DomainError::Invalid(format!(
+                "reply_to {target:?} is a note, which WhatsApp never saw"
+            ))
+            .into());
+        }
+        if msg.wamid.is_none() {
+            return Err(DomainError::Invalid(format!(
+                "reply_to {target:?} has no WhatsApp id yet (not accepted by Meta); quote it once it is"
+            ))
+            .into());
+        }
+        Ok(msg)
+    }
+
+    /// Sets the business's reaction to message `message_id` (`""` removes it) and queues it
+    /// for Meta as an outbound message of kind `reaction` (its delivery and any failure show
+    /// there), durable with the target's new `reactions` and the outbox job in one batch. If
+    /// Meta refuses it, the target shows the reaction that stands again (`after_failure`).
+    ///
+    /// Idempotent by state: Meta shows one reaction per business per message, so a reaction
+    /// the message already shows (the same emoji, whichever agent set it; or a removal when
+    /// there is none) changes nothing and sends nothing. Repeated identical requests therefore
+    /// send once, even when they race (the actor takes them one at a time).
+    pub(super) async fn agent_react(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        message_id: &str,
+        emoji: String,
+    ) -> Result<Message, Error> {
+        let now = self.ctx.now();
+        state.conv.check_reply(caller, now)?;
+        self.check_sendable(state)?;
+        let seq = parse_message_id(message_id)
+            .filter(|(conv, _)| *conv == state.conv.id)
+            .map(|(_, seq)| seq)
+            .ok_or(DomainError::NotFound)?;
+        let mut target = self
+            .message(state, seq)
+            .await?
+            .ok_or(DomainError::NotFound)?;
+        if target.direction == Direction::Note || target.kind == REACTION_KIND {
+            return Err(DomainError::Invalid(format!(
+                "message {message_id} is a {}, which cannot be reacted to",
+                target.kind
+            ))
+            .into());
+        }
+        let Some(wamid) = target.wamid.clone() else {
+            return Err(DomainError::Invalid(format!(
+                "message {message_id} has no WhatsApp id yet (not accepted by Meta); react once it is"
+            ))
+            .into());
+        };
+        if !target.set_business_reaction(&caller.id, &emoji) {
+            return Ok(target);
+        }
+        let mut next = state.conv.clone();
+        let mut msg =
+            next.append_outbound(Author::Agent(caller.id.clone()), emoji.clone(), None, now);
+        msg.kind = REACTION_KIND.to_string();
+        msg.reply_to = Some(target.id());
+        let job = OutboxJob {
+            payload: Payload::Reaction {
+                message_id: wamid,
+                emoji,
+            },
+            ..outbox_job(&next, &msg)
+        };
+        let mut batch = Batch::new();
+        batch.put_message(&target)?;
+        batch.put_message(&msg)?;
+        batch.put_outbox(&job)?;
+        state.recent.forget(target.seq);
+        self.persist(state, next, batch).await?;
+        state.recent.remember(&target);
+        state.recent.remember(&msg);
+        metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
+        if let Some(outbox) = self.ctx.outbox.get() {
+            outbox.enqueue(job);
+        }
+        self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
+        self.publish(
+            EventKind::MessageUpdated,
+            &state.conv,
+            Some(target.clone()),
+            None,
+        );
+        Ok(target)
+    }
+
+    /// After `msg` was recorded as failed (by the Graph API's answer or a status callback): a
+    /// reaction Meta refused never reached the customer, so the message it targets shows again
+    /// the business reaction that stands, the latest one not refused (a later one still
+    /// pending included: it is what Meta will get), or none. Reads the conversation's messages,
+    /// only when a reaction failed.
+    pub(super) async fn after_failure(
+        &self,
+        state: &mut State,
+        msg: &Message,
+    ) -> Result<(), Error> {
+        if msg.kind != REACTION_KIND
+            || msg.direction != Direction::Outbound
+            || msg.status != Some(DeliveryStatus::Failed)
+        {
+            return Ok(());
+        }
+        let Some(target_id) = msg.reply_to.as_deref() else {
+            return Ok(());
+        };
+        let Some(seq) = parse_message_id(target_id)
+            .filter(|(conv, _)| *conv == state.conv.id)
+            .map(|(_, seq)| seq)
+        else {
+            return Ok(());
+        };
+        let Some(mut target) = self.message(state, seq).await? else {
+            return Ok(());
+        };
+        let messages = self.ctx.store.messages(&state.conv.id).await?;
+        let standing = messages.iter().rev().find(|m| {
+            m.kind == REACTION_KIND
+                && m.direction == Direction::Outbound
+                && m.reply_to.as_deref() == Some(target_id)
+                && m.status != Some(DeliveryStatus::Failed)
+        });
+        let (by, emoji) = match standing {
+            Some(m) => (m.author.as_str(), m.text.as_deref().unwrap_or("")),
+            None => ("", ""),
+        };
+        if !target.set_business_reaction(by, emoji) {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        batch.put_message(&target)?;
+        state.recent.forget(seq);
+        self.ctx.store.commit(batch).await?;
+        state.recent.remember(&target);
+        self.publish(EventKind::MessageUpdated, &state.conv, Some(target), None);
+        Ok(())
+    }
+
+    /// Queues a read receipt with typing indicator for the customer's latest message (the
+    /// owner only); None when the customer has sent nothing (among the last
+    /// [`READ_SCAN_MESSAGES`] messages) to mark. Nothing is stored: see `outbox::reads`.
+    pub(super) async fn mark_read(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+    ) -> Result<Option<String>, Error> {
+        state.conv.check_owner(caller)?;
+        self.check_sendable(state)?;
+        let Some(last) = self
+            .ctx
+            .store
+            .last_inbound(&state.conv.id, READ_SCAN_MESSAGES)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(wamid) = &last.wamid else {
+            return Ok(None);
+        };
+        let Some(outbox) = self.ctx.outbox.get() else {
+            return Err(Error::Unavailable);
+        };
+        match outbox.mark_read(&state.conv.number, &state.conv.id, wamid) {
+            Ok(()) => Ok(Some(last.id())),
+            // The number's read queue is full: nothing queued, the caller may retry.
+            Err(ReadRefused::Full | ReadRefused::UnknownNumber) => Err(Error::Unavailable),
+        }
     }
 
     pub(super) async fn note(
@@ -178,6 +400,7 @@ impl ConversationActor {
         if let Some(wamid) = wamid {
             self.wamid_recorded(state, &mut msg, &wamid).await?;
         }
+        self.after_failure(state, &msg).await?;
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
         self.record_delay(state, &msg);
         self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
@@ -291,22 +514,42 @@ impl ConversationActor {
     }
 }
 
-/// A text to the customer by agent `author`, durable with its outbox job in the same batch.
+/// What agent `author` sends to the customer, durable with its outbox job in the same batch: a
+/// text (quoting the message whose wamid is `quoted`) or an interactive message (kind
+/// `interactive`, its body text as `text`, Meta's object as `content`).
 pub(super) fn outbound_message(
     conv: &mut Conversation,
     author: &str,
-    text: String,
+    body: Outgoing,
+    quoted: Option<String>,
     idempotency_key: Option<String>,
     now: Millis,
 ) -> (Message, OutboxJob) {
-    let msg = conv.append_outbound(
-        Author::Agent(author.to_string()),
-        text,
-        idempotency_key,
-        now,
-    );
-    let job = outbox_job(conv, &msg);
-    (msg, job)
+    let author = Author::Agent(author.to_string());
+    match body {
+        Outgoing::Text { body, reply_to } => {
+            let mut msg = conv.append_outbound(author, body.clone(), idempotency_key, now);
+            msg.reply_to = reply_to;
+            let job = OutboxJob {
+                payload: Payload::Text {
+                    body,
+                    reply_to: quoted,
+                },
+                ..outbox_job(conv, &msg)
+            };
+            (msg, job)
+        }
+        Outgoing::Interactive { json, summary } => {
+            let mut msg = conv.append_outbound(author, summary, idempotency_key, now);
+            msg.kind = INTERACTIVE_KIND.to_string();
+            msg.content = Some(Content::Interactive { json: json.clone() });
+            let job = OutboxJob {
+                payload: Payload::Interactive { json },
+                ..outbox_job(conv, &msg)
+            };
+            (msg, job)
+        }
+    }
 }
 
 /// The outbox's copy of outbound message `msg`: what to send, from which number, to whom.
