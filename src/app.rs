@@ -25,13 +25,14 @@ use tokio::task::JoinHandle;
 
 use crate::actors::guardian::{Guardian, GuardianMsg};
 use crate::actors::timers::Timers;
-use crate::actors::{agent, team, Ctx};
+use crate::actors::Ctx;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::http::{self, AppState};
 use crate::metrics as m;
 use crate::outbox::Outbox;
+use crate::service::people;
 use crate::store::{Store, StoreError};
 use crate::whatsapp::graph::GraphClient;
 
@@ -161,11 +162,8 @@ impl Broker {
                 .iter()
                 .map(|c| c.as_str())
                 .collect::<Vec<_>>(),
-            &config
-                .teams
-                .iter()
-                .map(|t| t.id.as_str())
-                .collect::<Vec<_>>(),
+            // The teams' series once they are read from storage, below.
+            &[],
             &config
                 .numbers
                 .iter()
@@ -201,43 +199,38 @@ impl Broker {
             Err(e) => tracing::warn!(error = %e, "cannot count conversations"),
         }
 
-        // Agent and team actors run linked to their guardian, which restarts one that fails
-        // (`actors::guardian`).
-        let mut slots = HashMap::new();
-        let agent_args: Vec<_> = config
-            .agents
+        // People (agents and teams) come from storage; the config seeds an empty store
+        // (`service::people`). Agent and team actors run linked to their guardian, which
+        // restarts one that fails (`actors::guardian`).
+        let stored = people::load_or_seed(&config, &store, clock.now_ms())
+            .await
+            .map_err(|e| match e {
+                people::LoadError::Config(c) => StartError::Config(c),
+                people::LoadError::Store(source) => StartError::Storage {
+                    path: config.storage.path.display().to_string(),
+                    source,
+                },
+            })?;
+        let roster = people::Roster::new(stored);
+        let team_ids = roster.team_ids();
+        m::zero_known_series(
+            &[],
+            &team_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+        );
+        let agent_args = roster.agent_args(&store);
+        let mut slots: HashMap<_, _> = agent_args
             .iter()
-            .map(|a| {
-                let s = Arc::new(agent::Slots::new(a.max_concurrent));
-                slots.insert(a.id.clone(), s.clone());
-                agent::Args {
-                    id: a.id.clone(),
-                    slots: s,
-                    teams: a.teams.clone(),
-                    store: store.clone(),
-                }
-            })
+            .map(|a| (a.id.clone(), a.slots.clone()))
             .collect();
-        let mut published = HashMap::new();
-        let team_args: Vec<_> = config
-            .teams
-            .iter()
-            .map(|t| {
-                let (stats, rx) = tokio::sync::watch::channel(team::QueueStats::default());
-                published.insert(t.id.clone(), rx);
-                team::Args {
-                    id: t.id.clone(),
-                    members: config
-                        .agents
-                        .iter()
-                        .filter(|a| a.teams.contains(&t.id))
-                        .map(|a| a.id.clone())
-                        .collect(),
-                    store: store.clone(),
-                    stats,
-                }
+        let (team_args, mut published): (Vec<_>, HashMap<_, _>) = roster
+            .team_args(&store)
+            .into_iter()
+            .map(|(args, rx)| {
+                let id = args.id.clone();
+                (args, (id, rx))
             })
-            .collect();
+            .unzip();
         let (guardian, agent_refs, team_refs) = Guardian::start(agent_args, team_args)
             .await
             .map_err(|e| StartError::Spawn(format!("agents and teams: {e}")))?;
@@ -250,7 +243,7 @@ impl Broker {
             .filter_map(|(id, r)| published.remove(&id).map(|p| (id, (r, p))))
             .collect();
 
-        let policies = crate::admin::load(&config, &store)
+        let policies = crate::admin::load(&config, &store, &team_ids)
             .await
             .map_err(|e| StartError::Spawn(format!("routing policies: {e}")))?;
         let ctx = Arc::new(Ctx::new(
@@ -286,7 +279,17 @@ impl Broker {
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
-        let state = AppState::new(ctx.clone(), metrics);
+        let last_audit = store.last_audit_seq().await.map_err(|source| StartError::Storage {
+            path: config.storage.path.display().to_string(),
+            source,
+        })?;
+        let people = Arc::new(people::People::new(
+            ctx.clone(),
+            guardian.clone(),
+            roster,
+            last_audit,
+        ));
+        let state = AppState::new(ctx.clone(), metrics, people);
         listeners.front().attach(http::app(state.clone()));
         Ok(Broker {
             ctx,

@@ -122,6 +122,35 @@ impl Guardian {
     }
 }
 
+/// Starts one more child linked to the guardian (an agent or team created at run time) and has
+/// the guardian watch it like those it started with.
+pub async fn adopt_agent(
+    guardian: &ActorRef<GuardianMsg>,
+    args: agent::Args,
+) -> Result<ActorRef<AgentMsg>, ractor::SpawnErr> {
+    let (r, _) = Actor::spawn_linked(None, AgentActor, args.clone(), guardian.get_cell()).await?;
+    watch(guardian, r.get_id(), Child::Agent(args));
+    Ok(r)
+}
+
+/// As [`adopt_agent`], for a team (attached by the caller once the context points at it).
+pub async fn adopt_team(
+    guardian: &ActorRef<GuardianMsg>,
+    args: team::Args,
+) -> Result<ActorRef<TeamMsg>, ractor::SpawnErr> {
+    let (r, _) = Actor::spawn_linked(None, TeamActor, args.clone(), guardian.get_cell()).await?;
+    watch(guardian, r.get_id(), Child::Team(args));
+    Ok(r)
+}
+
+fn watch(guardian: &ActorRef<GuardianMsg>, id: ActorId, child: Child) {
+    let w = Watched {
+        child,
+        restarts: VecDeque::new(),
+    };
+    let _ = guardian.cast(GuardianMsg::Watch(HashMap::from([(id, w)])));
+}
+
 impl Actor for Guardian {
     type Msg = GuardianMsg;
     type State = State;

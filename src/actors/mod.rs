@@ -83,12 +83,13 @@ pub struct Ctx {
     /// Agent and team actors by id; their guardian replaces an entry when it restarts the
     /// actor ([`guardian`]).
     agents: parking_lot::RwLock<HashMap<String, ActorRef<AgentMsg>>>,
-    /// Each agent's capacity, shared with its actor (see [`agent::Slots`]).
-    agent_slots: HashMap<String, Arc<agent::Slots>>,
+    /// Each agent's capacity, shared with its actor (see [`agent::Slots`]); agents created at
+    /// run time are added ([`Ctx::add_agent`]).
+    agent_slots: parking_lot::RwLock<HashMap<String, Arc<agent::Slots>>>,
     teams: parking_lot::RwLock<HashMap<String, ActorRef<TeamMsg>>>,
     /// Each team's queue depth and oldest wait as it last published them (gauges read these
     /// without a round trip through the team's mailbox).
-    queue_stats: HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>,
+    queue_stats: parking_lot::RwLock<HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>>,
     /// Keyed with foldhash (seeded per process): the lookup is on every command's path.
     pub conversations: DashMap<Arc<str>, ConversationRef, foldhash::fast::RandomState>,
     /// `switchboard_claims_total{outcome="won"}`, resolved once: the claim path is hot.
@@ -128,17 +129,21 @@ impl Ctx {
             config,
             store,
             bus,
-            agent_slots: agents
-                .iter()
-                .map(|(id, (_, slots))| (id.clone(), slots.clone()))
-                .collect(),
+            agent_slots: parking_lot::RwLock::new(
+                agents
+                    .iter()
+                    .map(|(id, (_, slots))| (id.clone(), slots.clone()))
+                    .collect(),
+            ),
             agents: parking_lot::RwLock::new(
                 agents.into_iter().map(|(id, (a, _))| (id, a)).collect(),
             ),
-            queue_stats: teams
-                .iter()
-                .map(|(id, (_, stats))| (id.clone(), stats.clone()))
-                .collect(),
+            queue_stats: parking_lot::RwLock::new(
+                teams
+                    .iter()
+                    .map(|(id, (_, stats))| (id.clone(), stats.clone()))
+                    .collect(),
+            ),
             teams: parking_lot::RwLock::new(
                 teams.into_iter().map(|(id, (t, _))| (id, t)).collect(),
             ),
@@ -365,15 +370,34 @@ impl Ctx {
         self.teams.write().insert(id.to_owned(), actor);
     }
 
-    pub fn agent_slots(&self, id: &str) -> Option<&Arc<agent::Slots>> {
-        self.agent_slots.get(id)
+    pub fn agent_slots(&self, id: &str) -> Option<Arc<agent::Slots>> {
+        self.agent_slots.read().get(id).cloned()
     }
 
     /// Every team's last published queue depth and oldest wait.
-    pub fn queue_stats(
+    pub fn queue_stats(&self) -> Vec<(String, tokio::sync::watch::Receiver<team::QueueStats>)> {
+        self.queue_stats
+            .read()
+            .iter()
+            .map(|(id, rx)| (id.clone(), rx.clone()))
+            .collect()
+    }
+
+    /// Enters an agent created at run time (its actor already started, see `service::people`).
+    pub(crate) fn add_agent(&self, id: &str, actor: ActorRef<AgentMsg>, slots: Arc<agent::Slots>) {
+        self.agent_slots.write().insert(id.to_owned(), slots);
+        self.agents.write().insert(id.to_owned(), actor);
+    }
+
+    /// Enters a team created at run time (its actor already started, see `service::people`).
+    pub(crate) fn add_team(
         &self,
-    ) -> impl Iterator<Item = (&String, &tokio::sync::watch::Receiver<team::QueueStats>)> {
-        self.queue_stats.iter()
+        id: &str,
+        actor: ActorRef<TeamMsg>,
+        stats: tokio::sync::watch::Receiver<team::QueueStats>,
+    ) {
+        self.queue_stats.write().insert(id.to_owned(), stats);
+        self.teams.write().insert(id.to_owned(), actor);
     }
 
     pub fn team(&self, id: &str) -> Option<ActorRef<TeamMsg>> {

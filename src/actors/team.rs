@@ -43,11 +43,15 @@ pub const MAX_CLAIMS_IN_FLIGHT: usize = 32;
 
 pub struct TeamActor;
 
+/// A team's members, in the order agents were created (the config's for seeded ones; round
+/// robin follows it). Shared with the people roster, which changes it at run time, and kept by
+/// the guardian's restart arguments, so a restarted team has the current members.
+pub type Members = std::sync::Arc<parking_lot::RwLock<Vec<String>>>;
+
 #[derive(Clone)]
 pub struct Args {
     pub id: String,
-    /// Agents of the team, in config order (round robin follows it).
-    pub members: Vec<String>,
+    pub members: Members,
     pub store: Store,
     /// Where the queue's depth and oldest wait are published after every change.
     pub stats: watch::Sender<QueueStats>,
@@ -55,7 +59,7 @@ pub struct Args {
 
 pub struct State {
     id: String,
-    members: Vec<String>,
+    members: Members,
     /// Who waits, in serving order (see [`WaitingLine`]).
     line: WaitingLine,
     ctx: Weak<Ctx>,
@@ -271,9 +275,8 @@ impl Actor for TeamActor {
 
 /// The members who can take a conversation now: online, below capacity once the claims on
 /// their way are counted. Read from the shared slots, without asking any actor.
-fn candidates(ctx: &Ctx, state: &State) -> Vec<Candidate> {
-    state
-        .members
+fn candidates(ctx: &Ctx, state: &State, members: &[String]) -> Vec<Candidate> {
+    members
         .iter()
         .filter_map(|id| {
             let slots = ctx.agent_slots(id)?;
@@ -299,10 +302,12 @@ fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
     if assignment == Assignment::Manual {
         return;
     }
-    let mut budget = state.line.len() + state.members.len();
+    // A snapshot: the roster may change the members meanwhile; the next pass sees that.
+    let members = state.members.read().clone();
+    let mut budget = state.line.len() + members.len();
     while budget > 0 && !state.line.is_empty() && state.claims_in_flight() < MAX_CLAIMS_IN_FLIGHT {
         budget -= 1;
-        let mut available = candidates(&ctx, state);
+        let mut available = candidates(&ctx, state, &members);
         if available.is_empty() {
             break;
         }
@@ -316,7 +321,7 @@ fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
         if available.iter().any(|c| Some(&c.id) != avoid.as_ref()) {
             available.retain(|c| Some(&c.id) != avoid.as_ref());
         }
-        let Some(agent) = pick(assignment, &state.members, &available, &mut state.rotation) else {
+        let Some(agent) = pick(assignment, &members, &available, &mut state.rotation) else {
             state.line.enqueue(&conv, at, priority, avoid);
             break;
         };
