@@ -11,6 +11,7 @@
 mod common;
 
 mod access;
+mod access_table;
 mod api;
 mod assignment;
 mod config;
@@ -26,6 +27,7 @@ mod loose_input;
 mod metrics;
 mod outbound;
 mod outbox_metrics;
+mod people;
 mod routing;
 mod storage_failure;
 mod teams;
