@@ -89,8 +89,13 @@ pub async fn load(config: &Config, store: &Store, teams: &[String]) -> Result<Po
         .map_err(|(team, e)| DomainError::Invalid(format!("team {team:?}: {e}")).into())
 }
 
-/// Replaces the routing rules: checked, durable, then in force.
-pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Policies, Error> {
+/// Replaces the routing rules: checked, durable (in one batch with `batch`, the change's audit
+/// record), then in force.
+pub async fn replace_rules(
+    ctx: &Arc<Ctx>,
+    rules: Vec<RuleConfig>,
+    mut batch: Batch,
+) -> Result<Policies, Error> {
     let _guard = ctx.settings_lock.lock().await;
     let current = ctx.policies();
     let exists = |t: &str| current.teams.contains_key(t);
@@ -99,7 +104,6 @@ pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Pol
     for w in compiled.warnings() {
         tracing::warn!("{w}");
     }
-    let mut batch = Batch::new();
     batch.put_routing(&RoutingRecord::new(&rules).map_err(encode_error)?)?;
     ctx.store.commit(batch).await?;
     let next = Policies {
@@ -110,11 +114,13 @@ pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Pol
     Ok(next)
 }
 
-/// Replaces one team's settings: checked, durable, then in force.
+/// Replaces one team's settings: checked, durable (in one batch with `batch`, the change's
+/// audit record), then in force.
 pub async fn replace_team(
     ctx: &Arc<Ctx>,
     team: &str,
     settings: TeamSettings,
+    mut batch: Batch,
 ) -> Result<Policies, Error> {
     let _guard = ctx.settings_lock.lock().await;
     let current = ctx.policies();
@@ -125,7 +131,6 @@ pub async fn replace_team(
     all.insert(team.to_string(), settings.clone());
     let next = policy::compile(current.rules.clone(), all)
         .map_err(|(_, e)| DomainError::Invalid(e.to_string()))?;
-    let mut batch = Batch::new();
     batch.put_team_settings(team, &TeamRecord::new(&settings).map_err(encode_error)?)?;
     ctx.store.commit(batch).await?;
     ctx.set_policies(next.clone());

@@ -450,6 +450,27 @@ impl People {
         })
     }
 
+    /// Runs another admin change (routing rules, team settings) in the order of all others,
+    /// handing `apply` a batch that holds the change's audit record: `apply` commits it with
+    /// the change, so both are durable or neither is.
+    pub async fn audited<T, Fut>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: &str,
+        before: Option<Value>,
+        after: Option<Value>,
+        apply: impl FnOnce(Batch) -> Fut,
+    ) -> std::result::Result<T, crate::error::Error>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, crate::error::Error>>,
+    {
+        let _one = self.changes.lock().await;
+        let mut batch = Batch::new();
+        self.audit(&mut batch, caller, action, target, before, after)?;
+        apply(batch).await
+    }
+
     /// Every agent, in creation order, with its presence and load (admins).
     pub fn agents(&self, caller: &Caller) -> Result<Vec<AgentState>> {
         admins_only(caller)?;

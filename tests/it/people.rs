@@ -276,6 +276,24 @@ async fn the_audit_log_names_who_changed_what_newest_first() {
     assert_eq!(all.len(), 10);
     let (s, v) = tb.get(CAROL, "/api/v1/audit").await;
     assert_eq!((s, err_code(&v)), (403, "forbidden"));
+
+    // Team settings and routing rules are admin changes too; a refused one leaves no trace.
+    let (s, v) = tb
+        .put(ROOT, "/api/v1/teams/support/settings", json!({"assignment": "round_robin"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = tb.put(ROOT, "/api/v1/routing/rules", json!({"rules": []})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = tb
+        .put(ROOT, "/api/v1/teams/support/settings", json!({"assignment": "fastest"}))
+        .await;
+    assert_eq!(s, 400);
+    let page = audit(&tb, "?limit=2").await;
+    let e = page["entries"].as_array().unwrap();
+    assert_eq!((&e[0]["action"], &e[1]["action"]), (&json!("routing.rules"), &json!("team.settings")));
+    assert_eq!(e[0]["after"], json!([]));
+    assert_eq!(e[1]["before"]["assignment"], "manual");
+    assert_eq!(e[1]["after"]["assignment"], "round_robin");
 }
 
 /// Every file under `dir` holding `needle`.
