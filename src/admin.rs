@@ -29,7 +29,10 @@ pub async fn load(config: &Config, store: &Store, teams: &[String]) -> Result<Po
         .iter()
         .map(|id| {
             let from_file = config.teams.iter().find(|t| &t.id == id);
-            (id.clone(), from_file.map(|t| t.settings.clone()).unwrap_or_default())
+            (
+                id.clone(),
+                from_file.map(|t| t.settings.clone()).unwrap_or_default(),
+            )
         })
         .collect();
     let (stored_rules, stored_teams) = match store.settings().await {

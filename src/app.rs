@@ -279,10 +279,13 @@ impl Broker {
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
-        let last_audit = store.last_audit_seq().await.map_err(|source| StartError::Storage {
-            path: config.storage.path.display().to_string(),
-            source,
-        })?;
+        let last_audit = store
+            .last_audit_seq()
+            .await
+            .map_err(|source| StartError::Storage {
+                path: config.storage.path.display().to_string(),
+                source,
+            })?;
         let people = Arc::new(people::People::new(
             ctx.clone(),
             guardian.clone(),

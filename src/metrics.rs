@@ -273,8 +273,13 @@ pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "windo
 /// `STATUS_UPDATES` outcomes.
 pub const STATUS_OUTCOMES: [&str; 3] = ["applied", "stale", "orphan"];
 /// `ASSIGNMENTS` reasons, per team.
-pub const ASSIGNMENT_REASONS: [&str; 5] =
-    ["auto", "assignee_offline", "no_answer", "sla_escalation", "agent_disabled"];
+pub const ASSIGNMENT_REASONS: [&str; 5] = [
+    "auto",
+    "assignee_offline",
+    "no_answer",
+    "sla_escalation",
+    "agent_disabled",
+];
 /// `SLA` kinds and outcomes, per team.
 pub const SLA_KINDS: [&str; 3] = ["first_response", "next_response", "resolution"];
 pub const SLA_OUTCOMES: [&str; 2] = ["hit", "miss"];

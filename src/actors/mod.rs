@@ -89,7 +89,8 @@ pub struct Ctx {
     teams: parking_lot::RwLock<HashMap<String, ActorRef<TeamMsg>>>,
     /// Each team's queue depth and oldest wait as it last published them (gauges read these
     /// without a round trip through the team's mailbox).
-    queue_stats: parking_lot::RwLock<HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>>,
+    queue_stats:
+        parking_lot::RwLock<HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>>,
     /// Keyed with foldhash (seeded per process): the lookup is on every command's path.
     pub conversations: DashMap<Arc<str>, ConversationRef, foldhash::fast::RandomState>,
     /// `switchboard_claims_total{outcome="won"}`, resolved once: the claim path is hot.

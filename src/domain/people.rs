@@ -96,8 +96,7 @@ pub fn new_token() -> String {
 }
 
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -124,9 +123,7 @@ pub fn check_id(what: &str, id: &str) -> Result<(), DomainError> {
         return Err(invalid(format!("{what} must not be empty")));
     }
     if id.len() > MAX_ID_LEN {
-        return Err(invalid(format!(
-            "{what} is longer than {MAX_ID_LEN} bytes"
-        )));
+        return Err(invalid(format!("{what} is longer than {MAX_ID_LEN} bytes")));
     }
     if id
         .chars()
@@ -154,7 +151,10 @@ pub fn check_name(name: &str) -> Result<(), DomainError> {
 }
 
 /// Checks a whole agent profile; `team_exists` names the teams it may be in.
-pub fn check_agent(a: &AgentProfile, team_exists: &dyn Fn(&str) -> bool) -> Result<(), DomainError> {
+pub fn check_agent(
+    a: &AgentProfile,
+    team_exists: &dyn Fn(&str) -> bool,
+) -> Result<(), DomainError> {
     check_id("\"id\"", &a.id)?;
     if Author::is_reserved(&a.id) {
         return Err(invalid(format!(

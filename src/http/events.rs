@@ -85,35 +85,37 @@ async fn stream(
             .wait_for(|l| l.caller.is_none() || l.generation != opened)
             .await;
     };
-    let events = BroadcastStream::new(rx).take_until(ended).filter_map(move |item| {
-        let _alive = &guard;
-        // The caller as it is now (teams and role may have changed since the stream opened).
-        let Some(caller) = live.borrow().caller.clone() else {
-            return std::future::ready(None);
-        };
-        let out = match item {
-            Ok(ev) if types.contains(ev.kind) && ev.visible_to(&caller) => {
-                let data = ev.rendered.get_or_init(|| {
-                    json!({
-                        "type": ev.kind.as_str(),
-                        "conversation": ConversationView::new(&ev.conversation, None),
-                        "message": ev.message.as_ref().map(MessageView::new),
-                        "sla": ev.sla.map(|k| k.as_str()),
-                    })
-                    .to_string()
-                });
-                Some(Ok::<_, Infallible>(
-                    SseEvent::default()
-                        .event(ev.kind.as_str())
-                        .data(data.as_str()),
-                ))
-            }
-            Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(SseEvent::default()
-                .event("lagged")
-                .data(json!({ "type": "lagged", "missed": n }).to_string()))),
-        };
-        std::future::ready(out)
-    });
+    let events = BroadcastStream::new(rx)
+        .take_until(ended)
+        .filter_map(move |item| {
+            let _alive = &guard;
+            // The caller as it is now (teams and role may have changed since the stream opened).
+            let Some(caller) = live.borrow().caller.clone() else {
+                return std::future::ready(None);
+            };
+            let out = match item {
+                Ok(ev) if types.contains(ev.kind) && ev.visible_to(&caller) => {
+                    let data = ev.rendered.get_or_init(|| {
+                        json!({
+                            "type": ev.kind.as_str(),
+                            "conversation": ConversationView::new(&ev.conversation, None),
+                            "message": ev.message.as_ref().map(MessageView::new),
+                            "sla": ev.sla.map(|k| k.as_str()),
+                        })
+                        .to_string()
+                    });
+                    Some(Ok::<_, Infallible>(
+                        SseEvent::default()
+                            .event(ev.kind.as_str())
+                            .data(data.as_str()),
+                    ))
+                }
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(SseEvent::default()
+                    .event("lagged")
+                    .data(json!({ "type": "lagged", "missed": n }).to_string()))),
+            };
+            std::future::ready(out)
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

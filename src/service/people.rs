@@ -157,10 +157,7 @@ impl Roster {
     }
 
     /// Start-up arguments of every team's actor, with where it publishes its queue stats.
-    pub fn team_args(
-        &self,
-        store: &Store,
-    ) -> Vec<(team::Args, watch::Receiver<team::QueueStats>)> {
+    pub fn team_args(&self, store: &Store) -> Vec<(team::Args, watch::Receiver<team::QueueStats>)> {
         self.teams
             .values()
             .map(|e| {
@@ -514,11 +511,9 @@ impl People {
             let r = self.roster.read();
             dp::check_agent(&profile, &|t| r.teams.contains_key(t))?;
             if r.agents.contains_key(&profile.id) {
-                return Err(DomainError::AlreadyExists(format!(
-                    "agent {:?} exists",
-                    profile.id
-                ))
-                .into());
+                return Err(
+                    DomainError::AlreadyExists(format!("agent {:?} exists", profile.id)).into(),
+                );
             }
             r.next_rank
         };
@@ -558,7 +553,9 @@ impl People {
                 self.ctx.add_agent(&id, actor, slots);
             }
             // Stored all the same: the next start gives it an actor.
-            Err(e) => tracing::error!(agent = %id, error = %e, "cannot start the new agent's actor"),
+            Err(e) => {
+                tracing::error!(agent = %id, error = %e, "cannot start the new agent's actor")
+            }
         }
         {
             let mut r = self.roster.write();
@@ -753,11 +750,9 @@ impl People {
         let rank = {
             let r = self.roster.read();
             if r.teams.contains_key(&profile.id) {
-                return Err(DomainError::AlreadyExists(format!(
-                    "team {:?} exists",
-                    profile.id
-                ))
-                .into());
+                return Err(
+                    DomainError::AlreadyExists(format!("team {:?} exists", profile.id)).into(),
+                );
             }
             r.next_rank
         };
@@ -862,10 +857,9 @@ impl People {
         admins_only(caller)?;
         let limit = limit.unwrap_or(AUDIT_PAGE_DEFAULT);
         if limit == 0 || limit > AUDIT_PAGE_MAX {
-            return Err(DomainError::Invalid(format!(
-                "\"limit\" must be 1 to {AUDIT_PAGE_MAX}"
-            ))
-            .into());
+            return Err(
+                DomainError::Invalid(format!("\"limit\" must be 1 to {AUDIT_PAGE_MAX}")).into(),
+            );
         }
         let entries = self.ctx.store.audit_page(cursor, limit).await?;
         let next_cursor = (entries.len() == limit)

@@ -38,7 +38,11 @@ pub async fn replace_settings(
     if let Some(key) = unknown_key {
         return Err(DomainError::Invalid(format!("unknown key {key:?}")).into());
     }
-    let before = ctx.policies().settings.get(team).map(|s| serde_json::json!(s));
+    let before = ctx
+        .policies()
+        .settings
+        .get(team)
+        .map(|s| serde_json::json!(s));
     let after = Some(serde_json::json!(settings));
     let p = people
         .audited(caller, "team.settings", team, before, after, |batch| {

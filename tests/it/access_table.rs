@@ -77,11 +77,41 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
     ),
     // Signed or not is all that counts (this body carries no signature): 401 for everyone.
     ("POST", "/webhooks/whatsapp", Subject::None, "{}", [401; 6]),
-    ("GET", "/api/v1/conversations", Subject::None, "", [200, 200, 200, 200, 401, 401]),
-    ("GET", "/api/v1/conversations/{id}", Subject::QueuedSupport, "", [200, 200, 200, 404, 401, 401]),
-    ("POST", "/api/v1/conversations/{id}/claim", Subject::QueuedSupport, "{}", [200, 200, 200, 404, 401, 401]),
-    ("POST", "/api/v1/conversations/{id}/release", Subject::QueuedSupport, "{}", [403, 403, 403, 404, 401, 401]),
-    ("POST", "/api/v1/conversations/{id}/resolve", Subject::QueuedSupport, "{}", [403, 200, 200, 404, 401, 401]),
+    (
+        "GET",
+        "/api/v1/conversations",
+        Subject::None,
+        "",
+        [200, 200, 200, 200, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/conversations/{id}",
+        Subject::QueuedSupport,
+        "",
+        [200, 200, 200, 404, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/conversations/{id}/claim",
+        Subject::QueuedSupport,
+        "{}",
+        [200, 200, 200, 404, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/conversations/{id}/release",
+        Subject::QueuedSupport,
+        "{}",
+        [403, 403, 403, 404, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/conversations/{id}/resolve",
+        Subject::QueuedSupport,
+        "{}",
+        [403, 200, 200, 404, 401, 401],
+    ),
     (
         "POST",
         "/api/v1/conversations/{id}/transfer",
@@ -110,23 +140,119 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
         r#"{"status":"away"}"#,
         [200, 200, 200, 200, 401, 401],
     ),
-    ("GET", "/api/v1/agents/me", Subject::None, "", [200, 200, 200, 200, 401, 401]),
-    ("GET", "/api/v1/agents", Subject::None, "", [403, 403, 200, 403, 401, 401]),
-    ("POST", "/api/v1/agents", Subject::None, r#"{"id":"NEW"}"#, [403, 403, 201, 403, 401, 401]),
-    ("PATCH", "/api/v1/agents/{id}", Subject::Target, r#"{"name":"T"}"#, [403, 403, 200, 403, 401, 401]),
-    ("POST", "/api/v1/agents/{id}/token", Subject::Target, "{}", [403, 403, 200, 403, 401, 401]),
-    ("GET", "/api/v1/teams", Subject::None, "", [403, 403, 200, 403, 401, 401]),
-    ("POST", "/api/v1/teams", Subject::None, r#"{"id":"NEW"}"#, [403, 403, 201, 403, 401, 401]),
-    ("PATCH", "/api/v1/teams/{id}", Subject::Sales, r#"{"name":"Sales"}"#, [403, 403, 200, 403, 401, 401]),
-    ("GET", "/api/v1/teams/{id}/queue", Subject::Support, "", [403, 200, 200, 403, 401, 401]),
+    (
+        "GET",
+        "/api/v1/agents/me",
+        Subject::None,
+        "",
+        [200, 200, 200, 200, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/agents",
+        Subject::None,
+        "",
+        [403, 403, 200, 403, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/agents",
+        Subject::None,
+        r#"{"id":"NEW"}"#,
+        [403, 403, 201, 403, 401, 401],
+    ),
+    (
+        "PATCH",
+        "/api/v1/agents/{id}",
+        Subject::Target,
+        r#"{"name":"T"}"#,
+        [403, 403, 200, 403, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/agents/{id}/token",
+        Subject::Target,
+        "{}",
+        [403, 403, 200, 403, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/teams",
+        Subject::None,
+        "",
+        [403, 403, 200, 403, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/teams",
+        Subject::None,
+        r#"{"id":"NEW"}"#,
+        [403, 403, 201, 403, 401, 401],
+    ),
+    (
+        "PATCH",
+        "/api/v1/teams/{id}",
+        Subject::Sales,
+        r#"{"name":"Sales"}"#,
+        [403, 403, 200, 403, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/teams/{id}/queue",
+        Subject::Support,
+        "",
+        [403, 200, 200, 403, 401, 401],
+    ),
     // A fresh conversation waits in support before each call, so a member takes one (200).
-    ("POST", "/api/v1/teams/{id}/next", Subject::Support, "{}", [200, 200, 200, 403, 401, 401]),
-    ("GET", "/api/v1/teams/{id}/settings", Subject::Support, "", [403, 200, 200, 403, 401, 401]),
-    ("PUT", "/api/v1/teams/{id}/settings", Subject::Support, "{}", [403, 403, 200, 403, 401, 401]),
-    ("GET", "/api/v1/routing/rules", Subject::None, "", [403, 200, 200, 403, 401, 401]),
-    ("PUT", "/api/v1/routing/rules", Subject::None, r#"{"rules":[]}"#, [403, 403, 200, 403, 401, 401]),
-    ("GET", "/api/v1/events", Subject::None, "", [200, 200, 200, 200, 401, 401]),
-    ("GET", "/api/v1/audit", Subject::None, "", [403, 403, 200, 403, 401, 401]),
+    (
+        "POST",
+        "/api/v1/teams/{id}/next",
+        Subject::Support,
+        "{}",
+        [200, 200, 200, 403, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/teams/{id}/settings",
+        Subject::Support,
+        "",
+        [403, 200, 200, 403, 401, 401],
+    ),
+    (
+        "PUT",
+        "/api/v1/teams/{id}/settings",
+        Subject::Support,
+        "{}",
+        [403, 403, 200, 403, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/routing/rules",
+        Subject::None,
+        "",
+        [403, 200, 200, 403, 401, 401],
+    ),
+    (
+        "PUT",
+        "/api/v1/routing/rules",
+        Subject::None,
+        r#"{"rules":[]}"#,
+        [403, 403, 200, 403, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/events",
+        Subject::None,
+        "",
+        [200, 200, 200, 200, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/audit",
+        Subject::None,
+        "",
+        [403, 403, 200, 403, 401, 401],
+    ),
 ];
 
 /// The code each refusal carries.
@@ -162,7 +288,8 @@ async fn cell(tb: &TB, row: usize, caller: usize) -> Option<String> {
     };
     let path = path.replace("{id}", &id);
     let body = body.replace("NEW", &uniq("n"));
-    let body: Option<Value> = (!body.is_empty()).then(|| serde_json::from_str(&body).expect("row body"));
+    let body: Option<Value> =
+        (!body.is_empty()).then(|| serde_json::from_str(&body).expect("row body"));
     let (name, token) = CALLERS[caller];
     let at = format!("{method} {path} as {name}");
     let (status, got) = if path == "/api/v1/events" {
@@ -231,9 +358,13 @@ async fn every_route_by_caller() {
                 continue;
             }
             let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-            let (s, v, _) = tb.request(m, Some(ADMIN), &concrete, Some(&json!({}))).await;
+            let (s, v, _) = tb
+                .request(m, Some(ADMIN), &concrete, Some(&json!({})))
+                .await;
             if s != 405 || err_code(&v) != "method_not_allowed" {
-                failures.push(format!("{method} {path}: not in the table, yet answers {s} {v}"));
+                failures.push(format!(
+                    "{method} {path}: not in the table, yet answers {s} {v}"
+                ));
             }
         }
     }
@@ -309,15 +440,24 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
 #[test]
 fn every_route_in_the_source_has_a_row() {
     let routed = routes_in_source();
-    assert!(routed.len() >= 25, "the source scan found too little: {routed:?}");
+    assert!(
+        routed.len() >= 25,
+        "the source scan found too little: {routed:?}"
+    );
     let rows: BTreeSet<(String, String)> = TABLE
         .iter()
         .map(|r| (r.0.to_string(), template(r.1).to_string()))
         .collect();
     let missing: Vec<_> = routed.difference(&rows).collect();
-    assert!(missing.is_empty(), "routes without a row in TABLE: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes without a row in TABLE: {missing:?}"
+    );
     let stale: Vec<_> = rows.difference(&routed).collect();
-    assert!(stale.is_empty(), "rows for routes src/http does not serve: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "rows for routes src/http does not serve: {stale:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

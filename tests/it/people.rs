@@ -51,7 +51,10 @@ async fn a_new_agent_works_at_once_and_gets_assignments() {
         .and_then(|a| a.iter().find(|a| a["id"] == "nina"))
         .unwrap_or_else(|| panic!("nina listed: {list}"));
     assert_eq!(nina["teams"], json!(["support"]));
-    assert!(nina.get("token").is_none(), "the token is shown once: {nina}");
+    assert!(
+        nina.get("token").is_none(),
+        "the token is shown once: {nina}"
+    );
     let (s, me) = tb.get(&token, "/api/v1/agents/me").await;
     assert_eq!((s, &me["max_concurrent"]), (200, &json!(2)), "{me}");
     // The only support agent online: the team assigns to her.
@@ -87,7 +90,9 @@ async fn bad_changes_are_refused_with_the_contracts_codes() {
         let (s, v) = tb.post(ROOT, "/api/v1/agents", body).await;
         assert_eq!((s, err_code(&v)), (400, "invalid_request"), "{why}: {v}");
     }
-    let (s, v) = tb.post(ROOT, "/api/v1/agents", json!({"id": "alice"})).await;
+    let (s, v) = tb
+        .post(ROOT, "/api/v1/agents", json!({"id": "alice"}))
+        .await;
     assert_eq!((s, err_code(&v)), (409, "already_exists"), "{v}");
     let (s, v) = tb
         .post(ROOT, "/api/v1/teams", json!({"id": "sales", "name": "S"}))
@@ -103,14 +108,18 @@ async fn bad_changes_are_refused_with_the_contracts_codes() {
     assert_eq!((s, err_code(&v)), (400, "invalid_request"), "{v}");
     let (s, v) = patch(&tb, ROOT, "/api/v1/agents/nobody", json!({"name": "N"})).await;
     assert_eq!((s, err_code(&v)), (404, "not_found"), "{v}");
-    let (s, v) = tb.post(ROOT, "/api/v1/agents/nobody/token", json!({})).await;
+    let (s, v) = tb
+        .post(ROOT, "/api/v1/agents/nobody/token", json!({}))
+        .await;
     assert_eq!((s, err_code(&v)), (404, "not_found"), "{v}");
     let (s, v) = patch(&tb, ROOT, "/api/v1/teams/nope", json!({"name": "N"})).await;
     assert_eq!((s, err_code(&v)), (404, "not_found"), "{v}");
     let (s, v) = patch(&tb, ROOT, "/api/v1/agents/bob", json!({"teams": ["ops"]})).await;
     assert_eq!((s, err_code(&v)), (400, "invalid_request"), "{v}");
     for token in [ALICE, CAROL] {
-        let (s, v) = tb.post(token, "/api/v1/agents", json!({"id": "sneaky"})).await;
+        let (s, v) = tb
+            .post(token, "/api/v1/agents", json!({"id": "sneaky"}))
+            .await;
         assert_eq!((s, err_code(&v)), (403, "forbidden"), "{v}");
     }
     let (s, v) = tb.get(ROOT, "/api/v1/agents").await;
@@ -121,7 +130,11 @@ async fn bad_changes_are_refused_with_the_contracts_codes() {
         .iter()
         .filter_map(|a| a["id"].as_str())
         .collect();
-    assert_eq!(ids, ["alice", "bob", "carol", "dave", "root"], "nothing refused was created");
+    assert_eq!(
+        ids,
+        ["alice", "bob", "carol", "dave", "root"],
+        "nothing refused was created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +166,10 @@ async fn a_disabled_agent_is_locked_out_and_hands_back_what_it_owned() {
     assert_eq!((s, &v["disabled"]), (200, &json!(true)), "{v}");
     let (s, v) = tb.get(BOB, "/api/v1/conversations").await;
     assert_eq!((s, err_code(&v)), (401, "unauthorized"));
-    assert!(ends_within(&mut stream, WAIT).await, "its event stream ends");
+    assert!(
+        ends_within(&mut stream, WAIT).await,
+        "its event stream ends"
+    );
     // Support assigns manually, and still the conversation goes back to its queue.
     eventually("the conversation back in the queue", WAIT, || async {
         let c = tb.conversation(&conv).await;
@@ -170,21 +186,42 @@ async fn a_disabled_agent_is_locked_out_and_hands_back_what_it_owned() {
         .iter()
         .any(|c| c["id"] == conv.as_str()));
     let (s, v) = tb.transfer(ROOT, &conv, json!({"agent": "bob"})).await;
-    assert_eq!((s, err_code(&v)), (404, "not_found"), "no transfer to a disabled agent");
+    assert_eq!(
+        (s, err_code(&v)),
+        (404, "not_found"),
+        "no transfer to a disabled agent"
+    );
     let (s, _) = patch(&tb, ROOT, "/api/v1/agents/bob", json!({"disabled": false})).await;
     assert_eq!(s, 200);
-    assert_eq!(tb.get(BOB, "/api/v1/agents/me").await.0, 200, "enabled again");
+    assert_eq!(
+        tb.get(BOB, "/api/v1/agents/me").await.0,
+        200,
+        "enabled again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_taken_off_a_team_loses_its_visibility_at_once() {
     let tb = TB::start().await;
     let queued = tb.open_conv(N1, &customer(), "waiting in support").await;
-    assert_eq!(tb.get(ALICE, &format!("/api/v1/conversations/{queued}")).await.0, 200);
+    assert_eq!(
+        tb.get(ALICE, &format!("/api/v1/conversations/{queued}"))
+            .await
+            .0,
+        200
+    );
     let mut stream = Sse::connect(&tb.api, ALICE).await;
-    let (s, v) = patch(&tb, ROOT, "/api/v1/agents/alice", json!({"teams": ["sales"]})).await;
+    let (s, v) = patch(
+        &tb,
+        ROOT,
+        "/api/v1/agents/alice",
+        json!({"teams": ["sales"]}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = tb.get(ALICE, &format!("/api/v1/conversations/{queued}")).await;
+    let (s, v) = tb
+        .get(ALICE, &format!("/api/v1/conversations/{queued}"))
+        .await;
     assert_eq!((s, err_code(&v)), (404, "not_found"));
     assert!(tb
         .list(ALICE, "status=queued")
@@ -206,7 +243,12 @@ async fn a_member_taken_off_a_team_loses_its_visibility_at_once() {
         "{:?}",
         stream.seen
     );
-    assert_eq!(tb.post(ALICE, "/api/v1/teams/sales/next", json!({})).await.0, 200);
+    assert_eq!(
+        tb.post(ALICE, "/api/v1/teams/sales/next", json!({}))
+            .await
+            .0,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +276,13 @@ async fn a_new_team_gets_its_actor_and_queue_at_once() {
         (c["assignee"] == "vera").then_some(()).ok_or(c.to_string())
     })
     .await;
-    let (s, v) = patch(&tb, ROOT, "/api/v1/teams/vip", json!({"name": "Very Important"})).await;
+    let (s, v) = patch(
+        &tb,
+        ROOT,
+        "/api/v1/teams/vip",
+        json!({"name": "Very Important"}),
+    )
+    .await;
     assert_eq!((s, &v["name"]), (200, &json!("Very Important")), "{v}");
     let (_, teams) = tb.get(ROOT, "/api/v1/teams").await;
     let vip = teams["teams"]
@@ -248,7 +296,13 @@ async fn a_new_team_gets_its_actor_and_queue_at_once() {
 async fn the_audit_log_names_who_changed_what_newest_first() {
     let tb = TB::start().await;
     create_agent(&tb, json!({"id": "ann", "teams": ["support"]})).await;
-    patch(&tb, ROOT, "/api/v1/agents/ann", json!({"max_concurrent": 9})).await;
+    patch(
+        &tb,
+        ROOT,
+        "/api/v1/agents/ann",
+        json!({"max_concurrent": 9}),
+    )
+    .await;
     tb.post(ROOT, "/api/v1/agents/ann/token", json!({})).await;
     let page = audit(&tb, "?limit=2").await;
     let e = page["entries"].as_array().unwrap();
@@ -260,7 +314,10 @@ async fn the_audit_log_names_who_changed_what_newest_first() {
     assert_eq!(e[1]["action"], "agent.update");
     assert_eq!(e[1]["before"]["max_concurrent"], 5);
     assert_eq!(e[1]["after"]["max_concurrent"], 9);
-    assert!(!page.to_string().contains("token\":"), "no token in the log: {page}");
+    assert!(
+        !page.to_string().contains("token\":"),
+        "no token in the log: {page}"
+    );
     // Following the cursor visits everything once, down to the config's seeding.
     let mut all = e.clone();
     let mut cursor = page["next_cursor"].clone();
@@ -270,7 +327,10 @@ async fn the_audit_log_names_who_changed_what_newest_first() {
         cursor = p["next_cursor"].clone();
     }
     let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
     let seeded = all.iter().filter(|e| e["actor"] == "config").count();
     assert_eq!(seeded, 7, "2 teams and 5 agents seeded: {all:?}");
     assert_eq!(all.len(), 10);
@@ -279,18 +339,31 @@ async fn the_audit_log_names_who_changed_what_newest_first() {
 
     // Team settings and routing rules are admin changes too; a refused one leaves no trace.
     let (s, v) = tb
-        .put(ROOT, "/api/v1/teams/support/settings", json!({"assignment": "round_robin"}))
+        .put(
+            ROOT,
+            "/api/v1/teams/support/settings",
+            json!({"assignment": "round_robin"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = tb.put(ROOT, "/api/v1/routing/rules", json!({"rules": []})).await;
+    let (s, v) = tb
+        .put(ROOT, "/api/v1/routing/rules", json!({"rules": []}))
+        .await;
     assert_eq!(s, 200, "{v}");
     let (s, _) = tb
-        .put(ROOT, "/api/v1/teams/support/settings", json!({"assignment": "fastest"}))
+        .put(
+            ROOT,
+            "/api/v1/teams/support/settings",
+            json!({"assignment": "fastest"}),
+        )
         .await;
     assert_eq!(s, 400);
     let page = audit(&tb, "?limit=2").await;
     let e = page["entries"].as_array().unwrap();
-    assert_eq!((&e[0]["action"], &e[1]["action"]), (&json!("routing.rules"), &json!("team.settings")));
+    assert_eq!(
+        (&e[0]["action"], &e[1]["action"]),
+        (&json!("routing.rules"), &json!("team.settings"))
+    );
     assert_eq!(e[0]["after"], json!([]));
     assert_eq!(e[1]["before"]["assignment"], "manual");
     assert_eq!(e[1]["after"]["assignment"], "round_robin");
@@ -322,23 +395,53 @@ async fn people_tokens_and_the_audit_log_survive_a_restart() {
     tb.post(ROOT, "/api/v1/teams", json!({"id": "vip", "name": "VIP"}))
         .await;
     patch(&tb, ROOT, "/api/v1/agents/dave", json!({"disabled": true})).await;
-    patch(&tb, ROOT, "/api/v1/agents/bob", json!({"teams": ["support", "vip"], "max_concurrent": 7})).await;
+    patch(
+        &tb,
+        ROOT,
+        "/api/v1/agents/bob",
+        json!({"teams": ["support", "vip"], "max_concurrent": 7}),
+    )
+    .await;
     let log = audit(&tb, "").await;
     let (_, teams) = tb.get(ROOT, "/api/v1/teams").await;
 
     // The config changes too, and is ignored: it seeded this store already.
-    tb.cfg.extra = "\n[[agents]]\nid = \"late\"\ntoken = \"t-late\"\nteams = [\"support\"]\n".into();
+    tb.cfg.extra =
+        "\n[[agents]]\nid = \"late\"\ntoken = \"t-late\"\nteams = [\"support\"]\n".into();
     tb.restart().await;
 
     assert_eq!(audit(&tb, "").await, log, "the audit log is durable");
-    assert_eq!(tb.get(ROOT, "/api/v1/teams").await.1, teams, "teams and members");
+    assert_eq!(
+        tb.get(ROOT, "/api/v1/teams").await.1,
+        teams,
+        "teams and members"
+    );
     assert_eq!(tb.get(&rotated, "/api/v1/agents/me").await.0, 200);
-    assert_eq!(tb.get(&nina, "/api/v1/agents/me").await.0, 401, "rotated out");
-    assert_eq!(tb.get(DAVE, "/api/v1/agents/me").await.0, 401, "still disabled");
-    assert_eq!(tb.get("t-late", "/api/v1/agents/me").await.0, 401, "not seeded");
+    assert_eq!(
+        tb.get(&nina, "/api/v1/agents/me").await.0,
+        401,
+        "rotated out"
+    );
+    assert_eq!(
+        tb.get(DAVE, "/api/v1/agents/me").await.0,
+        401,
+        "still disabled"
+    );
+    assert_eq!(
+        tb.get("t-late", "/api/v1/agents/me").await.0,
+        401,
+        "not seeded"
+    );
     let (_, me) = tb.get(BOB, "/api/v1/agents/me").await;
-    assert_eq!((&me["teams"], &me["max_concurrent"]), (&json!(["support", "vip"]), &json!(7)));
-    assert_eq!(tb.get(ROOT, "/api/v1/teams/vip/queue").await.0, 200, "the new team's queue");
+    assert_eq!(
+        (&me["teams"], &me["max_concurrent"]),
+        (&json!(["support", "vip"]), &json!(7))
+    );
+    assert_eq!(
+        tb.get(ROOT, "/api/v1/teams/vip/queue").await.0,
+        200,
+        "the new team's queue"
+    );
 
     // Tokens are on disk only as hashes: neither a seeded one nor a generated one appears.
     tb.shutdown().await;
