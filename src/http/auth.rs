@@ -44,7 +44,12 @@ impl FromRequestParts<AppState> for Auth {
 
 /// The caller of an event stream, with what the stream watches to follow the agent's changes
 /// (its teams and role, being disabled, its token rotated).
-pub struct Session(pub Caller, pub tokio::sync::watch::Receiver<Live>);
+pub struct Session {
+    pub caller: Caller,
+    pub live: tokio::sync::watch::Receiver<Live>,
+    /// The token generation the stream opens with (see [`Live`]).
+    pub generation: u64,
+}
 
 impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
@@ -53,7 +58,11 @@ impl FromRequestParts<AppState> for Session {
         authenticate_with(state, &parts.headers, &parts.extensions, |t| {
             state.people.session(t)
         })
-        .map(|(caller, live)| Session(caller, live))
+        .map(|(caller, live, generation)| Session {
+            caller,
+            live,
+            generation,
+        })
     }
 }
 

@@ -57,7 +57,11 @@ struct StreamParams {
 
 async fn stream(
     State(s): State<AppState>,
-    Session(caller, mut live): Session,
+    Session {
+        caller,
+        live,
+        generation: opened,
+    }: Session,
     ApiQuery(p): ApiQuery<StreamParams>,
 ) -> ApiResult<impl IntoResponse> {
     let types = match p.types.as_deref() {
@@ -77,7 +81,6 @@ async fn stream(
         _agent_permit: agent_permit,
     };
     let rx = s.ctx.bus.subscribe();
-    let opened = live.borrow_and_update().generation;
     let mut watched = live.clone();
     let ended = async move {
         // Also when the roster is gone (shutdown).

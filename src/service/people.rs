@@ -410,13 +410,16 @@ impl People {
     }
 
     /// As [`Self::authenticate`], with what an event stream watches to follow the agent's
-    /// changes (taken under the same lock, so a change right after is seen).
-    pub fn session(&self, token: &str) -> Option<(Caller, watch::Receiver<Live>)> {
+    /// changes and the token generation it opens with (both read under the lock every change
+    /// takes, so a rotation right after is seen as one).
+    pub fn session(&self, token: &str) -> Option<(Caller, watch::Receiver<Live>, u64)> {
         let hash = TokenHash::of(token);
         let r = self.roster.read();
         let e = r.agents.get(r.tokens.get(&hash)?)?;
-        (e.stored.token.matches(&hash) && !e.stored.profile.disabled)
-            .then(|| (e.stored.profile.caller(), e.live.subscribe()))
+        (e.stored.token.matches(&hash) && !e.stored.profile.disabled).then(|| {
+            let generation = e.live.borrow().generation;
+            (e.stored.profile.caller(), e.live.subscribe(), generation)
+        })
     }
 
     /// The teams of an enabled agent (a transfer's target); `None` for an unknown or disabled
@@ -614,6 +617,18 @@ impl People {
         {
             let r = self.roster.read();
             dp::check_agent(&after.profile, &|t| r.teams.contains_key(t))?;
+            let admin = |p: &AgentProfile| p.role == Role::Admin && !p.disabled;
+            let others = r
+                .agents
+                .values()
+                .any(|e| e.stored.profile.id != id && admin(&e.stored.profile));
+            if admin(&before.profile) && !admin(&after.profile) && !others {
+                // Nobody could undo it without a restart on a fresh store.
+                return Err(DomainError::Invalid(
+                    "the last enabled admin cannot be disabled or lose the admin role".into(),
+                )
+                .into());
+            }
         }
         if after.profile == before.profile {
             return Ok(before);

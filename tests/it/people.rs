@@ -116,6 +116,18 @@ async fn bad_changes_are_refused_with_the_contracts_codes() {
     assert_eq!((s, err_code(&v)), (404, "not_found"), "{v}");
     let (s, v) = patch(&tb, ROOT, "/api/v1/agents/bob", json!({"teams": ["ops"]})).await;
     assert_eq!((s, err_code(&v)), (400, "invalid_request"), "{v}");
+    let (s, v) = patch(
+        &tb,
+        ROOT,
+        "/api/v1/agents/root",
+        json!({"role": "supervisor"}),
+    )
+    .await;
+    assert_eq!(
+        (s, err_code(&v)),
+        (400, "invalid_request"),
+        "the last admin: {v}"
+    );
     for token in [ALICE, CAROL] {
         let (s, v) = tb
             .post(token, "/api/v1/agents", json!({"id": "sneaky"}))
