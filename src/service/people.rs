@@ -904,3 +904,57 @@ impl People {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, rank: u64, teams: &[&str], disabled: bool) -> StoredAgent {
+        StoredAgent {
+            profile: AgentProfile {
+                id: id.into(),
+                name: String::new(),
+                teams: teams.iter().map(|t| t.to_string()).collect(),
+                role: Role::Agent,
+                max_concurrent: 1,
+                disabled,
+            },
+            token: TokenHash::of(&format!("token-{id}")),
+            rank,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_roster_knows_enabled_tokens_and_orders_members_by_creation() {
+        let team = StoredTeam {
+            profile: TeamProfile {
+                id: "support".into(),
+                name: String::new(),
+            },
+            rank: 0,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let r = Roster::new(StoredPeople {
+            seeded: true,
+            agents: vec![
+                agent("zed", 1, &["support"], false),
+                agent("off", 2, &["support"], true),
+                agent("amy", 3, &["support"], false),
+                agent("sal", 4, &[], false),
+            ],
+            teams: vec![team],
+        });
+        assert_eq!(
+            r.members_of("support"),
+            ["zed", "amy"],
+            "creation order, enabled only"
+        );
+        assert_eq!(r.tokens.len(), 3, "no token for the disabled agent");
+        assert!(!r.tokens.contains_key(&TokenHash::of("token-off")));
+        assert_eq!(r.next_rank, 5);
+        assert_eq!(r.agents.len(), 4, "every agent has an actor");
+    }
+}

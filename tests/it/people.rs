@@ -417,10 +417,11 @@ async fn people_tokens_and_the_audit_log_survive_a_restart() {
     let log = audit(&tb, "").await;
     let (_, teams) = tb.get(ROOT, "/api/v1/teams").await;
 
-    // The config changes too, and is ignored: it seeded this store already.
+    // The config changes too, and is ignored: it seeded this store already. The broker stops
+    // abruptly (as after a crash): every change was durable when it was answered.
     tb.cfg.extra =
         "\n[[agents]]\nid = \"late\"\ntoken = \"t-late\"\nteams = [\"support\"]\n".into();
-    tb.restart().await;
+    tb.crash_and_restart().await;
 
     assert_eq!(audit(&tb, "").await, log, "the audit log is durable");
     assert_eq!(
