@@ -1,11 +1,14 @@
 //! Wiring and lifecycle: start everything in order, serve, shut down cleanly.
 //!
 //! Start-up order: listeners (bound and serving at once, `/healthz` answering 503 `starting`) →
-//! metrics → store (RocksDB open replays its WAL) → agent actors (rebuild their load from the
-//! assignee index) and team actors → conversation registry → outbox (each number's worker reads
-//! its pending sends back from disk) → teams attached (each rebuilds its queue from the status
-//! index in the background, then assigns) → the router attached to the listeners. `/healthz`
-//! answers 200 from then on, which does not wait for anything proportional to the number of
+//! metrics → store (RocksDB open replays its WAL) → policies in force → agent actors (rebuild
+//! their load from the assignee index) and team actors under their guardian, and the timer
+//! service, each given the ports it uses → conversation registry ([`Ctx`], to which the
+//! conversations handle they were given is bound) → outbox (each number's worker reads its
+//! pending sends back from disk; it takes the Graph client and the conversations' outcome sink)
+//! → teams told to assign (each rebuilds its queue from the status index in the background,
+//! then assigns) → the router attached to the listeners. Every port is wired here, once.
+//! `/healthz` answers 200 from then on, which does not wait for anything proportional to the number of
 //! conversations: actors activate lazily and queues rebuild behind their mailboxes (measured:
 //! 111 ms from SIGKILL to healthy with 1M conversations / 10M messages on disk, BENCHMARKS.md).
 //!
@@ -24,8 +27,10 @@ use ractor::ActorRef;
 use tokio::task::JoinHandle;
 
 use crate::actors::guardian::{Guardian, GuardianMsg};
+use crate::actors::ports::{ActivePolicies, Conversations, Directory};
+use crate::actors::send_outcomes::SendOutcomes;
 use crate::actors::timers::Timers;
-use crate::actors::Ctx;
+use crate::actors::{Ctx, Parts};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
@@ -200,8 +205,7 @@ impl Broker {
         }
 
         // People (agents and teams) come from storage; the config seeds an empty store
-        // (`service::people`). Agent and team actors run linked to their guardian, which
-        // restarts one that fails (`actors::guardian`).
+        // (`service::people`).
         let stored = people::load_or_seed(&config, &store, clock.now_ms())
             .await
             .map_err(|e| match e {
@@ -218,48 +222,53 @@ impl Broker {
             &team_ids.iter().map(String::as_str).collect::<Vec<_>>(),
             &[],
         );
-        let agent_args = roster.agent_args(&store);
-        let mut slots: HashMap<_, _> = agent_args
-            .iter()
-            .map(|a| (a.id.clone(), a.slots.clone()))
-            .collect();
-        let (team_args, mut published): (Vec<_>, HashMap<_, _>) = roster
-            .team_args(&store)
+
+        let policies = crate::admin::load(&config, &store, &team_ids)
+            .await
+            .map_err(|e| StartError::Spawn(format!("routing policies: {e}")))?;
+        let policies = Arc::new(ActivePolicies::new(policies));
+        // The one cyclic piece (conversations call agents and teams, which ask conversations
+        // back): a handle every actor and the timer service take now, bound once the registry
+        // exists (below). Nothing asks through it before then.
+        let conversations = Conversations::default();
+        let directory = Arc::new(Directory::default());
+
+        // Agent and team actors run linked to their guardian, which restarts one that fails
+        // (`actors::guardian`) and keeps the directory pointing at the live one. The roster
+        // keeps these ports to start the actors of agents and teams created at run time.
+        let ports = people::ActorPorts {
+            store: store.clone(),
+            directory: directory.clone(),
+            conversations: conversations.clone(),
+            policies: policies.clone(),
+            slots: Default::default(),
+        };
+        let agent_args = roster.agent_args(&ports);
+        let (team_args, published): (Vec<_>, HashMap<_, _>) = roster
+            .team_args(&ports)
             .into_iter()
             .map(|(args, rx)| {
                 let id = args.id.clone();
                 (args, (id, rx))
             })
             .unzip();
-        let (guardian, agent_refs, team_refs) = Guardian::start(agent_args, team_args)
+        let guardian = Guardian::start(agent_args, team_args, directory.clone())
             .await
             .map_err(|e| StartError::Spawn(format!("agents and teams: {e}")))?;
-        let agents: HashMap<_, _> = agent_refs
-            .into_iter()
-            .filter_map(|(id, r)| slots.remove(&id).map(|s| (id, (r, s))))
-            .collect();
-        let teams: HashMap<_, _> = team_refs
-            .into_iter()
-            .filter_map(|(id, r)| published.remove(&id).map(|p| (id, (r, p))))
-            .collect();
 
-        let policies = crate::admin::load(&config, &store, &team_ids)
-            .await
-            .map_err(|e| StartError::Spawn(format!("routing policies: {e}")))?;
-        let ctx = Arc::new(Ctx::new(
-            config.clone(),
-            store.clone(),
-            EventBus::new(),
-            agents,
-            teams,
-            clock.clone(),
+        let (timers, timer_task) = Timers::start(conversations.clone(), clock.clone());
+        let ctx = Arc::new(Ctx::new(Parts {
+            config: config.clone(),
+            store: store.clone(),
+            bus: EventBus::new(),
+            directory,
+            agent_slots: ports.slots.clone(),
+            queue_stats: published,
+            timers,
+            clock,
             policies,
-        ));
-        let (timers, timer_task) = Timers::start(Arc::downgrade(&ctx), clock);
-        let _ = ctx.timers.set(timers);
-        for a in ctx.agent_refs() {
-            let _ = a.cast(crate::actors::AgentMsg::Attach(Arc::downgrade(&ctx)));
-        }
+        }));
+        conversations.bind(&ctx);
 
         let graph = GraphClient::new(
             &config.whatsapp.graph_api_base,
@@ -270,12 +279,19 @@ impl Broker {
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
-        let _ = ctx.outbox.set(Outbox::start(&ctx, graph, &pending));
-        // Teams start assigning (and drain what waited across the restart) once everything exists.
+        let _ = ctx.outbox.set(Outbox::start(
+            &config.outbox,
+            &config.numbers,
+            store.clone(),
+            graph,
+            SendOutcomes::new(ctx.clone()),
+            &pending,
+        ));
+        // Teams rebuild their queues and start assigning (draining what waited across the
+        // restart) once everything exists.
         for t in ctx.team_refs() {
-            let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
+            let _ = t.cast(crate::actors::TeamMsg::Assign);
         }
-        let _ = guardian.cast(GuardianMsg::Attach(Arc::downgrade(&ctx)));
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
@@ -289,6 +305,7 @@ impl Broker {
         let people = Arc::new(people::People::new(
             ctx.clone(),
             guardian.clone(),
+            ports,
             roster,
             last_audit,
         ));

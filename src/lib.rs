@@ -25,6 +25,9 @@
 //! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,
 //! `ingest`, `admin`, `service`) never depend on `http`, and [`domain`] depends on no other module: `config`
 //! and `whatsapp` translate into its types; time comes from an injectable [`clock::Clock`].
+//! Components take the narrow ports they use ([`outbox::GraphSender`], [`outbox::OutcomeSink`],
+//! [`actors::ports`]), wired once in [`app`]; no two top-level modules import each other, even
+//! through a third (tests/it/layering.rs checks it).
 
 pub mod actors;
 pub mod admin;

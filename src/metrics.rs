@@ -355,21 +355,3 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         let _ = histogram!(name);
     }
 }
-
-/// Sets the storage memory gauges (called at scrape).
-pub async fn publish_store_memory(store: &crate::store::Store) {
-    let u = match store.memory().await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read storage memory");
-            return;
-        }
-    };
-    for (kind, v) in [
-        ("memtables", u.memtables),
-        ("block_cache", u.block_cache),
-        ("table_readers", u.table_readers),
-    ] {
-        metrics::gauge!(STORE_MEMORY, "kind" => kind).set(v as f64);
-    }
-}

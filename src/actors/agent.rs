@@ -9,13 +9,14 @@
 //! assignee index when the actor starts, so it survives restarts; presence does not (agents are
 //! `offline` until they say otherwise).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::{Ctx, TeamMsg};
+use super::ports::{Conversations, Directory};
+use super::TeamMsg;
 
 use crate::domain::Presence;
 use crate::store::Store;
@@ -111,6 +112,11 @@ impl Slots {
 
 pub struct AgentActor;
 
+/// Every agent's [`Slots`] by id, shared by the teams (which read their members' availability),
+/// the conversations (which reserve and free slots) and the people roster, which adds an agent
+/// created at run time.
+pub type AllSlots = Arc<parking_lot::RwLock<HashMap<String, Arc<Slots>>>>;
+
 /// An agent's teams, shared with the people roster that changes them at run time (and kept by
 /// the guardian's restart arguments, so a restarted actor has the current ones).
 pub type Teams = Arc<parking_lot::RwLock<Vec<String>>>;
@@ -121,28 +127,34 @@ pub struct Args {
     pub slots: Arc<Slots>,
     pub teams: Teams,
     pub store: Store,
+    /// Where its teams are (told when the agent becomes available).
+    pub directory: Arc<Directory>,
+    /// Its conversations (asked to go back to their queue when the agent goes offline).
+    pub conversations: Conversations,
 }
 
 pub struct State {
     id: String,
     slots: Arc<Slots>,
     teams: Teams,
-    ctx: Weak<Ctx>,
+    directory: Arc<Directory>,
+    conversations: Conversations,
 }
 
 impl State {
     /// Asks each owned conversation to go back to its queue (auto-assigning teams only). Runs
     /// detached: conversation actors call this actor (capacity), so it must never wait on them.
     fn hand_back(&self, reason: &'static str, disabled: bool) {
-        let Some(ctx) = self.ctx.upgrade() else {
+        if !self.conversations.is_live() {
             return;
-        };
+        }
+        let conversations = self.conversations.clone();
         let from = self.id.clone();
         let owned = self.slots.owned();
         tokio::spawn(async move {
             for conv in owned {
-                let res = ctx
-                    .ask(&conv, None, |reply| super::ConversationMsg::Reassign {
+                let res = conversations
+                    .ask(&conv, |reply| super::ConversationMsg::Reassign {
                         from: from.clone(),
                         reason: reason.to_string(),
                         disabled,
@@ -161,12 +173,13 @@ impl State {
         if !self.slots.available() {
             return;
         }
-        if let Some(ctx) = self.ctx.upgrade() {
-            let teams = self.teams.read().clone();
-            for t in &teams {
-                if let Some(team) = ctx.team(t) {
-                    let _ = team.cast(TeamMsg::Assign);
-                }
+        if !self.conversations.is_live() {
+            return; // not wired yet, or shutting down: no team assigns then
+        }
+        let teams = self.teams.read().clone();
+        for t in &teams {
+            if let Some(team) = self.directory.team(t) {
+                let _ = team.cast(TeamMsg::Assign);
             }
         }
     }
@@ -181,8 +194,6 @@ pub struct AgentSnapshot {
 }
 
 pub enum AgentMsg {
-    /// Gives the actor the shared context once it exists (agents start before it).
-    Attach(Weak<Ctx>),
     /// A slot was given back ([`Slots::free`]): the teams may assign again.
     Freed,
     SetPresence {
@@ -216,7 +227,8 @@ impl Actor for AgentActor {
             id: args.id,
             slots: args.slots,
             teams: args.teams,
-            ctx: Weak::new(),
+            directory: args.directory,
+            conversations: args.conversations,
         })
     }
 
@@ -227,7 +239,6 @@ impl Actor for AgentActor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentMsg::Attach(ctx) => state.ctx = ctx,
             AgentMsg::Freed => state.announce_available(),
             AgentMsg::SetPresence { presence, reply } => {
                 let before = state.slots.set_presence(presence);

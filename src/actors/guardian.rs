@@ -6,8 +6,9 @@
 //! (and every cast to it) until the process restarts. A failed child is spawned again with the
 //! arguments it first started with: an agent reloads the conversations it owns from the assignee
 //! index into its shared slots (presence survives: the slots are shared, not the actor's), a team
-//! rebuilds its queue from the status index when it is attached. The shared context then points
-//! at the new actor. Restarts are counted in `switchboard_supervised_restarts_total{kind}`.
+//! rebuilds its queue from the status index at the `Assign` the guardian sends it. The
+//! [`Directory`] (which the guardian fills as it first spawns them) then points at the new
+//! actor. Restarts are counted in `switchboard_supervised_restarts_total{kind}`.
 //!
 //! Only a failure restarts a child: an actor stopped on purpose (shutdown) stays stopped.
 //!
@@ -15,12 +16,13 @@
 //! again (logged as an error), so a handler that fails on every message cannot spin.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::{agent, team, AgentActor, AgentMsg, Ctx, TeamActor, TeamMsg};
+use super::ports::Directory;
+use super::{agent, team, AgentActor, AgentMsg, TeamActor, TeamMsg};
 use crate::metrics as m;
 
 /// Restarts of one child allowed within [`RESTART_WINDOW`].
@@ -60,37 +62,28 @@ pub struct Watched {
 
 pub struct State {
     children: HashMap<ActorId, Watched>,
-    ctx: Weak<Ctx>,
+    directory: Arc<Directory>,
 }
 
 pub enum GuardianMsg {
-    /// Gives the guardian the shared context once it exists (children start before it).
-    Attach(Weak<Ctx>),
     /// The children [`Guardian::start`] spawned, by actor id.
     Watch(HashMap<ActorId, Watched>),
 }
 
 impl Guardian {
-    /// Starts the guardian and, linked to it, the actor of every agent and team given.
+    /// Starts the guardian and, linked to it, the actor of every agent and team given, each
+    /// entered in `directory`.
     pub async fn start(
         agents: Vec<agent::Args>,
         teams: Vec<team::Args>,
-    ) -> Result<
-        (
-            ActorRef<GuardianMsg>,
-            HashMap<String, ActorRef<AgentMsg>>,
-            HashMap<String, ActorRef<TeamMsg>>,
-        ),
-        ractor::SpawnErr,
-    > {
+        directory: Arc<Directory>,
+    ) -> Result<ActorRef<GuardianMsg>, ractor::SpawnErr> {
         let children = agents
             .into_iter()
             .map(Child::Agent)
             .chain(teams.into_iter().map(Child::Team))
             .collect::<Vec<_>>();
-        let (guardian, _) = Actor::spawn(None, Guardian, ()).await?;
-        let mut agent_refs = HashMap::new();
-        let mut team_refs = HashMap::new();
+        let (guardian, _) = Actor::spawn(None, Guardian, directory.clone()).await?;
         let mut watched = HashMap::new();
         for child in children {
             let id = match &child {
@@ -98,14 +91,14 @@ impl Guardian {
                     let (r, _) =
                         Actor::spawn_linked(None, AgentActor, args.clone(), guardian.get_cell())
                             .await?;
-                    agent_refs.insert(args.id.clone(), r.clone());
+                    directory.set_agent(&args.id, r.clone());
                     r.get_id()
                 }
                 Child::Team(args) => {
                     let (r, _) =
                         Actor::spawn_linked(None, TeamActor, args.clone(), guardian.get_cell())
                             .await?;
-                    team_refs.insert(args.id.clone(), r.clone());
+                    directory.set_team(&args.id, r.clone());
                     r.get_id()
                 }
             };
@@ -118,7 +111,7 @@ impl Guardian {
             );
         }
         let _ = guardian.cast(GuardianMsg::Watch(watched));
-        Ok((guardian, agent_refs, team_refs))
+        Ok(guardian)
     }
 }
 
@@ -133,7 +126,7 @@ pub async fn adopt_agent(
     Ok(r)
 }
 
-/// As [`adopt_agent`], for a team (attached by the caller once the context points at it).
+/// As [`adopt_agent`], for a team (its first `Assign`, sent by the caller, rebuilds its queue).
 pub async fn adopt_team(
     guardian: &ActorRef<GuardianMsg>,
     args: team::Args,
@@ -154,16 +147,16 @@ fn watch(guardian: &ActorRef<GuardianMsg>, id: ActorId, child: Child) {
 impl Actor for Guardian {
     type Msg = GuardianMsg;
     type State = State;
-    type Arguments = ();
+    type Arguments = Arc<Directory>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        _args: (),
+        directory: Arc<Directory>,
     ) -> Result<State, ActorProcessingErr> {
         Ok(State {
             children: HashMap::new(),
-            ctx: Weak::new(),
+            directory,
         })
     }
 
@@ -174,7 +167,6 @@ impl Actor for Guardian {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            GuardianMsg::Attach(ctx) => state.ctx = ctx,
             GuardianMsg::Watch(children) => state.children.extend(children),
         }
         Ok(())
@@ -193,7 +185,7 @@ impl Actor for Guardian {
     }
 }
 
-/// Starts a failed child again (within its restart budget) and points the context at it.
+/// Starts a failed child again (within its restart budget) and points the directory at it.
 async fn restart(myself: &ActorRef<GuardianMsg>, state: &mut State, failed: ActorId, error: &str) {
     let Some(mut w) = state.children.remove(&failed) else {
         tracing::error!(%error, "an unknown supervised actor failed");
@@ -214,15 +206,11 @@ async fn restart(myself: &ActorRef<GuardianMsg>, state: &mut State, failed: Acto
     }
     w.restarts.push_back(now);
     tracing::error!(kind, %id, %error, "actor failed; restarting it from storage");
-    let ctx = state.ctx.upgrade();
     let started = match &w.child {
         Child::Agent(args) => {
             match Actor::spawn_linked(None, AgentActor, args.clone(), myself.get_cell()).await {
                 Ok((r, _)) => {
-                    let _ = r.cast(AgentMsg::Attach(state.ctx.clone()));
-                    if let Some(ctx) = &ctx {
-                        ctx.replace_agent(&id, r.clone());
-                    }
+                    state.directory.set_agent(&id, r.clone());
                     Ok(r.get_id())
                 }
                 Err(e) => Err(e),
@@ -231,11 +219,9 @@ async fn restart(myself: &ActorRef<GuardianMsg>, state: &mut State, failed: Acto
         Child::Team(args) => {
             match Actor::spawn_linked(None, TeamActor, args.clone(), myself.get_cell()).await {
                 Ok((r, _)) => {
-                    // Attaching rebuilds the queue from storage, then assigns.
-                    let _ = r.cast(TeamMsg::Attach(state.ctx.clone()));
-                    if let Some(ctx) = &ctx {
-                        ctx.replace_team(&id, r.clone());
-                    }
+                    // Its first `Assign` rebuilds the queue from storage, then assigns.
+                    let _ = r.cast(TeamMsg::Assign);
+                    state.directory.set_team(&id, r.clone());
                     Ok(r.get_id())
                 }
                 Err(e) => Err(e),

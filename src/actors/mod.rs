@@ -15,10 +15,15 @@
 //! `switchboard_actor_restarts_total`. Agents and teams, a handful each, are ractor actors,
 //! spawned linked to [`guardian::Guardian`], which restarts a failed one from storage.
 //!
-//! [`Ctx`] is what they share. Its registry maps conversation ids to live actors; an id that is
-//! not there is activated from storage on demand ([`Ctx::activate`]), and the idle sweeper
-//! retires actors idle for `conversations.idle_timeout_ms` ([`Ctx::passivate_idle`]), so memory
-//! follows active conversations. A command that reaches an actor that just retired is refused
+//! Agents, teams, their guardian and the timer service take the narrow ports they use at
+//! construction ([`ports`]: the directory of agent and team actors, the policies in force, and a
+//! handle to the conversations bound once in app.rs); the outbox takes its own
+//! (`outbox::GraphSender`, `outbox::OutcomeSink`, implemented here by [`send_outcomes`]). None
+//! of them sees [`Ctx`], the conversation actors' context. Its registry maps conversation ids to
+//! live actors; an id that is not there is activated from storage on demand
+//! ([`Ctx::activate`]), and the idle sweeper retires actors idle for
+//! `conversations.idle_timeout_ms` ([`Ctx::passivate_idle`]), so memory follows active
+//! conversations. A command that reaches an actor that just retired is refused
 //! (or its reply port is dropped, if the actor panicked) and [`Ctx::ask`] retries it on a fresh
 //! activation; since every handler makes its change durable before replying, a retry never sees
 //! stale state, and re-applying is harmless (wamid dedup, idempotency keys, claim by the owner is
@@ -33,8 +38,10 @@
 pub mod agent;
 pub mod conversation;
 pub mod guardian;
+pub mod ports;
 pub mod recent;
 pub mod seen;
+pub mod send_outcomes;
 pub mod sent;
 pub mod team;
 #[cfg(test)]
@@ -75,18 +82,19 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts to reach a conversation that keeps passivating or restarting under the caller.
 const ASK_ATTEMPTS: usize = 5;
 
-/// Everything the actors share.
+/// What conversation actors (and the services above them) work with: the registry of live
+/// conversations and the ports they use. Agents, teams, their guardian, the timer service and the
+/// outbox do not see it; they take narrower ports at construction ([`ports`], `outbox::ports`).
 pub struct Ctx {
     pub config: Arc<Config>,
     pub store: Store,
     pub bus: EventBus,
     /// Agent and team actors by id; their guardian replaces an entry when it restarts the
     /// actor ([`guardian`]).
-    agents: parking_lot::RwLock<HashMap<String, ActorRef<AgentMsg>>>,
-    /// Each agent's capacity, shared with its actor (see [`agent::Slots`]); agents created at
-    /// run time are added ([`Ctx::add_agent`]).
-    agent_slots: parking_lot::RwLock<HashMap<String, Arc<agent::Slots>>>,
-    teams: parking_lot::RwLock<HashMap<String, ActorRef<TeamMsg>>>,
+    directory: Arc<ports::Directory>,
+    /// Each agent's capacity, shared with its actor and the teams (see [`agent::Slots`]); an
+    /// agent created at run time is added by `service::people`.
+    agent_slots: agent::AllSlots,
     /// Each team's queue depth and oldest wait as it last published them (gauges read these
     /// without a round trip through the team's mailbox).
     queue_stats:
@@ -99,63 +107,60 @@ pub struct Ctx {
     pub runners: mailbox::Runners,
     /// Set at shutdown: no conversation activates any more.
     closing: std::sync::atomic::AtomicBool,
+    /// Set once by app.rs, right after this context: the outbox reports to conversation actors
+    /// through it ([`send_outcomes`]).
     pub outbox: OnceLock<Outbox>,
-    pub timers: OnceLock<timers::Timers>,
+    timers: timers::Timers,
     pub clock: SharedClock,
     /// The routing rules and team policies in force; replaced whole by the admin API.
-    policies: parking_lot::RwLock<Arc<Policies>>,
+    policies: Arc<ports::ActivePolicies>,
     /// Serializes admin changes so the stored and the active policies never disagree.
     pub settings_lock: tokio::sync::Mutex<()>,
     /// Where recently sent wamids live, for status callbacks (see [`sent`]).
     pub sent: sent::SentWamids,
 }
 
+/// The ports a [`Ctx`] is built from (all wired by app.rs).
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub bus: EventBus,
+    pub directory: Arc<ports::Directory>,
+    pub agent_slots: agent::AllSlots,
+    pub queue_stats: HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>,
+    pub timers: timers::Timers,
+    pub clock: SharedClock,
+    pub policies: Arc<ports::ActivePolicies>,
+}
+
 impl Ctx {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        bus: EventBus,
-        agents: HashMap<String, (ActorRef<AgentMsg>, Arc<agent::Slots>)>,
-        teams: HashMap<
-            String,
-            (
-                ActorRef<TeamMsg>,
-                tokio::sync::watch::Receiver<team::QueueStats>,
-            ),
-        >,
-        clock: SharedClock,
-        policies: Policies,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            config,
+            store,
+            bus,
+            directory,
+            agent_slots,
+            queue_stats,
+            timers,
+            clock,
+            policies,
+        } = parts;
         Self {
             config,
             store,
             bus,
-            agent_slots: parking_lot::RwLock::new(
-                agents
-                    .iter()
-                    .map(|(id, (_, slots))| (id.clone(), slots.clone()))
-                    .collect(),
-            ),
-            agents: parking_lot::RwLock::new(
-                agents.into_iter().map(|(id, (a, _))| (id, a)).collect(),
-            ),
-            queue_stats: parking_lot::RwLock::new(
-                teams
-                    .iter()
-                    .map(|(id, (_, stats))| (id.clone(), stats.clone()))
-                    .collect(),
-            ),
-            teams: parking_lot::RwLock::new(
-                teams.into_iter().map(|(id, (t, _))| (id, t)).collect(),
-            ),
+            directory,
+            agent_slots,
+            queue_stats: parking_lot::RwLock::new(queue_stats),
             conversations: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             claims_won: metrics::counter!(m::CLAIMS, "outcome" => "won"),
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
-            timers: OnceLock::new(),
+            timers,
             clock,
-            policies: parking_lot::RwLock::new(Arc::new(policies)),
+            policies,
             settings_lock: tokio::sync::Mutex::new(()),
             sent: sent::SentWamids::default(),
         }
@@ -167,13 +172,13 @@ impl Ctx {
 
     /// The policies in force now (a snapshot: never changes under the caller).
     pub fn policies(&self) -> Arc<Policies> {
-        self.policies.read().clone()
+        self.policies.get()
     }
 
     /// Installs new policies (the caller has made them durable) and lets every team re-check
     /// its queue under them.
     pub fn set_policies(&self, p: Policies) {
-        *self.policies.write() = Arc::new(p);
+        self.policies.set(p);
         for t in self.team_refs() {
             let _ = t.cast(TeamMsg::Assign);
         }
@@ -181,9 +186,7 @@ impl Ctx {
 
     /// Tells the timer service when to look at a conversation next.
     pub fn schedule(&self, conversation: &str, at: Option<crate::domain::Millis>) {
-        if let Some(t) = self.timers.get() {
-            t.schedule(conversation, at);
-        }
+        self.timers.schedule(conversation, at);
     }
 
     /// The team a new (or reopened) conversation on `number` goes to.
@@ -350,25 +353,15 @@ impl Ctx {
     }
 
     pub fn agent(&self, id: &str) -> Option<ActorRef<AgentMsg>> {
-        self.agents.read().get(id).cloned()
+        self.directory.agent(id)
     }
 
     pub fn agent_refs(&self) -> Vec<ActorRef<AgentMsg>> {
-        self.agents.read().values().cloned().collect()
+        self.directory.agent_refs()
     }
 
     pub fn team_refs(&self) -> Vec<ActorRef<TeamMsg>> {
-        self.teams.read().values().cloned().collect()
-    }
-
-    /// Points `id` at its restarted actor.
-    pub(crate) fn replace_agent(&self, id: &str, actor: ActorRef<AgentMsg>) {
-        self.agents.write().insert(id.to_owned(), actor);
-    }
-
-    /// Points `id` at its restarted actor.
-    pub(crate) fn replace_team(&self, id: &str, actor: ActorRef<TeamMsg>) {
-        self.teams.write().insert(id.to_owned(), actor);
+        self.directory.team_refs()
     }
 
     pub fn agent_slots(&self, id: &str) -> Option<Arc<agent::Slots>> {
@@ -384,25 +377,17 @@ impl Ctx {
             .collect()
     }
 
-    /// Enters an agent created at run time (its actor already started, see `service::people`).
-    pub(crate) fn add_agent(&self, id: &str, actor: ActorRef<AgentMsg>, slots: Arc<agent::Slots>) {
-        self.agent_slots.write().insert(id.to_owned(), slots);
-        self.agents.write().insert(id.to_owned(), actor);
-    }
-
-    /// Enters a team created at run time (its actor already started, see `service::people`).
-    pub(crate) fn add_team(
+    /// Enters a team created at run time (`service::people`): its queue's published stats.
+    pub(crate) fn add_team_stats(
         &self,
         id: &str,
-        actor: ActorRef<TeamMsg>,
         stats: tokio::sync::watch::Receiver<team::QueueStats>,
     ) {
         self.queue_stats.write().insert(id.to_owned(), stats);
-        self.teams.write().insert(id.to_owned(), actor);
     }
 
     pub fn team(&self, id: &str) -> Option<ActorRef<TeamMsg>> {
-        self.teams.read().get(id).cloned()
+        self.directory.team(id)
     }
 }
 

@@ -3,8 +3,9 @@
 //! Order is priority (urgent first), then the time a conversation entered the queue (oldest
 //! first), then arrival ([`WaitingLine`], which costs no allocation per waiting conversation).
 //! Conversation actors tell the team when one enters or leaves; the queue is rebuilt from the
-//! status index once the broker is wired (`Attach`, in the background of start-up), so it
-//! survives restarts. Reads (`Snapshot`) give supervisors depth and oldest wait.
+//! status index at the first `Assign`, which app.rs sends once the broker is wired (in the
+//! background of start-up), so it survives restarts. Reads (`Snapshot`) give supervisors depth
+//! and oldest wait.
 //!
 //! Assignment (teams with `assignment = "round_robin" | "least_loaded"`): whenever a conversation
 //! is queued or an agent of the team becomes available (comes online, frees a slot), the team
@@ -24,11 +25,13 @@
 //! without touching the mailbox.
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
+use super::agent::AllSlots;
+use super::ports::{ActivePolicies, Conversations};
 use super::{ConversationMsg, Ctx};
 use crate::domain::assignment::{pick, Candidate, Rotation};
 use crate::domain::queue::WaitingLine;
@@ -46,28 +49,37 @@ pub struct TeamActor;
 /// A team's members, in the order agents were created (the config's for seeded ones; round
 /// robin follows it). Shared with the people roster, which changes it at run time, and kept by
 /// the guardian's restart arguments, so a restarted team has the current members.
-pub type Members = std::sync::Arc<parking_lot::RwLock<Vec<String>>>;
+pub type Members = Arc<parking_lot::RwLock<Vec<String>>>;
 
 #[derive(Clone)]
 pub struct Args {
     pub id: String,
     pub members: Members,
+    /// Every agent's capacity, shared with their actors and conversations.
+    pub slots: AllSlots,
     pub store: Store,
     /// Where the queue's depth and oldest wait are published after every change.
     pub stats: watch::Sender<QueueStats>,
+    /// The assignment policy is read here at each pass.
+    pub policies: Arc<ActivePolicies>,
+    /// Where automatic claims go.
+    pub conversations: Conversations,
 }
 
 pub struct State {
     id: String,
     members: Members,
+    slots: AllSlots,
     /// Who waits, in serving order (see [`WaitingLine`]).
     line: WaitingLine,
-    ctx: Weak<Ctx>,
+    policies: Arc<ActivePolicies>,
+    conversations: Conversations,
     /// What the assignment policies remember between choices.
     rotation: Rotation,
     /// Automatic claims on their way, per agent (they count towards its load until reported).
     claiming: HashMap<String, usize>,
-    /// Until the queue is rebuilt from storage (at `Attach`), the store to rebuild it from.
+    /// Until the queue is rebuilt from storage (at the first `Assign`), the store to rebuild it
+    /// from.
     store: Option<crate::store::Store>,
     stats: watch::Sender<QueueStats>,
 }
@@ -91,9 +103,10 @@ impl State {
     }
 }
 
-/// Rebuilds the queue from the status index. It runs at `Attach`, not in `pre_start`, so start-up
-/// (and `/healthz`, and webhooks) never wait for a scan proportional to the number of waiting
-/// conversations; commands that arrive meanwhile wait in the mailbox and apply on top of the
+/// Rebuilds the queue from the status index. It runs at the first `Assign` (app.rs sends one to
+/// every team once the broker is wired; the guardian to a team it restarted), not in
+/// `pre_start`, so start-up (and `/healthz`, and webhooks) never wait for a scan proportional
+/// to the number of waiting conversations; commands that arrive meanwhile wait in the mailbox and apply on top of the
 /// scan, which is safe because every queue command is idempotent (enqueue replaces, remove of an
 /// absent conversation is a no-op) and each is sent after the change it reports was committed.
 /// A failed scan is logged and retried at the next `Assign`.
@@ -143,9 +156,8 @@ pub enum Claimed {
 }
 
 pub enum TeamMsg {
-    /// Gives the actor the shared context once it exists (teams start before it).
-    Attach(Weak<Ctx>),
-    /// Hand waiting conversations to available agents (no-op for `manual` teams).
+    /// Hand waiting conversations to available agents (no-op for `manual` teams); the first one
+    /// rebuilds the queue from storage.
     Assign,
     Enqueue {
         conversation: String,
@@ -192,8 +204,10 @@ impl Actor for TeamActor {
         let state = State {
             id: args.id.clone(),
             members: args.members,
+            slots: args.slots,
             line: WaitingLine::default(),
-            ctx: Weak::new(),
+            policies: args.policies,
+            conversations: args.conversations,
             rotation: Rotation::default(),
             claiming: HashMap::new(),
             store: Some(args.store),
@@ -209,11 +223,6 @@ impl Actor for TeamActor {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TeamMsg::Attach(ctx) => {
-                state.ctx = ctx;
-                load_queue(state).await;
-                assign(state, &myself);
-            }
             TeamMsg::Assign => {
                 load_queue(state).await;
                 assign(state, &myself)
@@ -275,11 +284,12 @@ impl Actor for TeamActor {
 
 /// The members who can take a conversation now: online, below capacity once the claims on
 /// their way are counted. Read from the shared slots, without asking any actor.
-fn candidates(ctx: &Ctx, state: &State, members: &[String]) -> Vec<Candidate> {
+fn candidates(state: &State, members: &[String]) -> Vec<Candidate> {
+    let slots = state.slots.read();
     members
         .iter()
         .filter_map(|id| {
-            let slots = ctx.agent_slots(id)?;
+            let slots = slots.get(id)?;
             let a = slots.snapshot(id);
             let owned = a.owned + state.claiming.get(id).copied().unwrap_or(0);
             (a.presence == Presence::Online && owned < a.max_concurrent)
@@ -295,10 +305,10 @@ fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
     if state.line.is_empty() {
         return;
     }
-    let Some(ctx) = state.ctx.upgrade() else {
-        return;
-    };
-    let assignment = ctx.policies().assignment(&state.id);
+    if !state.conversations.is_live() {
+        return; // not wired yet, or shutting down
+    }
+    let assignment = state.policies.get().assignment(&state.id);
     if assignment == Assignment::Manual {
         return;
     }
@@ -307,7 +317,7 @@ fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
     let mut budget = state.line.len() + members.len();
     while budget > 0 && !state.line.is_empty() && state.claims_in_flight() < MAX_CLAIMS_IN_FLIGHT {
         budget -= 1;
-        let mut available = candidates(&ctx, state, &members);
+        let mut available = candidates(state, &members);
         if available.is_empty() {
             break;
         }
@@ -331,10 +341,11 @@ fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
             role: Role::Agent,
             teams: vec![state.id.clone()],
         };
-        let (ctx, myself, team) = (ctx.clone(), myself.clone(), state.id.clone());
+        let conversations = state.conversations.clone();
+        let (myself, team) = (myself.clone(), state.id.clone());
         tokio::spawn(async move {
-            let result = ctx
-                .ask(&conv, None, |reply| ConversationMsg::Assign {
+            let result = conversations
+                .ask(&conv, |reply| ConversationMsg::Assign {
                     agent: caller.clone(),
                     reply,
                 })

@@ -16,12 +16,13 @@
 //! business time without sleeping.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::ports::Conversations;
 use super::{ConversationMsg, Ctx};
 use crate::clock::{SharedClock, MAX_TIMER_SLEEP};
 use crate::domain::Millis;
@@ -37,10 +38,11 @@ pub struct Timers {
 }
 
 impl Timers {
-    pub fn start(ctx: Weak<Ctx>, clock: SharedClock) -> (Timers, JoinHandle<()>) {
+    /// Starts the service; it ticks `conversations` (nothing fires until that handle is bound).
+    pub fn start(conversations: Conversations, clock: SharedClock) -> (Timers, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let timers = Timers { tx };
-        let handle = tokio::spawn(run(rx, ctx, clock, timers.clone()));
+        let handle = tokio::spawn(run(rx, conversations, clock, timers.clone()));
         (timers, handle)
     }
 
@@ -52,7 +54,7 @@ impl Timers {
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<(String, Option<Millis>)>,
-    ctx: Weak<Ctx>,
+    conversations: Conversations,
     clock: SharedClock,
     me: Timers,
 ) {
@@ -71,7 +73,7 @@ async fn run(
             };
             due.pop_first();
             by_conv.remove(&id);
-            fire(&ctx, permit, &me, id, now);
+            fire(&conversations, permit, &me, id, now);
         }
         let wait = due
             .first()
@@ -101,13 +103,21 @@ async fn run(
     }
 }
 
-fn fire(ctx: &Weak<Ctx>, permit: OwnedSemaphorePermit, me: &Timers, id: String, now: Millis) {
-    let Some(ctx) = ctx.upgrade() else { return };
-    let me = me.clone();
+fn fire(
+    conversations: &Conversations,
+    permit: OwnedSemaphorePermit,
+    me: &Timers,
+    id: String,
+    now: Millis,
+) {
+    if !conversations.is_live() {
+        return;
+    }
+    let (conversations, me) = (conversations.clone(), me.clone());
     tokio::spawn(async move {
         let _permit = permit;
-        let r = ctx
-            .ask(&id, None, |reply| ConversationMsg::Tick { reply })
+        let r = conversations
+            .ask(&id, |reply| ConversationMsg::Tick { reply })
             .await;
         if let Err(e) = r {
             if !matches!(e, crate::error::Error::Domain(_)) {

@@ -32,7 +32,7 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     crate::actors::team::publish_gauges(&s.ctx);
-    crate::metrics::publish_store_memory(&s.ctx.store).await;
+    s.ctx.store.publish_memory().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -9,6 +9,10 @@
 //! died before an outcome was recorded) are sent again, so an acknowledged reply is sent even
 //! across kill -9.
 //!
+//! Ports: the outbox sees neither the actors nor a concrete HTTP client. Requests go out through a
+//! [`GraphSender`] and attempts and outcomes are reported to an [`OutcomeSink`] (app.rs wires the
+//! Graph client and the conversation actors' sink; see `ports.rs` for what both must keep).
+//!
 //! Order: a conversation has at most one send in flight; its later jobs wait behind it in the
 //! order they were queued, so its replies reach the Graph API in the order they were accepted,
 //! even when one of them is throttled and retried (concurrent sends of one conversation could
@@ -56,6 +60,7 @@
 //! send in flight. Nothing else waits in memory: spilled jobs wait on disk.
 
 mod bucket;
+mod ports;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -67,14 +72,14 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use bucket::TokenBucket;
+pub use ports::{GraphSender, OutcomeSink};
 
-use crate::actors::{ConversationMsg, Ctx};
-use crate::config::OutboxConfig;
+use crate::config::{NumberConfig, OutboxConfig};
 use crate::domain::MessageError;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
-use crate::store::{OutboxJob, Payload};
-use crate::whatsapp::graph::{AmbiguousCause, GraphClient, SendError};
+use crate::store::{OutboxJob, Store};
+use crate::whatsapp::graph::{AmbiguousCause, SendError};
 
 pub struct Outbox {
     /// Set by a graceful shutdown: no send starts a new attempt, so none is left "in doubt"
@@ -167,17 +172,24 @@ pub fn backoff(cfg: &OutboxConfig, attempt: u32) -> Duration {
 }
 
 impl Outbox {
-    /// Starts one sender task per configured number; each first resumes its number's sends
+    /// Starts one sender task per number of `numbers`; each first resumes its number's sends
     /// left on disk by the last run, `pending` of them (counted before anything could queue a
-    /// new one).
-    pub fn start(ctx: &Arc<Ctx>, graph: GraphClient, pending: &HashMap<String, usize>) -> Self {
-        let cfg = ctx.config.outbox.clone();
+    /// new one). Sends go out through `graph`; outcomes are reported to `sink`.
+    pub fn start<G: GraphSender, S: OutcomeSink>(
+        cfg: &OutboxConfig,
+        numbers: &[NumberConfig],
+        store: Store,
+        graph: G,
+        sink: S,
+        pending: &HashMap<String, usize>,
+    ) -> Self {
+        let (graph, sink) = (Arc::new(graph), Arc::new(sink));
         let mut lanes = HashMap::new();
         let mut tasks = Vec::new();
         let deliveries: Deliveries = Arc::new(Mutex::new(JoinSet::new()));
         let holds = Arc::new(Holds::default());
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        for n in &ctx.config.numbers {
+        for n in numbers {
             let left = pending.get(&n.phone_number_id).copied().unwrap_or(0);
             metrics::gauge!(m::OUTBOX_PENDING, "number" => n.phone_number_id.clone())
                 .set(left as f64);
@@ -192,8 +204,9 @@ impl Outbox {
             });
             lanes.insert(n.phone_number_id.clone(), lane.clone());
             let worker = NumberWorker {
-                ctx: ctx.clone(),
+                store: store.clone(),
                 graph: graph.clone(),
+                sink: sink.clone(),
                 cfg: cfg.clone(),
                 number: n.phone_number_id.clone(),
                 bucket: Arc::new(TokenBucket::new(n.mps)),
@@ -275,9 +288,10 @@ impl Outbox {
     }
 }
 
-struct NumberWorker {
-    ctx: Arc<Ctx>,
-    graph: GraphClient,
+struct NumberWorker<G, S> {
+    store: Store,
+    graph: Arc<G>,
+    sink: Arc<S>,
     cfg: OutboxConfig,
     number: String,
     bucket: Arc<TokenBucket>,
@@ -305,7 +319,7 @@ struct Held {
     pass: Option<(Option<JobKey>, u64)>,
 }
 
-impl NumberWorker {
+impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
     async fn run(self, lane: Arc<Lane>) {
         let this = Arc::new(self);
         // A send that ended names its job here; at most `max_in_flight` at a time.
@@ -402,7 +416,6 @@ impl NumberWorker {
             }
         };
         let page = self
-            .ctx
             .store
             .outbox_page(self.number.clone(), after.clone(), self.cfg.queue_capacity)
             .await;
@@ -477,12 +490,7 @@ impl NumberWorker {
         // Recording is idempotent: a repeat finds the message settled and drops the job.
         let settled = self
             .until_ok(&conv, seq, "recording a send's outcome", || {
-                self.ctx
-                    .ask(&conv, None, |reply| ConversationMsg::SendOutcome {
-                        seq,
-                        outcome: outcome.clone(),
-                        reply,
-                    })
+                self.sink.outcome(&conv, seq, outcome.clone())
             })
             .await;
         if settled {
@@ -501,11 +509,7 @@ impl NumberWorker {
             ..job.clone()
         };
         self.until_ok(conv, seq, "recording a send attempt", || {
-            self.ctx
-                .ask(conv, None, |reply| ConversationMsg::SendAttempt {
-                    job: marked.clone(),
-                    reply,
-                })
+            self.sink.attempt(&marked)
         })
         .await
     }
@@ -521,7 +525,7 @@ impl NumberWorker {
             conv,
             seq,
             "checking that a held send is still pending",
-            || self.ctx.store.outbox_contains(conv, seq),
+            || self.store.outbox_contains(conv, seq),
         )
         .await
     }
@@ -586,13 +590,7 @@ impl NumberWorker {
                 in_doubt = true;
             }
             let started = Instant::now();
-            let res = match &job.payload {
-                Payload::Text { body, reply_to } => {
-                    self.graph
-                        .send_text(&job.number, &job.to, body, reply_to.as_deref(), &message_id)
-                        .await
-                }
-            };
+            let res = self.graph.send(job, &message_id).await;
             metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
             match res {
                 Ok(wamid) => return Some(Ok(wamid)),
@@ -649,6 +647,7 @@ fn leading_code(reason: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Payload;
 
     #[test]
     fn backoff_grows_and_is_capped() {
@@ -676,5 +675,133 @@ mod tests {
     fn leading_code_parses() {
         assert_eq!(leading_code("(130429) Rate limit hit"), Some(130429));
         assert_eq!(leading_code("HTTP 500"), None);
+    }
+
+    /// What the fakes saw, in the order they saw it.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        /// The job's entry was marked: whether an attempt may be at Meta.
+        Attempt(bool),
+        /// A request went out with this callback data.
+        Sent(String),
+        Outcome(Result<Option<String>, MessageError>),
+    }
+
+    /// A Graph API that answers from a script.
+    struct ScriptedGraph {
+        answers: Mutex<VecDeque<Result<String, SendError>>>,
+        seen: mpsc::UnboundedSender<Seen>,
+    }
+
+    impl GraphSender for ScriptedGraph {
+        async fn send(&self, _job: &OutboxJob, callback_data: &str) -> Result<String, SendError> {
+            let _ = self.seen.send(Seen::Sent(callback_data.to_string()));
+            let next = self.answers.lock().pop_front();
+            next.unwrap_or_else(|| Err(SendError::Transient("script ran out".into())))
+        }
+    }
+
+    /// A conversation side that records every report and settles the job on disk as the
+    /// conversation actor does.
+    struct RecordingSink {
+        store: Store,
+        seen: mpsc::UnboundedSender<Seen>,
+    }
+
+    impl OutcomeSink for RecordingSink {
+        type Error = crate::store::StoreError;
+
+        async fn attempt(&self, job: &OutboxJob) -> Result<bool, Self::Error> {
+            let _ = self.seen.send(Seen::Attempt(job.in_doubt));
+            Ok(true)
+        }
+
+        async fn outcome(
+            &self,
+            conversation: &str,
+            seq: u64,
+            outcome: Result<Option<String>, MessageError>,
+        ) -> Result<bool, Self::Error> {
+            let mut batch = crate::store::Batch::new();
+            batch.delete_outbox(conversation, seq);
+            self.store.commit(batch).await?;
+            let _ = self.seen.send(Seen::Outcome(outcome));
+            Ok(true)
+        }
+    }
+
+    /// Through its ports alone: a job left on disk is resumed, marked in doubt before each
+    /// request, unmarked after a definite refusal, retried, and its outcome reported once.
+    #[tokio::test]
+    async fn a_resumed_send_is_marked_retried_and_reported_through_its_ports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 64).expect("open store");
+        let job = OutboxJob {
+            conversation_id: "c1".into(),
+            seq: 3,
+            number: "n1".into(),
+            to: "15550001".into(),
+            payload: Payload::Text {
+                body: "hello".into(),
+                reply_to: None,
+            },
+            in_doubt: false,
+        };
+        let mut batch = crate::store::Batch::new();
+        batch.put_outbox(&job).expect("encode");
+        store.commit(batch).await.expect("commit");
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let graph = ScriptedGraph {
+            answers: Mutex::new(VecDeque::from([
+                Err(SendError::Transient("(130429) Rate limit hit".into())),
+                Ok("wamid.A".into()),
+            ])),
+            seen: tx.clone(),
+        };
+        let sink = RecordingSink {
+            store: store.clone(),
+            seen: tx,
+        };
+        let cfg = OutboxConfig {
+            retry_base_ms: 1,
+            retry_max_ms: 1,
+            ..OutboxConfig::default()
+        };
+        let numbers = [NumberConfig {
+            phone_number_id: "n1".into(),
+            display_phone_number: String::new(),
+            default_team: "support".into(),
+            mps: 1000,
+        }];
+        let pending = HashMap::from([("n1".to_string(), 1)]);
+        let outbox = Outbox::start(&cfg, &numbers, store.clone(), graph, sink, &pending);
+
+        let mut seen = Vec::new();
+        while !matches!(seen.last(), Some(Seen::Outcome(_))) {
+            let next = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the outbox reports within 10 s")
+                .expect("fakes alive");
+            seen.push(next);
+        }
+        let id = job.message_id();
+        assert_eq!(
+            seen,
+            [
+                Seen::Attempt(true),
+                Seen::Sent(id.clone()),
+                Seen::Attempt(false),
+                Seen::Attempt(true),
+                Seen::Sent(id),
+                Seen::Outcome(Ok(Some("wamid.A".into()))),
+            ]
+        );
+        outbox.shutdown(Duration::from_secs(1)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing is sent or reported after the outcome"
+        );
+        store.close().await;
     }
 }

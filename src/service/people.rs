@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use super::{admins_only, Result};
 use crate::actors::guardian::{self, GuardianMsg};
+use crate::actors::ports::{ActivePolicies, Conversations, Directory};
 use crate::actors::{agent, team, AgentMsg, Ctx, TeamMsg, CALL_TIMEOUT};
 use crate::config::{Config, ConfigError};
 use crate::domain::people::{self as dp, AgentProfile, TeamProfile, TokenHash};
@@ -65,6 +66,47 @@ struct AgentEntry {
 struct TeamEntry {
     stored: StoredTeam,
     members: team::Members,
+}
+
+/// The ports an agent or team actor is started with (wired once by app.rs), kept to start the
+/// actors of agents and teams created at run time.
+#[derive(Clone)]
+pub struct ActorPorts {
+    pub store: Store,
+    pub directory: Arc<Directory>,
+    pub conversations: Conversations,
+    pub policies: Arc<ActivePolicies>,
+    pub slots: agent::AllSlots,
+}
+
+impl ActorPorts {
+    fn agent_args(&self, id: &str, slots: Arc<agent::Slots>, teams: agent::Teams) -> agent::Args {
+        agent::Args {
+            id: id.to_owned(),
+            slots,
+            teams,
+            store: self.store.clone(),
+            directory: self.directory.clone(),
+            conversations: self.conversations.clone(),
+        }
+    }
+
+    fn team_args(
+        &self,
+        id: &str,
+        members: team::Members,
+        stats: watch::Sender<team::QueueStats>,
+    ) -> team::Args {
+        team::Args {
+            id: id.to_owned(),
+            members,
+            slots: self.slots.clone(),
+            store: self.store.clone(),
+            stats,
+            policies: self.policies.clone(),
+            conversations: self.conversations.clone(),
+        }
+    }
 }
 
 /// The agents and teams in force.
@@ -143,31 +185,30 @@ impl Roster {
     }
 
     /// Start-up arguments of every agent's actor (disabled agents too: they own nothing and
-    /// cannot authenticate, and re-enabling one needs no new actor).
-    pub fn agent_args(&self, store: &Store) -> Vec<agent::Args> {
+    /// cannot authenticate, and re-enabling one needs no new actor); their slots are entered in
+    /// `ports.slots`.
+    pub fn agent_args(&self, ports: &ActorPorts) -> Vec<agent::Args> {
         self.agents
             .values()
-            .map(|e| agent::Args {
-                id: e.stored.profile.id.clone(),
-                slots: Arc::new(agent::Slots::new(e.stored.profile.max_concurrent)),
-                teams: e.teams.clone(),
-                store: store.clone(),
+            .map(|e| {
+                let id = &e.stored.profile.id;
+                let slots = Arc::new(agent::Slots::new(e.stored.profile.max_concurrent));
+                ports.slots.write().insert(id.clone(), slots.clone());
+                ports.agent_args(id, slots, e.teams.clone())
             })
             .collect()
     }
 
     /// Start-up arguments of every team's actor, with where it publishes its queue stats.
-    pub fn team_args(&self, store: &Store) -> Vec<(team::Args, watch::Receiver<team::QueueStats>)> {
+    pub fn team_args(
+        &self,
+        ports: &ActorPorts,
+    ) -> Vec<(team::Args, watch::Receiver<team::QueueStats>)> {
         self.teams
             .values()
             .map(|e| {
                 let (stats, rx) = watch::channel(team::QueueStats::default());
-                let args = team::Args {
-                    id: e.stored.profile.id.clone(),
-                    members: e.members.clone(),
-                    store: store.clone(),
-                    stats,
-                };
+                let args = ports.team_args(&e.stored.profile.id, e.members.clone(), stats);
                 (args, rx)
             })
             .collect()
@@ -375,6 +416,7 @@ pub struct AuditPage {
 pub struct People {
     ctx: Arc<Ctx>,
     guardian: ActorRef<GuardianMsg>,
+    ports: ActorPorts,
     roster: parking_lot::RwLock<Roster>,
     /// Serializes changes: storage, roster and audit order agree.
     changes: tokio::sync::Mutex<()>,
@@ -388,12 +430,14 @@ impl People {
     pub fn new(
         ctx: Arc<Ctx>,
         guardian: ActorRef<GuardianMsg>,
+        ports: ActorPorts,
         roster: Roster,
         last_audit: Option<u64>,
     ) -> Self {
         Self {
             ctx,
             guardian,
+            ports,
             roster: parking_lot::RwLock::new(roster),
             changes: tokio::sync::Mutex::new(()),
             audit_seq: AtomicU64::new(last_audit.map_or(1, |s| s + 1)),
@@ -544,17 +588,10 @@ impl People {
 
         let slots = Arc::new(agent::Slots::new(stored.profile.max_concurrent));
         let teams: agent::Teams = Arc::new(parking_lot::RwLock::new(stored.profile.teams.clone()));
-        let args = agent::Args {
-            id: id.clone(),
-            slots: slots.clone(),
-            teams: teams.clone(),
-            store: self.ctx.store.clone(),
-        };
+        self.ports.slots.write().insert(id.clone(), slots.clone());
+        let args = self.ports.agent_args(&id, slots, teams.clone());
         match guardian::adopt_agent(&self.guardian, args).await {
-            Ok(actor) => {
-                let _ = actor.cast(AgentMsg::Attach(Arc::downgrade(&self.ctx)));
-                self.ctx.add_agent(&id, actor, slots);
-            }
+            Ok(actor) => self.ports.directory.set_agent(&id, actor),
             // Stored all the same: the next start gives it an actor.
             Err(e) => {
                 tracing::error!(agent = %id, error = %e, "cannot start the new agent's actor")
@@ -795,16 +832,13 @@ impl People {
 
         let members: team::Members = Default::default();
         let (stats, rx) = watch::channel(team::QueueStats::default());
-        let args = team::Args {
-            id: id.clone(),
-            members: members.clone(),
-            store: self.ctx.store.clone(),
-            stats,
-        };
+        let args = self.ports.team_args(&id, members.clone(), stats);
         match guardian::adopt_team(&self.guardian, args).await {
             Ok(actor) => {
-                self.ctx.add_team(&id, actor.clone(), rx);
-                let _ = actor.cast(TeamMsg::Attach(Arc::downgrade(&self.ctx)));
+                self.ctx.add_team_stats(&id, rx);
+                self.ports.directory.set_team(&id, actor.clone());
+                // Its first `Assign` rebuilds its (empty) queue and starts assigning.
+                let _ = actor.cast(TeamMsg::Assign);
             }
             Err(e) => tracing::error!(team = %id, error = %e, "cannot start the new team's actor"),
         }

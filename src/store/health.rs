@@ -1,5 +1,6 @@
 //! Whether storage works: failing commits (RocksDB stopped taking writes) and commits that hang,
-//! for `/healthz` and the supervisor; plus the fault injection their tests use.
+//! for `/healthz` and the supervisor; what RocksDB holds in memory, for `/metrics`; plus the fault
+//! injection their tests use.
 
 use super::*;
 
@@ -13,6 +14,25 @@ impl Store {
     /// here first: nothing fails, everything waits).
     pub fn commit_running_for(&self) -> Option<Duration> {
         self.inner.health.busy_for()
+    }
+
+    /// Sets the storage memory gauges (called at scrape). Here rather than in `metrics`, which
+    /// only names series: metrics depends on nothing, so the store can count its commits there.
+    pub async fn publish_memory(&self) {
+        let u = match self.memory().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read storage memory");
+                return;
+            }
+        };
+        for (kind, v) in [
+            ("memtables", u.memtables),
+            ("block_cache", u.block_cache),
+            ("table_readers", u.table_readers),
+        ] {
+            metrics::gauge!(crate::metrics::STORE_MEMORY, "kind" => kind).set(v as f64);
+        }
     }
 
     /// Returns once commits have been failing, with none succeeding, for `persisting`.

@@ -22,6 +22,7 @@ mod crash;
 mod delivery;
 mod events;
 mod idle;
+mod layering;
 mod list_paging;
 mod loose_input;
 mod metrics;

@@ -1,0 +1,63 @@
+//! What the outbox needs from outside, as two narrow traits, so it depends on neither the actors
+//! nor a concrete HTTP client: app.rs wires the real ones ([`GraphClient`], and the conversation
+//! actors' sink in `actors::send_outcomes`), tests fake them.
+//!
+//! Invariants both implementations keep (the outbox's order and at-most-once rest on them):
+//! - [`OutcomeSink::attempt`] and [`OutcomeSink::outcome`] are durable when they answer `Ok`,
+//!   and idempotent: the outbox retries them while they fail, and a repeat of one that succeeded
+//!   answers `Ok(false)` (the message was settled already) instead of doing it twice.
+//! - A sink answers `Ok(false)` as soon as the message no longer waits for a send (its outcome is
+//!   recorded, or a status callback adopted it), which is how the outbox drops a second copy.
+
+use std::future::Future;
+
+use crate::domain::MessageError;
+use crate::store::{OutboxJob, Payload};
+use crate::whatsapp::graph::{GraphClient, SendError};
+
+/// Sends one job to the Graph API.
+pub trait GraphSender: Send + Sync + 'static {
+    /// Sends `job`, with `callback_data` (the message id Meta echoes in the job's status
+    /// callbacks); returns the wamid Meta assigned.
+    fn send(
+        &self,
+        job: &OutboxJob,
+        callback_data: &str,
+    ) -> impl Future<Output = Result<String, SendError>> + Send;
+}
+
+impl GraphSender for GraphClient {
+    async fn send(&self, job: &OutboxJob, callback_data: &str) -> Result<String, SendError> {
+        match &job.payload {
+            Payload::Text { body, reply_to } => {
+                self.send_text(
+                    &job.number,
+                    &job.to,
+                    body,
+                    reply_to.as_deref(),
+                    callback_data,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Where the outbox reports what became of a send: to the job's conversation, the single writer
+/// of its messages and outbox entries.
+pub trait OutcomeSink: Send + Sync + 'static {
+    type Error: std::fmt::Display + Send;
+
+    /// Records on the job's entry whether an attempt may be at Meta (`job.in_doubt`); `Ok(false)`
+    /// when the message no longer waits for a send.
+    fn attempt(&self, job: &OutboxJob) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// Records a send's outcome (the wamid Meta gave it, `None` when accepted without one, or
+    /// why it failed) and deletes its job, in one batch; `Ok(false)` when it was settled already.
+    fn outcome(
+        &self,
+        conversation: &str,
+        seq: u64,
+        outcome: Result<Option<String>, MessageError>,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+}
