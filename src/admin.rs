@@ -2,7 +2,8 @@
 //!
 //! The config file gives the first values; a change through the admin API is checked exactly as
 //! the file is (same compiler, same messages), made durable in the `settings` column family and
-//! only then put in force, as one new [`Policies`] snapshot. Changes are serialized by
+//! only then put in force, as one new [`Policies`] snapshot. The teams are those in storage
+//! (`service::people`); a team created at run time gets its policy here too ([`add_team`]). Changes are serialized by
 //! `Ctx::settings_lock`, so the stored and the active settings never disagree. Stored values win
 //! over the file at the next start (an admin's change is not undone by a restart); one that no
 //! longer fits the file (it names a team that was removed) is skipped with a warning.
@@ -20,12 +21,19 @@ use crate::error::Error;
 use crate::store::settings::{RoutingRecord, TeamRecord};
 use crate::store::{Batch, Store};
 
-/// The policies of the config file, with stored admin changes applied.
-pub async fn load(config: &Config, store: &Store) -> Result<Policies, Error> {
-    let mut settings: HashMap<String, TeamSettings> = config
-        .teams
+/// The policies of `teams` (the teams in storage, see `service::people`): each team's stored
+/// settings, else the config file's, else the defaults; the routing rules stored, else the
+/// file's.
+pub async fn load(config: &Config, store: &Store, teams: &[String]) -> Result<Policies, Error> {
+    let mut settings: HashMap<String, TeamSettings> = teams
         .iter()
-        .map(|t| (t.id.clone(), t.settings.clone()))
+        .map(|id| {
+            let from_file = config.teams.iter().find(|t| &t.id == id);
+            (
+                id.clone(),
+                from_file.map(|t| t.settings.clone()).unwrap_or_default(),
+            )
+        })
         .collect();
     let (stored_rules, stored_teams) = match store.settings().await {
         Ok(s) => s,
@@ -36,7 +44,7 @@ pub async fn load(config: &Config, store: &Store) -> Result<Policies, Error> {
     };
     for (id, rec) in stored_teams {
         if !settings.contains_key(&id) {
-            tracing::warn!(team = %id, "stored settings for a team no longer configured; ignored");
+            tracing::warn!(team = %id, "stored settings for a team not in storage; ignored");
             continue;
         }
         let stored = match rec.settings() {
@@ -84,8 +92,13 @@ pub async fn load(config: &Config, store: &Store) -> Result<Policies, Error> {
         .map_err(|(team, e)| DomainError::Invalid(format!("team {team:?}: {e}")).into())
 }
 
-/// Replaces the routing rules: checked, durable, then in force.
-pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Policies, Error> {
+/// Replaces the routing rules: checked, durable (in one batch with `batch`, the change's audit
+/// record), then in force.
+pub async fn replace_rules(
+    ctx: &Arc<Ctx>,
+    rules: Vec<RuleConfig>,
+    mut batch: Batch,
+) -> Result<Policies, Error> {
     let _guard = ctx.settings_lock.lock().await;
     let current = ctx.policies();
     let exists = |t: &str| current.teams.contains_key(t);
@@ -94,7 +107,6 @@ pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Pol
     for w in compiled.warnings() {
         tracing::warn!("{w}");
     }
-    let mut batch = Batch::new();
     batch.put_routing(&RoutingRecord::new(&rules).map_err(encode_error)?)?;
     ctx.store.commit(batch).await?;
     let next = Policies {
@@ -105,11 +117,13 @@ pub async fn replace_rules(ctx: &Arc<Ctx>, rules: Vec<RuleConfig>) -> Result<Pol
     Ok(next)
 }
 
-/// Replaces one team's settings: checked, durable, then in force.
+/// Replaces one team's settings: checked, durable (in one batch with `batch`, the change's
+/// audit record), then in force.
 pub async fn replace_team(
     ctx: &Arc<Ctx>,
     team: &str,
     settings: TeamSettings,
+    mut batch: Batch,
 ) -> Result<Policies, Error> {
     let _guard = ctx.settings_lock.lock().await;
     let current = ctx.policies();
@@ -120,11 +134,31 @@ pub async fn replace_team(
     all.insert(team.to_string(), settings.clone());
     let next = policy::compile(current.rules.clone(), all)
         .map_err(|(_, e)| DomainError::Invalid(e.to_string()))?;
-    let mut batch = Batch::new();
     batch.put_team_settings(team, &TeamRecord::new(&settings).map_err(encode_error)?)?;
     ctx.store.commit(batch).await?;
     ctx.set_policies(next.clone());
     tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
+    Ok(next)
+}
+
+/// Adds a team created at run time with `settings`: checked like the config file, then
+/// committed in one batch with `batch` (the team's own record and its audit record), then in
+/// force. The caller starts the team's actor.
+pub async fn add_team(
+    ctx: &Arc<Ctx>,
+    team: &str,
+    settings: TeamSettings,
+    mut batch: Batch,
+) -> Result<Policies, Error> {
+    let _guard = ctx.settings_lock.lock().await;
+    let current = ctx.policies();
+    let mut all = current.settings.clone();
+    all.insert(team.to_string(), settings.clone());
+    let next = policy::compile(current.rules.clone(), all)
+        .map_err(|(_, e)| DomainError::Invalid(e.to_string()))?;
+    batch.put_team_settings(team, &TeamRecord::new(&settings).map_err(encode_error)?)?;
+    ctx.store.commit(batch).await?;
+    ctx.set_policies(next.clone());
     Ok(next)
 }
 

@@ -30,13 +30,14 @@ use crate::actors::guardian::{Guardian, GuardianMsg};
 use crate::actors::ports::{ActivePolicies, Conversations, Directory};
 use crate::actors::send_outcomes::SendOutcomes;
 use crate::actors::timers::Timers;
-use crate::actors::{agent, team, Ctx, Parts};
+use crate::actors::{Ctx, Parts};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::http::{self, AppState};
 use crate::metrics as m;
 use crate::outbox::Outbox;
+use crate::service::people;
 use crate::store::{Store, StoreError};
 use crate::whatsapp::graph::GraphClient;
 
@@ -166,11 +167,8 @@ impl Broker {
                 .iter()
                 .map(|c| c.as_str())
                 .collect::<Vec<_>>(),
-            &config
-                .teams
-                .iter()
-                .map(|t| t.id.as_str())
-                .collect::<Vec<_>>(),
+            // The teams' series once they are read from storage, below.
+            &[],
             &config
                 .numbers
                 .iter()
@@ -206,7 +204,26 @@ impl Broker {
             Err(e) => tracing::warn!(error = %e, "cannot count conversations"),
         }
 
-        let policies = crate::admin::load(&config, &store)
+        // People (agents and teams) come from storage; the config seeds an empty store
+        // (`service::people`).
+        let stored = people::load_or_seed(&config, &store, clock.now_ms())
+            .await
+            .map_err(|e| match e {
+                people::LoadError::Config(c) => StartError::Config(c),
+                people::LoadError::Store(source) => StartError::Storage {
+                    path: config.storage.path.display().to_string(),
+                    source,
+                },
+            })?;
+        let roster = people::Roster::new(stored);
+        let team_ids = roster.team_ids();
+        m::zero_known_series(
+            &[],
+            &team_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+        );
+
+        let policies = crate::admin::load(&config, &store, &team_ids)
             .await
             .map_err(|e| StartError::Spawn(format!("routing policies: {e}")))?;
         let policies = Arc::new(ActivePolicies::new(policies));
@@ -217,51 +234,24 @@ impl Broker {
         let directory = Arc::new(Directory::default());
 
         // Agent and team actors run linked to their guardian, which restarts one that fails
-        // (`actors::guardian`) and keeps the directory pointing at the live one.
-        let mut slots = HashMap::new();
-        let agent_args: Vec<_> = config
-            .agents
-            .iter()
-            .map(|a| {
-                let s = Arc::new(agent::Slots::new(a.max_concurrent));
-                slots.insert(a.id.clone(), s.clone());
-                agent::Args {
-                    id: a.id.clone(),
-                    slots: s,
-                    teams: a.teams.clone(),
-                    store: store.clone(),
-                    directory: directory.clone(),
-                    conversations: conversations.clone(),
-                }
+        // (`actors::guardian`) and keeps the directory pointing at the live one. The roster
+        // keeps these ports to start the actors of agents and teams created at run time.
+        let ports = people::ActorPorts {
+            store: store.clone(),
+            directory: directory.clone(),
+            conversations: conversations.clone(),
+            policies: policies.clone(),
+            slots: Default::default(),
+        };
+        let agent_args = roster.agent_args(&ports);
+        let (team_args, published): (Vec<_>, HashMap<_, _>) = roster
+            .team_args(&ports)
+            .into_iter()
+            .map(|(args, rx)| {
+                let id = args.id.clone();
+                (args, (id, rx))
             })
-            .collect();
-        let mut published = HashMap::new();
-        let team_args: Vec<_> = config
-            .teams
-            .iter()
-            .map(|t| {
-                let (stats, rx) = tokio::sync::watch::channel(team::QueueStats::default());
-                published.insert(t.id.clone(), rx);
-                let members: Vec<String> = config
-                    .agents
-                    .iter()
-                    .filter(|a| a.teams.contains(&t.id))
-                    .map(|a| a.id.clone())
-                    .collect();
-                team::Args {
-                    id: t.id.clone(),
-                    slots: members
-                        .iter()
-                        .filter_map(|m| slots.get(m).map(|s| (m.clone(), s.clone())))
-                        .collect(),
-                    members,
-                    store: store.clone(),
-                    stats,
-                    policies: policies.clone(),
-                    conversations: conversations.clone(),
-                }
-            })
-            .collect();
+            .unzip();
         let guardian = Guardian::start(agent_args, team_args, directory.clone())
             .await
             .map_err(|e| StartError::Spawn(format!("agents and teams: {e}")))?;
@@ -272,7 +262,7 @@ impl Broker {
             store: store.clone(),
             bus: EventBus::new(),
             directory,
-            agent_slots: slots,
+            agent_slots: ports.slots.clone(),
             queue_stats: published,
             timers,
             clock,
@@ -305,7 +295,21 @@ impl Broker {
         tokio::spawn(crate::actors::timers::schedule_open(ctx.clone()));
         let sweeper = tokio::spawn(sweep_idle(ctx.clone()));
 
-        let state = AppState::new(ctx.clone(), metrics);
+        let last_audit = store
+            .last_audit_seq()
+            .await
+            .map_err(|source| StartError::Storage {
+                path: config.storage.path.display().to_string(),
+                source,
+            })?;
+        let people = Arc::new(people::People::new(
+            ctx.clone(),
+            guardian.clone(),
+            ports,
+            roster,
+            last_audit,
+        ));
+        let state = AppState::new(ctx.clone(), metrics, people);
         listeners.front().attach(http::app(state.clone()));
         Ok(Broker {
             ctx,

@@ -54,6 +54,8 @@ codes! {
     CapacityReached => "capacity_reached",
     /// Taken from a queue it had already left.
     NotWaiting => "not_waiting",
+    /// Created with an id that is taken (an agent or team).
+    AlreadyExists => "already_exists",
     /// A webhook body above 3 MiB.
     PayloadTooLarge => "payload_too_large",
     /// A request target longer than hyper reads.
@@ -111,6 +113,7 @@ impl Error {
                 DomainError::NotFound => Code::NotFound,
                 DomainError::NotWaiting => Code::NotWaiting,
                 DomainError::Invalid(_) => Code::InvalidRequest,
+                DomainError::AlreadyExists(_) => Code::AlreadyExists,
             },
             Error::Store(_) => Code::StorageError,
             Error::Unavailable => Code::Unavailable,

@@ -19,7 +19,9 @@
 //! Supervision: conversation actors run on [`mailbox`]; a handler that panics is caught,
 //! its actor retired and restarted from storage (its last durable state); agent and team actors
 //! (ractor) run linked to a guardian ([`actors::guardian`]) that restarts one that fails and
-//! rebuilds its state from storage. The timer service is a
+//! rebuilds its state from storage. Agents and teams are stored and changed at run time by
+//! admins ([`service::people`], the live roster every request authenticates against; the
+//! config seeds an empty store only). The timer service is a
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
 //! with a runtime of its own, stopped with the main listener. Above the broker, a [`Supervisor`]
 //! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,

@@ -241,7 +241,7 @@ fn describe() {
     describe_counter!(API_REQUESTS, "Agent API requests by outcome code.");
     describe_counter!(
         ASSIGNMENTS,
-        "Automatic assignments (reason auto) and reassignments (assignee_offline, no_answer, sla_escalation), by team."
+        "Automatic assignments (reason auto) and reassignments (assignee_offline, no_answer, sla_escalation, agent_disabled), by team."
     );
     describe_counter!(
         ROUTED,
@@ -316,8 +316,13 @@ pub fn pricing_category(category: &str) -> &'static str {
 /// `INBOUND_REACTIONS` outcomes.
 pub const REACTION_OUTCOMES: [&str; 3] = ["applied", "removed", "unknown_target"];
 /// `ASSIGNMENTS` reasons, per team.
-pub const ASSIGNMENT_REASONS: [&str; 4] =
-    ["auto", "assignee_offline", "no_answer", "sla_escalation"];
+pub const ASSIGNMENT_REASONS: [&str; 5] = [
+    "auto",
+    "assignee_offline",
+    "no_answer",
+    "sla_escalation",
+    "agent_disabled",
+];
 /// `SLA` kinds and outcomes, per team.
 pub const SLA_KINDS: [&str; 3] = ["first_response", "next_response", "resolution"];
 pub const SLA_OUTCOMES: [&str; 2] = ["hit", "miss"];

@@ -9,7 +9,8 @@
 //! assignee index when the actor starts, so it survives restarts; presence does not (agents are
 //! `offline` until they say otherwise).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -23,7 +24,9 @@ use crate::store::Store;
 /// An agent's presence and owned conversations, behind one lock that is never held across an
 /// `.await` (every method is synchronous).
 pub struct Slots {
-    max: usize,
+    /// `max_concurrent`; an admin may change it at run time (a lower value takes nothing away,
+    /// it only refuses new claims until the agent is below it).
+    max: AtomicUsize,
     inner: parking_lot::Mutex<SlotsInner>,
 }
 
@@ -35,7 +38,7 @@ struct SlotsInner {
 impl Slots {
     pub fn new(max_concurrent: u32) -> Self {
         Self {
-            max: max_concurrent as usize,
+            max: AtomicUsize::new(max_concurrent as usize),
             inner: parking_lot::Mutex::new(SlotsInner {
                 presence: Presence::Offline,
                 owned: HashSet::new(),
@@ -55,7 +58,7 @@ impl Slots {
         if g.owned.contains(conversation) {
             return true;
         }
-        if g.owned.len() >= self.max {
+        if g.owned.len() >= self.max() {
             return false;
         }
         g.owned.insert(conversation.to_string());
@@ -70,7 +73,16 @@ impl Slots {
     /// Whether the agent is online with a free slot.
     fn available(&self) -> bool {
         let g = self.inner.lock();
-        g.presence == Presence::Online && g.owned.len() < self.max
+        g.presence == Presence::Online && g.owned.len() < self.max()
+    }
+
+    fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Sets `max_concurrent` (an admin's change).
+    pub fn set_max(&self, max_concurrent: u32) {
+        self.max.store(max_concurrent as usize, Ordering::Relaxed);
     }
 
     /// Sets presence; returns the previous one.
@@ -93,18 +105,27 @@ impl Slots {
             id: id.to_string(),
             presence: g.presence,
             owned: g.owned.len(),
-            max_concurrent: self.max,
+            max_concurrent: self.max(),
         }
     }
 }
 
 pub struct AgentActor;
 
+/// Every agent's [`Slots`] by id, shared by the teams (which read their members' availability),
+/// the conversations (which reserve and free slots) and the people roster, which adds an agent
+/// created at run time.
+pub type AllSlots = Arc<parking_lot::RwLock<HashMap<String, Arc<Slots>>>>;
+
+/// An agent's teams, shared with the people roster that changes them at run time (and kept by
+/// the guardian's restart arguments, so a restarted actor has the current ones).
+pub type Teams = Arc<parking_lot::RwLock<Vec<String>>>;
+
 #[derive(Clone)]
 pub struct Args {
     pub id: String,
     pub slots: Arc<Slots>,
-    pub teams: Vec<String>,
+    pub teams: Teams,
     pub store: Store,
     /// Where its teams are (told when the agent becomes available).
     pub directory: Arc<Directory>,
@@ -115,7 +136,7 @@ pub struct Args {
 pub struct State {
     id: String,
     slots: Arc<Slots>,
-    teams: Vec<String>,
+    teams: Teams,
     directory: Arc<Directory>,
     conversations: Conversations,
 }
@@ -123,7 +144,7 @@ pub struct State {
 impl State {
     /// Asks each owned conversation to go back to its queue (auto-assigning teams only). Runs
     /// detached: conversation actors call this actor (capacity), so it must never wait on them.
-    fn hand_back(&self, reason: &'static str) {
+    fn hand_back(&self, reason: &'static str, disabled: bool) {
         if !self.conversations.is_live() {
             return;
         }
@@ -136,6 +157,7 @@ impl State {
                     .ask(&conv, |reply| super::ConversationMsg::Reassign {
                         from: from.clone(),
                         reason: reason.to_string(),
+                        disabled,
                         reply,
                     })
                     .await;
@@ -154,7 +176,8 @@ impl State {
         if !self.conversations.is_live() {
             return; // not wired yet, or shutting down: no team assigns then
         }
-        for t in &self.teams {
+        let teams = self.teams.read().clone();
+        for t in &teams {
             if let Some(team) = self.directory.team(t) {
                 let _ = team.cast(TeamMsg::Assign);
             }
@@ -179,6 +202,11 @@ pub enum AgentMsg {
     },
     Get {
         reply: RpcReplyPort<AgentSnapshot>,
+    },
+    /// The agent was disabled: offline, and everything it owns goes back to its team's queue
+    /// (whatever the team's assignment policy). Answers once the hand-back has started.
+    Disable {
+        reply: RpcReplyPort<()>,
     },
     /// Fault injection for the supervision tests: the handler panics (nothing else sends it).
     Crash,
@@ -218,8 +246,13 @@ impl Actor for AgentActor {
                 let _ = reply.send(presence);
                 state.announce_available();
                 if went_offline {
-                    state.hand_back("assignee went offline");
+                    state.hand_back("assignee went offline", false);
                 }
+            }
+            AgentMsg::Disable { reply } => {
+                state.slots.set_presence(Presence::Offline);
+                state.hand_back("agent disabled", true);
+                let _ = reply.send(());
             }
             AgentMsg::Get { reply } => {
                 let _ = reply.send(state.slots.snapshot(&state.id));

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::ports::Directory;
-use super::{agent, team, AgentActor, TeamActor, TeamMsg};
+use super::{agent, team, AgentActor, AgentMsg, TeamActor, TeamMsg};
 use crate::metrics as m;
 
 /// Restarts of one child allowed within [`RESTART_WINDOW`].
@@ -113,6 +113,35 @@ impl Guardian {
         let _ = guardian.cast(GuardianMsg::Watch(watched));
         Ok(guardian)
     }
+}
+
+/// Starts one more child linked to the guardian (an agent or team created at run time) and has
+/// the guardian watch it like those it started with.
+pub async fn adopt_agent(
+    guardian: &ActorRef<GuardianMsg>,
+    args: agent::Args,
+) -> Result<ActorRef<AgentMsg>, ractor::SpawnErr> {
+    let (r, _) = Actor::spawn_linked(None, AgentActor, args.clone(), guardian.get_cell()).await?;
+    watch(guardian, r.get_id(), Child::Agent(args));
+    Ok(r)
+}
+
+/// As [`adopt_agent`], for a team (its first `Assign`, sent by the caller, rebuilds its queue).
+pub async fn adopt_team(
+    guardian: &ActorRef<GuardianMsg>,
+    args: team::Args,
+) -> Result<ActorRef<TeamMsg>, ractor::SpawnErr> {
+    let (r, _) = Actor::spawn_linked(None, TeamActor, args.clone(), guardian.get_cell()).await?;
+    watch(guardian, r.get_id(), Child::Team(args));
+    Ok(r)
+}
+
+fn watch(guardian: &ActorRef<GuardianMsg>, id: ActorId, child: Child) {
+    let w = Watched {
+        child,
+        restarts: VecDeque::new(),
+    };
+    let _ = guardian.cast(GuardianMsg::Watch(HashMap::from([(id, w)])));
 }
 
 impl Actor for Guardian {

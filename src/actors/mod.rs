@@ -92,11 +92,13 @@ pub struct Ctx {
     /// Agent and team actors by id; their guardian replaces an entry when it restarts the
     /// actor ([`guardian`]).
     directory: Arc<ports::Directory>,
-    /// Each agent's capacity, shared with its actor (see [`agent::Slots`]).
-    agent_slots: HashMap<String, Arc<agent::Slots>>,
+    /// Each agent's capacity, shared with its actor and the teams (see [`agent::Slots`]); an
+    /// agent created at run time is added by `service::people`.
+    agent_slots: agent::AllSlots,
     /// Each team's queue depth and oldest wait as it last published them (gauges read these
     /// without a round trip through the team's mailbox).
-    queue_stats: HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>,
+    queue_stats:
+        parking_lot::RwLock<HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>>,
     /// Keyed with foldhash (seeded per process): the lookup is on every command's path.
     pub conversations: DashMap<Arc<str>, ConversationRef, foldhash::fast::RandomState>,
     /// `switchboard_claims_total{outcome="won"}`, resolved once: the claim path is hot.
@@ -124,7 +126,7 @@ pub struct Parts {
     pub store: Store,
     pub bus: EventBus,
     pub directory: Arc<ports::Directory>,
-    pub agent_slots: HashMap<String, Arc<agent::Slots>>,
+    pub agent_slots: agent::AllSlots,
     pub queue_stats: HashMap<String, tokio::sync::watch::Receiver<team::QueueStats>>,
     pub timers: timers::Timers,
     pub clock: SharedClock,
@@ -150,7 +152,7 @@ impl Ctx {
             bus,
             directory,
             agent_slots,
-            queue_stats,
+            queue_stats: parking_lot::RwLock::new(queue_stats),
             conversations: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             claims_won: metrics::counter!(m::CLAIMS, "outcome" => "won"),
             runners: mailbox::Runners::default(),
@@ -362,15 +364,26 @@ impl Ctx {
         self.directory.team_refs()
     }
 
-    pub fn agent_slots(&self, id: &str) -> Option<&Arc<agent::Slots>> {
-        self.agent_slots.get(id)
+    pub fn agent_slots(&self, id: &str) -> Option<Arc<agent::Slots>> {
+        self.agent_slots.read().get(id).cloned()
     }
 
     /// Every team's last published queue depth and oldest wait.
-    pub fn queue_stats(
+    pub fn queue_stats(&self) -> Vec<(String, tokio::sync::watch::Receiver<team::QueueStats>)> {
+        self.queue_stats
+            .read()
+            .iter()
+            .map(|(id, rx)| (id.clone(), rx.clone()))
+            .collect()
+    }
+
+    /// Enters a team created at run time (`service::people`): its queue's published stats.
+    pub(crate) fn add_team_stats(
         &self,
-    ) -> impl Iterator<Item = (&String, &tokio::sync::watch::Receiver<team::QueueStats>)> {
-        self.queue_stats.iter()
+        id: &str,
+        stats: tokio::sync::watch::Receiver<team::QueueStats>,
+    ) {
+        self.queue_stats.write().insert(id.to_owned(), stats);
     }
 
     pub fn team(&self, id: &str) -> Option<ActorRef<TeamMsg>> {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
-use super::agent::Slots;
+use super::agent::AllSlots;
 use super::ports::{ActivePolicies, Conversations};
 use super::{ConversationMsg, Ctx};
 use crate::domain::assignment::{pick, Candidate, Rotation};
@@ -46,13 +46,17 @@ pub const MAX_CLAIMS_IN_FLIGHT: usize = 32;
 
 pub struct TeamActor;
 
+/// A team's members, in the order agents were created (the config's for seeded ones; round
+/// robin follows it). Shared with the people roster, which changes it at run time, and kept by
+/// the guardian's restart arguments, so a restarted team has the current members.
+pub type Members = Arc<parking_lot::RwLock<Vec<String>>>;
+
 #[derive(Clone)]
 pub struct Args {
     pub id: String,
-    /// Agents of the team, in config order (round robin follows it).
-    pub members: Vec<String>,
-    /// The members' capacity, shared with their actors and conversations.
-    pub slots: HashMap<String, Arc<Slots>>,
+    pub members: Members,
+    /// Every agent's capacity, shared with their actors and conversations.
+    pub slots: AllSlots,
     pub store: Store,
     /// Where the queue's depth and oldest wait are published after every change.
     pub stats: watch::Sender<QueueStats>,
@@ -64,8 +68,8 @@ pub struct Args {
 
 pub struct State {
     id: String,
-    members: Vec<String>,
-    slots: HashMap<String, Arc<Slots>>,
+    members: Members,
+    slots: AllSlots,
     /// Who waits, in serving order (see [`WaitingLine`]).
     line: WaitingLine,
     policies: Arc<ActivePolicies>,
@@ -280,12 +284,12 @@ impl Actor for TeamActor {
 
 /// The members who can take a conversation now: online, below capacity once the claims on
 /// their way are counted. Read from the shared slots, without asking any actor.
-fn candidates(state: &State) -> Vec<Candidate> {
-    state
-        .members
+fn candidates(state: &State, members: &[String]) -> Vec<Candidate> {
+    let slots = state.slots.read();
+    members
         .iter()
         .filter_map(|id| {
-            let slots = state.slots.get(id)?;
+            let slots = slots.get(id)?;
             let a = slots.snapshot(id);
             let owned = a.owned + state.claiming.get(id).copied().unwrap_or(0);
             (a.presence == Presence::Online && owned < a.max_concurrent)
@@ -308,10 +312,12 @@ fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
     if assignment == Assignment::Manual {
         return;
     }
-    let mut budget = state.line.len() + state.members.len();
+    // A snapshot: the roster may change the members meanwhile; the next pass sees that.
+    let members = state.members.read().clone();
+    let mut budget = state.line.len() + members.len();
     while budget > 0 && !state.line.is_empty() && state.claims_in_flight() < MAX_CLAIMS_IN_FLIGHT {
         budget -= 1;
-        let mut available = candidates(state);
+        let mut available = candidates(state, &members);
         if available.is_empty() {
             break;
         }
@@ -325,7 +331,7 @@ fn assign(state: &mut State, myself: &ActorRef<TeamMsg>) {
         if available.iter().any(|c| Some(&c.id) != avoid.as_ref()) {
             available.retain(|c| Some(&c.id) != avoid.as_ref());
         }
-        let Some(agent) = pick(assignment, &state.members, &available, &mut state.rotation) else {
+        let Some(agent) = pick(assignment, &members, &available, &mut state.rotation) else {
             state.line.enqueue(&conv, at, priority, avoid);
             break;
         };

@@ -15,6 +15,7 @@ pub mod detect;
 pub mod hours;
 pub mod inbound;
 pub mod message;
+pub mod people;
 pub mod policy;
 pub mod queue;
 pub mod routing;
@@ -53,4 +54,7 @@ pub enum DomainError {
     NotWaiting,
     #[error("{0}")]
     Invalid(String),
+    /// An id that is taken (an agent or team created twice).
+    #[error("{0}")]
+    AlreadyExists(String),
 }

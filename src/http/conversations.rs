@@ -144,7 +144,7 @@ async fn transfer(
             ))
         }
     };
-    let conv = service::transfer(&s.ctx, &caller, &id, to, body.note).await?;
+    let conv = service::transfer(&s.ctx, &s.people, &caller, &id, to, body.note).await?;
     Ok(Json(ConversationView::new(&conv, None)))
 }
 

@@ -23,7 +23,9 @@ pub fn status(code: Code) -> StatusCode {
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        Code::AlreadyAssigned | Code::CapacityReached | Code::NotWaiting => StatusCode::CONFLICT,
+        Code::AlreadyAssigned | Code::CapacityReached | Code::NotWaiting | Code::AlreadyExists => {
+            StatusCode::CONFLICT
+        }
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::UriTooLong => StatusCode::URI_TOO_LONG,
         Code::WindowClosed => StatusCode::UNPROCESSABLE_ENTITY,

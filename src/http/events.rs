@@ -1,7 +1,9 @@
 //! `GET /api/v1/events`: the caller's live change feed as Server-Sent Events.
 //!
 //! Each event is `event: <type>` plus `data: {"type", "conversation", "message"?}`, filtered by
-//! what the caller may see (see `crate::events::Event::visible_to`). A subscriber that falls behind
+//! what the caller may see (see `crate::events::Event::visible_to`) as it is at that event: an
+//! admin's change to the agent's teams or role applies to the next event, and the stream ends
+//! when the agent is disabled or its token rotated (`service::people::Live`). A subscriber that falls behind
 //! the bounded feed gets one `lagged` event with the number of events it missed, and should re-read
 //! the conversation list. Open streams are bounded by `server.max_event_streams` in all and by
 //! `server.max_streams_per_agent` per agent, so one agent's token cannot hold them all.
@@ -24,7 +26,7 @@ use serde_json::json;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::auth::Auth;
+use super::auth::Session;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
 use super::views::{ConversationView, MessageView};
@@ -55,7 +57,11 @@ struct StreamParams {
 
 async fn stream(
     State(s): State<AppState>,
-    Auth(caller): Auth,
+    Session {
+        caller,
+        live,
+        generation: opened,
+    }: Session,
     ApiQuery(p): ApiQuery<StreamParams>,
 ) -> ApiResult<impl IntoResponse> {
     let types = match p.types.as_deref() {
@@ -75,31 +81,44 @@ async fn stream(
         _agent_permit: agent_permit,
     };
     let rx = s.ctx.bus.subscribe();
-    let events = BroadcastStream::new(rx).filter_map(move |item| {
-        let _alive = &guard;
-        let out = match item {
-            Ok(ev) if types.contains(ev.kind) && ev.visible_to(&caller) => {
-                let data = ev.rendered.get_or_init(|| {
-                    json!({
-                        "type": ev.kind.as_str(),
-                        "conversation": ConversationView::new(&ev.conversation, None),
-                        "message": ev.message.as_ref().map(MessageView::new),
-                        "sla": ev.sla.map(|k| k.as_str()),
-                    })
-                    .to_string()
-                });
-                Some(Ok::<_, Infallible>(
-                    SseEvent::default()
-                        .event(ev.kind.as_str())
-                        .data(data.as_str()),
-                ))
-            }
-            Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(SseEvent::default()
-                .event("lagged")
-                .data(json!({ "type": "lagged", "missed": n }).to_string()))),
-        };
-        std::future::ready(out)
-    });
+    let mut watched = live.clone();
+    let ended = async move {
+        // Also when the roster is gone (shutdown).
+        let _ = watched
+            .wait_for(|l| l.caller.is_none() || l.generation != opened)
+            .await;
+    };
+    let events = BroadcastStream::new(rx)
+        .take_until(ended)
+        .filter_map(move |item| {
+            let _alive = &guard;
+            // The caller as it is now (teams and role may have changed since the stream opened).
+            let Some(caller) = live.borrow().caller.clone() else {
+                return std::future::ready(None);
+            };
+            let out = match item {
+                Ok(ev) if types.contains(ev.kind) && ev.visible_to(&caller) => {
+                    let data = ev.rendered.get_or_init(|| {
+                        json!({
+                            "type": ev.kind.as_str(),
+                            "conversation": ConversationView::new(&ev.conversation, None),
+                            "message": ev.message.as_ref().map(MessageView::new),
+                            "sla": ev.sla.map(|k| k.as_str()),
+                        })
+                        .to_string()
+                    });
+                    Some(Ok::<_, Infallible>(
+                        SseEvent::default()
+                            .event(ev.kind.as_str())
+                            .data(data.as_str()),
+                    ))
+                }
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(SseEvent::default()
+                    .event("lagged")
+                    .data(json!({ "type": "lagged", "missed": n }).to_string()))),
+            };
+            std::future::ready(out)
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

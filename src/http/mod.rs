@@ -16,6 +16,7 @@ pub mod lane;
 pub mod listeners;
 pub mod ops;
 pub mod parse_errors;
+pub mod people;
 pub mod routing;
 pub mod server;
 pub mod teams;
@@ -25,7 +26,6 @@ pub mod webhook;
 
 pub use listeners::{ListenError, Listeners};
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -38,8 +38,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::actors::Ctx;
-use crate::domain::Caller;
 use crate::error::Code;
+use crate::service::people::People;
 
 /// What every handler shares, behind one `Arc`: axum clones the state for every request, and one
 /// reference count is cheaper than one per field.
@@ -55,7 +55,8 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub ctx: Arc<Ctx>,
-    pub tokens: Arc<HashMap<String, Caller>>,
+    /// The agents and teams in force: every request authenticates against it.
+    pub people: Arc<People>,
     /// Admission control for webhooks: one permit per request being processed.
     pub webhook_permits: Arc<Semaphore>,
     pub stream_permits: Arc<Semaphore>,
@@ -72,19 +73,13 @@ pub struct Shared {
 }
 
 impl AppState {
-    pub fn new(ctx: Arc<Ctx>, metrics: PrometheusHandle) -> Self {
-        let tokens = ctx
-            .config
-            .agents
-            .iter()
-            .map(|a| (a.token.clone(), a.caller()))
-            .collect();
+    pub fn new(ctx: Arc<Ctx>, metrics: PrometheusHandle, people: Arc<People>) -> Self {
         let auth_failures_per_minute = ctx.config.server.auth_failures_per_minute;
         Self(Arc::new(Shared {
             webhook_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_webhooks)),
             stream_permits: Arc::new(Semaphore::new(ctx.config.server.max_event_streams)),
             api_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_api)),
-            tokens: Arc::new(tokens),
+            people,
             ctx,
             metrics,
             accepting: Arc::new(AtomicBool::new(true)),
@@ -141,6 +136,7 @@ pub fn app(state: AppState) -> Router {
         .merge(agents::router())
         .merge(teams::router())
         .merge(routing::router())
+        .merge(people::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .merge(api)

@@ -37,6 +37,6 @@ async fn put_rules(
     Auth(caller): Auth,
     ApiJson(body): ApiJson<RulesBody>,
 ) -> ApiResult<Json<Value>> {
-    let rules = service::replace_rules(&s.ctx, &caller, body.rules).await?;
+    let rules = service::replace_rules(&s.ctx, &s.people, &caller, body.rules).await?;
     Ok(Json(json!({ "rules": rules })))
 }

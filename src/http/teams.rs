@@ -58,7 +58,8 @@ async fn put_settings(
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<TeamSettings>> {
     let unknown = body.unknown.keys().next().map(String::as_str);
-    let settings = service::replace_settings(&s.ctx, &caller, &id, body.settings, unknown).await?;
+    let settings =
+        service::replace_settings(&s.ctx, &s.people, &caller, &id, body.settings, unknown).await?;
     Ok(Json(settings))
 }
 

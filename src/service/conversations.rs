@@ -207,9 +207,11 @@ pub enum TransferTo {
     Agent(String),
 }
 
-/// Moves the conversation to a team or an agent (not found: an agent the config does not name).
+/// Moves the conversation to a team or an agent (not found: an agent that does not exist or is
+/// disabled).
 pub async fn transfer(
     ctx: &Arc<Ctx>,
+    people: &super::people::People,
     caller: &Caller,
     id: &str,
     to: TransferTo,
@@ -218,11 +220,8 @@ pub async fn transfer(
     let target = match to {
         TransferTo::Team(team) => TransferTarget::Team(team),
         TransferTo::Agent(agent) => {
-            let a = ctx.config.agent(&agent).ok_or(DomainError::NotFound)?;
-            TransferTarget::Agent {
-                id: agent,
-                teams: a.teams.clone(),
-            }
+            let teams = people.agent_teams(&agent).ok_or(DomainError::NotFound)?;
+            TransferTarget::Agent { id: agent, teams }
         }
     };
     command(ctx, id, |reply| ConversationMsg::Transfer {

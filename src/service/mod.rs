@@ -1,6 +1,7 @@
 //! Use cases of the agent API: what a caller may do and how it is done, for any transport.
 //!
-//! One file per group (conversations, teams, agents, routing). Each function takes the
+//! One file per group (conversations, teams, agents, routing, people: the admin's agents, teams
+//! and audit log, and the live roster requests authenticate against). Each function takes the
 //! authenticated [`Caller`] and what the transport parsed, checks the caller's permissions, runs
 //! the use case against the core (actors, store, policies) and returns domain values or a
 //! [`ServiceError`]. Transports only authenticate, parse, call one function here and translate
@@ -13,6 +14,7 @@
 
 pub mod agents;
 pub mod conversations;
+pub mod people;
 pub mod routing;
 pub mod teams;
 

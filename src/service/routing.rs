@@ -20,10 +20,17 @@ pub fn rules(policies: &Policies, caller: &Caller) -> Result<Vec<RuleConfig>> {
 /// Replaces the rules (admins); answers the rules now in force.
 pub async fn replace_rules(
     ctx: &Arc<Ctx>,
+    people: &super::people::People,
     caller: &Caller,
     rules: Vec<RuleConfig>,
 ) -> Result<Vec<RuleConfig>> {
     admins_only(caller)?;
-    let p = crate::admin::replace_rules(ctx, rules).await?;
+    let before = Some(serde_json::json!(ctx.policies().rules.configs()));
+    let after = Some(serde_json::json!(rules));
+    let p = people
+        .audited(caller, "routing.rules", "routing", before, after, |batch| {
+            crate::admin::replace_rules(ctx, rules, batch)
+        })
+        .await?;
     Ok(p.rules.configs().to_vec())
 }

@@ -28,6 +28,7 @@ pub fn settings(ctx: &Ctx, caller: &Caller, team: &str) -> Result<TeamSettings> 
 /// setting it meant with its default.
 pub async fn replace_settings(
     ctx: &Arc<Ctx>,
+    people: &super::people::People,
     caller: &Caller,
     team: &str,
     settings: TeamSettings,
@@ -37,7 +38,17 @@ pub async fn replace_settings(
     if let Some(key) = unknown_key {
         return Err(DomainError::Invalid(format!("unknown key {key:?}")).into());
     }
-    let p = crate::admin::replace_team(ctx, team, settings).await?;
+    let before = ctx
+        .policies()
+        .settings
+        .get(team)
+        .map(|s| serde_json::json!(s));
+    let after = Some(serde_json::json!(settings));
+    let p = people
+        .audited(caller, "team.settings", team, before, after, |batch| {
+            crate::admin::replace_team(ctx, team, settings, batch)
+        })
+        .await?;
     Ok(p.settings.get(team).cloned().unwrap_or_default())
 }
 

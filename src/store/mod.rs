@@ -31,6 +31,7 @@ mod health;
 mod legacy;
 mod list;
 mod open;
+pub mod people;
 mod reads;
 pub mod schema;
 pub mod settings;

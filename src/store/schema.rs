@@ -12,6 +12,8 @@
 //! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
 //! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
+//! | `people`        | `agent` 0 id / `team` 0 id / `seeded` | [`super::people`] records |
+//! | `audit`         | seq (u64 BE)                          | [`super::people::AuditRecord`] |
 //!
 //! A `wamids` entry names the message with that wamid, or, for a customer's reaction (not a
 //! message of its own), the message it changed, or no message ([`WamidRef::NO_MESSAGE`]) when
@@ -36,8 +38,12 @@ pub const CF_OTHER_CHANGES: &str = "other_changes";
 pub const CF_SETTINGS: &str = "settings";
 /// Every status callback as Meta sent it (pricing, conversation, errors…), once per redelivery.
 pub const CF_STATUS_LOG: &str = "status_log";
+/// Agents and teams as admins set them (seeded from the config on the first start).
+pub const CF_PEOPLE: &str = "people";
+/// Every admin change, oldest first by sequence number.
+pub const CF_AUDIT: &str = "audit";
 
-pub const ALL_CFS: [&str; 10] = [
+pub const ALL_CFS: [&str; 12] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -48,6 +54,8 @@ pub const ALL_CFS: [&str; 10] = [
     CF_OTHER_CHANGES,
     CF_SETTINGS,
     CF_STATUS_LOG,
+    CF_PEOPLE,
+    CF_AUDIT,
 ];
 
 /// Where a wamid lives: which conversation, which message.

@@ -11,6 +11,7 @@
 mod common;
 
 mod access;
+mod access_table;
 mod api;
 mod assignment;
 mod config;
@@ -30,6 +31,7 @@ mod metrics;
 mod outbound;
 mod outbound_rich;
 mod outbox_metrics;
+mod people;
 mod routing;
 mod storage_failure;
 mod teams;

@@ -207,10 +207,12 @@ pub enum ConversationMsg {
         reply: Reply<bool>,
     },
     /// The owner became unavailable: back to the queue of an auto-assigning team, with a note
-    /// recording why (no-op if `from` no longer owns it or the team assigns manually).
+    /// recording why (no-op if `from` no longer owns it or the team assigns manually). With
+    /// `disabled` (an admin disabled the owner) it goes back whatever the team's policy.
     Reassign {
         from: String,
         reason: String,
+        disabled: bool,
         reply: Reply<bool>,
     },
     /// Sent by the timer service: a deadline (SLA, `reassign_after`) may have fallen due.
@@ -410,11 +412,15 @@ impl ConversationActor {
             ConversationMsg::Reassign {
                 from,
                 reason,
+                disabled,
                 reply,
             } => {
-                let r = self
-                    .reassign(state, &from, reason, Reassignment::Offline)
-                    .await;
+                let why = if disabled {
+                    Reassignment::Disabled
+                } else {
+                    Reassignment::Offline
+                };
+                let r = self.reassign(state, &from, reason, why).await;
                 let _ = reply.send(r);
             }
             ConversationMsg::Tick { reply } => {
@@ -599,6 +605,8 @@ enum Reassignment {
     Offline,
     NoAnswer,
     SlaEscalation,
+    /// An admin disabled the owner.
+    Disabled,
 }
 
 impl Reassignment {
@@ -607,6 +615,7 @@ impl Reassignment {
             Self::Offline => "assignee_offline",
             Self::NoAnswer => "no_answer",
             Self::SlaEscalation => "sla_escalation",
+            Self::Disabled => "agent_disabled",
         }
     }
 }

@@ -119,7 +119,7 @@ impl ConversationActor {
         let old_owner = state.conv.check_transfer(caller)?;
         let now = self.ctx.now();
         let new_owner = match &target {
-            TransferTarget::Team(team) if !self.ctx.config.team_exists(team) => {
+            TransferTarget::Team(team) if self.ctx.team(team).is_none() => {
                 return Err(DomainError::NotFound.into())
             }
             TransferTarget::Team(_) => None,
