@@ -13,6 +13,12 @@
 //! (applied, stale, adopted or parked). Other changes (template updates, account events, echoes)
 //! are kept verbatim.
 //!
+//! Each message's conversation is its sender's contact's, found from the phone and user id it
+//! names (see [`crate::identity`], which also says how racing webhooks are kept from making two
+//! contacts for one person); a message naming neither is kept verbatim by the parser and counted
+//! here. A `system` message opens no conversation: one that changes the sender's number or user
+//! id moves its contact's ids, and every one is kept verbatim (field `system`) and counted.
+//!
 //! Before any of that, inbound messages are checked against the body itself: a wamid listed
 //! twice (under two customers, even) is stored once, the first time, and a Meta `timestamp`
 //! more than [`MAX_FUTURE_SKEW_MS`] ahead of the broker's clock becomes the arrival time, since
@@ -29,6 +35,7 @@ use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
 use crate::domain::{Conversation, DomainError, Millis};
 use crate::error::Error;
+use crate::identity;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::store::{Batch, StatusUpdate};
@@ -52,13 +59,36 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         other: n.other.len(),
         ..Default::default()
     };
+    if n.no_customer > 0 {
+        metrics::counter!(m::INBOUND_NO_CUSTOMER).increment(n.no_customer as u64);
+    }
     let now = ctx.now();
+    // Held until every message is durable: see `identity` (one person's webhooks never race to
+    // make two contacts).
+    let _held = identity::lock(&n.messages).await;
+    // `system` messages open no conversation: they move their contact's ids (first, so later
+    // messages of this body already find the new ids) and are kept verbatim.
+    let (system, messages): (Vec<_>, Vec<_>) =
+        n.messages.into_iter().partition(|m| m.kind == "system");
+    let mut other = n.other;
+    for msg in system {
+        metrics::counter!(m::INBOUND_SYSTEM).increment(1);
+        if let Some(change) = &msg.identity_change {
+            identity::change_ids(ctx, &msg.number, &msg.ids, change).await?;
+        }
+        other.push(OtherChange {
+            field: "system".to_string(),
+            raw: msg.raw,
+        });
+    }
+    report.other = other.len();
     let mut groups: HashMap<String, (Conversation, Vec<InboundMessage>)> = HashMap::new();
+    let mut resolved = identity::Resolutions::default();
     // A wamid is one message, stored once, under the first customer (and number) the body
     // lists it with: a second listing is a duplicate, never a second message.
     let mut listed: HashMap<String, String> = HashMap::new();
-    for mut msg in n.messages {
-        let id = crate::domain::conversation_id(&msg.number, &msg.customer);
+    for mut msg in messages {
+        let id = identity::resolve(ctx, &mut resolved, &msg.number, &msg.ids).await?;
         match listed.get(&msg.wamid) {
             Some(first) => {
                 report.duplicates += 1;
@@ -83,11 +113,11 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
             msg.sent_at = now;
         }
         groups
-            .entry(id)
+            .entry(id.clone())
             .or_insert_with(|| {
                 let team = ctx.default_team(&msg.number);
                 (
-                    Conversation::new(&msg.number, &msg.customer, &team, now),
+                    Conversation::for_customer(id.clone(), &msg.number, &msg.ids, &team, now),
                     Vec::new(),
                 )
             })
@@ -105,7 +135,7 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         }
     });
     let statuses = deliver_statuses(ctx, n.statuses);
-    let other = keep_other(ctx, n.other);
+    let other = keep_other(ctx, other);
     let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, other)?;
     for a in acks {
         report.stored += a.stored;

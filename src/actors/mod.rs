@@ -116,6 +116,8 @@ pub struct Ctx {
     pub settings_lock: tokio::sync::Mutex<()>,
     /// Where recently sent wamids live, for status callbacks (see [`sent`]).
     pub sent: sent::SentWamids,
+    /// Which conversation a customer's phone or user id resolved to (see `identity`).
+    pub contacts: crate::identity::ContactCache,
 }
 
 /// The ports a [`Ctx`] is built from (all wired by app.rs).
@@ -161,6 +163,7 @@ impl Ctx {
             policies,
             settings_lock: tokio::sync::Mutex::new(()),
             sent: sent::SentWamids::default(),
+            contacts: crate::identity::ContactCache::default(),
         }
     }
 

@@ -64,6 +64,41 @@ impl Store {
         .await
     }
 
+    /// The conversations `phone` and `user_id` are indexed to on business number `number`
+    /// (`CF_CONTACTS`), in that order; None for an id not indexed (or not given).
+    pub async fn contact_conversations(
+        &self,
+        number: &str,
+        phone: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        let keys: Vec<Option<Vec<u8>>> = [
+            phone.map(|p| ContactKey::for_ids(number, Some(p), None)),
+            user_id.map(|u| ContactKey::for_ids(number, None, Some(u))),
+        ]
+        .into_iter()
+        .map(|k| k.and_then(|k| k.first().map(ContactKey::encode)))
+        .collect();
+        self.read(move |db| {
+            let h = cf(db, CF_CONTACTS)?;
+            let mut found = keys.into_iter().map(|k| match k {
+                None => Ok(None),
+                Some(k) => db
+                    .get_cf(h, &k)
+                    .map_err(rocks)?
+                    .map(|v| {
+                        String::from_utf8(v)
+                            .map_err(|_| StoreError::Codec("contact index value".into()))
+                    })
+                    .transpose(),
+            });
+            let phone = found.next().unwrap_or(Ok(None))?;
+            let user_id = found.next().unwrap_or(Ok(None))?;
+            Ok((phone, user_id))
+        })
+        .await
+    }
+
     pub async fn messages(&self, conversation_id: &str) -> Result<Vec<Message>, StoreError> {
         let prefix = conversation_prefix(conversation_id);
         self.read(move |db| {

@@ -14,7 +14,8 @@
 //! object.
 //!
 //! It also declines every body with something the broker must keep verbatim rather than use
-//! (see [`super::webhook`]): a message without id, sender or business number, a status without
+//! (see [`super::webhook`]): a `system` message (it may move its sender's ids), a message
+//! without id, sender or business number, a status without
 //! id or with an unknown `status`, a value key outside [`VALUE_KEYS`] (`Value` denies unknown
 //! fields), a `messages` change that yields nothing. So this path never produces
 //! [`Notification::other`] or [`Notification::skipped`], the one place that decides what is
@@ -28,7 +29,7 @@ use serde_json::value::RawValue;
 
 #[cfg(doc)]
 use super::webhook::VALUE_KEYS;
-use super::webhook::{customer_name, sender};
+use super::webhook::{customer_name, sender, sender_ids, ContactRef};
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
@@ -91,6 +92,8 @@ struct Contact<'a> {
 struct Named<'a> {
     #[serde(borrow, default)]
     name: Str<'a>,
+    #[serde(borrow, default)]
+    username: Str<'a>,
 }
 
 #[derive(Deserialize)]
@@ -218,9 +221,11 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
         .contacts
         .iter()
         .flatten()
-        .map(|c| {
-            let name = c.profile.as_ref().and_then(|p| p.name.as_deref());
-            (c.wa_id.as_deref(), c.user_id.as_deref(), name)
+        .map(|c| ContactRef {
+            wa_id: c.wa_id.as_deref(),
+            user_id: c.user_id.as_deref(),
+            name: c.profile.as_ref().and_then(|p| p.name.as_deref()),
+            username: c.profile.as_ref().and_then(|p| p.username.as_deref()),
         })
         .collect();
     let messages_len = value.messages.as_ref().map_or(0, Vec::len);
@@ -230,15 +235,22 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
     let now = chrono::Utc::now().timestamp_millis();
     for raw in value.messages.iter().flatten() {
         let m: Message = serde_json::from_str(raw.get()).ok()?;
-        let from = m.from.as_deref().or(m.from_user_id.as_deref());
-        let (wamid, customer) = sender(number, m.id.as_deref(), from)?;
-        let customer_name = customer_name(&contacts, customer);
         let kind = m.kind.as_deref().unwrap_or("unknown");
+        // A system message may move its sender's ids: the lenient parser reads those.
+        if kind == "system" {
+            return None;
+        }
+        let ids = sender_ids(&contacts, m.from.as_deref(), m.from_user_id.as_deref());
+        let (wamid, customer) = sender(number, m.id.as_deref(), ids.customer())?;
+        let (wamid, customer) = (wamid.to_string(), customer.to_string());
+        let customer_name = customer_name(&contacts, &ids);
         out.messages.push(InboundMessage {
             number: number.to_string(),
-            customer: customer.to_string(),
+            customer,
             customer_name,
-            wamid: wamid.to_string(),
+            ids,
+            identity_change: None,
+            wamid,
             sent_at: timestamp_ms(m.timestamp).unwrap_or(now),
             kind: kind.to_string(),
             text: text_of(kind, &m),

@@ -78,6 +78,9 @@ impl ConversationActor {
                 ack.duplicates += 1;
                 continue;
             }
+            // A message naming an id this contact did not have links it (the index entry is
+            // written with the record, see `commit_inbound`).
+            next.learn_customer(&item.ids);
             reopened |= next.on_inbound(
                 item.customer_name.as_deref(),
                 item.sent_at,
@@ -173,6 +176,30 @@ impl ConversationActor {
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
         Ok(ack)
+    }
+
+    /// Moves the customer's ids as a `system` message says, the contact index with them.
+    pub(super) async fn change_ids(
+        &self,
+        state: &mut State,
+        old: &CustomerIds,
+        change: IdentityChange,
+    ) -> Result<bool, Error> {
+        let contact = &state.conv.contact;
+        let named = |mine: &Option<String>, theirs: &Option<String>| {
+            mine.is_some() && mine == theirs
+        };
+        // Found through an id derived from a phone: it must still be this customer's.
+        if !(named(&old.phone, &contact.phone) || named(&old.user_id, &contact.user_id)) {
+            return Ok(false);
+        }
+        let mut next = state.conv.clone();
+        if !next.change_customer_ids(&change) {
+            return Ok(false);
+        }
+        // No event: the views of the next one carry the new ids.
+        self.persist(state, next, Batch::new()).await?;
+        Ok(true)
     }
 
     pub(super) async fn status(
