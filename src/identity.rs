@@ -66,13 +66,26 @@ pub async fn lock(messages: &[InboundMessage]) -> Held {
     let mut stripes = Vec::new();
     for msg in messages {
         let change = msg.identity_change.as_ref();
-        let phones = [msg.ids.phone.as_deref(), change.and_then(|c| c.new_phone.as_deref())];
+        let phones = [
+            msg.ids.phone.as_deref(),
+            change.and_then(|c| c.new_phone.as_deref()),
+        ];
         let users = [
             msg.ids.user_id.as_deref(),
             change.and_then(|c| c.new_user_id.as_deref()),
         ];
-        stripes.extend(phones.into_iter().flatten().map(|p| stripe(&msg.number, b'p', p)));
-        stripes.extend(users.into_iter().flatten().map(|u| stripe(&msg.number, b'u', u)));
+        stripes.extend(
+            phones
+                .into_iter()
+                .flatten()
+                .map(|p| stripe(&msg.number, b'p', p)),
+        );
+        stripes.extend(
+            users
+                .into_iter()
+                .flatten()
+                .map(|u| stripe(&msg.number, b'u', u)),
+        );
     }
     stripes.sort_unstable();
     stripes.dedup();
@@ -114,7 +127,8 @@ impl ContactCache {
         let id: Arc<str> = Arc::from(id);
         for (kind, i) in [(b'p', &ids.phone), (b'u', &ids.user_id)] {
             if let Some(i) = i {
-                self.ids.insert((number.to_string(), kind, i.clone()), id.clone());
+                self.ids
+                    .insert((number.to_string(), kind, i.clone()), id.clone());
             }
         }
     }
@@ -169,7 +183,10 @@ pub async fn resolve(
     number: &str,
     ids: &CustomerIds,
 ) -> Result<String, Error> {
-    if let Some(id) = seen.get(number, ids).or_else(|| ctx.contacts.get(number, ids)) {
+    if let Some(id) = seen
+        .get(number, ids)
+        .or_else(|| ctx.contacts.get(number, ids))
+    {
         seen.remember(number, ids, &id);
         return Ok(id);
     }
@@ -209,8 +226,10 @@ async fn new_contact(ctx: &Arc<Ctx>, number: &str, ids: &CustomerIds) -> Result<
         let Some(existing) = ctx.store.get_conversation(&id).await? else {
             return Ok(id);
         };
-        let same = |mine: &Option<String>, theirs: &Option<String>| mine.is_some() && mine == theirs;
-        if same(&ids.phone, &existing.contact.phone) || same(&ids.user_id, &existing.contact.user_id)
+        let same =
+            |mine: &Option<String>, theirs: &Option<String>| mine.is_some() && mine == theirs;
+        if same(&ids.phone, &existing.contact.phone)
+            || same(&ids.user_id, &existing.contact.user_id)
         {
             return Ok(id);
         }

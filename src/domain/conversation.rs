@@ -239,12 +239,24 @@ impl Conversation {
         let mut contact = Contact::from_customer(customer);
         // Created by this version: its first write indexes its ids.
         contact.indexed = true;
-        Self::with_contact(conversation_id(number, customer), number, contact, team, now)
+        Self::with_contact(
+            conversation_id(number, customer),
+            number,
+            contact,
+            team,
+            now,
+        )
     }
 
     /// A conversation with id `id` (chosen by whoever resolved the customer's contact) for a
     /// customer with `ids` (at least one id).
-    pub fn for_customer(id: String, number: &str, ids: &CustomerIds, team: &str, now: Millis) -> Self {
+    pub fn for_customer(
+        id: String,
+        number: &str,
+        ids: &CustomerIds,
+        team: &str,
+        now: Millis,
+    ) -> Self {
         let mut contact = Contact {
             indexed: true,
             ..Contact::default()

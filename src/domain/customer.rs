@@ -29,7 +29,9 @@ pub fn is_user_id(s: &str) -> bool {
         && b[0].is_ascii_uppercase()
         && b[1].is_ascii_uppercase()
         && b[2] == b'.'
-        && b[3..].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'.')
+        && b[3..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.')
         && b[3..].iter().any(u8::is_ascii_alphanumeric)
 }
 

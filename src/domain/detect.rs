@@ -183,7 +183,10 @@ mod tests {
         assert_eq!(country_of("12505550123").as_deref(), Some("CA"));
         assert_eq!(country_of("+4915112345678").as_deref(), Some("DE"));
         assert_eq!(country_of("AT.13491208655302741918").as_deref(), Some("AT"));
-        assert_eq!(country_of("US.ENT.11815799212886844830").as_deref(), Some("US"));
+        assert_eq!(
+            country_of("US.ENT.11815799212886844830").as_deref(),
+            Some("US")
+        );
     }
 
     #[test]

@@ -241,7 +241,11 @@ mod tests {
     fn version_2_conversations_read_with_an_unindexed_contact() {
         for (customer, phone, user_id) in [
             ("4915112345678", Some("4915112345678"), None),
-            ("US.13491208655302741918", None, Some("US.13491208655302741918")),
+            (
+                "US.13491208655302741918",
+                None,
+                Some("US.13491208655302741918"),
+            ),
         ] {
             let mut c = Conversation::new("n", customer, "support", 5);
             c.customer_name = Some("Ana".into());

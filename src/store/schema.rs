@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Conversation, ConversationStatus, DeliveryStatus, MessageError, Millis};
 
-
 pub const CF_CONVERSATIONS: &str = "conversations";
 pub const CF_MESSAGES: &str = "messages";
 pub const CF_WAMIDS: &str = "wamids";

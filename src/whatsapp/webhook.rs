@@ -204,7 +204,8 @@ pub(super) fn sender_ids(
 /// The profile name of the contact that sent a message: the one whose `wa_id` or `user_id` is
 /// one of the sender's ids, or the only contact of the change.
 pub(super) fn customer_name(contacts: &[ContactRef], ids: &CustomerIds) -> Option<String> {
-    let is = |mine: Option<&str>, theirs: &Option<String>| mine.is_some() && mine == theirs.as_deref();
+    let is =
+        |mine: Option<&str>, theirs: &Option<String>| mine.is_some() && mine == theirs.as_deref();
     contacts
         .iter()
         .find(|c| is(c.wa_id, &ids.phone) || is(c.user_id, &ids.user_id))

@@ -186,9 +186,8 @@ impl ConversationActor {
         change: IdentityChange,
     ) -> Result<bool, Error> {
         let contact = &state.conv.contact;
-        let named = |mine: &Option<String>, theirs: &Option<String>| {
-            mine.is_some() && mine == theirs
-        };
+        let named =
+            |mine: &Option<String>, theirs: &Option<String>| mine.is_some() && mine == theirs;
         // Found through an id derived from a phone: it must still be this customer's.
         if !(named(&old.phone, &contact.phone) || named(&old.user_id, &contact.user_id)) {
             return Ok(false);

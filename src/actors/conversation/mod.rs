@@ -42,10 +42,9 @@ use super::{count_change, Ctx, Reply, TeamMsg};
 use crate::domain::policy::{Deadline, Policies};
 use crate::domain::routing::RouteInput;
 use crate::domain::{
-    Access, Assignment, Author, Caller, Conversation, ConversationStatus, CustomerIds, DeliveryStatus,
-    Direction, DomainError, Escalation, IdentityChange, InboundMessage, InboundStatus, Message,
-    MessageError,
-    Millis, SlaKind, TransferTarget,
+    Access, Assignment, Author, Caller, Conversation, ConversationStatus, CustomerIds,
+    DeliveryStatus, Direction, DomainError, Escalation, IdentityChange, InboundMessage,
+    InboundStatus, Message, MessageError, Millis, SlaKind, TransferTarget,
 };
 use crate::error::Error;
 use crate::events::{Event, EventKind};
