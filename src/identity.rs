@@ -2,58 +2,115 @@
 //! (BSUID) or both (see `domain::customer`).
 //!
 //! Each id a contact has is indexed to its conversation (`store::schema::CF_CONTACTS`), written
-//! by the conversation actor with the record in one batch. Resolution, for one message:
-//! - an id that is indexed names the conversation; a message naming both ids, one of them new,
+//! by the conversation actor with the record in one batch. Resolution, for one message, looks
+//! each id it names up (in memory, else in the index) and:
+//! - an id that is known names the conversation; a message naming both ids, one of them new,
 //!   reaches the known one, whose actor takes the new id (the link) in the commit of the message;
-//! - neither indexed: a new contact, its conversation id derived from (number, phone) when the
+//! - neither known: a new contact, its conversation id derived from (number, phone) when the
 //!   phone is known, else (number, user id) — for a phone exactly the id the broker derived
 //!   before contacts existed, so a conversation stored by an earlier version (never indexed, see
 //!   `store::legacy`) is found by its phone and indexed by its next write; a derived id already
 //!   taken by another contact (its number changed away) gets a suffixed derivation instead;
-//! - both indexed, to two different conversations (a phone-only and a user-id-only webhook each
+//! - both known, to two different conversations (a phone-only and a user-id-only webhook each
 //!   made a contact before any webhook linked them): the phone's conversation takes the message
 //!   and the user id, counted in `switchboard_contact_conflicts_total`; the other conversation
 //!   keeps its history (merging two conversations is not done).
 //!
-//! Resolved ids are remembered in a [`ContactCache`] (bounded; cleared when full), so the
-//! common case — a known customer writing again — reads no storage, and a live conversation
-//! still tells a redelivery without any read. An id leaves the cache when its contact lets it
-//! go (a number or user id change, by the conversation actor once durable) and is overwritten
-//! when a conflict gives it to another contact. A cached phone answers like storage would
-//! (the phone's conversation wins any conflict); a cached user id answers only for a message
-//! naming no phone.
+//! Races: two webhooks naming an id of one person must not each make a contact. Resolution holds
+//! async locks, one per (number, id) hash stripe ([`STRIPES`]) of every id its notification
+//! names, taken in ascending order (so two notifications never wait on each other), and before
+//! releasing them records every id it resolved as *pending* ([`Resolved`]) until the messages
+//! are durable (and their index entries with them): a webhook resolving the same id meanwhile
+//! finds it there, as it finds it in the index afterwards. Deliveries therefore run unlocked;
+//! only resolution (at most two storage reads per notification) is serialized per id. Pending
+//! entries live exactly as long as a webhook being handled, so they are bounded by webhook
+//! admission (`server.max_inflight_webhooks`) times the messages a body holds.
 //!
-//! Races: two webhooks naming an id of one person must not each make a contact. Resolution and
-//! delivery of a notification's messages hold [`STRIPES`] async locks, one per (number, id) hash
-//! stripe of every id its messages name, taken in ascending order (so two notifications never
-//! wait on each other) and released once every message is durable: whoever comes second reads
-//! the index entries the first one wrote. Held across the first's commits, so webhooks naming
-//! the same person are serialized, as they would be on the conversation's actor anyway; a fixed
-//! number of locks, so memory is bounded whatever the traffic.
+//! Settled ids are remembered in a [`ContactCache`] (bounded; cleared when full), so the common
+//! case — a known customer writing again — reads no storage, and a live conversation still
+//! tells a redelivery without any read. An id leaves the cache when its contact lets it go (a
+//! `system` message moving it, by the conversation actor once durable), and is overwritten when
+//! a conflict gives it to another contact.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::actors::{ConversationMsg, Ctx};
-use crate::domain::{conversation_id, CustomerIds, DomainError, IdentityChange, InboundMessage};
+use crate::domain::{
+    conversation_id, Contact, CustomerIds, DomainError, IdentityChange, InboundMessage,
+};
 use crate::error::Error;
 use crate::metrics as m;
 
 /// Lock stripes serializing the resolution of one (number, id).
-pub const STRIPES: usize = 1024;
+pub const STRIPES: usize = 4096;
 static LOCKS: [Mutex<()>; STRIPES] = [const { Mutex::const_new(()) }; STRIPES];
 
 /// Most suffixed derivations tried for a new contact whose derived id is taken (each taker is a
 /// contact whose number changed away from this one; more than a few is not a real history).
 const MAX_DERIVATIONS: usize = 16;
 
-fn stripe(number: &str, kind: u8, id: &str) -> usize {
+/// Most ids [`ContactCache`] holds; reaching it clears the cache (what is needed again is read
+/// again from storage), so its memory stays bounded (≈ 200 bytes an entry) whatever the traffic.
+pub const MAX_CACHED_IDS: usize = 200_000;
+
+const PHONE: u8 = b'p';
+const USER: u8 = b'u';
+
+/// (business number, [`PHONE`] or [`USER`], the id).
+type IdKey = (String, u8, String);
+
+fn stripe(key: &IdKey) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (number, kind, id).hash(&mut h);
+    key.hash(&mut h);
     (h.finish() % STRIPES as u64) as usize
+}
+
+/// The ids a sender's `ids` name on `number`, phone first.
+fn keys(number: &str, ids: &CustomerIds) -> [Option<IdKey>; 2] {
+    [
+        ids.phone.clone().map(|p| (number.to_string(), PHONE, p)),
+        ids.user_id.clone().map(|u| (number.to_string(), USER, u)),
+    ]
+}
+
+/// Where the customers' ids lead, in memory: settled ones (bounded, may forget) and pending ones
+/// (resolved by a webhook not yet durable; never dropped early). See the module docs.
+#[derive(Default)]
+pub struct ContactCache {
+    settled: DashMap<IdKey, Arc<str>, foldhash::fast::RandomState>,
+    /// The conversation and how many webhooks in flight resolved the id to it.
+    pending: DashMap<IdKey, (Arc<str>, usize), foldhash::fast::RandomState>,
+}
+
+impl ContactCache {
+    fn get(&self, key: &IdKey) -> Option<String> {
+        if let Some(p) = self.pending.get(key) {
+            return Some(p.0.to_string());
+        }
+        self.settled.get(key).map(|v| v.to_string())
+    }
+
+    fn settle(&self, key: IdKey, id: Arc<str>) {
+        if self.settled.len() >= MAX_CACHED_IDS {
+            self.settled.clear();
+        }
+        self.settled.insert(key, id);
+    }
+
+    /// The contact of `number` no longer has these ids (they moved): forget them.
+    pub fn forget(&self, number: &str, phone: Option<&str>, user_id: Option<&str>) {
+        for (kind, i) in [(PHONE, phone), (USER, user_id)] {
+            if let Some(i) = i {
+                self.settled
+                    .remove(&(number.to_string(), kind, i.to_string()));
+            }
+        }
+    }
 }
 
 /// The locks of every id `messages` name (their senders' and, for a `system` message, the new
@@ -66,26 +123,18 @@ pub async fn lock(messages: &[InboundMessage]) -> Held {
     let mut stripes = Vec::new();
     for msg in messages {
         let change = msg.identity_change.as_ref();
-        let phones = [
-            msg.ids.phone.as_deref(),
-            change.and_then(|c| c.new_phone.as_deref()),
-        ];
-        let users = [
-            msg.ids.user_id.as_deref(),
-            change.and_then(|c| c.new_user_id.as_deref()),
-        ];
-        stripes.extend(
-            phones
-                .into_iter()
-                .flatten()
-                .map(|p| stripe(&msg.number, b'p', p)),
-        );
-        stripes.extend(
-            users
-                .into_iter()
-                .flatten()
-                .map(|u| stripe(&msg.number, b'u', u)),
-        );
+        let moved = CustomerIds {
+            phone: change.and_then(|c| c.new_phone.clone()),
+            user_id: change.and_then(|c| c.new_user_id.clone()),
+            username: None,
+        };
+        for key in keys(&msg.number, &msg.ids)
+            .into_iter()
+            .chain(keys(&msg.number, &moved))
+            .flatten()
+        {
+            stripes.push(stripe(&key));
+        }
     }
     stripes.sort_unstable();
     stripes.dedup();
@@ -96,122 +145,156 @@ pub async fn lock(messages: &[InboundMessage]) -> Held {
     Held { _guards: guards }
 }
 
-/// Most ids [`ContactCache`] holds; reaching it clears the cache (what is needed again is read
-/// again from storage), so its memory stays bounded (≈ 200 bytes an entry) whatever the traffic.
-pub const MAX_CACHED_IDS: usize = 200_000;
-
-/// Which conversation an id resolved to, by (number, `p`/`u`, id); see the module docs.
-#[derive(Default)]
-pub struct ContactCache {
-    ids: dashmap::DashMap<(String, u8, String), Arc<str>, foldhash::fast::RandomState>,
+/// The ids one notification resolved, pending in the cache until [`Resolved::settle`] (or a
+/// drop, when the messages did not become durable) takes them out.
+pub struct Resolved {
+    ctx: Arc<Ctx>,
+    /// The conversation each message goes to, in order.
+    pub ids: Vec<String>,
+    pending: Vec<(IdKey, Arc<str>)>,
 }
 
-impl ContactCache {
-    fn get(&self, number: &str, ids: &CustomerIds) -> Option<String> {
-        let find = |kind: u8, id: &str| {
-            self.ids
-                .get(&(number.to_string(), kind, id.to_string()))
-                .map(|v| v.to_string())
-        };
-        match (&ids.phone, &ids.user_id) {
-            (Some(p), _) => find(b'p', p),
-            (None, Some(u)) => find(b'u', u),
-            (None, None) => None,
+impl Resolved {
+    /// The messages are durable: the ids lead to their conversations from the index now, and
+    /// from the cache.
+    pub fn settle(mut self) {
+        for (key, id) in std::mem::take(&mut self.pending) {
+            self.ctx.contacts.settle(key.clone(), id);
+            self.release(&key);
         }
     }
 
-    fn remember(&self, number: &str, ids: &CustomerIds, id: &str) {
-        if self.ids.len() >= MAX_CACHED_IDS {
-            self.ids.clear();
-        }
-        let id: Arc<str> = Arc::from(id);
-        for (kind, i) in [(b'p', &ids.phone), (b'u', &ids.user_id)] {
-            if let Some(i) = i {
-                self.ids
-                    .insert((number.to_string(), kind, i.clone()), id.clone());
-            }
-        }
+    fn release(&self, key: &IdKey) {
+        self.ctx.contacts.pending.remove_if_mut(key, |_, (_, n)| {
+            *n -= 1;
+            *n == 0
+        });
     }
+}
 
-    /// The contact of `number` no longer has these ids (they moved): forget them.
-    pub fn forget(&self, number: &str, phone: Option<&str>, user_id: Option<&str>) {
-        for (kind, i) in [(b'p', phone), (b'u', user_id)] {
-            if let Some(i) = i {
-                self.ids.remove(&(number.to_string(), kind, i.to_string()));
-            }
+impl Drop for Resolved {
+    fn drop(&mut self) {
+        for (key, _) in std::mem::take(&mut self.pending) {
+            self.release(&key);
         }
     }
 }
 
-/// The conversations one notification's messages resolved to so far, by (number, id): a
-/// message naming an id an earlier message of the same notification introduced finds that
-/// conversation before its index entry is written.
-#[derive(Default)]
-pub struct Resolutions {
-    by_phone: HashMap<(String, String), String>,
-    by_user: HashMap<(String, String), String>,
-}
-
-impl Resolutions {
-    fn remember(&mut self, number: &str, ids: &CustomerIds, id: &str) {
-        if let Some(p) = &ids.phone {
-            self.by_phone
-                .entry((number.to_string(), p.clone()))
-                .or_insert_with(|| id.to_string());
-        }
-        if let Some(u) = &ids.user_id {
-            self.by_user
-                .entry((number.to_string(), u.clone()))
-                .or_insert_with(|| id.to_string());
-        }
-    }
-
-    fn get(&self, number: &str, ids: &CustomerIds) -> Option<String> {
-        let find = |map: &HashMap<(String, String), String>, id: &Option<String>| {
-            id.as_ref()
-                .and_then(|i| map.get(&(number.to_string(), i.clone())).cloned())
-        };
-        find(&self.by_phone, &ids.phone).or_else(|| find(&self.by_user, &ids.user_id))
-    }
-}
-
-/// The conversation id of the sender of a message on `number` (see the module docs). Call with
-/// [`lock`] held for the message.
-pub async fn resolve(
+/// The conversation id of each message's sender, in order: `(number, ids)` per message (see the
+/// module docs). Storage is read in at most two hops for the whole notification (the contact
+/// index for what memory does not know, then the records at the ids derived for new contacts),
+/// whatever its size. Call with [`lock`] held for the messages; the answer keeps the ids
+/// pending until it is settled or dropped.
+pub async fn resolve_all(
     ctx: &Arc<Ctx>,
-    seen: &mut Resolutions,
-    number: &str,
-    ids: &CustomerIds,
-) -> Result<String, Error> {
-    if let Some(id) = seen
-        .get(number, ids)
-        .or_else(|| ctx.contacts.get(number, ids))
-    {
-        seen.remember(number, ids, &id);
-        return Ok(id);
-    }
-    let (by_phone, by_user) = ctx
-        .store
-        .contact_conversations(number, ids.phone.as_deref(), ids.user_id.as_deref())
-        .await?;
-    let id = match (by_phone, by_user) {
-        (Some(p), Some(u)) if p != u => {
-            metrics::counter!(m::CONTACT_CONFLICTS).increment(1);
-            tracing::warn!(phone_conversation = %p, user_conversation = %u,
-                "a phone and a user id of two contacts named together; the phone's takes the user id");
-            p
+    senders: &[(&str, &CustomerIds)],
+) -> Result<Resolved, Error> {
+    // Each id: what this notification resolved already, else memory, else the index (one read).
+    let mut known: HashMap<IdKey, Option<String>> = HashMap::new();
+    for (number, ids) in senders {
+        for key in keys(number, ids).into_iter().flatten() {
+            if let std::collections::hash_map::Entry::Vacant(e) = known.entry(key) {
+                let hit = ctx.contacts.get(e.key());
+                e.insert(hit);
+            }
         }
-        (Some(id), _) | (None, Some(id)) => id,
-        (None, None) => new_contact(ctx, number, ids).await?,
+    }
+    let unknown: Vec<IdKey> = known
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !unknown.is_empty() {
+        let asked = unknown
+            .iter()
+            .map(|(number, kind, id)| {
+                let id = Some(id.clone());
+                match *kind {
+                    PHONE => (number.clone(), id, None),
+                    _ => (number.clone(), None, id),
+                }
+            })
+            .collect();
+        let found = ctx.store.contact_conversations(asked).await?;
+        for (key, (by_phone, by_user)) in unknown.into_iter().zip(found) {
+            known.insert(key, by_phone.or(by_user));
+        }
+    }
+    let lookup = |known: &HashMap<IdKey, Option<String>>, key: &Option<IdKey>| {
+        key.as_ref().and_then(|k| known.get(k).cloned().flatten())
     };
-    seen.remember(number, ids, &id);
-    ctx.contacts.remember(number, ids, &id);
-    Ok(id)
+    // New contacts: the records at their derived ids say whether those are free (one read).
+    let derived: Vec<Option<String>> = senders
+        .iter()
+        .map(|(number, ids)| {
+            let [p, u] = keys(number, ids);
+            match (lookup(&known, &p), lookup(&known, &u)) {
+                (None, None) => ids.customer().map(|key| conversation_id(number, key)),
+                _ => None,
+            }
+        })
+        .collect();
+    let wanted: Vec<String> = derived.iter().flatten().cloned().collect();
+    let mut holders: HashMap<String, Option<Contact>> = HashMap::new();
+    if !wanted.is_empty() {
+        let contacts = ctx.store.conversation_contacts(wanted.clone()).await?;
+        holders.extend(wanted.into_iter().zip(contacts));
+    }
+    let mut resolved = Resolved {
+        ctx: ctx.clone(),
+        ids: Vec::with_capacity(senders.len()),
+        pending: Vec::new(),
+    };
+    for (i, (number, ids)) in senders.iter().enumerate() {
+        let [p, u] = keys(number, ids);
+        let id = match (lookup(&known, &p), lookup(&known, &u)) {
+            (Some(by_phone), Some(by_user)) if by_phone != by_user => {
+                metrics::counter!(m::CONTACT_CONFLICTS).increment(1);
+                tracing::warn!(phone_conversation = %by_phone, user_conversation = %by_user,
+                    "a phone and a user id of two contacts named together; the phone's takes the user id");
+                by_phone
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => {
+                let derived = derived[i].as_ref();
+                match derived.and_then(|d| holders.get(d)) {
+                    Some(None) => derived.cloned().unwrap_or_default(),
+                    Some(Some(holder)) if same_contact(ids, holder) => {
+                        derived.cloned().unwrap_or_default()
+                    }
+                    _ => new_contact(ctx, number, ids).await?,
+                }
+            }
+        };
+        // Later messages of this notification, and other webhooks until these are durable,
+        // find the ids here.
+        let shared: Arc<str> = Arc::from(id.as_str());
+        for key in [p, u].into_iter().flatten() {
+            known.insert(key.clone(), Some(id.clone()));
+            ctx.contacts
+                .pending
+                .entry(key.clone())
+                .and_modify(|(to, n)| {
+                    *to = shared.clone();
+                    *n += 1;
+                })
+                .or_insert_with(|| (shared.clone(), 1));
+            resolved.pending.push((key, shared.clone()));
+        }
+        resolved.ids.push(id);
+    }
+    Ok(resolved)
 }
 
-/// The id of a new contact's conversation: derived from its phone, else its user id, unless a
-/// conversation of another contact holds that id (a legacy one holding this phone is this
-/// contact's own).
+/// Whether a stored contact is the one `ids` name (shares an id with them).
+fn same_contact(ids: &CustomerIds, contact: &Contact) -> bool {
+    let same = |mine: &Option<String>, theirs: &Option<String>| mine.is_some() && mine == theirs;
+    same(&ids.phone, &contact.phone) || same(&ids.user_id, &contact.user_id)
+}
+
+/// The id of a new contact's conversation whose first derivation is taken by another contact:
+/// suffixed derivations, read one at a time (each taker is a contact whose number changed away
+/// from this one, so this is rare).
 async fn new_contact(ctx: &Arc<Ctx>, number: &str, ids: &CustomerIds) -> Result<String, Error> {
     let Some(key) = ids.customer() else {
         return Err(DomainError::Invalid("a message naming no customer".into()).into());
@@ -223,15 +306,11 @@ async fn new_contact(ctx: &Arc<Ctx>, number: &str, ids: &CustomerIds) -> Result<
             // \u{1}: never part of a phone or a user id, so no derivation equals another's.
             conversation_id(number, &format!("{key}\u{1}{n}"))
         };
-        let Some(existing) = ctx.store.get_conversation(&id).await? else {
-            return Ok(id);
-        };
-        let same =
-            |mine: &Option<String>, theirs: &Option<String>| mine.is_some() && mine == theirs;
-        if same(&ids.phone, &existing.contact.phone)
-            || same(&ids.user_id, &existing.contact.user_id)
-        {
-            return Ok(id);
+        let holder = ctx.store.conversation_contacts(vec![id.clone()]).await?;
+        match holder.into_iter().next().flatten() {
+            None => return Ok(id),
+            Some(contact) if same_contact(ids, &contact) => return Ok(id),
+            Some(_) => {}
         }
     }
     tracing::error!(%number, "no free conversation id for a new contact");
@@ -248,8 +327,14 @@ pub async fn change_ids(
 ) -> Result<bool, Error> {
     let (by_phone, by_user) = ctx
         .store
-        .contact_conversations(number, old.phone.as_deref(), old.user_id.as_deref())
-        .await?;
+        .contact_conversations(vec![(
+            number.to_string(),
+            old.phone.clone(),
+            old.user_id.clone(),
+        )])
+        .await?
+        .pop()
+        .unwrap_or_default();
     // A contact not indexed yet (stored by an earlier version) is found by its phone's id.
     let legacy = old.phone.as_deref().map(|p| conversation_id(number, p));
     let Some(id) = by_phone.or(by_user).or(legacy) else {
@@ -262,6 +347,12 @@ pub async fn change_ids(
             reply,
         })
         .await;
+    // The new ids may have led to another contact until now: read them from the index again.
+    ctx.contacts.forget(
+        number,
+        change.new_phone.as_deref(),
+        change.new_user_id.as_deref(),
+    );
     match asked {
         Ok(changed) => Ok(changed),
         Err(Error::Domain(DomainError::NotFound)) => Ok(false),

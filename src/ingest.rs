@@ -14,8 +14,9 @@
 //! are kept verbatim.
 //!
 //! Each message's conversation is its sender's contact's, found from the phone and user id it
-//! names (see [`crate::identity`], which also says how racing webhooks are kept from making two
-//! contacts for one person); a message naming neither is kept verbatim by the parser and counted
+//! names, for the whole body at once (see [`crate::identity`], which also says how racing
+//! webhooks are kept from making two contacts for one person: the ids stay pending until the
+//! messages are durable); a message naming neither is kept verbatim by the parser and counted
 //! here. A `system` message opens no conversation: one that changes the sender's number or user
 //! id moves its contact's ids, and every one is kept verbatim (field `system`) and counted.
 //!
@@ -33,7 +34,7 @@ use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
-use crate::domain::{Conversation, DomainError, Millis};
+use crate::domain::{Conversation, CustomerIds, DomainError, Millis};
 use crate::error::Error;
 use crate::identity;
 use crate::log_limit::LogLimit;
@@ -63,9 +64,9 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         metrics::counter!(m::INBOUND_NO_CUSTOMER).increment(n.no_customer as u64);
     }
     let now = ctx.now();
-    // Held until every message is durable: see `identity` (one person's webhooks never race to
-    // make two contacts).
-    let _held = identity::lock(&n.messages).await;
+    // Held while ids move and messages are resolved: see `identity` (one person's webhooks never
+    // race to make two contacts).
+    let held = identity::lock(&n.messages).await;
     // `system` messages open no conversation: they move their contact's ids (first, so later
     // messages of this body already find the new ids) and are kept verbatim.
     let (system, messages): (Vec<_>, Vec<_>) =
@@ -82,13 +83,19 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         });
     }
     report.other = other.len();
+    let senders: Vec<(&str, &CustomerIds)> = messages
+        .iter()
+        .map(|m| (m.number.as_str(), &m.ids))
+        .collect();
+    let mut resolved = identity::resolve_all(ctx, &senders).await?;
+    // The resolved ids stay pending (found by other webhooks) until `settle` below.
+    drop(held);
+    let ids = std::mem::take(&mut resolved.ids);
     let mut groups: HashMap<String, (Conversation, Vec<InboundMessage>)> = HashMap::new();
-    let mut resolved = identity::Resolutions::default();
     // A wamid is one message, stored once, under the first customer (and number) the body
     // lists it with: a second listing is a duplicate, never a second message.
     let mut listed: HashMap<String, String> = HashMap::new();
-    for mut msg in messages {
-        let id = identity::resolve(ctx, &mut resolved, &msg.number, &msg.ids).await?;
+    for (mut msg, id) in messages.into_iter().zip(ids) {
         match listed.get(&msg.wamid) {
             Some(first) => {
                 report.duplicates += 1;
@@ -137,6 +144,7 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
     let statuses = deliver_statuses(ctx, n.statuses);
     let other = keep_other(ctx, other);
     let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, other)?;
+    resolved.settle();
     for a in acks {
         report.stored += a.stored;
         report.duplicates += a.duplicates;

@@ -301,11 +301,7 @@ impl Conversation {
     /// Moves the customer's ids as a `system` message says (a new number, a new user id).
     /// Answers whether the contact changed.
     pub fn change_customer_ids(&mut self, change: &IdentityChange) -> bool {
-        let changed = self.contact.learn(&CustomerIds {
-            phone: change.new_phone.clone(),
-            user_id: change.new_user_id.clone(),
-            username: None,
-        });
+        let changed = self.contact.replace_ids(change);
         self.sync_customer();
         changed
     }

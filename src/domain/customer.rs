@@ -80,15 +80,35 @@ impl Contact {
         self.phone.as_deref().or(self.user_id.as_deref())
     }
 
-    /// Takes what a message says about its sender: an id or username it names that differs is
-    /// taken (a phone or user id naming this contact but different from the one on record is
-    /// Meta's newer one). Answers whether anything changed.
+    /// Takes what a message says about its sender: an id the contact lacks (the link) and its
+    /// latest username. An id it already has is never replaced by a message: only a `system`
+    /// message moves ids ([`Self::replace_ids`]), so a late delivery of a message sent before a
+    /// number change cannot move it back. Answers whether anything changed.
     pub fn learn(&mut self, ids: &CustomerIds) -> bool {
         let mut changed = false;
         for (mine, theirs) in [
             (&mut self.phone, &ids.phone),
             (&mut self.user_id, &ids.user_id),
-            (&mut self.username, &ids.username),
+        ] {
+            if mine.is_none() && theirs.is_some() {
+                mine.clone_from(theirs);
+                changed = true;
+            }
+        }
+        if ids.username.is_some() && self.username != ids.username {
+            self.username.clone_from(&ids.username);
+            changed = true;
+        }
+        changed
+    }
+
+    /// Moves the ids a `system` message names (a new number, a new user id). Answers whether
+    /// anything changed.
+    pub fn replace_ids(&mut self, change: &IdentityChange) -> bool {
+        let mut changed = false;
+        for (mine, theirs) in [
+            (&mut self.phone, &change.new_phone),
+            (&mut self.user_id, &change.new_user_id),
         ] {
             if theirs.is_some() && mine != theirs {
                 mine.clone_from(theirs);
@@ -172,5 +192,15 @@ mod tests {
             (c.customer(), c.user_id.as_deref(), c.username.as_deref()),
             (Some("15550001"), Some("US.1"), Some("ana"))
         );
+        // A message never moves a known id; a system message does.
+        assert!(!c.learn(&CustomerIds {
+            phone: Some("15550002".into()),
+            ..CustomerIds::default()
+        }));
+        assert!(c.replace_ids(&IdentityChange {
+            new_phone: Some("15550002".into()),
+            new_user_id: None,
+        }));
+        assert_eq!(c.customer(), Some("15550002"));
     }
 }

@@ -67,7 +67,11 @@ pub async fn list(
     // for one not indexed yet (stored before contacts existed), the one derived from it.
     let by_customer = match (&filter.customer, &filter.number) {
         (Some(c), Some(n)) => {
-            let (by_phone, by_user) = store.contact_conversations(n, Some(c), Some(c)).await?;
+            let (by_phone, by_user) = store
+                .contact_conversations(vec![(n.clone(), Some(c.clone()), Some(c.clone()))])
+                .await?
+                .pop()
+                .unwrap_or_default();
             let mut ids: Vec<String> = [by_phone, by_user, Some(conversation_id(n, c))]
                 .into_iter()
                 .flatten()

@@ -420,6 +420,51 @@ mod tests {
         assert!(n.messages[0].raw.contains(r#"M\u00fcnchen"#));
     }
 
+    /// Meta's 2026 identity fields: a sender named by its user id, by its phone, or by neither in
+    /// the message but by its contact; both parsers read the same ids.
+    #[test]
+    fn reads_phones_user_ids_and_usernames_like_the_lenient_parser() {
+        let n = agree(
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P1"},
+              "contacts":[{"profile":{"name":"Ana","username":"ana.k"},"user_id":"US.1"},
+                          {"profile":{"name":"Ben"},"wa_id":"4915","user_id":"DE.2"},
+                          {"profile":{"name":"Cy"},"wa_id":"4477"}],
+              "messages":[
+                {"from_user_id":"US.1","id":"w1","timestamp":"1","type":"text","text":{"body":"a"}},
+                {"from":"4915","id":"w2","timestamp":"1","type":"text","text":{"body":"b"}},
+                {"from":"4477","from_user_id":"GB.3","id":"w3","timestamp":"1","type":"text","text":{"body":"c"}}
+              ]}}]}]}"#,
+        );
+        let ids: Vec<_> = n
+            .messages
+            .iter()
+            .map(|m| {
+                (
+                    m.customer.as_str(),
+                    m.ids.phone.as_deref(),
+                    m.ids.user_id.as_deref(),
+                    m.ids.username.as_deref(),
+                    m.customer_name.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("US.1", None, Some("US.1"), Some("ana.k"), Some("Ana")),
+                ("4915", Some("4915"), Some("DE.2"), None, Some("Ben")),
+                ("4477", Some("4477"), Some("GB.3"), None, Some("Cy")),
+            ]
+        );
+        // Neither id in the message: the only contact is the sender.
+        let n = agree(
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P1"},
+              "contacts":[{"profile":{"name":"Di"},"user_id":"BR.4"}],
+              "messages":[{"id":"w4","timestamp":"1","type":"text","text":{"body":"d"}}]}}]}]}"#,
+        );
+        assert_eq!(n.messages[0].customer, "BR.4");
+    }
+
     #[test]
     fn declines_what_only_the_lenient_parser_keeps() {
         for body in [

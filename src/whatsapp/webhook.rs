@@ -454,6 +454,36 @@ mod tests {
     }
 
     #[test]
+    fn system_messages_carry_the_new_ids_and_nameless_messages_are_counted() {
+        let body = r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+          "messages":[
+            {"from":"4915","id":"s1","type":"system","system":{"body":"changed","wa_id":"4916","type":"user_changed_number"}},
+            {"from_user_id":"US.1","id":"s2","type":"system","system":{"body":"changed","user_id":"US.2","type":"user_changed_user_id"}},
+            {"from":"4915","id":"s3","type":"system","system":{"body":"other","type":"customer_identity_changed"}},
+            {"id":"w1","type":"text","text":{"body":"from nobody"}}]}}]}]}"#;
+        let n = parse(body.as_bytes()).expect("parse");
+        let changes: Vec<_> = n
+            .messages
+            .iter()
+            .map(|m| {
+                m.identity_change
+                    .as_ref()
+                    .map(|c| (c.new_phone.as_deref(), c.new_user_id.as_deref()))
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [Some((Some("4916"), None)), Some((None, Some("US.2"))), None]
+        );
+        assert_eq!((n.skipped, n.no_customer), (1, 1));
+        assert_eq!(
+            n.other.len(),
+            1,
+            "the change with the nameless message is kept"
+        );
+    }
+
+    #[test]
     fn rejects_non_json_only() {
         assert!(parse(b"{not json").is_err());
         assert!(parse(b"{}").expect("empty ok").messages.is_empty());
