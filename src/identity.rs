@@ -335,8 +335,9 @@ pub async fn change_ids(
         .await?
         .pop()
         .unwrap_or_default();
-    // A contact not indexed yet (stored by an earlier version) is found by its phone's id.
-    let legacy = old.phone.as_deref().map(|p| conversation_id(number, p));
+    // A contact not indexed yet (stored by an earlier version) is found by the id derived from
+    // what it was stored under (its phone, else its user id); the actor checks it is this one.
+    let legacy = old.customer().map(|c| conversation_id(number, c));
     let Some(id) = by_phone.or(by_user).or(legacy) else {
         return Ok(false);
     };
