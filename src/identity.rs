@@ -19,14 +19,16 @@
 //! Races: two webhooks naming an id of one person must not each make a contact. Resolution holds
 //! async locks, one per (number, id) hash stripe ([`STRIPES`]) of every id its notification
 //! names, taken in ascending order (so two notifications never wait on each other), and before
-//! releasing them records every id it resolved as *pending* ([`Resolved`]) until the messages
+//! releasing them records every id it resolved as *pending* (in the same cache, [`Resolved`])
+//! until the messages
 //! are durable (and their index entries with them): a webhook resolving the same id meanwhile
 //! finds it there, as it finds it in the index afterwards. Deliveries therefore run unlocked;
 //! only resolution (at most two storage reads per notification) is serialized per id. Pending
 //! entries live exactly as long as a webhook being handled, so they are bounded by webhook
 //! admission (`server.max_inflight_webhooks`) times the messages a body holds.
 //!
-//! Settled ids are remembered in a [`ContactCache`] (bounded; cleared when full), so the common
+//! Settled ids are remembered in the actors' `ContactCache` (`actors::contacts`; bounded, cleared
+//! when full), so the common
 //! case — a known customer writing again — reads no storage, and a live conversation still
 //! tells a redelivery without any read. An id leaves the cache when its contact lets it go (a
 //! `system` message moving it, by the conversation actor once durable), and is overwritten when
@@ -36,9 +38,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::actors::contacts::{IdKey, PHONE, USER};
 use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::{
     conversation_id, Contact, CustomerIds, DomainError, IdentityChange, InboundMessage,
@@ -54,16 +56,6 @@ static LOCKS: [Mutex<()>; STRIPES] = [const { Mutex::const_new(()) }; STRIPES];
 /// contact whose number changed away from this one; more than a few is not a real history).
 const MAX_DERIVATIONS: usize = 16;
 
-/// Most ids [`ContactCache`] holds; reaching it clears the cache (what is needed again is read
-/// again from storage), so its memory stays bounded (≈ 200 bytes an entry) whatever the traffic.
-pub const MAX_CACHED_IDS: usize = 200_000;
-
-const PHONE: u8 = b'p';
-const USER: u8 = b'u';
-
-/// (business number, [`PHONE`] or [`USER`], the id).
-type IdKey = (String, u8, String);
-
 fn stripe(key: &IdKey) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
@@ -76,41 +68,6 @@ fn keys(number: &str, ids: &CustomerIds) -> [Option<IdKey>; 2] {
         ids.phone.clone().map(|p| (number.to_string(), PHONE, p)),
         ids.user_id.clone().map(|u| (number.to_string(), USER, u)),
     ]
-}
-
-/// Where the customers' ids lead, in memory: settled ones (bounded, may forget) and pending ones
-/// (resolved by a webhook not yet durable; never dropped early). See the module docs.
-#[derive(Default)]
-pub struct ContactCache {
-    settled: DashMap<IdKey, Arc<str>, foldhash::fast::RandomState>,
-    /// The conversation and how many webhooks in flight resolved the id to it.
-    pending: DashMap<IdKey, (Arc<str>, usize), foldhash::fast::RandomState>,
-}
-
-impl ContactCache {
-    fn get(&self, key: &IdKey) -> Option<String> {
-        if let Some(p) = self.pending.get(key) {
-            return Some(p.0.to_string());
-        }
-        self.settled.get(key).map(|v| v.to_string())
-    }
-
-    fn settle(&self, key: IdKey, id: Arc<str>) {
-        if self.settled.len() >= MAX_CACHED_IDS {
-            self.settled.clear();
-        }
-        self.settled.insert(key, id);
-    }
-
-    /// The contact of `number` no longer has these ids (they moved): forget them.
-    pub fn forget(&self, number: &str, phone: Option<&str>, user_id: Option<&str>) {
-        for (kind, i) in [(PHONE, phone), (USER, user_id)] {
-            if let Some(i) = i {
-                self.settled
-                    .remove(&(number.to_string(), kind, i.to_string()));
-            }
-        }
-    }
 }
 
 /// The locks of every id `messages` name (their senders' and, for a `system` message, the new
@@ -165,10 +122,7 @@ impl Resolved {
     }
 
     fn release(&self, key: &IdKey) {
-        self.ctx.contacts.pending.remove_if_mut(key, |_, (_, n)| {
-            *n -= 1;
-            *n == 0
-        });
+        self.ctx.contacts.release(key);
     }
 }
 
@@ -271,14 +225,7 @@ pub async fn resolve_all(
         let shared: Arc<str> = Arc::from(id.as_str());
         for key in [p, u].into_iter().flatten() {
             known.insert(key.clone(), Some(id.clone()));
-            ctx.contacts
-                .pending
-                .entry(key.clone())
-                .and_modify(|(to, n)| {
-                    *to = shared.clone();
-                    *n += 1;
-                })
-                .or_insert_with(|| (shared.clone(), 1));
+            ctx.contacts.hold(key.clone(), shared.clone());
             resolved.pending.push((key, shared.clone()));
         }
         resolved.ids.push(id);
