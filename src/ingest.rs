@@ -13,6 +13,14 @@
 //! (applied, stale, adopted or parked). Other changes (template updates, account events, echoes)
 //! are kept verbatim.
 //!
+//! Each message's conversation is its sender's contact's, found from the phone and user id it
+//! names, for the whole body at once (see [`crate::identity`], which also says how racing
+//! webhooks are kept from making two contacts for one person: the ids stay pending until the
+//! messages are durable); a message naming neither is kept verbatim by the parser and counted
+//! here. A `system` message opens no conversation: it is shown in its contact's conversation
+//! when there is one, and one that changes the sender's number or user id moves the contact's
+//! ids; every one is also kept verbatim (field `system`) and counted.
+//!
 //! Before any of that, inbound messages are checked against the body itself: a wamid listed
 //! twice (under two customers, even) is stored once, the first time, and a Meta `timestamp`
 //! more than [`MAX_FUTURE_SKEW_MS`] ahead of the broker's clock becomes the arrival time, since
@@ -27,8 +35,9 @@ use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
-use crate::domain::{Conversation, DomainError, Millis};
+use crate::domain::{Conversation, CustomerIds, DomainError, Millis};
 use crate::error::Error;
+use crate::identity;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
 use crate::store::{Batch, StatusUpdate};
@@ -52,13 +61,54 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         other: n.other.len(),
         ..Default::default()
     };
+    if n.no_customer > 0 {
+        metrics::counter!(m::INBOUND_NO_CUSTOMER).increment(n.no_customer as u64);
+    }
     let now = ctx.now();
+    // Held while ids move and messages are resolved: see `identity` (one person's webhooks never
+    // race to make two contacts).
+    let held = identity::lock(&n.messages).await;
+    // `system` messages open no conversation. Those that move their contact's ids go first, so
+    // later messages of this body already find the new ids; the others are shown once this
+    // body's messages are stored, so a notice finds a conversation its body opened. All are kept
+    // verbatim too.
+    let (system, messages): (Vec<_>, Vec<_>) =
+        n.messages.into_iter().partition(|m| m.kind == "system");
+    let (moves, notices): (Vec<_>, Vec<_>) = system
+        .into_iter()
+        .partition(|m| m.identity_change.is_some());
+    let mut other = n.other;
+    for msg in moves.iter().chain(&notices) {
+        metrics::counter!(m::INBOUND_SYSTEM).increment(1);
+        other.push(OtherChange {
+            field: "system".to_string(),
+            raw: msg.raw.clone(),
+        });
+    }
+    for msg in &moves {
+        identity::change_ids(
+            ctx,
+            &msg.number,
+            &msg.ids,
+            msg.identity_change.as_ref(),
+            msg,
+        )
+        .await?;
+    }
+    report.other = other.len();
+    let senders: Vec<(&str, &CustomerIds)> = messages
+        .iter()
+        .map(|m| (m.number.as_str(), &m.ids))
+        .collect();
+    let mut resolved = identity::resolve_all(ctx, &senders).await?;
+    // The resolved ids stay pending (found by other webhooks) until `settle` below.
+    drop(held);
+    let ids = std::mem::take(&mut resolved.ids);
     let mut groups: HashMap<String, (Conversation, Vec<InboundMessage>)> = HashMap::new();
     // A wamid is one message, stored once, under the first customer (and number) the body
     // lists it with: a second listing is a duplicate, never a second message.
     let mut listed: HashMap<String, String> = HashMap::new();
-    for mut msg in n.messages {
-        let id = crate::domain::conversation_id(&msg.number, &msg.customer);
+    for (mut msg, id) in messages.into_iter().zip(ids) {
         match listed.get(&msg.wamid) {
             Some(first) => {
                 report.duplicates += 1;
@@ -83,11 +133,11 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
             msg.sent_at = now;
         }
         groups
-            .entry(id)
+            .entry(id.clone())
             .or_insert_with(|| {
                 let team = ctx.default_team(&msg.number);
                 (
-                    Conversation::new(&msg.number, &msg.customer, &team, now),
+                    Conversation::for_customer(id.clone(), &msg.number, &msg.ids, &team, now),
                     Vec::new(),
                 )
             })
@@ -105,11 +155,15 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         }
     });
     let statuses = deliver_statuses(ctx, n.statuses);
-    let other = keep_other(ctx, n.other);
+    let other = keep_other(ctx, other);
     let (acks, (), ()) = tokio::try_join!(try_join_all(deliveries), statuses, other)?;
+    resolved.settle();
     for a in acks {
         report.stored += a.stored;
         report.duplicates += a.duplicates;
+    }
+    for msg in &notices {
+        identity::change_ids(ctx, &msg.number, &msg.ids, None, msg).await?;
     }
     Ok(report)
 }

@@ -15,6 +15,9 @@ pub const INBOUND_MESSAGES: &str = "switchboard_inbound_messages_total";
 pub const INBOUND_DUPLICATES: &str = "switchboard_inbound_duplicates_total";
 pub const INBOUND_WAMID_CONFLICTS: &str = "switchboard_inbound_wamid_conflicts_total";
 pub const INBOUND_FUTURE_TIMESTAMPS: &str = "switchboard_inbound_future_timestamps_total";
+pub const INBOUND_NO_CUSTOMER: &str = "switchboard_inbound_no_customer_total";
+pub const INBOUND_SYSTEM: &str = "switchboard_inbound_system_messages_total";
+pub const CONTACT_CONFLICTS: &str = "switchboard_contact_conflicts_total";
 pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
 pub const INBOUND_REACTIONS: &str = "switchboard_inbound_reactions_total";
 pub const BILLABLE_MESSAGES: &str = "switchboard_billable_messages_total";
@@ -125,6 +128,18 @@ fn describe() {
     describe_counter!(
         INBOUND_FUTURE_TIMESTAMPS,
         "Inbound messages whose Meta timestamp lay more than 5 minutes ahead of the broker's clock, dated when they arrived instead."
+    );
+    describe_counter!(
+        INBOUND_NO_CUSTOMER,
+        "Inbound messages naming neither a phone nor a user id (in the message or its contacts): kept verbatim, never a conversation."
+    );
+    describe_counter!(
+        INBOUND_SYSTEM,
+        "Inbound `system` messages (user_changed_number, user_changed_user_id, …): kept verbatim, they move the contact's ids and never open a conversation."
+    );
+    describe_counter!(
+        CONTACT_CONFLICTS,
+        "Inbound messages naming a phone and a user id already known as two different contacts (each created from a webhook naming one id): the message goes to the phone's contact, which takes the user id."
     );
     describe_counter!(
         STATUS_UPDATES,
@@ -345,6 +360,9 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         INBOUND_DUPLICATES,
         INBOUND_WAMID_CONFLICTS,
         INBOUND_FUTURE_TIMESTAMPS,
+        INBOUND_NO_CUSTOMER,
+        INBOUND_SYSTEM,
+        CONTACT_CONFLICTS,
         OUTBOUND_RETRIES,
         OUTBOX_SPILLED,
         BROKER_RESTARTS,

@@ -150,6 +150,12 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.05, help_heading = "Load")]
     pub duplicate_ratio: f64,
 
+    /// Share of customers who are username-only: Meta gives their business-scoped user id
+    /// (`from_user_id`, the contact's `user_id` and `profile.username`) and no phone; the broker
+    /// keys their conversation by that id and replies to it by `recipient`.
+    #[arg(long, default_value_t = 0.0, help_heading = "Load")]
+    pub username_share: f64,
+
     /// Share of webhooks that carry several messages (possibly for several customers and numbers,
     /// across several entries/changes).
     #[arg(long, default_value_t = 0.1, help_heading = "Load")]
@@ -292,6 +298,8 @@ pub struct Settings {
     pub customers: usize,
     pub numbers: usize,
     pub duplicate_ratio: f64,
+    /// Share of username-only customers (see `--username-share`).
+    pub username_share: f64,
     pub batch_ratio: f64,
     pub max_batch: usize,
     pub redeliveries: u32,
@@ -529,6 +537,7 @@ impl Cli {
             customers: self.customers,
             numbers: self.numbers,
             duplicate_ratio: ratio("duplicate-ratio", self.duplicate_ratio)?,
+            username_share: ratio("username-share", self.username_share)?,
             batch_ratio: ratio("batch-ratio", self.batch_ratio)?,
             max_batch: self.max_batch,
             redeliveries: self.redeliveries,

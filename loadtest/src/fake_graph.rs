@@ -199,8 +199,10 @@ fn handle(st: Arc<GraphState>, pnid: String, headers: HeaderMap, body: Bytes) ->
             );
         }
     };
+    // A customer without a known phone is addressed by its user id, in `recipient`.
     let to = v
         .get("to")
+        .or_else(|| v.get("recipient"))
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
@@ -210,7 +212,7 @@ fn handle(st: Arc<GraphState>, pnid: String, headers: HeaderMap, body: Bytes) ->
             StatusCode::BAD_REQUEST,
             100,
             "(#100) Invalid parameter",
-            "messaging_product must be whatsapp and to is required.",
+            "messaging_product must be whatsapp and to (or recipient) is required.",
         );
     }
     if st.throttle_ratio > 0.0 && rand::thread_rng().gen_bool(st.throttle_ratio) {

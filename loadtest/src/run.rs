@@ -232,7 +232,11 @@ async fn crash_and_restart(
 pub async fn run(s: Settings) -> anyhow::Result<Report> {
     let seed = s.seed.unwrap_or_else(rand::random);
     let run_id = format!("{:08X}", rand::random::<u32>());
-    let pop = Arc::new(Population::new(s.numbers, s.customers));
+    let pop = Arc::new(Population::with_usernames(
+        s.numbers,
+        s.customers,
+        s.username_share,
+    ));
 
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let graph = FakeGraph::start(

@@ -4,7 +4,11 @@
 //! - every generated inbound message gets a fresh wamid `wamid.LT{run_id}{counter}`; `run_id` has
 //!   a fixed length, so ids are unique across the run (and across runs with different ids);
 //! - customers have fixed, distinct `wa_id`s (digit strings with varied country prefixes) and each
-//!   writes to one "home" business number, so a conversation is `(number, customer)`;
+//!   writes to one "home" business number, so a conversation is `(number, customer)`; a share of
+//!   them (`--username-share`) are username-only: Meta gives no phone, only their business-scoped
+//!   user id (BSUID, `DE.1501234…`: country, dot, digits), which is then their `wa_id` here (the
+//!   id the broker shows as `customer` and sends to, as `recipient`), sent as `from_user_id` and
+//!   the contact's `user_id` with a `profile.username`, never as `from`/`wa_id`;
 //! - bodies are serialized once, non-ASCII text is written as `\uXXXX` escapes like Meta does, and
 //!   the signature is `sha256=<lowercase hex HMAC-SHA256(app_secret, exact body bytes)>`; a
 //!   `Webhook` is immutable afterwards, so redeliveries are byte-for-byte identical.
@@ -26,6 +30,8 @@ use sha2::Sha256;
 pub const WABA_ID: &str = "102290129340398";
 
 const COUNTRY_CODES: [&str; 7] = ["49", "44", "1", "33", "34", "91", "55"];
+/// The ISO 3166 countries of `COUNTRY_CODES`, in the same order (a BSUID's prefix).
+const COUNTRIES: [&str; 7] = ["DE", "GB", "US", "FR", "ES", "IN", "BR"];
 const FIRST_NAMES: [&str; 12] = [
     "Sheena", "Jonas", "Amelia", "Luc", "Lucía", "Priya", "João", "Mia", "Oliver", "Chloé",
     "Arjun", "Sofia",
@@ -56,8 +62,11 @@ pub struct Number {
 /// A simulated customer.
 #[derive(Debug, Clone)]
 pub struct Customer {
+    /// The id the broker shows as `customer`: the phone, or the BSUID of a username-only one.
     pub wa_id: String,
     pub name: String,
+    /// Set for a username-only customer (no phone; `wa_id` is its BSUID).
+    pub username: Option<String>,
     /// Index into `Population::numbers` of the number this customer writes to.
     pub number: usize,
 }
@@ -80,21 +89,39 @@ pub fn numbers(m: usize) -> Vec<Number> {
 }
 
 impl Population {
+    /// A population of phone-only customers.
+    #[cfg(test)]
     pub fn new(numbers_count: usize, customers: usize) -> Self {
+        Self::with_usernames(numbers_count, customers, 0.0)
+    }
+
+    /// A population in which `username_share` (0..=1) of the customers are username-only
+    /// (spread over the population deterministically, so a run and its audit agree).
+    pub fn with_usernames(numbers_count: usize, customers: usize, username_share: f64) -> Self {
         let numbers = numbers(numbers_count);
+        let per_mille = (username_share.clamp(0.0, 1.0) * 1000.0).round() as usize;
         let customers = (0..customers)
             .map(|i| {
                 let cc = COUNTRY_CODES[i % COUNTRY_CODES.len()];
                 // 3-digit area part + 7-digit running number: unique for i < 10^7.
-                let wa_id = format!("{cc}{}{:07}", 150 + (i / 7) % 30, i);
+                let phone = format!("{cc}{}{:07}", 150 + (i / 7) % 30, i);
                 let name = format!(
                     "{} {}",
                     FIRST_NAMES[i % FIRST_NAMES.len()],
                     LAST_NAMES[(i / FIRST_NAMES.len()) % LAST_NAMES.len()]
                 );
+                // 7919 is prime to 1000: the chosen ones spread over every residue.
+                let username_only = (i * 7919) % 1000 < per_mille;
+                let (wa_id, username) = if username_only {
+                    let country = COUNTRIES[i % COUNTRIES.len()];
+                    (format!("{country}.1501{phone}"), Some(format!("user{i}")))
+                } else {
+                    (phone, None)
+                };
                 Customer {
                     wa_id,
                     name,
+                    username,
                     number: i % numbers_count.max(1),
                 }
             })
@@ -354,16 +381,28 @@ impl Generator {
             if !seen.contains(c) {
                 seen.push(*c);
                 let cust = &pop.customers[*c];
+                let username_only = cust.username.is_some();
                 contacts.push(Contact {
-                    profile: Profile { name: &cust.name },
-                    wa_id: &cust.wa_id,
+                    profile: Profile {
+                        name: &cust.name,
+                        username: cust.username.as_deref(),
+                    },
+                    wa_id: (!username_only).then_some(cust.wa_id.as_str()),
+                    user_id: username_only.then_some(cust.wa_id.as_str()),
                 });
             }
         }
         let messages = msgs
             .iter()
             .map(|(c, wamid, text)| Message {
-                from: &pop.customers[*c].wa_id,
+                from: pop.customers[*c]
+                    .username
+                    .is_none()
+                    .then_some(pop.customers[*c].wa_id.as_str()),
+                from_user_id: pop.customers[*c]
+                    .username
+                    .is_some()
+                    .then_some(pop.customers[*c].wa_id.as_str()),
                 id: wamid,
                 timestamp: ts,
                 kind: "text",
@@ -401,7 +440,10 @@ impl Generator {
                     id: &it.wamid,
                     status: it.status.as_str(),
                     timestamp: &ts,
-                    recipient_id: &it.recipient,
+                    // A send by `recipient` (a user id) is reported by Meta with
+                    // `recipient_user_id` and no `recipient_id`.
+                    recipient_id: (!is_user_id(&it.recipient)).then_some(it.recipient.as_str()),
+                    recipient_user_id: is_user_id(&it.recipient).then_some(it.recipient.as_str()),
                     pricing: (it.status != OutStatus::Read && rng.gen_bool(0.5)).then_some(
                         Pricing {
                             billable: true,
@@ -460,6 +502,12 @@ fn entries<'a, R: Rng>(changes: Vec<Change<'a>>, rng: &mut R) -> Vec<Entry<'a>> 
     }
 }
 
+/// Whether a customer id is a BSUID (`DE.1501…`: two capitals, a dot) rather than a phone.
+pub fn is_user_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() > 3 && b[0].is_ascii_uppercase() && b[1].is_ascii_uppercase() && b[2] == b'.'
+}
+
 // Meta's webhook shape, borrowed from the generator's data: serialized straight to bytes, in
 // Meta's field order (a `serde_json::Value` tree cost a fifth of the generator's CPU at 10k/s).
 
@@ -502,17 +550,25 @@ struct Metadata<'a> {
 #[derive(Serialize)]
 struct Contact<'a> {
     profile: Profile<'a>,
-    wa_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wa_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct Profile<'a> {
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct Message<'a> {
-    from: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_user_id: Option<&'a str>,
     id: &'a str,
     timestamp: &'a str,
     #[serde(rename = "type")]
@@ -530,7 +586,10 @@ struct Status<'a> {
     id: &'a str,
     status: &'static str,
     timestamp: &'a str,
-    recipient_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient_user_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pricing: Option<Pricing>,
 }
@@ -587,6 +646,36 @@ mod tests {
         assert_eq!(ids.len(), 5000);
         assert!(ids.iter().all(|w| w.chars().all(|c| c.is_ascii_digit())));
         assert!(pop.customers.iter().all(|c| c.number < 2));
+    }
+
+    #[test]
+    fn username_only_customers_send_their_user_id_and_no_phone() {
+        let pop = Population::with_usernames(1, 1000, 0.25);
+        let only: Vec<_> = pop
+            .customers
+            .iter()
+            .filter(|c| c.username.is_some())
+            .collect();
+        assert_eq!(only.len(), 250);
+        assert!(only.iter().all(|c| is_user_id(&c.wa_id)));
+        let ids: HashSet<_> = pop.customers.iter().map(|c| c.wa_id.clone()).collect();
+        assert_eq!(ids.len(), 1000);
+        let i = pop
+            .customers
+            .iter()
+            .position(|c| c.username.is_some())
+            .unwrap_or(0);
+        let g = Generator::new(Arc::new(pop), "ABCD1234".into(), "secret", 0.0, 1);
+        let msgs = [(i, "wamid.x".to_string(), "hi".to_string())];
+        let change = g.message_change(0, &msgs, "1");
+        let v = serde_json::to_value(&change).unwrap_or(Value::Null);
+        let m = &v["value"]["messages"][0];
+        assert!(m.get("from").is_none(), "{v}");
+        assert!(is_user_id(m["from_user_id"].as_str().unwrap_or("")));
+        let contact = &v["value"]["contacts"][0];
+        assert!(contact.get("wa_id").is_none(), "{v}");
+        assert_eq!(contact["user_id"], m["from_user_id"]);
+        assert!(contact["profile"]["username"].is_string());
     }
 
     #[test]

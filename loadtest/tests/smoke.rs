@@ -6,7 +6,8 @@
 //! the test fails, saying how to build it, when there is none (it never skips). It runs
 //! `switchboard-loadtest --broker-bin $SWITCHBOARD_BIN --rate 200 --duration 3 --agents 4
 //! --customers 50 --numbers 2 --crash-after 1.5 --json FILE` with a 120 s limit and asserts exit
-//! status 0 and `audit.passed == true` in the JSON.
+//! status 0 and `audit.passed == true` in the JSON; a second run adds `--username-share 0.3`
+//! (username-only customers, known by their user id alone) and must pass the same audit.
 
 mod common;
 
@@ -15,6 +16,17 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn smoke_against_broker_with_crash() {
+    smoke(&[]);
+}
+
+/// A third of the customers are username-only: their conversations are keyed by user id and
+/// their replies sent by `recipient`, through the same crash.
+#[test]
+fn smoke_with_username_only_customers_and_crash() {
+    smoke(&["--username-share", "0.3"]);
+}
+
+fn smoke(extra: &[&str]) {
     let bin = common::broker_bin();
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -37,8 +49,9 @@ fn smoke_against_broker_with_crash() {
             "2",
             "--crash-after",
             "1.5",
-            "--json",
         ])
+        .args(extra)
+        .arg("--json")
         .arg(&json_path)
         .stdin(Stdio::null())
         .spawn()

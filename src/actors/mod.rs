@@ -36,6 +36,7 @@
 //! reservation calls from conversation actors, at most one of each per conversation change.
 
 pub mod agent;
+pub mod contacts;
 pub mod conversation;
 pub mod guardian;
 pub mod ports;
@@ -118,6 +119,8 @@ pub struct Ctx {
     pub settings_lock: tokio::sync::Mutex<()>,
     /// Where recently sent wamids live, for status callbacks (see [`sent`]).
     pub sent: sent::SentWamids,
+    /// Which conversation a customer's phone or user id resolved to (see `identity`).
+    pub contacts: contacts::ContactCache,
 }
 
 /// The ports a [`Ctx`] is built from (all wired by app.rs).
@@ -163,6 +166,7 @@ impl Ctx {
             policies,
             settings_lock: tokio::sync::Mutex::new(()),
             sent: sent::SentWamids::default(),
+            contacts: contacts::ContactCache::default(),
         }
     }
 

@@ -1,8 +1,12 @@
 //! A conversation between one business number and one customer, and every rule of its life.
 //!
 //! Invariants, enforced only here:
-//! - one conversation per (business `phone_number_id`, customer id): its id is derived from that
-//!   pair, so every path that meets the pair finds the same conversation without an index;
+//! - one conversation per (business `phone_number_id`, customer): its id is derived from the
+//!   pair (business number, the customer's first known id: its phone, else its user id) when
+//!   the conversation is created and never changes; the customer's ids live in its [`Contact`]
+//!   (`contact`), and storage indexes each id to the conversation (`store::schema::CF_CONTACTS`),
+//!   so a webhook naming either id finds it. `customer` is always `contact.customer()`: the
+//!   phone when known, else the user id;
 //! - `assignee` is `Some` exactly when `status` is `Assigned` (exactly one owner at a time);
 //! - a command reaches only a conversation its caller may see, as a read does
 //!   ([`Conversation::check_access`]; a claim also reaches the caller's own teams'), and is
@@ -24,6 +28,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::customer::{Contact, CustomerIds, IdentityChange};
 use super::policy::Placement;
 use super::{Author, Caller, DeliveryStatus, Direction, DomainError, Message, Millis, WINDOW_MS};
 
@@ -222,14 +227,49 @@ pub struct Conversation {
     pub owner_answered: bool,
     /// Start of the closed period in which the after-hours reply was last sent (once per period).
     pub(super) after_hours_sent: Option<Millis>,
+    /// The customer's ids and username. Last in the record: version 3 appended it (see
+    /// `store::legacy`).
+    pub contact: Contact,
 }
 
 impl Conversation {
+    /// A conversation with a customer known by one id (`customer`: a phone, or a user id by its
+    /// shape, see [`super::customer::is_user_id`]), its id derived from that pair.
     pub fn new(number: &str, customer: &str, team: &str, now: Millis) -> Self {
+        let mut contact = Contact::from_customer(customer);
+        // Created by this version: its first write indexes its ids.
+        contact.indexed = true;
+        Self::with_contact(
+            conversation_id(number, customer),
+            number,
+            contact,
+            team,
+            now,
+        )
+    }
+
+    /// A conversation with id `id` (chosen by whoever resolved the customer's contact) for a
+    /// customer with `ids` (at least one id).
+    pub fn for_customer(
+        id: String,
+        number: &str,
+        ids: &CustomerIds,
+        team: &str,
+        now: Millis,
+    ) -> Self {
+        let mut contact = Contact {
+            indexed: true,
+            ..Contact::default()
+        };
+        contact.learn(ids);
+        Self::with_contact(id, number, contact, team, now)
+    }
+
+    fn with_contact(id: String, number: &str, contact: Contact, team: &str, now: Millis) -> Self {
         Self {
-            id: conversation_id(number, customer),
+            id,
             number: number.to_string(),
-            customer: customer.to_string(),
+            customer: contact.customer().unwrap_or_default().to_string(),
             customer_name: None,
             status: ConversationStatus::Queued,
             team: team.to_string(),
@@ -246,6 +286,31 @@ impl Conversation {
             assigned_at: None,
             owner_answered: false,
             after_hours_sent: None,
+            contact,
+        }
+    }
+
+    /// Takes the ids and username an inbound message gives for the customer (a new id links
+    /// it to this contact; see [`Contact::learn`]). Answers whether the contact changed.
+    pub fn learn_customer(&mut self, ids: &CustomerIds) -> bool {
+        let changed = self.contact.learn(ids);
+        self.sync_customer();
+        changed
+    }
+
+    /// Moves the customer's ids as a `system` message says (a new number, a new user id).
+    /// Answers whether the contact changed.
+    pub fn change_customer_ids(&mut self, change: &IdentityChange) -> bool {
+        let changed = self.contact.replace_ids(change);
+        self.sync_customer();
+        changed
+    }
+
+    fn sync_customer(&mut self) {
+        if let Some(c) = self.contact.customer() {
+            if c != self.customer {
+                self.customer = c.to_string();
+            }
         }
     }
 
@@ -619,6 +684,7 @@ impl Conversation {
             assigned_at,
             owner_answered,
             after_hours_sent,
+            contact,
         } = after;
         let clock = MessageClock {
             next_seq: *next_seq,
@@ -642,6 +708,7 @@ impl Conversation {
             && *assigned_at == self.assigned_at
             && *owner_answered == self.owner_answered
             && *after_hours_sent == self.after_hours_sent
+            && *contact == self.contact
     }
 
     fn clock(&self) -> MessageClock {

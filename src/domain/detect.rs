@@ -34,7 +34,13 @@ const LANGUAGE_MIN_CONFIDENCE: f64 = 0.15;
 /// keeps arbitrary input away from the parser), for unparsable numbers, and
 /// for numbers phonenumber cannot attribute to a single region (e.g. a +1
 /// number outside every NANP region's ranges, or non-geographic codes).
+///
+/// A customer known only by its business-scoped user id (`US.13491208655302741918`: Meta's
+/// BSUIDs start with the user's ISO 3166 alpha-2 country and a dot) has that country.
 pub fn country_of(wa_id: &str) -> Option<String> {
+    if let Some(country) = super::customer::user_id_country(wa_id) {
+        return Some(country.to_string());
+    }
     let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
     if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -176,6 +182,11 @@ mod tests {
         assert_eq!(country_of("447400123456").as_deref(), Some("GB"));
         assert_eq!(country_of("12505550123").as_deref(), Some("CA"));
         assert_eq!(country_of("+4915112345678").as_deref(), Some("DE"));
+        assert_eq!(country_of("AT.13491208655302741918").as_deref(), Some("AT"));
+        assert_eq!(
+            country_of("US.ENT.11815799212886844830").as_deref(),
+            Some("US")
+        );
     }
 
     #[test]

@@ -6,15 +6,22 @@
 //! the broker does not read is lost; the domain never looks inside them.
 
 use super::message::{Content, MediaInfo, Pricing};
-use super::{DeliveryStatus, MessageError, Millis};
+use super::{CustomerIds, DeliveryStatus, IdentityChange, MessageError, Millis};
 
 /// An inbound customer message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundMessage {
     /// The business number it was sent to (`phone_number_id`).
     pub number: String,
+    /// The sender as the API shows it: its phone when the webhook gave one, else its user id.
     pub customer: String,
     pub customer_name: Option<String>,
+    /// Every id and the username the webhook gave for the sender (its contact is found by
+    /// either id, and one naming both links them).
+    pub ids: CustomerIds,
+    /// For a `system` message that moves the sender's ids (`user_changed_number`,
+    /// `user_changed_user_id`): the new ones. Such a message opens no conversation.
+    pub identity_change: Option<IdentityChange>,
     pub wamid: String,
     /// The provider's send time (Meta's `timestamp`), in ms.
     pub sent_at: Millis,
@@ -87,4 +94,8 @@ pub struct Notification {
     /// Messages and statuses that could not be used (no id, no sender, no business number,
     /// unknown status) — counted and logged. Not dropped: their change is in `other`.
     pub skipped: usize,
+    /// Of `skipped`, the messages that named no customer at all (neither a phone nor a user id,
+    /// in the message or the change's `contacts`): counted on their own
+    /// (`switchboard_inbound_no_customer_total`), kept verbatim, never a conversation.
+    pub no_customer: usize,
 }

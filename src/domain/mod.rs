@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod assignment;
 pub mod conversation;
+pub mod customer;
 pub mod detect;
 pub mod hours;
 pub mod inbound;
@@ -26,6 +27,7 @@ pub use conversation::{
     conversation_id, Access, Conversation, ConversationStatus, Priority, SlaKind, SlaState,
     TransferTarget,
 };
+pub use customer::{Contact, CustomerIds, IdentityChange};
 pub use inbound::{InboundMessage, InboundStatus};
 pub use message::{Author, DeliveryStatus, Direction, Message, MessageError};
 pub use team::{Assignment, Escalation, TeamSettings};

@@ -110,7 +110,8 @@ pub struct RuleError {
 pub struct RouteInput<'a> {
     /// Business phone number id the message arrived on.
     pub number: &'a str,
-    /// Customer's WhatsApp id (international number, digits only).
+    /// The customer as the conversation shows it: its phone (international number, digits
+    /// only) when known, else its business-scoped user id (whose prefix is its country).
     pub customer: &'a str,
     pub text: Option<&'a str>,
     pub message_type: &'a str,

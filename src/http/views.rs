@@ -20,8 +20,14 @@ pub fn rfc3339(ms: Millis) -> String {
 pub struct ConversationView {
     pub id: String,
     pub number: String,
+    /// The phone when known, else the user id.
     pub customer: String,
     pub customer_name: Option<String>,
+    /// Meta's business-scoped user id (BSUID); null while unknown.
+    pub customer_user_id: Option<String>,
+    /// The customer's phone (`wa_id`); null while Meta has not given one.
+    pub customer_phone: Option<String>,
+    pub customer_username: Option<String>,
     pub status: &'static str,
     pub team: String,
     pub assignee: Option<String>,
@@ -49,6 +55,9 @@ impl ConversationView {
             number: c.number.clone(),
             customer: c.customer.clone(),
             customer_name: c.customer_name.clone(),
+            customer_user_id: c.contact.user_id.clone(),
+            customer_phone: c.contact.phone.clone(),
+            customer_username: c.contact.username.clone(),
             status: c.status.as_str(),
             team: c.team().to_string(),
             assignee: c.assignee.clone(),

@@ -64,7 +64,26 @@ pub async fn list(
         Some(n) => n.min(MAX_LIST),
         None => MAX_LIST,
     };
-    let queries = plan(caller, &filter);
+    // A customer on one number is at most one conversation: the one its id is indexed to, or,
+    // for one not indexed yet (stored before contacts existed), the one derived from it.
+    let by_customer = match (&filter.customer, &filter.number) {
+        (Some(c), Some(n)) => {
+            let (by_phone, by_user) = store
+                .contact_conversations(vec![(n.clone(), Some(c.clone()), Some(c.clone()))])
+                .await?
+                .pop()
+                .unwrap_or_default();
+            let mut ids: Vec<String> = [by_phone, by_user, Some(conversation_id(n, c))]
+                .into_iter()
+                .flatten()
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            Some(ids)
+        }
+        _ => None,
+    };
+    let queries = plan(caller, &filter, by_customer);
     let caller = caller.clone();
     let ListFilter {
         status,
@@ -80,7 +99,11 @@ pub async fn list(
             && assignee
                 .as_deref()
                 .is_none_or(|a| c.assignee.as_deref() == Some(a))
-            && customer.as_deref().is_none_or(|x| c.customer == x)
+            && customer.as_deref().is_none_or(|x| {
+                c.customer == x
+                    || c.contact.phone.as_deref() == Some(x)
+                    || c.contact.user_id.as_deref() == Some(x)
+            })
             && number.as_deref().is_none_or(|x| c.number == x)
     };
     let page = store
@@ -94,18 +117,18 @@ pub async fn list(
 
 /// Chooses the index ranges that cover everything the filters and the caller's visibility allow
 /// (the store merges them in id order).
-fn plan(caller: &Caller, filter: &ListFilter) -> Vec<ListQuery> {
+/// `by_customer`: the conversations a customer filter on one number can be (see [`list`]).
+fn plan(caller: &Caller, filter: &ListFilter, by_customer: Option<Vec<String>>) -> Vec<ListQuery> {
     let ListFilter {
         status,
         team,
         assignee,
-        customer,
-        number,
+        ..
     } = filter;
     let (status, team) = (*status, team.as_deref());
-    if let (Some(c), Some(n)) = (customer, number) {
-        // Exactly one conversation can match: read it through its derived id.
-        return vec![ListQuery::Id(conversation_id(n, c))];
+    if let Some(ids) = by_customer {
+        // At most one conversation can match: read the candidates by id.
+        return ids.into_iter().map(ListQuery::Id).collect();
     }
     if let Some(a) = assignee {
         return vec![ListQuery::Assignee(a.to_string())];

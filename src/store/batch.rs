@@ -92,6 +92,20 @@ impl Batch {
                 self.put(CF_INDEX, k.encode(), Vec::new());
             }
         }
+        // The contact index the same way: a moved id (a new number) is deleted and put in this
+        // one batch, so no reader ever finds it on neither or both sides.
+        let new_ids = ContactKey::for_conversation(after);
+        let old_ids = before.map(ContactKey::for_conversation).unwrap_or_default();
+        for old in &old_ids {
+            if !new_ids.contains(old) {
+                self.delete(CF_CONTACTS, old.encode());
+            }
+        }
+        for k in new_ids {
+            if !old_ids.contains(&k) {
+                self.put(CF_CONTACTS, k.encode(), after.id.as_bytes().to_vec());
+            }
+        }
         Ok(())
     }
 

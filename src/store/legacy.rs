@@ -12,7 +12,7 @@ use super::schema::{OutboxJob, Payload, StatusUpdate, WamidRef};
 use super::settings::{RoutingRecord, TeamRecord};
 use super::StoreError;
 use crate::domain::message::MessageV1;
-use crate::domain::{Conversation, ConversationStatus, Message, Millis};
+use crate::domain::{Contact, Conversation, ConversationStatus, Message, Millis};
 
 /// Types still in their first layout: version 1, nothing older to read.
 macro_rules! first_layout {
@@ -103,17 +103,35 @@ impl From<OutboxJobV1> for OutboxJob {
     }
 }
 
-/// Version 2 added priority, labels, the routing rule, SLA clocks and assignment tracking.
+/// Version 2 added priority, labels, the routing rule, SLA clocks and assignment tracking;
+/// version 3 the contact (the customer's phone, user id and username), as its last field.
 impl Record for Conversation {
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         match version {
             1 => Ok(raw::<ConversationV1>(bytes)?.into()),
+            2 => conversation_v2(bytes),
             v => Err(StoreError::Codec(format!(
                 "unknown conversation record version {v}"
             ))),
         }
     }
+}
+
+/// A version-2 conversation: every field of version 3 but the last, `contact`. Bincode is
+/// positional, so the version-2 bytes followed by an encoded contact are a version-3 record;
+/// the contact is then set from `customer`, the one id version 2 knew (a phone, or a user id by
+/// its shape). Not indexed: the contact index is written lazily, by the record's next write (its
+/// first inbound message), and until then the conversation is found by the id derived from its
+/// phone, exactly as version 2 found it (see `ingest`'s contact resolution).
+fn conversation_v2(bytes: &[u8]) -> Result<Conversation, StoreError> {
+    let mut v3 = bytes.to_vec();
+    bincode::serialize_into(&mut v3, &Contact::default())
+        .map_err(|e| StoreError::Codec(e.to_string()))?;
+    let mut c: Conversation = raw(&v3)?;
+    c.contact = Contact::from_customer(&c.customer);
+    c.contact.indexed = false;
+    Ok(c)
 }
 
 /// Conversation as written by version 1 (before routing and SLAs).
@@ -164,6 +182,8 @@ impl From<ConversationV1> for Conversation {
         c.next_seq = next_seq;
         // Unknown: assume answered, so an upgrade never triggers a reassignment by itself.
         c.owner_answered = true;
+        // Its ids are not in the contact index yet (see `conversation_v2`).
+        c.contact.indexed = false;
         c
     }
 }
@@ -212,6 +232,34 @@ mod tests {
         assert_eq!(c.priority(), crate::domain::Priority::Normal);
         assert_eq!(c.sla().responsible_since, 2);
         assert!(c.owner_answered);
+        assert_eq!(c.contact.phone.as_deref(), Some("49"));
+        assert!(!c.contact.indexed);
+    }
+
+    /// A version-2 record is a version-3 one without its last field, the contact.
+    #[test]
+    fn version_2_conversations_read_with_an_unindexed_contact() {
+        for (customer, phone, user_id) in [
+            ("4915112345678", Some("4915112345678"), None),
+            (
+                "US.13491208655302741918",
+                None,
+                Some("US.13491208655302741918"),
+            ),
+        ] {
+            let mut c = Conversation::new("n", customer, "support", 5);
+            c.customer_name = Some("Ana".into());
+            let full = bincode::serialize(&c).expect("encode");
+            let tail = bincode::serialize(&c.contact).expect("encode contact");
+            let mut bytes = vec![2u8];
+            bytes.extend_from_slice(&full[..full.len() - tail.len()]);
+            let read: Conversation = decode(&bytes).expect("upgrade");
+            assert_eq!(read.id, c.id);
+            assert_eq!(read.customer_name.as_deref(), Some("Ana"));
+            assert_eq!(read.contact.phone.as_deref(), phone);
+            assert_eq!(read.contact.user_id.as_deref(), user_id);
+            assert!(!read.contact.indexed);
+        }
     }
 
     #[test]

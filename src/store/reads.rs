@@ -64,6 +64,67 @@ impl Store {
         .await
     }
 
+    /// For each (number, phone, user id) asked: the conversations the phone and the user id are
+    /// indexed to on that number (`CF_CONTACTS`), in that order; None for an id not indexed (or
+    /// not given). One blocking-pool hop for all of them.
+    pub async fn contact_conversations(
+        &self,
+        asked: Vec<(String, Option<String>, Option<String>)>,
+    ) -> Result<Vec<(Option<String>, Option<String>)>, StoreError> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut slots = Vec::with_capacity(asked.len());
+        for (number, phone, user_id) in &asked {
+            let mut slot = |id: Option<ContactKey>| {
+                id.map(|k| {
+                    keys.push(k.encode());
+                    keys.len() - 1
+                })
+            };
+            let p = slot(phone.as_deref().map(|p| ContactKey::Phone {
+                number: number.clone(),
+                phone: p.to_string(),
+            }));
+            let u = slot(user_id.as_deref().map(|u| ContactKey::UserId {
+                number: number.clone(),
+                user_id: u.to_string(),
+            }));
+            slots.push((p, u));
+        }
+        if keys.is_empty() {
+            return Ok(slots.into_iter().map(|_| (None, None)).collect());
+        }
+        self.read(move |db| {
+            let h = cf(db, CF_CONTACTS)?;
+            let values = db
+                .batched_multi_get_cf(h, keys.iter().map(Vec::as_slice), false)
+                .into_iter()
+                .map(|v| match v.map_err(rocks)? {
+                    None => Ok(None),
+                    Some(v) => String::from_utf8(v.to_vec())
+                        .map(Some)
+                        .map_err(|_| StoreError::Codec("contact index value".into())),
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let at = |i: Option<usize>| i.and_then(|i| values.get(i).cloned().flatten());
+            Ok(slots.into_iter().map(|(p, u)| (at(p), at(u))).collect())
+        })
+        .await
+    }
+
+    /// The contacts of conversations `ids` (None: no such conversation), as their records hold
+    /// them (a contact changes only with its record, never in a folded message). One hop.
+    pub async fn conversation_contacts(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<Option<crate::domain::Contact>>, StoreError> {
+        self.read(move |db| {
+            ids.iter()
+                .map(|id| Ok(get_record(db, id)?.map(|c| c.contact)))
+                .collect()
+        })
+        .await
+    }
+
     pub async fn messages(&self, conversation_id: &str) -> Result<Vec<Message>, StoreError> {
         let prefix = conversation_prefix(conversation_id);
         self.read(move |db| {

@@ -18,6 +18,14 @@
 //! A `wamids` entry names the message with that wamid, or, for a customer's reaction (not a
 //! message of its own), the message it changed, or no message ([`WamidRef::NO_MESSAGE`]) when
 //! the broker does not hold the message reacted to.
+//! | `contacts`      | see [`ContactKey`]: `p`/`u`, 0, number, 0, phone/user id | conversation id |
+//!
+//! `contacts` is the index from each of a customer's ids to its conversation (whose record holds
+//! the contact: ids, username). Its entries are written with the record, in the same batch, from
+//! the difference between the stored and the new contact, as the `index` entries are; a record
+//! written before contacts existed (`contact.indexed == false`, see `super::legacy`) has none,
+//! and its first write adds them all. The id is the key's last part, so one containing NUL still
+//! reads unambiguously.
 //!
 //! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
 //! returns a conversation's messages oldest first. Ids never contain NUL (config validation and
@@ -43,7 +51,10 @@ pub const CF_PEOPLE: &str = "people";
 /// Every admin change, oldest first by sequence number.
 pub const CF_AUDIT: &str = "audit";
 
-pub const ALL_CFS: [&str; 12] = [
+/// (business number, customer phone or user id) → conversation id: see [`ContactKey`].
+pub const CF_CONTACTS: &str = "contacts";
+
+pub const ALL_CFS: [&str; 13] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -56,7 +67,60 @@ pub const ALL_CFS: [&str; 12] = [
     CF_STATUS_LOG,
     CF_PEOPLE,
     CF_AUDIT,
+    CF_CONTACTS,
 ];
+
+/// An entry of the contact index: one of a customer's ids on one business number. Its value is
+/// the conversation id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactKey {
+    Phone { number: String, phone: String },
+    UserId { number: String, user_id: String },
+}
+
+impl ContactKey {
+    /// The entries a conversation's contact implies (none for a record never indexed: see
+    /// [`Contact::indexed`](crate::domain::Contact)).
+    pub fn for_conversation(c: &Conversation) -> Vec<ContactKey> {
+        if !c.contact.indexed {
+            return Vec::new();
+        }
+        Self::for_ids(
+            &c.number,
+            c.contact.phone.as_deref(),
+            c.contact.user_id.as_deref(),
+        )
+    }
+
+    /// The entries naming `phone` and `user_id` on `number`.
+    pub fn for_ids(number: &str, phone: Option<&str>, user_id: Option<&str>) -> Vec<ContactKey> {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(phone) = phone {
+            keys.push(ContactKey::Phone {
+                number: number.to_string(),
+                phone: phone.to_string(),
+            });
+        }
+        if let Some(user_id) = user_id {
+            keys.push(ContactKey::UserId {
+                number: number.to_string(),
+                user_id: user_id.to_string(),
+            });
+        }
+        keys
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ContactKey::Phone { number, phone } => {
+                join(&[b"p", number.as_bytes(), phone.as_bytes()])
+            }
+            ContactKey::UserId { number, user_id } => {
+                join(&[b"u", number.as_bytes(), user_id.as_bytes()])
+            }
+        }
+    }
+}
 
 /// Where a wamid lives: which conversation, which message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

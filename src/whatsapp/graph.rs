@@ -86,8 +86,9 @@ impl GraphClient {
         })
     }
 
-    /// Sends a text message, quoting the message `reply_to` (a wamid) when given; returns the
-    /// wamid Meta assigned.
+    /// Sends a text message to `to` (the customer: its phone, or its business-scoped user id
+    /// when no phone is known, see [`post_message`](Self::post_message)), quoting the message
+    /// `reply_to` (a wamid) when given; returns the wamid Meta assigned.
     pub async fn send_text(
         &self,
         phone_number_id: &str,
@@ -99,15 +100,15 @@ impl GraphClient {
         let mut body = json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": to,
             "type": "text",
             "text": { "body": text },
             "biz_opaque_callback_data": callback_data,
         });
+        body["to"] = json!(to);
         if let Some(wamid) = reply_to {
             body["context"] = json!({ "message_id": wamid });
         }
-        self.post_message(phone_number_id, &body).await
+        self.post_message(phone_number_id, body).await
     }
 
     /// Reacts with `emoji` to the message `wamid` (an empty emoji removes the business's
@@ -126,7 +127,7 @@ impl GraphClient {
             "reaction",
             json!({ "message_id": wamid, "emoji": emoji }),
         );
-        self.post_message(phone_number_id, &body).await
+        self.post_message(phone_number_id, body).await
     }
 
     /// Sends an interactive message (buttons or a list): `interactive` is Meta's object, as
@@ -146,7 +147,7 @@ impl GraphClient {
             }
         })?;
         let body = message_body(to, callback_data, "interactive", object);
-        self.post_message(phone_number_id, &body).await
+        self.post_message(phone_number_id, body).await
     }
 
     /// Marks the customer's message `wamid` (and every earlier one) read and shows the typing
@@ -179,17 +180,32 @@ impl GraphClient {
 
     /// Posts one message object to `/{phone_number_id}/messages`; returns the wamid Meta
     /// assigned, or how the send failed.
+    ///
+    /// A `to` holding a business-scoped user id is sent as `recipient` instead. Meta's send API
+    /// since usernames (2026): `to` takes a phone number, `recipient` a BSUID or parent BSUID;
+    /// given both, `to` wins, so a BSUID goes alone in `recipient` — the field for users whose
+    /// phone the business does not have (Meta's "Business-scoped user IDs" guide, as providers
+    /// relay it: YCloud's BSUID send docs, 8x8's 2026-07 BSUID release notes). A BSUID is told
+    /// from a phone by its shape (`US.1349…`: country, dot; see `domain::customer`).
     async fn post_message(
         &self,
         phone_number_id: &str,
-        body: &serde_json::Value,
+        mut body: serde_json::Value,
     ) -> Result<String, SendError> {
+        let user_id = body["to"]
+            .as_str()
+            .filter(|to| crate::domain::customer::is_user_id(to))
+            .map(str::to_string);
+        if let (Some(user_id), Some(fields)) = (user_id, body.as_object_mut()) {
+            fields.remove("to");
+            fields.insert("recipient".to_string(), json!(user_id));
+        }
         let url = format!("{}/{}/messages", self.base, phone_number_id);
         let resp = self
             .http
             .post(url)
             .bearer_auth(&self.token)
-            .json(body)
+            .json(&body)
             .send()
             .await
             .map_err(request_error)?;

@@ -18,7 +18,8 @@
 //! reading in both).
 //!
 //! It also declines every body with something the broker must keep verbatim rather than use
-//! (see [`super::webhook`]): a message without id, sender or business number, a status without
+//! (see [`super::webhook`]): a `system` message (it may move its sender's ids), a message
+//! without id, sender or business number, a status without
 //! id or with an unknown `status`, a value key outside [`VALUE_KEYS`] (`Value` denies unknown
 //! fields), a `messages` change that yields nothing. So this path never produces
 //! [`Notification::other`] or [`Notification::skipped`], the one place that decides what is
@@ -33,7 +34,7 @@ use serde_json::value::RawValue;
 use super::message_body::{self, Raw};
 #[cfg(doc)]
 use super::webhook::VALUE_KEYS;
-use super::webhook::{customer_name, sender};
+use super::webhook::{customer_name, sender, sender_ids, ContactRef};
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification};
 use crate::domain::{DeliveryStatus, MessageError, Millis};
 
@@ -96,6 +97,8 @@ struct Contact<'a> {
 struct Named<'a> {
     #[serde(borrow, default)]
     name: Str<'a>,
+    #[serde(borrow, default)]
+    username: Str<'a>,
 }
 
 #[derive(Deserialize)]
@@ -182,9 +185,11 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
         .contacts
         .iter()
         .flatten()
-        .map(|c| {
-            let name = c.profile.as_ref().and_then(|p| p.name.as_deref());
-            (c.wa_id.as_deref(), c.user_id.as_deref(), name)
+        .map(|c| ContactRef {
+            wa_id: c.wa_id.as_deref(),
+            user_id: c.user_id.as_deref(),
+            name: c.profile.as_ref().and_then(|p| p.name.as_deref()),
+            username: c.profile.as_ref().and_then(|p| p.username.as_deref()),
         })
         .collect();
     let messages_len = value.messages.as_ref().map_or(0, Vec::len);
@@ -199,19 +204,26 @@ fn messages(value: &Value, out: &mut Notification) -> Option<()> {
             return None;
         }
         let m: Message = serde_json::from_str(raw.get()).ok()?;
-        let from = m.from.as_deref().or(m.from_user_id.as_deref());
-        let (wamid, customer) = sender(number, m.id.as_deref(), from)?;
-        let customer_name = customer_name(&contacts, customer);
         let kind = m.kind.as_deref().unwrap_or("unknown");
+        // A system message may move its sender's ids: the lenient parser reads those.
+        if kind == "system" {
+            return None;
+        }
+        let ids = sender_ids(&contacts, m.from.as_deref(), m.from_user_id.as_deref());
+        let (wamid, customer) = sender(number, m.id.as_deref(), ids.customer())?;
+        let (wamid, customer) = (wamid.to_string(), customer.to_string());
+        let customer_name = customer_name(&contacts, &ids);
         let body = match kind {
             "text" => message_body::read_text(m.text, m.context, m.referral),
             _ => message_body::read(kind, raw.get())?,
         };
         out.messages.push(InboundMessage {
             number: number.to_string(),
-            customer: customer.to_string(),
+            customer,
             customer_name,
-            wamid: wamid.to_string(),
+            ids,
+            identity_change: None,
+            wamid,
             sent_at: timestamp_ms(m.timestamp).unwrap_or(now),
             kind: kind.to_string(),
             text: body.text,
@@ -432,6 +444,51 @@ mod tests {
             Some("utility")
         );
         assert_eq!(n.statuses[1].pricing, None);
+    }
+
+    /// Meta's 2026 identity fields: a sender named by its user id, by its phone, or by neither in
+    /// the message but by its contact; both parsers read the same ids.
+    #[test]
+    fn reads_phones_user_ids_and_usernames_like_the_lenient_parser() {
+        let n = agree(
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P1"},
+              "contacts":[{"profile":{"name":"Ana","username":"ana.k"},"user_id":"US.1"},
+                          {"profile":{"name":"Ben"},"wa_id":"4915","user_id":"DE.2"},
+                          {"profile":{"name":"Cy"},"wa_id":"4477"}],
+              "messages":[
+                {"from_user_id":"US.1","id":"w1","timestamp":"1","type":"text","text":{"body":"a"}},
+                {"from":"4915","id":"w2","timestamp":"1","type":"text","text":{"body":"b"}},
+                {"from":"4477","from_user_id":"GB.3","id":"w3","timestamp":"1","type":"text","text":{"body":"c"}}
+              ]}}]}]}"#,
+        );
+        let ids: Vec<_> = n
+            .messages
+            .iter()
+            .map(|m| {
+                (
+                    m.customer.as_str(),
+                    m.ids.phone.as_deref(),
+                    m.ids.user_id.as_deref(),
+                    m.ids.username.as_deref(),
+                    m.customer_name.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("US.1", None, Some("US.1"), Some("ana.k"), Some("Ana")),
+                ("4915", Some("4915"), Some("DE.2"), None, Some("Ben")),
+                ("4477", Some("4477"), Some("GB.3"), None, Some("Cy")),
+            ]
+        );
+        // Neither id in the message: the only contact is the sender.
+        let n = agree(
+            r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P1"},
+              "contacts":[{"profile":{"name":"Di"},"user_id":"BR.4"}],
+              "messages":[{"id":"w4","timestamp":"1","type":"text","text":{"body":"d"}}]}}]}]}"#,
+        );
+        assert_eq!(n.messages[0].customer, "BR.4");
     }
 
     #[test]

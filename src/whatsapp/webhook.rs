@@ -16,8 +16,10 @@
 //! (`{"field", "value"}`, as other changes already are), not the single item, so the item keeps
 //! its context (business number, contacts). A `messages` change (or any change whose value has
 //! `messages` or `statuses`) is kept whole when any of these holds:
-//! - one of its messages has no `id`, no sender (`from` or `from_user_id`) or its change names no
-//!   business number (`metadata.phone_number_id`), or is not an object;
+//! - one of its messages has no `id`, no sender (`from`, `from_user_id`, or the ids of the
+//!   change's contact for it: see [`sender_ids`]) or its change names no business number
+//!   (`metadata.phone_number_id`), or is not an object (a message naming no customer at all is
+//!   also counted in [`Notification::no_customer`]);
 //! - one of its statuses has no `id` or a `status` the broker does not know (e.g. `deleted`);
 //! - its value has a key other than [`VALUE_KEYS`] (e.g. `errors`), is not an object, or
 //!   `messages`/`statuses` is not an array;
@@ -34,7 +36,7 @@ use serde_json::Value;
 
 use super::message_body;
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
-use crate::domain::{DeliveryStatus, MessageError, Millis};
+use crate::domain::{CustomerIds, DeliveryStatus, IdentityChange, MessageError, Millis};
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed JSON: {0}")]
@@ -166,21 +168,75 @@ pub(super) fn sender<'a>(
     }
 }
 
-/// A change's contacts as (wa_id, user_id, profile name).
-pub(super) type Contacts<'a> = [(Option<&'a str>, Option<&'a str>, Option<&'a str>)];
+/// One of a change's `contacts`: `wa_id`, `user_id`, `profile.name`, `profile.username`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ContactRef<'a> {
+    pub wa_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub username: Option<&'a str>,
+}
+
+/// A message's sender as Meta names it: its own `from` (phone) and `from_user_id` (BSUID),
+/// completed from the change's contact naming either (Meta may leave `from` out for a user with
+/// a username and give the phone only in `contacts`, or the reverse). When the message names no
+/// id at all, the change's only contact is its sender. `customer()` of the result is None when
+/// no id is known anywhere: such a message is kept verbatim, never a conversation.
+pub(super) fn sender_ids(
+    contacts: &[ContactRef],
+    from: Option<&str>,
+    from_user_id: Option<&str>,
+) -> CustomerIds {
+    let named = |c: &&ContactRef| {
+        (from.is_some() && c.wa_id == from) || (from_user_id.is_some() && c.user_id == from_user_id)
+    };
+    let contact = match (from, from_user_id) {
+        (None, None) if contacts.len() == 1 => contacts.first(),
+        _ => contacts.iter().find(named),
+    };
+    let nonempty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
+    CustomerIds {
+        phone: nonempty(from.or(contact.and_then(|c| c.wa_id))),
+        user_id: nonempty(from_user_id.or(contact.and_then(|c| c.user_id))),
+        username: nonempty(contact.and_then(|c| c.username)),
+    }
+}
 
 /// The profile name of the contact that sent a message: the one whose `wa_id` or `user_id` is
-/// the sender, or the only contact of the change.
-pub(super) fn customer_name(contacts: &Contacts, customer: &str) -> Option<String> {
+/// one of the sender's ids, or the only contact of the change.
+pub(super) fn customer_name(contacts: &[ContactRef], ids: &CustomerIds) -> Option<String> {
+    let is =
+        |mine: Option<&str>, theirs: &Option<String>| mine.is_some() && mine == theirs.as_deref();
     contacts
         .iter()
-        .find(|(wa, uid, _)| *wa == Some(customer) || *uid == Some(customer))
+        .find(|c| is(c.wa_id, &ids.phone) || is(c.user_id, &ids.user_id))
         .or(if contacts.len() == 1 {
             contacts.first()
         } else {
             None
         })
-        .and_then(|(_, _, name)| name.map(str::to_string))
+        .and_then(|c| c.name.map(str::to_string))
+}
+
+/// The ids a `system` message moves its sender to (`user_changed_number`: `system.wa_id`, and
+/// `user_changed_user_id`: `system.user_id`); None for any other system message.
+pub(super) fn identity_change(
+    system_type: Option<&str>,
+    new_phone: Option<&str>,
+    new_user_id: Option<&str>,
+) -> Option<IdentityChange> {
+    if !matches!(
+        system_type,
+        Some("user_changed_number" | "user_changed_user_id")
+    ) {
+        return None;
+    }
+    let nonempty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
+    let change = IdentityChange {
+        new_phone: nonempty(new_phone),
+        new_user_id: nonempty(new_user_id),
+    };
+    (change.new_phone.is_some() || change.new_user_id.is_some()).then_some(change)
 }
 
 /// Turns a `messages` change's value into messages and statuses; false when the change must be
@@ -196,36 +252,51 @@ fn parse_messages_value(value: &Value, out: &mut Notification) -> bool {
     let number = str_at(value, &["metadata", "phone_number_id"])
         .unwrap_or("")
         .to_string();
-    let contacts: Vec<(Option<&str>, Option<&str>, Option<&str>)> = array(value, "contacts")
-        .map(|c| {
-            (
-                c.get("wa_id").and_then(Value::as_str),
-                c.get("user_id").and_then(Value::as_str),
-                str_at(c, &["profile", "name"]),
-            )
+    let contacts: Vec<ContactRef> = array(value, "contacts")
+        .map(|c| ContactRef {
+            wa_id: c.get("wa_id").and_then(Value::as_str),
+            user_id: c.get("user_id").and_then(Value::as_str),
+            name: str_at(c, &["profile", "name"]),
+            username: str_at(c, &["profile", "username"]),
         })
         .collect();
     let now = chrono::Utc::now().timestamp_millis();
     for m in array(value, "messages") {
         let wamid = m.get("id").and_then(Value::as_str);
-        let from = m
-            .get("from")
-            .and_then(Value::as_str)
-            .or_else(|| m.get("from_user_id").and_then(Value::as_str));
-        let Some((wamid, customer)) = sender(&number, wamid, from) else {
+        let ids = sender_ids(
+            &contacts,
+            m.get("from").and_then(Value::as_str),
+            m.get("from_user_id").and_then(Value::as_str),
+        );
+        let Some((wamid, customer)) = sender(&number, wamid, ids.customer()) else {
+            if ids.customer().is_none() {
+                out.no_customer += 1;
+            }
             out.skipped += 1;
             complete = false;
             continue;
         };
-        let customer_name = customer_name(&contacts, customer);
+        let (wamid, customer) = (wamid.to_string(), customer.to_string());
+        let customer_name = customer_name(&contacts, &ids);
         let kind = m.get("type").and_then(Value::as_str).unwrap_or("unknown");
         let raw = m.to_string();
         let body = message_body::read(kind, &raw).unwrap_or_default();
+        let identity_change = if kind == "system" {
+            identity_change(
+                str_at(m, &["system", "type"]),
+                str_at(m, &["system", "wa_id"]),
+                str_at(m, &["system", "user_id"]),
+            )
+        } else {
+            None
+        };
         out.messages.push(InboundMessage {
             number: number.clone(),
-            customer: customer.to_string(),
+            customer,
             customer_name,
-            wamid: wamid.to_string(),
+            ids,
+            identity_change,
+            wamid,
             sent_at: timestamp_ms(m.get("timestamp")).unwrap_or(now),
             kind: kind.to_string(),
             text: body.text,
@@ -368,6 +439,36 @@ mod tests {
             assert!((now - at).abs() < 60_000, "{ts}: {at}");
         }
         assert_eq!(millis_from_secs(253_402_300_799), Some(253_402_300_799_000));
+    }
+
+    #[test]
+    fn system_messages_carry_the_new_ids_and_nameless_messages_are_counted() {
+        let body = r#"{"entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"1"},
+          "messages":[
+            {"from":"4915","id":"s1","type":"system","system":{"body":"changed","wa_id":"4916","type":"user_changed_number"}},
+            {"from_user_id":"US.1","id":"s2","type":"system","system":{"body":"changed","user_id":"US.2","type":"user_changed_user_id"}},
+            {"from":"4915","id":"s3","type":"system","system":{"body":"other","type":"customer_identity_changed"}},
+            {"id":"w1","type":"text","text":{"body":"from nobody"}}]}}]}]}"#;
+        let n = parse(body.as_bytes()).expect("parse");
+        let changes: Vec<_> = n
+            .messages
+            .iter()
+            .map(|m| {
+                m.identity_change
+                    .as_ref()
+                    .map(|c| (c.new_phone.as_deref(), c.new_user_id.as_deref()))
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [Some((Some("4916"), None)), Some((None, Some("US.2"))), None]
+        );
+        assert_eq!((n.skipped, n.no_customer), (1, 1));
+        assert_eq!(
+            n.other.len(),
+            1,
+            "the change with the nameless message is kept"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod conversations;
 mod crash;
 mod delivery;
 mod events;
+mod identity;
 mod idle;
 mod layering;
 mod list_paging;

@@ -112,6 +112,9 @@ impl ConversationActor {
                 .await?;
                 continue;
             }
+            // A message naming an id this contact did not have links it (the index entry is
+            // written with the record, see `commit_inbound`).
+            next.learn_customer(&item.ids);
             reopened |= next.on_inbound(
                 item.customer_name.as_deref(),
                 item.sent_at,
@@ -264,6 +267,67 @@ impl ConversationActor {
             state.recent.remember(msg);
         }
         changed
+    }
+
+    /// Moves the customer's ids as a `system` message says (when it moves any), the contact
+    /// index with them, and shows the message in this conversation (kind `system`, with its typed content). It opens
+    /// nothing and moves no window or clock: it is Meta's notice, not the customer writing.
+    /// A redelivery finds the ids moved already and changes nothing.
+    pub(super) async fn change_ids(
+        &self,
+        state: &mut State,
+        old: &CustomerIds,
+        change: Option<IdentityChange>,
+        notice: Box<InboundMessage>,
+    ) -> Result<bool, Error> {
+        let contact = &state.conv.contact;
+        let named =
+            |mine: &Option<String>, theirs: &Option<String>| mine.is_some() && mine == theirs;
+        // Found through an id derived from a phone: it must still be this customer's.
+        if !(named(&old.phone, &contact.phone) || named(&old.user_id, &contact.user_id)) {
+            return Ok(false);
+        }
+        let mut next = state.conv.clone();
+        if let Some(change) = &change {
+            if !next.change_customer_ids(change) {
+                return Ok(false);
+            }
+        } else if state
+            .seen
+            .as_ref()
+            .is_some_and(|s| s.contains(&notice.wamid))
+        {
+            return Ok(false);
+        }
+        let notice = *notice;
+        let msg = Message {
+            conversation_id: next.id.clone(),
+            seq: next.take_seq(),
+            direction: Direction::Inbound,
+            kind: notice.kind,
+            text: notice.text,
+            wamid: Some(notice.wamid),
+            status: Some(DeliveryStatus::Received),
+            author: Author::Customer(notice.customer),
+            at: notice.sent_at,
+            error: None,
+            idempotency_key: None,
+            raw: Some(notice.raw),
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: notice.detail.content,
+        };
+        let mut batch = Batch::new();
+        batch.put_message(&msg)?;
+        self.persist(state, next, batch).await?;
+        if let (Some(seen), Some(w)) = (&mut state.seen, &msg.wamid) {
+            seen.insert(w);
+        }
+        self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
+        Ok(true)
     }
 
     pub(super) async fn status(

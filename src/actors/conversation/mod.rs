@@ -46,9 +46,9 @@ use crate::domain::message::Outgoing;
 use crate::domain::policy::{Deadline, Policies};
 use crate::domain::routing::RouteInput;
 use crate::domain::{
-    Access, Assignment, Author, Caller, Conversation, ConversationStatus, DeliveryStatus,
-    Direction, DomainError, Escalation, InboundMessage, InboundStatus, Message, MessageError,
-    Millis, SlaKind, TransferTarget,
+    Access, Assignment, Author, Caller, Conversation, ConversationStatus, CustomerIds,
+    DeliveryStatus, Direction, DomainError, Escalation, IdentityChange, InboundMessage,
+    InboundStatus, Message, MessageError, Millis, SlaKind, TransferTarget,
 };
 use crate::error::Error;
 use crate::events::{Event, EventKind};
@@ -217,6 +217,17 @@ pub enum ConversationMsg {
     },
     /// Sent by the timer service: a deadline (SLA, `reassign_after`) may have fallen due.
     Tick { reply: Reply<()> },
+    /// A `system` message moved the customer's ids (a new number, a new user id): the contact
+    /// and its index entries move in one commit, if this conversation's contact has one of the
+    /// `old` ids (the message's sender). Answers whether anything changed.
+    ChangeIds {
+        old: CustomerIds,
+        /// The ids it moves, if it moves any.
+        change: Option<IdentityChange>,
+        /// The `system` message itself, shown in the conversation once the ids moved.
+        notice: Box<InboundMessage>,
+        reply: Reply<bool>,
+    },
     /// Test-only: panics inside the handler, to exercise supervision.
     #[cfg(test)]
     Crash,
@@ -244,7 +255,8 @@ impl ConversationMsg {
             | Self::SendOutcome { .. }
             | Self::Adopt { .. }
             | Self::Reassign { .. }
-            | Self::Tick { .. } => None,
+            | Self::Tick { .. }
+            | Self::ChangeIds { .. } => None,
             #[cfg(test)]
             Self::Crash => None,
         }
@@ -273,7 +285,8 @@ impl ConversationMsg {
             | Self::SendOutcome { .. }
             | Self::Adopt { .. }
             | Self::Reassign { .. }
-            | Self::Tick { .. } => {}
+            | Self::Tick { .. }
+            | Self::ChangeIds { .. } => {}
             #[cfg(test)]
             Self::Crash => {}
         }
@@ -426,6 +439,14 @@ impl ConversationActor {
             ConversationMsg::Tick { reply } => {
                 let _ = reply.send(Box::pin(self.tick(state)).await);
             }
+            ConversationMsg::ChangeIds {
+                old,
+                change,
+                notice,
+                reply,
+            } => {
+                let _ = reply.send(Box::pin(self.change_ids(state, &old, change, notice)).await);
+            }
             #[cfg(test)]
             ConversationMsg::Crash => panic!("injected crash"),
         }
@@ -436,13 +457,25 @@ impl ConversationActor {
     async fn persist(
         &self,
         state: &mut State,
-        next: Conversation,
+        mut next: Conversation,
         mut batch: Batch,
     ) -> Result<(), Error> {
+        // Every record this version writes has its contact indexed (a record from before
+        // contacts existed gets its index entries in this batch, see `Batch::put_conversation`).
+        next.contact.indexed = true;
         let before = state.persisted.then_some(&state.conv);
         batch.put_conversation(before, &next)?;
         self.ctx.store.commit(batch).await?;
         count_change(before, &next);
+        // Ids this contact let go (a new number or user id) no longer lead here.
+        let (was, is) = (&state.conv.contact, &next.contact);
+        fn gone<'a>(old: &'a Option<String>, new: &Option<String>) -> Option<&'a str> {
+            old.as_deref().filter(|o| Some(*o) != new.as_deref())
+        }
+        let (phone, user_id) = (gone(&was.phone, &is.phone), gone(&was.user_id, &is.user_id));
+        if phone.is_some() || user_id.is_some() {
+            self.ctx.contacts.forget(&next.number, phone, user_id);
+        }
         state.conv = next;
         state.persisted = true;
         state.unrecorded = 0;
@@ -464,6 +497,7 @@ impl ConversationActor {
     ) -> Result<(), Error> {
         let unrecorded = state.unrecorded + created.len() as u64;
         if !state.persisted
+            || !state.conv.contact.indexed
             || unrecorded > MAX_UNRECORDED
             || !state.conv.only_absorbed(&next, created)
         {
