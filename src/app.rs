@@ -30,10 +30,12 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::http::{self, AppState};
+use crate::media::Media;
 use crate::metrics as m;
 use crate::outbox::Outbox;
 use crate::store::{Store, StoreError};
 use crate::whatsapp::graph::GraphClient;
+use crate::whatsapp::media::MediaGraph;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -53,6 +55,10 @@ pub enum StartError {
     Listen(#[from] http::ListenError),
     #[error("config error: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// `[media]` names a store that cannot be used (a directory that cannot be made, a bucket
+    /// the S3 client refuses).
+    #[error("config error: {0}")]
+    Media(String),
     #[error("cannot start {0}")]
     Spawn(String),
 }
@@ -63,7 +69,10 @@ impl StartError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            StartError::Listen(_) | StartError::Config(_) | StartError::StoragePath { .. }
+            StartError::Listen(_)
+                | StartError::Config(_)
+                | StartError::StoragePath { .. }
+                | StartError::Media(_)
         )
     }
 }
@@ -117,6 +126,9 @@ impl Drop for Broker {
         self.timer_task.abort();
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.abort();
+        }
+        if let Some(media) = self.ctx.media.get() {
+            media.abort();
         }
         // Retired actors refuse new commands; handlers in progress fail at the closed store.
         self.ctx.close_conversations();
@@ -277,7 +289,18 @@ impl Broker {
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
+        let objects = crate::media::objects::build(&config).map_err(StartError::Media)?;
+        let media_graph = MediaGraph::new(
+            &config.whatsapp.graph_api_base,
+            &config.whatsapp.access_token,
+            Duration::from_millis(config.media.read_timeout_ms),
+        )
+        .map_err(|e| StartError::Spawn(format!("media client: {e}")))?;
+        let media = Arc::new(Media::new(store.clone(), objects, media_graph));
+        let _ = ctx.media.set(media.clone());
         let _ = ctx.outbox.set(Outbox::start(&ctx, graph, &pending));
+        // Fetches the last run left queued resume at once.
+        crate::media::fetch::start(&ctx, &media);
         // Teams start assigning (and drain what waited across the restart) once everything exists.
         for t in ctx.team_refs() {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));
@@ -322,6 +345,10 @@ impl Broker {
         self.listeners.front().detach();
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.shutdown(Duration::from_secs(3)).await;
+        }
+        // A fetch cut here stays queued on disk and runs again after the next start.
+        if let Some(media) = self.ctx.media.get() {
+            media.abort();
         }
         self.sweeper.abort();
         self.timer_task.abort();

@@ -37,6 +37,7 @@ pub mod http;
 pub mod ingest;
 pub mod log_limit;
 pub mod mailbox;
+pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod service;

@@ -52,6 +52,9 @@ pub const CONNECTIONS_REFUSED: &str = "switchboard_connections_refused_total";
 pub const CONNECTIONS_TIMED_OUT: &str = "switchboard_connections_timed_out_total";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 pub const AGENT_REFUSED: &str = "switchboard_agent_requests_refused_total";
+pub const MEDIA_FETCHES: &str = "switchboard_media_fetches_total";
+pub const MEDIA_FETCH_PENDING: &str = "switchboard_media_fetch_pending";
+pub const MEDIA_UPLOADS: &str = "switchboard_media_uploads_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -249,6 +252,18 @@ fn describe() {
     describe_counter!(
         SLA,
         "SLA clocks settled, by team, kind (first_response, next_response, resolution) and outcome (hit, miss)."
+    );
+    describe_counter!(
+        MEDIA_FETCHES,
+        "Inbound media fetch attempts by outcome: stored, retried (a transient failure or a hash mismatch; tried again later), failed (404 at Meta, id expired, refused, or the bytes never matched their hash)."
+    );
+    describe_gauge!(
+        MEDIA_FETCH_PENDING,
+        "Inbound media waiting to be fetched (durable queue), including fetches in progress and retries waiting."
+    );
+    describe_counter!(
+        MEDIA_UPLOADS,
+        "Agents' media uploads (POST /api/v1/media) by outcome: stored, too_large, unsupported, error."
     );
     describe_counter!(
         FALLBACKS,

@@ -61,7 +61,7 @@ use crate::outbox::Outbox;
 use crate::store::Store;
 
 pub use agent::{AgentActor, AgentMsg};
-pub use conversation::{ConversationActor, ConversationMsg};
+pub use conversation::{ConversationActor, ConversationMsg, OutboundMedia};
 
 /// A live conversation actor.
 pub type ConversationRef = Arc<mailbox::Mailbox<ConversationActor>>;
@@ -98,6 +98,8 @@ pub struct Ctx {
     /// Set at shutdown: no conversation activates any more.
     closing: std::sync::atomic::AtomicBool,
     pub outbox: OnceLock<Outbox>,
+    /// Media storage and the inbound fetcher (`crate::media`).
+    pub media: OnceLock<Arc<crate::media::Media>>,
     pub timers: OnceLock<timers::Timers>,
     pub clock: SharedClock,
     /// The routing rules and team policies in force; replaced whole by the admin API.
@@ -147,6 +149,7 @@ impl Ctx {
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
+            media: OnceLock::new(),
             timers: OnceLock::new(),
             clock,
             policies: parking_lot::RwLock::new(Arc::new(policies)),

@@ -146,6 +146,14 @@ async fn transfer(
 struct ReplyBody {
     text: Option<String>,
     idempotency_key: Option<String>,
+    media: Option<MediaBody>,
+}
+
+/// `{"media": {"id", "caption"?}}`: an upload (`POST /api/v1/media`) sent as a message.
+#[derive(Deserialize)]
+struct MediaBody {
+    id: String,
+    caption: Option<String>,
 }
 
 async fn reply(
@@ -154,7 +162,18 @@ async fn reply(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let msg = service::reply(&s.ctx, &caller, &id, body.text, body.idempotency_key).await?;
+    let msg = match body.media {
+        Some(_) if body.text.is_some() => {
+            return Err(ApiError::invalid(
+                "give \"text\" or \"media\" (with its \"caption\"), not both",
+            ))
+        }
+        Some(m) => {
+            service::reply_media(&s.ctx, &caller, &id, &m.id, m.caption, body.idempotency_key)
+                .await?
+        }
+        None => service::reply(&s.ctx, &caller, &id, body.text, body.idempotency_key).await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(MessageView::new(&msg))))
 }
 

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod json;
 pub mod lane;
 pub mod listeners;
+pub mod media;
 pub mod ops;
 pub mod parse_errors;
 pub mod routing;
@@ -141,6 +142,7 @@ pub fn app(state: AppState) -> Router {
         .merge(agents::router())
         .merge(teams::router())
         .merge(routing::router())
+        .merge(media::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .merge(api)

@@ -49,6 +49,12 @@
 //! durable until their outcome is recorded or a callback adopts them (set from disk at start-up,
 //! before anything serves).
 //!
+//! Media: a media job's file is uploaded to Meta (`POST /{phone_number_id}/media`) before its
+//! first send, and Meta's id is written on the job (through its conversation's actor, like the
+//! in-doubt mark) before the send goes out, so neither a retry nor a restart uploads it twice,
+//! and the send itself keeps the in-doubt discipline above. Upload failures are retried like
+//! sends (same back-off, same `max_attempts`).
+//!
 //! Bounds: `outbox.queue_capacity` jobs queued per number, as many again waiting behind a
 //! conversation's send in flight (beyond that the worker stops taking jobs until a send ends),
 //! pages of `queue_capacity` jobs read back from disk, `max_in_flight` concurrent sends per
@@ -73,8 +79,9 @@ use crate::config::OutboxConfig;
 use crate::domain::MessageError;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
-use crate::store::{OutboxJob, Payload};
-use crate::whatsapp::graph::{AmbiguousCause, GraphClient, SendError};
+use crate::store::{MediaRecord, MediaState, OutboxJob, Payload};
+use crate::whatsapp::graph::{AmbiguousCause, GraphClient, MediaMessage, SendError};
+use crate::whatsapp::media::MediaError;
 
 pub struct Outbox {
     /// Set by a graceful shutdown: no send starts a new attempt, so none is left "in doubt"
@@ -469,8 +476,14 @@ impl NumberWorker {
         // go would put it ahead of this one, which stays on disk and is sent again after a
         // restart. So storage steps here are retried (with back-off) for as long as they fail;
         // storage that keeps failing gets the broker restarted (`crate::supervisor`).
-        let Some(outcome) = self.send_with_retries(&job, &hold.notify).await else {
-            // Settled already: a second copy, or a status callback adopted it (which counted it).
+        let outcome = match self.upload_media(job).await {
+            Ok(Some(job)) => self.send_with_retries(&job, &hold.notify).await,
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        };
+        let Some(outcome) = outcome else {
+            // Settled already: a second copy, or a status callback adopted it (which counted it);
+            // or shutting down (it stays on disk).
             return;
         };
         let outcome = outcome.map(Some);
@@ -592,6 +605,30 @@ impl NumberWorker {
                         .send_text(&job.number, &job.to, body, reply_to.as_deref(), &message_id)
                         .await
                 }
+                Payload::Media {
+                    kind,
+                    caption,
+                    filename,
+                    meta_id: Some(meta_id),
+                    ..
+                } => {
+                    let m = MediaMessage {
+                        kind,
+                        meta_id,
+                        caption: caption.as_deref(),
+                        filename: filename.as_deref(),
+                    };
+                    self.graph
+                        .send_media(&job.number, &job.to, &m, &message_id)
+                        .await
+                }
+                // `upload_media` gave every media job its Meta id before this.
+                Payload::Media { meta_id: None, .. } => {
+                    return Some(Err(MessageError {
+                        code: 0,
+                        title: "media was not uploaded".into(),
+                    }))
+                }
             };
             metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
             match res {
@@ -639,6 +676,111 @@ impl NumberWorker {
             }
         }
     }
+}
+
+impl NumberWorker {
+    /// Uploads a media job's file to Meta unless it has Meta's id already, and records the id
+    /// on the job durably before anything is sent: a retry or a restart then sends by that id
+    /// and never uploads again (a crash during the upload itself only repeats the upload, which
+    /// sends nothing). Answers the job to send, None when it needs no send (settled meanwhile,
+    /// or shutting down: it stays on disk), or why the message fails.
+    async fn upload_media(&self, job: OutboxJob) -> Result<Option<OutboxJob>, MessageError> {
+        let Payload::Media {
+            media_id,
+            mime_type,
+            filename,
+            meta_id: None,
+            ..
+        } = &job.payload
+        else {
+            return Ok(Some(job));
+        };
+        let fail = |title: String| MessageError { code: 0, title };
+        let media = self
+            .ctx
+            .media
+            .get()
+            .ok_or_else(|| fail("media storage is not running".into()))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(None);
+            }
+            let started = Instant::now();
+            let res = self
+                .upload_once(media, &job.number, media_id, mime_type, filename.as_deref())
+                .await;
+            metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
+            let reason = match res {
+                Ok(meta_id) => {
+                    let mut uploaded = job.clone();
+                    if let Payload::Media { meta_id: m, .. } = &mut uploaded.payload {
+                        *m = Some(meta_id);
+                    }
+                    if !self.mark(&uploaded, uploaded.in_doubt).await {
+                        return Ok(None);
+                    }
+                    return Ok(Some(uploaded));
+                }
+                Err(UploadError::Gone(reason)) => return Err(fail(reason)),
+                Err(UploadError::Meta(MediaError::Permanent { code, title })) => {
+                    return Err(MessageError { code, title })
+                }
+                Err(UploadError::Meta(e)) => e.to_string(),
+            };
+            if attempt >= self.cfg.max_attempts {
+                return Err(fail(format!(
+                    "gave up uploading after {attempt} attempts: {reason}"
+                )));
+            }
+            metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
+            tracing::debug!(%media_id, attempt, %reason, "media upload failed; retrying");
+            tokio::time::sleep(backoff(&self.cfg, attempt)).await;
+        }
+    }
+
+    /// One upload of media `media_id`, streamed from the object store.
+    async fn upload_once(
+        &self,
+        media: &crate::media::Media,
+        number: &str,
+        media_id: &str,
+        mime_type: &str,
+        filename: Option<&str>,
+    ) -> Result<String, UploadError> {
+        let size = match self.ctx.store.get_media(media_id).await {
+            Ok(Some(MediaRecord {
+                state: MediaState::Stored { size, .. },
+                ..
+            })) => size,
+            Ok(_) => return Err(UploadError::Gone("the media is not stored".into())),
+            Err(e) => return Err(UploadError::Meta(MediaError::Transient(e.to_string()))),
+        };
+        let got = media
+            .objects()
+            .get(&crate::media::object_path(media_id))
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => {
+                    UploadError::Gone("the media's bytes are gone".into())
+                }
+                e => UploadError::Meta(MediaError::Transient(format!("object store: {e}"))),
+            })?;
+        let body = reqwest::Body::wrap_stream(got.into_stream());
+        let name = filename.unwrap_or(media_id);
+        media
+            .graph
+            .upload(number, mime_type, name, size, body)
+            .await
+            .map_err(UploadError::Meta)
+    }
+}
+
+/// Why one upload failed: Meta's answer, or the media is gone from the broker (no retry helps).
+enum UploadError {
+    Meta(MediaError),
+    Gone(String),
 }
 
 /// Extracts `130429` from a transient reason like `(130429) Rate limit hit`.

@@ -4,6 +4,7 @@
 //! typed values into Meta's requests.
 
 pub mod graph;
+pub mod media;
 pub mod signature;
 mod typed_webhook;
 pub mod webhook;

@@ -23,6 +23,7 @@ mod events;
 mod idle;
 mod list_paging;
 mod loose_input;
+mod media;
 mod metrics;
 mod outbound;
 mod outbox_metrics;

@@ -73,6 +73,7 @@ impl ConversationActor {
         let mut created = Vec::new();
         let mut ack = InboundAck::default();
         let mut reopened = false;
+        let mut fetches = 0;
         for (item, known) in items.into_iter().zip(known) {
             if known || !seen.insert(item.wamid.clone()) {
                 ack.duplicates += 1;
@@ -84,7 +85,7 @@ impl ConversationActor {
                 now,
                 &reopen_team,
             );
-            let msg = Message {
+            let mut msg = Message {
                 conversation_id: next.id.clone(),
                 seq: next.take_seq(),
                 direction: Direction::Inbound,
@@ -104,6 +105,11 @@ impl ConversationActor {
                 pricing: None,
                 content: None,
             };
+            if msg.media.is_none() {
+                msg.media =
+                    crate::media::parse::media_of(&msg.kind, msg.raw.as_deref().unwrap_or(""));
+            }
+            fetches += queue_fetch(&mut batch, &msg, now)?;
             batch.put_message(&msg)?;
             created.push(msg);
         }
@@ -147,6 +153,12 @@ impl ConversationActor {
             metrics::counter!(m::ROUTED, "rule" => rule, "team" => p.team.clone()).increment(1);
             if let Some(from) = &p.fell_back_from {
                 tracing::debug!(conversation = %state.conv.id, %from, to = %p.team, "team closed; routed to fallback");
+            }
+        }
+        if fetches > 0 {
+            metrics::gauge!(m::MEDIA_FETCH_PENDING).increment(fetches as f64);
+            if let Some(media) = self.ctx.media.get() {
+                media.fetch_queued();
             }
         }
         ack.stored = created.len();
