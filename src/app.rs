@@ -299,8 +299,16 @@ impl Broker {
         let media = Arc::new(Media::new(store.clone(), objects, media_graph));
         let _ = ctx.media.set(media.clone());
         let _ = ctx.outbox.set(Outbox::start(&ctx, graph, &pending));
-        // Fetches the last run left queued resume at once.
-        crate::media::fetch::start(&ctx, &media);
+        // Fetches the last run left queued resume at once; counted before anything serves, so
+        // the gauge's later increments (new fetches) and decrements (settled ones) stay exact.
+        let pending_fetches = match store.fetch_queue_len().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count the media fetch queue");
+                0
+            }
+        };
+        crate::media::fetch::start(&ctx, &media, pending_fetches);
         // Teams start assigning (and drain what waited across the restart) once everything exists.
         for t in ctx.team_refs() {
             let _ = t.cast(crate::actors::TeamMsg::Attach(Arc::downgrade(&ctx)));

@@ -27,7 +27,9 @@ use crate::store::{Batch, FetchJob, MediaOrigin, MediaRecord, MediaState};
 use crate::whatsapp::media::{MediaError as GraphError, MediaGraph};
 
 /// Starts the fetcher; [`Media::abort`] stops it (fetches in progress stay queued on disk).
-pub fn start(ctx: &Arc<Ctx>, media: &Arc<Media>) {
+/// `pending` is the queue's length on disk, counted before anything could queue a fetch.
+pub fn start(ctx: &Arc<Ctx>, media: &Arc<Media>, pending: u64) {
+    metrics::gauge!(m::MEDIA_FETCH_PENDING).set(pending as f64);
     let f = Arc::new(Fetcher {
         ctx: ctx.clone(),
         media: media.clone(),
@@ -72,10 +74,6 @@ impl Fetcher {
     async fn run(self: Arc<Self>) {
         let limit = self.cfg.max_concurrent_fetches;
         let store = self.ctx.store.clone();
-        match store.fetch_queue_len().await {
-            Ok(n) => metrics::gauge!(m::MEDIA_FETCH_PENDING).set(n as f64),
-            Err(e) => tracing::error!(error = %e, "cannot count the media fetch queue"),
-        }
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
         loop {

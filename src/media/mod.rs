@@ -6,9 +6,10 @@
 //!   **fetch queue** ([`FetchJob`]) and where each media is **shown** live in RocksDB
 //!   (`store::schema::CF_MEDIA`).
 //! - **Never a whole file in memory**: downloads and uploads stream through [`store_stream`],
-//!   which hashes while it writes; at most one object-store part (5 MiB, the S3 minimum) per
-//!   transfer is buffered, so memory is bounded by `media.max_concurrent_fetches` × 5 MiB for
-//!   fetches and `server.max_inflight_api` × 5 MiB for uploads.
+//!   which hashes while it writes; a transfer holds at most one part being filled and
+//!   [`PARTS_IN_FLIGHT`] being written (object-store parts are 5 MiB, the S3 minimum), so at most
+//!   15 MiB per transfer: `media.max_concurrent_fetches` transfers for fetches, at most
+//!   `server.max_inflight_api` for uploads. Reads stream from the store chunk by chunk.
 //! - **Inbound** ([`fetch`]): a message with media queues its fetch in the batch that stores it,
 //!   so a fetch is never lost (a restart finds it on disk) and never exists without its message.
 //!   The fetcher asks Meta where the bytes are, streams them into the object store, checks them
@@ -343,7 +344,8 @@ impl Media {
             None => 0..size,
         };
         let opts = GetOptions {
-            range: Some(GetRange::Bounded(range.clone())),
+            // An empty file has no range to ask for (the store refuses a zero-length one).
+            range: (!range.is_empty()).then(|| GetRange::Bounded(range.clone())),
             ..Default::default()
         };
         let got = self

@@ -95,3 +95,58 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, next_at: i64) -> FetchJob {
+        FetchJob {
+            media_id: id.into(),
+            conversation_id: "c1".into(),
+            seq: 1,
+            sha256: None,
+            expires_at: 1_000_000,
+            attempts: 0,
+            mismatches: 0,
+            next_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fetch_queue_is_in_time_order_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), true, 64).expect("open");
+        let mut b = Batch::new();
+        for (id, at) in [("late", 500), ("early", -3), ("mid", 20)] {
+            b.put_fetch(&job(id, at)).expect("encode");
+        }
+        b.put_media_shown("m1", "conv-a");
+        b.put_media_shown("m1", "conv-b");
+        b.put_media_shown("m10", "conv-c");
+        store.commit(b).await.expect("commit");
+        let ids = |jobs: Vec<FetchJob>| jobs.into_iter().map(|j| j.media_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.fetch_queue_head(10).await.expect("head")),
+            ["early", "mid", "late"]
+        );
+        // Moving a fetch to a later time is a delete and a put.
+        let mut b = Batch::new();
+        b.delete_fetch(&job("early", -3));
+        b.put_fetch(&job("early", 900)).expect("encode");
+        store.commit(b).await.expect("commit");
+        store.close().await;
+        let store = Store::open(dir.path(), true, 64).expect("reopen");
+        assert_eq!(
+            ids(store.fetch_queue_head(2).await.expect("head")),
+            ["mid", "late"]
+        );
+        assert_eq!(store.fetch_queue_len().await.expect("len"), 3);
+        // A media id that is a prefix of another does not see the other's conversations.
+        assert_eq!(
+            store.media_shown_in("m1").await.expect("shown"),
+            ["conv-a", "conv-b"]
+        );
+        assert_eq!(store.get_media("m1").await.expect("get"), None);
+    }
+}
