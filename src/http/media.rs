@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -79,8 +80,16 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = req.into_body().into_data_stream();
-    let record = media
+    // A body slower than `server.min_body_rate` is the contract's 408, as for the webhook.
+    let too_slow = std::sync::atomic::AtomicBool::new(false);
+    let body = req.into_body().into_data_stream().map(|chunk| {
+        chunk.inspect_err(|e| {
+            if super::server::is_too_slow(e) {
+                too_slow.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    });
+    let uploaded = media
         .upload(
             &caller,
             &content_type,
@@ -89,7 +98,17 @@ async fn upload(
             body,
             s.ctx.now(),
         )
-        .await?;
+        .await;
+    let record = match uploaded {
+        Ok(r) => r,
+        Err(MediaError::Body(_)) if too_slow.load(std::sync::atomic::Ordering::Relaxed) => {
+            return Err(ApiError::new(
+                Code::RequestTimeout,
+                "the body arrived slower than the server's minimum rate",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((StatusCode::CREATED, Json(json!({ "id": record.id }))).into_response())
 }
 

@@ -415,6 +415,28 @@ async fn uploads_are_held_to_metas_limits() {
     assert_eq!(get_media(&tb, ROOT, &doc_id, None).await.0, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_stalls_is_a_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tb = TB::start_with(|c| {
+        c.extra.push_str(FAST_MEDIA);
+        c.server_extra = "body_timeout_ms = 300\nmin_body_rate = 1000".into();
+    })
+    .await;
+    let addr = tb.broker.as_ref().unwrap().addr();
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/media HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BOB}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&[0u8; 100]).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(WAIT, sock.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+}
+
 /// A conversation claimed by bob and an image bob uploaded: (conversation, media id, bytes).
 async fn claimed_with_upload(tb: &TB) -> (String, String, String, Vec<u8>) {
     let cust = customer();
