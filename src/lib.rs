@@ -11,7 +11,8 @@
 //!          ├──► AgentActor (presence, capacity)   TeamActor (priority queue, assignment policy)
 //!          ├──► timers (SLA and reassignment deadlines → Tick)  admin (routing rules, team settings)
 //!          ├──► store (RocksDB: typed CFs, atomic batches, group commit)
-//!          └──► outbox (per number: token bucket, retries) ──► Graph API
+//!          ├──► outbox (per number: token bucket, retries; media uploaded first) ──► Graph API
+//!          └──► media (durable fetch queue → Graph media endpoints → object_store, sha256-checked)
 //! ```
 //!
 //! Supervision: conversation actors run on [`mailbox`]; a handler that panics is caught,
@@ -21,7 +22,7 @@
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
 //! with a runtime of its own, stopped with the main listener. Above the broker, a [`Supervisor`]
 //! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,
-//! `ingest`, `admin`, `service`) never depend on `http`, and [`domain`] depends on no other module: `config`
+//! `ingest`, `admin`, `service`, `media`) never depend on `http`, and [`domain`] depends on no other module: `config`
 //! and `whatsapp` translate into its types; time comes from an injectable [`clock::Clock`].
 
 pub mod actors;

@@ -287,6 +287,12 @@ pub const CLAIM_OUTCOMES: [&str; 4] = ["won", "already_assigned", "capacity_reac
 pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];
 /// `STATUS_UPDATES` outcomes.
 pub const STATUS_OUTCOMES: [&str; 3] = ["applied", "stale", "orphan"];
+
+/// Every outcome of an inbound media fetch (`MEDIA_FETCHES`).
+pub const MEDIA_FETCH_OUTCOMES: [&str; 3] = ["stored", "retried", "failed"];
+
+/// Every outcome of an agent's upload (`MEDIA_UPLOADS`).
+pub const MEDIA_UPLOAD_OUTCOMES: [&str; 4] = ["stored", "too_large", "unsupported", "error"];
 /// `ASSIGNMENTS` reasons, per team.
 pub const ASSIGNMENT_REASONS: [&str; 4] =
     ["auto", "assignee_offline", "no_answer", "sla_escalation"];
@@ -328,6 +334,8 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         (CLAIMS, &CLAIM_OUTCOMES[..]),
         (OUTBOUND_MESSAGES, &OUTBOUND_OUTCOMES[..]),
         (STATUS_UPDATES, &STATUS_OUTCOMES[..]),
+        (MEDIA_FETCHES, &MEDIA_FETCH_OUTCOMES[..]),
+        (MEDIA_UPLOADS, &MEDIA_UPLOAD_OUTCOMES[..]),
     ] {
         for &outcome in outcomes {
             counter!(name, "outcome" => outcome).increment(0);

@@ -49,3 +49,34 @@ pub fn build(config: &Config) -> Result<Arc<dyn ObjectStore>, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(media: &str, dir: &std::path::Path) -> Config {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n[whatsapp]\napp_secret = \"s\"\nverify_token = \"v\"\naccess_token = \"a\"\nwaba_id = \"w\"\n[[numbers]]\nphone_number_id = \"1\"\ndefault_team = \"t\"\n[[teams]]\nid = \"t\"\n[media]\n{media}\n",
+            dir.display().to_string()
+        );
+        Config::from_toml_str(&text).expect("config")
+    }
+
+    #[tokio::test]
+    async fn local_by_default_and_s3_by_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = build(&config("", dir.path())).expect("local store");
+        let path = object_store::path::Path::from("media/x");
+        local
+            .put(&path, bytes::Bytes::from_static(b"abc").into())
+            .await
+            .expect("put");
+        assert!(
+            dir.path().join("media/media/x").exists(),
+            "under <storage.path>/media"
+        );
+        // An S3-compatible endpoint builds without touching the network.
+        let s3 = "backend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9\"\nregion = \"eu-west-1\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\nallow_http = true";
+        assert!(build(&config(s3, dir.path())).is_ok());
+    }
+}
