@@ -31,10 +31,15 @@ fn sha_b64(b: &[u8]) -> String {
 
 /// An inbound image message carrying media `id` with the webhook's (base64) `sha256`.
 fn image_webhook(from: &str, media_id: &str, sha256: &str) -> Value {
+    image_webhook_at(from, media_id, sha256, now())
+}
+
+/// [`image_webhook`] with Meta's `timestamp` (seconds).
+fn image_webhook_at(from: &str, media_id: &str, sha256: &str, ts: i64) -> Value {
     let msg = json!({
         "from": from,
         "id": wamid(),
-        "timestamp": now().to_string(),
+        "timestamp": ts.to_string(),
         "type": "image",
         "image": {"caption": "the broken part", "mime_type": "image/jpeg", "sha256": sha256, "id": media_id}
     });
@@ -224,6 +229,33 @@ async fn a_404_from_meta_fails_the_fetch_without_retrying() {
     assert_eq!(m["media"]["downloaded"], json!(false));
     let (s, _, got) = get_media(&tb, ROOT, &id, None).await;
     assert_eq!((s, error_code(&got).as_str()), (404, "not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_is_not_retried_past_the_media_ids_seven_days() {
+    let tb = media_broker().await;
+    let id = uniq("9008");
+    let body = bytes(100, 8);
+    tb.graph.add_media(&id, "image/jpeg", body.clone());
+    tb.graph.media_fault(&id, MediaFault::Status(500));
+    // Sent 7 days and a minute ago (Meta redelivered it late): its id is expired by now, so
+    // the first failure is the last try.
+    let cust = customer();
+    let ts = now() - 7 * SECS_PER_DAY - 60;
+    assert_eq!(
+        tb.webhook(&image_webhook_at(&cust, &id, &sha_b64(&body), ts))
+            .await,
+        200
+    );
+    let conv = tb.conv_id(N1, &cust).await;
+    wait_requests(&tb, &id, |(located, _)| located >= 1).await;
+    // As for a 404: a retry (the fault used up, it would succeed) would come within 100 ms.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(tb.graph.media_requests(&id), (1, 0));
+    assert_eq!(
+        tb.messages(&conv).await[0]["media"]["downloaded"],
+        json!(false)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
