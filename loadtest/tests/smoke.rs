@@ -5,8 +5,9 @@
 //! the workspace root), else the one `cargo test --workspace` builds beside the load generator;
 //! the test fails, saying how to build it, when there is none (it never skips). It runs
 //! `switchboard-loadtest --broker-bin $SWITCHBOARD_BIN --rate 200 --duration 3 --agents 4
-//! --customers 50 --numbers 2 --crash-after 1.5 --json FILE` with a 120 s limit and asserts exit
-//! status 0 and `audit.passed == true` in the JSON.
+//! --customers 50 --numbers 2 --crash-after 1.5 --media-share 0.1 --json FILE` with a 120 s limit
+//! and asserts exit status 0, `audit.passed == true` in the JSON, and that the broker fetched
+//! media from the fake Graph API.
 
 mod common;
 
@@ -37,6 +38,8 @@ fn smoke_against_broker_with_crash() {
             "2",
             "--crash-after",
             "1.5",
+            "--media-share",
+            "0.1",
             "--json",
         ])
         .arg(&json_path)
@@ -81,4 +84,13 @@ fn smoke_against_broker_with_crash() {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
     assert!(acked > 0, "no inbound message was acknowledged");
+    let fetched = report
+        .pointer("/fake_graph/media_downloaded")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    assert!(
+        fetched > 0,
+        "the broker fetched no media: {}",
+        report["fake_graph"]
+    );
 }
