@@ -35,11 +35,13 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::http::{self, AppState};
+use crate::media::Media;
 use crate::metrics as m;
 use crate::outbox::Outbox;
 use crate::service::people;
 use crate::store::{Store, StoreError};
 use crate::whatsapp::graph::GraphClient;
+use crate::whatsapp::media::MediaGraph;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,6 +61,10 @@ pub enum StartError {
     Listen(#[from] http::ListenError),
     #[error("config error: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// `[media]` names a store that cannot be used (a directory that cannot be made, a bucket
+    /// the S3 client refuses).
+    #[error("config error: {0}")]
+    Media(String),
     #[error("cannot start {0}")]
     Spawn(String),
 }
@@ -69,7 +75,10 @@ impl StartError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            StartError::Listen(_) | StartError::Config(_) | StartError::StoragePath { .. }
+            StartError::Listen(_)
+                | StartError::Config(_)
+                | StartError::StoragePath { .. }
+                | StartError::Media(_)
         )
     }
 }
@@ -97,6 +106,8 @@ fn usable_dir(path: &std::path::Path) -> std::io::Result<()> {
 /// A running broker.
 pub struct Broker {
     ctx: Arc<Ctx>,
+    /// Media storage and the inbound fetcher, stopped with the broker.
+    media: Arc<Media>,
     /// Supervises the agent and team actors.
     guardian: ActorRef<GuardianMsg>,
     state: AppState,
@@ -124,6 +135,7 @@ impl Drop for Broker {
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.abort();
         }
+        self.media.abort();
         // Retired actors refuse new commands; handlers in progress fail at the closed store.
         self.ctx.close_conversations();
         // The guardian first: a child stopped on purpose is never restarted anyway.
@@ -279,14 +291,37 @@ impl Broker {
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
+        let objects = crate::media::objects::build(&config).map_err(StartError::Media)?;
+        let media_graph = MediaGraph::new(
+            &config.whatsapp.graph_api_base,
+            &config.whatsapp.access_token,
+            Duration::from_millis(config.media.read_timeout_ms),
+        )
+        .map_err(|e| StartError::Spawn(format!("media client: {e}")))?;
+        let media = Arc::new(Media::new(
+            store.clone(),
+            objects,
+            media_graph,
+            ctx.media_queued.clone(),
+        ));
         let _ = ctx.outbox.set(Outbox::start(
             &config.outbox,
             &config.numbers,
             store.clone(),
-            graph,
+            crate::media::MetaSender::new(graph, media.clone()),
             SendOutcomes::new(ctx.clone()),
             &pending,
         ));
+        // Fetches the last run left queued resume at once; counted before anything serves, so
+        // the gauge's later increments (new fetches) and decrements (settled ones) stay exact.
+        let pending_fetches = match store.fetch_queue_len().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count the media fetch queue");
+                0
+            }
+        };
+        crate::media::fetch::start(&ctx, &media, pending_fetches);
         // Teams rebuild their queues and start assigning (draining what waited across the
         // restart) once everything exists.
         for t in ctx.team_refs() {
@@ -309,9 +344,10 @@ impl Broker {
             roster,
             last_audit,
         ));
-        let state = AppState::new(ctx.clone(), metrics, people);
+        let state = AppState::new(ctx.clone(), metrics, people, media.clone());
         listeners.front().attach(http::app(state.clone()));
         Ok(Broker {
+            media,
             ctx,
             guardian,
             state,
@@ -346,6 +382,8 @@ impl Broker {
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.shutdown(Duration::from_secs(3)).await;
         }
+        // A fetch cut here stays queued on disk and runs again after the next start.
+        self.media.abort();
         self.sweeper.abort();
         self.timer_task.abort();
         self.ctx.stop_conversations(Duration::from_secs(5)).await;

@@ -63,6 +63,8 @@ pub struct Config {
     pub conversations: ConversationsConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
 }
 
 /// `[routing]`: rules evaluated in order on a conversation's first message and on reopen.
@@ -243,6 +245,86 @@ impl Default for OutboxConfig {
             ambiguous_hold_ms: default_ambiguous_hold_ms(),
         }
     }
+}
+
+/// Where media bytes are kept and how inbound media is fetched (`crate::media`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `local` (a directory) or `s3` (any S3-compatible store).
+    #[serde(default)]
+    pub backend: MediaBackend,
+    /// `local`: the directory; default `<storage.path>/media`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `s3`: the bucket (required), and optionally the endpoint (for stores other than AWS),
+    /// region, credentials (else the usual `AWS_*` environment) and whether plain HTTP is allowed.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Inbound fetches running at once (each streams one file).
+    #[serde(default = "default_media_fetches")]
+    pub max_concurrent_fetches: usize,
+    /// First retry delay of a failed fetch; doubles per attempt, with jitter.
+    #[serde(default = "default_media_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Ceiling of the fetch retry delay.
+    #[serde(default = "default_media_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// A media request (Meta's media endpoints, a download, an upload) fails when no byte moves
+    /// for this long; a large file may take longer in all.
+    #[serde(default = "default_media_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaBackend {
+    #[default]
+    Local,
+    S3,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            backend: MediaBackend::Local,
+            path: None,
+            bucket: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            max_concurrent_fetches: default_media_fetches(),
+            retry_base_ms: default_media_retry_base_ms(),
+            retry_max_ms: default_media_retry_max_ms(),
+            read_timeout_ms: default_media_read_timeout_ms(),
+        }
+    }
+}
+
+fn default_media_fetches() -> usize {
+    8
+}
+fn default_media_retry_base_ms() -> u64 {
+    1_000
+}
+/// An hour: a media id lives 7 days, so even a day-long outage leaves many tries.
+fn default_media_retry_max_ms() -> u64 {
+    3_600_000
+}
+fn default_media_read_timeout_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -469,6 +551,21 @@ impl Config {
             self.storage.max_commit_batch as u64,
         )?;
         positive("storage.stall_after_ms", self.storage.stall_after_ms)?;
+        positive(
+            "media.max_concurrent_fetches",
+            self.media.max_concurrent_fetches as u64,
+        )?;
+        positive("media.retry_base_ms", self.media.retry_base_ms)?;
+        positive("media.retry_max_ms", self.media.retry_max_ms)?;
+        positive("media.read_timeout_ms", self.media.read_timeout_ms)?;
+        if self.media.backend == MediaBackend::S3
+            && self.media.bucket.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::new(
+                "media.bucket",
+                "required when media.backend = \"s3\"",
+            ));
+        }
         positive(
             "server.max_inflight_webhooks",
             self.server.max_inflight_webhooks as u64,

@@ -56,8 +56,12 @@ codes! {
     NotWaiting => "not_waiting",
     /// Created with an id that is taken (an agent or team).
     AlreadyExists => "already_exists",
-    /// A webhook body above 3 MiB.
+    /// A webhook body above 3 MiB, or media above Meta's limit for its type.
     PayloadTooLarge => "payload_too_large",
+    /// Media of a type WhatsApp does not take.
+    UnsupportedMediaType => "unsupported_media_type",
+    /// A `Range` outside the media's bytes.
+    RangeNotSatisfiable => "range_not_satisfiable",
     /// A request target longer than hyper reads.
     UriTooLong => "uri_too_long",
     /// The 24-hour customer-service window is closed.

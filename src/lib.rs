@@ -11,7 +11,8 @@
 //!          ├──► AgentActor (presence, capacity)   TeamActor (priority queue, assignment policy)
 //!          ├──► timers (SLA and reassignment deadlines → Tick)  admin (routing rules, team settings)
 //!          ├──► store (RocksDB: typed CFs, atomic batches, group commit)
-//!          └──► outbox (per number: token bucket, retries) ──► Graph API
+//!          ├──► outbox (per number: token bucket, retries; media uploaded first) ──► Graph API
+//!          └──► media (durable fetch queue → Graph media endpoints → object_store, sha256-checked)
 //! ```
 //!
 //! The agent console ([`console`]) is static assets served beside the API and a client of it.
@@ -25,7 +26,7 @@
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
 //! with a runtime of its own, stopped with the main listener. Above the broker, a [`Supervisor`]
 //! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,
-//! `ingest`, `identity`, `admin`, `service`) never depend on `http`, and [`domain`] depends on no other module: `config`
+//! `ingest`, `identity`, `admin`, `service`, `media`) never depend on `http`, and [`domain`] depends on no other module: `config`
 //! and `whatsapp` translate into its types; time comes from an injectable [`clock::Clock`].
 //! Components take the narrow ports they use ([`outbox::GraphSender`], [`outbox::OutcomeSink`],
 //! [`actors::ports`]), wired once in [`app`]; no two top-level modules import each other, even
@@ -46,6 +47,7 @@ pub mod identity;
 pub mod ingest;
 pub mod log_limit;
 pub mod mailbox;
+pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod service;

@@ -58,6 +58,9 @@ pub const CONNECTIONS_REFUSED: &str = "switchboard_connections_refused_total";
 pub const CONNECTIONS_TIMED_OUT: &str = "switchboard_connections_timed_out_total";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 pub const AGENT_REFUSED: &str = "switchboard_agent_requests_refused_total";
+pub const MEDIA_FETCHES: &str = "switchboard_media_fetches_total";
+pub const MEDIA_FETCH_PENDING: &str = "switchboard_media_fetch_pending";
+pub const MEDIA_UPLOADS: &str = "switchboard_media_uploads_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -283,6 +286,18 @@ fn describe() {
         "SLA clocks settled, by team, kind (first_response, next_response, resolution) and outcome (hit, miss)."
     );
     describe_counter!(
+        MEDIA_FETCHES,
+        "Inbound media fetch attempts by outcome: stored, retried (a transient failure or a hash mismatch; tried again later), failed (404 at Meta, id expired, refused, or the bytes never matched their hash)."
+    );
+    describe_gauge!(
+        MEDIA_FETCH_PENDING,
+        "Inbound media waiting to be fetched (durable queue), including fetches in progress and retries waiting."
+    );
+    describe_counter!(
+        MEDIA_UPLOADS,
+        "Agents' media uploads (POST /api/v1/media) by outcome: stored, too_large, unsupported, error."
+    );
+    describe_counter!(
         FALLBACKS,
         "Waiting conversations moved from a team that closed to its first open fallback team, by from and to team."
     );
@@ -330,6 +345,12 @@ pub fn pricing_category(category: &str) -> &'static str {
 
 /// `INBOUND_REACTIONS` outcomes.
 pub const REACTION_OUTCOMES: [&str; 3] = ["applied", "removed", "unknown_target"];
+
+/// Every outcome of an inbound media fetch (`MEDIA_FETCHES`).
+pub const MEDIA_FETCH_OUTCOMES: [&str; 3] = ["stored", "retried", "failed"];
+
+/// Every outcome of an agent's upload (`MEDIA_UPLOADS`).
+pub const MEDIA_UPLOAD_OUTCOMES: [&str; 4] = ["stored", "too_large", "unsupported", "error"];
 /// `ASSIGNMENTS` reasons, per team.
 pub const ASSIGNMENT_REASONS: [&str; 5] = [
     "auto",
@@ -381,6 +402,8 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         (STATUS_UPDATES, &STATUS_OUTCOMES[..]),
         (INBOUND_REACTIONS, &REACTION_OUTCOMES[..]),
         (READ_RECEIPTS, &READ_OUTCOMES[..]),
+        (MEDIA_FETCHES, &MEDIA_FETCH_OUTCOMES[..]),
+        (MEDIA_UPLOADS, &MEDIA_UPLOAD_OUTCOMES[..]),
     ] {
         for &outcome in outcomes {
             counter!(name, "outcome" => outcome).increment(0);

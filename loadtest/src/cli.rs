@@ -165,6 +165,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 5, help_heading = "Load")]
     pub max_batch: usize,
 
+    /// Share of new messages that are images (e.g. 0.1): the broker fetches each one's media
+    /// from the built-in fake Graph API (`GET /{media-id}`, then its URL) and checks its sha256.
+    #[arg(long, default_value_t = 0.0, help_heading = "Load")]
+    pub media_share: f64,
+
     /// How many times a webhook that was not acknowledged (connection error, 503, timeout) is
     /// delivered again with back-off, as Meta does.
     #[arg(long, default_value_t = 6, help_heading = "Load")]
@@ -302,6 +307,7 @@ pub struct Settings {
     pub username_share: f64,
     pub batch_ratio: f64,
     pub max_batch: usize,
+    pub media_share: f64,
     pub redeliveries: u32,
     pub request_timeout: Duration,
     pub seed: Option<u64>,
@@ -540,6 +546,7 @@ impl Cli {
             username_share: ratio("username-share", self.username_share)?,
             batch_ratio: ratio("batch-ratio", self.batch_ratio)?,
             max_batch: self.max_batch,
+            media_share: ratio("media-share", self.media_share)?,
             redeliveries: self.redeliveries,
             request_timeout: seconds("request-timeout", self.request_timeout)?,
             seed: self.seed,

@@ -5,6 +5,11 @@
 //! answered HTTP 400 with Meta's 130429 error envelope; every other one is accepted with Meta's
 //! success shape and a fresh `wamid.OUT{run_id}{n}`.
 //!
+//! Media: `GET /{media-id}` (or `/{version}/{media-id}`) of a load-test image (ids from
+//! [`crate::webhook::MEDIA_ID_PREFIX`]) answers Meta's shape with a URL on this server,
+//! `GET /media-bytes/{id}` serves [`crate::webhook::media_bytes`]; both require the bearer token
+//! (`media_located`, `media_downloaded`, `media_unknown` counters).
+//!
 //! Invariants: every accepted send is recorded (phone number, recipient, body text,
 //! `biz_opaque_callback_data`, wamid, arrival instant) *before* the answer is written, and is
 //! announced exactly once on the status channel so status callbacks (sent/delivered/read) can be
@@ -17,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use rand::Rng;
@@ -111,6 +116,9 @@ impl FakeGraph {
         let app = Router::new()
             .route("/{pnid}/messages", post(send_v))
             .route("/{version}/{pnid}/messages", post(send_versioned))
+            .route("/{pnid}", get(media_locate))
+            .route("/{pnid}/{id}", get(media_locate_versioned))
+            .route("/media-bytes/{id}", get(media_download))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -150,6 +158,84 @@ fn graph_error(status: StatusCode, code: u64, message: &str, details: &str) -> R
         "fbtrace_id": trace
     }});
     (status, Json(body)).into_response()
+}
+
+fn bearer_ok(st: &GraphState, headers: &HeaderMap) -> bool {
+    let expected = format!("Bearer {}", st.access_token);
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected)
+}
+
+async fn media_locate_versioned(
+    State(st): State<Arc<GraphState>>,
+    Path((_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    locate(&st, &id, &headers)
+}
+
+async fn media_locate(
+    State(st): State<Arc<GraphState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    locate(&st, &id, &headers)
+}
+
+/// Meta's answer to `GET /{media-id}`: where the bytes are, their type, size and hash (hex).
+fn locate(st: &GraphState, id: &str, headers: &HeaderMap) -> Response {
+    if !bearer_ok(st, headers) {
+        st.counters.inc("unauthorized");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if !id.starts_with(crate::webhook::MEDIA_ID_PREFIX) {
+        st.counters.inc("media_unknown");
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            100,
+            "Unsupported get request. Object does not exist",
+            "No such media.",
+        );
+    }
+    st.counters.inc("media_located");
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    use sha2::Digest;
+    let bytes = crate::webhook::media_bytes();
+    Json(json!({
+        "messaging_product": "whatsapp",
+        "url": format!("http://{host}/media-bytes/{id}"),
+        "mime_type": "image/jpeg",
+        "sha256": hex::encode(sha2::Sha256::digest(bytes)),
+        "file_size": bytes.len(),
+        "id": id,
+    }))
+    .into_response()
+}
+
+async fn media_download(
+    State(st): State<Arc<GraphState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !bearer_ok(&st, &headers) {
+        st.counters.inc("unauthorized");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if !id.starts_with(crate::webhook::MEDIA_ID_PREFIX) {
+        st.counters.inc("media_unknown");
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    st.counters.inc("media_downloaded");
+    (
+        [(axum::http::header::CONTENT_TYPE, "image/jpeg")],
+        Bytes::from_static(crate::webhook::media_bytes()),
+    )
+        .into_response()
 }
 
 async fn send_versioned(

@@ -387,13 +387,16 @@ async fn drive_and_audit(
     let baseline = if s.baseline {
         let exe = std::env::current_exe().context("locating the load generator's binary")?;
         let bl = Baseline::start(s.baseline_mode, &exe).await?;
-        let gen = Arc::new(Generator::new(
-            pop.clone(),
-            format!("{:08X}", rand::random::<u32>()),
-            &s.app_secret,
-            s.batch_ratio,
-            s.max_batch,
-        ));
+        let gen = Arc::new(
+            Generator::new(
+                pop.clone(),
+                format!("{:08X}", rand::random::<u32>()),
+                &s.app_secret,
+                s.batch_ratio,
+                s.max_batch,
+            )
+            .with_media_share(s.media_share),
+        );
         let ctx = LoadCtx::new(
             gen,
             webhook_client.clone(),
@@ -416,13 +419,16 @@ async fn drive_and_audit(
     };
 
     // 3. agents and status callbacks
-    let gen = Arc::new(Generator::new(
-        pop.clone(),
-        run_id.to_string(),
-        &s.app_secret,
-        s.batch_ratio,
-        s.max_batch,
-    ));
+    let gen = Arc::new(
+        Generator::new(
+            pop.clone(),
+            run_id.to_string(),
+            &s.app_secret,
+            s.batch_ratio,
+            s.max_batch,
+        )
+        .with_media_share(s.media_share),
+    );
     let ctx = LoadCtx::new(
         gen.clone(),
         webhook_client.clone(),
@@ -598,6 +604,7 @@ async fn drive_and_audit(
     settings.insert("duplicate_ratio".into(), json!(s.duplicate_ratio));
     settings.insert("batch_ratio".into(), json!(s.batch_ratio));
     settings.insert("throttle_ratio".into(), json!(s.throttle_ratio));
+    settings.insert("media_share".into(), json!(s.media_share));
     settings.insert(
         "crash_after_s".into(),
         json!(s.crash_after.map(|d| d.as_secs_f64())),

@@ -269,7 +269,33 @@ pub struct Generator {
     counter: AtomicU64,
     batch_ratio: f64,
     max_batch: usize,
+    /// Share of new messages that are images (see [`media_bytes`]).
+    media_share: f64,
 }
+
+/// Every image the load test sends has these bytes (the fake Graph API serves them for any
+/// media id): 16 KiB, enough to exercise the broker's streaming and hashing.
+pub fn media_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        (0..16 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect()
+    })
+}
+
+/// What Meta's webhook says of [`media_bytes`]: base64 of its SHA-256.
+pub fn media_sha256_b64() -> &'static str {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(media_bytes()))
+    })
+}
+
+/// Media ids of this load test's images start with this.
+pub const MEDIA_ID_PREFIX: &str = "LTM";
 
 impl Generator {
     pub fn new(
@@ -286,7 +312,14 @@ impl Generator {
             counter: AtomicU64::new(1),
             batch_ratio,
             max_batch: max_batch.max(2),
+            media_share: 0.0,
         }
+    }
+
+    /// Makes a share of the new messages images (`--media-share`).
+    pub fn with_media_share(mut self, share: f64) -> Self {
+        self.media_share = share.clamp(0.0, 1.0);
+        self
     }
 
     /// Prefix shared by all wamids of this run.
@@ -334,18 +367,20 @@ impl Generator {
             1
         };
         let ts = unix_now();
-        // number index -> messages (customer, wamid, text)
-        let mut by_number: BTreeMap<usize, Vec<(usize, String, String)>> = BTreeMap::new();
+        // number index -> messages (customer, wamid, text, media id of an image)
+        let mut by_number: BTreeMap<usize, Vec<Outgoing>> = BTreeMap::new();
         let mut refs = Vec::with_capacity(count);
         for _ in 0..count {
             let customer = rng.gen_range(0..pop.customers.len());
             let n = self.next_id();
             let wamid = format!("wamid.LT{}{n}", self.run_id);
             let text = format!("{} [lt {n}]", TEXTS[rng.gen_range(0..TEXTS.len())]);
+            let media = (self.media_share > 0.0 && rng.gen_bool(self.media_share))
+                .then(|| format!("{MEDIA_ID_PREFIX}{}{n}", self.run_id));
             by_number
                 .entry(pop.customers[customer].number)
                 .or_default()
-                .push((customer, wamid.clone(), text));
+                .push((customer, wamid.clone(), text, media));
             refs.push(InboundRef { wamid, customer });
         }
 
@@ -370,14 +405,14 @@ impl Generator {
     fn message_change<'a>(
         &'a self,
         number: usize,
-        msgs: &'a [(usize, String, String)],
+        msgs: &'a [Outgoing],
         ts: &'a str,
     ) -> Change<'a> {
         let pop = &self.pop;
         let num = &pop.numbers[number];
         let mut seen = Vec::new();
         let mut contacts = Vec::new();
-        for (c, _, _) in msgs {
+        for (c, _, _, _) in msgs {
             if !seen.contains(c) {
                 seen.push(*c);
                 let cust = &pop.customers[*c];
@@ -394,7 +429,7 @@ impl Generator {
         }
         let messages = msgs
             .iter()
-            .map(|(c, wamid, text)| Message {
+            .map(|(c, wamid, text, media)| Message {
                 from: pop.customers[*c]
                     .username
                     .is_none()
@@ -405,8 +440,14 @@ impl Generator {
                     .then_some(pop.customers[*c].wa_id.as_str()),
                 id: wamid,
                 timestamp: ts,
-                kind: "text",
-                text: Text { body: text },
+                kind: if media.is_some() { "image" } else { "text" },
+                text: media.is_none().then_some(Text { body: text }),
+                image: media.as_deref().map(|id| Image {
+                    id,
+                    mime_type: "image/jpeg",
+                    sha256: media_sha256_b64(),
+                    caption: text,
+                }),
             })
             .collect();
         Change {
@@ -563,6 +604,9 @@ struct Profile<'a> {
     username: Option<&'a str>,
 }
 
+/// One new message: (customer, wamid, text, media id when it is an image).
+type Outgoing = (usize, String, String, Option<String>);
+
 #[derive(Serialize)]
 struct Message<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -573,7 +617,19 @@ struct Message<'a> {
     timestamp: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
-    text: Text<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<Text<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<Image<'a>>,
+}
+
+/// Meta's `image` object of an inbound message.
+#[derive(Serialize)]
+struct Image<'a> {
+    id: &'a str,
+    mime_type: &'static str,
+    sha256: &'a str,
+    caption: &'a str,
 }
 
 #[derive(Serialize)]
@@ -617,6 +673,30 @@ mod tests {
             batch,
             5,
         )
+    }
+
+    #[test]
+    fn a_media_share_sends_images_with_metas_hash() {
+        let g = gen(0.0).with_media_share(1.0);
+        let mut rng = StdRng::seed_from_u64(3);
+        let w = g.messages(&mut rng);
+        let v: Value = serde_json::from_slice(&w.body).unwrap_or(Value::Null);
+        let m = &v["entry"][0]["changes"][0]["value"]["messages"][0];
+        assert_eq!(m["type"], "image");
+        assert!(m.get("text").is_none(), "{m}");
+        let id = m["image"]["id"].as_str().unwrap_or("");
+        assert!(id.starts_with(MEDIA_ID_PREFIX), "{id}");
+        use base64::Engine;
+        use sha2::Digest;
+        let want =
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(media_bytes()));
+        assert_eq!(m["image"]["sha256"], json!(want));
+        let plain = gen(0.0).messages(&mut rng);
+        let v: Value = serde_json::from_slice(&plain.body).unwrap_or(Value::Null);
+        assert_eq!(
+            v["entry"][0]["changes"][0]["value"]["messages"][0]["type"],
+            "text"
+        );
     }
 
     #[test]
@@ -666,7 +746,7 @@ mod tests {
             .position(|c| c.username.is_some())
             .unwrap_or(0);
         let g = Generator::new(Arc::new(pop), "ABCD1234".into(), "secret", 0.0, 1);
-        let msgs = [(i, "wamid.x".to_string(), "hi".to_string())];
+        let msgs = [(i, "wamid.x".to_string(), "hi".to_string(), None)];
         let change = g.message_change(0, &msgs, "1");
         let v = serde_json::to_value(&change).unwrap_or(Value::Null);
         let m = &v["value"]["messages"][0];

@@ -5,9 +5,10 @@
 //! the workspace root), else the one `cargo test --workspace` builds beside the load generator;
 //! the test fails, saying how to build it, when there is none (it never skips). It runs
 //! `switchboard-loadtest --broker-bin $SWITCHBOARD_BIN --rate 200 --duration 3 --agents 4
-//! --customers 50 --numbers 2 --crash-after 1.5 --json FILE` with a 120 s limit and asserts exit
-//! status 0 and `audit.passed == true` in the JSON; a second run adds `--username-share 0.3`
-//! (username-only customers, known by their user id alone) and must pass the same audit.
+//! --customers 50 --numbers 2 --crash-after 1.5 --media-share 0.1 --json FILE` with a 120 s limit
+//! and asserts exit status 0, `audit.passed == true` in the JSON, and that the broker fetched
+//! media from the fake Graph API; a second run adds `--username-share 0.3` (username-only
+//! customers, known by their user id alone) and must pass the same checks.
 
 mod common;
 
@@ -49,6 +50,8 @@ fn smoke(extra: &[&str]) {
             "2",
             "--crash-after",
             "1.5",
+            "--media-share",
+            "0.1",
         ])
         .args(extra)
         .arg("--json")
@@ -94,4 +97,13 @@ fn smoke(extra: &[&str]) {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
     assert!(acked > 0, "no inbound message was acknowledged");
+    let fetched = report
+        .pointer("/fake_graph/media_downloaded")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    assert!(
+        fetched > 0,
+        "the broker fetched no media: {}",
+        report["fake_graph"]
+    );
 }

@@ -69,7 +69,7 @@ use crate::outbox::Outbox;
 use crate::store::Store;
 
 pub use agent::{AgentActor, AgentMsg};
-pub use conversation::{ConversationActor, ConversationMsg};
+pub use conversation::{ConversationActor, ConversationMsg, OutboundMedia};
 
 /// A live conversation actor.
 pub type ConversationRef = Arc<mailbox::Mailbox<ConversationActor>>;
@@ -111,6 +111,9 @@ pub struct Ctx {
     /// Set once by app.rs, right after this context: the outbox reports to conversation actors
     /// through it ([`send_outcomes`]).
     pub outbox: OnceLock<Outbox>,
+    /// Wakes the media fetcher (`crate::media`) when a message queued a fetch: a port, so the
+    /// actors never depend on the media module, which depends on them.
+    pub media_queued: Arc<tokio::sync::Notify>,
     timers: timers::Timers,
     pub clock: SharedClock,
     /// The routing rules and team policies in force; replaced whole by the admin API.
@@ -161,6 +164,7 @@ impl Ctx {
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
+            media_queued: Arc::new(tokio::sync::Notify::new()),
             timers,
             clock,
             policies,

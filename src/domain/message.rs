@@ -244,6 +244,9 @@ pub fn set_reaction(reactions: &mut Vec<Reaction>, by: &str, emoji: Option<&str>
     }
 }
 
+/// How long Meta keeps a media id (7 days): inbound fetches are retried until then.
+pub const MEDIA_ID_LIFETIME_MS: Millis = 7 * 24 * 60 * 60 * 1000;
+
 /// A message's media: an inbound attachment as Meta described it, or an agent's upload.
 ///
 /// `id` is what `GET /api/v1/media/{id}` serves; `downloaded` turns true once the bytes are kept

@@ -156,6 +156,14 @@ struct ReplyBody {
     /// Meta's interactive object (buttons or a list).
     interactive: Option<serde_json::Value>,
     idempotency_key: Option<String>,
+    media: Option<MediaBody>,
+}
+
+/// `{"media": {"id", "caption"?}}`: an upload (`POST /api/v1/media`) sent as a message.
+#[derive(Deserialize)]
+struct MediaBody {
+    id: String,
+    caption: Option<String>,
 }
 
 async fn reply(
@@ -164,13 +172,34 @@ async fn reply(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let req = ReplyRequest {
-        text: body.text,
-        reply_to: body.reply_to,
-        interactive: body.interactive,
-        idempotency_key: body.idempotency_key,
+    let msg = match body.media {
+        Some(_) if body.text.is_some() || body.interactive.is_some() => {
+            return Err(ApiError::invalid(
+                "give \"text\", \"interactive\" or \"media\" (with its \"caption\"), not two",
+            ))
+        }
+        Some(m) => {
+            service::reply_media(
+                &s.ctx,
+                &s.media,
+                &caller,
+                &id,
+                &m.id,
+                m.caption,
+                body.idempotency_key,
+            )
+            .await?
+        }
+        None => {
+            let req = ReplyRequest {
+                text: body.text,
+                reply_to: body.reply_to,
+                interactive: body.interactive,
+                idempotency_key: body.idempotency_key,
+            };
+            service::reply(&s.ctx, &caller, &id, req).await?
+        }
     };
-    let msg = service::reply(&s.ctx, &caller, &id, req).await?;
     Ok((StatusCode::ACCEPTED, Json(MessageView::new(&msg))))
 }
 

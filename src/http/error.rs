@@ -27,6 +27,8 @@ pub fn status(code: Code) -> StatusCode {
             StatusCode::CONFLICT
         }
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Code::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         Code::UriTooLong => StatusCode::URI_TOO_LONG,
         Code::WindowClosed => StatusCode::UNPROCESSABLE_ENTITY,
         Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

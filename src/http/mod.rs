@@ -14,6 +14,7 @@ pub mod extract;
 pub mod json;
 pub mod lane;
 pub mod listeners;
+pub mod media;
 pub mod ops;
 pub mod parse_errors;
 pub mod people;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub ctx: Arc<Ctx>,
     /// The agents and teams in force: every request authenticates against it.
     pub people: Arc<People>,
+    /// Media storage: uploads, downloads, what an agent may send.
+    pub media: Arc<crate::media::Media>,
     /// Admission control for webhooks: one permit per request being processed.
     pub webhook_permits: Arc<Semaphore>,
     pub stream_permits: Arc<Semaphore>,
@@ -73,13 +76,19 @@ pub struct Shared {
 }
 
 impl AppState {
-    pub fn new(ctx: Arc<Ctx>, metrics: PrometheusHandle, people: Arc<People>) -> Self {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        metrics: PrometheusHandle,
+        people: Arc<People>,
+        media: Arc<crate::media::Media>,
+    ) -> Self {
         let auth_failures_per_minute = ctx.config.server.auth_failures_per_minute;
         Self(Arc::new(Shared {
             webhook_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_webhooks)),
             stream_permits: Arc::new(Semaphore::new(ctx.config.server.max_event_streams)),
             api_permits: Arc::new(Semaphore::new(ctx.config.server.max_inflight_api)),
             people,
+            media,
             ctx,
             metrics,
             accepting: Arc::new(AtomicBool::new(true)),
@@ -137,6 +146,7 @@ pub fn app(state: AppState) -> Router {
         .merge(teams::router())
         .merge(routing::router())
         .merge(people::router())
+        .merge(media::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .merge(api)

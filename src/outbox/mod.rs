@@ -58,6 +58,12 @@
 //! durable until their outcome is recorded or a callback adopts them (set from disk at start-up,
 //! before anything serves).
 //!
+//! Media: a media job's file is uploaded to Meta (`POST /{phone_number_id}/media`) before its
+//! first send, and Meta's id is written on the job (through its conversation's actor, like the
+//! in-doubt mark) before the send goes out, so neither a retry nor a restart uploads it twice,
+//! and the send itself keeps the in-doubt discipline above. Upload failures are retried like
+//! sends (same back-off, same `max_attempts`).
+//!
 //! Bounds: `outbox.queue_capacity` jobs queued per number, as many again waiting behind a
 //! conversation's send in flight (beyond that the worker stops taking jobs until a send ends),
 //! pages of `queue_capacity` jobs read back from disk, `max_in_flight` concurrent sends per
@@ -78,15 +84,16 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use bucket::TokenBucket;
-pub use ports::{GraphSender, OutcomeSink};
+pub use ports::{GraphSender, OutcomeSink, UploadError};
 pub use reads::{ReadRefused, MAX_READ_ATTEMPTS};
 
 use crate::config::{NumberConfig, OutboxConfig};
 use crate::domain::MessageError;
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
-use crate::store::{OutboxJob, Store};
+use crate::store::{OutboxJob, Payload, Store};
 use crate::whatsapp::graph::{AmbiguousCause, SendError};
+use crate::whatsapp::media::MediaError;
 
 pub struct Outbox {
     /// Set by a graceful shutdown: no send starts a new attempt, so none is left "in doubt"
@@ -523,8 +530,14 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
         // go would put it ahead of this one, which stays on disk and is sent again after a
         // restart. So storage steps here are retried (with back-off) for as long as they fail;
         // storage that keeps failing gets the broker restarted (`crate::supervisor`).
-        let Some(outcome) = self.send_with_retries(&job, &hold.notify).await else {
-            // Settled already: a second copy, or a status callback adopted it (which counted it).
+        let outcome = match self.upload_media(job).await {
+            Ok(Some(job)) => self.send_with_retries(&job, &hold.notify).await,
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        };
+        let Some(outcome) = outcome else {
+            // Settled already: a second copy, or a status callback adopted it (which counted it);
+            // or shutting down (it stays on disk).
             return;
         };
         let outcome = outcome.map(Some);
@@ -631,6 +644,13 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 in_doubt = true;
             }
             let started = Instant::now();
+            // `upload_media` gave every media job its Meta id before this.
+            if matches!(job.payload, Payload::Media { meta_id: None, .. }) {
+                return Some(Err(MessageError {
+                    code: 0,
+                    title: "media was not uploaded".into(),
+                }));
+            }
             let res = self.graph.send(job, &message_id).await;
             metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
             match res {
@@ -676,6 +696,65 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                     return Some(Err(MessageError { code, title }))
                 }
             }
+        }
+    }
+}
+
+impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
+    /// Uploads a media job's file to Meta unless it has Meta's id already, and records the id
+    /// on the job durably before anything is sent: a retry or a restart then sends by that id
+    /// and never uploads again (a crash during the upload itself only repeats the upload, which
+    /// sends nothing). Answers the job to send, None when it needs no send (settled meanwhile,
+    /// or shutting down: it stays on disk), or why the message fails.
+    async fn upload_media(&self, job: OutboxJob) -> Result<Option<OutboxJob>, MessageError> {
+        let Payload::Media {
+            media_id,
+            mime_type,
+            filename,
+            meta_id: None,
+            ..
+        } = &job.payload
+        else {
+            return Ok(Some(job));
+        };
+        let fail = |title: String| MessageError { code: 0, title };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(None);
+            }
+            let started = Instant::now();
+            let res = self
+                .graph
+                .upload_media(&job.number, media_id, mime_type, filename.as_deref())
+                .await;
+            metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
+            let reason = match res {
+                Ok(meta_id) => {
+                    let mut uploaded = job.clone();
+                    if let Payload::Media { meta_id: m, .. } = &mut uploaded.payload {
+                        *m = Some(meta_id);
+                    }
+                    if !self.mark(&uploaded, uploaded.in_doubt).await {
+                        return Ok(None);
+                    }
+                    return Ok(Some(uploaded));
+                }
+                Err(UploadError::Gone(reason)) => return Err(fail(reason)),
+                Err(UploadError::Meta(MediaError::Permanent { code, title })) => {
+                    return Err(MessageError { code, title })
+                }
+                Err(UploadError::Meta(e)) => e.to_string(),
+            };
+            if attempt >= self.cfg.max_attempts {
+                return Err(fail(format!(
+                    "gave up uploading after {attempt} attempts: {reason}"
+                )));
+            }
+            metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
+            tracing::debug!(%media_id, attempt, %reason, "media upload failed; retrying");
+            tokio::time::sleep(backoff(&self.cfg, attempt)).await;
         }
     }
 }
@@ -743,6 +822,16 @@ mod tests {
 
         async fn mark_read(&self, _number: &str, _wamid: &str) -> Result<(), SendError> {
             Ok(())
+        }
+
+        async fn upload_media(
+            &self,
+            _number: &str,
+            media_id: &str,
+            _mime_type: &str,
+            _filename: Option<&str>,
+        ) -> Result<String, UploadError> {
+            Err(UploadError::Gone(media_id.to_string()))
         }
     }
 

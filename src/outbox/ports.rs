@@ -13,7 +13,8 @@ use std::future::Future;
 
 use crate::domain::MessageError;
 use crate::store::{OutboxJob, Payload};
-use crate::whatsapp::graph::{GraphClient, SendError};
+use crate::whatsapp::graph::{GraphClient, MediaMessage, SendError};
+use crate::whatsapp::media::MediaError;
 
 /// Sends one job to the Graph API.
 pub trait GraphSender: Send + Sync + 'static {
@@ -31,6 +32,23 @@ pub trait GraphSender: Send + Sync + 'static {
         phone_number_id: &str,
         wamid: &str,
     ) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// Uploads the broker's media `media_id` to Meta for number `phone_number_id`; answers
+    /// Meta's id for it, which a media message is then sent by.
+    fn upload_media(
+        &self,
+        phone_number_id: &str,
+        media_id: &str,
+        mime_type: &str,
+        filename: Option<&str>,
+    ) -> impl Future<Output = Result<String, UploadError>> + Send;
+}
+
+/// Why one upload failed: Meta's answer, or the media is gone from the broker (no retry helps).
+#[derive(Debug)]
+pub enum UploadError {
+    Meta(MediaError),
+    Gone(String),
 }
 
 impl GraphSender for GraphClient {
@@ -57,11 +75,45 @@ impl GraphSender for GraphClient {
                 self.send_interactive(&job.number, &job.to, json, callback_data)
                     .await
             }
+            Payload::Media {
+                kind,
+                caption,
+                filename,
+                meta_id: Some(meta_id),
+                ..
+            } => {
+                let m = MediaMessage {
+                    kind,
+                    meta_id,
+                    caption: caption.as_deref(),
+                    filename: filename.as_deref(),
+                };
+                self.send_media(&job.number, &job.to, &m, callback_data)
+                    .await
+            }
+            // The outbox uploads first and never sends a media job without Meta's id.
+            Payload::Media { meta_id: None, .. } => Err(SendError::Permanent {
+                code: 0,
+                title: "media was not uploaded".into(),
+            }),
         }
     }
 
     async fn mark_read(&self, phone_number_id: &str, wamid: &str) -> Result<(), SendError> {
         GraphClient::mark_read(self, phone_number_id, wamid).await
+    }
+
+    /// The Graph client alone holds no media: `media::MetaSender` adds them.
+    async fn upload_media(
+        &self,
+        _phone_number_id: &str,
+        media_id: &str,
+        _mime_type: &str,
+        _filename: Option<&str>,
+    ) -> Result<String, UploadError> {
+        Err(UploadError::Gone(format!(
+            "no media storage to upload {media_id} from"
+        )))
     }
 }
 

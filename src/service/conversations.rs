@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use crate::actors::{ConversationMsg, Ctx, Reply};
-use crate::domain::message::Outgoing;
+use crate::actors::{ConversationMsg, Ctx, OutboundMedia, Reply};
+use crate::domain::message::{MediaInfo, Outgoing};
 use crate::domain::{
     conversation_id, Caller, Conversation, ConversationStatus, DomainError, Message, TransferTarget,
 };
 use crate::error::Code;
-use crate::store::{ListQuery, Store};
+use crate::store::{ListQuery, MediaState, Store};
 
 use super::Result;
 
@@ -327,6 +327,68 @@ pub async fn reply(
         caller: caller.clone(),
         body: body.clone(),
         idempotency_key: idempotency_key.clone(),
+        media: None,
+        reply,
+    })
+    .await
+}
+
+/// Longest media caption WhatsApp accepts, in characters.
+const MAX_CAPTION: usize = 1024;
+
+/// Queues a media message (an upload of the caller's, or media it may see) to the customer,
+/// with the rules of a text reply; the outbox uploads it to Meta and sends it by Meta's id.
+pub async fn reply_media(
+    ctx: &Arc<Ctx>,
+    media: &crate::media::Media,
+    caller: &Caller,
+    id: &str,
+    media_id: &str,
+    caption: Option<String>,
+    idempotency_key: Option<String>,
+) -> Result<Message> {
+    if caption
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_CAPTION)
+    {
+        return Err(invalid("\"media.caption\" is longer than 1024 characters"));
+    }
+    if idempotency_key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(invalid("\"idempotency_key\" must be 1 to 256 bytes"));
+    }
+    let unknown = || invalid("\"media.id\" names no stored media this agent may send");
+    let record = match media.visible(caller, media_id).await {
+        Ok(r) => r,
+        Err(crate::media::MediaError::Store(e)) => return Err(e.into()),
+        Err(_) => return Err(unknown()),
+    };
+    let MediaState::Stored { size, sha256 } = &record.state else {
+        return Err(unknown());
+    };
+    let kind = crate::media::kind_of(&record.mime_type).ok_or_else(unknown)?;
+    let outbound = OutboundMedia {
+        kind: kind.as_str().to_string(),
+        info: MediaInfo {
+            id: record.id.clone(),
+            mime_type: record.mime_type.clone(),
+            sha256: Some(sha256.clone()),
+            size: Some(*size),
+            filename: record.filename.clone(),
+            caption: None,
+            downloaded: true,
+        },
+    };
+    command(ctx, id, |reply| ConversationMsg::Reply {
+        caller: caller.clone(),
+        body: Outgoing::Text {
+            body: caption.clone().unwrap_or_default(),
+            reply_to: None,
+        },
+        idempotency_key: idempotency_key.clone(),
+        media: Some(outbound.clone()),
         reply,
     })
     .await

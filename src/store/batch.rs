@@ -49,6 +49,15 @@ impl Batch {
         self.ops.push(Op::Delete { cf, key });
     }
 
+    /// For sibling store modules that own a column family's keys (`store::media`).
+    pub(super) fn put_raw(&mut self, cf: &'static str, key: Vec<u8>, value: Vec<u8>) {
+        self.put(cf, key, value);
+    }
+
+    pub(super) fn delete_raw(&mut self, cf: &'static str, key: Vec<u8>) {
+        self.delete(cf, key);
+    }
+
     pub fn put_routing(&mut self, r: &super::settings::RoutingRecord) -> Result<(), StoreError> {
         self.put(
             CF_SETTINGS,

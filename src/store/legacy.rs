@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use super::codec::{raw, Record};
-use super::schema::{OutboxJob, Payload, StatusUpdate, WamidRef};
+use super::schema::{FetchJob, MediaRecord, OutboxJob, Payload, StatusUpdate, WamidRef};
 use super::settings::{RoutingRecord, TeamRecord};
 use super::StoreError;
 use crate::domain::message::MessageV1;
@@ -19,7 +19,14 @@ macro_rules! first_layout {
     ($($t:ty),* $(,)?) => { $(impl Record for $t { const VERSION: u8 = 1; })* };
 }
 
-first_layout!(WamidRef, StatusUpdate, RoutingRecord, TeamRecord);
+first_layout!(
+    WamidRef,
+    StatusUpdate,
+    RoutingRecord,
+    TeamRecord,
+    MediaRecord,
+    FetchJob
+);
 
 /// Version 2 added replies, reactions, referrals, media, pricing and typed content.
 impl Record for Message {

@@ -23,13 +23,14 @@
 //!
 //! Layout: this file holds the handle, the commit path and closing; [`open`] opening and tuning
 //! (and RocksDB's memory), [`health`] whether commits fail or hang, [`reads`] point reads and
-//! the outbox's, [`list`] bounded listings and start-up scans.
+//! the outbox's, [`list`] bounded listings and start-up scans, [`media`] the media column family.
 
 pub mod batch;
 pub mod codec;
 mod health;
 mod legacy;
 mod list;
+mod media;
 mod open;
 pub mod people;
 mod reads;
@@ -53,10 +54,14 @@ use tokio::sync::{mpsc, oneshot};
 pub use batch::Batch;
 use codec::decode;
 pub use list::{ListPage, ListQuery};
+pub use media::MAX_SHOWN_READ;
 pub use open::{MemoryUsage, BLOCK_CACHE, MAX_OPEN_FILES, MEMTABLE_BUDGET};
 pub use reads::{LoadedConversation, MAX_UNRECORDED};
 use schema::*;
-pub use schema::{IndexKey, OutboxJob, Payload, StatusUpdate, WamidRef};
+pub use schema::{
+    FetchJob, IndexKey, MediaOrigin, MediaRecord, MediaState, OutboxJob, Payload, StatusUpdate,
+    WamidRef,
+};
 
 use crate::domain::{Conversation, ConversationStatus, Direction, Message};
 

@@ -14,11 +14,14 @@
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
 //! | `people`        | `agent` 0 id / `team` 0 id / `seeded` | [`super::people`] records |
 //! | `audit`         | seq (u64 BE)                          | [`super::people::AuditRecord`] |
+//! | `contacts`      | see [`ContactKey`]: `p`/`u`, 0, number, 0, phone/user id | conversation id |
+//! | `media`         | `m` 0 media id                        | [`MediaRecord`]          |
+//! |                 | `q` 0 next try (i64 BE) 0 media id    | [`FetchJob`]             |
+//! |                 | `c` 0 media id 0 conversation id      | empty (where it is shown)|
 //!
 //! A `wamids` entry names the message with that wamid, or, for a customer's reaction (not a
 //! message of its own), the message it changed, or no message ([`WamidRef::NO_MESSAGE`]) when
 //! the broker does not hold the message reacted to.
-//! | `contacts`      | see [`ContactKey`]: `p`/`u`, 0, number, 0, phone/user id | conversation id |
 //!
 //! `contacts` is the index from each of a customer's ids to its conversation (whose record holds
 //! the contact: ids, username). Its entries are written with the record, in the same batch, from
@@ -54,7 +57,11 @@ pub const CF_AUDIT: &str = "audit";
 /// (business number, customer phone or user id) → conversation id: see [`ContactKey`].
 pub const CF_CONTACTS: &str = "contacts";
 
-pub const ALL_CFS: [&str; 13] = [
+/// Media metadata, the durable queue of inbound fetches, and where each media is shown
+/// (`crate::media`); the bytes themselves live in the object store.
+pub const CF_MEDIA: &str = "media";
+
+pub const ALL_CFS: [&str; 14] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -68,6 +75,7 @@ pub const ALL_CFS: [&str; 13] = [
     CF_PEOPLE,
     CF_AUDIT,
     CF_CONTACTS,
+    CF_MEDIA,
 ];
 
 /// An entry of the contact index: one of a customer's ids on one business number. Its value is
@@ -166,6 +174,95 @@ pub enum Payload {
     Reaction { message_id: String, emoji: String },
     /// Buttons or a list: Meta's `interactive` object as JSON text, checked by the API.
     Interactive { json: String },
+    /// A media message (`kind`: `image`, `audio`, `video`, `document` or `sticker`) of the
+    /// broker's media `media_id`. `meta_id` is Meta's id for it once uploaded: recorded durably
+    /// on the job before the send, so a retry or a restart sends it without uploading again.
+    Media {
+        kind: String,
+        media_id: String,
+        mime_type: String,
+        filename: Option<String>,
+        caption: Option<String>,
+        meta_id: Option<String>,
+    },
+}
+
+/// What the broker knows of one media: an inbound attachment or an agent's upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    pub id: String,
+    pub mime_type: String,
+    pub filename: Option<String>,
+    pub origin: MediaOrigin,
+    pub state: MediaState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaOrigin {
+    /// Attached to message `seq` of a conversation; `id` is Meta's media id.
+    Inbound { conversation_id: String, seq: u64 },
+    /// Uploaded by agent `by` at `at` through `POST /api/v1/media`.
+    Upload { by: String, at: Millis },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaState {
+    /// Not fetched yet (a [`FetchJob`] is queued).
+    Pending,
+    /// The bytes are in the object store: `size` bytes whose SHA-256 is `sha256` (hex).
+    Stored { size: u64, sha256: String },
+    /// Given up: Meta answered 404, the id expired, or the bytes never matched their hash.
+    Failed { reason: String },
+}
+
+/// A pending inbound fetch, keyed by when it is next tried ([`fetch_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchJob {
+    pub media_id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    /// The hash Meta gave in the webhook (base64 or hex), checked against the bytes.
+    pub sha256: Option<String>,
+    /// Meta keeps a media id 7 days: retries stop then.
+    pub expires_at: Millis,
+    pub attempts: u32,
+    /// Downloads whose bytes did not match their hash (the fetch fails after a few).
+    pub mismatches: u32,
+    pub next_at: Millis,
+}
+
+pub fn media_key(id: &str) -> Vec<u8> {
+    join(&[b"m", id.as_bytes()])
+}
+
+/// Big-endian with the sign bit flipped, so byte order is time order for any `next_at`.
+pub fn fetch_key(next_at: Millis, id: &str) -> Vec<u8> {
+    let mut k = FETCH_PREFIX.to_vec();
+    k.extend_from_slice(&((next_at as u64) ^ (1 << 63)).to_be_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub const FETCH_PREFIX: &[u8] = b"q\0";
+
+/// Reads the time back from a [`fetch_key`].
+pub fn fetch_key_time(key: &[u8]) -> Option<Millis> {
+    let b: [u8; 8] = key
+        .get(FETCH_PREFIX.len()..FETCH_PREFIX.len() + 8)?
+        .try_into()
+        .ok()?;
+    Some((u64::from_be_bytes(b) ^ (1 << 63)) as Millis)
+}
+
+pub fn media_shown_key(id: &str, conversation_id: &str) -> Vec<u8> {
+    join(&[b"c", id.as_bytes(), conversation_id.as_bytes()])
+}
+
+pub fn media_shown_prefix(id: &str) -> Vec<u8> {
+    let mut k = join(&[b"c", id.as_bytes()]);
+    k.push(0);
+    k
 }
 
 impl OutboxJob {
@@ -332,6 +429,18 @@ mod tests {
         };
         assert_eq!(IndexKey::decode(&a.encode()), Some(a.clone()));
         assert!(a.encode().starts_with(&assignee_prefix("alice")));
+    }
+
+    #[test]
+    fn fetch_keys_sort_by_time() {
+        assert!(fetch_key(-5, "z") < fetch_key(3, "a"));
+        assert!(fetch_key(3, "z") < fetch_key(300, "a"));
+        assert_eq!(fetch_key_time(&fetch_key(-7, "x")), Some(-7));
+        assert_eq!(
+            fetch_key_time(&fetch_key(1_700_000_000_000, "x")),
+            Some(1_700_000_000_000)
+        );
+        assert!(fetch_key(1, "x").starts_with(FETCH_PREFIX));
     }
 
     #[test]

@@ -66,6 +66,15 @@ impl std::fmt::Display for AmbiguousCause {
     }
 }
 
+/// A media message by Meta's media id (see [`GraphClient::send_media`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MediaMessage<'a> {
+    pub kind: &'a str,
+    pub meta_id: &'a str,
+    pub caption: Option<&'a str>,
+    pub filename: Option<&'a str>,
+}
+
 #[derive(Clone)]
 pub struct GraphClient {
     http: reqwest::Client,
@@ -108,6 +117,38 @@ impl GraphClient {
         if let Some(wamid) = reply_to {
             body["context"] = json!({ "message_id": wamid });
         }
+        self.post_message(phone_number_id, body).await
+    }
+
+    /// Sends media Meta already holds (`meta_id`, from an upload) as a message of `kind`
+    /// (`image`, `audio`, `video`, `document`, `sticker`); returns the wamid Meta assigned.
+    /// Meta takes a caption on images, videos and documents only, a filename on documents only.
+    pub async fn send_media(
+        &self,
+        phone_number_id: &str,
+        to: &str,
+        m: &MediaMessage<'_>,
+        callback_data: &str,
+    ) -> Result<String, SendError> {
+        let kind = m.kind;
+        let mut media = json!({ "id": m.meta_id });
+        if let Some(c) = m
+            .caption
+            .filter(|_| matches!(kind, "image" | "video" | "document"))
+        {
+            media["caption"] = json!(c);
+        }
+        if let Some(f) = m.filename.filter(|_| kind == "document") {
+            media["filename"] = json!(f);
+        }
+        let mut body = json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": kind,
+            "biz_opaque_callback_data": callback_data,
+        });
+        body[kind] = media;
         self.post_message(phone_number_id, body).await
     }
 

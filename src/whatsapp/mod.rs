@@ -5,6 +5,7 @@
 
 pub mod graph;
 pub mod interactive;
+pub mod media;
 pub mod message_body;
 pub mod signature;
 mod typed_webhook;

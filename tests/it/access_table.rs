@@ -265,6 +265,22 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
         "",
         [200, 200, 200, 200, 401, 401],
     ),
+    // Any agent may upload (a JSON body is no media Meta takes: 415); the bytes of media nobody
+    // may see (here: none by that id) are 404 for everyone.
+    (
+        "POST",
+        "/api/v1/media",
+        Subject::None,
+        "{}",
+        [415, 415, 415, 415, 401, 401],
+    ),
+    (
+        "GET",
+        "/api/v1/media/{id}",
+        Subject::Target,
+        "",
+        [404, 404, 404, 404, 401, 401],
+    ),
     (
         "GET",
         "/api/v1/audit",
@@ -278,6 +294,7 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
 fn code_of(status: u16) -> Option<&'static str> {
     match status {
         401 => Some("unauthorized"),
+        415 => Some("unsupported_media_type"),
         403 => Some("forbidden"),
         404 => Some("not_found"),
         405 => Some("method_not_allowed"),

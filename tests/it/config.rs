@@ -459,6 +459,37 @@ fn storage_path_that_cannot_be_a_directory_exits_2_naming_it() {
     }
 }
 
+#[test]
+fn media_stores_that_cannot_be_used_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Cfg::new(&dir.path().join("db"), "http://127.0.0.1:9/v25.0");
+    cfg.listen = format!("127.0.0.1:{}", free_port());
+    let mut s3 = cfg.clone();
+    s3.extra.push_str("\n[media]\nbackend = \"s3\"\n");
+    expect_config_error(&s3.toml(), &["media.bucket"]);
+    let mut unknown = cfg.clone();
+    unknown.extra.push_str("\n[media]\nbackend = \"ftp\"\n");
+    expect_config_error(&unknown.toml(), &["media.backend"]);
+    // A directory that cannot be made: found when the broker opens it.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let mut local = cfg.clone();
+    local.extra.push_str(&format!(
+        "\n[media]\npath = \"{}\"\n",
+        file.join("media").display()
+    ));
+    let path = dir.path().join("media.toml");
+    std::fs::write(&path, local.toml()).unwrap();
+    let line = run_expect_exit(
+        2,
+        true,
+        &[std::ffi::OsStr::new("--config"), path.as_os_str()],
+        dir.path(),
+        &["media.path", "a-file"],
+    );
+    assert!(line.starts_with("config error: media.path: "), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_that_cannot_be_opened_exits_1_with_one_line() {
     // Another broker holds the data directory.

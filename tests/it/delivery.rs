@@ -578,8 +578,10 @@ async fn a_send_cut_by_a_crash_and_never_named_is_sent_again_after_the_hold() {
     let m = tb.must_reply(&token, &conv, "before the crash").await;
     let id = m["id"].as_str().unwrap().to_owned();
     meta.wait_posts(1).await;
-    tb.crash_and_restart().await;
+    // Taken before the restart: the hold begins while the broker starts, before
+    // `crash_and_restart` returns, so an instant taken after it would shorten the hold measured.
     let restarted = Instant::now();
+    tb.crash_and_restart().await;
     meta.call_back_to(&tb.api);
     let m = tb.wait_status(&conv, &id, "accepted").await;
     let posts = meta.posts_for(&id);

@@ -27,6 +27,7 @@ mod idle;
 mod layering;
 mod list_paging;
 mod loose_input;
+mod media;
 mod message_types;
 mod metrics;
 mod outbound;

@@ -92,6 +92,7 @@ impl ConversationActor {
         let mut created: Vec<Message> = Vec::new();
         let mut ack = InboundAck::default();
         let mut reopened = false;
+        let mut fetches = 0;
         for (mut item, known) in items.into_iter().zip(known) {
             if known || !seen.insert(item.wamid.clone()) {
                 ack.duplicates += 1;
@@ -132,7 +133,7 @@ impl ConversationActor {
                 .map(|s| message_id(&next.id, *s));
             // Later messages of this delivery may quote or react to this one.
             refs.insert(item.wamid.clone(), seq);
-            created.push(Message {
+            let msg = Message {
                 conversation_id: next.id.clone(),
                 seq,
                 direction: Direction::Inbound,
@@ -151,7 +152,9 @@ impl ConversationActor {
                 media: item.detail.media,
                 pricing: None,
                 content: item.detail.content,
-            });
+            };
+            fetches += queue_fetch(&mut batch, &msg, now)?;
+            created.push(msg);
         }
         // Written once every reaction of the delivery is on them.
         for msg in created.iter().chain(reactions.changed()) {
@@ -205,6 +208,10 @@ impl ConversationActor {
             if let Some(from) = &p.fell_back_from {
                 tracing::debug!(conversation = %state.conv.id, %from, to = %p.team, "team closed; routed to fallback");
             }
+        }
+        if fetches > 0 {
+            metrics::gauge!(m::MEDIA_FETCH_PENDING).increment(fetches as f64);
+            self.ctx.media_queued.notify_one();
         }
         ack.stored = created.len();
         metrics::counter!(m::INBOUND_MESSAGES).increment(ack.stored as u64);

@@ -23,17 +23,19 @@
 //!
 //! Layout: this file holds the state, the messages, dispatch and what every handler shares
 //! (persisting, publishing, keeping queues and agents in step); the handlers live by concern in
-//! [`inbound`] (with [`quotes`]: replies and reactions), [`ownership`], [`outbound`] and
-//! [`deadlines`].
+//! [`inbound`] (with [`quotes`]: replies and reactions), [`ownership`], [`outbound`],
+//! [`deadlines`] and [`media`].
 
 mod deadlines;
 mod inbound;
+mod media;
 mod outbound;
 mod ownership;
 mod quotes;
 
 use deadlines::record_sla;
 use inbound::{count_billable, take_pricing};
+use media::queue_fetch;
 use outbound::{note_message, outbox_job};
 
 use std::collections::HashSet;
@@ -54,7 +56,14 @@ use crate::error::Error;
 use crate::events::{Event, EventKind};
 use crate::mailbox::{Handler, Mailbox, Runners};
 use crate::metrics as m;
-use crate::store::{Batch, OutboxJob, Payload, MAX_UNRECORDED};
+use crate::store::{Batch, FetchJob, OutboxJob, Payload, MAX_UNRECORDED};
+
+/// What a media reply sends: the message kind (`image`, `audio`, …) and the media as shown.
+#[derive(Debug, Clone)]
+pub struct OutboundMedia {
+    pub kind: String,
+    pub info: crate::domain::message::MediaInfo,
+}
 
 pub struct ConversationActor {
     pub ctx: Arc<Ctx>,
@@ -166,6 +175,8 @@ pub enum ConversationMsg {
         caller: Caller,
         body: Outgoing,
         idempotency_key: Option<String>,
+        /// A media message (its caption in `text`), sent by the outbox after uploading it.
+        media: Option<OutboundMedia>,
         reply: Reply<Message>,
     },
     /// The owner sets (`""`: removes) the business's reaction to message `message_id`;
@@ -186,6 +197,14 @@ pub enum ConversationMsg {
         caller: Caller,
         text: String,
         reply: Reply<Message>,
+    },
+    /// The media fetcher stored (and verified) the media of inbound message `job.seq`: mark it
+    /// downloaded, record it stored and drop the fetch from the queue, in one batch.
+    MediaFetched {
+        job: FetchJob,
+        size: u64,
+        sha256: String,
+        reply: Reply<()>,
     },
     /// The outbox records on a job whether an attempt of it may be at Meta (`job.in_doubt`);
     /// answers false, writing nothing, when the message no longer waits for a send.
@@ -253,6 +272,7 @@ impl ConversationMsg {
             | Self::Status { .. }
             | Self::SendAttempt { .. }
             | Self::SendOutcome { .. }
+            | Self::MediaFetched { .. }
             | Self::Adopt { .. }
             | Self::Reassign { .. }
             | Self::Tick { .. }
@@ -283,6 +303,7 @@ impl ConversationMsg {
             | Self::Status { .. }
             | Self::SendAttempt { .. }
             | Self::SendOutcome { .. }
+            | Self::MediaFetched { .. }
             | Self::Adopt { .. }
             | Self::Reassign { .. }
             | Self::Tick { .. }
@@ -385,10 +406,11 @@ impl ConversationActor {
                 caller,
                 body,
                 idempotency_key,
+                media,
                 reply,
             } => {
-                let _ =
-                    reply.send(Box::pin(self.reply(state, &caller, body, idempotency_key)).await);
+                let _ = reply
+                    .send(Box::pin(self.reply(state, &caller, body, idempotency_key, media)).await);
             }
             ConversationMsg::React {
                 caller,
@@ -408,6 +430,14 @@ impl ConversationActor {
                 reply,
             } => {
                 let _ = reply.send(Box::pin(self.note(state, &caller, text)).await);
+            }
+            ConversationMsg::MediaFetched {
+                job,
+                size,
+                sha256,
+                reply,
+            } => {
+                let _ = reply.send(Box::pin(self.media_fetched(state, job, size, sha256)).await);
             }
             ConversationMsg::SendAttempt { job, reply } => {
                 let _ = reply.send(Box::pin(self.send_attempt(state, job)).await);

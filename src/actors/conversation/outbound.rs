@@ -37,6 +37,7 @@ impl ConversationActor {
         caller: &Caller,
         body: Outgoing,
         idempotency_key: Option<String>,
+        media: Option<OutboundMedia>,
     ) -> Result<Message, Error> {
         let id = state.conv.id.clone();
         let now = self.ctx.now();
@@ -78,7 +79,7 @@ impl ConversationActor {
             .filter_map(|kind| policies.sla_met(&next, kind, now).map(|met| (kind, met)))
             .collect();
         next.on_human_reply(now);
-        let (msg, job) = outbound_message(
+        let (mut msg, mut job) = outbound_message(
             &mut next,
             &caller.id,
             body,
@@ -88,6 +89,11 @@ impl ConversationActor {
         );
         let seq = msg.seq;
         let mut batch = Batch::new();
+        if let Some(media) = media {
+            // Whoever sees this conversation may now download the media.
+            batch.put_media_shown(&media.info.id, &id);
+            with_media(&mut msg, &mut job, media);
+        }
         batch.put_message(&msg)?;
         batch.put_outbox(&job)?;
         if let Some(key) = &idempotency_key {
@@ -550,6 +556,26 @@ pub(super) fn outbound_message(
             (msg, job)
         }
     }
+}
+
+/// Makes a text reply a media message: the caption is its text, the outbox uploads the media
+/// and sends it by Meta's id.
+fn with_media(msg: &mut Message, job: &mut OutboxJob, media: OutboundMedia) {
+    let caption = msg.text.take().filter(|t| !t.is_empty());
+    msg.kind = media.kind.clone();
+    msg.text = caption.clone();
+    job.payload = Payload::Media {
+        kind: media.kind,
+        media_id: media.info.id.clone(),
+        mime_type: media.info.mime_type.clone(),
+        filename: media.info.filename.clone(),
+        caption: caption.clone(),
+        meta_id: None,
+    };
+    msg.media = Some(crate::domain::message::MediaInfo {
+        caption,
+        ..media.info
+    });
 }
 
 /// The outbox's copy of outbound message `msg`: what to send, from which number, to whom.

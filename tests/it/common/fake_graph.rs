@@ -1,5 +1,8 @@
 //! `FakeGraph`: a stand-in for Meta's Graph API on loopback that records every send and answers
-//! from a script (success, rate limit, Meta errors, bare statuses, delays, hangs).
+//! from a script (success, rate limit, Meta errors, bare statuses, delays, hangs), and serves
+//! media: `GET /{media-id}` (a URL on this server, with faults scripted per id: 404, a status,
+//! a wrong sha256), that URL's bytes (bearer token required), and uploads
+//! (`POST /{phone}/media`, multipart, recorded).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as AxPath, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -62,7 +65,51 @@ pub struct GraphRequest {
     pub at: Instant,
 }
 
+/// A fault for the next `GET /{media-id}` of one media.
+#[derive(Clone, Debug)]
+pub enum MediaFault {
+    /// 404 with Meta's error envelope (the id does not exist).
+    NotFound,
+    /// A bare HTTP status.
+    Status(u16),
+    /// The right URL, but a sha256 that does not match the bytes.
+    WrongSha,
+    /// Never answer.
+    Hang,
+}
+
+struct StoredMedia {
+    mime_type: String,
+    bytes: Vec<u8>,
+    faults: VecDeque<MediaFault>,
+    locates: usize,
+    downloads: usize,
+}
+
+/// An upload the broker made (`POST /{phone}/media`).
+#[derive(Clone, Debug)]
+pub struct MediaUpload {
+    pub phone_number_id: String,
+    pub auth: Option<String>,
+    /// The form's `messaging_product` field.
+    pub messaging_product: Option<String>,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub bytes: Vec<u8>,
+    /// The id this FakeGraph answered.
+    pub id: String,
+}
+
+#[derive(Default)]
+struct MediaState {
+    media: std::collections::HashMap<String, StoredMedia>,
+    uploads: Vec<MediaUpload>,
+    /// Statuses for the next uploads, in order (then 200).
+    upload_faults: VecDeque<u16>,
+}
+
 struct GraphState {
+    media: Mutex<MediaState>,
     sends: Mutex<Vec<GraphRequest>>,
     script: Mutex<VecDeque<GraphReply>>,
     default: Mutex<GraphReply>,
@@ -168,6 +215,164 @@ fn answer<'a>(
     })
 }
 
+fn bearer_ok(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {}", super::config::ACCESS_TOKEN))
+}
+
+fn meta_not_found() -> Response {
+    let body = json!({"error": {"message": "Unsupported get request. Object does not exist", "type": "GraphMethodException", "code": 100, "fbtrace_id": "AbC"}});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+async fn media_locate(
+    State(st): State<Arc<GraphState>>,
+    AxPath(id): AxPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !bearer_ok(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let (fault, mime, bytes) = {
+        let mut ms = st.media.lock().unwrap();
+        let Some(m) = ms.media.get_mut(&id) else {
+            return meta_not_found();
+        };
+        m.locates += 1;
+        (m.faults.pop_front(), m.mime_type.clone(), m.bytes.clone())
+    };
+    use sha2::Digest;
+    let mut sha = hex::encode(sha2::Sha256::digest(&bytes));
+    match fault {
+        Some(MediaFault::NotFound) => return meta_not_found(),
+        Some(MediaFault::Status(code)) => {
+            return (StatusCode::from_u16(code).unwrap(), "upstream trouble").into_response()
+        }
+        Some(MediaFault::WrongSha) => sha = hex::encode(sha2::Sha256::digest(b"other bytes")),
+        Some(MediaFault::Hang) => std::future::pending::<()>().await,
+        None => {}
+    }
+    let addr = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    axum::Json(json!({
+        "messaging_product": "whatsapp",
+        "url": format!("http://{addr}/media-bytes/{id}"),
+        "mime_type": mime,
+        "sha256": sha,
+        "file_size": bytes.len(),
+        "id": id,
+    }))
+    .into_response()
+}
+
+async fn media_bytes(
+    State(st): State<Arc<GraphState>>,
+    AxPath(id): AxPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !bearer_ok(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let mut ms = st.media.lock().unwrap();
+    let Some(m) = ms.media.get_mut(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    m.downloads += 1;
+    ([("content-type", m.mime_type.clone())], m.bytes.clone()).into_response()
+}
+
+/// One part of a multipart/form-data body: (name, filename, content type, bytes).
+type Part = (String, Option<String>, Option<String>, Vec<u8>);
+
+/// A small multipart/form-data reader: enough for the broker's uploads.
+fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<Part> {
+    let Some(boundary) = content_type.split("boundary=").nth(1) else {
+        return Vec::new();
+    };
+    let delim = format!("--{}", boundary.trim_matches('"'));
+    let d = delim.as_bytes();
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut parts = Vec::new();
+    let mut pos = match find(body, d, 0) {
+        Some(p) => p + d.len(),
+        None => return parts,
+    };
+    while body.get(pos..pos + 2) == Some(b"\r\n") {
+        let start = pos + 2;
+        let Some(head_end) = find(body, b"\r\n\r\n", start) else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&body[start..head_end]).into_owned();
+        let data_start = head_end + 4;
+        let Some(next) = find(body, d, data_start) else {
+            break;
+        };
+        let data = body[data_start..next.saturating_sub(2)].to_vec();
+        let attr = |k: &str| {
+            head.split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_owned)
+        };
+        let ctype = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-type:")
+                .then(|| l[13..].trim().to_owned())
+        });
+        parts.push((
+            attr("name").unwrap_or_default(),
+            attr("filename"),
+            ctype,
+            data,
+        ));
+        pos = next + d.len();
+    }
+    parts
+}
+
+async fn media_upload(
+    State(st): State<Arc<GraphState>>,
+    AxPath(phone): AxPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let parts = multipart_parts(&ct, &body);
+    let mut ms = st.media.lock().unwrap();
+    if let Some(code) = ms.upload_faults.pop_front() {
+        return (StatusCode::from_u16(code).unwrap(), "upstream trouble").into_response();
+    }
+    let id = format!("meta-upload-{}", ms.uploads.len() + 1);
+    let field = |name: &str| parts.iter().find(|p| p.0 == name);
+    let file = field("file");
+    ms.uploads.push(MediaUpload {
+        phone_number_id: phone,
+        auth: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        messaging_product: field("messaging_product")
+            .map(|p| String::from_utf8_lossy(&p.3).into_owned()),
+        content_type: file.and_then(|f| f.2.clone()),
+        filename: file.and_then(|f| f.1.clone()),
+        bytes: file.map(|f| f.3.clone()).unwrap_or_default(),
+        id: id.clone(),
+    });
+    axum::Json(json!({ "id": id })).into_response()
+}
+
 async fn graph_fallback(
     State(st): State<Arc<GraphState>>,
     method: axum::http::Method,
@@ -204,6 +409,7 @@ impl FakeGraph {
     fn start_on_listener(listener: tokio::net::TcpListener, prefix: &str) -> FakeGraph {
         let (tx, _rx) = watch::channel(0usize);
         let state = Arc::new(GraphState {
+            media: Mutex::new(MediaState::default()),
             sends: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(GraphReply::Ok),
@@ -217,6 +423,12 @@ impl FakeGraph {
                 &format!("/{GRAPH_VERSION}/{{phone}}/messages"),
                 post(graph_send),
             )
+            .route(
+                &format!("/{GRAPH_VERSION}/{{phone}}/media"),
+                post(media_upload),
+            )
+            .route(&format!("/{GRAPH_VERSION}/{{id}}"), get(media_locate))
+            .route("/media-bytes/{id}", get(media_bytes))
             .fallback(graph_fallback)
             .with_state(state.clone());
         let addr = listener.local_addr().unwrap();
@@ -238,6 +450,49 @@ impl FakeGraph {
 
     pub fn set_default(&self, reply: GraphReply) {
         *self.state.default.lock().unwrap() = reply;
+    }
+
+    /// Serves media `id` (`GET /{id}` and its URL) with these bytes.
+    pub fn add_media(&self, id: &str, mime_type: &str, bytes: Vec<u8>) {
+        self.state.media.lock().unwrap().media.insert(
+            id.to_owned(),
+            StoredMedia {
+                mime_type: mime_type.to_owned(),
+                bytes,
+                faults: VecDeque::new(),
+                locates: 0,
+                downloads: 0,
+            },
+        );
+    }
+
+    /// Faults for the next `GET /{id}` of media `id` (in order; then it is served).
+    pub fn media_fault(&self, id: &str, fault: MediaFault) {
+        if let Some(m) = self.state.media.lock().unwrap().media.get_mut(id) {
+            m.faults.push_back(fault);
+        }
+    }
+
+    /// How often media `id` was located (`GET /{id}`) and downloaded.
+    pub fn media_requests(&self, id: &str) -> (usize, usize) {
+        let ms = self.state.media.lock().unwrap();
+        ms.media
+            .get(id)
+            .map_or((0, 0), |m| (m.locates, m.downloads))
+    }
+
+    /// Answers the next uploads with these statuses, in order.
+    pub fn upload_fault(&self, status: u16) {
+        self.state
+            .media
+            .lock()
+            .unwrap()
+            .upload_faults
+            .push_back(status);
+    }
+
+    pub fn uploads(&self) -> Vec<MediaUpload> {
+        self.state.media.lock().unwrap().uploads.clone()
     }
 
     pub fn sends(&self) -> Vec<GraphRequest> {

@@ -1,0 +1,289 @@
+//! The inbound fetcher: drains the durable fetch queue (`store::schema::FetchJob`, ordered by
+//! when each is next tried), at most `media.max_concurrent_fetches` at once.
+//!
+//! One task owns the loop; it reads the head of the queue (at most twice the concurrency: the
+//! fetches in progress stay queued until they end, so that many entries always show every free
+//! slot something due), starts what is due, and sleeps until the next entry falls due, a fetch
+//! is queued ([`super::Media::fetch_queued`]) or a fetch ends. Each fetch ends in exactly one
+//! durable step: stored (the conversation actor marks the message's media downloaded, writes
+//! the record and deletes the entry in one batch), retried (the entry moves to its next time,
+//! `attempts` or `mismatches` one higher) or failed (the record says why; the entry goes).
+//! A crash in between leaves the entry due, and it is fetched again after the restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinSet;
+
+use super::{hash, object_path, store_stream, Media, StreamError, MAX_MEDIA_BYTES, MAX_MISMATCHES};
+use crate::actors::{ConversationMsg, Ctx};
+use crate::config::MediaConfig;
+use crate::domain::Millis;
+use crate::log_limit::LogLimit;
+use crate::metrics as m;
+use crate::store::{Batch, FetchJob, MediaOrigin, MediaRecord, MediaState};
+use crate::whatsapp::media::{MediaError as GraphError, MediaGraph};
+
+/// Starts the fetcher; [`Media::abort`] stops it (fetches in progress stay queued on disk).
+/// `pending` is the queue's length on disk, counted before anything could queue a fetch.
+pub fn start(ctx: &Arc<Ctx>, media: &Arc<Media>, pending: u64) {
+    metrics::gauge!(m::MEDIA_FETCH_PENDING).set(pending as f64);
+    let f = Arc::new(Fetcher {
+        ctx: ctx.clone(),
+        media: media.clone(),
+        graph: media.graph.clone(),
+        cfg: ctx.config.media.clone(),
+    });
+    let task = tokio::spawn(f.run());
+    *media.fetcher.lock() = Some(task);
+}
+
+struct Fetcher {
+    ctx: Arc<Ctx>,
+    media: Arc<Media>,
+    graph: MediaGraph,
+    cfg: MediaConfig,
+}
+
+/// How one download went.
+enum Fetched {
+    Stored {
+        size: u64,
+        sha256: String,
+    },
+    /// Worth another try later.
+    Transient(String),
+    /// The bytes did not match Meta's hash.
+    Mismatch,
+    /// Nothing will ever fetch it.
+    Gone(String),
+}
+
+/// Delay before retry `attempt` (1-based): between half and all of a doubling ceiling.
+fn backoff(cfg: &MediaConfig, attempt: u32) -> Millis {
+    let exp = cfg
+        .retry_base_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(30));
+    let ceiling = exp.min(cfg.retry_max_ms).max(1);
+    rand::thread_rng().gen_range(ceiling / 2..=ceiling) as Millis
+}
+
+impl Fetcher {
+    async fn run(self: Arc<Self>) {
+        let limit = self.cfg.max_concurrent_fetches;
+        let store = self.ctx.store.clone();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
+        loop {
+            let now = self.ctx.now();
+            let mut next: Option<Millis> = None;
+            if running.len() < limit {
+                match store.fetch_queue_head(limit * 2).await {
+                    Ok(head) => {
+                        let busy: HashSet<&String> = running.values().collect();
+                        let mut start = Vec::new();
+                        for job in head {
+                            if busy.contains(&job.media_id) {
+                                continue;
+                            }
+                            if job.next_at > now {
+                                next = Some(job.next_at);
+                                break;
+                            }
+                            if running.len() + start.len() >= limit {
+                                break;
+                            }
+                            start.push(job);
+                        }
+                        for job in start {
+                            let id = job.media_id.clone();
+                            let h = tasks.spawn(self.clone().fetch_one(job));
+                            running.insert(h.id(), id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the media fetch queue");
+                        next = Some(now + 1_000);
+                    }
+                }
+            }
+            let sleep = next.map_or(Duration::from_secs(3600), |t| {
+                Duration::from_millis(t.saturating_sub(now).max(0) as u64)
+            });
+            tokio::select! {
+                _ = self.media.wake.notified() => {}
+                Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match ended {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    running.remove(&id);
+                }
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn fetch_one(self: Arc<Self>, job: FetchJob) {
+        let outcome = self.download(&job).await;
+        match outcome {
+            Fetched::Stored { size, sha256 } => {
+                let recorded = self
+                    .ctx
+                    .ask(&job.conversation_id, None, |reply| {
+                        ConversationMsg::MediaFetched {
+                            job: job.clone(),
+                            size,
+                            sha256: sha256.clone(),
+                            reply,
+                        }
+                    })
+                    .await;
+                match recorded {
+                    Ok(()) => {
+                        metrics::counter!(m::MEDIA_FETCHES, "outcome" => "stored").increment(1);
+                        metrics::gauge!(m::MEDIA_FETCH_PENDING).decrement(1.0);
+                    }
+                    Err(e) => self.retry(job, format!("recording it: {e}"), false).await,
+                }
+            }
+            Fetched::Transient(reason) => self.retry(job, reason, false).await,
+            Fetched::Mismatch => {
+                if job.mismatches + 1 >= MAX_MISMATCHES {
+                    let reason =
+                        format!("the bytes did not match their sha256 {MAX_MISMATCHES} times");
+                    self.fail(job, reason).await;
+                } else {
+                    self.retry(job, "the bytes did not match their sha256".into(), true)
+                        .await;
+                }
+            }
+            Fetched::Gone(reason) => self.fail(job, reason).await,
+        }
+    }
+
+    /// Locates, streams, hashes and checks one media; the object is stored only when it
+    /// matches (a mismatch or a failure leaves nothing behind).
+    async fn download(&self, job: &FetchJob) -> Fetched {
+        let loc = match self.graph.locate(&job.media_id).await {
+            Ok(l) => l,
+            Err(GraphError::NotFound) => return Fetched::Gone("Meta answered 404".into()),
+            Err(GraphError::Transient(r)) => return Fetched::Transient(r),
+            Err(GraphError::Permanent { code, title }) => {
+                return Fetched::Gone(format!("Meta refused it: ({code}) {title}"))
+            }
+        };
+        if loc.file_size.is_some_and(|s| s > MAX_MEDIA_BYTES) {
+            return Fetched::Gone(format!("larger than {MAX_MEDIA_BYTES} bytes"));
+        }
+        let resp = match self.graph.download(&loc.url).await {
+            Ok(r) => r,
+            // The URL lives 5 minutes: a 404 there means ask Meta again, not that it is gone.
+            Err(GraphError::NotFound) => return Fetched::Transient("download URL gone".into()),
+            Err(GraphError::Transient(r)) => return Fetched::Transient(r),
+            Err(GraphError::Permanent { code, title }) => {
+                return Fetched::Transient(format!("download refused: ({code}) {title}"))
+            }
+        };
+        let path = object_path(&job.media_id);
+        let objects = self.media.objects().clone();
+        let written =
+            match store_stream(&*objects, &path, resp.bytes_stream(), MAX_MEDIA_BYTES).await {
+                Ok(w) => w,
+                Err(StreamError::TooLarge) => {
+                    return Fetched::Gone(format!("larger than {MAX_MEDIA_BYTES} bytes"))
+                }
+                Err(StreamError::Source(e)) => return Fetched::Transient(format!("download: {e}")),
+                Err(StreamError::Objects(e)) => {
+                    return Fetched::Transient(format!("object store: {e}"))
+                }
+            };
+        let given = job
+            .sha256
+            .iter()
+            .chain(loc.sha256.iter())
+            .map(String::as_str);
+        if hash::matches(&written.sha256, given) == Some(false) {
+            let _ = objects.delete(&path).await;
+            return Fetched::Mismatch;
+        }
+        Fetched::Stored {
+            size: written.size,
+            sha256: hex::encode(written.sha256),
+        }
+    }
+
+    /// Moves the entry to its next try, or fails it when that would be after the id expired.
+    async fn retry(&self, job: FetchJob, reason: String, mismatch: bool) {
+        let now = self.ctx.now();
+        let attempts = job.attempts + 1;
+        let next_at = now + backoff(&self.cfg, attempts);
+        if next_at > job.expires_at {
+            self.fail(job, format!("media id expired; last failure: {reason}"))
+                .await;
+            return;
+        }
+        static LOG: LogLimit = LogLimit::new(1);
+        if let Some(held_back) = LOG.check() {
+            tracing::warn!(media = %job.media_id, attempts, %reason, held_back, "media fetch failed; retrying");
+        }
+        let moved = FetchJob {
+            attempts,
+            mismatches: job.mismatches + u32::from(mismatch),
+            next_at,
+            ..job.clone()
+        };
+        let mut batch = Batch::new();
+        batch.delete_fetch(&job);
+        if let Err(e) = batch.put_fetch(&moved) {
+            tracing::error!(error = %e, "cannot encode a media fetch");
+            return;
+        }
+        metrics::counter!(m::MEDIA_FETCHES, "outcome" => "retried").increment(1);
+        if let Err(e) = self.ctx.store.commit(batch).await {
+            tracing::error!(media = %job.media_id, error = %e, "cannot reschedule a media fetch");
+            // Still due on disk: give storage a moment before the loop takes it again.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Gives up on a fetch: the record says why, the entry goes.
+    async fn fail(&self, job: FetchJob, reason: String) {
+        tracing::warn!(media = %job.media_id, %reason, "media fetch failed for good");
+        let record = match self.ctx.store.get_media(&job.media_id).await {
+            Ok(Some(r)) => r,
+            _ => MediaRecord {
+                id: job.media_id.clone(),
+                mime_type: "application/octet-stream".into(),
+                filename: None,
+                origin: MediaOrigin::Inbound {
+                    conversation_id: job.conversation_id.clone(),
+                    seq: job.seq,
+                },
+                state: MediaState::Pending,
+            },
+        };
+        let record = MediaRecord {
+            state: MediaState::Failed { reason },
+            ..record
+        };
+        let mut batch = Batch::new();
+        batch.delete_fetch(&job);
+        if let Err(e) = batch.put_media(&record) {
+            tracing::error!(error = %e, "cannot encode a media record");
+            return;
+        }
+        match self.ctx.store.commit(batch).await {
+            Ok(()) => {
+                metrics::counter!(m::MEDIA_FETCHES, "outcome" => "failed").increment(1);
+                metrics::gauge!(m::MEDIA_FETCH_PENDING).decrement(1.0);
+            }
+            Err(e) => {
+                tracing::error!(media = %job.media_id, error = %e, "cannot record a failed media fetch");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
