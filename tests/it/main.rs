@@ -20,6 +20,7 @@ mod conversations;
 mod crash;
 mod delivery;
 mod events;
+mod found_by_fuzzing;
 mod idle;
 mod list_paging;
 mod loose_input;
