@@ -27,3 +27,21 @@ async fn a_body_that_is_not_utf8_is_400_even_in_an_ignored_field() {
     let (status, v) = tb.webhook_bytes(good.into_bytes()).await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// A config error is one line whatever the file says: a quoted TOML key may hold a line break,
+/// and an unknown key in a `[[teams]]` table was named as written (found by reading the code
+/// for the `config` fuzz target's one-line check).
+#[test]
+fn an_unknown_key_with_a_line_break_is_named_on_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut toml = Cfg::new(&dir.path().join("db"), "http://127.0.0.1:9/v25.0").toml();
+    toml.push_str("\n[[teams]]\nid = \"night\"\n\"assign\\nment\\u2028\" = \"x\"\n");
+    let e = switchboard::Config::from_toml_str(&toml).expect_err("unknown key");
+    let line = e.to_string();
+    assert_eq!(line.lines().count(), 1, "{line:?}");
+    assert!(!line.contains('\u{2028}'), "{line:?}");
+    assert!(
+        line.contains("].assign\\nment\\u{2028}: unknown key"),
+        "{line:?}"
+    );
+}
