@@ -32,6 +32,7 @@ mod storage_failure;
 mod teams;
 mod webhook;
 mod webhook_kept;
+mod webhook_props;
 
 /// tests/ holds this binary's directory and the fixtures, no test file of its own: each would be
 /// a test binary linking RocksDB again.
