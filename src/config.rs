@@ -22,6 +22,12 @@ use crate::domain::policy::TeamPolicy;
 use crate::domain::routing::{RuleConfig, RuleSet};
 use crate::domain::team::TeamSettings;
 
+/// Whether `c` would end or break the one line of a [`ConfigError`]: a control character, or
+/// whitespace other than a plain space (`\u{2028}` ends a line in many terminals and logs).
+fn breaks_line(c: char) -> bool {
+    c.is_control() || (c.is_whitespace() && c != ' ')
+}
+
 /// One line naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
 #[error("config error: {key}: {problem}")]
@@ -35,12 +41,19 @@ pub struct ConfigError {
 impl ConfigError {
     fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
         let problem: String = problem.into();
-        // One line, always: serde and toml messages may carry newlines.
+        // One line, always: serde and toml messages may carry newlines, and a key is the
+        // file's own text (a quoted TOML key may hold any character), so its line breaks and
+        // other control characters are written as escapes.
         let problem = problem.split_whitespace().collect::<Vec<_>>().join(" ");
-        Self {
-            key: key.into(),
-            problem,
-        }
+        let key = key
+            .into()
+            .chars()
+            .map(|c| match breaks_line(c) {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect();
+        Self { key, problem }
     }
 }
 

@@ -12,10 +12,10 @@
 //! or `None`, and the lenient parser takes the body. It declines anything unusual: a field of an
 //! unexpected type, a change that carries neither messages nor statuses (template updates,
 //! account events — the lenient parser keeps them whole), duplicate keys, a body that is not an
-//! object. A message's type-specific parts (`text`, `image`, `interactive`, `context`, …) and a
-//! status's `pricing` are read by [`super::message_body`] in both paths, from the item's JSON
-//! text, so the two agree on them by construction (a part of an odd shape loses its typed
-//! reading in both).
+//! object or not UTF-8 throughout (the lenient parser refuses it as not JSON). A message's
+//! type-specific parts (`text`, `image`, `interactive`, `context`, …) and a status's `pricing`
+//! are read by [`super::message_body`] in both paths, from the item's JSON text, so the two agree
+//! on them by construction (a part of an odd shape loses its typed reading in both).
 //!
 //! It also declines every body with something the broker must keep verbatim rather than use
 //! (see [`super::webhook`]): a `system` message (it may move its sender's ids), a message
@@ -158,7 +158,11 @@ pub(super) fn parse(body: &[u8]) -> Option<Notification> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    let root: Root = serde_json::from_slice(body).ok()?;
+    // serde_json skips the strings it ignores (`object`, an entry's `id`) without checking
+    // their UTF-8: from bytes, a body the lenient parser refuses as not JSON would be taken
+    // here. Checked once up front, both paths give one answer.
+    let text = std::str::from_utf8(body).ok()?;
+    let root: Root = serde_json::from_str(text).ok()?;
     let mut out = Notification::default();
     for entry in root.entry.iter().flatten() {
         for change in entry.changes.iter().flatten() {

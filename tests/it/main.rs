@@ -22,6 +22,7 @@ mod conversations;
 mod crash;
 mod delivery;
 mod events;
+mod found_by_fuzzing;
 mod identity;
 mod idle;
 mod layering;
@@ -39,6 +40,7 @@ mod storage_failure;
 mod teams;
 mod webhook;
 mod webhook_kept;
+mod webhook_props;
 
 /// tests/ holds this binary's directory and the fixtures, no test file of its own: each would be
 /// a test binary linking RocksDB again.
