@@ -52,6 +52,26 @@ pub const CONNECTIONS_REFUSED: &str = "switchboard_connections_refused_total";
 pub const CONNECTIONS_TIMED_OUT: &str = "switchboard_connections_timed_out_total";
 pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 pub const AGENT_REFUSED: &str = "switchboard_agent_requests_refused_total";
+pub const FIRST_RESPONSE: &str = "switchboard_first_response_seconds";
+pub const RESOLUTION: &str = "switchboard_resolution_seconds";
+pub const CSAT_ANSWERS: &str = "switchboard_csat_answers_total";
+
+/// Buckets of the per-team first-response and resolution histograms: from seconds to days
+/// (a conversation resolved after a weekend takes ~3 days).
+const HUMAN_BUCKETS: [f64; 14] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+    259200.0,
+];
+
+/// Records a first response (wall-clock) in its team's histogram.
+pub fn record_first_response(team: &str, wall_ms: i64) {
+    metrics::histogram!(FIRST_RESPONSE, "team" => team.to_string()).record(wall_ms as f64 / 1000.0);
+}
+
+/// Records a resolution (wall-clock, from opening) in its team's histogram.
+pub fn record_resolution(team: &str, wall_ms: i64) {
+    metrics::histogram!(RESOLUTION, "team" => team.to_string()).record(wall_ms as f64 / 1000.0);
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -77,6 +97,15 @@ pub fn install() -> PrometheusHandle {
                             3600.0,
                         ],
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(FIRST_RESPONSE.to_string()),
+                        &HUMAN_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(RESOLUTION.to_string()), &HUMAN_BUCKETS)
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
@@ -250,6 +279,20 @@ fn describe() {
         SLA,
         "SLA clocks settled, by team, kind (first_response, next_response, resolution) and outcome (hit, miss)."
     );
+    describe_histogram!(
+        FIRST_RESPONSE,
+        Unit::Seconds,
+        "Wall-clock time from a human becoming responsible (creation, reopen) to the first human reply, by team (the team of the reply)."
+    );
+    describe_histogram!(
+        RESOLUTION,
+        Unit::Seconds,
+        "Wall-clock time from opening (creation or the latest reopen) to resolve, by team (the team it was resolved in)."
+    );
+    describe_counter!(
+        CSAT_ANSWERS,
+        "Customer-satisfaction answers (1-5) stored, by team and score."
+    );
     describe_counter!(
         FALLBACKS,
         "Waiting conversations moved from a team that closed to its first open fallback team, by from and to team."
@@ -322,6 +365,8 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         counter!(AGENT_REFUSED, "kind" => kind).increment(0);
     }
     for &team in teams {
+        let _ = histogram!(FIRST_RESPONSE, "team" => team.to_owned());
+        let _ = histogram!(RESOLUTION, "team" => team.to_owned());
         for &reason in &ASSIGNMENT_REASONS {
             counter!(ASSIGNMENTS, "team" => team.to_owned(), "reason" => reason).increment(0);
         }

@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod message;
 pub mod policy;
 pub mod queue;
+pub mod report;
 pub mod routing;
 pub mod team;
 

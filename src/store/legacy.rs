@@ -19,7 +19,13 @@ macro_rules! first_layout {
     ($($t:ty),* $(,)?) => { $(impl Record for $t { const VERSION: u8 = 1; })* };
 }
 
-first_layout!(WamidRef, StatusUpdate, RoutingRecord, TeamRecord);
+first_layout!(
+    WamidRef,
+    StatusUpdate,
+    RoutingRecord,
+    TeamRecord,
+    crate::domain::report::ReportEvent
+);
 
 /// Version 2 added replies, reactions, referrals, media, pricing and typed content.
 impl Record for Message {

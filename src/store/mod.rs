@@ -32,6 +32,7 @@ mod legacy;
 mod list;
 mod open;
 mod reads;
+pub mod report;
 pub mod schema;
 pub mod settings;
 #[cfg(test)]

@@ -12,6 +12,11 @@
 //! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
 //! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
+//! | `report_events` | time (i64 BE, sign flipped), conversation id, 0, u64 BE | [`ReportEvent`] |
+//!
+//! Report events are keyed by time first, so a report over `[from, to)` is one range scan that
+//! reads only that window; the trailing number (see [`report_key`]) only keeps two events of one
+//! conversation in the same millisecond apart.
 //!
 //! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
 //! returns a conversation's messages oldest first. Ids never contain NUL (config validation and
@@ -33,7 +38,10 @@ pub const CF_SETTINGS: &str = "settings";
 /// Every status callback as Meta sent it (pricing, conversation, errors…), once per redelivery.
 pub const CF_STATUS_LOG: &str = "status_log";
 
-pub const ALL_CFS: [&str; 10] = [
+/// Reporting events by time (see [`crate::domain::report`]).
+pub const CF_REPORT_EVENTS: &str = "report_events";
+
+pub const ALL_CFS: [&str; 11] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -44,7 +52,25 @@ pub const ALL_CFS: [&str; 10] = [
     CF_OTHER_CHANGES,
     CF_SETTINGS,
     CF_STATUS_LOG,
+    CF_REPORT_EVENTS,
 ];
+
+pub use crate::domain::report::ReportEvent;
+
+/// A time as a key prefix that sorts in time order, negative times included.
+pub fn time_prefix(at: Millis) -> [u8; 8] {
+    ((at as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// A report event's key: its time, its conversation and `unique` (see [`super::batch`]).
+pub fn report_key(at: Millis, conversation_id: &str, unique: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(conversation_id.len() + 17);
+    k.extend_from_slice(&time_prefix(at));
+    k.extend_from_slice(conversation_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&unique.to_be_bytes());
+    k
+}
 
 /// Where a wamid lives: which conversation, which message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +267,13 @@ mod tests {
         };
         assert_eq!(IndexKey::decode(&a.encode()), Some(a.clone()));
         assert!(a.encode().starts_with(&assignee_prefix("alice")));
+    }
+
+    #[test]
+    fn report_keys_sort_by_time() {
+        assert!(report_key(-5, "z", 9) < report_key(3, "a", 0));
+        assert!(report_key(3, "z", 0) < report_key(4, "a", 0));
+        assert!(time_prefix(i64::MIN) < time_prefix(i64::MAX));
     }
 
     #[test]

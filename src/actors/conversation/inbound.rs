@@ -117,6 +117,22 @@ impl ConversationActor {
         if let Some(p) = &placement {
             next.route(p);
         }
+        // Reporting events, in the team the routing chose (the team of this moment).
+        let opened = match (is_new, reopened) {
+            (true, _) => Some(ReportKind::Opened),
+            (false, true) => Some(ReportKind::Reopened),
+            _ => None,
+        };
+        if let Some(kind) = opened {
+            batch.put_report(&ReportEvent::of(&next, now, None, kind))?;
+        }
+        let messages = u32::try_from(created.len()).unwrap_or(u32::MAX);
+        batch.put_report(&ReportEvent::of(
+            &next,
+            now,
+            None,
+            ReportKind::Inbound { messages },
+        ))?;
         let mut auto_reply = None;
         if let Some((text, period)) = policies.after_hours_reply(&next, now) {
             let msg = next.send_after_hours_reply(text, period, now);
