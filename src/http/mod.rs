@@ -16,6 +16,7 @@ pub mod lane;
 pub mod listeners;
 pub mod ops;
 pub mod parse_errors;
+pub mod reports;
 pub mod routing;
 pub mod server;
 pub mod teams;
@@ -141,6 +142,7 @@ pub fn app(state: AppState) -> Router {
         .merge(agents::router())
         .merge(teams::router())
         .merge(routing::router())
+        .merge(reports::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .merge(api)

@@ -13,6 +13,7 @@
 
 pub mod agents;
 pub mod conversations;
+pub mod reports;
 pub mod routing;
 pub mod teams;
 

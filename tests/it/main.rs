@@ -27,6 +27,7 @@ mod loose_input;
 mod metrics;
 mod outbound;
 mod outbox_metrics;
+mod reports;
 mod routing;
 mod storage_failure;
 mod teams;
