@@ -12,7 +12,8 @@
 //! ever appended (bincode stores the variant index); aggregation is a pure fold, so the same
 //! events always give the same report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
@@ -108,7 +109,30 @@ pub struct ReportEvent {
     pub kind: ReportKind,
 }
 
+/// A stored [`ReportEvent`] read in place (same layout, strings borrowed): what reports fold.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReportEventView<'a> {
+    pub at: Millis,
+    pub conversation: &'a str,
+    pub team: &'a str,
+    pub agent: Option<&'a str>,
+    pub number: &'a str,
+    pub kind: ReportKind,
+}
+
 impl ReportEvent {
+    /// This event as a report scan sees it.
+    pub fn view(&self) -> ReportEventView<'_> {
+        ReportEventView {
+            at: self.at,
+            conversation: &self.conversation,
+            team: &self.team,
+            agent: self.agent.as_deref(),
+            number: &self.number,
+            kind: self.kind.clone(),
+        }
+    }
+
     /// An event of `conv` in its current team, by `agent` (default: its current assignee).
     pub fn of(conv: &Conversation, at: Millis, agent: Option<&str>, kind: ReportKind) -> Self {
         Self {
@@ -141,11 +165,11 @@ impl Dimension {
 
     /// The key an event is counted under, if any (an event without an agent is in no agent's
     /// report).
-    fn key(self, e: &ReportEvent) -> Option<&str> {
+    fn key<'a>(self, e: &ReportEventView<'a>) -> Option<&'a str> {
         match self {
-            Self::Teams => Some(&e.team),
-            Self::Agents => e.agent.as_deref(),
-            Self::Numbers => Some(&e.number),
+            Self::Teams => Some(e.team),
+            Self::Agents => e.agent,
+            Self::Numbers => Some(e.number),
         }
     }
 }
@@ -243,7 +267,9 @@ pub struct ReportRow {
 
 #[derive(Default)]
 struct Acc {
-    conversations: BTreeSet<String>,
+    /// Distinct conversations, by a 64-bit hash of their id (a collision among a window's
+    /// conversations is vanishingly rare; copying every id would cost a report its budget).
+    conversations: HashSet<u64>,
     inbound: u64,
     outbound: u64,
     first: Vec<Millis>,
@@ -264,10 +290,10 @@ struct Acc {
 }
 
 impl Acc {
-    fn add(&mut self, e: &ReportEvent) {
-        if !self.conversations.contains(&e.conversation) {
-            self.conversations.insert(e.conversation.clone());
-        }
+    fn add(&mut self, e: &ReportEventView<'_>) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        e.conversation.hash(&mut h);
+        self.conversations.insert(h.finish());
         match &e.kind {
             ReportKind::Opened | ReportKind::Reopened => {}
             ReportKind::Inbound { messages } => self.inbound += u64::from(*messages),
@@ -335,12 +361,14 @@ pub struct Aggregator<K, Z> {
     bucket: Option<Bucket>,
     keep: K,
     tz_of: Z,
-    rows: BTreeMap<(String, Millis), Acc>,
+    /// Per key, per bucket start (`Millis::MIN` without buckets). Keyed by the key alone first
+    /// so the lookup for an event allocates nothing.
+    rows: HashMap<String, BTreeMap<Millis, Acc>>,
 }
 
 impl<K, Z> Aggregator<K, Z>
 where
-    K: Fn(&ReportEvent) -> bool,
+    K: Fn(&ReportEventView<'_>) -> bool,
     Z: Fn(&str) -> Tz,
 {
     pub fn new(dimension: Dimension, bucket: Option<Bucket>, keep: K, tz_of: Z) -> Self {
@@ -349,11 +377,11 @@ where
             bucket,
             keep,
             tz_of,
-            rows: BTreeMap::new(),
+            rows: HashMap::new(),
         }
     }
 
-    pub fn add(&mut self, e: &ReportEvent) {
+    pub fn add(&mut self, e: &ReportEventView<'_>) {
         let Some(key) = self.dimension.key(e) else {
             return;
         };
@@ -364,27 +392,24 @@ where
             Some(b) => b.start((self.tz_of)(key), e.at),
             None => Millis::MIN,
         };
-        // Most events fall in a row that exists: look it up without allocating its key.
-        if let Some((_, acc)) = self
-            .rows
-            .range_mut((key.to_string(), start)..=(key.to_string(), start))
-            .next()
-        {
-            acc.add(e);
-            return;
-        }
-        self.rows
-            .entry((key.to_string(), start))
-            .or_default()
-            .add(e);
+        let buckets = match self.rows.get_mut(key) {
+            Some(b) => b,
+            None => self.rows.entry(key.to_string()).or_default(),
+        };
+        buckets.entry(start).or_default().add(e);
     }
 
     /// Rows by key, then bucket start.
     pub fn finish(self) -> Vec<(String, ReportRow)> {
         let bucketed = self.bucket.is_some();
-        self.rows
-            .into_iter()
-            .map(|((key, start), acc)| (key, acc.finish(bucketed.then_some(start))))
+        let mut keys: Vec<(String, BTreeMap<Millis, Acc>)> = self.rows.into_iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.into_iter()
+            .flat_map(|(key, buckets)| {
+                buckets
+                    .into_iter()
+                    .map(move |(start, acc)| (key.clone(), acc.finish(bucketed.then_some(start))))
+            })
             .collect()
     }
 }

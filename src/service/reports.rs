@@ -15,7 +15,9 @@ use chrono_tz::Tz;
 
 use super::{supervisors_and_admins_only, Result};
 use crate::actors::Ctx;
-use crate::domain::report::{rfc3339_in, Aggregator, Bucket, Dimension, ReportEvent, ReportRow};
+use crate::domain::report::{
+    rfc3339_in, Aggregator, Bucket, Dimension, ReportEventView, ReportRow,
+};
 use crate::domain::{Caller, DomainError, Millis, Role};
 
 /// What a report asks for.
@@ -88,7 +90,7 @@ pub async fn report(ctx: &Arc<Ctx>, caller: &Caller, q: ReportQuery) -> Result<V
         move |key: &str| zones.get(key).copied().unwrap_or(Tz::UTC)
     };
     let who = caller.clone();
-    let keep = move |e: &ReportEvent| who.role == Role::Admin || who.in_team(&e.team);
+    let keep = move |e: &ReportEventView<'_>| who.role == Role::Admin || who.in_team(e.team);
     let agg = Aggregator::new(q.dimension, q.bucket, keep, tz_of);
     let scanned = ctx
         .store

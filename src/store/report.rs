@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use rocksdb::{Direction as IterDirection, IteratorMode};
 
-use super::codec::decode;
+use super::codec::decode_view;
 use super::schema::*;
 use super::{cf, rocks, visit_prefix, Store, StoreError};
-use crate::domain::report::ReportEvent;
+use crate::domain::report::{ReportEvent, ReportEventView};
 use crate::domain::{ConversationStatus, Millis};
 
 /// Most events one report reads (a month of a team busier than any we know of is ~1 M).
@@ -47,7 +47,7 @@ impl Store {
     ) -> Result<Scanned<S>, StoreError>
     where
         S: Send + 'static,
-        F: FnMut(&mut S, &ReportEvent) + Send + 'static,
+        F: FnMut(&mut S, &ReportEventView<'_>) + Send + 'static,
     {
         self.read(move |db| {
             let start = time_prefix(from);
@@ -67,7 +67,7 @@ impl Store {
                     truncated = true;
                     break;
                 }
-                let e: ReportEvent = decode(&v)?;
+                let e: ReportEventView<'_> = decode_view::<ReportEvent, _>(&v)?;
                 visit(&mut state, &e);
                 events += 1;
             }
