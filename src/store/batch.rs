@@ -131,6 +131,23 @@ impl Batch {
         Ok(())
     }
 
+    pub fn put_csat_pending(
+        &mut self,
+        conversation_id: &str,
+        p: &CsatPending,
+    ) -> Result<(), StoreError> {
+        self.put(
+            CF_CSAT_PENDING,
+            conversation_id.as_bytes().to_vec(),
+            encode(p)?,
+        );
+        Ok(())
+    }
+
+    pub fn delete_csat_pending(&mut self, conversation_id: &str) {
+        self.delete(CF_CSAT_PENDING, conversation_id.as_bytes().to_vec());
+    }
+
     pub fn put_outbox(&mut self, job: &OutboxJob) -> Result<(), StoreError> {
         self.put(
             CF_OUTBOX,

@@ -24,7 +24,8 @@ first_layout!(
     StatusUpdate,
     RoutingRecord,
     TeamRecord,
-    crate::domain::report::ReportEvent
+    crate::domain::report::ReportEvent,
+    super::schema::CsatPending,
 );
 
 /// Version 2 added replies, reactions, referrals, media, pricing and typed content.

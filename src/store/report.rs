@@ -80,6 +80,21 @@ impl Store {
         .await
     }
 
+    /// The rating question a conversation waits an answer to, if any.
+    pub async fn csat_pending(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<CsatPending>, StoreError> {
+        let key = conversation_id.as_bytes().to_vec();
+        self.read(move |db| {
+            db.get_cf(cf(db, CF_CSAT_PENDING)?, &key)
+                .map_err(rocks)?
+                .map(|v| super::codec::decode(&v))
+                .transpose()
+        })
+        .await
+    }
+
     /// Queued and assigned conversations per team and assigned per agent, from index keys only.
     pub async fn open_counts(&self) -> Result<OpenCounts, StoreError> {
         self.read(|db| {

@@ -12,6 +12,7 @@
 //! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
 //! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
+//! | `csat_pending`  | conversation id                       | [`CsatPending`]          |
 //! | `report_events` | time (i64 BE, sign flipped), conversation id, 0, u64 BE | [`ReportEvent`] |
 //!
 //! Report events are keyed by time first, so a report over `[from, to)` is one range scan that
@@ -41,7 +42,10 @@ pub const CF_STATUS_LOG: &str = "status_log";
 /// Reporting events by time (see [`crate::domain::report`]).
 pub const CF_REPORT_EVENTS: &str = "report_events";
 
-pub const ALL_CFS: [&str; 11] = [
+/// Rating questions sent and not answered yet, by conversation.
+pub const CF_CSAT_PENDING: &str = "csat_pending";
+
+pub const ALL_CFS: [&str; 12] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -53,7 +57,17 @@ pub const ALL_CFS: [&str; 11] = [
     CF_SETTINGS,
     CF_STATUS_LOG,
     CF_REPORT_EVENTS,
+    CF_CSAT_PENDING,
 ];
+
+/// A rating question waiting for its answer: where the conversation was resolved and by whom,
+/// so the answer counts for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsatPending {
+    pub asked_at: Millis,
+    pub team: String,
+    pub agent: Option<String>,
+}
 
 pub use crate::domain::report::ReportEvent;
 

@@ -442,3 +442,93 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         .collect();
     assert!(missing.is_empty(), "not exported: {missing:?}");
 }
+
+#[tokio::test]
+async fn a_resolve_asks_for_a_rating_and_the_answer_counts_for_the_team_and_agent() {
+    let tb = TB::start_with(|c| c.extra = "\n[csat]\nenabled = true\n".into()).await;
+    let customer = customer();
+    tb.send_text(N1, &customer, "help").await;
+    let id = tb.conv_id(N1, &customer).await;
+    tb.must_claim(ALICE, &id).await;
+    tb.must_reply(ALICE, &id, "done").await;
+    let (s, v) = tb.resolve(ALICE, &id).await;
+    assert_eq!(s, 200, "{v}");
+    let sends = tb.graph.wait_sends(2, WAIT).await;
+    let asked = sends[1].body["text"]["body"].as_str().unwrap_or_default();
+    assert!(asked.contains("rate our help"), "{}", sends[1].body);
+
+    // The answer is stored, counted, and does not reopen the conversation.
+    tb.send_text(N1, &customer, " 4 ").await;
+    let c = eventually("the answer stored", WAIT, || async {
+        let c = tb.conversation(&id).await;
+        let texts: Vec<&str> = c["messages"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["text"].as_str()).collect())
+            .unwrap_or_default();
+        if texts.contains(&" 4 ") {
+            Ok(c)
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    assert_eq!(c["status"], "resolved", "{c}");
+    let now = chrono::Utc::now();
+    let window = format!(
+        "from={}&to={}",
+        (now - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (now + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let teams = report(&tb, ROOT, "teams", &window).await;
+    let s = row(&teams, "teams", "team", "support");
+    assert_eq!(
+        (s["csat_answers"].clone(), s["csat_avg"].clone()),
+        (json!(1), json!(4.0)),
+        "{s}"
+    );
+    let agents = report(&tb, ROOT, "agents", &window).await;
+    let a = row(&agents, "agents", "agent", "alice");
+    assert_eq!(a["csat_avg"], 4.0, "{a}");
+
+    // Only one answer per question: the next message reopens as usual.
+    tb.send_text(N1, &customer, "5").await;
+    eventually("reopened", WAIT, || async {
+        let c = tb.conversation(&id).await;
+        if c["status"] == "queued" {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    let s = row(
+        &report(&tb, ROOT, "teams", &window).await,
+        "teams",
+        "team",
+        "support",
+    )
+    .clone();
+    assert_eq!(s["csat_answers"], 1, "{s}");
+}
+
+#[tokio::test]
+async fn without_csat_a_number_after_a_resolve_reopens() {
+    let tb = TB::start().await;
+    let customer = customer();
+    tb.send_text(N1, &customer, "help").await;
+    let id = tb.conv_id(N1, &customer).await;
+    tb.must_claim(ALICE, &id).await;
+    let (s, v) = tb.resolve(ALICE, &id).await;
+    assert_eq!(s, 200, "{v}");
+    tb.send_text(N1, &customer, "4").await;
+    eventually("reopened", WAIT, || async {
+        let c = tb.conversation(&id).await;
+        if c["status"] == "queued" {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    assert_eq!(tb.graph.count(), 0, "no rating question without [csat]");
+}

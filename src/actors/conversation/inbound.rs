@@ -33,6 +33,9 @@ impl ConversationActor {
         items: Vec<InboundMessage>,
     ) -> Result<InboundAck, Error> {
         let known = self.stored_wamids(state, &items).await?;
+        if let Some(ack) = self.csat_answer(state, &items, &known).await? {
+            return Ok(ack);
+        }
         let now = self.ctx.now();
         // `state.conv` stays as it was until the commit succeeds: it is the "before".
         let mut next = state.conv.clone();
@@ -84,26 +87,7 @@ impl ConversationActor {
                 now,
                 &reopen_team,
             );
-            let msg = Message {
-                conversation_id: next.id.clone(),
-                seq: next.take_seq(),
-                direction: Direction::Inbound,
-                kind: item.kind,
-                text: item.text,
-                wamid: Some(item.wamid),
-                status: Some(DeliveryStatus::Received),
-                author: Author::Customer(item.customer),
-                at: item.sent_at,
-                error: None,
-                idempotency_key: None,
-                raw: Some(item.raw),
-                reply_to: None,
-                reactions: Vec::new(),
-                referral: None,
-                media: None,
-                pricing: None,
-                content: None,
-            };
+            let msg = inbound_message(&mut next, item);
             batch.put_message(&msg)?;
             created.push(msg);
         }
@@ -125,6 +109,10 @@ impl ConversationActor {
         };
         if let Some(kind) = opened {
             batch.put_report(&ReportEvent::of(&next, now, None, kind))?;
+        }
+        if reopened {
+            // A rating question left unanswered expires with the cycle it was about.
+            batch.delete_csat_pending(&next.id);
         }
         let messages = u32::try_from(created.len()).unwrap_or(u32::MAX);
         batch.put_report(&ReportEvent::of(
@@ -222,5 +210,29 @@ impl ConversationActor {
             self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
         }
         Ok(changed)
+    }
+}
+
+/// Customer message `item` as the conversation's next message.
+pub(super) fn inbound_message(next: &mut Conversation, item: InboundMessage) -> Message {
+    Message {
+        conversation_id: next.id.clone(),
+        seq: next.take_seq(),
+        direction: Direction::Inbound,
+        kind: item.kind,
+        text: item.text,
+        wamid: Some(item.wamid),
+        status: Some(DeliveryStatus::Received),
+        author: Author::Customer(item.customer),
+        at: item.sent_at,
+        error: None,
+        idempotency_key: None,
+        raw: Some(item.raw),
+        reply_to: None,
+        reactions: Vec::new(),
+        referral: None,
+        media: None,
+        pricing: None,
+        content: None,
     }
 }

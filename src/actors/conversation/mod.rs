@@ -25,6 +25,7 @@
 //! (persisting, publishing, keeping queues and agents in step); the handlers live by concern in
 //! [`inbound`], [`ownership`], [`outbound`] and [`deadlines`].
 
+mod csat;
 mod deadlines;
 mod inbound;
 mod outbound;

@@ -121,7 +121,9 @@ impl ConversationActor {
             };
             batch.put_report(&ReportEvent::of(&before, now, None, kind))?;
         }
+        let asked = self.ask_csat(&before, &mut next, &mut batch, now)?;
         self.persist(state, next, batch).await?;
+        self.asked_csat(state, asked);
         if let Some(met) = met {
             record_sla(state.conv.team(), SlaKind::Resolution, met);
         }
