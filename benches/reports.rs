@@ -9,7 +9,8 @@
 //! queue figures, which read no events): one range scan of `report_events` over the month on the
 //! blocking pool, each event decoded and folded into the per-team aggregate, then the rows
 //! finished (percentiles sort each team's spans). Two variants: the whole month as one row per
-//! team, and day buckets in Berlin time.
+//! team, and day buckets in Berlin time; and, for where the time goes, the scan alone (range scan
+//! and in-place decoding, nothing folded).
 //!
 //! At the end the bench prints the typical time of each variant against the 200 ms target.
 
@@ -141,12 +142,25 @@ fn main() {
     g.bench_function("month_by_team", |b| {
         b.to_async(&rt).iter(|| report(&store, None))
     });
+    g.bench_function("month_scan_only", |b| {
+        b.to_async(&rt).iter(|| async {
+            store
+                .scan_report_events(START, START + 31 * DAY_MS, 0usize, |n, _| *n += 1)
+                .await
+                .expect("scan")
+                .state
+        })
+    });
     g.bench_function("month_by_team_day_buckets", |b| {
         b.to_async(&rt).iter(|| report(&store, Some(Bucket::Day)))
     });
     g.finish();
     c.final_summary();
-    for name in ["month_by_team", "month_by_team_day_buckets"] {
+    for name in [
+        "month_by_team",
+        "month_scan_only",
+        "month_by_team_day_buckets",
+    ] {
         if let Some(ns) = common::typical_ns(&[GROUP, name], since) {
             let ms = ns / 1e6;
             let verdict = if ms < 200.0 { "under" } else { "OVER" };

@@ -190,6 +190,20 @@ impl Bucket {
         }
     }
 
+    /// The bucket holding `at`: `[start, end)`. The end is the start of the bucket holding a
+    /// moment safely inside the next one (an hour is never longer than 90 minutes, a day never
+    /// longer than 36 hours, daylight saving included).
+    pub fn range(self, tz: Tz, at: Millis) -> (Millis, Millis) {
+        let start = self.start(tz, at);
+        let probe = match self {
+            Self::Hour => 90 * 60 * 1000,
+            Self::Day => 36 * 60 * 60 * 1000,
+        };
+        let end = self.start(tz, start + probe);
+        // Should the zone's arithmetic ever not move forward, `at` alone is cached.
+        (start, end.max(at + 1))
+    }
+
     /// The start of the bucket holding `at`, in `tz` (a day is local midnight to midnight).
     pub fn start(self, tz: Tz, at: Millis) -> Millis {
         let Some(t) = tz.timestamp_millis_opt(at).single() else {
@@ -364,6 +378,9 @@ pub struct Aggregator<K, Z> {
     /// Per key, per bucket start (`Millis::MIN` without buckets). Keyed by the key alone first
     /// so the lookup for an event allocates nothing.
     rows: HashMap<String, BTreeMap<Millis, Acc>>,
+    /// The last bucket computed, `[start, end)` in its zone: events come in time order, so most
+    /// fall in it and skip the time-zone arithmetic.
+    last: Option<(Tz, Millis, Millis)>,
 }
 
 impl<K, Z> Aggregator<K, Z>
@@ -378,6 +395,7 @@ where
             keep,
             tz_of,
             rows: HashMap::new(),
+            last: None,
         }
     }
 
@@ -389,7 +407,17 @@ where
             return;
         }
         let start = match self.bucket {
-            Some(b) => b.start((self.tz_of)(key), e.at),
+            Some(b) => {
+                let tz = (self.tz_of)(key);
+                match self.last {
+                    Some((z, s, end)) if z == tz && s <= e.at && e.at < end => s,
+                    _ => {
+                        let (s, end) = b.range(tz, e.at);
+                        self.last = Some((tz, s, end));
+                        s
+                    }
+                }
+            }
             None => Millis::MIN,
         };
         let buckets = match self.rows.get_mut(key) {
@@ -449,5 +477,7 @@ mod tests {
         let start = Bucket::Day.start(tz, at);
         assert_eq!(at - start, 30 * 60 * 1000);
         assert_eq!(Bucket::Hour.start(tz, at), start);
+        let (s, end) = Bucket::Day.range(tz, at);
+        assert_eq!((s, end - s), (start, 24 * 3_600_000));
     }
 }

@@ -19,6 +19,9 @@ use crate::domain::{ConversationStatus, Millis};
 /// Most events one report reads (a month of a team busier than any we know of is ~1 M).
 pub const MAX_REPORT_EVENTS: usize = 5_000_000;
 
+/// Readahead of a report scan (bytes): a month of a busy team is tens of MB read in order.
+const READAHEAD: usize = 2 << 20;
+
 /// What a window scan found.
 pub struct Scanned<S> {
     /// The state the visitor folded the events into.
@@ -52,8 +55,14 @@ impl Store {
         self.read(move |db| {
             let start = time_prefix(from);
             let end = time_prefix(to);
-            let it = db.iterator_cf(
+            // The upper bound lets RocksDB stop at the window's end without reading past it,
+            // and readahead makes a long window's scan sequential reads.
+            let mut opts = rocksdb::ReadOptions::default();
+            opts.set_iterate_upper_bound(end.to_vec());
+            opts.set_readahead_size(READAHEAD);
+            let it = db.iterator_cf_opt(
                 cf(db, CF_REPORT_EVENTS)?,
+                opts,
                 IteratorMode::From(&start, IterDirection::Forward),
             );
             let mut events = 0;
