@@ -78,6 +78,36 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub csat: CsatConfig,
+}
+
+/// `[csat]`: after a resolve, ask the customer to rate the help (1–5).
+///
+/// The question goes out through the outbox as a text message (the outbox sends only text so
+/// far; a template or button message replaces it once the outbox can send those). The answer
+/// is the customer's next message if it is a number 1–5, a button reply whose id or payload is
+/// `csat:N`, or a button titled `N`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsatConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_csat_text")]
+    pub text: String,
+}
+
+impl Default for CsatConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            text: default_csat_text(),
+        }
+    }
+}
+
+fn default_csat_text() -> String {
+    "How would you rate our help? Reply with a number from 1 (poor) to 5 (excellent).".into()
 }
 
 /// `[routing]`: rules evaluated in order on a conversation's first message and on reopen.
@@ -564,6 +594,9 @@ impl Config {
             self.storage.max_commit_batch as u64,
         )?;
         positive("storage.stall_after_ms", self.storage.stall_after_ms)?;
+        if self.csat.enabled && self.csat.text.trim().is_empty() {
+            return Err(ConfigError::new("csat.text", "must not be blank"));
+        }
         positive(
             "media.max_concurrent_fetches",
             self.media.max_concurrent_fetches as u64,

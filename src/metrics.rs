@@ -61,6 +61,26 @@ pub const AGENT_REFUSED: &str = "switchboard_agent_requests_refused_total";
 pub const MEDIA_FETCHES: &str = "switchboard_media_fetches_total";
 pub const MEDIA_FETCH_PENDING: &str = "switchboard_media_fetch_pending";
 pub const MEDIA_UPLOADS: &str = "switchboard_media_uploads_total";
+pub const FIRST_RESPONSE: &str = "switchboard_first_response_seconds";
+pub const RESOLUTION: &str = "switchboard_resolution_seconds";
+pub const CSAT_ANSWERS: &str = "switchboard_csat_answers_total";
+
+/// Buckets of the per-team first-response and resolution histograms: from seconds to days
+/// (a conversation resolved after a weekend takes ~3 days).
+const HUMAN_BUCKETS: [f64; 14] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+    259200.0,
+];
+
+/// Records a first response (wall-clock) in its team's histogram.
+pub fn record_first_response(team: &str, wall_ms: i64) {
+    metrics::histogram!(FIRST_RESPONSE, "team" => team.to_string()).record(wall_ms as f64 / 1000.0);
+}
+
+/// Records a resolution (wall-clock, from opening) in its team's histogram.
+pub fn record_resolution(team: &str, wall_ms: i64) {
+    metrics::histogram!(RESOLUTION, "team" => team.to_string()).record(wall_ms as f64 / 1000.0);
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -86,6 +106,15 @@ pub fn install() -> PrometheusHandle {
                             3600.0,
                         ],
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(FIRST_RESPONSE.to_string()),
+                        &HUMAN_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(RESOLUTION.to_string()), &HUMAN_BUCKETS)
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
@@ -285,6 +314,20 @@ fn describe() {
         SLA,
         "SLA clocks settled, by team, kind (first_response, next_response, resolution) and outcome (hit, miss)."
     );
+    describe_histogram!(
+        FIRST_RESPONSE,
+        Unit::Seconds,
+        "Wall-clock time from a human becoming responsible (creation, reopen) to the first human reply, by team (the team of the reply)."
+    );
+    describe_histogram!(
+        RESOLUTION,
+        Unit::Seconds,
+        "Wall-clock time from opening (creation or the latest reopen) to resolve, by team (the team it was resolved in)."
+    );
+    describe_counter!(
+        CSAT_ANSWERS,
+        "Customer-satisfaction answers (1-5) stored, by team and score."
+    );
     describe_counter!(
         MEDIA_FETCHES,
         "Inbound media fetch attempts by outcome: stored, retried (a transient failure or a hash mismatch; tried again later), failed (404 at Meta, id expired, refused, or the bytes never matched their hash)."
@@ -413,6 +456,8 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         counter!(AGENT_REFUSED, "kind" => kind).increment(0);
     }
     for &team in teams {
+        let _ = histogram!(FIRST_RESPONSE, "team" => team.to_owned());
+        let _ = histogram!(RESOLUTION, "team" => team.to_owned());
         for &reason in &ASSIGNMENT_REASONS {
             counter!(ASSIGNMENTS, "team" => team.to_owned(), "reason" => reason).increment(0);
         }

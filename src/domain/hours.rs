@@ -166,6 +166,11 @@ impl BusinessHours {
     }
 
     /// No hours and no holidays.
+    /// The time zone its hours are read in (reports cut their hour and day buckets in it).
+    pub fn time_zone(&self) -> Tz {
+        self.tz
+    }
+
     pub fn is_always_open(&self) -> bool {
         self.week.is_none() && self.holidays.is_empty()
     }

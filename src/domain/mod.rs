@@ -19,6 +19,7 @@ pub mod message;
 pub mod people;
 pub mod policy;
 pub mod queue;
+pub mod report;
 pub mod routing;
 pub mod team;
 

@@ -18,6 +18,7 @@ pub mod media;
 pub mod ops;
 pub mod parse_errors;
 pub mod people;
+pub mod reports;
 pub mod routing;
 pub mod server;
 pub mod teams;
@@ -147,6 +148,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routing::router())
         .merge(people::router())
         .merge(media::router())
+        .merge(reports::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .merge(api)

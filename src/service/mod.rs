@@ -15,6 +15,7 @@
 pub mod agents;
 pub mod conversations;
 pub mod people;
+pub mod reports;
 pub mod routing;
 pub mod teams;
 

@@ -138,6 +138,46 @@ impl Batch {
         Ok(())
     }
 
+    /// Records a reporting event. The key's last part is a process-wide counter that starts at
+    /// the wall-clock nanoseconds of the first event, so two events of one conversation in the
+    /// same millisecond never share a key, also across restarts.
+    pub fn put_report(&mut self, e: &ReportEvent) -> Result<(), StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+        static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+        let next = NEXT.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            AtomicU64::new(nanos)
+        });
+        let unique = next.fetch_add(1, Ordering::Relaxed);
+        self.put(
+            CF_REPORT_EVENTS,
+            report_key(e.at, &e.conversation, unique),
+            encode(e)?,
+        );
+        Ok(())
+    }
+
+    pub fn put_csat_pending(
+        &mut self,
+        conversation_id: &str,
+        p: &CsatPending,
+    ) -> Result<(), StoreError> {
+        self.put(
+            CF_CSAT_PENDING,
+            conversation_id.as_bytes().to_vec(),
+            encode(p)?,
+        );
+        Ok(())
+    }
+
+    pub fn delete_csat_pending(&mut self, conversation_id: &str) {
+        self.delete(CF_CSAT_PENDING, conversation_id.as_bytes().to_vec());
+    }
+
     pub fn put_outbox(&mut self, job: &OutboxJob) -> Result<(), StoreError> {
         self.put(
             CF_OUTBOX,

@@ -37,6 +37,21 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
+/// A record read in place: its strings borrow from `bytes` instead of being copied (report scans
+/// read hundreds of thousands of events and keep none). `V` must have `T`'s current layout with
+/// `&str` for `String`; a record of another version is a typed error.
+pub fn decode_view<'a, T: Record, V: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<V, StoreError> {
+    match bytes.split_first() {
+        Some((&v, rest)) if v == T::VERSION => {
+            bincode::deserialize(rest).map_err(|e| StoreError::Codec(e.to_string()))
+        }
+        Some((&v, _)) => Err(StoreError::Codec(format!("unknown record version {v}"))),
+        None => Err(StoreError::Codec("empty record".into())),
+    }
+}
+
 /// Plain bincode, for [`Record::upgrade`] implementations.
 pub fn raw<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Codec(e.to_string()))

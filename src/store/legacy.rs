@@ -25,7 +25,9 @@ first_layout!(
     RoutingRecord,
     TeamRecord,
     MediaRecord,
-    FetchJob
+    FetchJob,
+    crate::domain::report::ReportEvent,
+    super::schema::CsatPending,
 );
 
 /// Version 2 added replies, reactions, referrals, media, pricing and typed content.

@@ -34,6 +34,7 @@ mod media;
 mod open;
 pub mod people;
 mod reads;
+pub mod report;
 pub mod schema;
 pub mod settings;
 #[cfg(test)]

@@ -18,6 +18,8 @@
 //! | `media`         | `m` 0 media id                        | [`MediaRecord`]          |
 //! |                 | `q` 0 next try (i64 BE) 0 media id    | [`FetchJob`]             |
 //! |                 | `c` 0 media id 0 conversation id      | empty (where it is shown)|
+//! | `csat_pending`  | conversation id                       | [`CsatPending`]          |
+//! | `report_events` | time (i64 BE, sign flipped), conversation id, 0, u64 BE | [`ReportEvent`] |
 //!
 //! A `wamids` entry names the message with that wamid, or, for a customer's reaction (not a
 //! message of its own), the message it changed, or no message ([`WamidRef::NO_MESSAGE`]) when
@@ -29,6 +31,10 @@
 //! written before contacts existed (`contact.indexed == false`, see `super::legacy`) has none,
 //! and its first write adds them all. The id is the key's last part, so one containing NUL still
 //! reads unambiguously.
+//!
+//! Report events are keyed by time first, so a report over `[from, to)` is one range scan that
+//! reads only that window; the trailing number (see [`report_key`]) only keeps two events of one
+//! conversation in the same millisecond apart.
 //!
 //! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
 //! returns a conversation's messages oldest first. Ids never contain NUL (config validation and
@@ -61,7 +67,13 @@ pub const CF_CONTACTS: &str = "contacts";
 /// (`crate::media`); the bytes themselves live in the object store.
 pub const CF_MEDIA: &str = "media";
 
-pub const ALL_CFS: [&str; 14] = [
+/// Reporting events by time (see [`crate::domain::report`]).
+pub const CF_REPORT_EVENTS: &str = "report_events";
+
+/// Rating questions sent and not answered yet, by conversation.
+pub const CF_CSAT_PENDING: &str = "csat_pending";
+
+pub const ALL_CFS: [&str; 16] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -72,6 +84,8 @@ pub const ALL_CFS: [&str; 14] = [
     CF_OTHER_CHANGES,
     CF_SETTINGS,
     CF_STATUS_LOG,
+    CF_REPORT_EVENTS,
+    CF_CSAT_PENDING,
     CF_PEOPLE,
     CF_AUDIT,
     CF_CONTACTS,
@@ -128,6 +142,32 @@ impl ContactKey {
             }
         }
     }
+}
+
+/// A rating question waiting for its answer: where the conversation was resolved and by whom,
+/// so the answer counts for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsatPending {
+    pub asked_at: Millis,
+    pub team: String,
+    pub agent: Option<String>,
+}
+
+pub use crate::domain::report::ReportEvent;
+
+/// A time as a key prefix that sorts in time order, negative times included.
+pub fn time_prefix(at: Millis) -> [u8; 8] {
+    ((at as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// A report event's key: its time, its conversation and `unique` (see [`super::batch`]).
+pub fn report_key(at: Millis, conversation_id: &str, unique: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(conversation_id.len() + 17);
+    k.extend_from_slice(&time_prefix(at));
+    k.extend_from_slice(conversation_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&unique.to_be_bytes());
+    k
 }
 
 /// Where a wamid lives: which conversation, which message.
@@ -441,6 +481,13 @@ mod tests {
             Some(1_700_000_000_000)
         );
         assert!(fetch_key(1, "x").starts_with(FETCH_PREFIX));
+    }
+
+    #[test]
+    fn report_keys_sort_by_time() {
+        assert!(report_key(-5, "z", 9) < report_key(3, "a", 0));
+        assert!(report_key(3, "z", 0) < report_key(4, "a", 0));
+        assert!(time_prefix(i64::MIN) < time_prefix(i64::MAX));
     }
 
     #[test]

@@ -283,6 +283,13 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
     ),
     (
         "GET",
+        "/api/v1/reports/{dimension}?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+        Subject::None,
+        "",
+        [403, 200, 200, 403, 401, 401],
+    ),
+    (
+        "GET",
         "/api/v1/audit",
         Subject::None,
         "",
@@ -324,6 +331,7 @@ async fn cell(tb: &TB, row: usize, caller: usize) -> Option<String> {
     };
     // `{message_id}`: the conversation's first message (the customer's).
     let path = path
+        .replace("{dimension}", "teams")
         .replace("{message_id}", &format!("{id}-1"))
         .replace("{id}", &id);
     let body = body.replace("NEW", &uniq("n"));
@@ -391,7 +399,10 @@ async fn every_route_by_caller() {
     // Every other method on each path is not served (405), so no method hides outside the table.
     let paths: BTreeSet<&str> = TABLE.iter().map(|r| template(r.1)).collect();
     for path in paths {
-        let concrete = path.replace("{message_id}", "x-1").replace("{id}", "x");
+        let concrete = path
+            .replace("{dimension}", "teams")
+            .replace("{message_id}", "x-1")
+            .replace("{id}", "x");
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
             if TABLE.iter().any(|r| template(r.1) == path && r.0 == method) {
                 continue;

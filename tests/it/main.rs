@@ -35,6 +35,7 @@ mod outbound;
 mod outbound_rich;
 mod outbox_metrics;
 mod people;
+mod reports;
 mod routing;
 mod storage_failure;
 mod teams;

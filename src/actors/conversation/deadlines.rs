@@ -63,7 +63,10 @@ impl ConversationActor {
         let before = state.conv.clone();
         let mut next = before.clone();
         next.breach(kind);
-        self.persist(state, next, Batch::new()).await?;
+        let mut batch = Batch::new();
+        let miss = ReportKind::Sla { kind, met: false };
+        batch.put_report(&ReportEvent::of(&before, self.ctx.now(), None, miss))?;
+        self.persist(state, next, batch).await?;
         record_sla(state.conv.team(), kind, false);
         self.sync_queues(Some(&before), &state.conv);
         self.ctx.bus.publish(Event {

@@ -50,6 +50,9 @@ impl ConversationActor {
         items: Vec<InboundMessage>,
     ) -> Result<InboundAck, Error> {
         let known = self.stored_wamids(state, &items).await?;
+        if let Some(ack) = self.csat_answer(state, &items, &known).await? {
+            return Ok(ack);
+        }
         let now = self.ctx.now();
         // `state.conv` stays as it was until the commit succeeds: it is the "before".
         let mut next = state.conv.clone();
@@ -173,6 +176,26 @@ impl ConversationActor {
         if let Some(p) = &placement {
             next.route(p);
         }
+        // Reporting events, in the team the routing chose (the team of this moment).
+        let opened = match (is_new, reopened) {
+            (true, _) => Some(ReportKind::Opened),
+            (false, true) => Some(ReportKind::Reopened),
+            _ => None,
+        };
+        if let Some(kind) = opened {
+            batch.put_report(&ReportEvent::of(&next, now, None, kind))?;
+        }
+        if reopened {
+            // A rating question left unanswered expires with the cycle it was about.
+            batch.delete_csat_pending(&next.id);
+        }
+        let messages = u32::try_from(created.len()).unwrap_or(u32::MAX);
+        batch.put_report(&ReportEvent::of(
+            &next,
+            now,
+            None,
+            ReportKind::Inbound { messages },
+        ))?;
         let mut auto_reply = None;
         if let Some((text, period)) = policies.after_hours_reply(&next, now) {
             let msg = next.send_after_hours_reply(text, period, now);
@@ -396,5 +419,29 @@ pub(super) fn count_billable(number: &str, msg: &Message) {
         metrics::counter!(m::BILLABLE_MESSAGES, "number" => number.to_string(),
             "category" => m::pricing_category(&p.category))
         .increment(1);
+    }
+}
+
+/// Customer message `item` as the conversation's next message.
+pub(super) fn inbound_message(next: &mut Conversation, item: InboundMessage) -> Message {
+    Message {
+        conversation_id: next.id.clone(),
+        seq: next.take_seq(),
+        direction: Direction::Inbound,
+        kind: item.kind,
+        text: item.text,
+        wamid: Some(item.wamid),
+        status: Some(DeliveryStatus::Received),
+        author: Author::Customer(item.customer),
+        at: item.sent_at,
+        error: None,
+        idempotency_key: None,
+        raw: Some(item.raw),
+        reply_to: None,
+        reactions: Vec::new(),
+        referral: item.detail.referral,
+        media: item.detail.media,
+        pricing: None,
+        content: item.detail.content,
     }
 }

@@ -26,6 +26,7 @@
 //! [`inbound`] (with [`quotes`]: replies and reactions), [`ownership`], [`outbound`],
 //! [`deadlines`] and [`media`].
 
+mod csat;
 mod deadlines;
 mod inbound;
 mod media;
@@ -44,8 +45,10 @@ use std::sync::Arc;
 use super::recent::RecentOutbound;
 use super::seen::SeenWamids;
 use super::{count_change, Ctx, Reply, TeamMsg};
+use crate::domain::hours::BusinessHours;
 use crate::domain::message::Outgoing;
 use crate::domain::policy::{Deadline, Policies};
+use crate::domain::report::{AssignReason, ReportEvent, ReportKind, Span};
 use crate::domain::routing::RouteInput;
 use crate::domain::{
     Access, Assignment, Author, Caller, Conversation, ConversationStatus, CustomerIds,
@@ -573,6 +576,15 @@ impl ConversationActor {
             sla: None,
             rendered: Default::default(),
         });
+    }
+
+    /// `[from, to)` on the wall clock and in `team`'s business hours (for reporting events).
+    fn span(&self, team: &str, from: Millis, to: Millis) -> Span {
+        let policies = self.ctx.policies();
+        match policies.team(team) {
+            Some(p) => Span::measure(&p.hours, from, to),
+            None => Span::measure(&BusinessHours::always_open(), from, to),
+        }
     }
 
     fn team_cast(&self, team: &str, msg: TeamMsg) {

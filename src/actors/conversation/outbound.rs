@@ -78,6 +78,37 @@ impl ConversationActor {
             .into_iter()
             .filter_map(|kind| policies.sla_met(&next, kind, now).map(|met| (kind, met)))
             .collect();
+        // Reporting: the first response of the cycle, this reply's wait, the clocks it settled.
+        let sla = next.sla().clone();
+        let first = sla
+            .first_response_at
+            .is_none()
+            .then(|| self.span(next.team(), sla.responsible_since, now));
+        let wait = sla.waiting_since.map(|w| self.span(next.team(), w, now));
+        let mut batch = Batch::new();
+        let agent = Some(caller.id.as_str());
+        if let Some(s) = first {
+            let e = ReportEvent::of(&next, now, agent, ReportKind::FirstResponse(s));
+            batch.put_report(&e)?;
+        }
+        batch.put_report(&ReportEvent::of(
+            &next,
+            now,
+            agent,
+            ReportKind::Reply { wait },
+        ))?;
+        for (kind, met) in &settled {
+            let e = ReportEvent::of(
+                &next,
+                now,
+                agent,
+                ReportKind::Sla {
+                    kind: *kind,
+                    met: *met,
+                },
+            );
+            batch.put_report(&e)?;
+        }
         next.on_human_reply(now);
         let (mut msg, mut job) = outbound_message(
             &mut next,
@@ -88,7 +119,6 @@ impl ConversationActor {
             now,
         );
         let seq = msg.seq;
-        let mut batch = Batch::new();
         if let Some(media) = media {
             // Whoever sees this conversation may now download the media.
             batch.put_media_shown(&media.info.id, &id);
@@ -103,6 +133,9 @@ impl ConversationActor {
         state.recent.remember(&msg);
         for (kind, met) in settled {
             record_sla(state.conv.team(), kind, met);
+        }
+        if let Some(s) = first {
+            m::record_first_response(state.conv.team(), s.wall_ms);
         }
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => "queued").increment(1);
         if let Some(outbox) = self.ctx.outbox.get() {

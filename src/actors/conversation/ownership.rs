@@ -37,7 +37,19 @@ impl ConversationActor {
         let before = state.conv.clone();
         let mut next = before.clone();
         next.assign(&caller.id, self.ctx.now());
-        if let Err(e) = self.persist(state, next, Batch::new()).await {
+        let reason = match kind {
+            ClaimKind::Direct => AssignReason::Claim,
+            ClaimKind::Queued => AssignReason::Next,
+            ClaimKind::Auto => AssignReason::Auto,
+        };
+        let mut batch = Batch::new();
+        batch.put_report(&ReportEvent::of(
+            &next,
+            self.ctx.now(),
+            Some(&caller.id),
+            ReportKind::Assigned { reason },
+        ))?;
+        if let Err(e) = self.persist(state, next, batch).await {
             self.free_agent(&caller.id, &before.id);
             return Err(e);
         }
@@ -88,14 +100,34 @@ impl ConversationActor {
         if next == before {
             return Ok(before);
         }
+        let now = self.ctx.now();
         let met = self
             .ctx
             .policies()
-            .sla_met(&before, SlaKind::Resolution, self.ctx.now());
-        self.persist(state, next, Batch::new()).await?;
+            .sla_met(&before, SlaKind::Resolution, now);
+        // Counted where it was resolved, for whoever owned it.
+        let took = self.span(before.team(), before.sla().opened_at, now);
+        let mut batch = Batch::new();
+        batch.put_report(&ReportEvent::of(
+            &before,
+            now,
+            None,
+            ReportKind::Resolved(took),
+        ))?;
+        if let Some(met) = met {
+            let kind = ReportKind::Sla {
+                kind: SlaKind::Resolution,
+                met,
+            };
+            batch.put_report(&ReportEvent::of(&before, now, None, kind))?;
+        }
+        let asked = self.ask_csat(&before, &mut next, &mut batch, now)?;
+        self.persist(state, next, batch).await?;
+        self.asked_csat(state, asked);
         if let Some(met) = met {
             record_sla(state.conv.team(), SlaKind::Resolution, met);
         }
+        m::record_resolution(before.team(), took.wall_ms);
         if let Some(owner) = freed {
             self.free_agent(&owner, &before.id);
         }
@@ -134,6 +166,22 @@ impl ConversationActor {
         let mut next = before.clone();
         next.transfer(&target, now);
         let mut batch = Batch::new();
+        // The move counts in the team it left; the new owner's assignment in the team it joins.
+        let to_team = next.team().to_string();
+        batch.put_report(&ReportEvent::of(
+            &before,
+            now,
+            None,
+            ReportKind::Transferred { to_team },
+        ))?;
+        if let Some(n) = new_owner
+            .as_ref()
+            .filter(|n| Some(*n) != old_owner.as_ref())
+        {
+            let reason = AssignReason::Transfer;
+            let e = ReportEvent::of(&next, now, Some(n), ReportKind::Assigned { reason });
+            batch.put_report(&e)?;
+        }
         let mut note_msg = None;
         if let Some(text) = note.filter(|t| !t.trim().is_empty()) {
             let msg = note_message(&mut next, caller, text, now);
@@ -183,6 +231,13 @@ impl ConversationActor {
         );
         let mut batch = Batch::new();
         batch.put_message(&note)?;
+        let reason = why.label().to_string();
+        batch.put_report(&ReportEvent::of(
+            &before,
+            now,
+            Some(from),
+            ReportKind::Reassigned { reason },
+        ))?;
         self.persist(state, next, batch).await?;
         metrics::counter!(m::ASSIGNMENTS, "team" => state.conv.team().to_string(), "reason" => why.label())
             .increment(1);
