@@ -113,7 +113,7 @@ pub struct Ctx {
     pub outbox: OnceLock<Outbox>,
     /// Wakes the media fetcher (`crate::media`) when a message queued a fetch: a port, so the
     /// actors never depend on the media module, which depends on them.
-    pub media_queued: Arc<tokio::sync::Notify>,
+    pub media_queued: Arc<ports::FetchSignal>,
     timers: timers::Timers,
     pub clock: SharedClock,
     /// The routing rules and team policies in force; replaced whole by the admin API.
@@ -164,7 +164,7 @@ impl Ctx {
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
-            media_queued: Arc::new(tokio::sync::Notify::new()),
+            media_queued: Arc::new(ports::FetchSignal::default()),
             timers,
             clock,
             policies,

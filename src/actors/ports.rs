@@ -11,6 +11,9 @@
 //!   is a handle created empty before any actor and bound exactly once, by app.rs, to the
 //!   registry when that exists. Until it is bound (and once the registry is gone, at shutdown)
 //!   nothing is asked: agents hand nothing back, teams do not assign, timers do not fire.
+//! - [`FetchSignal`]: conversations tell the media fetcher (`crate::media`) that they queued a
+//!   fetch, and from when it is due, so the fetcher reads its queue from there instead of from
+//!   its start (which holds the deletions of every fetch done since the last compaction).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -20,6 +23,46 @@ use ractor::ActorRef;
 use super::{AgentMsg, ConversationMsg, Ctx, Reply, TeamMsg};
 use crate::domain::policy::Policies;
 use crate::error::Error;
+
+/// A fetch was queued: wakes the fetcher and keeps the earliest due time queued since the fetcher
+/// last looked. Invariant: a fetch committed to the queue is either seen by the fetcher's next
+/// read or recorded here (conversations signal after their commit), so reading from
+/// `min(what it saw first, what is recorded here)` misses nothing.
+pub struct FetchSignal {
+    notify: tokio::sync::Notify,
+    earliest: std::sync::atomic::AtomicI64,
+}
+
+impl Default for FetchSignal {
+    fn default() -> Self {
+        Self {
+            notify: tokio::sync::Notify::new(),
+            earliest: std::sync::atomic::AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
+impl FetchSignal {
+    /// A fetch due at `at` is queued (durably).
+    pub fn queued(&self, at: crate::domain::Millis) {
+        self.earliest
+            .fetch_min(at, std::sync::atomic::Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// The earliest due time queued since the last call, if any.
+    pub fn take_earliest(&self) -> Option<crate::domain::Millis> {
+        let at = self
+            .earliest
+            .swap(i64::MAX, std::sync::atomic::Ordering::AcqRel);
+        (at != i64::MAX).then_some(at)
+    }
+
+    /// Waits for the next [`Self::queued`].
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
 
 /// Agent and team actors by id.
 #[derive(Default)]

@@ -61,6 +61,9 @@ enum Fetched {
     Gone(String),
 }
 
+/// How often the fetcher reads its queue from the start regardless of its floor.
+const FULL_READ: Duration = Duration::from_secs(60);
+
 /// Delay before retry `attempt` (1-based): between half and all of a doubling ceiling.
 fn backoff(cfg: &MediaConfig, attempt: u32) -> Millis {
     let exp = cfg
@@ -76,12 +79,27 @@ impl Fetcher {
         let store = self.ctx.store.clone();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
+        // Where the queue is read from (see `FetchSignal`): at most the first job's due time and
+        // the time of the read, lowered by what conversations queued meanwhile. The queue's
+        // start holds the deletions of every fetch done, so reading from it each time costs
+        // more the longer the broker runs; from `floor`, only what is queued. A full read every
+        // `FULL_READ` anyway, so a due time below the floor (a clock set back) waits at most that.
+        let mut floor: Option<Millis> = None;
+        let mut full_read_at = std::time::Instant::now();
         loop {
             let now = self.ctx.now();
             let mut next: Option<Millis> = None;
+            if let Some(t) = self.media.wake.take_earliest() {
+                floor = floor.map(|f| f.min(t));
+            }
+            if full_read_at.elapsed() >= FULL_READ {
+                floor = None;
+                full_read_at = std::time::Instant::now();
+            }
             if running.len() < limit {
-                match store.fetch_queue_head(limit * 2).await {
+                match store.fetch_queue_head(floor, limit * 2).await {
                     Ok(head) => {
+                        floor = Some(head.first().map_or(now, |j| j.next_at.min(now)));
                         let busy: HashSet<&String> = running.values().collect();
                         let mut start = Vec::new();
                         for job in head {

@@ -33,13 +33,13 @@ mod sender;
 
 use std::sync::Arc;
 
+use crate::actors::ports::FetchSignal;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
 
 use crate::domain::{Caller, Millis, Role};
 use crate::store::{MediaOrigin, MediaRecord, MediaState, Store, StoreError};
@@ -199,7 +199,7 @@ pub struct Media {
     /// Meta's media endpoints: the fetcher's downloads and the outbox's uploads.
     pub graph: MediaGraph,
     /// Wakes the fetcher when a fetch is queued.
-    wake: Arc<Notify>,
+    pub(crate) wake: Arc<FetchSignal>,
     fetcher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -209,7 +209,7 @@ impl Media {
         store: Store,
         objects: Arc<dyn ObjectStore>,
         graph: MediaGraph,
-        wake: Arc<Notify>,
+        wake: Arc<FetchSignal>,
     ) -> Self {
         Self {
             store,
@@ -222,11 +222,6 @@ impl Media {
 
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.objects
-    }
-
-    /// A fetch was queued (durably): the fetcher looks at the queue again.
-    pub fn fetch_queued(&self) {
-        self.wake.notify_one();
     }
 
     /// Stops the fetcher at once; fetches in progress are cut and stay queued on disk.

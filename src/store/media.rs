@@ -9,7 +9,8 @@
 use super::batch::Batch;
 use super::codec::{decode, encode};
 use super::schema::*;
-use super::{cf, rocks, scan_prefix, Store, StoreError};
+use super::{cf, rocks, scan_prefix, scan_prefix_from, Store, StoreError};
+use crate::domain::Millis;
 
 impl Batch {
     pub fn put_media(&mut self, r: &MediaRecord) -> Result<(), StoreError> {
@@ -68,11 +69,20 @@ impl Store {
         .await
     }
 
-    /// The first `limit` queued fetches in time order, due or not.
-    pub async fn fetch_queue_head(&self, limit: usize) -> Result<Vec<FetchJob>, StoreError> {
+    /// The first `limit` queued fetches in time order, due or not, from those due at `from`
+    /// (from the queue's start when None).
+    pub async fn fetch_queue_head(
+        &self,
+        from: Option<Millis>,
+        limit: usize,
+    ) -> Result<Vec<FetchJob>, StoreError> {
         self.read(move |db| {
             let mut out = Vec::new();
-            scan_prefix(db, CF_MEDIA, FETCH_PREFIX, |_, v| {
+            let start = match from {
+                Some(at) => fetch_key(at, ""),
+                None => FETCH_PREFIX.to_vec(),
+            };
+            scan_prefix_from(db, CF_MEDIA, FETCH_PREFIX, &start, |_, v| {
                 out.push(decode::<FetchJob>(v)?);
                 Ok(out.len() < limit)
             })?;
@@ -127,7 +137,7 @@ mod tests {
         store.commit(b).await.expect("commit");
         let ids = |jobs: Vec<FetchJob>| jobs.into_iter().map(|j| j.media_id).collect::<Vec<_>>();
         assert_eq!(
-            ids(store.fetch_queue_head(10).await.expect("head")),
+            ids(store.fetch_queue_head(None, 10).await.expect("head")),
             ["early", "mid", "late"]
         );
         // Moving a fetch to a later time is a delete and a put.
@@ -138,7 +148,7 @@ mod tests {
         store.close().await;
         let store = Store::open(dir.path(), true, 64).expect("reopen");
         assert_eq!(
-            ids(store.fetch_queue_head(2).await.expect("head")),
+            ids(store.fetch_queue_head(None, 2).await.expect("head")),
             ["mid", "late"]
         );
         assert_eq!(store.fetch_queue_len().await.expect("len"), 3);

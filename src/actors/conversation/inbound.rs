@@ -234,7 +234,7 @@ impl ConversationActor {
         }
         if fetches > 0 {
             metrics::gauge!(m::MEDIA_FETCH_PENDING).increment(fetches as f64);
-            self.ctx.media_queued.notify_one();
+            self.ctx.media_queued.queued(now);
         }
         ack.stored = created.len();
         metrics::counter!(m::INBOUND_MESSAGES).increment(ack.stored as u64);
