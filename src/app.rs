@@ -310,10 +310,6 @@ impl Broker {
         })?;
         let templates = Arc::new(templates);
         let _ = ctx.templates.set(templates.clone());
-        let template_sync = tokio::spawn(crate::templates::sync_periodically(
-            templates,
-            Duration::from_secs(config.whatsapp.template_sync_interval_secs),
-        ));
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
@@ -372,6 +368,11 @@ impl Broker {
         ));
         let state = AppState::new(ctx.clone(), metrics, people, media.clone());
         listeners.front().attach(http::app(state.clone()));
+        // Last, once nothing else can fail: a start that fails leaves no sync running.
+        let template_sync = tokio::spawn(crate::templates::sync_periodically(
+            templates,
+            Duration::from_secs(config.whatsapp.template_sync_interval_secs),
+        ));
         Ok(Broker {
             media,
             ctx,

@@ -207,7 +207,7 @@ async fn the_sync_picks_up_templates_created_elsewhere_and_status_changes() {
 
 /// Creates `order_ready` (en_US) through the API and approves it by webhook.
 async fn approved_order_ready(tb: &TB) {
-    startup_sync(&tb).await;
+    startup_sync(tb).await;
     let (code, created) = tb.post(ROOT, "/api/v1/templates", order_ready()).await;
     assert_eq!(code, 201, "{created}");
     let approved = template_webhook(
