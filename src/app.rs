@@ -115,6 +115,8 @@ pub struct Broker {
     listeners: Arc<http::Listeners>,
     sweeper: JoinHandle<()>,
     timer_task: JoinHandle<()>,
+    /// Syncs the template registry from Meta (`crate::templates`).
+    template_sync: JoinHandle<()>,
     shut: bool,
 }
 
@@ -132,6 +134,7 @@ impl Drop for Broker {
         self.listeners.front().detach();
         self.sweeper.abort();
         self.timer_task.abort();
+        self.template_sync.abort();
         if let Some(outbox) = self.ctx.outbox.get() {
             outbox.abort();
         }
@@ -288,6 +291,25 @@ impl Broker {
             Duration::from_millis(config.outbox.request_timeout_ms),
         )
         .map_err(|e| StartError::Spawn(format!("graph client: {e}")))?;
+        let template_graph = crate::templates::TemplateGraph::new(
+            &config.whatsapp.graph_api_base,
+            &config.whatsapp.access_token,
+            Duration::from_millis(config.outbox.request_timeout_ms),
+        )
+        .map_err(|e| StartError::Spawn(format!("template client: {e}")))?;
+        let templates = crate::templates::Registry::load(
+            store.clone(),
+            template_graph,
+            &config.whatsapp.waba_id,
+            ctx.clock.clone(),
+        )
+        .await
+        .map_err(|source| StartError::Storage {
+            path: config.storage.path.display().to_string(),
+            source,
+        })?;
+        let templates = Arc::new(templates);
+        let _ = ctx.templates.set(templates.clone());
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
@@ -346,6 +368,11 @@ impl Broker {
         ));
         let state = AppState::new(ctx.clone(), metrics, people, media.clone());
         listeners.front().attach(http::app(state.clone()));
+        // Last, once nothing else can fail: a start that fails leaves no sync running.
+        let template_sync = tokio::spawn(crate::templates::sync_periodically(
+            templates,
+            Duration::from_secs(config.whatsapp.template_sync_interval_secs),
+        ));
         Ok(Broker {
             media,
             ctx,
@@ -354,6 +381,7 @@ impl Broker {
             listeners,
             sweeper,
             timer_task,
+            template_sync,
             shut: false,
         })
     }
@@ -386,6 +414,7 @@ impl Broker {
         self.media.abort();
         self.sweeper.abort();
         self.timer_task.abort();
+        self.template_sync.abort();
         self.ctx.stop_conversations(Duration::from_secs(5)).await;
         // The guardian first: a child stopped on purpose is never restarted anyway.
         self.guardian.stop(None);

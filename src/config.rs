@@ -194,6 +194,9 @@ pub struct WhatsAppConfig {
     pub waba_id: String,
     #[serde(default = "default_graph_api_base")]
     pub graph_api_base: String,
+    /// How often the template registry is synced from Meta (and once at start-up).
+    #[serde(default = "default_template_sync_interval_secs")]
+    pub template_sync_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,6 +437,9 @@ fn default_stall_after_ms() -> u64 {
 fn default_graph_api_base() -> String {
     "https://graph.facebook.com/v25.0".to_string()
 }
+fn default_template_sync_interval_secs() -> u64 {
+    15 * 60
+}
 fn default_mps() -> u32 {
     80
 }
@@ -652,6 +658,10 @@ impl Config {
                 format!("not an http(s) URL: {:?}", self.whatsapp.graph_api_base),
             ));
         }
+        positive(
+            "whatsapp.template_sync_interval_secs",
+            self.whatsapp.template_sync_interval_secs,
+        )?;
         positive("outbox.retry_base_ms", self.outbox.retry_base_ms)?;
         positive("outbox.retry_max_ms", self.outbox.retry_max_ms)?;
         positive("outbox.max_attempts", self.outbox.max_attempts as u64)?;

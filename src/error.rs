@@ -66,6 +66,10 @@ codes! {
     UriTooLong => "uri_too_long",
     /// The 24-hour customer-service window is closed.
     WindowClosed => "window_closed",
+    /// A template send naming a template Meta has not approved (or no longer does).
+    TemplateNotApproved => "template_not_approved",
+    /// A `MARKETING` template to a customer who stopped marketing messages (`user_preferences`).
+    MarketingOptedOut => "marketing_opted_out",
     /// Request headers larger than hyper reads.
     HeadersTooLarge => "headers_too_large",
     /// An address that failed authentication too often lately.
@@ -118,6 +122,8 @@ impl Error {
                 DomainError::NotWaiting => Code::NotWaiting,
                 DomainError::Invalid(_) => Code::InvalidRequest,
                 DomainError::AlreadyExists(_) => Code::AlreadyExists,
+                DomainError::TemplateNotApproved(_) => Code::TemplateNotApproved,
+                DomainError::MarketingOptedOut => Code::MarketingOptedOut,
             },
             Error::Store(_) => Code::StorageError,
             Error::Unavailable => Code::Unavailable,

@@ -11,7 +11,7 @@
 //! serialized (read the parked status, keep the more advanced), so concurrent webhooks never put
 //! back a less advanced one. Every status is also kept whole, in the commit that settles it
 //! (applied, stale, adopted or parked). Other changes (template updates, account events, echoes)
-//! are kept verbatim.
+//! are kept verbatim; the template ones also update the template registry (`crate::templates`).
 //!
 //! Each message's conversation is its sender's contact's, found from the phone and user id it
 //! names, for the whole body at once (see [`crate::identity`], which also says how racing
@@ -313,5 +313,16 @@ async fn keep_other(ctx: &Arc<Ctx>, other: Vec<OtherChange>) -> Result<(), Error
         batch.put_other_change(&o.field, &o.raw);
     }
     ctx.store.commit(batch).await?;
+    // Kept verbatim first: a template change that fails to apply is answered 500, and Meta's
+    // redelivery applies it again (applying is idempotent).
+    if let Some(registry) = ctx.templates.get() {
+        for o in &other {
+            if crate::templates::TEMPLATE_FIELDS.contains(&o.field.as_str()) {
+                registry.apply_change(&o.field, &o.raw).await?;
+            } else if o.field == "user_preferences" {
+                registry.apply_preferences(&o.raw).await?;
+            }
+        }
+    }
     Ok(())
 }

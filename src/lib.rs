@@ -53,6 +53,7 @@ pub mod outbox;
 pub mod service;
 pub mod store;
 pub mod supervisor;
+pub mod templates;
 pub mod whatsapp;
 
 pub use app::Broker;

@@ -60,6 +60,7 @@ pub const AUTH_FAILURES: &str = "switchboard_auth_failures_total";
 pub const AGENT_REFUSED: &str = "switchboard_agent_requests_refused_total";
 pub const MEDIA_FETCHES: &str = "switchboard_media_fetches_total";
 pub const MEDIA_FETCH_PENDING: &str = "switchboard_media_fetch_pending";
+pub const TEMPLATE_SYNCS: &str = "switchboard_template_syncs_total";
 pub const MEDIA_UPLOADS: &str = "switchboard_media_uploads_total";
 pub const FIRST_RESPONSE: &str = "switchboard_first_response_seconds";
 pub const RESOLUTION: &str = "switchboard_resolution_seconds";
@@ -332,6 +333,10 @@ fn describe() {
         MEDIA_FETCHES,
         "Inbound media fetch attempts by outcome: stored, retried (a transient failure or a hash mismatch; tried again later), failed (404 at Meta, id expired, refused, or the bytes never matched their hash)."
     );
+    describe_counter!(
+        TEMPLATE_SYNCS,
+        "Template registry syncs from Meta (start-up and periodic) by outcome: ok, failed (Meta unreachable or refusing; the next sync tries again)."
+    );
     describe_gauge!(
         MEDIA_FETCH_PENDING,
         "Inbound media waiting to be fetched (durable queue), including fetches in progress and retries waiting."
@@ -392,6 +397,9 @@ pub const REACTION_OUTCOMES: [&str; 3] = ["applied", "removed", "unknown_target"
 /// Every outcome of an inbound media fetch (`MEDIA_FETCHES`).
 pub const MEDIA_FETCH_OUTCOMES: [&str; 3] = ["stored", "retried", "failed"];
 
+/// Every outcome of a template sync (`TEMPLATE_SYNCS`).
+pub const TEMPLATE_SYNC_OUTCOMES: [&str; 2] = ["ok", "failed"];
+
 /// Every outcome of an agent's upload (`MEDIA_UPLOADS`).
 pub const MEDIA_UPLOAD_OUTCOMES: [&str; 4] = ["stored", "too_large", "unsupported", "error"];
 /// `ASSIGNMENTS` reasons, per team.
@@ -446,6 +454,7 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         (INBOUND_REACTIONS, &REACTION_OUTCOMES[..]),
         (READ_RECEIPTS, &READ_OUTCOMES[..]),
         (MEDIA_FETCHES, &MEDIA_FETCH_OUTCOMES[..]),
+        (TEMPLATE_SYNCS, &TEMPLATE_SYNC_OUTCOMES[..]),
         (MEDIA_UPLOADS, &MEDIA_UPLOAD_OUTCOMES[..]),
     ] {
         for &outcome in outcomes {

@@ -111,6 +111,9 @@ pub struct Ctx {
     /// Set once by app.rs, right after this context: the outbox reports to conversation actors
     /// through it ([`send_outcomes`]).
     pub outbox: OnceLock<Outbox>,
+    /// Set once by app.rs, right after this context: the template registry, which the template
+    /// webhooks keep current (`crate::ingest`).
+    pub templates: OnceLock<Arc<crate::templates::Registry>>,
     /// Wakes the media fetcher (`crate::media`) when a message queued a fetch: a port, so the
     /// actors never depend on the media module, which depends on them.
     pub media_queued: Arc<ports::FetchSignal>,
@@ -164,6 +167,7 @@ impl Ctx {
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
+            templates: OnceLock::new(),
             media_queued: Arc::new(ports::FetchSignal::default()),
             timers,
             clock,

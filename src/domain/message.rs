@@ -141,15 +141,31 @@ pub enum FailureReason {
     MarketingOptedOut,
     /// 130472: the user is part of a Meta experiment that withholds marketing messages.
     Experiment,
+    // Variants are only ever appended.
+    /// 132000: the parameters do not match the template's placeholders.
+    TemplateParameterCount,
+    /// 132001: no template by that name in that language.
+    TemplateMissing,
+    /// 132012: a parameter's format does not match the template's.
+    TemplateParameterFormat,
+    /// 132015: Meta paused the template for its low quality.
+    TemplatePaused,
+    /// 132016: Meta disabled the template for good.
+    TemplateDisabled,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 5] = [
+    pub const ALL: [FailureReason; 10] = [
         Self::WindowClosed,
         Self::Undeliverable,
         Self::MarketingLimit,
         Self::MarketingOptedOut,
         Self::Experiment,
+        Self::TemplateParameterCount,
+        Self::TemplateMissing,
+        Self::TemplateParameterFormat,
+        Self::TemplatePaused,
+        Self::TemplateDisabled,
     ];
 
     /// The reason of Meta's error `code`, if it is one of the known ones.
@@ -169,6 +185,11 @@ impl FailureReason {
             Self::MarketingLimit => 131049,
             Self::MarketingOptedOut => 131050,
             Self::Experiment => 130472,
+            Self::TemplateParameterCount => 132000,
+            Self::TemplateMissing => 132001,
+            Self::TemplateParameterFormat => 132012,
+            Self::TemplatePaused => 132015,
+            Self::TemplateDisabled => 132016,
         }
     }
 
@@ -180,6 +201,11 @@ impl FailureReason {
             Self::MarketingLimit => "marketing_limit",
             Self::MarketingOptedOut => "marketing_opted_out",
             Self::Experiment => "experiment",
+            Self::TemplateParameterCount => "template_parameter_count",
+            Self::TemplateMissing => "template_missing",
+            Self::TemplateParameterFormat => "template_parameter_format",
+            Self::TemplatePaused => "template_paused",
+            Self::TemplateDisabled => "template_disabled",
         }
     }
 
@@ -200,6 +226,21 @@ impl FailureReason {
             }
             Self::Experiment => {
                 "WhatsApp withheld this marketing message because the customer is part of a Meta experiment."
+            }
+            Self::TemplateParameterCount => {
+                "The template's parameters did not match what Meta has for it; the template list is being refreshed."
+            }
+            Self::TemplateMissing => {
+                "Meta has no template by this name in this language; the template list is being refreshed."
+            }
+            Self::TemplateParameterFormat => {
+                "A parameter's format did not match the template's; the template list is being refreshed."
+            }
+            Self::TemplatePaused => {
+                "Meta paused this template for its low quality; it cannot be sent until Meta reinstates it."
+            }
+            Self::TemplateDisabled => {
+                "Meta disabled this template; it can no longer be sent."
             }
         }
     }
@@ -345,7 +386,20 @@ pub enum Outgoing {
     /// Buttons or a list: Meta's `interactive` object as JSON text, and the readable text the
     /// message shows (its body text).
     Interactive { json: String, summary: String },
+    /// An approved template (allowed outside the 24-hour window): its name, the language
+    /// variant chosen, Meta's send `components` as JSON text, and its body as filled in.
+    Template {
+        name: String,
+        language: String,
+        /// Meta's category: a `MARKETING` one is refused to a customer who stopped marketing.
+        category: String,
+        components_json: String,
+        summary: String,
+    },
 }
+
+/// The `kind` of a template message an agent sent.
+pub const TEMPLATE_KIND: &str = "template";
 
 /// The `kind` of an agent's reaction message: kept as an outbound message so its delivery (and
 /// any failure) is visible; `reply_to` names the message it reacts to, `text` is the emoji

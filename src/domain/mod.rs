@@ -60,4 +60,10 @@ pub enum DomainError {
     /// An id that is taken (an agent or team created twice).
     #[error("{0}")]
     AlreadyExists(String),
+    /// A template send naming a template with no `APPROVED` variant.
+    #[error("{0}")]
+    TemplateNotApproved(String),
+    /// A `MARKETING` template to a customer who stopped marketing messages.
+    #[error("the customer stopped marketing messages")]
+    MarketingOptedOut,
 }

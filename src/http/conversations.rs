@@ -20,7 +20,9 @@ use super::json::ApiJson;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
 use crate::domain::ConversationStatus;
-use crate::service::conversations::{self as service, ListFilter, ReplyRequest, TransferTo};
+use crate::service::conversations::{
+    self as service, ListFilter, ReplyRequest, TemplateRequest, TransferTo,
+};
 
 pub use crate::service::conversations::{LIST_SCAN_BUDGET, MAX_LIST};
 
@@ -155,8 +157,20 @@ struct ReplyBody {
     reply_to: Option<String>,
     /// Meta's interactive object (buttons or a list).
     interactive: Option<serde_json::Value>,
+    /// An approved template, allowed outside the 24-hour window.
+    template: Option<TemplateBody>,
     idempotency_key: Option<String>,
     media: Option<MediaBody>,
+}
+
+/// `{"template": {"name", "language", "parameters"?}}`: the body's `{{1}}`… in order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateBody {
+    name: String,
+    language: String,
+    #[serde(default)]
+    parameters: Vec<String>,
 }
 
 /// `{"media": {"id", "caption"?}}`: an upload (`POST /api/v1/media`) sent as a message.
@@ -173,7 +187,7 @@ async fn reply(
     ApiJson(body): ApiJson<ReplyBody>,
 ) -> ApiResult<impl IntoResponse> {
     let msg = match body.media {
-        Some(_) if body.text.is_some() || body.interactive.is_some() => {
+        Some(_) if body.text.is_some() || body.interactive.is_some() || body.template.is_some() => {
             return Err(ApiError::invalid(
                 "give \"text\", \"interactive\" or \"media\" (with its \"caption\"), not two",
             ))
@@ -195,6 +209,11 @@ async fn reply(
                 text: body.text,
                 reply_to: body.reply_to,
                 interactive: body.interactive,
+                template: body.template.map(|t| TemplateRequest {
+                    name: t.name,
+                    language: t.language,
+                    parameters: t.parameters,
+                }),
                 idempotency_key: body.idempotency_key,
             };
             service::reply(&s.ctx, &caller, &id, req).await?

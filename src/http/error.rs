@@ -30,7 +30,9 @@ pub fn status(code: Code) -> StatusCode {
         Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Code::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         Code::UriTooLong => StatusCode::URI_TOO_LONG,
-        Code::WindowClosed => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::WindowClosed | Code::TemplateNotApproved | Code::MarketingOptedOut => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Code::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -190,6 +192,8 @@ mod tests {
             (Code::NotFound, 404),
             (Code::AlreadyAssigned, 409),
             (Code::WindowClosed, 422),
+            (Code::TemplateNotApproved, 422),
+            (Code::MarketingOptedOut, 422),
             (Code::PayloadTooLarge, 413),
             (Code::InvalidSignature, 401),
             (Code::InvalidJson, 400),

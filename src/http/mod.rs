@@ -22,6 +22,7 @@ pub mod reports;
 pub mod routing;
 pub mod server;
 pub mod teams;
+pub mod templates;
 pub mod throttle;
 pub mod views;
 pub mod webhook;
@@ -145,6 +146,7 @@ pub fn app(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(agents::router())
         .merge(teams::router())
+        .merge(templates::router())
         .merge(routing::router())
         .merge(people::router())
         .merge(media::router())

@@ -328,7 +328,8 @@ impl MessageView {
 
 /// Why a message failed: Meta's code and title and, for the codes whose meaning is known
 /// ([`FailureReason`]: 131047 `window_closed`, 131026 `undeliverable`, 131049 `marketing_limit`,
-/// 131050 `marketing_opted_out`, 130472 `experiment`), a stable `reason` and a `detail` sentence
+/// 131050 `marketing_opted_out`, 130472 `experiment`, and the template codes 132000, 132001,
+/// 132012, 132015 and 132016: see `FailureReason::as_str`), a stable `reason` and a `detail` sentence
 /// an agent can read, so clients need not know Meta's codes. When Meta gave no title, the
 /// detail stands in for it.
 #[derive(Serialize)]

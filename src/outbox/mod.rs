@@ -1,7 +1,7 @@
 //! Outbound delivery: one outbox per business number.
 //!
 //! What a job sends is its [`Payload`]: a text (quoting a wamid with Meta's `context`), a
-//! reaction, or an interactive message; each is one Graph API request and everything below holds
+//! reaction, an interactive message, media, or an approved template; each is one Graph API request and everything below holds
 //! for all of them alike. Read receipts are not jobs: they wait in memory, at most one per
 //! conversation, and share the number's token bucket and in-flight permits (`reads`).
 //!

@@ -91,6 +91,21 @@ impl GraphSender for GraphClient {
                 self.send_media(&job.number, &job.to, &m, callback_data)
                     .await
             }
+            Payload::Template {
+                name,
+                language,
+                components_json,
+            } => {
+                self.send_template(
+                    &job.number,
+                    &job.to,
+                    name,
+                    language,
+                    components_json,
+                    callback_data,
+                )
+                .await
+            }
             // The outbox uploads first and never sends a media job without Meta's id.
             Payload::Media { meta_id: None, .. } => Err(SendError::Permanent {
                 code: 0,

@@ -14,6 +14,7 @@ use crate::domain::{
 };
 use crate::error::Code;
 use crate::store::{ListQuery, MediaState, Store};
+use crate::templates::SendRefusal;
 
 use super::Result;
 
@@ -269,13 +270,45 @@ pub struct ReplyRequest {
     pub text: Option<String>,
     pub reply_to: Option<String>,
     pub interactive: Option<serde_json::Value>,
+    pub template: Option<TemplateRequest>,
     pub idempotency_key: Option<String>,
 }
 
-/// Queues a reply to the customer (the owner only, within the 24-hour window); a repeated
-/// `idempotency_key` answers the message it first queued. A reply is a text, which may quote
-/// (`reply_to`), or an interactive message (buttons or a list, checked against Meta's limits
-/// here, before anything is stored).
+/// A template send: its name, the language asked for, and the body's parameters in order.
+#[derive(Debug, Clone)]
+pub struct TemplateRequest {
+    pub name: String,
+    pub language: String,
+    pub parameters: Vec<String>,
+}
+
+/// Resolves a template send against the registry (variant, approval, parameter count), before
+/// anything is stored or sent.
+fn template_body(ctx: &Ctx, t: &TemplateRequest) -> Result<Outgoing> {
+    let registry = ctx
+        .templates
+        .get()
+        .ok_or(super::ServiceError::Core(crate::error::Error::Unavailable))?;
+    let prepared = registry
+        .prepare_send(&t.name, &t.language, &t.parameters)
+        .map_err(|e| match e {
+            SendRefusal::Invalid(m) => DomainError::Invalid(m),
+            SendRefusal::NotApproved(m) => DomainError::TemplateNotApproved(m),
+        })?;
+    Ok(Outgoing::Template {
+        name: prepared.name,
+        language: prepared.language,
+        category: prepared.category,
+        components_json: prepared.components_json,
+        summary: prepared.summary,
+    })
+}
+
+/// Queues a reply to the customer (the owner only, within the 24-hour window but for a
+/// template); a repeated `idempotency_key` answers the message it first queued. A reply is a
+/// text, which may quote (`reply_to`), an interactive message (buttons or a list, checked
+/// against Meta's limits here, before anything is stored), or an approved template (resolved
+/// against the registry here, so a wrong parameter count never reaches Meta).
 pub async fn reply(
     ctx: &Arc<Ctx>,
     caller: &Caller,
@@ -286,9 +319,24 @@ pub async fn reply(
         text,
         reply_to,
         interactive,
+        template,
         idempotency_key,
     } = req;
     let body = match (text, interactive) {
+        (text, interactive) if template.is_some() => {
+            if text.is_some() || interactive.is_some() {
+                return Err(invalid(
+                    "give \"text\", \"interactive\" or \"template\", not two",
+                ));
+            }
+            if reply_to.is_some() {
+                return Err(invalid("\"reply_to\" quotes with a text only"));
+            }
+            let Some(t) = &template else {
+                return Err(invalid("give \"template\""));
+            };
+            template_body(ctx, t)?
+        }
         (Some(_), Some(_)) => {
             return Err(invalid("give \"text\" or \"interactive\", not both"));
         }

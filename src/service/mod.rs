@@ -1,6 +1,6 @@
 //! Use cases of the agent API: what a caller may do and how it is done, for any transport.
 //!
-//! One file per group (conversations, teams, agents, routing, people: the admin's agents, teams
+//! One file per group (conversations, teams, agents, routing, templates, people: the admin's agents, teams
 //! and audit log, and the live roster requests authenticate against). Each function takes the
 //! authenticated [`Caller`] and what the transport parsed, checks the caller's permissions, runs
 //! the use case against the core (actors, store, policies) and returns domain values or a
@@ -18,6 +18,7 @@ pub mod people;
 pub mod reports;
 pub mod routing;
 pub mod teams;
+pub mod templates;
 
 use crate::domain::Caller;
 use crate::error::{Code, Error};

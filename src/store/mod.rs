@@ -37,6 +37,7 @@ mod reads;
 pub mod report;
 pub mod schema;
 pub mod settings;
+pub mod templates;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -12,6 +12,7 @@
 //! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
 //! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
+//! |                 | `tmpl` 0 name 0 language              | [`super::templates::TemplateRecord`] |
 //! | `people`        | `agent` 0 id / `team` 0 id / `seeded` | [`super::people`] records |
 //! | `audit`         | seq (u64 BE)                          | [`super::people::AuditRecord`] |
 //! | `contacts`      | see [`ContactKey`]: `p`/`u`, 0, number, 0, phone/user id | conversation id |
@@ -224,6 +225,13 @@ pub enum Payload {
         filename: Option<String>,
         caption: Option<String>,
         meta_id: Option<String>,
+    },
+    /// An approved template: `components_json` is Meta's send `components` array (parameters
+    /// filled in), as JSON text.
+    Template {
+        name: String,
+        language: String,
+        components_json: String,
     },
 }
 

@@ -191,6 +191,34 @@ impl GraphClient {
         self.post_message(phone_number_id, body).await
     }
 
+    /// Sends an approved template (Meta's send-template API: `template.name`,
+    /// `template.language.code`, and `template.components` when it has parameters):
+    /// `components` is the array the API built, as JSON text.
+    pub async fn send_template(
+        &self,
+        phone_number_id: &str,
+        to: &str,
+        name: &str,
+        language: &str,
+        components: &str,
+        callback_data: &str,
+    ) -> Result<String, SendError> {
+        let components: Value = serde_json::from_str(components).map_err(|e| {
+            // Built by the API before it was stored; a record that no longer parses cannot be
+            // sent.
+            SendError::Permanent {
+                code: 0,
+                title: format!("stored template components are not JSON: {e}"),
+            }
+        })?;
+        let mut template = json!({ "name": name, "language": { "code": language } });
+        if components.as_array().is_some_and(|c| !c.is_empty()) {
+            template["components"] = components;
+        }
+        let body = message_body(to, callback_data, "template", template);
+        self.post_message(phone_number_id, body).await
+    }
+
     /// Marks the customer's message `wamid` (and every earlier one) read and shows the typing
     /// indicator (Meta shows it for up to 25 s, or until the business's next message). Meta's
     /// "Typing indicators" reference: the body below, answered `{"success": true}`; any 2xx is

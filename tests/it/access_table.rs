@@ -288,6 +288,21 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
         "",
         [403, 200, 200, 403, 401, 401],
     ),
+    // Everyone reads the registry; only admins submit (an empty body: 400 for them).
+    (
+        "GET",
+        "/api/v1/templates",
+        Subject::None,
+        "",
+        [200, 200, 200, 200, 401, 401],
+    ),
+    (
+        "POST",
+        "/api/v1/templates",
+        Subject::None,
+        "{}",
+        [403, 403, 400, 403, 401, 401],
+    ),
     (
         "GET",
         "/api/v1/audit",

@@ -39,6 +39,7 @@ mod reports;
 mod routing;
 mod storage_failure;
 mod teams;
+mod templates;
 mod webhook;
 mod webhook_kept;
 mod webhook_props;

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::domain::message::{
-    parse_message_id, Content, Outgoing, INTERACTIVE_KIND, REACTION_KIND,
+    parse_message_id, Content, Outgoing, INTERACTIVE_KIND, REACTION_KIND, TEMPLATE_KIND,
 };
 use crate::outbox::ReadRefused;
 
@@ -48,15 +48,20 @@ impl ConversationActor {
                 if msg.author.is_agent(&caller.id) {
                     return Ok(msg);
                 }
-                state.conv.check_reply(caller, now)?;
+                check_send(state, caller, &body, now)?;
                 return Err(DomainError::Invalid(
                     "idempotency_key was already used in this conversation by someone else".into(),
                 )
                 .into());
             }
         }
-        state.conv.check_reply(caller, now)?;
+        check_send(state, caller, &body, now)?;
         self.check_sendable(state)?;
+        if let Outgoing::Template { category, .. } = &body {
+            if category == "MARKETING" && self.marketing_stopped(state) {
+                return Err(DomainError::MarketingOptedOut.into());
+            }
+        }
         let mut body = body;
         let quoted = match &mut body {
             Outgoing::Text {
@@ -148,6 +153,23 @@ impl ConversationActor {
             None,
         );
         Ok(msg)
+    }
+
+    /// Whether the customer stopped marketing messages on this number (`user_preferences`).
+    fn marketing_stopped(&self, state: &State) -> bool {
+        let conv = &state.conv;
+        let ids: Vec<&str> = [
+            conv.contact.phone.as_deref(),
+            conv.contact.user_id.as_deref(),
+            Some(conv.customer.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.ctx
+            .templates
+            .get()
+            .is_some_and(|r| r.marketing_stopped(&conv.number, &ids))
     }
 
     /// Whether the conversation's number can send: its webhooks are kept, but no outbox sends
@@ -588,6 +610,39 @@ pub(super) fn outbound_message(
             };
             (msg, job)
         }
+        Outgoing::Template {
+            name,
+            language,
+            components_json,
+            summary,
+            ..
+        } => {
+            let mut msg = conv.append_outbound(author, summary, idempotency_key, now);
+            msg.kind = TEMPLATE_KIND.to_string();
+            let job = OutboxJob {
+                payload: Payload::Template {
+                    name,
+                    language,
+                    components_json,
+                },
+                ..outbox_job(conv, &msg)
+            };
+            (msg, job)
+        }
+    }
+}
+
+/// Only the owner sends; a template may be sent outside the 24-hour window, anything else only
+/// inside it.
+fn check_send(
+    state: &State,
+    caller: &Caller,
+    body: &Outgoing,
+    now: Millis,
+) -> Result<(), DomainError> {
+    match body {
+        Outgoing::Template { .. } => state.conv.check_owner(caller),
+        _ => state.conv.check_reply(caller, now),
     }
 }
 

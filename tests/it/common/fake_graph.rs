@@ -2,7 +2,9 @@
 //! from a script (success, rate limit, Meta errors, bare statuses, delays, hangs), and serves
 //! media: `GET /{media-id}` (a URL on this server, with faults scripted per id: 404, a status,
 //! a wrong sha256), that URL's bytes (bearer token required), and uploads
-//! (`POST /{phone}/media`, multipart, recorded).
+//! (`POST /{phone}/media`, multipart, recorded), and a WABA's templates
+//! (`POST /{waba}/message_templates` creates one, `PENDING`; `GET` lists them, paged by one
+//! `paging.next` link when there are more than two, so paging is exercised).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -108,8 +110,20 @@ struct MediaState {
     upload_faults: VecDeque<u16>,
 }
 
+#[derive(Default)]
+struct TemplateState {
+    /// Every template of the account, as Meta lists them.
+    templates: Vec<Value>,
+    /// Every creation request, in order: (WABA id, body).
+    posts: Vec<(String, Value)>,
+    /// Listings served.
+    lists: usize,
+    next_id: u64,
+}
+
 struct GraphState {
     media: Mutex<MediaState>,
+    templates: Mutex<TemplateState>,
     sends: Mutex<Vec<GraphRequest>>,
     script: Mutex<VecDeque<GraphReply>>,
     default: Mutex<GraphReply>,
@@ -373,6 +387,65 @@ async fn media_upload(
     axum::Json(json!({ "id": id })).into_response()
 }
 
+async fn template_create(
+    State(st): State<Arc<GraphState>>,
+    AxPath(waba): AxPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !bearer_ok(&headers) {
+        return (StatusCode::UNAUTHORIZED, "no token").into_response();
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut ts = st.templates.lock().unwrap();
+    ts.posts.push((waba, body.clone()));
+    ts.next_id += 1;
+    let id = format!("{}", 9_000_000 + ts.next_id);
+    let category = body["category"].clone();
+    ts.templates.push(json!({
+        "id": id,
+        "name": body["name"],
+        "language": body["language"],
+        "category": category,
+        "status": "PENDING",
+        "components": body["components"],
+    }));
+    axum::Json(json!({ "id": id, "status": "PENDING", "category": category })).into_response()
+}
+
+/// Lists two templates per page; `after` is the index of the next one.
+async fn template_list(
+    State(st): State<Arc<GraphState>>,
+    AxPath(waba): AxPath<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !bearer_ok(&headers) {
+        return (StatusCode::UNAUTHORIZED, "no token").into_response();
+    }
+    let after: usize = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut ts = st.templates.lock().unwrap();
+    ts.lists += 1;
+    let page: Vec<Value> = ts.templates.iter().skip(after).take(2).cloned().collect();
+    let mut answer = json!({ "data": page });
+    if after + 2 < ts.templates.len() {
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        answer["paging"] = json!({
+            "next": format!("http://{host}/{GRAPH_VERSION}/{waba}/message_templates?after={}", after + 2)
+        });
+    }
+    axum::Json(answer).into_response()
+}
+
 async fn graph_fallback(
     State(st): State<Arc<GraphState>>,
     method: axum::http::Method,
@@ -410,6 +483,7 @@ impl FakeGraph {
         let (tx, _rx) = watch::channel(0usize);
         let state = Arc::new(GraphState {
             media: Mutex::new(MediaState::default()),
+            templates: Mutex::new(TemplateState::default()),
             sends: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(GraphReply::Ok),
@@ -426,6 +500,10 @@ impl FakeGraph {
             .route(
                 &format!("/{GRAPH_VERSION}/{{phone}}/media"),
                 post(media_upload),
+            )
+            .route(
+                &format!("/{GRAPH_VERSION}/{{phone}}/message_templates"),
+                post(template_create).get(template_list),
             )
             .route(&format!("/{GRAPH_VERSION}/{{id}}"), get(media_locate))
             .route("/media-bytes/{id}", get(media_bytes))
@@ -489,6 +567,35 @@ impl FakeGraph {
             .unwrap()
             .upload_faults
             .push_back(status);
+    }
+
+    /// Adds a template as if created elsewhere (Meta's listing shape).
+    pub fn add_template(&self, template: Value) {
+        self.state
+            .templates
+            .lock()
+            .unwrap()
+            .templates
+            .push(template);
+    }
+
+    /// Sets the status Meta lists for template `name` (every language).
+    pub fn set_template_status(&self, name: &str, status: &str) {
+        for t in &mut self.state.templates.lock().unwrap().templates {
+            if t["name"] == json!(name) {
+                t["status"] = json!(status);
+            }
+        }
+    }
+
+    /// Template creations received: (WABA id, body).
+    pub fn template_posts(&self) -> Vec<(String, Value)> {
+        self.state.templates.lock().unwrap().posts.clone()
+    }
+
+    /// How many template listings were served.
+    pub fn template_lists(&self) -> usize {
+        self.state.templates.lock().unwrap().lists
     }
 
     pub fn uploads(&self) -> Vec<MediaUpload> {
