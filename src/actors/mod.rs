@@ -111,6 +111,10 @@ pub struct Ctx {
     /// Set once by app.rs, right after this context: the outbox reports to conversation actors
     /// through it ([`send_outcomes`]).
     pub outbox: OnceLock<Outbox>,
+    /// The bot (`[automation]`), set once by app.rs when configured: conversation actors run
+    /// its turns ([`conversation`]'s `bot` handlers). A port into `automation`, which depends
+    /// on nothing here.
+    pub automation: OnceLock<Arc<crate::automation::Automation>>,
     /// Wakes the media fetcher (`crate::media`) when a message queued a fetch: a port, so the
     /// actors never depend on the media module, which depends on them.
     pub media_queued: Arc<tokio::sync::Notify>,
@@ -164,6 +168,7 @@ impl Ctx {
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
+            automation: OnceLock::new(),
             media_queued: Arc::new(tokio::sync::Notify::new()),
             timers,
             clock,
