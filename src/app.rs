@@ -284,6 +284,12 @@ impl Broker {
             policies,
         }));
         conversations.bind(&ctx);
+        if let Some(cfg) = &config.automation {
+            // Trained here, once: the classifier learns the intents' examples at start-up.
+            let bot = crate::automation::Automation::new(cfg)
+                .map_err(|e| StartError::Spawn(e.to_string()))?;
+            let _ = ctx.automation.set(Arc::new(bot));
+        }
 
         let graph = GraphClient::new(
             &config.whatsapp.graph_api_base,

@@ -80,6 +80,9 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub csat: CsatConfig,
+    /// `[automation]`: the bot in front of the listed teams (absent: no bot).
+    #[serde(default)]
+    pub automation: Option<crate::automation::AutomationConfig>,
 }
 
 /// `[csat]`: after a resolve, ask the customer to rate the help (1–5).
@@ -600,6 +603,18 @@ impl Config {
             self.storage.max_commit_batch as u64,
         )?;
         positive("storage.stall_after_ms", self.storage.stall_after_ms)?;
+        if let Some(a) = &self.automation {
+            a.validate()
+                .map_err(|(key, problem)| ConfigError::new(format!("automation.{key}"), problem))?;
+            for (i, t) in a.teams.iter().enumerate() {
+                if !self.team_exists(t) {
+                    return Err(ConfigError::new(
+                        format!("automation.teams[{i}]"),
+                        format!("unknown team {t:?}"),
+                    ));
+                }
+            }
+        }
         if self.csat.enabled && self.csat.text.trim().is_empty() {
             return Err(ConfigError::new("csat.text", "must not be blank"));
         }

@@ -26,7 +26,7 @@
 //! plain task owned by the broker; the optional agents' listener ([`http::lane`]) is a thread
 //! with a runtime of its own, stopped with the main listener. Above the broker, a [`Supervisor`]
 //! starts it again on its journal when storage keeps failing. The core modules (`domain`, `actors`, `store`, `outbox`,
-//! `ingest`, `identity`, `admin`, `service`, `media`) never depend on `http`, and [`domain`] depends on no other module: `config`
+//! `ingest`, `identity`, `admin`, `service`, `media`, `automation`) never depend on `http`, and [`domain`] depends on no other module: `config`
 //! and `whatsapp` translate into its types; time comes from an injectable [`clock::Clock`].
 //! Components take the narrow ports they use ([`outbox::GraphSender`], [`outbox::OutcomeSink`],
 //! [`actors::ports`]), wired once in [`app`]; no two top-level modules import each other, even
@@ -36,6 +36,7 @@ pub mod actors;
 pub mod admin;
 pub mod alloc;
 pub mod app;
+pub mod automation;
 pub mod clock;
 pub mod config;
 pub mod console;

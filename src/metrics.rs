@@ -33,6 +33,8 @@ pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
 pub const API_REFUSED: &str = "switchboard_api_requests_refused_total";
 pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
 pub const CLAIMS: &str = "switchboard_claims_total";
+pub const BOT_TURNS: &str = "switchboard_bot_turns_total";
+pub const BOT_HANDOVERS: &str = "switchboard_bot_handovers_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
 pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
@@ -248,6 +250,14 @@ fn describe() {
         CLAIMS,
         "Claims by outcome (won, already_assigned, capacity_reached, not_found)."
     );
+    describe_counter!(
+        BOT_TURNS,
+        "Bot turns applied by outcome (answered, resolved, fallback, handover) or dropped (computed for a state that changed meanwhile, e.g. after a claim)."
+    );
+    describe_counter!(
+        BOT_HANDOVERS,
+        "Conversations the bot handed to humans, by reason (keyword, low_confidence, sensitive_intent, max_failed_turns, order_lookup_failed, intent_handover, busy, claimed, window_closed)."
+    );
     describe_gauge!(CONVERSATIONS, "Conversations by status and team.");
     describe_gauge!(LIVE_ACTORS, "Conversation actors currently in memory.");
     describe_counter!(
@@ -363,6 +373,21 @@ pub const WEBHOOK_OUTCOMES: [&str; 7] = [
 ];
 /// `CLAIMS` outcomes.
 pub const CLAIM_OUTCOMES: [&str; 4] = ["won", "already_assigned", "capacity_reached", "not_found"];
+/// `BOT_TURNS` outcomes.
+pub const BOT_TURN_OUTCOMES: [&str; 5] =
+    ["answered", "resolved", "fallback", "handover", "dropped"];
+/// `BOT_HANDOVERS` reasons (`automation::HandoverReason::as_str`).
+pub const BOT_HANDOVER_REASONS: [&str; 9] = [
+    "keyword",
+    "low_confidence",
+    "sensitive_intent",
+    "max_failed_turns",
+    "order_lookup_failed",
+    "intent_handover",
+    "busy",
+    "claimed",
+    "window_closed",
+];
 /// `OUTBOUND_MESSAGES` outcomes.
 pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];
 /// `READ_RECEIPTS` outcomes.
@@ -456,10 +481,14 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         (MEDIA_FETCHES, &MEDIA_FETCH_OUTCOMES[..]),
         (TEMPLATE_SYNCS, &TEMPLATE_SYNC_OUTCOMES[..]),
         (MEDIA_UPLOADS, &MEDIA_UPLOAD_OUTCOMES[..]),
+        (BOT_TURNS, &BOT_TURN_OUTCOMES[..]),
     ] {
         for &outcome in outcomes {
             counter!(name, "outcome" => outcome).increment(0);
         }
+    }
+    for &reason in &BOT_HANDOVER_REASONS {
+        counter!(BOT_HANDOVERS, "reason" => reason).increment(0);
     }
     for &kind in &AGENT_REFUSED_KINDS {
         counter!(AGENT_REFUSED, "kind" => kind).increment(0);

@@ -114,6 +114,10 @@ pub struct Ctx {
     /// Set once by app.rs, right after this context: the template registry, which the template
     /// webhooks keep current (`crate::ingest`).
     pub templates: OnceLock<Arc<crate::templates::Registry>>,
+    /// The bot (`[automation]`), set once by app.rs when configured: conversation actors run
+    /// its turns ([`conversation`]'s `bot` handlers). A port into `automation`, which depends
+    /// on nothing here.
+    pub automation: OnceLock<Arc<crate::automation::Automation>>,
     /// Wakes the media fetcher (`crate::media`) when a message queued a fetch: a port, so the
     /// actors never depend on the media module, which depends on them.
     pub media_queued: Arc<ports::FetchSignal>,
@@ -167,6 +171,7 @@ impl Ctx {
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             outbox: OnceLock::new(),
+            automation: OnceLock::new(),
             templates: OnceLock::new(),
             media_queued: Arc::new(ports::FetchSignal::default()),
             timers,

@@ -412,6 +412,40 @@ impl Conversation {
         }
     }
 
+    /// A new or reopened conversation goes to the bot first (its team has automation on): no
+    /// queue, no owner, no human SLA clock running (see `Policies::deadlines`).
+    pub fn start_with_bot(&mut self) {
+        self.status = ConversationStatus::Bot;
+        self.assignee = None;
+        self.assigned_at = None;
+        self.owner_answered = false;
+    }
+
+    /// The bot hands over: into `team`'s queue from now, and a human becomes responsible from
+    /// now (a new first-response cycle, the customer waiting since now). False, changing
+    /// nothing, unless the bot has it.
+    pub fn hand_over(&mut self, team: &str, now: Millis) -> bool {
+        if self.status != ConversationStatus::Bot {
+            return false;
+        }
+        self.team = team.to_string();
+        self.enqueue(now);
+        let opened_at = self.sla.opened_at;
+        self.sla = SlaState::new(now);
+        self.sla.opened_at = opened_at;
+        self.sla.waiting_since = Some(now);
+        true
+    }
+
+    /// The bot settled the conversation: resolved. False, changing nothing, unless the bot has it.
+    pub fn bot_resolve(&mut self) -> bool {
+        if self.status != ConversationStatus::Bot {
+            return false;
+        }
+        self.status = ConversationStatus::Resolved;
+        true
+    }
+
     /// Appends an internal note (never sent to the customer).
     pub fn append_note(&mut self, author: Author, text: String, now: Millis) -> Message {
         Message {

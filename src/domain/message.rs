@@ -5,10 +5,11 @@
 //! nothing moves a failed message again. Late or redelivered status callbacks are therefore
 //! harmless.
 //!
-//! A message's [`Author`] is typed: the customer, an agent, or the broker itself. Storage keeps
-//! it as one string (the customer's or agent's id, or [`Author::SYSTEM`]), exactly as before the
-//! type existed; which of the three a string is follows from the message's direction, and the
-//! config refuses an agent id equal to [`Author::SYSTEM`], so the reading is unambiguous.
+//! A message's [`Author`] is typed: the customer, an agent, the broker itself or its bot. Storage
+//! keeps it as one string (the customer's or agent's id, [`Author::SYSTEM`] or [`Author::BOT`]),
+//! exactly as before the type existed; which one a string is follows from the message's
+//! direction, and the config refuses an agent id equal to either reserved one, so the reading is
+//! unambiguous.
 
 use std::borrow::Cow;
 
@@ -418,15 +419,19 @@ pub enum Author {
     Agent(String),
     /// The broker itself: after-hours replies, notes on automatic reassignments.
     System,
+    /// The automation bot (`[automation]`): its answers and its hand-over notes.
+    Bot,
 }
 
 impl Author {
     /// How [`Author::System`] is written, in storage and in the API; no agent may have this id.
     pub const SYSTEM: &'static str = "system";
+    /// How [`Author::Bot`] is written; no agent may have this id either.
+    pub const BOT: &'static str = "bot";
 
     /// Whether an agent id would be mistaken for the broker's own authorship.
     pub fn is_reserved(agent_id: &str) -> bool {
-        agent_id == Self::SYSTEM
+        agent_id == Self::SYSTEM || agent_id == Self::BOT
     }
 
     /// The author as stored and shown: the customer's or agent's id, or `"system"`.
@@ -434,6 +439,7 @@ impl Author {
         match self {
             Self::Customer(id) | Self::Agent(id) => id,
             Self::System => Self::SYSTEM,
+            Self::Bot => Self::BOT,
         }
     }
 
@@ -448,6 +454,7 @@ impl Author {
         match direction {
             Direction::Inbound => Self::Customer(stored),
             _ if stored == Self::SYSTEM => Self::System,
+            _ if stored == Self::BOT => Self::Bot,
             _ => Self::Agent(stored),
         }
     }

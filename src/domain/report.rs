@@ -84,9 +84,9 @@ pub enum ReportKind {
     Transferred {
         to_team: String,
     },
-    /// The bot handed the conversation to a human (no producer yet: the automation issue).
+    /// The bot handed the conversation to a human (a hand-over, or an agent's claim from it).
     BotHandover,
-    /// The bot resolved the conversation on its own (no producer yet: the automation issue).
+    /// The bot resolved the conversation on its own (an intent with `resolve = true`).
     BotResolved,
     Sla {
         kind: SlaKind,

@@ -14,6 +14,7 @@ mod access;
 mod access_table;
 mod api;
 mod assignment;
+mod automation;
 mod config;
 mod connections;
 mod console;

@@ -175,6 +175,10 @@ impl ConversationActor {
         // after-hours check reads the team.
         if let Some(p) = &placement {
             next.route(p);
+            // With automation on for the team it lands in, the bot has it first.
+            if self.bot_serves(next.team()) {
+                next.start_with_bot();
+            }
         }
         // Reporting events, in the team the routing chose (the team of this moment).
         let opened = match (is_new, reopened) {
@@ -249,6 +253,12 @@ impl ConversationActor {
             self.sync_queues(before.as_ref(), conv);
             self.publish(EventKind::ConversationReopened, conv, None, before.as_ref());
         }
+        // What the bot reads: the delivery's texts (button replies included: they are texts).
+        let bot_texts: Vec<String> = if conv.status == ConversationStatus::Bot {
+            created.iter().filter_map(|m| m.text.clone()).collect()
+        } else {
+            Vec::new()
+        };
         for msg in created {
             self.publish(EventKind::MessageCreated, conv, Some(msg), None);
         }
@@ -262,6 +272,10 @@ impl ConversationActor {
             }
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
+        if is_new || reopened {
+            state.bot = super::bot::BotMemory::default();
+        }
+        self.start_bot_turn(state, bot_texts);
         Ok(ack)
     }
 

@@ -24,8 +24,9 @@
 //! Layout: this file holds the state, the messages, dispatch and what every handler shares
 //! (persisting, publishing, keeping queues and agents in step); the handlers live by concern in
 //! [`inbound`] (with [`quotes`]: replies and reactions), [`ownership`], [`outbound`],
-//! [`deadlines`] and [`media`].
+//! [`deadlines`] and [`media`]; the automation bot's turns in [`bot`].
 
+mod bot;
 mod csat;
 mod deadlines;
 mod inbound;
@@ -85,6 +86,8 @@ pub struct State {
     seen: Option<SeenWamids>,
     /// Outbound messages with delivery still open, as last committed (see `actors::recent`).
     recent: RecentOutbound,
+    /// What the bot learned in this conversation's current bot cycle (in memory only).
+    bot: bot::BotMemory,
 }
 
 impl State {
@@ -97,6 +100,7 @@ impl State {
             scheduled: None,
             seen: Some(SeenWamids::default()),
             recent: RecentOutbound::default(),
+            bot: bot::BotMemory::default(),
         }
     }
 
@@ -109,6 +113,7 @@ impl State {
             scheduled: None,
             seen,
             recent: RecentOutbound::default(),
+            bot: bot::BotMemory::default(),
         }
     }
 }
@@ -250,6 +255,14 @@ pub enum ConversationMsg {
         notice: Box<InboundMessage>,
         reply: Reply<bool>,
     },
+    /// The bot's turn, computed off the actor for the conversation as it was at `version`
+    /// (its `next_seq` then): applied only if the bot still has the conversation and nothing
+    /// was appended since, else dropped. Answers whether it was applied.
+    BotTurn {
+        version: u64,
+        turn: crate::automation::Turn,
+        reply: Reply<bool>,
+    },
     /// Test-only: panics inside the handler, to exercise supervision.
     #[cfg(test)]
     Crash,
@@ -279,6 +292,7 @@ impl ConversationMsg {
             | Self::Adopt { .. }
             | Self::Reassign { .. }
             | Self::Tick { .. }
+            | Self::BotTurn { .. }
             | Self::ChangeIds { .. } => None,
             #[cfg(test)]
             Self::Crash => None,
@@ -310,6 +324,7 @@ impl ConversationMsg {
             | Self::Adopt { .. }
             | Self::Reassign { .. }
             | Self::Tick { .. }
+            | Self::BotTurn { .. }
             | Self::ChangeIds { .. } => {}
             #[cfg(test)]
             Self::Crash => {}
@@ -479,6 +494,13 @@ impl ConversationActor {
                 reply,
             } => {
                 let _ = reply.send(Box::pin(self.change_ids(state, &old, change, notice)).await);
+            }
+            ConversationMsg::BotTurn {
+                version,
+                turn,
+                reply,
+            } => {
+                let _ = reply.send(Box::pin(self.bot_turn(state, version, turn)).await);
             }
             #[cfg(test)]
             ConversationMsg::Crash => panic!("injected crash"),

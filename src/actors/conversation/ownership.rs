@@ -37,6 +37,12 @@ impl ConversationActor {
         let before = state.conv.clone();
         let mut next = before.clone();
         next.assign(&caller.id, self.ctx.now());
+        // Taken from the bot: the bot stops in this very step (its pending turn finds the
+        // conversation no longer its own) and leaves what it learned for the agent.
+        let from_bot = (before.status == ConversationStatus::Bot).then(|| {
+            let text = state.bot.note(crate::automation::HandoverReason::Claimed);
+            next.append_note(Author::Bot, text, self.ctx.now())
+        });
         let reason = match kind {
             ClaimKind::Direct => AssignReason::Claim,
             ClaimKind::Queued => AssignReason::Next,
@@ -49,6 +55,15 @@ impl ConversationActor {
             Some(&caller.id),
             ReportKind::Assigned { reason },
         ))?;
+        if let Some(note) = &from_bot {
+            batch.put_message(note)?;
+            batch.put_report(&ReportEvent::of(
+                &before,
+                self.ctx.now(),
+                None,
+                ReportKind::BotHandover,
+            ))?;
+        }
         if let Err(e) = self.persist(state, next, batch).await {
             self.free_agent(&caller.id, &before.id);
             return Err(e);
@@ -60,6 +75,11 @@ impl ConversationActor {
             None,
             Some(&before),
         );
+        if let Some(note) = from_bot {
+            state.bot = super::bot::BotMemory::default();
+            metrics::counter!(m::BOT_HANDOVERS, "reason" => "claimed").increment(1);
+            self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+        }
         Ok(state.conv.clone())
     }
 
