@@ -20,7 +20,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::error::{Code, Error};
-use crate::media::{ByteRange, Media, MediaError, MAX_MEDIA_BYTES};
+use crate::media::{ByteRange, MediaError, MAX_MEDIA_BYTES};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -51,10 +51,6 @@ impl From<MediaError> for ApiError {
     }
 }
 
-fn media(s: &AppState) -> Result<&std::sync::Arc<Media>, ApiError> {
-    Ok(&s.media)
-}
-
 #[derive(Deserialize)]
 struct UploadParams {
     filename: Option<String>,
@@ -66,7 +62,7 @@ async fn upload(
     ApiQuery(params): ApiQuery<UploadParams>,
     req: Request,
 ) -> ApiResult<Response> {
-    let media = media(&s)?;
+    let media = &s.media;
     let headers = req.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -137,10 +133,7 @@ async fn download(
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(media) = media(&s) else {
-        return ApiError::overloaded(Code::Unavailable, "media storage is starting; retry")
-            .into_response();
-    };
+    let media = &s.media;
     let range = parse_range(&headers);
     let opened = match media.open(&caller, &id, range).await {
         Ok(o) => o,

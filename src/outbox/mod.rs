@@ -644,13 +644,6 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 in_doubt = true;
             }
             let started = Instant::now();
-            // `upload_media` gave every media job its Meta id before this.
-            if matches!(job.payload, Payload::Media { meta_id: None, .. }) {
-                return Some(Err(MessageError {
-                    code: 0,
-                    title: "media was not uploaded".into(),
-                }));
-            }
             let res = self.graph.send(job, &message_id).await;
             metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
             match res {
