@@ -719,11 +719,14 @@ async fn statuses_find_a_recent_send_in_memory_and_an_older_one_in_storage() {
             .and_then(|b| b.ctx().sent.get(&w))
             .map(|at| at.conversation_id)
     };
-    assert_eq!(
-        remembered(&tb).as_deref(),
-        Some(conv.as_str()),
-        "the accepted send is remembered"
-    );
+    // Remembered by the actor right after the commit that the API's `accepted` already shows.
+    eventually("the accepted send to be remembered", WAIT, || async {
+        match remembered(&tb) {
+            Some(c) if c == conv => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let t = now();
     let step = |st: &str, dt: i64| status_webhook(N1, vec![status_obj(&w, st, t + dt, &cust)]);
     assert_eq!(
