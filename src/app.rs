@@ -191,6 +191,9 @@ impl Broker {
                 .collect::<Vec<_>>(),
         );
         let config = Arc::new(config);
+        // Before storage opens and anything starts: a media store that cannot be used is a config
+        // error, answered with one line while nothing runs that an exit would cut short.
+        let objects = crate::media::objects::build(&config).map_err(StartError::Media)?;
 
         let path = config.storage.path.clone();
         let (sync, batch) = (config.storage.sync, config.storage.max_commit_batch);
@@ -319,7 +322,6 @@ impl Broker {
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;
-        let objects = crate::media::objects::build(&config).map_err(StartError::Media)?;
         let media_graph = MediaGraph::new(
             &config.whatsapp.graph_api_base,
             &config.whatsapp.access_token,
