@@ -614,6 +614,12 @@ impl Config {
                     ));
                 }
             }
+            if let Some(l) = a.leads.as_ref().filter(|l| !self.team_exists(&l.team)) {
+                return Err(ConfigError::new(
+                    "automation.leads.team",
+                    format!("unknown team {:?}", l.team),
+                ));
+            }
         }
         if self.csat.enabled && self.csat.text.trim().is_empty() {
             return Err(ConfigError::new("csat.text", "must not be blank"));

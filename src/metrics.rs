@@ -35,6 +35,8 @@ pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
 pub const CLAIMS: &str = "switchboard_claims_total";
 pub const BOT_TURNS: &str = "switchboard_bot_turns_total";
 pub const BOT_HANDOVERS: &str = "switchboard_bot_handovers_total";
+pub const BOT_INTENT_HANDOVERS: &str = "switchboard_bot_intent_handovers_total";
+pub const BOT_CYCLES: &str = "switchboard_bot_cycles_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
 pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
@@ -252,11 +254,19 @@ fn describe() {
     );
     describe_counter!(
         BOT_TURNS,
-        "Bot turns applied by outcome (answered, resolved, fallback, handover) or dropped (computed for a state that changed meanwhile, e.g. after a claim)."
+        "Bot turns applied by outcome (answered, resolved, fallback, handover, held: a hand-over waiting for a closed team's opening) or dropped (computed for a state that changed meanwhile, e.g. after a claim)."
     );
     describe_counter!(
         BOT_HANDOVERS,
-        "Conversations the bot handed to humans, by reason (keyword, low_confidence, sensitive_intent, max_failed_turns, order_lookup_failed, intent_handover, busy, claimed, window_closed)."
+        "Conversations the bot handed to humans, by reason (keyword, low_confidence, sensitive_intent, max_failed_turns, order_lookup_failed, intent_handover, busy, claimed, window_closed, cod_confirm_failed, hot_lead, team_opened)."
+    );
+    describe_counter!(
+        BOT_INTENT_HANDOVERS,
+        "Conversations the bot handed to humans, by intent (a configured intent id, knowledge or unknown) and reason."
+    );
+    describe_counter!(
+        BOT_CYCLES,
+        "Bot cycles ended, by intent (a configured intent id, knowledge or unknown) and outcome: resolved by the bot (contained) or handed_over. Containment rate per intent: resolved / (resolved + handed_over)."
     );
     describe_gauge!(CONVERSATIONS, "Conversations by status and team.");
     describe_gauge!(LIVE_ACTORS, "Conversation actors currently in memory.");
@@ -374,10 +384,11 @@ pub const WEBHOOK_OUTCOMES: [&str; 7] = [
 /// `CLAIMS` outcomes.
 pub const CLAIM_OUTCOMES: [&str; 4] = ["won", "already_assigned", "capacity_reached", "not_found"];
 /// `BOT_TURNS` outcomes.
-pub const BOT_TURN_OUTCOMES: [&str; 5] =
-    ["answered", "resolved", "fallback", "handover", "dropped"];
+pub const BOT_TURN_OUTCOMES: [&str; 6] = [
+    "answered", "resolved", "fallback", "handover", "held", "dropped",
+];
 /// `BOT_HANDOVERS` reasons (`automation::HandoverReason::as_str`).
-pub const BOT_HANDOVER_REASONS: [&str; 9] = [
+pub const BOT_HANDOVER_REASONS: [&str; 12] = [
     "keyword",
     "low_confidence",
     "sensitive_intent",
@@ -387,6 +398,9 @@ pub const BOT_HANDOVER_REASONS: [&str; 9] = [
     "busy",
     "claimed",
     "window_closed",
+    "cod_confirm_failed",
+    "hot_lead",
+    "team_opened",
 ];
 /// `OUTBOUND_MESSAGES` outcomes.
 pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];

@@ -233,7 +233,18 @@ impl Ctx {
                 let seen = loaded
                     .wamids
                     .map(|w| seen::SeenWamids::from_wamids(w.iter().map(String::as_str)));
-                conversation::State::stored(loaded.conv, loaded.unrecorded, seen)
+                // The bot's memory is read only for a conversation the bot has.
+                let memory = match self.automation.get() {
+                    Some(_) if loaded.conv.status == crate::domain::ConversationStatus::Bot => {
+                        self.store.bot_memory(id).await?
+                    }
+                    _ => None,
+                };
+                let state = conversation::State::stored(loaded.conv, loaded.unrecorded, seen);
+                match memory {
+                    Some(m) => state.with_bot_memory(m),
+                    None => state,
+                }
             }
             // Nothing stored yet: the empty set is complete.
             None => match seed {

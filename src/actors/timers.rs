@@ -154,4 +154,25 @@ pub async fn schedule_open(ctx: Arc<Ctx>) {
             }
         }
     }
+    // Conversations the bot holds for a closed team wake at its opening (now, if it is open).
+    if ctx.automation.get().is_some() {
+        let now = ctx.now();
+        let wake = ctx.clone();
+        let scan = ctx.store.scan_bot_waiting(BOT_WAITING_PAGE, move |page| {
+            let policies = wake.policies();
+            for (id, team) in page {
+                let at = match policies.team(&team) {
+                    Some(p) if !p.hours.is_open(now) => p.hours.next_open(now),
+                    _ => Some(now),
+                };
+                wake.schedule(&id, at);
+            }
+        });
+        if let Err(e) = scan.await {
+            tracing::error!(error = %e, "cannot schedule the conversations the bot holds for closed teams");
+        }
+    }
 }
+
+/// Conversations the bot holds for closed teams read per page at start-up.
+const BOT_WAITING_PAGE: usize = 1_000;

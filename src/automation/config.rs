@@ -45,6 +45,18 @@ pub struct AutomationConfig {
     pub handover: HandoverConfig,
     #[serde(default)]
     pub orders: Option<OrdersConfig>,
+    /// `[automation.leads]`: the question flow for sales intents.
+    #[serde(default)]
+    pub leads: Option<LeadsConfig>,
+    /// The bot also takes the first response of new and reopened conversations that routing
+    /// places in a closed team (no open fallback), whatever `teams` says, and holds them until
+    /// the team opens.
+    #[serde(default)]
+    pub after_hours: bool,
+    /// What the bot says when it would hand over but the team is closed (the team's own
+    /// `after_hours_reply` is said instead when it has one): a person follows at opening.
+    #[serde(default = "default_closed_reply")]
+    pub closed_reply: String,
 }
 
 /// `[[automation.intents]]`.
@@ -119,6 +131,63 @@ pub struct OrdersConfig {
     /// Bound on one lookup (connect and answer); a lookup that takes longer hands over.
     #[serde(default = "default_orders_timeout_ms")]
     pub timeout_ms: u64,
+    /// `cod_confirm`: POSTed (empty body) with `{order_id}` replaced when the customer presses
+    /// Confirm; any 2xx is success.
+    #[serde(default)]
+    pub confirm_url: Option<String>,
+    /// `cod_confirm`: POSTed when the customer presses Cancel.
+    #[serde(default)]
+    pub cancel_url: Option<String>,
+    /// `cod_confirm`: the body of the button message; `{field}` placeholders take the order's
+    /// fields (and `{order_id}` the id).
+    #[serde(default = "default_confirm_question")]
+    pub confirm_question: String,
+    #[serde(default = "default_confirmed_answer")]
+    pub confirmed_answer: String,
+    #[serde(default = "default_cancelled_answer")]
+    pub cancelled_answer: String,
+    /// `cod_confirm` without an order id in the text: the bot asks for it with this.
+    #[serde(default = "default_ask_order_id")]
+    pub ask_order_id: String,
+}
+
+/// `[automation.leads]`: qualifying leads. For an intent of `intents` the bot asks the
+/// `questions` in order, one per customer message, scores the answers by `scoring` and hands a
+/// lead scoring at least `hot_threshold` to `team`; the others get `answer` and are resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadsConfig {
+    #[serde(default = "default_lead_intents")]
+    pub intents: Vec<String>,
+    pub questions: Vec<LeadQuestion>,
+    #[serde(default)]
+    pub scoring: Vec<ScoringRule>,
+    pub hot_threshold: i64,
+    pub team: String,
+    #[serde(default = "default_lead_answer")]
+    pub answer: String,
+}
+
+/// One question of the lead flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadQuestion {
+    pub id: String,
+    pub text: String,
+}
+
+/// `points` for the answer to `question` when it holds a number of at least `at_least` (`10k`
+/// and `2m` read as thousands and millions), or when it contains one of `contains` (whole
+/// words, case and accents folded). Exactly one of the two.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringRule {
+    pub question: String,
+    pub points: i64,
+    #[serde(default)]
+    pub at_least: Option<f64>,
+    #[serde(default)]
+    pub contains: Vec<String>,
 }
 
 fn default_provider() -> String {
@@ -158,6 +227,31 @@ fn default_max_failed_turns() -> u32 {
 fn default_orders_timeout_ms() -> u64 {
     3_000
 }
+fn default_closed_reply() -> String {
+    "Our team is away right now; a person will continue this conversation as soon as we open."
+        .into()
+}
+fn default_confirm_question() -> String {
+    "Order {order_id}: do you confirm you will pay cash on delivery?".into()
+}
+fn default_confirmed_answer() -> String {
+    "Thank you, order {order_id} is confirmed.".into()
+}
+fn default_cancelled_answer() -> String {
+    "Order {order_id} is cancelled.".into()
+}
+fn default_ask_order_id() -> String {
+    "Which order is it? Please send me its order number.".into()
+}
+fn default_lead_intents() -> Vec<String> {
+    vec!["sales".into()]
+}
+fn default_lead_answer() -> String {
+    "Thank you! Our plans and prices are on our website; write again any time.".into()
+}
+
+/// Most lead questions.
+pub const MAX_LEAD_QUESTIONS: usize = super::memory::MAX_LEAD_ANSWERS;
 
 /// The actions an intent may name.
 pub const ACTIONS: [&str; 2] = ["order_lookup", "cod_confirm"];
@@ -212,6 +306,18 @@ impl AutomationConfig {
                         "must be \"order_lookup\" or \"cod_confirm\"",
                     );
                 }
+                if a == "cod_confirm" {
+                    let ok = self
+                        .orders
+                        .as_ref()
+                        .is_some_and(|o| o.confirm_url.is_some() && o.cancel_url.is_some());
+                    if !ok {
+                        return err(
+                            format!("intents[{i}].action"),
+                            "needs [automation.orders] confirm_url and cancel_url",
+                        );
+                    }
+                }
                 if a == "order_lookup" {
                     let Some(o) = &self.orders else {
                         return err(format!("intents[{i}].action"), "needs [automation.orders]");
@@ -245,6 +351,71 @@ impl AutomationConfig {
             if o.timeout_ms == 0 {
                 return err("orders.timeout_ms".into(), "must be greater than 0");
             }
+            for (key, url) in [
+                ("confirm_url", &o.confirm_url),
+                ("cancel_url", &o.cancel_url),
+            ] {
+                if let Some(u) = url {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        return err(format!("orders.{key}"), "not an http(s) URL");
+                    }
+                    if !u.contains("{order_id}") {
+                        return err(format!("orders.{key}"), "must contain {order_id}");
+                    }
+                }
+            }
+        }
+        if self.closed_reply.trim().is_empty() {
+            return err("closed_reply".into(), "must not be blank");
+        }
+        if let Some(l) = &self.leads {
+            l.validate(&ids)
+                .map_err(|(k, p)| (format!("leads.{k}"), p))?;
+        }
+        Ok(())
+    }
+}
+
+impl LeadsConfig {
+    fn validate(&self, intents: &std::collections::HashSet<&str>) -> Result<(), (String, String)> {
+        let err = |k: String, p: &str| Err((k, p.to_string()));
+        if self.intents.is_empty() {
+            return err("intents".into(), "at least one intent is needed");
+        }
+        for (i, it) in self.intents.iter().enumerate() {
+            if !intents.contains(it.as_str()) {
+                return err(format!("intents[{i}]"), "unknown intent");
+            }
+        }
+        if self.questions.is_empty() || self.questions.len() > MAX_LEAD_QUESTIONS {
+            return err("questions".into(), "must have 1 to 16 questions");
+        }
+        let mut qs = std::collections::HashSet::new();
+        for (i, q) in self.questions.iter().enumerate() {
+            if q.id.trim().is_empty() || q.text.trim().is_empty() {
+                return err(format!("questions[{i}]"), "id and text must not be blank");
+            }
+            if !qs.insert(q.id.as_str()) {
+                return err(format!("questions[{i}].id"), "duplicate question id");
+            }
+        }
+        for (i, r) in self.scoring.iter().enumerate() {
+            if !qs.contains(r.question.as_str()) {
+                return err(format!("scoring[{i}].question"), "unknown question");
+            }
+            let words = r.contains.iter().any(|w| !w.trim().is_empty());
+            if r.at_least.is_some() == words {
+                return err(
+                    format!("scoring[{i}]"),
+                    "give exactly one of at_least and contains",
+                );
+            }
+        }
+        if self.team.trim().is_empty() {
+            return err("team".into(), "must not be blank");
+        }
+        if self.answer.trim().is_empty() {
+            return err("answer".into(), "must not be blank");
         }
         Ok(())
     }

@@ -17,10 +17,16 @@
 //! 5. `order_lookup` → the order id (the first run of 4–20 digits) is looked up at
 //!    `[automation.orders] url`; the intent's `answer` is filled from the JSON object; no id →
 //!    a turn without answer; a failed, slow (`timeout_ms`) or malformed lookup → hand over;
-//!    `cod_confirm` → hand over (not built yet);
+//!    `cod_confirm` → the order is fetched the same way and the customer gets an interactive
+//!    message with Confirm / Cancel buttons (no id: the bot asks for it); see [`flows`];
 //! 6. the intent's `answer` → that answer (and the conversation is resolved when the intent
 //!    says `resolve = true`);
 //! 7. otherwise a turn without answer (the caller counts them against `max_failed_turns`).
+//!
+//! Multi-turn flows (a cash-on-delivery confirmation waiting for its button, a lead's
+//! questions) and the memory they need live in [`flows`] and [`memory`]: [`Automation::decide_in`]
+//! is `decide` with the conversation's current [`memory::Flow`], answering the turn and the flow
+//! to keep if the turn is applied.
 //!
 //! Providers: only the built-in classifier ([`classifier`]) exists. [`Provider`] is where an
 //! OpenAI-compatible one plugs in: `decide` is async already, so a provider with a network call
@@ -33,6 +39,8 @@
 
 pub mod classifier;
 pub mod config;
+mod flows;
+pub mod memory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +56,7 @@ pub const MAX_ORDER_BODY: usize = 64 * 1024;
 const SUMMARY_CHARS: usize = 200;
 
 /// Why the bot handed a conversation to humans (the `reason` label of the hand-over metric).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HandoverReason {
     Keyword,
     LowConfidence,
@@ -63,6 +71,13 @@ pub enum HandoverReason {
     Claimed,
     /// The customer-service window closed before the answer could go out.
     WindowClosed,
+    // Variants are only ever appended: bincode stores the variant index (`memory::Waiting`).
+    /// The business's endpoint refused or failed a cash-on-delivery confirm or cancel.
+    CodFailed,
+    /// A qualified lead scored at least `[automation.leads] hot_threshold`.
+    HotLead,
+    /// The bot held the conversation while its team was closed; the team opened.
+    TeamOpened,
 }
 
 impl HandoverReason {
@@ -77,6 +92,9 @@ impl HandoverReason {
             Self::Busy => "busy",
             Self::Claimed => "claimed",
             Self::WindowClosed => "window_closed",
+            Self::CodFailed => "cod_confirm_failed",
+            Self::HotLead => "hot_lead",
+            Self::TeamOpened => "team_opened",
         }
     }
 }
@@ -101,6 +119,23 @@ pub enum Turn {
         reason: HandoverReason,
         intent: Option<String>,
         order_id: Option<String>,
+    },
+    /// Send an interactive message (Meta's `interactive` object as JSON, its body text as
+    /// `summary`): the cash-on-delivery Confirm / Cancel buttons.
+    Buttons {
+        intent: Option<String>,
+        order_id: Option<String>,
+        json: String,
+        summary: String,
+    },
+    /// A lead answered every question: with `hot`, hand over to `[automation.leads] team`
+    /// with the score and answers in the note; else answer `[automation.leads] answer` and
+    /// resolve.
+    Lead {
+        intent: String,
+        score: i64,
+        answers: Vec<(String, String)>,
+        hot: bool,
     },
 }
 
@@ -261,6 +296,13 @@ impl Automation {
                     }
                 }
             }
+            Some("cod_confirm") => match &order_id {
+                Some(order) => self.cod_start(intent, order).await,
+                None => Turn::NoAnswer {
+                    intent: id.map(str::to_string),
+                    order_id: None,
+                },
+            },
             Some(_) => hand_over(HandoverReason::IntentHandover, id),
             None => match &intent.answer {
                 Some(a) => Turn::Answer {
@@ -285,6 +327,15 @@ impl Automation {
 
     /// GETs the order and fills `template` from its fields.
     async fn lookup(&self, order_id: &str, template: &str) -> Result<String, LookupError> {
+        fill(template, &self.fetch_order(order_id).await?)
+    }
+
+    /// GETs the order: its JSON object, with `order_id` set to the id asked for when the
+    /// object has no such field.
+    async fn fetch_order(
+        &self,
+        order_id: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, LookupError> {
         let Some(orders) = &self.cfg.orders else {
             return Err(LookupError::NotObject);
         };
@@ -301,12 +352,15 @@ impl Automation {
             }
             body.extend_from_slice(&chunk);
         }
-        let serde_json::Value::Object(fields) =
+        let serde_json::Value::Object(mut fields) =
             serde_json::from_slice(&body).map_err(|_| LookupError::NotObject)?
         else {
             return Err(LookupError::NotObject);
         };
-        fill(template, &fields)
+        fields
+            .entry("order_id")
+            .or_insert_with(|| serde_json::Value::String(order_id.to_string()));
+        Ok(fields)
     }
 }
 

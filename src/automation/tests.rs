@@ -196,9 +196,13 @@ async fn low_confidence_sensitive_and_unbuilt_actions_hand_over() {
         reason(b.decide("I want to file a complaint").await),
         Some(HandoverReason::Sensitive)
     );
+    // cod_confirm without an order id has nothing to confirm yet (the flow asks for it).
     assert_eq!(
-        reason(b.decide("confirm cash on delivery").await),
-        Some(HandoverReason::IntentHandover)
+        b.decide("confirm cash on delivery").await,
+        Turn::NoAnswer {
+            intent: Some("cod_confirm".into()),
+            order_id: None
+        }
     );
 }
 

@@ -28,6 +28,7 @@ first_layout!(
     FetchJob,
     crate::domain::report::ReportEvent,
     super::schema::CsatPending,
+    super::schema::BotMemory,
 );
 
 /// Version 2 added replies, reactions, referrals, media, pricing and typed content.

@@ -23,9 +23,11 @@
 //!
 //! Layout: this file holds the handle, the commit path and closing; [`open`] opening and tuning
 //! (and RocksDB's memory), [`health`] whether commits fail or hang, [`reads`] point reads and
-//! the outbox's, [`list`] bounded listings and start-up scans, [`media`] the media column family.
+//! the outbox's, [`list`] bounded listings and start-up scans, [`media`] the media column family,
+//! [`bot`] the bot's memory.
 
 pub mod batch;
+mod bot;
 pub mod codec;
 mod health;
 mod legacy;

@@ -20,6 +20,8 @@
 //! |                 | `q` 0 next try (i64 BE) 0 media id    | [`FetchJob`]             |
 //! |                 | `c` 0 media id 0 conversation id      | empty (where it is shown)|
 //! | `csat_pending`  | conversation id                       | [`CsatPending`]          |
+//! | `bot_memory`    | `m` 0 conversation id                 | [`BotMemory`]            |
+//! |                 | `w` 0 conversation id                 | team id (held for its opening) |
 //! | `report_events` | time (i64 BE, sign flipped), conversation id, 0, u64 BE | [`ReportEvent`] |
 //!
 //! A `wamids` entry names the message with that wamid, or, for a customer's reaction (not a
@@ -74,7 +76,13 @@ pub const CF_REPORT_EVENTS: &str = "report_events";
 /// Rating questions sent and not answered yet, by conversation.
 pub const CF_CSAT_PENDING: &str = "csat_pending";
 
-pub const ALL_CFS: [&str; 16] = [
+/// The bot's memory of each conversation's current bot cycle, and the conversations it holds
+/// for a closed team (see [`crate::automation::memory`]).
+pub const CF_BOT_MEMORY: &str = "bot_memory";
+
+pub use crate::automation::memory::BotMemory;
+
+pub const ALL_CFS: [&str; 17] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -91,6 +99,7 @@ pub const ALL_CFS: [&str; 16] = [
     CF_AUDIT,
     CF_CONTACTS,
     CF_MEDIA,
+    CF_BOT_MEMORY,
 ];
 
 /// An entry of the contact index: one of a customer's ids on one business number. Its value is

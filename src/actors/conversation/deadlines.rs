@@ -1,5 +1,6 @@
 //! Time-driven changes: SLA breaches, `reassign_after`, and conversations still waiting when
-//! their team closes moving to an open fallback.
+//! their team closes moving to an open fallback; conversations the bot holds for a closed team
+//! going to it when it opens (`bot`).
 
 use super::*;
 
@@ -21,6 +22,7 @@ impl ConversationActor {
                 Deadline::FallBack => self.fall_back(state, &policies, now).await?,
             }
         }
+        self.bot_tick(state, &policies, now).await?;
         self.reschedule(state, true);
         Ok(())
     }

@@ -173,11 +173,33 @@ impl ConversationActor {
         // Routing places a new conversation (still in its seed's team: nothing above reads the
         // team) and a reopened one (already in `reopen_team`, the placement's) before the
         // after-hours check reads the team.
+        // A new bot cycle starts with an empty memory (a reopened conversation's old one is
+        // deleted in this batch); one the bot takes only because its team is closed remembers
+        // the team it holds it for, durably, so the team gets it at opening even after a crash.
+        let mut fresh_bot = None;
         if let Some(p) = &placement {
             next.route(p);
-            // With automation on for the team it lands in, the bot has it first.
+            // With automation on for the team it lands in, the bot has it first; with
+            // `after_hours`, also when that team is closed.
             if self.bot_serves(next.team()) {
                 next.start_with_bot();
+            } else if self.bot_holds_after_hours(next.team(), &policies, now) {
+                next.start_with_bot();
+                fresh_bot = Some(super::bot::BotMemory {
+                    waiting: Some(crate::automation::memory::Waiting {
+                        team: next.team().to_string(),
+                        reason: None,
+                        told: false,
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        if self.ctx.automation.get().is_some() && (is_new || reopened) {
+            match &fresh_bot {
+                Some(m) => batch.put_bot_memory(&next.id, m)?,
+                None if reopened => batch.delete_bot_memory(&next.id),
+                None => {}
             }
         }
         // Reporting events, in the team the routing chose (the team of this moment).
@@ -253,12 +275,21 @@ impl ConversationActor {
             self.sync_queues(before.as_ref(), conv);
             self.publish(EventKind::ConversationReopened, conv, None, before.as_ref());
         }
-        // What the bot reads: the delivery's texts (button replies included: they are texts).
+        // What the bot reads: the delivery's texts (button replies included: they are texts),
+        // and the id of the last button pressed (a reply button's id, a template button's
+        // payload).
         let bot_texts: Vec<String> = if conv.status == ConversationStatus::Bot {
             created.iter().filter_map(|m| m.text.clone()).collect()
         } else {
             Vec::new()
         };
+        let bot_button = created.iter().rev().find_map(|m| match &m.content {
+            Some(crate::domain::message::Content::ButtonReply { id, .. }) => Some(id.clone()),
+            Some(crate::domain::message::Content::Button {
+                payload: Some(p), ..
+            }) => Some(p.clone()),
+            _ => None,
+        });
         for msg in created {
             self.publish(EventKind::MessageCreated, conv, Some(msg), None);
         }
@@ -273,9 +304,9 @@ impl ConversationActor {
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
         if is_new || reopened {
-            state.bot = super::bot::BotMemory::default();
+            state.bot = fresh_bot.unwrap_or_default();
         }
-        self.start_bot_turn(state, bot_texts);
+        self.start_bot_turn(state, bot_texts, bot_button);
         Ok(ack)
     }
 

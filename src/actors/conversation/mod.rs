@@ -86,7 +86,8 @@ pub struct State {
     seen: Option<SeenWamids>,
     /// Outbound messages with delivery still open, as last committed (see `actors::recent`).
     recent: RecentOutbound,
-    /// What the bot learned in this conversation's current bot cycle (in memory only).
+    /// What the bot learned in this conversation's current bot cycle, as last committed (the
+    /// `bot_memory` column family; read at activation for a conversation the bot has).
     bot: bot::BotMemory,
 }
 
@@ -102,6 +103,12 @@ impl State {
             recent: RecentOutbound::default(),
             bot: bot::BotMemory::default(),
         }
+    }
+
+    /// With the bot's memory of the current cycle, as stored.
+    pub fn with_bot_memory(mut self, memory: crate::automation::memory::BotMemory) -> Self {
+        self.bot = memory;
+        self
     }
 
     /// A conversation read from storage, `unrecorded` of its messages committed after its record.
@@ -261,6 +268,8 @@ pub enum ConversationMsg {
     BotTurn {
         version: u64,
         turn: crate::automation::Turn,
+        /// The flow the bot's memory keeps once the turn is applied.
+        flow: crate::automation::memory::Flow,
         reply: Reply<bool>,
     },
     /// Test-only: panics inside the handler, to exercise supervision.
@@ -498,9 +507,10 @@ impl ConversationActor {
             ConversationMsg::BotTurn {
                 version,
                 turn,
+                flow,
                 reply,
             } => {
-                let _ = reply.send(Box::pin(self.bot_turn(state, version, turn)).await);
+                let _ = reply.send(Box::pin(self.bot_turn(state, version, turn, flow)).await);
             }
             #[cfg(test)]
             ConversationMsg::Crash => panic!("injected crash"),
@@ -568,10 +578,14 @@ impl ConversationActor {
     /// Tells the timer service when this conversation's next deadline falls due (only when it
     /// changed, unless `force`: after a tick the service has forgotten it).
     fn reschedule(&self, state: &mut State, force: bool) {
-        let next = self
-            .ctx
-            .policies()
-            .next_deadline(&state.conv, self.ctx.now());
+        let now = self.ctx.now();
+        let policies = self.ctx.policies();
+        let next = policies.next_deadline(&state.conv, now);
+        // A conversation the bot holds for a closed team wakes at the team's opening.
+        let next = match (next, self.bot_wake(state, &policies, now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if force || next != state.scheduled {
             state.scheduled = next;
             self.ctx.schedule(&state.conv.id, next);

@@ -57,6 +57,7 @@ impl ConversationActor {
         ))?;
         if let Some(note) = &from_bot {
             batch.put_message(note)?;
+            batch.delete_bot_memory(&before.id);
             batch.put_report(&ReportEvent::of(
                 &before,
                 self.ctx.now(),
@@ -76,8 +77,12 @@ impl ConversationActor {
             Some(&before),
         );
         if let Some(note) = from_bot {
+            let intent = state.bot.intent.take();
             state.bot = super::bot::BotMemory::default();
-            metrics::counter!(m::BOT_HANDOVERS, "reason" => "claimed").increment(1);
+            self.count_handover(
+                intent.as_deref(),
+                crate::automation::HandoverReason::Claimed,
+            );
             self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
         }
         Ok(state.conv.clone())
