@@ -34,6 +34,7 @@ mod media;
 mod outbound;
 mod ownership;
 mod quotes;
+mod start;
 
 use deadlines::record_sla;
 use inbound::{count_billable, take_pricing};
@@ -187,6 +188,16 @@ pub enum ConversationMsg {
         media: Option<OutboundMedia>,
         reply: Reply<Message>,
     },
+    /// The business starts the conversation: the caller owns it (a new one, a resolved one
+    /// reopened, an open one claimed) and `body` (a template) goes out, in one commit; see
+    /// `Conversation::start`. Answers the conversation and the message; a repeated
+    /// `idempotency_key` answers them again and sends nothing.
+    Start {
+        caller: Caller,
+        body: Outgoing,
+        idempotency_key: Option<String>,
+        reply: Reply<(Conversation, Message)>,
+    },
     /// The owner sets (`""`: removes) the business's reaction to message `message_id`;
     /// answers that message as it now stands.
     React {
@@ -284,6 +295,8 @@ impl ConversationMsg {
             | Self::React { caller, .. }
             | Self::MarkRead { caller, .. } => Some((caller, Access::Own)),
             Self::Note { caller, .. } => Some((caller, Access::Write)),
+            // Decided by `Conversation::start` (a new conversation is nobody's yet).
+            Self::Start { .. } => None,
             Self::Inbound { .. }
             | Self::Status { .. }
             | Self::SendAttempt { .. }
@@ -314,6 +327,9 @@ impl ConversationMsg {
                 let _ = reply.send(Err(e));
             }
             Self::MarkRead { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Self::Start { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Self::Inbound { .. }
@@ -429,6 +445,15 @@ impl ConversationActor {
             } => {
                 let _ = reply
                     .send(Box::pin(self.reply(state, &caller, body, idempotency_key, media)).await);
+            }
+            ConversationMsg::Start {
+                caller,
+                body,
+                idempotency_key,
+                reply,
+            } => {
+                let _ =
+                    reply.send(Box::pin(self.start(state, &caller, body, idempotency_key)).await);
             }
             ConversationMsg::React {
                 caller,
