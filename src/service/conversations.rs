@@ -1,4 +1,5 @@
-//! Conversations: the list a caller may see, reading one, and the commands on one.
+//! Conversations: the list a caller may see, reading one, starting one (the business writes
+//! first, with a template), and the commands on one.
 //!
 //! Reads go to the store (every change is durable before it is visible) and show only what the
 //! caller may see; commands become messages to the conversation's actor, which applies the rules

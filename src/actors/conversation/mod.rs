@@ -1,7 +1,7 @@
 //! The conversation actor: single writer of one conversation's state.
 //!
 //! Every command (inbound messages, status callbacks, claim, release, transfer, resolve, reply,
-//! reaction, read receipt, note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
+//! start, reaction, read receipt, note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
 //! command from a caller first passes the visibility rule (`Conversation::check_access`, applied
 //! once in `dispatch`). Each handler:
 //! 1. checks the domain rules on the in-memory state;
@@ -24,7 +24,8 @@
 //! Layout: this file holds the state, the messages, dispatch and what every handler shares
 //! (persisting, publishing, keeping queues and agents in step); the handlers live by concern in
 //! [`inbound`] (with [`quotes`]: replies and reactions), [`ownership`], [`outbound`],
-//! [`deadlines`] and [`media`]; the automation bot's turns in [`bot`].
+//! [`start`] (the business starting it with a template), [`deadlines`] and [`media`]; the
+//! automation bot's turns in [`bot`].
 
 mod bot;
 mod csat;
