@@ -190,6 +190,10 @@ impl Broker {
                 .map(|n| n.phone_number_id.as_str())
                 .collect::<Vec<_>>(),
         );
+        for n in &config.numbers {
+            metrics::gauge!(m::NUMBER_MPS, "number" => n.phone_number_id.clone())
+                .set(f64::from(n.mps));
+        }
         let config = Arc::new(config);
         // Before storage opens and anything starts: a media store that cannot be used is a config
         // error, answered with one line while nothing runs that an exit would cut short.
@@ -319,6 +323,18 @@ impl Broker {
         })?;
         let templates = Arc::new(templates);
         let _ = ctx.templates.set(templates.clone());
+        // Before anything serves: the openings of the last 24 h, as storage kept them.
+        let messaging_limit = crate::messaging_limit::MessagingLimit::load(
+            &store,
+            config.whatsapp.messaging_limit,
+            ctx.now(),
+        )
+        .await
+        .map_err(|source| StartError::Storage {
+            path: config.storage.path.display().to_string(),
+            source,
+        })?;
+        let _ = ctx.messaging_limit.set(Arc::new(messaging_limit));
         // Counted before the outbox starts and before anything serves, so no new reply is
         // counted twice (the outbox counts what it is handed from here on).
         let pending = pending_sends(&ctx).await;

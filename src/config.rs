@@ -200,6 +200,10 @@ pub struct WhatsAppConfig {
     /// How often the template registry is synced from Meta (and once at start-up).
     #[serde(default = "default_template_sync_interval_secs")]
     pub template_sync_interval_secs: u64,
+    /// Business-initiated conversations allowed per rolling 24 h for the whole portfolio (Meta's
+    /// messaging limit; see `crate::messaging_limit`).
+    #[serde(default = "default_messaging_limit")]
+    pub messaging_limit: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,9 +213,35 @@ pub struct NumberConfig {
     #[serde(default)]
     pub display_phone_number: String,
     pub default_team: String,
-    /// Outbound messages per second allowed for this number.
-    #[serde(default = "default_mps")]
+    /// `mps` as the file gives it (None: the default, which depends on `coexistence`).
+    #[serde(default, rename = "mps")]
+    pub mps_setting: Option<u32>,
+    /// Outbound messages per second allowed for this number: `mps` when given, else
+    /// [`COEXISTENCE_MPS`] for a coexistence number and [`DEFAULT_MPS`] for any other (set by
+    /// [`Config::from_toml_str`] from the two keys; not a key itself).
+    #[serde(skip)]
     pub mps: u32,
+    /// The number is also used in the WhatsApp Business App (Meta's "coexistence"), where
+    /// Meta allows it 20 messages per second.
+    #[serde(default)]
+    pub coexistence: bool,
+}
+
+/// A number's `mps` when the config gives none.
+pub const DEFAULT_MPS: u32 = 80;
+/// A coexistence number's `mps` when the config gives none (Meta's throughput for numbers also
+/// used in the WhatsApp Business App).
+pub const COEXISTENCE_MPS: u32 = 20;
+
+impl NumberConfig {
+    /// The `mps` in force: the explicit one, else the default for the kind of number.
+    pub fn effective_mps(&self) -> u32 {
+        self.mps_setting.unwrap_or(if self.coexistence {
+            COEXISTENCE_MPS
+        } else {
+            DEFAULT_MPS
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -443,8 +473,8 @@ fn default_graph_api_base() -> String {
 fn default_template_sync_interval_secs() -> u64 {
     15 * 60
 }
-fn default_mps() -> u32 {
-    80
+fn default_messaging_limit() -> u32 {
+    1000
 }
 fn default_role() -> Role {
     Role::Agent
@@ -526,7 +556,7 @@ impl Config {
             ConfigError::new(key, e.message())
         };
         let de = toml::Deserializer::parse(text).map_err(syntax)?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let top = path.is_empty() || path == ".";
@@ -550,6 +580,9 @@ impl Config {
                 None => e,
             }
         })?;
+        for n in &mut config.numbers {
+            n.mps = n.effective_mps();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -682,6 +715,10 @@ impl Config {
         positive(
             "whatsapp.template_sync_interval_secs",
             self.whatsapp.template_sync_interval_secs,
+        )?;
+        positive(
+            "whatsapp.messaging_limit",
+            u64::from(self.whatsapp.messaging_limit),
         )?;
         positive("outbox.retry_base_ms", self.outbox.retry_base_ms)?;
         positive("outbox.retry_max_ms", self.outbox.retry_max_ms)?;
@@ -844,6 +881,31 @@ id = "support"
         let c = Config::from_toml_str(BASE).expect("valid");
         assert!(c.storage.sync);
         assert_eq!(c.numbers[0].mps, 80);
+        assert!(!c.numbers[0].coexistence);
+    }
+
+    #[test]
+    fn a_coexistence_number_defaults_to_20_mps_and_an_explicit_mps_wins() {
+        let number = |extra: &str| {
+            let text = BASE.replace(
+                "default_team = \"support\"\n",
+                &format!("default_team = \"support\"\n{extra}\n"),
+            );
+            Config::from_toml_str(&text).map(|c| c.numbers[0].clone())
+        };
+        let n = number("coexistence = true").expect("valid");
+        assert!(n.coexistence);
+        assert_eq!(n.mps, 20);
+        assert_eq!(
+            number("coexistence = true\nmps = 35").expect("valid").mps,
+            35
+        );
+        assert_eq!(number("coexistence = false").expect("valid").mps, 80);
+        assert_eq!(number("mps = 7").expect("valid").mps, 7);
+        let e = number("coexistence = true\nmps = 0").unwrap_err();
+        assert_eq!(e.key, "numbers[0].mps");
+        let e = number("coexistence = \"yes\"").unwrap_err();
+        assert!(e.key.contains("coexistence"), "{e}");
     }
 
     #[test]

@@ -70,6 +70,11 @@ codes! {
     TemplateNotApproved => "template_not_approved",
     /// A `MARKETING` template to a customer who stopped marketing messages (`user_preferences`).
     MarketingOptedOut => "marketing_opted_out",
+    /// A template that would open a business-initiated conversation beyond the portfolio's
+    /// messaging limit (`whatsapp.messaging_limit` in a rolling 24 h).
+    MessagingLimitReached => "messaging_limit_reached",
+    /// Starting a conversation with a customer whose conversation is open in another team.
+    ConversationElsewhere => "conversation_elsewhere",
     /// Request headers larger than hyper reads.
     HeadersTooLarge => "headers_too_large",
     /// An address that failed authentication too often lately.
@@ -124,6 +129,8 @@ impl Error {
                 DomainError::AlreadyExists(_) => Code::AlreadyExists,
                 DomainError::TemplateNotApproved(_) => Code::TemplateNotApproved,
                 DomainError::MarketingOptedOut => Code::MarketingOptedOut,
+                DomainError::MessagingLimitReached { .. } => Code::MessagingLimitReached,
+                DomainError::ConversationElsewhere => Code::ConversationElsewhere,
             },
             Error::Store(_) => Code::StorageError,
             Error::Unavailable => Code::Unavailable,

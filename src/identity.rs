@@ -93,6 +93,18 @@ pub async fn lock(messages: &[InboundMessage]) -> Held {
             stripes.push(stripe(&key));
         }
     }
+    lock_stripes(stripes).await
+}
+
+/// The locks of one customer's ids on `number` (a conversation the business starts), held
+/// until dropped: resolving them races webhooks of that customer exactly as webhooks race
+/// each other.
+pub async fn lock_customer(number: &str, ids: &CustomerIds) -> Held {
+    let stripes = keys(number, ids).iter().flatten().map(stripe).collect();
+    lock_stripes(stripes).await
+}
+
+async fn lock_stripes(mut stripes: Vec<usize>) -> Held {
     stripes.sort_unstable();
     stripes.dedup();
     let mut guards = Vec::with_capacity(stripes.len());

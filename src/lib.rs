@@ -49,6 +49,7 @@ pub mod ingest;
 pub mod log_limit;
 pub mod mailbox;
 pub mod media;
+pub mod messaging_limit;
 pub mod metrics;
 pub mod outbox;
 pub mod service;

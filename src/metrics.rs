@@ -65,6 +65,9 @@ pub const AGENT_REFUSED: &str = "switchboard_agent_requests_refused_total";
 pub const MEDIA_FETCHES: &str = "switchboard_media_fetches_total";
 pub const MEDIA_FETCH_PENDING: &str = "switchboard_media_fetch_pending";
 pub const TEMPLATE_SYNCS: &str = "switchboard_template_syncs_total";
+pub const NUMBER_MPS: &str = "switchboard_number_mps";
+pub const MESSAGING_LIMIT: &str = "switchboard_messaging_limit";
+pub const BUSINESS_INITIATED_24H: &str = "switchboard_business_initiated_conversations_24h";
 pub const MEDIA_UPLOADS: &str = "switchboard_media_uploads_total";
 pub const FIRST_RESPONSE: &str = "switchboard_first_response_seconds";
 pub const RESOLUTION: &str = "switchboard_resolution_seconds";
@@ -356,6 +359,18 @@ fn describe() {
     describe_counter!(
         TEMPLATE_SYNCS,
         "Template registry syncs from Meta (start-up and periodic) by outcome: ok, failed (Meta unreachable or refusing; the next sync tries again)."
+    );
+    describe_gauge!(
+        NUMBER_MPS,
+        "Outbound messages per second configured for each number (`mps`; default 80, 20 for a coexistence number)."
+    );
+    describe_gauge!(
+        MESSAGING_LIMIT,
+        "The portfolio's messaging limit: business-initiated conversations allowed in a rolling 24 h (`whatsapp.messaging_limit`)."
+    );
+    describe_gauge!(
+        BUSINESS_INITIATED_24H,
+        "Business-initiated conversations opened in the last 24 h (templates to customers whose customer-service window was closed, once per customer), including sends being committed; at the limit further ones are refused with 429."
     );
     describe_gauge!(
         MEDIA_FETCH_PENDING,

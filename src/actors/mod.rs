@@ -114,6 +114,9 @@ pub struct Ctx {
     /// Set once by app.rs, right after this context: the template registry, which the template
     /// webhooks keep current (`crate::ingest`).
     pub templates: OnceLock<Arc<crate::templates::Registry>>,
+    /// Set once by app.rs, right after this context: the portfolio's messaging limit, which
+    /// template sends to customers whose window is closed take a slot of.
+    pub messaging_limit: OnceLock<Arc<crate::messaging_limit::MessagingLimit>>,
     /// The bot (`[automation]`), set once by app.rs when configured: conversation actors run
     /// its turns ([`conversation`]'s `bot` handlers). A port into `automation`, which depends
     /// on nothing here.
@@ -173,6 +176,7 @@ impl Ctx {
             outbox: OnceLock::new(),
             automation: OnceLock::new(),
             templates: OnceLock::new(),
+            messaging_limit: OnceLock::new(),
             media_queued: Arc::new(ports::FetchSignal::default()),
             timers,
             clock,

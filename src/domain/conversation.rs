@@ -186,6 +186,19 @@ impl SlaState {
     }
 }
 
+/// What starting a conversation did to it ([`Conversation::start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// A new conversation, owned by the caller.
+    Opened,
+    /// A resolved one, reopened owned by the caller.
+    Reopened,
+    /// An open one the caller took.
+    Claimed,
+    /// An open one the caller already owned.
+    Owned,
+}
+
 /// Where a transfer sends a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferTarget {
@@ -540,6 +553,51 @@ impl Conversation {
         }
         self.status = ConversationStatus::Assigned;
         self.assignee = Some(agent.to_string());
+    }
+
+    /// The business starts the conversation (`POST /api/v1/conversations`): `caller` owns it
+    /// from now and a template goes out. `is_new`: nothing of it is stored yet.
+    ///
+    /// - new or resolved: it opens (reopens) owned by the caller, in the team it is in (a new
+    ///   one: its number's default team) when the caller is a member (or has no teams), else
+    ///   in the caller's first team — the rule of a transfer to an agent. The business speaks
+    ///   first, so the cycle's first-response clock has nothing to measure and is settled; the
+    ///   customer's answer starts the next-response clock as usual;
+    /// - open and the caller owns it: nothing changes (another template goes out);
+    /// - open and the caller may claim it (its team's, waiting or with the bot): claimed;
+    /// - open and owned by a teammate: 409 `already_assigned`, as a claim;
+    /// - open in a team the caller is not in: 409 `conversation_elsewhere` (nothing more said).
+    pub fn start(
+        &mut self,
+        caller: &Caller,
+        is_new: bool,
+        now: Millis,
+    ) -> Result<Started, DomainError> {
+        let opens = is_new || self.status == ConversationStatus::Resolved;
+        if opens {
+            if !caller.teams.is_empty() && !caller.teams.contains(&self.team) {
+                self.team = caller.teams[0].clone();
+            }
+            if !is_new {
+                self.sla = SlaState::new(now);
+            }
+            self.sla.first_response_at = Some(now);
+            self.queued_at = now;
+            self.assign(&caller.id, now);
+            return Ok(if is_new {
+                Started::Opened
+            } else {
+                Started::Reopened
+            });
+        }
+        if self.check_access(caller, Access::Claim).is_err() {
+            return Err(DomainError::ConversationElsewhere);
+        }
+        if !self.check_claim(caller)? {
+            return Ok(Started::Owned);
+        }
+        self.assign(&caller.id, now);
+        Ok(Started::Claimed)
     }
 
     /// A human answered the customer: settles the first-response clock (the first time) and the

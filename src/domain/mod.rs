@@ -26,7 +26,7 @@ pub mod team;
 pub use agent::{Caller, Presence, Role};
 pub use conversation::{
     conversation_id, Access, Conversation, ConversationStatus, Priority, SlaKind, SlaState,
-    TransferTarget,
+    Started, TransferTarget,
 };
 pub use customer::{Contact, CustomerIds, IdentityChange};
 pub use inbound::{InboundMessage, InboundStatus};
@@ -66,4 +66,12 @@ pub enum DomainError {
     /// A `MARKETING` template to a customer who stopped marketing messages.
     #[error("the customer stopped marketing messages")]
     MarketingOptedOut,
+    /// A template that would open one business-initiated conversation beyond the portfolio's
+    /// messaging limit (`crate::messaging_limit`).
+    #[error("messaging limit reached: {limit} business-initiated conversations in 24 h; a slot frees in {retry_after_secs} s")]
+    MessagingLimitReached { limit: u32, retry_after_secs: u64 },
+    /// `POST /api/v1/conversations` for a customer whose conversation on the number is open in
+    /// a team the caller is not in (nothing more is said of it).
+    #[error("the customer has an open conversation on this number in a team you are not in")]
+    ConversationElsewhere,
 }

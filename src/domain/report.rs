@@ -34,6 +34,8 @@ pub enum AssignReason {
     Next,
     /// A transfer to the agent.
     Transfer,
+    /// `POST /api/v1/conversations`: the agent started it (or took it to send a template).
+    Start,
 }
 
 /// A span measured when its event happened: wall-clock and business-hours milliseconds.

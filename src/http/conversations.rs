@@ -1,5 +1,5 @@
-//! `/api/v1/conversations`: list, read, claim, release, reply (text, quote, interactive),
-//! react, mark read, note, transfer, resolve.
+//! `/api/v1/conversations`: list, start (with a template), read, claim, release, reply (text,
+//! quote, interactive, template), react, mark read, note, transfer, resolve.
 //!
 //! Each handler parses the request, calls one use case of [`crate::service::conversations`]
 //! (which checks what the caller may see and do) and renders the answer. This module only
@@ -21,14 +21,14 @@ use super::views::{ConversationView, MessageView};
 use super::AppState;
 use crate::domain::ConversationStatus;
 use crate::service::conversations::{
-    self as service, ListFilter, ReplyRequest, TemplateRequest, TransferTo,
+    self as service, ListFilter, ReplyRequest, StartRequest, TemplateRequest, TransferTo,
 };
 
 pub use crate::service::conversations::{LIST_SCAN_BUDGET, MAX_LIST};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/conversations", get(list))
+        .route("/api/v1/conversations", get(list).post(start))
         .route("/api/v1/conversations/{id}", get(show))
         .route("/api/v1/conversations/{id}/claim", post(claim))
         .route("/api/v1/conversations/{id}/release", post(release))
@@ -86,6 +86,45 @@ async fn list(
     Ok(Json(
         json!({ "conversations": views, "next_after": page.next_after }),
     ))
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    /// The business number's `phone_number_id`.
+    number: Option<String>,
+    /// A phone (international format) or a user id (BSUID).
+    customer: Option<String>,
+    template: Option<TemplateBody>,
+    idempotency_key: Option<String>,
+}
+
+/// The started conversation and the template message queued in it.
+#[derive(serde::Serialize)]
+struct StartedView {
+    #[serde(flatten)]
+    conversation: ConversationView,
+    message: MessageView,
+}
+
+/// `POST /api/v1/conversations`: 201 with the conversation (owned by the caller) and its
+/// `message`, the template queued for Meta; the same `idempotency_key` again answers the same.
+async fn start(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(body): ApiJson<StartBody>,
+) -> ApiResult<impl IntoResponse> {
+    let req = StartRequest {
+        number: body.number,
+        customer: body.customer,
+        template: body.template.map(TemplateBody::into_request),
+        idempotency_key: body.idempotency_key,
+    };
+    let (conv, msg) = service::start(&s.ctx, &caller, req).await?;
+    let view = StartedView {
+        conversation: ConversationView::new(&conv, None),
+        message: MessageView::new(&msg),
+    };
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn show(
@@ -173,6 +212,16 @@ struct TemplateBody {
     parameters: Vec<String>,
 }
 
+impl TemplateBody {
+    fn into_request(self) -> TemplateRequest {
+        TemplateRequest {
+            name: self.name,
+            language: self.language,
+            parameters: self.parameters,
+        }
+    }
+}
+
 /// `{"media": {"id", "caption"?}}`: an upload (`POST /api/v1/media`) sent as a message.
 #[derive(Deserialize)]
 struct MediaBody {
@@ -209,11 +258,7 @@ async fn reply(
                 text: body.text,
                 reply_to: body.reply_to,
                 interactive: body.interactive,
-                template: body.template.map(|t| TemplateRequest {
-                    name: t.name,
-                    language: t.language,
-                    parameters: t.parameters,
-                }),
+                template: body.template.map(TemplateBody::into_request),
                 idempotency_key: body.idempotency_key,
             };
             service::reply(&s.ctx, &caller, &id, req).await?

@@ -23,9 +23,11 @@ pub fn status(code: Code) -> StatusCode {
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        Code::AlreadyAssigned | Code::CapacityReached | Code::NotWaiting | Code::AlreadyExists => {
-            StatusCode::CONFLICT
-        }
+        Code::AlreadyAssigned
+        | Code::CapacityReached
+        | Code::NotWaiting
+        | Code::AlreadyExists
+        | Code::ConversationElsewhere => StatusCode::CONFLICT,
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Code::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -34,7 +36,7 @@ pub fn status(code: Code) -> StatusCode {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::RateLimited | Code::MessagingLimitReached => StatusCode::TOO_MANY_REQUESTS,
         Code::StorageError => StatusCode::INTERNAL_SERVER_ERROR,
         Code::Overloaded | Code::ShuttingDown | Code::Unavailable => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -99,8 +101,16 @@ impl From<Error> for ApiError {
                     DomainError::AlreadyAssigned { assignee } => Some(assignee.clone()),
                     _ => None,
                 };
+                // When a slot of the messaging limit frees (the oldest opening leaves the 24 h).
+                let retry_after = match &d {
+                    DomainError::MessagingLimitReached {
+                        retry_after_secs, ..
+                    } => Some(u32::try_from(*retry_after_secs).unwrap_or(u32::MAX)),
+                    _ => None,
+                };
                 ApiError {
                     assignee,
+                    retry_after,
                     ..ApiError::new(code, d.to_string())
                 }
             }
@@ -194,6 +204,8 @@ mod tests {
             (Code::WindowClosed, 422),
             (Code::TemplateNotApproved, 422),
             (Code::MarketingOptedOut, 422),
+            (Code::MessagingLimitReached, 429),
+            (Code::ConversationElsewhere, 409),
             (Code::PayloadTooLarge, 413),
             (Code::InvalidSignature, 401),
             (Code::InvalidJson, 400),

@@ -32,6 +32,9 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     crate::actors::team::publish_gauges(&s.ctx);
+    if let Some(limit) = s.ctx.messaging_limit.get() {
+        limit.publish(s.ctx.now());
+    }
     s.ctx.store.publish_memory().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

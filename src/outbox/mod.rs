@@ -899,7 +899,9 @@ mod tests {
             phone_number_id: "n1".into(),
             display_phone_number: String::new(),
             default_team: "support".into(),
+            mps_setting: Some(1000),
             mps: 1000,
+            coexistence: false,
         }];
         let pending = HashMap::from([("n1".to_string(), 1)]);
         let outbox = Outbox::start(&cfg, &numbers, store.clone(), graph, sink, &pending);

@@ -1,4 +1,5 @@
-//! Conversations: the list a caller may see, reading one, and the commands on one.
+//! Conversations: the list a caller may see, reading one, starting one (the business writes
+//! first, with a template), and the commands on one.
 //!
 //! Reads go to the store (every change is durable before it is visible) and show only what the
 //! caller may see; commands become messages to the conversation's actor, which applies the rules
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use crate::actors::{ConversationMsg, Ctx, OutboundMedia, Reply};
 use crate::domain::message::{MediaInfo, Outgoing};
 use crate::domain::{
-    conversation_id, Caller, Conversation, ConversationStatus, DomainError, Message, TransferTarget,
+    conversation_id, Caller, Conversation, ConversationStatus, CustomerIds, DomainError, Message,
+    TransferTarget,
 };
 use crate::error::Code;
 use crate::store::{ListQuery, MediaState, Store};
@@ -379,6 +381,111 @@ pub async fn reply(
         reply,
     })
     .await
+}
+
+/// What `POST /api/v1/conversations` asks: from which number, to whom (a phone or a user id),
+/// which template.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    pub number: Option<String>,
+    pub customer: Option<String>,
+    pub template: Option<TemplateRequest>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Fewest and most digits a customer's phone may have (E.164 allows at most 15; the shortest
+/// numbers in use have 7).
+const PHONE_DIGITS: std::ops::RangeInclusive<usize> = 7..=15;
+
+/// The customer a start names: a BSUID by its shape, else a phone in international format
+/// (digits, an optional leading `+` dropped, as Meta's `wa_id` has none).
+fn customer_ids(customer: &str) -> Result<CustomerIds> {
+    if crate::domain::customer::is_user_id(customer) {
+        return Ok(CustomerIds {
+            user_id: Some(customer.to_string()),
+            ..CustomerIds::default()
+        });
+    }
+    let digits = customer.strip_prefix('+').unwrap_or(customer);
+    if PHONE_DIGITS.contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(CustomerIds {
+            phone: Some(digits.to_string()),
+            ..CustomerIds::default()
+        });
+    }
+    Err(invalid(
+        "\"customer\" must be a phone number in international format (7 to 15 digits) or a WhatsApp user id (such as US.13491208655302741918)",
+    ))
+}
+
+/// Starts a conversation with a customer from one of the business's numbers with an approved
+/// template; the caller owns it (see `Conversation::start` for a customer who already has a
+/// conversation on the number). Everything that can be refused without the conversation is
+/// refused first, before anything is stored or sent: the number (400 when not in
+/// `[[numbers]]`), the customer (400), the template (400 / 422, as for a template reply). The
+/// customer is resolved like a webhook's sender (`crate::identity`): the conversation its
+/// phone or user id already leads to, else a new one. A repeated `idempotency_key` answers the
+/// conversation and message it first made, and sends nothing.
+pub async fn start(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    req: StartRequest,
+) -> Result<(Conversation, Message)> {
+    let StartRequest {
+        number,
+        customer,
+        template,
+        idempotency_key,
+    } = req;
+    let number = number
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("\"number\" (a phone_number_id of [[numbers]]) is required"))?;
+    if ctx.config.number(&number).is_none() {
+        return Err(invalid(&format!(
+            "\"number\": {number:?} is not one of the business's numbers ([[numbers]])"
+        )));
+    }
+    let customer = customer
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| invalid("\"customer\" (a phone or a user id) is required"))?;
+    let ids = customer_ids(&customer)?;
+    let template = template
+        .ok_or_else(|| invalid("\"template\" is required: a conversation starts with one"))?;
+    let body = template_body(ctx, &template)?;
+    if idempotency_key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(invalid("\"idempotency_key\" must be 1 to 256 bytes"));
+    }
+    let held = crate::identity::lock_customer(&number, &ids).await;
+    let resolved = crate::identity::resolve_all(ctx, &[(number.as_str(), &ids)]).await?;
+    // The ids stay pending (found by webhooks) until the start is durable or refused.
+    drop(held);
+    let id = resolved
+        .ids
+        .first()
+        .cloned()
+        .ok_or(super::ServiceError::Core(crate::error::Error::Unavailable))?;
+    let seed = Conversation::for_customer(
+        id.clone(),
+        &number,
+        &ids,
+        &ctx.default_team(&number),
+        ctx.now(),
+    );
+    let started = ctx
+        .ask(&id, Some(&seed), |reply| ConversationMsg::Start {
+            caller: caller.clone(),
+            body: body.clone(),
+            idempotency_key: idempotency_key.clone(),
+            reply,
+        })
+        .await;
+    if started.is_ok() {
+        resolved.settle();
+    }
+    Ok(started?)
 }
 
 /// Longest media caption WhatsApp accepts, in characters.

@@ -34,6 +34,7 @@ mod legacy;
 mod list;
 mod media;
 mod open;
+pub mod openings;
 pub mod people;
 mod reads;
 pub mod report;

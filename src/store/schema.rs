@@ -13,6 +13,7 @@
 //! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |
 //! |                 | `tmpl` 0 name 0 language              | [`super::templates::TemplateRecord`] |
+//! |                 | `bic` 0 time (i64 BE) customer        | empty ([`super::openings`]) |
 //! | `people`        | `agent` 0 id / `team` 0 id / `seeded` | [`super::people`] records |
 //! | `audit`         | seq (u64 BE)                          | [`super::people::AuditRecord`] |
 //! | `contacts`      | see [`ContactKey`]: `p`/`u`, 0, number, 0, phone/user id | conversation id |

@@ -89,6 +89,14 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
         "",
         [200, 200, 200, 200, 401, 401],
     ),
+    // Anyone may start a conversation (an empty body: 400 for everyone signed in).
+    (
+        "POST",
+        "/api/v1/conversations",
+        Subject::None,
+        "{}",
+        [400, 400, 400, 400, 401, 401],
+    ),
     (
         "GET",
         "/api/v1/conversations/{id}",

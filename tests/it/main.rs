@@ -39,6 +39,7 @@ mod outbox_metrics;
 mod people;
 mod reports;
 mod routing;
+mod start_conversation;
 mod storage_failure;
 mod teams;
 mod templates;

@@ -6,7 +6,7 @@
 use crate::common::*;
 use serde_json::{json, Value};
 
-fn order_ready() -> Value {
+pub(crate) fn order_ready() -> Value {
     json!({
         "name": "order_ready",
         "language": "en_US",
@@ -16,7 +16,7 @@ fn order_ready() -> Value {
 }
 
 /// A template webhook change, as Meta sends it (`field` and its `value`).
-fn template_webhook(field: &str, value: Value) -> Value {
+pub(crate) fn template_webhook(field: &str, value: Value) -> Value {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": WABA_ID, "time": 1751247548, "changes": [{"field": field, "value": value}]}],
@@ -25,7 +25,7 @@ fn template_webhook(field: &str, value: Value) -> Value {
 
 /// Waits for the start-up sync's listing (the fake serves Meta's copy, which does not follow
 /// the webhooks a test sends: a listing served later would put its statuses back).
-async fn startup_sync(tb: &TB) {
+pub(crate) async fn startup_sync(tb: &TB) {
     eventually("start-up sync", WAIT, || async {
         if tb.graph.template_lists() > 0 {
             Ok(())
@@ -206,7 +206,7 @@ async fn the_sync_picks_up_templates_created_elsewhere_and_status_changes() {
 }
 
 /// Creates `order_ready` (en_US) through the API and approves it by webhook.
-async fn approved_order_ready(tb: &TB) {
+pub(crate) async fn approved_order_ready(tb: &TB) {
     startup_sync(tb).await;
     let (code, created) = tb.post(ROOT, "/api/v1/templates", order_ready()).await;
     assert_eq!(code, 201, "{created}");
@@ -317,7 +317,7 @@ async fn only_the_owner_sends_a_template() {
 }
 
 /// Meta's `user_preferences` change: `customer` stops or resumes marketing messages on `number`.
-fn preference_webhook(number: &str, customer: &str, value: &str, ts: i64) -> Value {
+pub(crate) fn preference_webhook(number: &str, customer: &str, value: &str, ts: i64) -> Value {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": WABA_ID, "changes": [{"field": "user_preferences", "value": {

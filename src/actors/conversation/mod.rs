@@ -1,7 +1,7 @@
 //! The conversation actor: single writer of one conversation's state.
 //!
 //! Every command (inbound messages, status callbacks, claim, release, transfer, resolve, reply,
-//! reaction, read receipt, note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
+//! start, reaction, read receipt, note, send attempts and outcomes, wamid adoptions) is a message, handled one at a time. A
 //! command from a caller first passes the visibility rule (`Conversation::check_access`, applied
 //! once in `dispatch`). Each handler:
 //! 1. checks the domain rules on the in-memory state;
@@ -24,7 +24,8 @@
 //! Layout: this file holds the state, the messages, dispatch and what every handler shares
 //! (persisting, publishing, keeping queues and agents in step); the handlers live by concern in
 //! [`inbound`] (with [`quotes`]: replies and reactions), [`ownership`], [`outbound`],
-//! [`deadlines`] and [`media`]; the automation bot's turns in [`bot`].
+//! [`start`] (the business starting it with a template), [`deadlines`] and [`media`]; the
+//! automation bot's turns in [`bot`].
 
 mod bot;
 mod csat;
@@ -34,6 +35,7 @@ mod media;
 mod outbound;
 mod ownership;
 mod quotes;
+mod start;
 
 use deadlines::record_sla;
 use inbound::{count_billable, take_pricing};
@@ -194,6 +196,16 @@ pub enum ConversationMsg {
         media: Option<OutboundMedia>,
         reply: Reply<Message>,
     },
+    /// The business starts the conversation: the caller owns it (a new one, a resolved one
+    /// reopened, an open one claimed) and `body` (a template) goes out, in one commit; see
+    /// `Conversation::start`. Answers the conversation and the message; a repeated
+    /// `idempotency_key` answers them again and sends nothing.
+    Start {
+        caller: Caller,
+        body: Outgoing,
+        idempotency_key: Option<String>,
+        reply: Reply<(Conversation, Message)>,
+    },
     /// The owner sets (`""`: removes) the business's reaction to message `message_id`;
     /// answers that message as it now stands.
     React {
@@ -293,6 +305,8 @@ impl ConversationMsg {
             | Self::React { caller, .. }
             | Self::MarkRead { caller, .. } => Some((caller, Access::Own)),
             Self::Note { caller, .. } => Some((caller, Access::Write)),
+            // Decided by `Conversation::start` (a new conversation is nobody's yet).
+            Self::Start { .. } => None,
             Self::Inbound { .. }
             | Self::Status { .. }
             | Self::SendAttempt { .. }
@@ -323,6 +337,9 @@ impl ConversationMsg {
                 let _ = reply.send(Err(e));
             }
             Self::MarkRead { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Self::Start { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Self::Inbound { .. }
@@ -438,6 +455,15 @@ impl ConversationActor {
             } => {
                 let _ = reply
                     .send(Box::pin(self.reply(state, &caller, body, idempotency_key, media)).await);
+            }
+            ConversationMsg::Start {
+                caller,
+                body,
+                idempotency_key,
+                reply,
+            } => {
+                let _ =
+                    reply.send(Box::pin(self.start(state, &caller, body, idempotency_key)).await);
             }
             ConversationMsg::React {
                 caller,

@@ -56,12 +56,7 @@ impl ConversationActor {
             }
         }
         check_send(state, caller, &body, now)?;
-        self.check_sendable(state)?;
-        if let Outgoing::Template { category, .. } = &body {
-            if category == "MARKETING" && self.marketing_stopped(state) {
-                return Err(DomainError::MarketingOptedOut.into());
-            }
-        }
+        let slot = self.send_checks(state, &state.conv, &body, now)?;
         let mut body = body;
         let quoted = match &mut body {
             Outgoing::Text {
@@ -76,35 +71,111 @@ impl ConversationActor {
             _ => None,
         };
         let mut next = state.conv.clone();
-        // Settle the response clocks this reply answers; a late reply whose deadline the timer
-        // has not reported yet is a miss, reported here once.
+        let mut batch = Batch::new();
+        let mut queued = self.compose_reply(
+            &mut next,
+            caller,
+            body,
+            quoted,
+            idempotency_key.clone(),
+            &mut batch,
+            now,
+        )?;
+        if let Some(media) = media {
+            // Whoever sees this conversation may now download the media.
+            batch.put_media_shown(&media.info.id, &id);
+            with_media(&mut queued.msg, &mut queued.job, media);
+        }
+        queued.write(&mut batch, &id, idempotency_key.as_deref())?;
+        if let Some(slot) = &slot {
+            slot.write(&mut batch, now);
+        }
+        self.persist(state, next, batch).await?;
+        if let Some(slot) = slot {
+            slot.commit(now);
+        }
+        Ok(self.reply_committed(state, queued))
+    }
+
+    /// What every send to the customer is checked for before anything changes, once the
+    /// caller's right and the window are: the number can send, a `MARKETING` template does not
+    /// go to a customer who stopped marketing, and a template to a customer whose window is
+    /// closed takes a slot of the messaging limit (`crate::messaging_limit`: 429 when none is
+    /// left). `conv` is the conversation as the send will find it.
+    pub(super) fn send_checks(
+        &self,
+        state: &State,
+        conv: &Conversation,
+        body: &Outgoing,
+        now: Millis,
+    ) -> Result<Option<crate::messaging_limit::Slot>, Error> {
+        self.check_sendable(state)?;
+        let Outgoing::Template { category, .. } = body else {
+            return Ok(None);
+        };
+        if category == "MARKETING" && self.marketing_stopped(conv) {
+            return Err(DomainError::MarketingOptedOut.into());
+        }
+        if conv.window_open(now) {
+            return Ok(None);
+        }
+        let limit = self.ctx.messaging_limit.get().ok_or(Error::Unavailable)?;
+        let customer = conv
+            .contact
+            .phone
+            .as_deref()
+            .or(conv.contact.user_id.as_deref())
+            .unwrap_or(conv.customer.as_str());
+        limit.take(customer, now).map_err(|r| {
+            DomainError::MessagingLimitReached {
+                limit: r.limit,
+                retry_after_secs: r.retry_after_secs,
+            }
+            .into()
+        })
+    }
+
+    /// Builds the caller's message to the customer into `next` and the reporting events of the
+    /// reply into `batch` (the first response of the cycle, this reply's wait, the response
+    /// clocks it settles; a late reply whose deadline the timer has not reported yet is a miss,
+    /// reported here once). The message and its outbox job are not in `batch` yet
+    /// ([`QueuedReply::write`]), so a media reply can still change them.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn compose_reply(
+        &self,
+        next: &mut Conversation,
+        caller: &Caller,
+        body: Outgoing,
+        quoted: Option<String>,
+        idempotency_key: Option<String>,
+        batch: &mut Batch,
+        now: Millis,
+    ) -> Result<QueuedReply, Error> {
         let policies = self.ctx.policies();
         let settled: Vec<(SlaKind, bool)> = [SlaKind::FirstResponse, SlaKind::NextResponse]
             .into_iter()
-            .filter_map(|kind| policies.sla_met(&next, kind, now).map(|met| (kind, met)))
+            .filter_map(|kind| policies.sla_met(next, kind, now).map(|met| (kind, met)))
             .collect();
-        // Reporting: the first response of the cycle, this reply's wait, the clocks it settled.
         let sla = next.sla().clone();
         let first = sla
             .first_response_at
             .is_none()
             .then(|| self.span(next.team(), sla.responsible_since, now));
         let wait = sla.waiting_since.map(|w| self.span(next.team(), w, now));
-        let mut batch = Batch::new();
         let agent = Some(caller.id.as_str());
         if let Some(s) = first {
-            let e = ReportEvent::of(&next, now, agent, ReportKind::FirstResponse(s));
+            let e = ReportEvent::of(next, now, agent, ReportKind::FirstResponse(s));
             batch.put_report(&e)?;
         }
         batch.put_report(&ReportEvent::of(
-            &next,
+            next,
             now,
             agent,
             ReportKind::Reply { wait },
         ))?;
         for (kind, met) in &settled {
             let e = ReportEvent::of(
-                &next,
+                next,
                 now,
                 agent,
                 ReportKind::Sla {
@@ -115,26 +186,24 @@ impl ConversationActor {
             batch.put_report(&e)?;
         }
         next.on_human_reply(now);
-        let (mut msg, mut job) = outbound_message(
-            &mut next,
-            &caller.id,
-            body,
-            quoted,
-            idempotency_key.clone(),
-            now,
-        );
-        let seq = msg.seq;
-        if let Some(media) = media {
-            // Whoever sees this conversation may now download the media.
-            batch.put_media_shown(&media.info.id, &id);
-            with_media(&mut msg, &mut job, media);
-        }
-        batch.put_message(&msg)?;
-        batch.put_outbox(&job)?;
-        if let Some(key) = &idempotency_key {
-            batch.put_idempotency(&id, key, seq);
-        }
-        self.persist(state, next, batch).await?;
+        let (msg, job) = outbound_message(next, &caller.id, body, quoted, idempotency_key, now);
+        Ok(QueuedReply {
+            msg,
+            job,
+            settled,
+            first,
+        })
+    }
+
+    /// After the commit of a reply: the actor remembers it, the clocks it settled are counted,
+    /// the outbox gets it, watchers learn of it. Answers the message.
+    pub(super) fn reply_committed(&self, state: &mut State, queued: QueuedReply) -> Message {
+        let QueuedReply {
+            msg,
+            job,
+            settled,
+            first,
+        } = queued;
         state.recent.remember(&msg);
         for (kind, met) in settled {
             record_sla(state.conv.team(), kind, met);
@@ -152,12 +221,12 @@ impl ConversationActor {
             Some(msg.clone()),
             None,
         );
-        Ok(msg)
+        msg
     }
 
-    /// Whether the customer stopped marketing messages on this number (`user_preferences`).
-    fn marketing_stopped(&self, state: &State) -> bool {
-        let conv = &state.conv;
+    /// Whether the customer of `conv` stopped marketing messages on its number
+    /// (`user_preferences`).
+    fn marketing_stopped(&self, conv: &Conversation) -> bool {
         let ids: Vec<&str> = [
             conv.contact.phone.as_deref(),
             conv.contact.user_id.as_deref(),
@@ -572,6 +641,33 @@ impl ConversationActor {
         }
         self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
         Ok(true)
+    }
+}
+
+/// A reply composed by [`ConversationActor::compose_reply`], not yet committed.
+pub(super) struct QueuedReply {
+    pub msg: Message,
+    pub job: OutboxJob,
+    /// The response clocks it settles (met or not).
+    settled: Vec<(SlaKind, bool)>,
+    /// The first response of the cycle it is, if it is one.
+    first: Option<Span>,
+}
+
+impl QueuedReply {
+    /// Puts the message, its outbox job and its idempotency key into `batch`.
+    pub fn write(
+        &self,
+        batch: &mut Batch,
+        conversation_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), Error> {
+        batch.put_message(&self.msg)?;
+        batch.put_outbox(&self.job)?;
+        if let Some(key) = idempotency_key {
+            batch.put_idempotency(conversation_id, key, self.msg.seq);
+        }
+        Ok(())
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Cfg {
     /// Extra lines inside `[storage]` (e.g. `stall_after_ms = 100`).
     pub storage_extra: String,
     pub graph_base: String,
+    /// Extra lines inside `[whatsapp]` (e.g. `messaging_limit = 2`).
+    pub whatsapp_extra: String,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
     pub max_attempts: u64,
@@ -70,6 +72,7 @@ impl Cfg {
             sync: true,
             storage_extra: String::new(),
             graph_base: graph_base.into(),
+            whatsapp_extra: String::new(),
             retry_base_ms: 10,
             retry_max_ms: 100,
             max_attempts: 5,
@@ -98,6 +101,7 @@ verify_token = "{VERIFY_TOKEN}"
 access_token = "{ACCESS_TOKEN}"
 waba_id = "{WABA_ID}"
 graph_api_base = {graph}
+{whatsapp_extra}
 
 [outbox]
 retry_base_ms = {rb}
@@ -176,6 +180,7 @@ max_concurrent = 5
             sync = self.sync,
             storage_extra = self.storage_extra,
             graph = toml_str(&self.graph_base),
+            whatsapp_extra = self.whatsapp_extra,
             rb = self.retry_base_ms,
             rm = self.retry_max_ms,
             ma = self.max_attempts,
