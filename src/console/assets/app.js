@@ -24,8 +24,12 @@ const state = {
   open: null, // Conversation with messages, the one shown
   view: "inbox",
   typingSentAt: 0,
+  replyTo: null, // id of the message the next reply quotes
   streamAbort: null,
+  supTimer: null,
 };
+// Presence changes carry no event, so the supervisor view is re-read this often while shown.
+const SUPERVISOR_REFRESH_MS = 10000;
 
 // ---- DOM helpers -------------------------------------------------------------------------
 
@@ -139,6 +143,9 @@ async function signIn(token) {
 }
 
 function signOut(message) {
+  clearInterval(state.supTimer);
+  state.supTimer = null;
+  state.view = "inbox";
   state.streamAbort?.abort();
   state.streamAbort = null;
   state.token = null;
@@ -393,6 +400,7 @@ async function openConversation(id) {
     return;
   }
   state.typingSentAt = 0;
+  state.replyTo = null;
   renderList();
   renderDetail({ keepDraft: false });
 }
@@ -471,7 +479,7 @@ function renderDetail({ keepDraft }) {
   renderWindow(head.querySelector("#window"), c);
 
   const byId = new Map((c.messages || []).map((m) => [m.id, m]));
-  const messages = h("ul", { class: "messages", "aria-live": "polite", dataset: { conversationId: c.id } }, (c.messages || []).map((m) => messageEl(m, byId)));
+  const messages = h("ul", { class: "messages", "aria-live": "polite", dataset: { conversationId: c.id } }, (c.messages || []).map((m) => messageEl(m, byId, mine && windowOpen(c))));
   // The composer is kept while its conversation and mode stay the same, so an event that
   // arrives while the agent types never replaces the box under the cursor.
   const key = `${c.id}|${mine}|${windowOpen(c)}`;
@@ -484,15 +492,18 @@ function renderDetail({ keepDraft }) {
   }
   const focused = document.activeElement;
   pane.replaceChildren(head, messages, composer);
+  renderReplying();
   if (focused && composer.contains(focused)) focused.focus();
   if (atBottom) messages.scrollTop = messages.scrollHeight;
 }
 
 const MEDIA_KINDS = new Set(["image", "video", "audio", "document", "sticker"]);
 
-function messageEl(m, byId) {
+function messageEl(m, byId, canQuote) {
   const kind = m.kind || m.type;
   const parts = [];
+  // Meta quotes by wamid, so only a message WhatsApp knows can be quoted (never a note).
+  const quotable = canQuote && m.direction !== "note" && m.wamid;
   parts.push(
     h(
       "div",
@@ -500,6 +511,9 @@ function messageEl(m, byId) {
       h("span", {}, m.direction === "inbound" ? "customer" : m.author),
       kind && kind !== "text" ? h("span", { class: "badge kind" }, kind) : null,
       h("time", { datetime: m.at }, clock(m.at)),
+      quotable
+        ? h("button", { type: "button", class: "quote-btn", title: "Quote in the reply (q: the last customer message)", onclick: () => setReplyTo(m.id), dataset: { action: "quote" } }, "Quote")
+        : null,
     ),
   );
   if (m.reply_to) {
@@ -586,6 +600,7 @@ function composerEl(c, mine) {
   const box = h(
     "div",
     { class: "composer" },
+    h("div", { class: "replying", hidden: true }),
     ta,
     h(
       "div",
@@ -636,6 +651,30 @@ function templatePicker(c) {
     .then((b) => show(b?.templates || []))
     .catch(() => box.replaceChildren(h("span", { class: "muted" }, "Templates are not available on this broker.")));
   return box;
+}
+
+/// The message the next reply quotes (`null`: none), shown above the reply box with a way out.
+function setReplyTo(id) {
+  const c = state.open;
+  const m = id && c ? (c.messages || []).find((x) => x.id === id) : null;
+  state.replyTo = m ? m.id : null;
+  renderReplying();
+  if (m) $('textarea[name="text"]')?.focus();
+}
+
+function renderReplying() {
+  const bar = $("#detail .composer .replying");
+  if (!bar) return;
+  const m = state.replyTo && (state.open?.messages || []).find((x) => x.id === state.replyTo);
+  bar.hidden = !m;
+  bar.replaceChildren(
+    ...(m
+      ? [
+          h("span", { class: "quote" }, m.text || `[${m.type}]`),
+          h("button", { type: "button", title: "Do not quote", onclick: () => setReplyTo(null), dataset: { action: "unquote" } }, "\u00d7"),
+        ]
+      : []),
+  );
 }
 
 /// Typing tells the customer we read and are answering (at most every 20 s per conversation).
@@ -689,8 +728,11 @@ async function send() {
   const text = ta?.value.trim();
   if (!c || !text) return;
   try {
-    await api("POST", `/conversations/${encodeURIComponent(c.id)}/messages`, { text, idempotency_key: crypto.randomUUID() });
+    const body = { text, idempotency_key: crypto.randomUUID() };
+    if (state.replyTo) body.reply_to = state.replyTo;
+    await api("POST", `/conversations/${encodeURIComponent(c.id)}/messages`, body);
     ta.value = "";
+    setReplyTo(null);
   } catch (e) {
     flash(`Not sent: ${e.message}`);
   }
@@ -729,7 +771,8 @@ async function renderSupervisor() {
             "div",
             { class: "figures" },
             h("div", { class: "figure" }, h("b", { class: "depth" }, String(q.depth)), h("span", {}, "waiting")),
-            h("div", { class: "figure" }, h("b", { class: "oldest" }, duration((q.oldest_wait_seconds || 0) * 1000)), h("span", {}, "oldest wait")),
+            // A clock like the list's: it keeps counting between reads of the queue.
+            h("div", { class: "figure" }, h("b", { class: "oldest sla", dataset: { since: q.depth ? new Date(Date.now() - (q.oldest_wait_seconds || 0) * 1000).toISOString() : "" } }), h("span", {}, "oldest wait")),
             h("div", { class: "figure" }, h("b", {}, String(teamAgents(team))), h("span", {}, "assigned now")),
           ),
           h(
@@ -752,20 +795,9 @@ async function renderSupervisor() {
       }
     }),
   );
-  const load = h(
-    "section",
-    { class: "card agents" },
-    h("h3", {}, "Agents"),
-    h(
-      "table",
-      {},
-      h("tr", {}, h("th", {}, "agent"), h("th", {}, "open conversations")),
-      agentLoads().map(([a, n]) => h("tr", {}, h("td", {}, `@${a}`), h("td", {}, String(n)))),
-    ),
-    h("p", { class: "muted" }, `You are ${state.me.status}, ${state.me.open_conversations}/${state.me.max_concurrent}.`),
-  );
+  const people = await Promise.all(teams.map(agentsCard));
   const reports = h("section", { class: "card reports" }, h("h3", {}, "Reports (last 24 h)"), h("p", { class: "muted" }, "loading…"));
-  view.replaceChildren(...cards, load, reports);
+  view.replaceChildren(...cards, ...people, reports);
   tickClocks();
   const to = new Date().toISOString();
   const from = new Date(Date.now() - 86400000).toISOString();
@@ -795,11 +827,35 @@ async function renderSupervisor() {
     .catch(() => reports.replaceChildren(h("h3", {}, "Reports"), h("p", { class: "muted" }, "Reports are not available on this broker.")));
 }
 
-/// The load of each agent as the visible conversations show it (the API has no agent list yet).
-function agentLoads() {
-  const n = new Map();
-  for (const c of state.convs.values()) if (c.status === "assigned" && c.assignee) n.set(c.assignee, (n.get(c.assignee) || 0) + 1);
-  return [...n.entries()].sort((a, b) => b[1] - a[1]);
+const PRESENCE_ORDER = { online: 0, away: 1, offline: 2 };
+
+/// A team's agents with their presence and load (`GET /teams/{id}/agents`), online first.
+async function agentsCard(team) {
+  try {
+    const body = await api("GET", `/teams/${encodeURIComponent(team)}/agents`);
+    const agents = (body.agents || []).slice().sort((a, b) => (PRESENCE_ORDER[a.status] ?? 3) - (PRESENCE_ORDER[b.status] ?? 3));
+    return h(
+      "section",
+      { class: "card agents", dataset: { team } },
+      h("h3", {}, `Agents of ${team}`),
+      h(
+        "table",
+        {},
+        h("tr", {}, h("th", {}, "agent"), h("th", {}, "presence"), h("th", {}, "load")),
+        agents.map((a) =>
+          h(
+            "tr",
+            { dataset: { agentId: a.id, presence: a.status || "" } },
+            h("td", {}, a.name && a.name !== a.id ? `${a.name} (@${a.id})` : `@${a.id}`),
+            h("td", {}, h("span", { class: `badge pres pres-${a.status}` }, a.status || "?")),
+            h("td", { class: "load-cell" }, `${a.open_conversations ?? 0}/${a.max_concurrent}`),
+          ),
+        ),
+      ),
+    );
+  } catch (e) {
+    return h("section", { class: "card agents" }, h("h3", {}, `Agents of ${team}`), h("p", { class: "error" }, e.message));
+  }
 }
 
 function teamAgents(team) {
@@ -810,6 +866,8 @@ function teamAgents(team) {
 
 function showView(view) {
   state.view = view;
+  clearInterval(state.supTimer);
+  state.supTimer = view === "supervisor" ? setInterval(renderSupervisor, SUPERVISOR_REFRESH_MS) : null;
   $("#inbox-view").hidden = view !== "inbox";
   $("#supervisor-view").hidden = view !== "supervisor";
   $("#tab-inbox").setAttribute("aria-pressed", String(view === "inbox"));
@@ -829,7 +887,7 @@ function onKey(e) {
   // A focused button keeps Enter and Space for itself.
   if (t instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
   if ($("#help").open) return;
-  const click = (name) => document.querySelector(`#detail button[data-action="${name}"]:not(:disabled)`)?.click();
+  const click = (name, el) => (el || document.querySelector(`#detail button[data-action="${name}"]:not(:disabled)`))?.click();
   if (pendingG) {
     pendingG = false;
     if (e.key === "i") showView("inbox");
@@ -846,6 +904,7 @@ function onKey(e) {
     e: () => click("resolve"),
     t: () => $('input[name="transfer_to"]')?.focus(),
     r: () => $('textarea[name="text"]')?.focus(),
+    q: () => click("quote", [...document.querySelectorAll('#detail .msg.inbound button[data-action="quote"]')].pop()),
     n: () => $('textarea[name="text"]')?.focus(),
     "/": () => $("#f-status").focus(),
     "?": () => $("#help").showModal(),
@@ -879,6 +938,7 @@ function init() {
       flash(`Presence not changed: ${err.message}`);
     }
     refreshMe();
+    if (state.view === "supervisor") renderSupervisor();
   });
   document.addEventListener("keydown", onKey);
   setInterval(tickClocks, 1000);
