@@ -365,6 +365,9 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
     // Claimed: Release becomes possible and the API agrees.
     b.button("Release").await;
     assert_eq!(tb.conversation(&conv).await["assignee"], json!("bob"));
+    // The customer wrote just now: the window has (almost) 24 hours left.
+    let window = b.text_of(".conv-head .window").await;
+    assert!(window.starts_with("window closes in 23h"), "{window:?}");
 
     // Typing asks the broker to mark the customer's message read and show "typing" (the route
     // lands with the message-model work; the console calls it either way).
@@ -434,8 +437,15 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
         .count();
     assert_eq!(messages_sent, 1, "a note reached the Graph API");
 
-    // Resolve ends it.
-    b.click("Resolve").await;
+    // The shortcuts: u releases it to the queue, c claims it again, e resolves it.
+    b.js("document.activeElement.blur(); return null;").await;
+    b.press("u").await;
+    b.wait_css(".conv-head .status.st-queued").await;
+    assert_eq!(tb.conversation(&conv).await["status"], json!("queued"));
+    b.press("c").await;
+    b.wait_css(".conv-head .status.st-assigned").await;
+    assert_eq!(tb.conversation(&conv).await["assignee"], json!("bob"));
+    b.press("e").await;
     b.wait_css(".conv-head .status.st-resolved").await;
     assert_eq!(tb.conversation(&conv).await["status"], json!("resolved"));
 }
@@ -745,6 +755,28 @@ then = { team = "support", priority = "urgent" }
         r#"{agents} [data-agent-id="bob"][data-presence="away"]"#
     ))
     .await;
+    // The team reports, as the API gives them.
+    let row = r#".reports tr[data-team="support"]"#;
+    let shown = b.text_of(&format!("{row} .inbound")).await;
+    let to = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let from = to - chrono::Duration::days(1);
+    let (code, report) = tb
+        .get(
+            CAROL,
+            &format!(
+                "/api/v1/reports/teams?from={}&to={}",
+                from.format("%Y-%m-%dT%H:%M:%SZ"),
+                to.format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+        )
+        .await;
+    assert_eq!(code, 200, "{report}");
+    let support = report["teams"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["team"] == json!("support")))
+        .cloned()
+        .expect("support's report");
+    assert_eq!(shown, support["inbound"].to_string(), "{support}");
     b.screenshot(&dir, "console-supervisor.png").await;
 
     // Phone size: one pane, nothing wider than the screen, a conversation opens full-width.
@@ -993,6 +1025,28 @@ async fn template_picker_outside_the_window() {
         .text_of(r#".msg.outbound[data-status="accepted"] .text"#)
         .await;
     assert_eq!(sent, "Hi Ana, order A-17 is ready.");
+
+    // Transfer to another team: the broker moves it, and Bob (not of sales) loses sight of it.
+    b.wait_css(r#"input[name="transfer_to"]"#)
+        .await
+        .send_keys("sales")
+        .await
+        .unwrap();
+    b.click("Transfer").await;
+    eventually("moved to sales", WAIT, || async {
+        let (_, c) = tb.get(ROOT, &format!("/api/v1/conversations/{conv}")).await;
+        (c["team"] == json!("sales"))
+            .then_some(())
+            .ok_or_else(|| c.to_string())
+    })
+    .await;
+    eventually("gone from Bob's list", WAIT, || async {
+        let ids = b.row_ids().await;
+        (!ids.contains(&conv))
+            .then_some(())
+            .ok_or(format!("{ids:?}"))
+    })
+    .await;
 }
 
 /// A `lagged` event (the subscriber fell behind the bounded feed and missed events) makes the

@@ -382,7 +382,7 @@ function onEvent(type, ev) {
   if (ev.conversation && (c.assignee === state.me?.id || type.startsWith("conversation."))) {
     soon(refreshMe, "me", 300);
   }
-  if (state.view === "supervisor") soon(renderSupervisor, "sup", 500);
+  if (state.view === "supervisor") soon(renderSupervisor, "sup", 1000);
 }
 
 // ---- one conversation --------------------------------------------------------------------
@@ -411,8 +411,14 @@ async function reloadOpen() {
     state.open = await api("GET", `/conversations/${encodeURIComponent(state.open.id)}`);
     renderDetail({ keepDraft: true });
   } catch (e) {
-    // It left our sight (taken by someone else, moved to another team): say so, keep the text.
-    if (e.status === 404) flash("This conversation is no longer visible to you.");
+    // It left our sight (taken by someone else, moved to another team): say so and drop its
+    // row, which no event will update any more.
+    if (e.status === 404 && state.open) {
+      state.convs.delete(state.open.id);
+      closeConversation();
+      renderList();
+      flash("This conversation is no longer visible to you.");
+    }
   }
 }
 
@@ -755,10 +761,15 @@ async function addNote() {
 
 // ---- supervisor view ---------------------------------------------------------------------
 
+/// Reads queues, agents and reports together and shows them in one step (no card appears
+/// "loading" and then grows); a read that an earlier one outlives is dropped, not shown.
 async function renderSupervisor() {
   if (state.view !== "supervisor" || !state.me) return;
+  const seq = (renderSupervisor.seq = (renderSupervisor.seq || 0) + 1);
   const view = $("#supervisor-view");
   const teams = state.me.teams || [];
+  const people = Promise.all(teams.map(agentsCard));
+  const reports = reportsCard();
   const cards = await Promise.all(
     teams.map(async (team) => {
       try {
@@ -782,7 +793,7 @@ async function renderSupervisor() {
             (q.conversations || []).map((c) =>
               h(
                 "tr",
-                { dataset: { conversationId: c.id }, onclick: () => openConversation(c.id), style: "cursor:pointer" },
+                { class: "clickable", dataset: { conversationId: c.id }, onclick: () => openConversation(c.id) },
                 h("td", {}, customerName(c)),
                 h("td", {}, c.priority),
                 h("td", { class: "sla", dataset: { since: waitingSince(c) || c.created_at } }),
@@ -795,36 +806,48 @@ async function renderSupervisor() {
       }
     }),
   );
-  const people = await Promise.all(teams.map(agentsCard));
-  const reports = h("section", { class: "card reports" }, h("h3", {}, "Reports (last 24 h)"), h("p", { class: "muted" }, "loading…"));
-  view.replaceChildren(...cards, ...people, reports);
+  const all = [...cards, ...(await people), await reports];
+  if (seq !== renderSupervisor.seq || state.view !== "supervisor") return;
+  view.replaceChildren(...all);
   tickClocks();
+}
+
+/// The teams' reports over the last 24 hours (`GET /reports/teams`).
+async function reportsCard() {
   const to = new Date().toISOString();
   const from = new Date(Date.now() - 86400000).toISOString();
-  api("GET", `/reports/teams?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`)
-    .then((r) =>
-      reports.replaceChildren(
-        h("h3", {}, "Reports (last 24 h)"),
-        h(
-          "table",
-          {},
-          h("tr", {}, ["team", "conversations", "inbound", "outbound", "first response p50", "SLA hits / misses"].map((t) => h("th", {}, t))),
-          (r.teams || []).map((t) =>
-            h(
-              "tr",
-              {},
-              h("td", {}, t.team),
-              h("td", {}, String(t.conversations)),
-              h("td", {}, String(t.inbound)),
-              h("td", {}, String(t.outbound)),
-              h("td", {}, t.first_response_seconds?.p50 != null ? duration(t.first_response_seconds.p50 * 1000) : "–"),
-              h("td", {}, `${t.sla_hits ?? "–"} / ${t.sla_misses ?? "–"}`),
-            ),
+  const title = h("h3", {}, "Reports (last 24 h)");
+  const p50 = (x) => (x?.p50 != null ? duration(x.p50 * 1000) : "–");
+  try {
+    const r = await api("GET", `/reports/teams?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+    const cols = ["team", "conversations", "inbound", "outbound", "first response p50", "resolution p50", "SLA hits / misses", "backlog"];
+    return h(
+      "section",
+      { class: "card reports" },
+      title,
+      h(
+        "table",
+        {},
+        h("tr", {}, cols.map((t) => h("th", {}, t))),
+        (r.teams || []).map((t) =>
+          h(
+            "tr",
+            { dataset: { team: t.team } },
+            h("td", {}, t.team),
+            h("td", { class: "conversations" }, String(t.conversations)),
+            h("td", { class: "inbound" }, String(t.inbound)),
+            h("td", { class: "outbound" }, String(t.outbound)),
+            h("td", {}, p50(t.first_response_seconds)),
+            h("td", {}, p50(t.resolution_seconds)),
+            h("td", {}, `${t.sla_hits ?? "–"} / ${t.sla_misses ?? "–"}`),
+            h("td", {}, String(t.backlog ?? "–")),
           ),
         ),
       ),
-    )
-    .catch(() => reports.replaceChildren(h("h3", {}, "Reports"), h("p", { class: "muted" }, "Reports are not available on this broker.")));
+    );
+  } catch (e) {
+    return h("section", { class: "card reports" }, title, h("p", { class: "error" }, `Reports unavailable: ${e.message}`));
+  }
 }
 
 const PRESENCE_ORDER = { online: 0, away: 1, offline: 2 };
