@@ -445,14 +445,21 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
     b.press("c").await;
     b.wait_css(".conv-head .status.st-assigned").await;
     assert_eq!(tb.conversation(&conv).await["assignee"], json!("bob"));
+    b.button("Resolve").await;
     b.press("e").await;
     b.wait_css(".conv-head .status.st-resolved").await;
     assert_eq!(tb.conversation(&conv).await["status"], json!("resolved"));
 }
 
-/// A 1×1 PNG, the image a customer sends.
-const PNG_1X1: &str =
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+/// A 240×150 PNG (a parcel with a dented corner), the photo customers send.
+const PARCEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAPAAAACWCAIAAABvmpKCAAACI0lEQVR42u3SMQ3CUAAA0SrpjA4GZkQgggkFFYOI6kABCQsCqqFL09x/ySm4vOn7+0uZJgsEtAS0BLQEtICWgJaAloCWgBbQEtAS0BLQEtACWgJaAloCWgJaQEtAS0BLQEvnAf24zgo3Iuj369brsy67Sk4AGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooPf0vF+ABrqjGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqleVzQCjccaAloCWgBLQEtAS0BLQEtoCWgJaAloCWgBbQEtAS0BLQEtICWgJYObQNUxaJRzXYl/AAAAABJRU5ErkJggg==";
+
+fn parcel_png() -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(PARCEL_PNG)
+        .expect("png")
+}
 
 fn sha_b64(b: &[u8]) -> String {
     use base64::Engine;
@@ -473,12 +480,9 @@ fn inbound(from: &str, w: &str, kind: &str, part: Value) -> Value {
 /// it, and a reply Meta refused for good (failed, with the reason).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_replies_reactions_and_failures_shown() {
-    use base64::Engine;
     let tb = TB::start().await;
     let cust = customer();
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(PNG_1X1)
-        .expect("png");
+    let png = parcel_png();
     let pdf = b"%PDF-1.4 the invoice".to_vec();
     let (img_id, doc_id) = (uniq("img"), uniq("doc"));
     tb.graph.add_media(&img_id, "image/png", png.clone());
@@ -586,7 +590,7 @@ async fn media_replies_reactions_and_failures_shown() {
             ))
             .await
         {
-            Value::Number(n) if n.as_u64() == Some(1) => Ok(()),
+            Value::Number(n) if n.as_u64() == Some(240) => Ok(()),
             v => Err(v.to_string()),
         }
     });
@@ -668,11 +672,39 @@ then = { team = "support", priority = "urgent" }
         convs.push(tb.open_conv(N1, cust, text).await);
     }
     tb.must_claim(BOB, &convs[0]).await;
-    tb.must_reply(BOB, &convs[0], "Let me check that for you.")
+    let answer = tb
+        .must_reply(BOB, &convs[0], "Let me check that for you.")
+        .await;
+    let answer = tb
+        .wait_status(&convs[0], answer["id"].as_str().expect("id"), "accepted")
         .await;
     tb.note(BOB, &convs[0], "Order 1234 shipped yesterday")
         .await;
-    tb.send_text(N1, &custs[0], "thanks!").await;
+    // The customer thanks quoting the answer, likes it, and sends a photo of the parcel.
+    let photo = uniq("photo");
+    let png = parcel_png();
+    tb.graph.add_media(&photo, "image/png", png.clone());
+    let mut thanks = inbound(&custs[0], &wamid(), "text", json!({"body": "thanks!"}));
+    thanks["context"] = json!({"from": N1_DISPLAY, "id": answer["wamid"]});
+    let like = inbound(
+        &custs[0],
+        &wamid(),
+        "reaction",
+        json!({"message_id": answer["wamid"], "emoji": "\u{1F44D}"}),
+    );
+    let image = inbound(
+        &custs[0],
+        &wamid(),
+        "image",
+        json!({"id": photo, "mime_type": "image/png", "sha256": sha_b64(&png),
+               "caption": "this is how it arrived"}),
+    );
+    let body = envelope(vec![entry(vec![change(
+        N1,
+        vec![thanks, like, image],
+        vec![],
+    )])]);
+    assert_eq!(tb.webhook(&body).await, 200);
     assert_eq!(tb.presence(ALICE, "online").await.0, 200);
 
     let keep = std::env::var_os("SWITCHBOARD_SCREENSHOTS").is_some();
@@ -723,6 +755,8 @@ then = { team = "support", priority = "urgent" }
     .await;
     b.row(&convs[0]).await.click().await.expect("open");
     b.wait_css(".msg.note").await;
+    b.wait_css(r#".msg[data-kind="image"] img[src^="blob:"]"#)
+        .await;
     b.screenshot(&dir, "console-conversation.png").await;
 
     // Supervisor: the team's queue with its depth, as the API counts it.

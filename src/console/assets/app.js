@@ -25,6 +25,7 @@ const state = {
   view: "inbox",
   typingSentAt: 0,
   replyTo: null, // id of the message the next reply quotes
+  openSeq: 0, // bumped by every read of the open conversation; only the newest is shown
   streamAbort: null,
   supTimer: null,
 };
@@ -392,9 +393,13 @@ async function openConversation(id) {
   state.unread.delete(id);
   document.body.classList.add("has-detail");
   showView("inbox");
+  const seq = ++state.openSeq;
   try {
-    state.open = await api("GET", `/conversations/${encodeURIComponent(id)}`);
+    const c = await api("GET", `/conversations/${encodeURIComponent(id)}`);
+    if (seq !== state.openSeq) return; // another conversation was opened meanwhile
+    state.open = c;
   } catch (e) {
+    if (seq !== state.openSeq) return;
     state.open = null;
     $("#detail").replaceChildren(h("p", { class: "error" }, e.message));
     return;
@@ -405,25 +410,37 @@ async function openConversation(id) {
   renderDetail({ keepDraft: false });
 }
 
+/// Reads the open conversation again. Reads overlap (events, actions), and their answers may
+/// come back out of order: only the newest shows, so an answer read before a claim never puts
+/// the pre-claim state (and its disabled buttons) back over the claim's.
 async function reloadOpen() {
   if (!state.open) return;
+  const id = state.open.id;
+  const seq = ++state.openSeq;
   try {
-    state.open = await api("GET", `/conversations/${encodeURIComponent(state.open.id)}`);
+    const c = await api("GET", `/conversations/${encodeURIComponent(id)}`);
+    if (seq !== state.openSeq || state.open?.id !== id) return;
+    state.open = c;
     renderDetail({ keepDraft: true });
   } catch (e) {
-    // It left our sight (taken by someone else, moved to another team): say so and drop its
-    // row, which no event will update any more.
+    if (seq !== state.openSeq || state.open?.id !== id) return;
+    // It left our sight: its row goes, since no event will update it any more. Resolved (an
+    // agent sees no resolved conversation it does not own) it stays on screen as it ended;
+    // otherwise (taken by someone else, moved to another team) it closes, saying why.
     if (e.status === 404 && state.open) {
-      state.convs.delete(state.open.id);
-      closeConversation();
+      state.convs.delete(id);
       renderList();
-      flash("This conversation is no longer visible to you.");
+      if (state.open.status !== "resolved") {
+        closeConversation();
+        flash("This conversation is no longer visible to you.");
+      }
     }
   }
 }
 
 function closeConversation() {
   state.open = null;
+  state.openSeq++;
   document.body.classList.remove("has-detail");
   $("#detail").replaceChildren(h("p", { class: "empty" }, "Pick a conversation (j/k to move, Enter to open)."));
   document.querySelector(`#list .row.selected`)?.focus();
@@ -477,7 +494,7 @@ function renderDetail({ keepDraft }) {
       act("Claim", () => doAction("claim"), canClaim, "c"),
       act("Release", () => doAction("release"), mine, "u"),
       act("Resolve", () => doAction("resolve"), mine || (supervisorish && c.status !== "resolved"), "e"),
-      h("input", { name: "transfer_to", placeholder: "team or @id", "aria-label": "transfer to", list: "team-list" }),
+      h("input", { name: "transfer_to", placeholder: "team or @id", "aria-label": "transfer to", list: "team-list", dataset: { conv: c.id } }),
       h("datalist", { id: "team-list" }, (state.me.teams || []).map((t) => h("option", { value: t }))),
       act("Transfer", doTransfer, mine || supervisorish, "t"),
     ),
@@ -496,10 +513,13 @@ function renderDetail({ keepDraft }) {
     const draft = old.querySelector('textarea[name="text"]')?.value || "";
     composer.querySelector('textarea[name="text"]').value = draft;
   }
+  // The transfer box likewise: what is typed there (and the focus) survives a re-render.
+  const oldTo = pane.querySelector('input[name="transfer_to"]');
+  if (keepDraft && oldTo && oldTo.dataset.conv === c.id) head.querySelector('input[name="transfer_to"]').replaceWith(oldTo);
   const focused = document.activeElement;
   pane.replaceChildren(head, messages, composer);
   renderReplying();
-  if (focused && composer.contains(focused)) focused.focus();
+  if (focused && (composer.contains(focused) || focused === oldTo)) focused.focus();
   if (atBottom) messages.scrollTop = messages.scrollHeight;
 }
 
@@ -696,7 +716,8 @@ async function doAction(action) {
   try {
     const after = await api("POST", `/conversations/${encodeURIComponent(c.id)}/${action}`);
     // Shown at once from the answer: after a release or resolve an agent may no longer see it.
-    if (after?.id === c.id) {
+    if (after?.id === c.id && state.open?.id === c.id) {
+      state.openSeq++; // reads started before this answer are older than it
       state.open = { ...after, messages: c.messages };
       state.convs.set(c.id, after);
       renderDetail({ keepDraft: true });
