@@ -4,7 +4,11 @@
 //! loopback port with one headless Chromium session (1280×800), signs in through the page's
 //! `input[name="token"]` and works only through the page, as an agent would; the API is used to
 //! play the other people (customers through the webhook, colleagues claiming). Every wait is for
-//! a condition in the page (WebDriver polling), never a sleep.
+//! a condition in the page (WebDriver polling), never a sleep. What the page shows comes from the
+//! broker itself (templates from its registry, media it fetched from the fake Graph API, Meta's
+//! refusals through the outbox); where a test wraps the page's `fetch` it only records calls, and
+//! only the `lagged` test feeds the page's event stream (a real `lagged` needs a subscriber 4,096
+//! events behind).
 //!
 //! Chromium and chromedriver come from Debian (`make browser-deps` installs them, and so `make test` and `.ci/run`): when
 //! they are missing these tests FAIL saying so, they never skip.
@@ -657,7 +661,9 @@ name = "refunds first"
 when = { keywords = ["refund"] }
 then = { team = "support", priority = "urgent" }
 "#
-        .into()
+        .into();
+        // Missed in a second: the unanswered questions turn red while Carol watches.
+        c.support_extra = r#"sla = { first_response = "1s" }"#.into();
     })
     .await;
     let browser = Browser::start(1280, 800);
@@ -721,8 +727,19 @@ then = { team = "support", priority = "urgent" }
     for c in &convs {
         b.row(c).await;
     }
-    // Priority first (the refund is urgent), then the longest wait: the address question waits
-    // since it came, the order since the customer's "thanks!" after Bob's answer.
+    // The missed first response shows live: the clock turns red and names the SLA, and the
+    // breach raised the priority (normal to high).
+    let breached = format!(r#"[data-conversation-id="{}"] .sla.breached"#, convs[1]);
+    let title = b.attr_of(&breached, Some("title")).await;
+    assert_eq!(title.as_deref(), Some("SLA missed: first_response"));
+    b.wait_css(&format!(
+        r#"[data-conversation-id="{}"] .pr-high"#,
+        convs[1]
+    ))
+    .await;
+    // Priority first (the refund is urgent, the address question high since its breach), then
+    // the longest wait (whatever else breached, Bob's answered one is last: its customer waits
+    // since the "thanks!" after Bob's answer).
     assert_eq!(
         b.row_ids().await,
         [convs[2].clone(), convs[1].clone(), convs[0].clone()],
