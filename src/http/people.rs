@@ -1,6 +1,8 @@
 //! The admin API for people: `GET/POST /api/v1/agents`, `PATCH /api/v1/agents/{id}`,
 //! `POST /api/v1/agents/{id}/token`, `GET/POST /api/v1/teams`, `PATCH /api/v1/teams/{id}` and
-//! `GET /api/v1/audit` (admins only; 403 `forbidden` for everyone else).
+//! `GET /api/v1/audit` (admins only; 403 `forbidden` for everyone else), and
+//! `GET /api/v1/teams/{id}/agents` (a team's members with presence and load, for its supervisors
+//! and admins: the console's supervisor view).
 //!
 //! Each handler calls one use case of [`crate::service::people`] and renders its answer. A new
 //! or rotated token appears in that one answer (`token`) and nowhere else, ever. Bodies refuse
@@ -32,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/teams", get(list_teams).post(create_team))
         .route("/api/v1/teams/{id}", patch(update_team))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/teams/{id}/agents", get(team_agents))
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -86,6 +89,18 @@ async fn list_agents(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult
     Ok(Json(
         json!({ "agents": agents.iter().map(agent_view).collect::<Vec<_>>() }),
     ))
+}
+
+async fn team_agents(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let agents = s.people.team_agents(&caller, &id)?;
+    Ok(Json(json!({
+        "team": id,
+        "agents": agents.iter().map(agent_view).collect::<Vec<_>>(),
+    })))
 }
 
 #[derive(Deserialize)]

@@ -538,6 +538,34 @@ impl People {
             .collect())
     }
 
+    /// The members of `team`, in creation order, with their presence and load: what its
+    /// supervisors (and admins) watch in the console's supervisor view. Agents get 403, like for
+    /// the team's queue; an unknown team is 404.
+    pub fn team_agents(&self, caller: &Caller, team: &str) -> Result<Vec<AgentState>> {
+        let mut agents: Vec<StoredAgent> = {
+            let r = self.roster.read();
+            let entry = r.teams.get(team).ok_or(DomainError::NotFound)?;
+            super::managers_only(caller, team)?;
+            let members = entry.members.read();
+            members
+                .iter()
+                .filter_map(|id| r.agents.get(id))
+                .map(|e| e.stored.clone())
+                .collect()
+        };
+        agents.sort_by_key(|a| a.rank);
+        Ok(agents
+            .into_iter()
+            .map(|a| AgentState {
+                snapshot: self
+                    .ctx
+                    .agent_slots(&a.profile.id)
+                    .map(|s| s.snapshot(&a.profile.id)),
+                agent: a,
+            })
+            .collect())
+    }
+
     /// Creates an agent (admins); answers it with its token, which is shown this once.
     pub async fn create_agent(
         &self,

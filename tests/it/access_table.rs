@@ -230,6 +230,13 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
         "",
         [403, 200, 200, 403, 401, 401],
     ),
+    (
+        "GET",
+        "/api/v1/teams/{id}/agents",
+        Subject::Support,
+        "",
+        [403, 200, 200, 403, 401, 401],
+    ),
     // A fresh conversation waits in support before each call, so a member takes one (200).
     (
         "POST",

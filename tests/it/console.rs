@@ -4,7 +4,11 @@
 //! loopback port with one headless Chromium session (1280×800), signs in through the page's
 //! `input[name="token"]` and works only through the page, as an agent would; the API is used to
 //! play the other people (customers through the webhook, colleagues claiming). Every wait is for
-//! a condition in the page (WebDriver polling), never a sleep.
+//! a condition in the page (WebDriver polling), never a sleep. What the page shows comes from the
+//! broker itself (templates from its registry, media it fetched from the fake Graph API, Meta's
+//! refusals through the outbox); where a test wraps the page's `fetch` it only records calls, and
+//! only the `lagged` test feeds the page's event stream (a real `lagged` needs a subscriber 4,096
+//! events behind).
 //!
 //! Chromium and chromedriver come from Debian (`make browser-deps` installs them, and so `make test` and `.ci/run`): when
 //! they are missing these tests FAIL saying so, they never skip.
@@ -365,6 +369,9 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
     // Claimed: Release becomes possible and the API agrees.
     b.button("Release").await;
     assert_eq!(tb.conversation(&conv).await["assignee"], json!("bob"));
+    // The customer wrote just now: the window has (almost) 24 hours left.
+    let window = b.text_of(".conv-head .window").await;
+    assert!(window.starts_with("window closes in 23h"), "{window:?}");
 
     // Typing asks the broker to mark the customer's message read and show "typing" (the route
     // lands with the message-model work; the console calls it either way).
@@ -374,6 +381,12 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
         window.fetch = (url, init) => { window.__calls.push(`${init?.method || "GET"} ${url}`); return real(url, init); };
         return null;"#)
         .await;
+    // The reply quotes the customer's message (the `q` shortcut: their last one).
+    let asked = tb.messages(&conv).await[0].clone();
+    b.js("document.activeElement.blur(); return null;").await;
+    b.press("q").await;
+    let quoting = b.text_of(".composer .replying .quote").await;
+    assert_eq!(quoting, "my parcel is late");
     let reply = "It leaves our warehouse today.";
     let ta = b.wait_css(r#"textarea[name="text"]"#).await;
     ta.send_keys(reply).await.expect("type reply");
@@ -392,12 +405,27 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
         .expect("the reply reached the Graph API");
     assert_eq!(text.body["text"]["body"], json!(reply));
     assert_eq!(text.body["to"], json!(cust));
+    assert_eq!(
+        text.body["context"]["message_id"], asked["wamid"],
+        "the reply quotes the customer's message at Meta"
+    );
     assert!(
         sends.iter().any(|s| s.body["status"] == json!("read")),
         "the read + typing call reached the Graph API: {sends:?}"
     );
     // The console shows the reply with the status the Graph API's answer gave it.
     b.wait_css(r#".msg.outbound[data-status="accepted"]"#).await;
+    let quote = b.text_of(".msg.outbound .quote").await;
+    assert_eq!(quote, "my parcel is late", "shown quoting it");
+    assert!(
+        b.wait_css(".composer .replying")
+            .await
+            .is_displayed()
+            .await
+            .ok()
+            == Some(false),
+        "the quote is gone from the reply box once sent"
+    );
 
     // A note stays inside: shown, never sent.
     let ta = b.wait_css(r#"textarea[name="text"]"#).await;
@@ -413,55 +441,232 @@ async fn claim_and_reply_from_the_console_reach_the_graph_api() {
         .count();
     assert_eq!(messages_sent, 1, "a note reached the Graph API");
 
-    // Resolve ends it.
-    b.click("Resolve").await;
+    // The shortcuts: u releases it to the queue, c claims it again, e resolves it.
+    b.js("document.activeElement.blur(); return null;").await;
+    b.press("u").await;
+    b.wait_css(".conv-head .status.st-queued").await;
+    assert_eq!(tb.conversation(&conv).await["status"], json!("queued"));
+    b.press("c").await;
+    b.wait_css(".conv-head .status.st-assigned").await;
+    assert_eq!(tb.conversation(&conv).await["assignee"], json!("bob"));
+    b.button("Resolve").await;
+    b.press("e").await;
     b.wait_css(".conv-head .status.st-resolved").await;
     assert_eq!(tb.conversation(&conv).await["status"], json!("resolved"));
 }
 
-/// An inbound image: shown as media with its caption; once the API gives the message its
-/// `media` and the bytes are fetched, inline from `GET /api/v1/media/{id}` (a `blob:` image).
+/// A 240×150 PNG (a parcel with a dented corner), the photo customers send.
+const PARCEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAPAAAACWCAIAAABvmpKCAAACI0lEQVR42u3SMQ3CUAAA0SrpjA4GZkQgggkFFYOI6kABCQsCqqFL09x/ySm4vOn7+0uZJgsEtAS0BLQEtICWgJaAloCWgBbQEtAS0BLQEtACWgJaAloCWgJaQEtAS0BLQEvnAf24zgo3Iuj369brsy67Sk4AGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooIEGGmiggQYaaKCBBhpooPf0vF+ABrqjGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqlGWigU5qBBjqleVzQCjccaAloCWgBLQEtAS0BLQEtoCWgJaAloCWgBbQEtAS0BLQEtICWgJYObQNUxaJRzXYl/AAAAABJRU5ErkJggg==";
+
+fn parcel_png() -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(PARCEL_PNG)
+        .expect("png")
+}
+
+fn sha_b64(b: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b))
+}
+
+/// One inbound message of `kind` with its `part`, as Meta sends it.
+fn inbound(from: &str, w: &str, kind: &str, part: Value) -> Value {
+    let mut m = json!({"from": from, "id": w, "timestamp": now().to_string(), "type": kind});
+    m[kind] = part;
+    m
+}
+
+/// Everything a conversation shows, from the real broker: an image the broker fetched from the
+/// fake Graph API (inline, from `GET /api/v1/media/{id}` with the bearer token), a document
+/// (a download of its bytes), a customer's reply quoting the image, the customer's reaction to
+/// it, and a reply Meta refused for good (failed, with the reason).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn media_message_shown() {
+async fn media_replies_reactions_and_failures_shown() {
     let tb = TB::start().await;
     let cust = customer();
-    let msg = json!({
-        "from": cust, "id": wamid(), "timestamp": now().to_string(), "type": "image",
-        "image": {"id": "1234567890", "mime_type": "image/png",
-                  "sha256": "3b1d5f0e7b6c", "caption": "the broken part"}
-    });
-    let body = envelope(vec![entry(vec![change(N1, vec![msg], vec![])])]);
-    assert_eq!(tb.webhook(&body).await, 200);
+    let png = parcel_png();
+    let pdf = b"%PDF-1.4 the invoice".to_vec();
+    let (img_id, doc_id) = (uniq("img"), uniq("doc"));
+    tb.graph.add_media(&img_id, "image/png", png.clone());
+    tb.graph.add_media(&doc_id, "application/pdf", pdf.clone());
+    let (w_img, w_doc, w_reply) = (wamid(), wamid(), wamid());
+    let mut reply = inbound(&cust, &w_reply, "text", json!({"body": "and this one?"}));
+    reply["context"] = json!({"from": N1_DISPLAY, "id": w_img});
+    let body = envelope(vec![entry(vec![change(
+        N1,
+        vec![
+            inbound(
+                &cust,
+                &w_img,
+                "image",
+                json!({"id": img_id, "mime_type": "image/png", "sha256": sha_b64(&png),
+                       "caption": "the broken part"}),
+            ),
+            inbound(
+                &cust,
+                &w_doc,
+                "document",
+                json!({"id": doc_id, "mime_type": "application/pdf", "sha256": sha_b64(&pdf),
+                       "filename": "invoice.pdf"}),
+            ),
+            reply,
+        ],
+        vec![],
+    )])]);
+    // Chromium starts while the broker takes the customer's messages.
+    let (b, code) = tokio::join!(Browser::start(1280, 800), tb.webhook(&body));
+    assert_eq!(code, 200);
     let conv = tb.conv_id(N1, &cust).await;
-    let b = Browser::start(1280, 800).await;
+    let reaction = inbound(
+        &cust,
+        &wamid(),
+        "reaction",
+        json!({"message_id": w_img, "emoji": "\u{1F44D}"}),
+    );
+    assert_eq!(
+        tb.webhook(&envelope(vec![entry(vec![change(
+            N1,
+            vec![reaction],
+            vec![]
+        )])]))
+        .await,
+        200
+    );
+    tb.must_claim(BOB, &conv).await;
+    tb.graph.push(GraphReply::meta(
+        400,
+        131026,
+        "Message undeliverable",
+        "details from Meta",
+    ));
+    let failed = tb.must_reply(BOB, &conv, "sorry about that").await;
+    let failed_id = failed["id"].as_str().expect("id").to_owned();
+    tb.wait_status(&conv, &failed_id, "failed").await;
+    let msgs = eventually("both media fetched", WAIT, || async {
+        let msgs = tb.messages(&conv).await;
+        let fetched = msgs
+            .iter()
+            .filter(|m| m["media"]["downloaded"] == json!(true))
+            .count();
+        if fetched == 2 {
+            Ok(msgs)
+        } else {
+            Err(format!("{msgs:?}"))
+        }
+    })
+    .await;
+    let id_of = |w: &str| {
+        msgs.iter()
+            .find(|m| m["wamid"] == json!(w))
+            .and_then(|m| m["id"].as_str())
+            .expect("message")
+            .to_owned()
+    };
+    let (img_msg, doc_msg, reply_msg) = (id_of(&w_img), id_of(&w_doc), id_of(&w_reply));
+
     b.sign_in(&tb, BOB).await;
+    // What reaches the page's fetch and what becomes a download are recorded (not changed).
+    b.js(r#"
+        const real = window.fetch.bind(window);
+        window.__media = [];
+        window.fetch = (url, init) => {
+          if (String(url).startsWith("/api/v1/media/")) window.__media.push([url, init?.headers?.Authorization]);
+          return real(url, init);
+        };
+        const blob = URL.createObjectURL;
+        window.__blobs = [];
+        URL.createObjectURL = (b) => { window.__blobs.push([b.type, b.size]); return blob(b); };
+        window.__downloads = [];
+        HTMLAnchorElement.prototype.click = function () { window.__downloads.push(this.download); };
+        return null;"#)
+        .await;
     b.row(&conv).await.click().await.expect("open conversation");
 
-    let text = b.text_of(r#".msg.inbound[data-kind="image"]"#).await;
-    assert!(text.contains("the broken part"), "caption shown: {text:?}");
-    assert!(text.contains("image"), "media kind shown: {text:?}");
-    // The API's `media` is what the page shows: its id, and the bytes inline once the broker
-    // has fetched them (until then, a note that they are not downloaded yet). While inbound
-    // media is not filled in yet (the fetching lands separately), the kind is shown instead.
-    let api_msg = &tb.messages(&conv).await[0];
-    let box_css = r#".msg[data-kind="image"] .media"#;
-    if api_msg["media"].is_object() {
-        let id = api_msg["media"]["id"].as_str().expect("media id");
-        let media = format!(r#"{box_css}[data-media-id="{id}"]"#);
-        if api_msg["media"]["downloaded"] == json!(true) {
-            b.wait_css(&format!(r#"{media} img[src^="blob:"]"#)).await;
-        } else {
-            let note = b.text_of(&media).await;
-            assert!(note.contains("not downloaded yet"), "{note:?}");
+    // The image, inline: fetched from the broker with the bearer token and decoded.
+    let img = format!(r#"[data-message-id="{img_msg}"] .media[data-media-id="{img_id}"] img"#);
+    b.wait_css(&format!(r#"{img}[src^="blob:"]"#)).await;
+    let decoded = eventually("image decoded", WAIT, || async {
+        match b
+            .js(&format!(
+                r#"const i = document.querySelector('{img}'); return i && i.complete && i.naturalWidth;"#
+            ))
+            .await
+        {
+            Value::Number(n) if n.as_u64() == Some(240) => Ok(()),
+            v => Err(v.to_string()),
         }
-    } else {
-        assert_eq!(b.text_of(box_css).await, "[image]");
-    }
+    });
+    decoded.await;
+    assert_eq!(
+        b.attr_of(&img, Some("alt")).await.as_deref(),
+        Some("the broken part")
+    );
+    let fetched = b.js("return window.__media;").await;
+    assert_eq!(
+        fetched[0],
+        json!([format!("/api/v1/media/{img_id}"), format!("Bearer {BOB}")]),
+        "{fetched}"
+    );
+
+    // The document: a button that downloads its bytes under its file name.
+    b.click_css(&format!(
+        r#"[data-message-id="{doc_msg}"] .media[data-media-id="{doc_id}"] button"#
+    ))
+    .await;
+    let downloads = eventually("document downloaded", WAIT, || async {
+        match b.js("return window.__downloads;").await {
+            Value::Array(a) if !a.is_empty() => Ok(a),
+            v => Err(v.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(downloads, vec![json!("invoice.pdf")]);
+    let blobs = b.js("return window.__blobs;").await;
+    assert!(
+        blobs
+            .as_array()
+            .is_some_and(|a| a.contains(&json!(["application/pdf", pdf.len()]))),
+        "the download holds the document's bytes: {blobs}"
+    );
+
+    // The reply quotes the image it answers; the reaction sits on the image.
+    let quoted = b
+        .text_of(&format!(r#"[data-message-id="{reply_msg}"] .quote"#))
+        .await;
+    assert_eq!(quoted, "the broken part");
+    let reactions = b
+        .text_of(&format!(r#"[data-message-id="{img_msg}"] .reactions"#))
+        .await;
+    assert!(reactions.contains('\u{1F44D}'), "reactions: {reactions:?}");
+    // Meta refused the reply for good: failed, with the reason a person understands.
+    let status = b
+        .text_of(&format!(
+            r#"[data-message-id="{failed_id}"] .status.failed"#
+        ))
+        .await;
+    assert!(
+        status.contains("failed") && status.contains("undeliverable"),
+        "failure reason: {status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screens_for_supervisor_and_phone() {
-    let tb = TB::start().await;
+    let tb = TB::start_with(|c| {
+        c.extra = r#"
+[[routing.rules]]
+name = "refunds first"
+when = { keywords = ["refund"] }
+then = { team = "support", priority = "urgent" }
+"#
+        .into();
+        // Missed in a second: the unanswered questions turn red while Carol watches.
+        c.support_extra = r#"sla = { first_response = "1s" }"#.into();
+    })
+    .await;
+    let browser = Browser::start(1280, 800);
     let mut convs = Vec::new();
     let custs: Vec<String> = (0..3).map(|_| customer()).collect();
     let texts = [
@@ -473,11 +678,40 @@ async fn screens_for_supervisor_and_phone() {
         convs.push(tb.open_conv(N1, cust, text).await);
     }
     tb.must_claim(BOB, &convs[0]).await;
-    tb.must_reply(BOB, &convs[0], "Let me check that for you.")
+    let answer = tb
+        .must_reply(BOB, &convs[0], "Let me check that for you.")
+        .await;
+    let answer = tb
+        .wait_status(&convs[0], answer["id"].as_str().expect("id"), "accepted")
         .await;
     tb.note(BOB, &convs[0], "Order 1234 shipped yesterday")
         .await;
-    tb.send_text(N1, &custs[0], "thanks!").await;
+    // The customer thanks quoting the answer, likes it, and sends a photo of the parcel.
+    let photo = uniq("photo");
+    let png = parcel_png();
+    tb.graph.add_media(&photo, "image/png", png.clone());
+    let mut thanks = inbound(&custs[0], &wamid(), "text", json!({"body": "thanks!"}));
+    thanks["context"] = json!({"from": N1_DISPLAY, "id": answer["wamid"]});
+    let like = inbound(
+        &custs[0],
+        &wamid(),
+        "reaction",
+        json!({"message_id": answer["wamid"], "emoji": "\u{1F44D}"}),
+    );
+    let image = inbound(
+        &custs[0],
+        &wamid(),
+        "image",
+        json!({"id": photo, "mime_type": "image/png", "sha256": sha_b64(&png),
+               "caption": "this is how it arrived"}),
+    );
+    let body = envelope(vec![entry(vec![change(
+        N1,
+        vec![thanks, like, image],
+        vec![],
+    )])]);
+    assert_eq!(tb.webhook(&body).await, 200);
+    assert_eq!(tb.presence(ALICE, "online").await.0, 200);
 
     let keep = std::env::var_os("SWITCHBOARD_SCREENSHOTS").is_some();
     let tmp = tempfile::tempdir().unwrap();
@@ -488,11 +722,29 @@ async fn screens_for_supervisor_and_phone() {
     };
     std::fs::create_dir_all(&dir).unwrap();
 
-    let b = Browser::start(1280, 800).await;
+    let b = browser.await;
     b.sign_in(&tb, CAROL).await;
     for c in &convs {
         b.row(c).await;
     }
+    // The missed first response shows live: the clock turns red and names the SLA, and the
+    // breach raised the priority (normal to high).
+    let breached = format!(r#"[data-conversation-id="{}"] .sla.breached"#, convs[1]);
+    let title = b.attr_of(&breached, Some("title")).await;
+    assert_eq!(title.as_deref(), Some("SLA missed: first_response"));
+    b.wait_css(&format!(
+        r#"[data-conversation-id="{}"] .pr-high"#,
+        convs[1]
+    ))
+    .await;
+    // Priority first (the refund is urgent, the address question high since its breach), then
+    // the longest wait (whatever else breached, Bob's answered one is last: its customer waits
+    // since the "thanks!" after Bob's answer).
+    assert_eq!(
+        b.row_ids().await,
+        [convs[2].clone(), convs[1].clone(), convs[0].clone()],
+        "sorted by priority, then waiting time"
+    );
     b.screenshot(&dir, "console-inbox.png").await;
 
     // Filters: "queued" leaves out the one Bob has; "mine" (Carol owns none) leaves nothing.
@@ -520,6 +772,8 @@ async fn screens_for_supervisor_and_phone() {
     .await;
     b.row(&convs[0]).await.click().await.expect("open");
     b.wait_css(".msg.note").await;
+    b.wait_css(r#".msg[data-kind="image"] img[src^="blob:"]"#)
+        .await;
     b.screenshot(&dir, "console-conversation.png").await;
 
     // Supervisor: the team's queue with its depth, as the API counts it.
@@ -527,6 +781,53 @@ async fn screens_for_supervisor_and_phone() {
     let (_, q) = tb.get(CAROL, "/api/v1/teams/support/queue").await;
     let depth = b.text_of(r#".queue[data-team="support"] .depth"#).await;
     assert_eq!(depth, q["depth"].to_string());
+    let oldest = b.text_of(r#".queue[data-team="support"] .oldest"#).await;
+    assert!(oldest.ends_with('s'), "oldest wait shown: {oldest:?}");
+    // The team's agents with presence and load, as the broker has them.
+    let agents = r#".agents[data-team="support"]"#;
+    b.wait_css(&format!(
+        r#"{agents} [data-agent-id="alice"][data-presence="online"]"#
+    ))
+    .await;
+    b.wait_css(&format!(
+        r#"{agents} [data-agent-id="bob"][data-presence="offline"]"#
+    ))
+    .await;
+    let bob_load = b
+        .text_of(&format!(r#"{agents} [data-agent-id="bob"] .load-cell"#))
+        .await;
+    assert_eq!(bob_load, "1/5", "Bob owns one conversation of five");
+    // A presence change (it carries no event) shows at the view's next read: on opening it
+    // (and every 10 s while it is shown).
+    assert_eq!(tb.presence(BOB, "away").await.0, 200);
+    b.click("Inbox").await;
+    b.click("Supervisor").await;
+    b.wait_css(&format!(
+        r#"{agents} [data-agent-id="bob"][data-presence="away"]"#
+    ))
+    .await;
+    // The team reports, as the API gives them.
+    let row = r#".reports tr[data-team="support"]"#;
+    let shown = b.text_of(&format!("{row} .inbound")).await;
+    let to = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let from = to - chrono::Duration::days(1);
+    let (code, report) = tb
+        .get(
+            CAROL,
+            &format!(
+                "/api/v1/reports/teams?from={}&to={}",
+                from.format("%Y-%m-%dT%H:%M:%SZ"),
+                to.format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+        )
+        .await;
+    assert_eq!(code, 200, "{report}");
+    let support = report["teams"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["team"] == json!("support")))
+        .cloned()
+        .expect("support's report");
+    assert_eq!(shown, support["inbound"].to_string(), "{support}");
     b.screenshot(&dir, "console-supervisor.png").await;
 
     // Phone size: one pane, nothing wider than the screen, a conversation opens full-width.
@@ -677,115 +978,74 @@ async fn stream_reconnects_after_a_broker_restart() {
     assert_eq!(b.js("return window.__noReload === 1;").await, json!(true));
 }
 
-/// The fields others add to Message (media, reply_to, reactions, failed-with-reason) render as
-/// soon as the API carries them: the page's fetch is wrapped to add them to a real answer, and a
-/// PNG is served for the media route, so the rendering is checked in the browser today.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_message_fields_render_when_present() {
-    let tb = TB::start().await;
-    let conv = tb.open_conv(N1, &customer(), "look at this").await;
-    let b = Browser::start(1280, 800).await;
-    b.sign_in(&tb, BOB).await;
-    b.js(&format!(
-        r#"
-        const real = window.fetch.bind(window);
-        // A 1×1 PNG.
-        const png = Uint8Array.from(atob("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="), c => c.charCodeAt(0));
-        window.fetch = async (url, init) => {{
-          if (url === "/api/v1/media/m-1") {{
-            window.__mediaAuth = init?.headers?.Authorization;
-            return new Response(png, {{ headers: {{ "Content-Type": "image/png" }} }});
-          }}
-          const resp = await real(url, init);
-          if (url !== "/api/v1/conversations/{conv}") return resp;
-          const c = await resp.json();
-          const first = c.messages[0];
-          first.type = "image";
-          first.media = {{ id: "m-1", mime_type: "image/png", sha256: "x", size: 68, caption: "look at this", downloaded: true }};
-          first.reactions = [{{ by: "bob", emoji: "\u{{1F44D}}" }}];
-          c.messages.push({{ id: "x-2", direction: "inbound", type: "text", text: "and this?", reply_to: first.id,
-                             author: "customer", at: first.at, status: null, wamid: "w2" }});
-          c.messages.push({{ id: "x-3", direction: "outbound", type: "text", text: "sorry", author: "bob", at: first.at,
-                             status: "failed", wamid: null, error: {{ code: 131047, title: "Re-engagement message", reason: "window_closed" }} }});
-          return new Response(JSON.stringify(c), {{ status: 200, headers: {{ "Content-Type": "application/json" }} }});
-        }};
-        return null;"#
-    ))
-    .await;
-    b.row(&conv).await.click().await.expect("open");
-
-    b.wait_css(r#".msg[data-kind="image"] img[src^="blob:"]"#)
-        .await;
-    let decoded = b
-        .js(r#"const i = document.querySelector('.msg[data-kind="image"] img'); return i.complete && i.naturalWidth;"#)
-        .await;
-    assert_eq!(decoded, json!(1), "the image was decoded");
-    let alt = b
-        .attr_of(r#".msg[data-kind="image"] img"#, Some("alt"))
-        .await;
-    assert_eq!(alt.as_deref(), Some("look at this"));
-    assert_eq!(
-        b.js("return window.__mediaAuth;").await,
-        json!(format!("Bearer {BOB}")),
-        "media is fetched with the bearer token"
-    );
-    let reactions = b.text_of(".msg .reactions").await;
-    assert!(reactions.contains('\u{1F44D}'), "reactions: {reactions:?}");
-    let quoted = b.text_of(r#"[data-message-id="x-2"] .quote"#).await;
-    assert_eq!(quoted, "look at this", "the reply quotes what it answers");
-    let failed = b.text_of(r#"[data-message-id="x-3"] .status.failed"#).await;
-    assert!(
-        failed.contains("window_closed"),
-        "failure reason: {failed:?}"
-    );
+/// A template webhook change, as Meta sends it.
+fn template_webhook(field: &str, value: Value) -> Value {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": WABA_ID, "time": 1751247548, "changes": [{"field": field, "value": value}]}],
+    })
 }
 
-/// Outside the 24-hour window free text is off and the approved templates are offered, their
-/// `{{n}}` placeholders as inputs; sending one posts the contract's `template` body. Today's
-/// broker has no templates API, so the page's fetch serves the list and records the send.
+/// Outside the 24-hour window free text is off and the approved templates of the broker's
+/// registry are offered (not the pending one), their `{{n}}` placeholders as inputs; sending one
+/// reaches the fake Graph API as Meta's template message with those parameters, and the console
+/// shows it sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_picker_outside_the_window() {
     let tb = TB::start().await;
-    let cust = customer();
-    tb.send_text_at(N1, &cust, now() - 2 * SECS_PER_DAY, "old question")
+    let registry = async {
+        // The start-up sync's listing first: a listing served after the webhook below would put
+        // the fake's own (pending) copy back.
+        eventually("start-up sync", WAIT, || async {
+            (tb.graph.template_lists() > 0)
+                .then_some(())
+                .ok_or_else(|| "no listing yet".to_string())
+        })
         .await;
-    let conv = tb.conv_id(N1, &cust).await;
-    tb.must_claim(BOB, &conv).await;
-    let b = Browser::start(1280, 800).await;
+        for (name, body) in [
+            ("order_ready", "Hi {{1}}, order {{2}} is ready."),
+            ("spring_sale", "Spring sale, {{1}}!"),
+        ] {
+            let t = json!({"name": name, "language": "en_US", "category": "UTILITY",
+                           "components": [{"type": "BODY", "text": body}]});
+            let (code, created) = tb.post(ROOT, "/api/v1/templates", t).await;
+            assert_eq!(code, 201, "{created}");
+            if name == "order_ready" {
+                let approved = template_webhook(
+                    "message_template_status_update",
+                    json!({"event": "APPROVED", "message_template_id": created["id"],
+                           "message_template_name": name, "message_template_language": "en_US",
+                           "reason": "NONE"}),
+                );
+                assert_eq!(tb.webhook(&approved).await, 200);
+            }
+        }
+        let cust = customer();
+        // The customer last wrote two days ago: the window is closed.
+        tb.send_text_at(N1, &cust, now() - 2 * SECS_PER_DAY, "old question")
+            .await;
+        let conv = tb.conv_id(N1, &cust).await;
+        tb.must_claim(BOB, &conv).await;
+        (cust, conv)
+    };
+    let (b, (cust, conv)) = tokio::join!(Browser::start(1280, 800), registry);
     b.sign_in(&tb, BOB).await;
-    b.js(r#"
-        const real = window.fetch.bind(window);
-        window.__sent = [];
-        window.fetch = async (url, init) => {
-          if (url === "/api/v1/templates") {
-            return new Response(JSON.stringify({ templates: [
-              { name: "draft_offer", language: "en", category: "MARKETING", status: "PENDING", components: [] },
-              { name: "order_update", language: "en_US", category: "UTILITY", status: "APPROVED",
-                components: [{ type: "BODY", text: "Hi {{1}}, your order {{2}} has shipped." }] },
-            ] }), { headers: { "Content-Type": "application/json" } });
-          }
-          if (url.endsWith("/messages") && init?.method === "POST") {
-            window.__sent.push(JSON.parse(init.body));
-            return new Response("{}", { status: 202, headers: { "Content-Type": "application/json" } });
-          }
-          return real(url, init);
-        };
-        return null;"#)
-        .await;
     b.row(&conv).await.click().await.expect("open");
 
-    b.wait_css(".window.closed").await;
+    let window = b.text_of(".window.closed").await;
+    assert!(window.contains("closed"), "{window:?}");
     let send = b.wait_css(r#".composer button[data-action="send"]"#).await;
     assert!(
         !send.is_enabled().await.unwrap(),
         "free text is off outside the window"
     );
+    b.wait_css(r#"select[name="template"]"#).await;
     let options = b
         .js(r#"return [...document.querySelectorAll('select[name="template"] option')].map(o => o.textContent);"#)
         .await;
     assert_eq!(
         options,
-        json!(["order_update (en_US)"]),
+        json!(["order_ready (en_US)"]),
         "only approved templates"
     );
     b.wait_css(r#"input[name="param1"]"#)
@@ -795,22 +1055,49 @@ async fn template_picker_outside_the_window() {
         .unwrap();
     b.wait_css(r#"input[name="param2"]"#)
         .await
-        .send_keys("#1234")
+        .send_keys("A-17")
         .await
         .unwrap();
     b.click("Send template").await;
-    let sent = eventually("template posted", WAIT, || async {
-        match b.js("return window.__sent;").await {
-            Value::Array(a) if !a.is_empty() => Ok(a[0].clone()),
-            v => Err(v.to_string()),
-        }
+    let sends = tb.graph.wait_sends(1, WAIT).await;
+    let body = &sends[0].body;
+    assert_eq!(body["to"], json!(cust), "{body}");
+    assert_eq!(body["type"], json!("template"), "{body}");
+    assert_eq!(body["template"]["name"], json!("order_ready"));
+    assert_eq!(body["template"]["language"]["code"], json!("en_US"));
+    assert_eq!(
+        body["template"]["components"],
+        json!([{"type": "body", "parameters": [
+            {"type": "text", "text": "Ana"}, {"type": "text", "text": "A-17"}]}]),
+        "{body}"
+    );
+    // The console shows what was sent, filled in, with the status Meta's answer gave it.
+    let sent = b
+        .text_of(r#".msg.outbound[data-status="accepted"] .text"#)
+        .await;
+    assert_eq!(sent, "Hi Ana, order A-17 is ready.");
+
+    // Transfer to another team: the broker moves it, and Bob (not of sales) loses sight of it.
+    b.wait_css(r#"input[name="transfer_to"]"#)
+        .await
+        .send_keys("sales")
+        .await
+        .unwrap();
+    b.click("Transfer").await;
+    eventually("moved to sales", WAIT, || async {
+        let (_, c) = tb.get(ROOT, &format!("/api/v1/conversations/{conv}")).await;
+        (c["team"] == json!("sales"))
+            .then_some(())
+            .ok_or_else(|| c.to_string())
     })
     .await;
-    assert_eq!(
-        sent["template"],
-        json!({"name": "order_update", "language": "en_US", "parameters": ["Ana", "#1234"]})
-    );
-    assert!(sent["idempotency_key"].is_string(), "{sent}");
+    eventually("gone from Bob's list", WAIT, || async {
+        let ids = b.row_ids().await;
+        (!ids.contains(&conv))
+            .then_some(())
+            .ok_or(format!("{ids:?}"))
+    })
+    .await;
 }
 
 /// A `lagged` event (the subscriber fell behind the bounded feed and missed events) makes the

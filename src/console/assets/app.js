@@ -24,8 +24,13 @@ const state = {
   open: null, // Conversation with messages, the one shown
   view: "inbox",
   typingSentAt: 0,
+  replyTo: null, // id of the message the next reply quotes
+  openSeq: 0, // bumped by every read of the open conversation; only the newest is shown
   streamAbort: null,
+  supTimer: null,
 };
+// Presence changes carry no event, so the supervisor view is re-read this often while shown.
+const SUPERVISOR_REFRESH_MS = 10000;
 
 // ---- DOM helpers -------------------------------------------------------------------------
 
@@ -139,6 +144,9 @@ async function signIn(token) {
 }
 
 function signOut(message) {
+  clearInterval(state.supTimer);
+  state.supTimer = null;
+  state.view = "inbox";
   state.streamAbort?.abort();
   state.streamAbort = null;
   state.token = null;
@@ -375,7 +383,7 @@ function onEvent(type, ev) {
   if (ev.conversation && (c.assignee === state.me?.id || type.startsWith("conversation."))) {
     soon(refreshMe, "me", 300);
   }
-  if (state.view === "supervisor") soon(renderSupervisor, "sup", 500);
+  if (state.view === "supervisor") soon(renderSupervisor, "sup", 1000);
 }
 
 // ---- one conversation --------------------------------------------------------------------
@@ -385,31 +393,54 @@ async function openConversation(id) {
   state.unread.delete(id);
   document.body.classList.add("has-detail");
   showView("inbox");
+  const seq = ++state.openSeq;
   try {
-    state.open = await api("GET", `/conversations/${encodeURIComponent(id)}`);
+    const c = await api("GET", `/conversations/${encodeURIComponent(id)}`);
+    if (seq !== state.openSeq) return; // another conversation was opened meanwhile
+    state.open = c;
   } catch (e) {
+    if (seq !== state.openSeq) return;
     state.open = null;
     $("#detail").replaceChildren(h("p", { class: "error" }, e.message));
     return;
   }
   state.typingSentAt = 0;
+  state.replyTo = null;
   renderList();
   renderDetail({ keepDraft: false });
 }
 
+/// Reads the open conversation again. Reads overlap (events, actions), and their answers may
+/// come back out of order: only the newest shows, so an answer read before a claim never puts
+/// the pre-claim state (and its disabled buttons) back over the claim's.
 async function reloadOpen() {
   if (!state.open) return;
+  const id = state.open.id;
+  const seq = ++state.openSeq;
   try {
-    state.open = await api("GET", `/conversations/${encodeURIComponent(state.open.id)}`);
+    const c = await api("GET", `/conversations/${encodeURIComponent(id)}`);
+    if (seq !== state.openSeq || state.open?.id !== id) return;
+    state.open = c;
     renderDetail({ keepDraft: true });
   } catch (e) {
-    // It left our sight (taken by someone else, moved to another team): say so, keep the text.
-    if (e.status === 404) flash("This conversation is no longer visible to you.");
+    if (seq !== state.openSeq || state.open?.id !== id) return;
+    // It left our sight: its row goes, since no event will update it any more. Resolved (an
+    // agent sees no resolved conversation it does not own) it stays on screen as it ended;
+    // otherwise (taken by someone else, moved to another team) it closes, saying why.
+    if (e.status === 404 && state.open) {
+      state.convs.delete(id);
+      renderList();
+      if (state.open.status !== "resolved") {
+        closeConversation();
+        flash("This conversation is no longer visible to you.");
+      }
+    }
   }
 }
 
 function closeConversation() {
   state.open = null;
+  state.openSeq++;
   document.body.classList.remove("has-detail");
   $("#detail").replaceChildren(h("p", { class: "empty" }, "Pick a conversation (j/k to move, Enter to open)."));
   document.querySelector(`#list .row.selected`)?.focus();
@@ -463,7 +494,7 @@ function renderDetail({ keepDraft }) {
       act("Claim", () => doAction("claim"), canClaim, "c"),
       act("Release", () => doAction("release"), mine, "u"),
       act("Resolve", () => doAction("resolve"), mine || (supervisorish && c.status !== "resolved"), "e"),
-      h("input", { name: "transfer_to", placeholder: "team or @id", "aria-label": "transfer to", list: "team-list" }),
+      h("input", { name: "transfer_to", placeholder: "team or @id", "aria-label": "transfer to", list: "team-list", dataset: { conv: c.id } }),
       h("datalist", { id: "team-list" }, (state.me.teams || []).map((t) => h("option", { value: t }))),
       act("Transfer", doTransfer, mine || supervisorish, "t"),
     ),
@@ -471,7 +502,7 @@ function renderDetail({ keepDraft }) {
   renderWindow(head.querySelector("#window"), c);
 
   const byId = new Map((c.messages || []).map((m) => [m.id, m]));
-  const messages = h("ul", { class: "messages", "aria-live": "polite", dataset: { conversationId: c.id } }, (c.messages || []).map((m) => messageEl(m, byId)));
+  const messages = h("ul", { class: "messages", "aria-live": "polite", dataset: { conversationId: c.id } }, (c.messages || []).map((m) => messageEl(m, byId, mine && windowOpen(c))));
   // The composer is kept while its conversation and mode stay the same, so an event that
   // arrives while the agent types never replaces the box under the cursor.
   const key = `${c.id}|${mine}|${windowOpen(c)}`;
@@ -482,17 +513,23 @@ function renderDetail({ keepDraft }) {
     const draft = old.querySelector('textarea[name="text"]')?.value || "";
     composer.querySelector('textarea[name="text"]').value = draft;
   }
+  // The transfer box likewise: what is typed there (and the focus) survives a re-render.
+  const oldTo = pane.querySelector('input[name="transfer_to"]');
+  if (keepDraft && oldTo && oldTo.dataset.conv === c.id) head.querySelector('input[name="transfer_to"]').replaceWith(oldTo);
   const focused = document.activeElement;
   pane.replaceChildren(head, messages, composer);
-  if (focused && composer.contains(focused)) focused.focus();
+  renderReplying();
+  if (focused && (composer.contains(focused) || focused === oldTo)) focused.focus();
   if (atBottom) messages.scrollTop = messages.scrollHeight;
 }
 
 const MEDIA_KINDS = new Set(["image", "video", "audio", "document", "sticker"]);
 
-function messageEl(m, byId) {
+function messageEl(m, byId, canQuote) {
   const kind = m.kind || m.type;
   const parts = [];
+  // Meta quotes by wamid, so only a message WhatsApp knows can be quoted (never a note).
+  const quotable = canQuote && m.direction !== "note" && m.wamid;
   parts.push(
     h(
       "div",
@@ -500,6 +537,9 @@ function messageEl(m, byId) {
       h("span", {}, m.direction === "inbound" ? "customer" : m.author),
       kind && kind !== "text" ? h("span", { class: "badge kind" }, kind) : null,
       h("time", { datetime: m.at }, clock(m.at)),
+      quotable
+        ? h("button", { type: "button", class: "quote-btn", title: "Quote in the reply (q: the last customer message)", onclick: () => setReplyTo(m.id), dataset: { action: "quote" } }, "Quote")
+        : null,
     ),
   );
   if (m.reply_to) {
@@ -586,6 +626,7 @@ function composerEl(c, mine) {
   const box = h(
     "div",
     { class: "composer" },
+    h("div", { class: "replying", hidden: true }),
     ta,
     h(
       "div",
@@ -638,6 +679,30 @@ function templatePicker(c) {
   return box;
 }
 
+/// The message the next reply quotes (`null`: none), shown above the reply box with a way out.
+function setReplyTo(id) {
+  const c = state.open;
+  const m = id && c ? (c.messages || []).find((x) => x.id === id) : null;
+  state.replyTo = m ? m.id : null;
+  renderReplying();
+  if (m) $('textarea[name="text"]')?.focus();
+}
+
+function renderReplying() {
+  const bar = $("#detail .composer .replying");
+  if (!bar) return;
+  const m = state.replyTo && (state.open?.messages || []).find((x) => x.id === state.replyTo);
+  bar.hidden = !m;
+  bar.replaceChildren(
+    ...(m
+      ? [
+          h("span", { class: "quote" }, m.text || `[${m.type}]`),
+          h("button", { type: "button", title: "Do not quote", onclick: () => setReplyTo(null), dataset: { action: "unquote" } }, "\u00d7"),
+        ]
+      : []),
+  );
+}
+
 /// Typing tells the customer we read and are answering (at most every 20 s per conversation).
 function typing(c) {
   if (c.assignee !== state.me.id || Date.now() - state.typingSentAt < 20000) return;
@@ -651,7 +716,8 @@ async function doAction(action) {
   try {
     const after = await api("POST", `/conversations/${encodeURIComponent(c.id)}/${action}`);
     // Shown at once from the answer: after a release or resolve an agent may no longer see it.
-    if (after?.id === c.id) {
+    if (after?.id === c.id && state.open?.id === c.id) {
+      state.openSeq++; // reads started before this answer are older than it
       state.open = { ...after, messages: c.messages };
       state.convs.set(c.id, after);
       renderDetail({ keepDraft: true });
@@ -689,8 +755,11 @@ async function send() {
   const text = ta?.value.trim();
   if (!c || !text) return;
   try {
-    await api("POST", `/conversations/${encodeURIComponent(c.id)}/messages`, { text, idempotency_key: crypto.randomUUID() });
+    const body = { text, idempotency_key: crypto.randomUUID() };
+    if (state.replyTo) body.reply_to = state.replyTo;
+    await api("POST", `/conversations/${encodeURIComponent(c.id)}/messages`, body);
     ta.value = "";
+    setReplyTo(null);
   } catch (e) {
     flash(`Not sent: ${e.message}`);
   }
@@ -713,10 +782,15 @@ async function addNote() {
 
 // ---- supervisor view ---------------------------------------------------------------------
 
+/// Reads queues, agents and reports together and shows them in one step (no card appears
+/// "loading" and then grows); a read that an earlier one outlives is dropped, not shown.
 async function renderSupervisor() {
   if (state.view !== "supervisor" || !state.me) return;
+  const seq = (renderSupervisor.seq = (renderSupervisor.seq || 0) + 1);
   const view = $("#supervisor-view");
   const teams = state.me.teams || [];
+  const people = Promise.all(teams.map(agentsCard));
+  const reports = reportsCard();
   const cards = await Promise.all(
     teams.map(async (team) => {
       try {
@@ -729,7 +803,8 @@ async function renderSupervisor() {
             "div",
             { class: "figures" },
             h("div", { class: "figure" }, h("b", { class: "depth" }, String(q.depth)), h("span", {}, "waiting")),
-            h("div", { class: "figure" }, h("b", { class: "oldest" }, duration((q.oldest_wait_seconds || 0) * 1000)), h("span", {}, "oldest wait")),
+            // A clock like the list's: it keeps counting between reads of the queue.
+            h("div", { class: "figure" }, h("b", { class: "oldest sla", dataset: { since: q.depth ? new Date(Date.now() - (q.oldest_wait_seconds || 0) * 1000).toISOString() : "" } }), h("span", {}, "oldest wait")),
             h("div", { class: "figure" }, h("b", {}, String(teamAgents(team))), h("span", {}, "assigned now")),
           ),
           h(
@@ -739,7 +814,7 @@ async function renderSupervisor() {
             (q.conversations || []).map((c) =>
               h(
                 "tr",
-                { dataset: { conversationId: c.id }, onclick: () => openConversation(c.id), style: "cursor:pointer" },
+                { class: "clickable", dataset: { conversationId: c.id }, onclick: () => openConversation(c.id) },
                 h("td", {}, customerName(c)),
                 h("td", {}, c.priority),
                 h("td", { class: "sla", dataset: { since: waitingSince(c) || c.created_at } }),
@@ -752,54 +827,79 @@ async function renderSupervisor() {
       }
     }),
   );
-  const load = h(
-    "section",
-    { class: "card agents" },
-    h("h3", {}, "Agents"),
-    h(
-      "table",
-      {},
-      h("tr", {}, h("th", {}, "agent"), h("th", {}, "open conversations")),
-      agentLoads().map(([a, n]) => h("tr", {}, h("td", {}, `@${a}`), h("td", {}, String(n)))),
-    ),
-    h("p", { class: "muted" }, `You are ${state.me.status}, ${state.me.open_conversations}/${state.me.max_concurrent}.`),
-  );
-  const reports = h("section", { class: "card reports" }, h("h3", {}, "Reports (last 24 h)"), h("p", { class: "muted" }, "loading…"));
-  view.replaceChildren(...cards, load, reports);
+  const all = [...cards, ...(await people), await reports];
+  if (seq !== renderSupervisor.seq || state.view !== "supervisor") return;
+  view.replaceChildren(...all);
   tickClocks();
+}
+
+/// The teams' reports over the last 24 hours (`GET /reports/teams`).
+async function reportsCard() {
   const to = new Date().toISOString();
   const from = new Date(Date.now() - 86400000).toISOString();
-  api("GET", `/reports/teams?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`)
-    .then((r) =>
-      reports.replaceChildren(
-        h("h3", {}, "Reports (last 24 h)"),
-        h(
-          "table",
-          {},
-          h("tr", {}, ["team", "conversations", "inbound", "outbound", "first response p50", "SLA hits / misses"].map((t) => h("th", {}, t))),
-          (r.teams || []).map((t) =>
-            h(
-              "tr",
-              {},
-              h("td", {}, t.team),
-              h("td", {}, String(t.conversations)),
-              h("td", {}, String(t.inbound)),
-              h("td", {}, String(t.outbound)),
-              h("td", {}, t.first_response_seconds?.p50 != null ? duration(t.first_response_seconds.p50 * 1000) : "–"),
-              h("td", {}, `${t.sla_hits ?? "–"} / ${t.sla_misses ?? "–"}`),
-            ),
+  const title = h("h3", {}, "Reports (last 24 h)");
+  const p50 = (x) => (x?.p50 != null ? duration(x.p50 * 1000) : "–");
+  try {
+    const r = await api("GET", `/reports/teams?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+    const cols = ["team", "conversations", "inbound", "outbound", "first response p50", "resolution p50", "SLA hits / misses", "backlog"];
+    return h(
+      "section",
+      { class: "card reports" },
+      title,
+      h(
+        "table",
+        {},
+        h("tr", {}, cols.map((t) => h("th", {}, t))),
+        (r.teams || []).map((t) =>
+          h(
+            "tr",
+            { dataset: { team: t.team } },
+            h("td", {}, t.team),
+            h("td", { class: "conversations" }, String(t.conversations)),
+            h("td", { class: "inbound" }, String(t.inbound)),
+            h("td", { class: "outbound" }, String(t.outbound)),
+            h("td", {}, p50(t.first_response_seconds)),
+            h("td", {}, p50(t.resolution_seconds)),
+            h("td", {}, `${t.sla_hits ?? "–"} / ${t.sla_misses ?? "–"}`),
+            h("td", {}, String(t.backlog ?? "–")),
           ),
         ),
       ),
-    )
-    .catch(() => reports.replaceChildren(h("h3", {}, "Reports"), h("p", { class: "muted" }, "Reports are not available on this broker.")));
+    );
+  } catch (e) {
+    return h("section", { class: "card reports" }, title, h("p", { class: "error" }, `Reports unavailable: ${e.message}`));
+  }
 }
 
-/// The load of each agent as the visible conversations show it (the API has no agent list yet).
-function agentLoads() {
-  const n = new Map();
-  for (const c of state.convs.values()) if (c.status === "assigned" && c.assignee) n.set(c.assignee, (n.get(c.assignee) || 0) + 1);
-  return [...n.entries()].sort((a, b) => b[1] - a[1]);
+const PRESENCE_ORDER = { online: 0, away: 1, offline: 2 };
+
+/// A team's agents with their presence and load (`GET /teams/{id}/agents`), online first.
+async function agentsCard(team) {
+  try {
+    const body = await api("GET", `/teams/${encodeURIComponent(team)}/agents`);
+    const agents = (body.agents || []).slice().sort((a, b) => (PRESENCE_ORDER[a.status] ?? 3) - (PRESENCE_ORDER[b.status] ?? 3));
+    return h(
+      "section",
+      { class: "card agents", dataset: { team } },
+      h("h3", {}, `Agents of ${team}`),
+      h(
+        "table",
+        {},
+        h("tr", {}, h("th", {}, "agent"), h("th", {}, "presence"), h("th", {}, "load")),
+        agents.map((a) =>
+          h(
+            "tr",
+            { dataset: { agentId: a.id, presence: a.status || "" } },
+            h("td", {}, a.name && a.name !== a.id ? `${a.name} (@${a.id})` : `@${a.id}`),
+            h("td", {}, h("span", { class: `badge pres pres-${a.status}` }, a.status || "?")),
+            h("td", { class: "load-cell" }, `${a.open_conversations ?? 0}/${a.max_concurrent}`),
+          ),
+        ),
+      ),
+    );
+  } catch (e) {
+    return h("section", { class: "card agents" }, h("h3", {}, `Agents of ${team}`), h("p", { class: "error" }, e.message));
+  }
 }
 
 function teamAgents(team) {
@@ -810,6 +910,8 @@ function teamAgents(team) {
 
 function showView(view) {
   state.view = view;
+  clearInterval(state.supTimer);
+  state.supTimer = view === "supervisor" ? setInterval(renderSupervisor, SUPERVISOR_REFRESH_MS) : null;
   $("#inbox-view").hidden = view !== "inbox";
   $("#supervisor-view").hidden = view !== "supervisor";
   $("#tab-inbox").setAttribute("aria-pressed", String(view === "inbox"));
@@ -829,7 +931,7 @@ function onKey(e) {
   // A focused button keeps Enter and Space for itself.
   if (t instanceof HTMLButtonElement && (e.key === "Enter" || e.key === " ")) return;
   if ($("#help").open) return;
-  const click = (name) => document.querySelector(`#detail button[data-action="${name}"]:not(:disabled)`)?.click();
+  const click = (name, el) => (el || document.querySelector(`#detail button[data-action="${name}"]:not(:disabled)`))?.click();
   if (pendingG) {
     pendingG = false;
     if (e.key === "i") showView("inbox");
@@ -846,6 +948,7 @@ function onKey(e) {
     e: () => click("resolve"),
     t: () => $('input[name="transfer_to"]')?.focus(),
     r: () => $('textarea[name="text"]')?.focus(),
+    q: () => click("quote", [...document.querySelectorAll('#detail .msg.inbound button[data-action="quote"]')].pop()),
     n: () => $('textarea[name="text"]')?.focus(),
     "/": () => $("#f-status").focus(),
     "?": () => $("#help").showModal(),
@@ -879,6 +982,7 @@ function init() {
       flash(`Presence not changed: ${err.message}`);
     }
     refreshMe();
+    if (state.view === "supervisor") renderSupervisor();
   });
   document.addEventListener("keydown", onKey);
   setInterval(tickClocks, 1000);
