@@ -35,6 +35,8 @@ pub const GRAPH_DURATION: &str = "switchboard_graph_request_duration_seconds";
 pub const CLAIMS: &str = "switchboard_claims_total";
 pub const BOT_TURNS: &str = "switchboard_bot_turns_total";
 pub const BOT_HANDOVERS: &str = "switchboard_bot_handovers_total";
+pub const BOT_PROVIDER_SECONDS: &str = "switchboard_bot_provider_seconds";
+pub const BOT_PROVIDER_FAILURES: &str = "switchboard_bot_provider_failures_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
 pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
@@ -258,6 +260,15 @@ fn describe() {
         BOT_HANDOVERS,
         "Conversations the bot handed to humans, by reason (keyword, low_confidence, sensitive_intent, max_failed_turns, order_lookup_failed, intent_handover, busy, claimed, window_closed)."
     );
+    describe_histogram!(
+        BOT_PROVIDER_SECONDS,
+        Unit::Seconds,
+        "Calls to the OpenAI-compatible intent provider, from request to parsed answer (timeouts and errors included; calls refused for overload are not made and not timed)."
+    );
+    describe_counter!(
+        BOT_PROVIDER_FAILURES,
+        "Intent provider calls that gave no usable intent, by reason (timeout, error, garbage, overload); the built-in classifier decided instead."
+    );
     describe_gauge!(CONVERSATIONS, "Conversations by status and team.");
     describe_gauge!(LIVE_ACTORS, "Conversation actors currently in memory.");
     describe_counter!(
@@ -388,6 +399,8 @@ pub const BOT_HANDOVER_REASONS: [&str; 9] = [
     "claimed",
     "window_closed",
 ];
+/// `BOT_PROVIDER_FAILURES` reasons (`automation::provider::Failure::as_str`).
+pub const BOT_PROVIDER_FAILURE_REASONS: [&str; 4] = ["timeout", "error", "garbage", "overload"];
 /// `OUTBOUND_MESSAGES` outcomes.
 pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];
 /// `READ_RECEIPTS` outcomes.
@@ -489,6 +502,9 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
     }
     for &reason in &BOT_HANDOVER_REASONS {
         counter!(BOT_HANDOVERS, "reason" => reason).increment(0);
+    }
+    for &reason in &BOT_PROVIDER_FAILURE_REASONS {
+        counter!(BOT_PROVIDER_FAILURES, "reason" => reason).increment(0);
     }
     for &kind in &AGENT_REFUSED_KINDS {
         counter!(AGENT_REFUSED, "kind" => kind).increment(0);

@@ -281,6 +281,35 @@ fn validation_names_the_key_at_fault() {
     assert_eq!(key(|_| {}), None);
     assert_eq!(
         key(|c| c.provider = "openai".into()).as_deref(),
+        Some("base_url")
+    );
+    assert_eq!(
+        key(|c| {
+            c.provider = "openai".into();
+            c.base_url = Some("http://127.0.0.1:11434/v1".into());
+        })
+        .as_deref(),
+        Some("model")
+    );
+    assert_eq!(
+        key(|c| {
+            c.provider = "openai".into();
+            c.base_url = Some("127.0.0.1:11434".into());
+            c.model = Some("m".into());
+        })
+        .as_deref(),
+        Some("base_url")
+    );
+    assert_eq!(
+        key(|c| {
+            c.provider = "openai".into();
+            c.base_url = Some("http://127.0.0.1:11434/v1".into());
+            c.model = Some("m".into());
+        }),
+        None
+    );
+    assert_eq!(
+        key(|c| c.provider = "gpt".into()).as_deref(),
         Some("provider")
     );
     assert_eq!(
