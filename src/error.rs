@@ -70,6 +70,10 @@ codes! {
     TemplateNotApproved => "template_not_approved",
     /// A `MARKETING` template to a customer who stopped marketing messages (`user_preferences`).
     MarketingOptedOut => "marketing_opted_out",
+    /// A hand-back to the bot for a team without automation.
+    AutomationOff => "automation_off",
+    /// A hand-back to the bot of a resolved conversation.
+    ConversationResolved => "conversation_resolved",
     /// Request headers larger than hyper reads.
     HeadersTooLarge => "headers_too_large",
     /// An address that failed authentication too often lately.
@@ -124,6 +128,8 @@ impl Error {
                 DomainError::AlreadyExists(_) => Code::AlreadyExists,
                 DomainError::TemplateNotApproved(_) => Code::TemplateNotApproved,
                 DomainError::MarketingOptedOut => Code::MarketingOptedOut,
+                DomainError::AutomationOff => Code::AutomationOff,
+                DomainError::Resolved => Code::ConversationResolved,
             },
             Error::Store(_) => Code::StorageError,
             Error::Unavailable => Code::Unavailable,

@@ -66,4 +66,11 @@ pub enum DomainError {
     /// A `MARKETING` template to a customer who stopped marketing messages.
     #[error("the customer stopped marketing messages")]
     MarketingOptedOut,
+    /// Handed back to the bot, but the conversation's team has no automation.
+    #[error("automation is not on for this conversation's team")]
+    AutomationOff,
+    /// Handed back to the bot, but the conversation is resolved (it goes to the bot again
+    /// when the customer writes).
+    #[error("the conversation is resolved")]
+    Resolved,
 }

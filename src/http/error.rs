@@ -23,9 +23,12 @@ pub fn status(code: Code) -> StatusCode {
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        Code::AlreadyAssigned | Code::CapacityReached | Code::NotWaiting | Code::AlreadyExists => {
-            StatusCode::CONFLICT
-        }
+        Code::AlreadyAssigned
+        | Code::CapacityReached
+        | Code::NotWaiting
+        | Code::AlreadyExists
+        | Code::AutomationOff
+        | Code::ConversationResolved => StatusCode::CONFLICT,
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Code::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,

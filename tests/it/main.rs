@@ -15,6 +15,7 @@ mod access_table;
 mod api;
 mod assignment;
 mod automation;
+mod bot_handback;
 mod bot_provider;
 mod config;
 mod connections;
