@@ -241,6 +241,19 @@ impl Automation {
         &self.cfg.fallback
     }
 
+    /// The intent routing sees for the message that opens or reopens a conversation: the
+    /// built-in classifier's, when at least `min_confidence` sure. No network and microseconds
+    /// of work, so the conversation actor may ask it in its own step (the provider is never
+    /// asked here: the actor must not wait on a network call). Whether the team has the bot
+    /// does not matter: routing runs before the team is known.
+    pub fn routing_intent(&self, text: &str) -> Option<String> {
+        self.provider
+            .builtin()
+            .classify(text)
+            .filter(|c| c.confidence >= self.cfg.handover.min_confidence)
+            .map(|c| c.intent)
+    }
+
     /// Decides the bot's turn for a customer's `text`.
     pub async fn decide(&self, text: &str) -> Turn {
         // Bounded: a burst beyond the bound goes to humans instead of waiting in memory.

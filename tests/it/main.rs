@@ -17,6 +17,7 @@ mod assignment;
 mod automation;
 mod bot_handback;
 mod bot_provider;
+mod bot_routing;
 mod config;
 mod connections;
 mod console;
