@@ -32,18 +32,20 @@ enum Mode {
     Gated(Arc<tokio::sync::Semaphore>, &'static str),
 }
 
+/// Every request the fake server saw: (Authorization header, body).
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 #[derive(Clone)]
 struct FakeState {
     mode: Mode,
     hits: Arc<AtomicUsize>,
-    /// Every request: (Authorization header, body).
-    seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    seen: Seen,
 }
 
 struct FakeAi {
     base: String,
     hits: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    seen: Seen,
 }
 
 async fn completions(
