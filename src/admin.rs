@@ -85,11 +85,19 @@ pub async fn load(config: &Config, store: &Store, teams: &[String]) -> Result<Po
         },
         None => file_rules()?,
     };
-    for w in rules.warnings() {
+    for w in rules.warnings(intent_ids(config).as_deref()) {
         tracing::warn!("{w}");
     }
     policy::compile(rules, settings)
         .map_err(|(team, e)| DomainError::Invalid(format!("team {team:?}: {e}")).into())
+}
+
+/// The intent ids routing may see (None: no `[automation]`, so none).
+fn intent_ids(config: &Config) -> Option<Vec<&str>> {
+    config
+        .automation
+        .as_ref()
+        .map(|a| a.intents.iter().map(|i| i.id.as_str()).collect())
 }
 
 /// Replaces the routing rules: checked, durable (in one batch with `batch`, the change's audit
@@ -104,7 +112,7 @@ pub async fn replace_rules(
     let exists = |t: &str| current.teams.contains_key(t);
     let compiled = RuleSet::compile(rules.clone(), &exists)
         .map_err(|e| DomainError::Invalid(e.to_string()))?;
-    for w in compiled.warnings() {
+    for w in compiled.warnings(intent_ids(&ctx.config).as_deref()) {
         tracing::warn!("{w}");
     }
     batch.put_routing(&RoutingRecord::new(&rules).map_err(encode_error)?)?;

@@ -75,6 +75,10 @@ codes! {
     MessagingLimitReached => "messaging_limit_reached",
     /// Starting a conversation with a customer whose conversation is open in another team.
     ConversationElsewhere => "conversation_elsewhere",
+    /// A hand-back to the bot for a team without automation.
+    AutomationOff => "automation_off",
+    /// A hand-back to the bot of a resolved conversation.
+    ConversationResolved => "conversation_resolved",
     /// Request headers larger than hyper reads.
     HeadersTooLarge => "headers_too_large",
     /// An address that failed authentication too often lately.
@@ -131,6 +135,8 @@ impl Error {
                 DomainError::MarketingOptedOut => Code::MarketingOptedOut,
                 DomainError::MessagingLimitReached { .. } => Code::MessagingLimitReached,
                 DomainError::ConversationElsewhere => Code::ConversationElsewhere,
+                DomainError::AutomationOff => Code::AutomationOff,
+                DomainError::Resolved => Code::ConversationResolved,
             },
             Error::Store(_) => Code::StorageError,
             Error::Unavailable => Code::Unavailable,

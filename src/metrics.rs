@@ -37,6 +37,8 @@ pub const BOT_TURNS: &str = "switchboard_bot_turns_total";
 pub const BOT_HANDOVERS: &str = "switchboard_bot_handovers_total";
 pub const BOT_INTENT_HANDOVERS: &str = "switchboard_bot_intent_handovers_total";
 pub const BOT_CYCLES: &str = "switchboard_bot_cycles_total";
+pub const BOT_PROVIDER_SECONDS: &str = "switchboard_bot_provider_seconds";
+pub const BOT_PROVIDER_FAILURES: &str = "switchboard_bot_provider_failures_total";
 pub const CONVERSATIONS: &str = "switchboard_conversations";
 pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
@@ -271,6 +273,15 @@ fn describe() {
         BOT_CYCLES,
         "Bot cycles ended, by intent (a configured intent id, knowledge or unknown) and outcome: resolved by the bot (contained) or handed_over. Containment rate per intent: resolved / (resolved + handed_over)."
     );
+    describe_histogram!(
+        BOT_PROVIDER_SECONDS,
+        Unit::Seconds,
+        "Calls to the OpenAI-compatible intent provider, from request to parsed answer (timeouts and errors included; calls refused for overload are not made and not timed)."
+    );
+    describe_counter!(
+        BOT_PROVIDER_FAILURES,
+        "Intent provider calls that gave no usable intent, by reason (timeout, error, garbage, overload); the built-in classifier decided instead."
+    );
     describe_gauge!(CONVERSATIONS, "Conversations by status and team.");
     describe_gauge!(LIVE_ACTORS, "Conversation actors currently in memory.");
     describe_counter!(
@@ -417,6 +428,8 @@ pub const BOT_HANDOVER_REASONS: [&str; 12] = [
     "hot_lead",
     "team_opened",
 ];
+/// `BOT_PROVIDER_FAILURES` reasons (`automation::provider::Failure::as_str`).
+pub const BOT_PROVIDER_FAILURE_REASONS: [&str; 4] = ["timeout", "error", "garbage", "overload"];
 /// `OUTBOUND_MESSAGES` outcomes.
 pub const OUTBOUND_OUTCOMES: [&str; 4] = ["queued", "accepted", "failed", "window_closed"];
 /// `READ_RECEIPTS` outcomes.
@@ -518,6 +531,9 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
     }
     for &reason in &BOT_HANDOVER_REASONS {
         counter!(BOT_HANDOVERS, "reason" => reason).increment(0);
+    }
+    for &reason in &BOT_PROVIDER_FAILURE_REASONS {
+        counter!(BOT_PROVIDER_FAILURES, "reason" => reason).increment(0);
     }
     for &kind in &AGENT_REFUSED_KINDS {
         counter!(AGENT_REFUSED, "kind" => kind).increment(0);

@@ -170,6 +170,15 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.0, help_heading = "Load")]
     pub media_share: f64,
 
+    /// Bot traffic: `[automation]` on for every team of the generated config, and customer texts
+    /// drawn from the bot's intents (most answered by the bot, some handed over to agents).
+    #[arg(long, help_heading = "Load")]
+    pub bot: bool,
+
+    /// With --bot: the same texts, but the config without `[automation]` (the comparison run).
+    #[arg(long, requires = "bot", help_heading = "Load")]
+    pub no_automation: bool,
+
     /// How many times a webhook that was not acknowledged (connection error, 503, timeout) is
     /// delivered again with back-off, as Meta does.
     #[arg(long, default_value_t = 6, help_heading = "Load")]
@@ -308,6 +317,10 @@ pub struct Settings {
     pub batch_ratio: f64,
     pub max_batch: usize,
     pub media_share: f64,
+    /// `--bot`: texts drawn from the bot's intents.
+    pub bot_texts: bool,
+    /// `--bot` without `--no-automation`: the generated config has `[automation]`.
+    pub automation: bool,
     pub redeliveries: u32,
     pub request_timeout: Duration,
     pub seed: Option<u64>,
@@ -547,6 +560,8 @@ impl Cli {
             batch_ratio: ratio("batch-ratio", self.batch_ratio)?,
             max_batch: self.max_batch,
             media_share: ratio("media-share", self.media_share)?,
+            bot_texts: self.bot,
+            automation: self.bot && !self.no_automation,
             redeliveries: self.redeliveries,
             request_timeout: seconds("request-timeout", self.request_timeout)?,
             seed: self.seed,

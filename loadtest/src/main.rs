@@ -9,6 +9,7 @@ mod agents;
 mod api;
 mod audit;
 mod baseline;
+mod bot;
 mod broker_config;
 mod broker_process;
 mod broker_view;

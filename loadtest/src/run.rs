@@ -75,6 +75,7 @@ pub fn print_config(s: &Settings) -> anyhow::Result<String> {
         agent_tokens: &s.agent_tokens,
         admin_token: &s.admin_token,
         max_concurrent: s.max_concurrent,
+        automation: s.automation,
     })?;
     Ok(format!(
         "# Run the load test with --graph-port {graph_port} --numbers {} and one --agent-token per agent below.\n{text}",
@@ -298,6 +299,7 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
                 agent_tokens: &s.agent_tokens,
                 admin_token: &s.admin_token,
                 max_concurrent: s.max_concurrent,
+                automation: s.automation,
             })?;
             let cfg_path = dir.join("switchboard-loadtest.toml");
             std::fs::write(&cfg_path, cfg)
@@ -395,7 +397,8 @@ async fn drive_and_audit(
                 s.batch_ratio,
                 s.max_batch,
             )
-            .with_media_share(s.media_share),
+            .with_media_share(s.media_share)
+            .with_bot_texts(s.bot_texts),
         );
         let ctx = LoadCtx::new(
             gen,
@@ -427,7 +430,8 @@ async fn drive_and_audit(
             s.batch_ratio,
             s.max_batch,
         )
-        .with_media_share(s.media_share),
+        .with_media_share(s.media_share)
+        .with_bot_texts(s.bot_texts),
     );
     let ctx = LoadCtx::new(
         gen.clone(),
@@ -605,6 +609,8 @@ async fn drive_and_audit(
     settings.insert("batch_ratio".into(), json!(s.batch_ratio));
     settings.insert("throttle_ratio".into(), json!(s.throttle_ratio));
     settings.insert("media_share".into(), json!(s.media_share));
+    settings.insert("bot_texts".into(), json!(s.bot_texts));
+    settings.insert("automation".into(), json!(s.automation));
     settings.insert(
         "crash_after_s".into(),
         json!(s.crash_after.map(|d| d.as_secs_f64())),

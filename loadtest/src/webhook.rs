@@ -271,6 +271,8 @@ pub struct Generator {
     max_batch: usize,
     /// Share of new messages that are images (see [`media_bytes`]).
     media_share: f64,
+    /// Where texts are drawn from: [`TEXTS`], or the bot's (`--bot`, `crate::bot::TEXTS`).
+    texts: &'static [&'static str],
 }
 
 /// Every image the load test sends has these bytes (the fake Graph API serves them for any
@@ -313,7 +315,16 @@ impl Generator {
             batch_ratio,
             max_batch: max_batch.max(2),
             media_share: 0.0,
+            texts: &TEXTS,
         }
+    }
+
+    /// Draws texts from the bot's intents (`--bot`).
+    pub fn with_bot_texts(mut self, bot: bool) -> Self {
+        if bot {
+            self.texts = &crate::bot::TEXTS;
+        }
+        self
     }
 
     /// Makes a share of the new messages images (`--media-share`).
@@ -374,7 +385,10 @@ impl Generator {
             let customer = rng.gen_range(0..pop.customers.len());
             let n = self.next_id();
             let wamid = format!("wamid.LT{}{n}", self.run_id);
-            let text = format!("{} [lt {n}]", TEXTS[rng.gen_range(0..TEXTS.len())]);
+            let text = format!(
+                "{} [lt {n}]",
+                self.texts[rng.gen_range(0..self.texts.len())]
+            );
             let media = (self.media_share > 0.0 && rng.gen_bool(self.media_share))
                 .then(|| format!("{MEDIA_ID_PREFIX}{}{n}", self.run_id));
             by_number

@@ -15,20 +15,28 @@ pub struct AutomationConfig {
     /// The teams whose new and reopened conversations the bot handles first.
     #[serde(default)]
     pub teams: Vec<String>,
-    /// Which intent classifier: `"builtin"` (no network). `"openai"` is part of the contract and
-    /// refused at start-up until its provider exists (see `automation::Provider`).
+    /// Which intent classifier: `"builtin"` (no network) or `"openai"` (an OpenAI-compatible
+    /// chat-completions server, falling back to the built-in one; `automation::provider`).
     #[serde(default = "default_provider")]
     pub provider: String,
-    /// The OpenAI-compatible provider's keys, accepted so a config written for it parses; read
-    /// by no code yet.
+    /// `openai`: the server's base URL, `POST {base_url}/chat/completions` (required).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// `openai`: the model asked (required).
     #[serde(default)]
     pub model: Option<String>,
+    /// `openai`: sent as `Authorization: Bearer …` when set (local servers need none).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// `openai`: bound on one call (default [`DEFAULT_PROVIDER_TIMEOUT_MS`]); slower, the
+    /// built-in classifier decides.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// `openai`: calls in flight at once, across conversations (default
+    /// [`DEFAULT_PROVIDER_MAX_IN_FLIGHT`]); a turn beyond it does not call and the built-in
+    /// classifier decides at once.
+    #[serde(default)]
+    pub provider_max_in_flight: Option<usize>,
     /// A knowledge answer is given only when the customer's text is at least this similar
     /// (cosine, 0..1) to its question.
     #[serde(default = "default_knowledge_min_score")]
@@ -190,6 +198,11 @@ pub struct ScoringRule {
     pub contains: Vec<String>,
 }
 
+/// `timeout_ms` when the config sets none.
+pub const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 2_000;
+/// `provider_max_in_flight` when the config sets none.
+pub const DEFAULT_PROVIDER_MAX_IN_FLIGHT: usize = 16;
+
 fn default_provider() -> String {
     "builtin".into()
 }
@@ -263,12 +276,26 @@ impl AutomationConfig {
         match self.provider.as_str() {
             "builtin" => {}
             "openai" => {
-                return err(
-                    "provider".into(),
-                    "\"openai\" is not available in this build; use \"builtin\"",
-                )
+                match self.base_url.as_deref().map(str::trim) {
+                    None | Some("") => {
+                        return err("base_url".into(), "required with provider = \"openai\"")
+                    }
+                    Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                        return err("base_url".into(), "not an http(s) URL")
+                    }
+                    Some(_) => {}
+                }
+                if self.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
+                    return err("model".into(), "required with provider = \"openai\"");
+                }
             }
             _ => return err("provider".into(), "must be \"builtin\" or \"openai\""),
+        }
+        if self.timeout_ms == Some(0) {
+            return err("timeout_ms".into(), "must be greater than 0");
+        }
+        if self.provider_max_in_flight == Some(0) {
+            return err("provider_max_in_flight".into(), "must be greater than 0");
         }
         if !(0.0..=1.0).contains(&self.knowledge_min_score) {
             return err("knowledge_min_score".into(), "must be within 0..1");

@@ -28,24 +28,31 @@
 //! is `decide` with the conversation's current [`memory::Flow`], answering the turn and the flow
 //! to keep if the turn is applied.
 //!
-//! Providers: only the built-in classifier ([`classifier`]) exists. [`Provider`] is where an
-//! OpenAI-compatible one plugs in: `decide` is async already, so a provider with a network call
-//! (its own timeout, in-flight bound and fallback to the built-in one) changes nothing for the
-//! actor.
+//! Providers ([`Provider`]): the built-in classifier ([`classifier`]), or an OpenAI-compatible
+//! chat-completions server ([`provider`], `provider = "openai"`). The built-in one always
+//! runs (it is cheap and needs no network): its confidence decides step 2 (so a knowledge
+//! answer costs no call), and it decides the intent whenever the server fails — times out
+//! (`timeout_ms`), errs, answers garbage or has `provider_max_in_flight` calls in flight
+//! already. The server's intent counts as certain (confidence 1); its `none` is a
+//! low-confidence hand-over. The call runs in the turn's task, so a slow server delays only
+//! that turn, never the conversation actor or the webhook's answer.
 //!
 //! Bounds: at most [`MAX_IN_FLIGHT`] turns computed at once (beyond that a turn hands over at
 //! once rather than queueing without limit); an order lookup takes at most `timeout_ms` and
-//! reads at most [`MAX_ORDER_BODY`] bytes.
+//! reads at most [`MAX_ORDER_BODY`] bytes; a provider call takes at most the provider's
+//! `timeout_ms`, reads at most [`provider::MAX_ANSWER_BODY`] bytes, and at most
+//! `provider_max_in_flight` are in flight.
 
 pub mod classifier;
 pub mod config;
 mod flows;
 pub mod memory;
+pub mod provider;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use classifier::{normalize, Classifier, Knowledge};
+use classifier::{normalize, Classified, Classifier, Knowledge};
 pub use config::AutomationConfig;
 
 /// Turns computed at the same time, across all conversations.
@@ -139,10 +146,38 @@ pub enum Turn {
     },
 }
 
-/// Which classifier gives intents. Only the built-in one exists; an OpenAI-compatible variant
-/// goes here (with its client, its own timeout and in-flight bound, falling back to `Builtin`).
+/// Which classifier gives intents: the built-in one, or an OpenAI-compatible server with the
+/// built-in one as its fallback.
 enum Provider {
     Builtin(Classifier),
+    OpenAi {
+        remote: provider::OpenAi,
+        fallback: Classifier,
+    },
+}
+
+impl Provider {
+    /// The built-in classifier (the only one, or the server's fallback).
+    fn builtin(&self) -> &Classifier {
+        match self {
+            Self::Builtin(c) | Self::OpenAi { fallback: c, .. } => c,
+        }
+    }
+
+    /// The intent for `text`: the server's when it answers, else the built-in one's (`builtin`).
+    async fn classify(&self, text: &str, builtin: Option<Classified>) -> Option<Classified> {
+        let Self::OpenAi { remote, .. } = self else {
+            return builtin;
+        };
+        match remote.classify(text).await {
+            Ok(provider::Answer::Intent(intent)) => Some(Classified {
+                intent,
+                confidence: 1.0,
+            }),
+            Ok(provider::Answer::NoIntent) => None,
+            Err(_) => builtin,
+        }
+    }
 }
 
 /// The trained bot, shared by every conversation.
@@ -191,8 +226,29 @@ impl Automation {
             .connect_timeout(timeout)
             .build()
             .map_err(|e| BuildError(e.to_string()))?;
+        let classifier = Classifier::train(&intents);
+        let provider = match (cfg.provider.as_str(), &cfg.base_url, &cfg.model) {
+            ("openai", Some(base_url), Some(model)) => Provider::OpenAi {
+                remote: provider::OpenAi::new(
+                    base_url,
+                    model,
+                    cfg.api_key.as_deref(),
+                    Duration::from_millis(
+                        cfg.timeout_ms
+                            .unwrap_or(config::DEFAULT_PROVIDER_TIMEOUT_MS),
+                    ),
+                    cfg.provider_max_in_flight
+                        .unwrap_or(config::DEFAULT_PROVIDER_MAX_IN_FLIGHT),
+                    intents.iter().map(|(id, _)| id.clone()).collect(),
+                )
+                .map_err(|e| BuildError(e.to_string()))?,
+                fallback: classifier,
+            },
+            // `validate` refuses "openai" without its keys.
+            _ => Provider::Builtin(classifier),
+        };
         Ok(Self {
-            provider: Provider::Builtin(Classifier::train(&intents)),
+            provider,
             knowledge: Knowledge::build(&questions),
             keywords: cfg
                 .handover
@@ -220,6 +276,19 @@ impl Automation {
         &self.cfg.fallback
     }
 
+    /// The intent routing sees for the message that opens or reopens a conversation: the
+    /// built-in classifier's, when at least `min_confidence` sure. No network and microseconds
+    /// of work, so the conversation actor may ask it in its own step (the provider is never
+    /// asked here: the actor must not wait on a network call). Whether the team has the bot
+    /// does not matter: routing runs before the team is known.
+    pub fn routing_intent(&self, text: &str) -> Option<String> {
+        self.provider
+            .builtin()
+            .classify(text)
+            .filter(|c| c.confidence >= self.cfg.handover.min_confidence)
+            .map(|c| c.intent)
+    }
+
     /// Decides the bot's turn for a customer's `text`.
     pub async fn decide(&self, text: &str) -> Turn {
         // Bounded: a burst beyond the bound goes to humans instead of waiting in memory.
@@ -243,9 +312,8 @@ impl Automation {
         if self.asks_for_human(text) {
             return hand_over(HandoverReason::Keyword, None);
         }
-        let Provider::Builtin(classifier) = &self.provider;
-        let classified = classifier.classify(text);
-        let confidence = classified.as_ref().map_or(0.0, |c| c.confidence);
+        let builtin = self.provider.builtin().classify(text);
+        let confidence = builtin.as_ref().map_or(0.0, |c| c.confidence);
         if let Some((i, score)) = self.knowledge.best(text) {
             if score >= self.cfg.knowledge_min_score && score >= confidence {
                 return Turn::Answer {
@@ -256,6 +324,7 @@ impl Automation {
                 };
             }
         }
+        let classified = self.provider.classify(text, builtin).await;
         let Some(c) = classified.filter(|c| c.confidence >= self.cfg.handover.min_confidence)
         else {
             return hand_over(HandoverReason::LowConfidence, None);

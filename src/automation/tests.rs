@@ -1,6 +1,6 @@
 //! The bot's decisions on the demo config (config/automation-demo.toml) and the built-in
-//! classifier's accuracy on a held-out set: phrases written apart from the demo's examples
-//! (none of them is an example), in English, Spanish and French, typos included.
+//! classifier's accuracy on a held-out set (heldout.txt): phrases written apart from the demo's
+//! examples (none of them is an example), in English, Spanish and French, typos included.
 
 use super::*;
 
@@ -25,85 +25,28 @@ fn classifier(cfg: &AutomationConfig) -> Classifier {
     Classifier::train(&intents)
 }
 
-/// (text, intent). Kept apart from the examples: `held_out_is_apart_from_the_examples`.
-const HELD_OUT: &[(&str, &str)] = &[
-    // English
-    ("can you tell me where my order 5531 is", "order_status"),
-    ("my parcel hasn't arrived yet", "order_status"),
-    ("whre is my oder", "order_status"),
-    ("what's the status of order 88812", "order_status"),
-    ("tracking for my order please", "order_status"),
-    ("has order 4421 been shipped", "order_status"),
-    ("how do I return this item", "returns"),
-    ("I need to send back the shoes", "returns"),
-    ("can I exchange it for another size", "returns"),
-    ("what is your retrun policy", "returns"),
-    ("I'd like a refund for my purchase", "refund"),
-    ("when will I get my money back", "refund"),
-    ("refund my payment", "refund"),
-    ("hi good evening", "greeting"),
-    ("hello there", "greeting"),
-    ("thanks so much", "thanks"),
-    ("thank you that is all", "thanks"),
-    ("this is a terrible service, unacceptable", "complaint"),
-    ("I am angry and want to complain", "complaint"),
-    ("I'll pay cash when it is delivered", "cod_confirm"),
-    ("yes confirm cash on delivery please", "cod_confirm"),
-    ("good mornin", "greeting"),
-    // Spanish
-    ("dónde está mi pedido 12345", "order_status"),
-    ("no ha llegado mi paquete todavía", "order_status"),
-    ("donde esta mi pedidoo", "order_status"),
-    ("quiero saber el estado del pedido", "order_status"),
-    ("cuando llega mi pedido", "order_status"),
-    ("quiero devolver las zapatillas", "returns"),
-    ("cómo puedo hacer una devolucion", "returns"),
-    ("necesito cambiar la talla del pantalón", "returns"),
-    ("quiero que me devuelvan el dinero", "refund"),
-    ("cuándo recibo mi reembolso", "refund"),
-    ("reembolso por favor", "refund"),
-    ("hola buenas", "greeting"),
-    ("buen día a todos", "greeting"),
-    ("muchas gracias por todo", "thanks"),
-    ("gracias eso es todo", "thanks"),
-    ("es un servicio pésimo, quiero quejarme", "complaint"),
-    ("estoy enfadado con el servicio", "complaint"),
-    ("voy a pagar contra entrega", "cod_confirm"),
-    ("confirmo el pago en efectivo al recibir", "cod_confirm"),
-    ("hola, buenas tardes", "greeting"),
-    // French
-    ("où en est ma commande 77123", "order_status"),
-    ("je n'ai pas encore reçu mon colis", "order_status"),
-    ("ou est ma comande", "order_status"),
-    ("quel est le statut de ma commande", "order_status"),
-    ("suivi du colis svp", "order_status"),
-    ("je voudrais retourner ce produit", "returns"),
-    ("comment retourner un article", "returns"),
-    ("je veux échanger contre une autre taille", "returns"),
-    ("je voudrais un remboursement", "refund"),
-    ("quand est-ce que je serai rembourse", "refund"),
-    ("remboursez moi", "refund"),
-    ("bonjour à vous", "greeting"),
-    ("salut à toi !", "greeting"),
-    ("merci bien", "thanks"),
-    ("merci c'est tout", "thanks"),
-    ("votre service est horrible", "complaint"),
-    ("c'est inadmissible, je porte plainte", "complaint"),
-    ("je paie à la livraison", "cod_confirm"),
-    ("paiement a la livraison svp", "cod_confirm"),
-    ("bonsoir à tous", "greeting"),
-    // Harder: few words shared with any example.
-    ("my stuff never came", "order_status"),
-    ("it's been two weeks and nothing delivered", "order_status"),
-    ("I got the wrong colour, can I swap it?", "returns"),
-    ("send me a label to ship it back", "returns"),
-    ("cancel the charge on my card", "refund"),
-    ("el repartidor no vino, ¿y mi compra?", "order_status"),
-    ("me llegó roto, lo quiero regresar", "returns"),
-    ("¿me pueden regresar mi plata?", "refund"),
-    ("le livreur n'est jamais passé", "order_status"),
-    ("je vais régler en espèces au livreur", "cod_confirm"),
-];
+/// The held-out set (heldout.txt): (language, intent, text), written apart from the examples
+/// (`held_out_is_apart_from_the_examples`).
+const HELD_OUT: &str = include_str!("heldout.txt");
+
+fn held_out() -> Vec<(String, String, String)> {
+    let mut lang = String::new();
+    let mut out = Vec::new();
+    for line in HELD_OUT.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(l) = line.strip_prefix("# lang:") {
+            lang = l.trim().to_string();
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (intent, text) = line
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("not <intent> TAB <text>: {line:?}"));
+        out.push((lang.clone(), intent.to_string(), text.to_string()));
+    }
+    out
+}
 
 #[test]
 fn held_out_is_apart_from_the_examples() {
@@ -113,33 +56,56 @@ fn held_out_is_apart_from_the_examples() {
         .iter()
         .flat_map(|i| i.examples.iter().map(|e| normalize(e)))
         .collect();
-    assert!(HELD_OUT.len() >= 60, "{}", HELD_OUT.len());
-    for (text, _) in HELD_OUT {
+    let set = held_out();
+    assert!(set.len() >= 200, "{}", set.len());
+    let langs: std::collections::BTreeSet<&str> = set.iter().map(|(l, _, _)| l.as_str()).collect();
+    assert!(langs.len() >= 3 && !langs.contains(""), "{langs:?}");
+    let mut seen = std::collections::HashSet::new();
+    for (_, intent, text) in &set {
+        assert!(
+            cfg.intents.iter().any(|i| &i.id == intent),
+            "{intent:?} is no demo intent"
+        );
         assert!(
             !examples.contains(&normalize(text)),
             "{text:?} is an example"
         );
+        assert!(seen.insert(normalize(text)), "{text:?} twice");
     }
 }
 
+/// Below the measured figure (README, "Classifier"), so a change that loses accuracy fails.
+const FLOOR: f64 = 0.88;
+
 #[test]
-fn held_out_accuracy_is_at_least_60_percent() {
+fn held_out_accuracy() {
     let m = classifier(&demo());
+    let set = held_out();
     let mut wrong = Vec::new();
-    for (text, want) in HELD_OUT {
+    let mut per_lang: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for (lang, want, text) in &set {
         let got = m.classify(text).map(|c| c.intent);
-        if got.as_deref() != Some(*want) {
-            wrong.push(format!("{text:?}: {got:?}, want {want}"));
+        let e = per_lang.entry(lang.as_str()).or_default();
+        e.1 += 1;
+        if got.as_deref() == Some(want.as_str()) {
+            e.0 += 1;
+        } else {
+            wrong.push(format!("[{lang}] {text:?}: {got:?}, want {want}"));
         }
     }
-    let right = HELD_OUT.len() - wrong.len();
-    let accuracy = right as f64 / HELD_OUT.len() as f64;
+    let right = set.len() - wrong.len();
+    let accuracy = right as f64 / set.len() as f64;
     println!(
-        "built-in classifier held-out accuracy: {right}/{} = {:.1}% (3 languages); misses: {wrong:#?}",
-        HELD_OUT.len(),
-        accuracy * 100.0
+        "built-in classifier held-out accuracy: {right}/{} = {:.1}% ({}); misses: {wrong:#?}",
+        set.len(),
+        accuracy * 100.0,
+        per_lang
+            .iter()
+            .map(|(l, (r, n))| format!("{l} {r}/{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    assert!(accuracy >= 0.6, "accuracy {accuracy}: {wrong:#?}");
+    assert!(accuracy >= FLOOR, "accuracy {accuracy}: {wrong:#?}");
 }
 
 fn bot() -> Automation {
@@ -285,6 +251,35 @@ fn validation_names_the_key_at_fault() {
     assert_eq!(key(|_| {}), None);
     assert_eq!(
         key(|c| c.provider = "openai".into()).as_deref(),
+        Some("base_url")
+    );
+    assert_eq!(
+        key(|c| {
+            c.provider = "openai".into();
+            c.base_url = Some("http://127.0.0.1:11434/v1".into());
+        })
+        .as_deref(),
+        Some("model")
+    );
+    assert_eq!(
+        key(|c| {
+            c.provider = "openai".into();
+            c.base_url = Some("127.0.0.1:11434".into());
+            c.model = Some("m".into());
+        })
+        .as_deref(),
+        Some("base_url")
+    );
+    assert_eq!(
+        key(|c| {
+            c.provider = "openai".into();
+            c.base_url = Some("http://127.0.0.1:11434/v1".into());
+            c.model = Some("m".into());
+        }),
+        None
+    );
+    assert_eq!(
+        key(|c| c.provider = "gpt".into()).as_deref(),
         Some("provider")
     );
     assert_eq!(

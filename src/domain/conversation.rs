@@ -637,6 +637,29 @@ impl Conversation {
         Ok(self.assignee.take())
     }
 
+    /// Checks a hand-back to the bot: the owner, or a supervisor of the team or an admin, of a
+    /// conversation that is not resolved. `Ok(false)`: the bot has it already (nothing to do).
+    /// Whether the team has automation is the caller's to check (after this, so a caller who
+    /// may not do it learns nothing of the config).
+    pub fn check_hand_back(&self, caller: &Caller) -> Result<bool, DomainError> {
+        if !self.is_owner(caller) && !caller.manages(&self.team) {
+            return Err(DomainError::NotOwner);
+        }
+        match self.status {
+            ConversationStatus::Resolved => Err(DomainError::Resolved),
+            ConversationStatus::Bot => Ok(false),
+            ConversationStatus::Queued | ConversationStatus::Assigned => Ok(true),
+        }
+    }
+
+    /// Applies a hand-back [`Self::check_hand_back`] allowed: the bot has it again, out of the
+    /// queue, no owner (returned, to free its capacity), no human SLA clock running.
+    pub fn hand_back(&mut self) -> Option<String> {
+        let owner = self.assignee.take();
+        self.start_with_bot();
+        owner
+    }
+
     /// Checks that the caller may transfer; returns the current owner (to free its capacity).
     pub fn check_transfer(&self, caller: &Caller) -> Result<Option<String>, DomainError> {
         if self.is_owner(caller) || caller.manages(&self.team) {

@@ -74,4 +74,11 @@ pub enum DomainError {
     /// a team the caller is not in (nothing more is said of it).
     #[error("the customer has an open conversation on this number in a team you are not in")]
     ConversationElsewhere,
+    /// Handed back to the bot, but the conversation's team has no automation.
+    #[error("automation is not on for this conversation's team")]
+    AutomationOff,
+    /// Handed back to the bot, but the conversation is resolved (it goes to the bot again
+    /// when the customer writes).
+    #[error("the conversation is resolved")]
+    Resolved,
 }

@@ -15,8 +15,13 @@
 //!   and every rule changes something (non-empty `then`). Two combinations
 //!   that cannot match are accepted and reported by [`RuleSet::warnings`]
 //!   instead, because the contract's own example uses them: `within_hours_of`
-//!   and `outside_hours_of` naming the same team, and `intent` (no intent is
-//!   detected until automation is built).
+//!   and `outside_hours_of` naming the same team, and `intent` without
+//!   `[automation]` (nothing detects intents then) or naming an intent that
+//!   `[automation]` does not configure.
+//! - `intent` is the caller's: the bot's detected intent when it hands a
+//!   conversation over, and the built-in classifier's for the message that
+//!   opens or reopens one when `[automation]` exists (see the conversation
+//!   actor); None otherwise, and then no `when.intent` matches.
 //! - `when` is a conjunction of its present keys; each list is a disjunction
 //!   of its values. A `when` with no keys matches everything (a catch-all).
 //! - Conditions that need the message text (`keywords`, `regex`, `language`)
@@ -157,9 +162,16 @@ impl RuleSet {
         Self::default()
     }
 
+    /// Whether some rule has a `when.intent` (only then is an intent worth detecting for
+    /// routing).
+    pub fn uses_intent(&self) -> bool {
+        self.compiled.iter().any(|w| w.intent.is_some())
+    }
+
     /// Rules that are valid but cannot match, one line each (logged when the rules come into
-    /// force, so a mistake does not go unnoticed).
-    pub fn warnings(&self) -> Vec<String> {
+    /// force, so a mistake does not go unnoticed). `intents`: the intent ids `[automation]`
+    /// detects, None without automation.
+    pub fn warnings(&self, intents: Option<&[&str]>) -> Vec<String> {
         let mut out = Vec::new();
         for (config, when) in self.configs.iter().zip(&self.compiled) {
             if let Some(team) = when
@@ -172,11 +184,20 @@ impl RuleSet {
                     config.name
                 ));
             }
-            if when.intent.is_some() {
-                out.push(format!(
-                    "routing rule {:?}: when.intent never matches until automation detects intents",
+            match (&when.intent, intents) {
+                (None, _) => {}
+                (Some(_), None) => out.push(format!(
+                    "routing rule {:?}: when.intent never matches: without [automation] no intent is detected",
                     config.name
-                ));
+                )),
+                (Some(wanted), Some(known)) => {
+                    for w in wanted.iter().filter(|w| !known.contains(&w.as_str())) {
+                        out.push(format!(
+                            "routing rule {:?}: when.intent {w:?} is no [[automation.intents]] id; it never matches",
+                            config.name
+                        ));
+                    }
+                }
             }
         }
         out
@@ -1138,16 +1159,25 @@ mod tests {
             &teams,
         )
         .expect("valid");
-        let w = rules.warnings();
+        let w = rules.warnings(None);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(
             w[0].contains("\"both\"") && w[0].contains("never matches"),
             "{w:?}"
         );
         assert!(
-            w[1].contains("\"intent\"") && w[1].contains("intent"),
+            w[1].contains("\"intent\"") && w[1].contains("[automation]"),
             "{w:?}"
         );
+        // With automation detecting the intent, the rule can match: no warning for it.
+        let w = rules.warnings(Some(&["order_status", "refund"]));
+        assert_eq!(w.len(), 1, "{w:?}");
+        // An intent automation does not configure still never matches.
+        let w = rules.warnings(Some(&["refund"]));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].contains("\"order_status\""), "{w:?}");
+        assert!(rules.uses_intent());
+        assert!(!RuleSet::empty().uses_intent());
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/conversations/{id}/release", post(release))
         .route("/api/v1/conversations/{id}/resolve", post(resolve))
         .route("/api/v1/conversations/{id}/transfer", post(transfer))
+        .route("/api/v1/conversations/{id}/handback", post(hand_back))
         .route("/api/v1/conversations/{id}/messages", post(reply))
         .route("/api/v1/conversations/{id}/notes", post(note))
         .route(
@@ -160,6 +161,16 @@ async fn resolve(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConversationView>> {
     let conv = service::resolve(&s.ctx, &caller, &id).await?;
+    Ok(Json(ConversationView::new(&conv, None)))
+}
+
+/// `POST /api/v1/conversations/{id}/handback`: back to the bot (see `service::hand_back`).
+async fn hand_back(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ConversationView>> {
+    let conv = service::hand_back(&s.ctx, &caller, &id).await?;
     Ok(Json(ConversationView::new(&conv, None)))
 }
 

@@ -27,7 +27,9 @@ pub fn status(code: Code) -> StatusCode {
         | Code::CapacityReached
         | Code::NotWaiting
         | Code::AlreadyExists
-        | Code::ConversationElsewhere => StatusCode::CONFLICT,
+        | Code::ConversationElsewhere
+        | Code::AutomationOff
+        | Code::ConversationResolved => StatusCode::CONFLICT,
         Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Code::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -226,6 +226,16 @@ pub async fn resolve(ctx: &Arc<Ctx>, caller: &Caller, id: &str) -> Result<Conver
     .await
 }
 
+/// Hands the conversation back to the bot (its owner, or a supervisor of the team or an admin;
+/// the team must have automation on).
+pub async fn hand_back(ctx: &Arc<Ctx>, caller: &Caller, id: &str) -> Result<Conversation> {
+    command(ctx, id, |reply| ConversationMsg::HandBack {
+        caller: caller.clone(),
+        reply,
+    })
+    .await
+}
+
 /// Where a transfer goes, as the caller named it.
 #[derive(Debug, Clone)]
 pub enum TransferTo {

@@ -5,7 +5,8 @@
 //! may not see answers 404 `not_found` with the very body of an id that does not exist, and is
 //! left unchanged. The exceptions are the contract's own, for a conversation a teammate owns: a
 //! claim answers 409 `already_assigned` naming the owner (what a claim that lost a race hears),
-//! and the owner's commands (release, resolve, transfer, reply, reaction, read) 403 `not_owner`.
+//! and the owner's commands (release, resolve, transfer, reply, reaction, read, hand-back) 403
+//! `not_owner`.
 //!
 //! [`ROUTES`] lists every route; [`routes_are_all_in_the_table`] fails when a per-conversation
 //! route appears in `src/http` without a row here.
@@ -50,11 +51,12 @@ enum Route {
     Note,
     React,
     Read,
+    HandBack,
 }
 
 /// Every route that addresses one conversation, with its method and path below
 /// `/api/v1/conversations/{id}`.
-const ROUTES: [(Route, &str, &str); 9] = [
+const ROUTES: [(Route, &str, &str); 10] = [
     (Route::Show, "GET", ""),
     (Route::Claim, "POST", "/claim"),
     (Route::Release, "POST", "/release"),
@@ -64,6 +66,7 @@ const ROUTES: [(Route, &str, &str); 9] = [
     (Route::Note, "POST", "/notes"),
     (Route::React, "POST", "/messages/{message_id}/reaction"),
     (Route::Read, "POST", "/read"),
+    (Route::HandBack, "POST", "/handback"),
 ];
 
 /// The callers, in the order of a row's columns.
@@ -94,7 +97,7 @@ const RELS: [Rel; 5] = [
 
 /// Expected status per route, for the agent, the supervisor and the admin, each over
 /// [own, teammate's, queued in own team, other team's assigned, other team's queued].
-const TABLE: [(Route, [[u16; 5]; 3]); 9] = [
+const TABLE: [(Route, [[u16; 5]; 3]); 10] = [
     (
         Route::Show,
         [
@@ -167,13 +170,24 @@ const TABLE: [(Route, [[u16; 5]; 3]); 9] = [
             [202, 403, 403, 403, 403],
         ],
     ),
+    // As transfer (the owner, a supervisor of the team, an admin); this config has no
+    // automation, so whoever may do it hears 409 `automation_off`.
+    (
+        Route::HandBack,
+        [
+            [409, 403, 403, 404, 404],
+            [409, 409, 409, 404, 404],
+            [409, 409, 409, 409, 409],
+        ],
+    ),
 ];
 
-/// The error code each refusal must carry.
-fn code_of(status: u16) -> Option<&'static str> {
+/// The error code each refusal of `route` must carry.
+fn code_of(route: Route, status: u16) -> Option<&'static str> {
     match status {
         403 => Some("not_owner"),
         404 => Some("not_found"),
+        409 if route == Route::HandBack => Some("automation_off"),
         409 => Some("already_assigned"),
         _ => None,
     }
@@ -189,7 +203,9 @@ async fn call(api: &Api, route: Route, token: &str, id: &str) -> (u16, Value) {
     let path = format!("/api/v1/conversations/{id}{suffix}");
     let body = match route {
         Route::Show => None,
-        Route::Claim | Route::Release | Route::Resolve | Route::Read => Some(json!({})),
+        Route::Claim | Route::Release | Route::Resolve | Route::Read | Route::HandBack => {
+            Some(json!({}))
+        }
         Route::Transfer => Some(json!({"team": "sales"})),
         Route::Reply => Some(json!({"text": "hello", "idempotency_key": uniq("acc-")})),
         Route::Note => Some(json!({"text": "a note"})),
@@ -233,7 +249,7 @@ async fn cell(
     if status != want {
         return Some(format!("{at}: want {want}, got {status} {body}"));
     }
-    if let Some(code) = code_of(want) {
+    if let Some(code) = code_of(route, want) {
         if err_code(&body) != code {
             return Some(format!("{at}: want code {code}: {body}"));
         }

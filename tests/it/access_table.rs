@@ -132,6 +132,14 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
         r#"{"team":"sales"}"#,
         [403, 200, 200, 404, 401, 401],
     ),
+    // No automation in this config: whoever may hand back hears 409 `automation_off`.
+    (
+        "POST",
+        "/api/v1/conversations/{id}/handback",
+        Subject::QueuedSupport,
+        "{}",
+        [403, 409, 409, 404, 401, 401],
+    ),
     (
         "POST",
         "/api/v1/conversations/{id}/messages",
@@ -335,6 +343,7 @@ fn code_of(status: u16) -> Option<&'static str> {
         403 => Some("forbidden"),
         404 => Some("not_found"),
         405 => Some("method_not_allowed"),
+        409 => Some("automation_off"),
         _ => None,
     }
 }

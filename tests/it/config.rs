@@ -15,7 +15,7 @@ fn valid(dir: &Path, port: u16) -> String {
 
 /// Runs the binary on `toml` and expects exit code 2 with exactly one non-empty stderr line
 /// containing every string of `must_contain` (case-insensitive). Returns that line.
-fn expect_config_error(toml: &str, must_contain: &[&str]) -> String {
+pub(crate) fn expect_config_error(toml: &str, must_contain: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, toml).unwrap();

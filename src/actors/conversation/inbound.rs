@@ -71,13 +71,20 @@ impl ConversationActor {
                 .zip(&known)
                 .find(|(m, stored)| !**stored && m.detail.reaction.is_none())
                 .map(|(first, _)| {
+                    // `when.intent` rules see the built-in classifier's intent (cheap, no
+                    // network), computed only when some rule asks for it.
+                    let intent = first
+                        .text
+                        .as_deref()
+                        .filter(|_| policies.rules.uses_intent())
+                        .and_then(|t| self.ctx.automation.get()?.routing_intent(t));
                     let input = RouteInput {
                         number: &next.number,
                         customer: &next.customer,
                         text: first.text.as_deref(),
                         message_type: &first.kind,
                         labels: next.labels(),
-                        intent: None,
+                        intent: intent.as_deref(),
                     };
                     policies.place(&input, &default_team, now)
                 })

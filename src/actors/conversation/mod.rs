@@ -274,6 +274,12 @@ pub enum ConversationMsg {
         notice: Box<InboundMessage>,
         reply: Reply<bool>,
     },
+    /// The owner, or a supervisor of the team or an admin, hands the conversation back to the
+    /// bot (its team must have automation on).
+    HandBack {
+        caller: Caller,
+        reply: Reply<Conversation>,
+    },
     /// The bot's turn, computed off the actor for the conversation as it was at `version`
     /// (its `next_seq` then): applied only if the bot still has the conversation and nothing
     /// was appended since, else dropped. Answers whether it was applied.
@@ -303,7 +309,8 @@ impl ConversationMsg {
             | Self::Transfer { caller, .. }
             | Self::Reply { caller, .. }
             | Self::React { caller, .. }
-            | Self::MarkRead { caller, .. } => Some((caller, Access::Own)),
+            | Self::MarkRead { caller, .. }
+            | Self::HandBack { caller, .. } => Some((caller, Access::Own)),
             Self::Note { caller, .. } => Some((caller, Access::Write)),
             // Decided by `Conversation::start` (a new conversation is nobody's yet).
             Self::Start { .. } => None,
@@ -330,7 +337,8 @@ impl ConversationMsg {
             | Self::Assign { reply, .. }
             | Self::Release { reply, .. }
             | Self::Resolve { reply, .. }
-            | Self::Transfer { reply, .. } => {
+            | Self::Transfer { reply, .. }
+            | Self::HandBack { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Self::Reply { reply, .. } | Self::Note { reply, .. } | Self::React { reply, .. } => {
@@ -529,6 +537,9 @@ impl ConversationActor {
                 reply,
             } => {
                 let _ = reply.send(Box::pin(self.change_ids(state, &old, change, notice)).await);
+            }
+            ConversationMsg::HandBack { caller, reply } => {
+                let _ = reply.send(Box::pin(self.hand_back(state, &caller)).await);
             }
             ConversationMsg::BotTurn {
                 version,

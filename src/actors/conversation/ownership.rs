@@ -229,6 +229,50 @@ impl ConversationActor {
         Ok(state.conv.clone())
     }
 
+    /// Hands the conversation back to the bot: status `bot`, no owner (its slot freed), out of
+    /// the queue, a system note naming who did it, `conversation.released`; the bot starts a new
+    /// cycle and answers the customer's next message. Refused (`automation_off`) when the team
+    /// has no automation: nobody would answer.
+    pub(super) async fn hand_back(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+    ) -> Result<Conversation, Error> {
+        if !state.conv.check_hand_back(caller)? {
+            return Ok(state.conv.clone());
+        }
+        if !self.bot_serves(state.conv.team()) {
+            return Err(DomainError::AutomationOff.into());
+        }
+        let now = self.ctx.now();
+        let before = state.conv.clone();
+        let mut next = before.clone();
+        let owner = next.hand_back();
+        let note = next.append_note(
+            Author::System,
+            format!("handed back to the bot by {}", caller.id),
+            now,
+        );
+        let mut batch = Batch::new();
+        batch.put_message(&note)?;
+        self.persist(state, next, batch).await?;
+        state.bot = super::bot::BotMemory::default();
+        match owner {
+            Some(owner) => self.released(state, &before, &owner, false),
+            None => {
+                self.sync_queues(Some(&before), &state.conv);
+                self.publish(
+                    EventKind::ConversationReleased,
+                    &state.conv,
+                    None,
+                    Some(&before),
+                );
+            }
+        }
+        self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+        Ok(state.conv.clone())
+    }
+
     /// Takes the conversation from `from` back to its team's queue, with a system note saying
     /// why. An owner going offline only loses conversations of auto-assigning teams (in a manual
     /// team nobody would pick them up sooner); deadlines apply to every team that sets them.
