@@ -23,7 +23,8 @@
 //!
 //! Layout: this file holds the handle, the commit path and closing; [`open`] opening and tuning
 //! (and RocksDB's memory), [`health`] whether commits fail or hang, [`reads`] point reads and
-//! the outbox's, [`list`] bounded listings and start-up scans, [`media`] the media column family.
+//! the outbox's, [`list`] bounded listings and start-up scans, [`media`] the media column family,
+//! [`report`] reads for reports and [`rollups`] the hourly report rollups' merge operator.
 
 pub mod batch;
 pub mod codec;
@@ -35,6 +36,7 @@ mod open;
 pub mod people;
 mod reads;
 pub mod report;
+mod rollups;
 pub mod schema;
 pub mod settings;
 pub mod templates;
@@ -88,6 +90,8 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<writer::Msg>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     health: Arc<writer::Health>,
+    /// The first hour whose report events all have rollups (read or set when opening).
+    rolled_up_from: crate::domain::Millis,
 }
 
 /// A cheap, cloneable handle to the database.

@@ -64,10 +64,18 @@ impl Store {
         table.set_pin_top_level_index_and_filter(true);
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, cf_opts.clone()));
+        let cfs = ALL_CFS.iter().map(|n| {
+            let mut o = cf_opts.clone();
+            if *n == CF_REPORT_ROLLUPS {
+                o.set_merge_operator_associative(
+                    super::rollups::MERGE_OPERATOR,
+                    super::rollups::merge,
+                );
+            }
+            ColumnFamilyDescriptor::new(*n, o)
+        });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(rocks)?);
+        let rolled_up_from = super::rollups::rolled_up_from(&db)?;
         let health = Arc::new(writer::Health::new());
         let (tx, handle) = writer::spawn(db.clone(), sync, max_commit_batch, health.clone())
             .map_err(|e| StoreError::Rocks(format!("cannot start writer thread: {e}")))?;
@@ -78,6 +86,7 @@ impl Store {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
                 health,
+                rolled_up_from,
             }),
         })
     }
