@@ -43,6 +43,12 @@ pub struct Row {
     pub oldest_wait_seconds: Option<Millis>,
 }
 
+/// Whether `caller` may read reports at all (supervisors and admins); checked before anything
+/// else of a request.
+pub fn may_read(caller: &Caller) -> Result<()> {
+    supervisors_and_admins_only(caller)
+}
+
 /// Computes a report for `caller`.
 pub async fn report(ctx: &Arc<Ctx>, caller: &Caller, q: ReportQuery) -> Result<Vec<Row>> {
     supervisors_and_admins_only(caller)?;
