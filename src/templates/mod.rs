@@ -141,14 +141,20 @@ impl Registry {
 
     /// Checks `t`, submits it to Meta and registers it with Meta's id and status.
     pub async fn create(&self, t: NewTemplate) -> Result<TemplateRecord, TemplateError> {
-        validate(&t)?;
+        let created = self.submit(&t).await?;
+        Ok(self.register(t, created, Batch::new()).await?)
+    }
+
+    /// Checks `t` and submits it to Meta (nothing is stored yet: see [`Self::register`]).
+    pub async fn submit(&self, t: &NewTemplate) -> Result<graph::Created, TemplateError> {
+        validate(t)?;
         if self.get(&t.name, &t.language).is_some() {
             return Err(TemplateError::AlreadyExists {
-                name: t.name,
-                language: t.language,
+                name: t.name.clone(),
+                language: t.language.clone(),
             });
         }
-        let created = self
+        Ok(self
             .graph
             .create(
                 &self.waba_id,
@@ -157,7 +163,17 @@ impl Registry {
                 &t.category,
                 &t.components,
             )
-            .await?;
+            .await?)
+    }
+
+    /// Registers `t` as Meta `created` it, committed with what `batch` holds already (the
+    /// admin change's audit record), so both are durable or neither is.
+    pub async fn register(
+        &self,
+        t: NewTemplate,
+        created: graph::Created,
+        batch: Batch,
+    ) -> Result<TemplateRecord, StoreError> {
         let _w = self.write.lock().await;
         let now = self.now();
         // A webhook about it may have come while Meta answered: what it said is newer.
@@ -190,7 +206,7 @@ impl Registry {
                 rec
             }
         };
-        self.commit(vec![rec.clone()]).await?;
+        self.commit_with(vec![rec.clone()], batch).await?;
         Ok(rec)
     }
 
@@ -449,7 +465,15 @@ impl Registry {
         if records.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::new();
+        self.commit_with(records, Batch::new()).await
+    }
+
+    /// [`Self::commit`] with `batch`'s other changes in the same commit.
+    async fn commit_with(
+        &self,
+        records: Vec<TemplateRecord>,
+        mut batch: Batch,
+    ) -> Result<(), StoreError> {
         for r in &records {
             batch.put_template(r)?;
         }
