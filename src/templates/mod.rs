@@ -606,6 +606,61 @@ impl Registry {
     }
 }
 
+/// The payload of a rating template's quick-reply button: what the customer's tap sends back.
+pub fn rating_payload(score: usize) -> String {
+    format!("csat:{score}")
+}
+
+impl Registry {
+    /// Resolves a send of the rating template `name` (`[csat] template`) as
+    /// [`Self::prepare_send`] does without parameters, and gives each of its quick-reply buttons
+    /// the payload [`rating_payload`] of its score: the button's title if that is a number 1–5,
+    /// else its position (1 for the first). Meta sends a tap back as a `button` message with
+    /// that payload.
+    pub fn prepare_rating(&self, name: &str, language: &str) -> Result<PreparedSend, SendRefusal> {
+        let mut prepared = self.prepare_send(name, language, &[])?;
+        let chosen = self.get(&prepared.name, &prepared.language);
+        let components: Value = chosen
+            .and_then(|t| serde_json::from_str(&t.components_json).ok())
+            .unwrap_or(Value::Null);
+        let buttons = components
+            .as_array()
+            .and_then(|c| {
+                c.iter().find(|c| {
+                    c["type"]
+                        .as_str()
+                        .is_some_and(|k| k.eq_ignore_ascii_case("BUTTONS"))
+                })
+            })
+            .and_then(|c| c["buttons"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut send: Vec<Value> =
+            serde_json::from_str(&prepared.components_json).unwrap_or_default();
+        for (index, b) in buttons.iter().enumerate() {
+            if !b["type"]
+                .as_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case("QUICK_REPLY"))
+            {
+                continue;
+            }
+            let titled = b["text"]
+                .as_str()
+                .and_then(|t| t.trim().parse::<usize>().ok())
+                .filter(|n| (1..=5).contains(n));
+            let score = titled.unwrap_or(index + 1);
+            send.push(serde_json::json!({
+                "type": "button",
+                "sub_type": "quick_reply",
+                "index": index.to_string(),
+                "parameters": [{ "type": "payload", "payload": rating_payload(score) }],
+            }));
+        }
+        prepared.components_json = Value::Array(send).to_string();
+        Ok(prepared)
+    }
+}
+
 /// The highest `{{n}}` in `text` (Meta numbers them from 1, without gaps).
 fn placeholders(text: &str) -> usize {
     let mut highest = 0;
