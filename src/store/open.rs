@@ -71,6 +71,10 @@ impl Store {
                     super::rollups::MERGE_OPERATOR,
                     super::rollups::merge,
                 );
+                // A rollup's operands still in the memtable are merged at every read: past this
+                // many in a row, the write merges them into a value (from memory only, never
+                // waiting on a disk read), so a report's reads merge at most this many per key.
+                o.set_max_successive_merges(super::rollups::MAX_SUCCESSIVE_MERGES);
             }
             ColumnFamilyDescriptor::new(*n, o)
         });

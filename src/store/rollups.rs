@@ -23,12 +23,22 @@ use crate::domain::report::{hour_floor, Dimension, ReportEventView, HOUR_MS};
 use crate::domain::Millis;
 use crate::log_limit::LogLimit;
 
+/// Most merge operands of one rollup in a row in the memtable (RocksDB's `max_successive_merges`):
+/// a busy team's hour gets ~750 operands; unmerged, a report would decode each of them, as it
+/// would the events. With this bound the write that would add the 17th merges them (and the
+/// rollup's older value, if the block cache holds it) into one value instead: one merge per 16
+/// writes, on the writer thread.
+pub(super) const MAX_SUCCESSIVE_MERGES: usize = 16;
+
 /// The name RocksDB records for the operator (a store opened with another name refuses to open).
 pub(super) const MERGE_OPERATOR: &str = "switchboard.report_rollups.v1";
 
+/// A rollup key and the merge operand added to it.
+pub(super) type Operand = (Vec<u8>, Vec<u8>);
+
 /// The `(key, operand)` pairs one event adds: its hour's rollup of its team, of its agent (if it
 /// has one) and of its number.
-pub(super) fn operands(e: &ReportEventView<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+pub(super) fn operands(e: &ReportEventView<'_>) -> Result<Vec<Operand>, StoreError> {
     let hour = hour_floor(e.at);
     let value = encode_compact(&Rollup::of(e))?;
     let key = |dimension, key| {
