@@ -4,13 +4,15 @@
 //! The store is filled once with 30 days of `support` at 1,500 conversations a day (45,000
 //! conversations) plus a quieter `sales` at 300 a day, each conversation leaving the events a
 //! typical one leaves (opened, 3 inbound batches, assigned, first response, 3 replies, an SLA
-//! hit, resolved: 12 events), 648,000 events in all, spread over the month. What is measured
-//! is what `GET /api/v1/reports/teams` does for the window (without the HTTP hop and the live
-//! queue figures, which read no events): one range scan of `report_events` over the month on the
-//! blocking pool, each event decoded and folded into the per-team aggregate, then the rows
-//! finished (percentiles sort each team's spans). Two variants: the whole month as one row per
-//! team, and day buckets in Berlin time; and, for where the time goes, the scan alone (range scan
-//! and in-place decoding, nothing folded).
+//! hit, resolved: 12 events), 648,000 events in all, spread over the month, each written with its
+//! hourly rollups as the broker writes them. What is measured is what `GET /api/v1/reports/teams`
+//! does for the window (without the HTTP hop and the live queue figures, which read no events):
+//! `Store::fold_report` on the blocking pool — the month's whole hours from the team rollups
+//! (720 per team), the cut hours at the window's edges from the events — then the rows finished
+//! (exact percentiles over every span). The window starts and ends mid-hour, so both paths run.
+//! Variants: the whole month as one row per team, and day buckets in Berlin time; and, for
+//! comparison, the report from the events alone (what reports did before rollups) and the scan
+//! of the events alone (range scan and in-place decoding, nothing folded).
 //!
 //! At the end the bench prints the typical time of each variant against the 200 ms target.
 
@@ -21,14 +23,17 @@ use std::time::SystemTime;
 use chrono_tz::Tz;
 
 use switchboard::domain::report::{
-    Aggregator, AssignReason, Bucket, Dimension, ReportEvent, ReportEventView, ReportKind, Span,
+    Aggregator, AssignReason, Bucket, Dimension, ReportEvent, ReportKind, ReportRow, Span,
 };
 use switchboard::domain::SlaKind;
 use switchboard::store::{Batch, Store};
 
 const DAY_MS: i64 = 86_400_000;
-const START: i64 = 1_795_000_000_000; // late November 2026
+const START: i64 = 1_795_000_000_000; // 2026-11-18 11:06:40 UTC: mid-hour
 const GROUP: &str = "reports";
+/// The window: the filled month and a day after it, from and to mid-hour.
+const FROM: i64 = START;
+const TO: i64 = START + 31 * DAY_MS;
 
 fn events_of(i: usize, team: &str, at: i64) -> Vec<ReportEvent> {
     let e = |dt: i64, agent: Option<&str>, kind: ReportKind| ReportEvent {
@@ -109,20 +114,37 @@ async fn fill(store: &Store) -> usize {
     n
 }
 
-async fn report(store: &Store, bucket: Option<Bucket>) -> usize {
+fn aggregator(
+    bucket: Option<Bucket>,
+) -> Aggregator<impl Fn(&str) -> bool + Send + 'static, impl Fn(&str) -> Tz + Send + 'static> {
     let berlin: Tz = "Europe/Berlin".parse().unwrap_or(Tz::UTC);
-    let agg = Aggregator::new(
+    Aggregator::new(
         Dimension::Teams,
         bucket,
-        |_: &ReportEventView<'_>| true,
+        |_: &str| true,
         move |_: &str| berlin,
-    );
+    )
+}
+
+/// The report as the broker computes it: rollups for whole hours, events for the rest.
+async fn report(store: &Store, bucket: Option<Bucket>) -> Vec<(String, ReportRow)> {
+    let berlin: Tz = "Europe/Berlin".parse().unwrap_or(Tz::UTC);
     let scanned = store
-        .scan_report_events(START, START + 30 * DAY_MS + DAY_MS, agg, |a, e| a.add(e))
+        .fold_report(FROM, TO, vec![berlin, Tz::UTC], aggregator(bucket))
+        .await
+        .expect("fold");
+    assert!(!scanned.truncated);
+    scanned.state.finish()
+}
+
+/// The same from the events alone (reports before rollups).
+async fn report_from_events(store: &Store, bucket: Option<Bucket>) -> Vec<(String, ReportRow)> {
+    let scanned = store
+        .scan_report_events(FROM, TO, aggregator(bucket), |a, e| a.add(e))
         .await
         .expect("scan");
     assert!(!scanned.truncated);
-    scanned.state.finish().len()
+    scanned.state.finish()
 }
 
 fn main() {
@@ -133,8 +155,13 @@ fn main() {
     println!(
         "filled {events} report events (30 days, support 1,500 + sales 300 conversations a day)"
     );
-    let rows = rt.block_on(report(&store, None));
-    assert_eq!(rows, 2);
+    // Rollups change how the figures are read, not what they are.
+    for bucket in [None, Some(Bucket::Day)] {
+        let rows = rt.block_on(report(&store, bucket));
+        assert_eq!(rows, rt.block_on(report_from_events(&store, bucket)));
+        assert!(rows.len() >= 2, "{} rows", rows.len());
+    }
+    println!("rollup and event-only reports agree (month and day buckets)");
 
     let since = SystemTime::now();
     let mut c = common::criterion().configure_from_args();
@@ -142,24 +169,28 @@ fn main() {
     g.bench_function("month_by_team", |b| {
         b.to_async(&rt).iter(|| report(&store, None))
     });
+    g.bench_function("month_by_team_day_buckets", |b| {
+        b.to_async(&rt).iter(|| report(&store, Some(Bucket::Day)))
+    });
+    g.bench_function("month_by_team_from_events", |b| {
+        b.to_async(&rt).iter(|| report_from_events(&store, None))
+    });
     g.bench_function("month_scan_only", |b| {
         b.to_async(&rt).iter(|| async {
             store
-                .scan_report_events(START, START + 31 * DAY_MS, 0usize, |n, _| *n += 1)
+                .scan_report_events(FROM, TO, 0usize, |n, _| *n += 1)
                 .await
                 .expect("scan")
                 .state
         })
     });
-    g.bench_function("month_by_team_day_buckets", |b| {
-        b.to_async(&rt).iter(|| report(&store, Some(Bucket::Day)))
-    });
     g.finish();
     c.final_summary();
     for name in [
         "month_by_team",
-        "month_scan_only",
         "month_by_team_day_buckets",
+        "month_by_team_from_events",
+        "month_scan_only",
     ] {
         if let Some(ns) = common::typical_ns(&[GROUP, name], since) {
             let ms = ns / 1e6;

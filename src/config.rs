@@ -87,10 +87,13 @@ pub struct Config {
 
 /// `[csat]`: after a resolve, ask the customer to rate the help (1–5).
 ///
-/// The question goes out through the outbox as a text message (the outbox sends only text so
-/// far; a template or button message replaces it once the outbox can send those). The answer
-/// is the customer's next message if it is a number 1–5, a button reply whose id or payload is
-/// `csat:N`, or a button titled `N`.
+/// With `template`, the question is that approved template (in `language`, with the registry's
+/// language fallback), sent with a `csat:N` payload on each of its quick-reply buttons (N: the
+/// button's title if it is a number 1–5, else its position); a template may go out after the
+/// 24-hour window has closed. Without it, or when the template cannot be sent (unknown, not
+/// approved, or its body takes parameters), the question is `text`, inside the window only. The
+/// answer is the customer's next message if it is a number 1–5, a button reply whose id or
+/// payload is `csat:N`, or a button titled `N`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsatConfig {
@@ -98,6 +101,12 @@ pub struct CsatConfig {
     pub enabled: bool,
     #[serde(default = "default_csat_text")]
     pub text: String,
+    /// The rating template's name (none: the question is `text`).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The rating template's language.
+    #[serde(default = "default_csat_language")]
+    pub language: String,
 }
 
 impl Default for CsatConfig {
@@ -105,8 +114,14 @@ impl Default for CsatConfig {
         Self {
             enabled: false,
             text: default_csat_text(),
+            template: None,
+            language: default_csat_language(),
         }
     }
+}
+
+fn default_csat_language() -> String {
+    "en_US".into()
 }
 
 fn default_csat_text() -> String {
@@ -656,6 +671,21 @@ impl Config {
         }
         if self.csat.enabled && self.csat.text.trim().is_empty() {
             return Err(ConfigError::new("csat.text", "must not be blank"));
+        }
+        if let Some(t) = &self.csat.template {
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    "csat.template",
+                    "a template name: lowercase letters, digits and underscores",
+                ));
+            }
+            if self.csat.language.trim().is_empty() {
+                return Err(ConfigError::new("csat.language", "must not be blank"));
+            }
         }
         positive(
             "media.max_concurrent_fetches",

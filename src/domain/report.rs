@@ -7,13 +7,20 @@
 //! conversation moved from support to sales counts in support for what happened there and in
 //! sales for the rest.
 //!
+//! A month of a busy team is hundreds of thousands of events, so each event also goes into its
+//! UTC hour's [`Rollup`]s (one per team, agent and number, written in the event's batch by the
+//! store): a report reads whole hours from rollups and only the hours its window cuts from the
+//! events. A rollup is everything the figures need of its events, exactly: counts, every span
+//! (so percentiles stay exact: nearest-rank over the same values) and the hashes of the
+//! conversations seen (so distinct conversations are counted once across hours).
+//!
 //! Invariants: durations are measured once, when the event happens, both wall-clock and in the
 //! team's business hours (so later changes to hours do not rewrite history); event kinds are only
 //! ever appended (bincode stores the variant index); aggregation is a pure fold, so the same
-//! events always give the same report.
+//! events always give the same report, whether read one by one or through rollups (merging
+//! rollups is associative and commutative; `store::tests` checks both paths agree).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
@@ -206,6 +213,14 @@ impl Bucket {
         (start, end.max(at + 1))
     }
 
+    /// Whether the UTC hour starting at `hour` lies within one bucket in `tz`: true for every
+    /// hour in a zone whose offset is whole hours (daylight saving included), false for the hours
+    /// a half- or quarter-hour offset (India, Nepal…) cuts in two. Bucket starts never decrease
+    /// with time, so equal starts at both ends mean one bucket throughout.
+    pub fn holds_hour(self, tz: Tz, hour: Millis) -> bool {
+        self.start(tz, hour) == self.start(tz, hour + HOUR_MS - 1)
+    }
+
     /// The start of the bucket holding `at`, in `tz` (a day is local midnight to midnight).
     pub fn start(self, tz: Tz, at: Millis) -> Millis {
         let Some(t) = tz.timestamp_millis_opt(at).single() else {
@@ -236,17 +251,23 @@ impl Stats {
         if ms.is_empty() {
             return Self::default();
         }
-        ms.sort_unstable();
         let n = ms.len();
-        let rank = |p: f64| {
-            let r = ((p * n as f64).ceil() as usize).clamp(1, n);
-            ms[r - 1] as f64 / 1000.0
-        };
+        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
         let sum: i128 = ms.iter().map(|m| *m as i128).sum();
+        // Selection, not a sort: a month's replies are 10^5 spans. The p50 rank is at or below
+        // the p90 one, so it is selected among the values left of p90's.
+        let (r50, r90) = (rank(0.5), rank(0.9));
+        let (left, p90, _) = ms.select_nth_unstable(r90);
+        let p90 = *p90;
+        let p50 = if r50 == r90 {
+            p90
+        } else {
+            *left.select_nth_unstable(r50).1
+        };
         Self {
             avg: Some(sum as f64 / n as f64 / 1000.0),
-            p50: Some(rank(0.5)),
-            p90: Some(rank(0.9)),
+            p50: Some(p50 as f64 / 1000.0),
+            p90: Some(p90 as f64 / 1000.0),
         }
     }
 }
@@ -281,97 +302,210 @@ pub struct ReportRow {
     pub csat_avg: Option<f64>,
 }
 
-#[derive(Default)]
-struct Acc {
-    /// Distinct conversations, by a 64-bit hash of their id (a collision among a window's
-    /// conversations is vanishingly rare; copying every id would cost a report its budget).
-    conversations: HashSet<u64>,
-    inbound: u64,
-    outbound: u64,
-    first: Vec<Millis>,
-    first_b: Vec<Millis>,
-    resolution: Vec<Millis>,
-    resolution_b: Vec<Millis>,
-    reply: Vec<Millis>,
-    reply_b: Vec<Millis>,
-    resolved: u64,
-    assignments: u64,
-    reassignments: u64,
-    transfers: u64,
-    sla_hits: u64,
-    sla_misses: u64,
-    bot_resolved: u64,
-    bot_handovers: u64,
-    csat: Vec<u8>,
+/// One UTC hour's length; rollups cover `[h, h + HOUR_MS)` with `h` a multiple of it.
+pub const HOUR_MS: Millis = 3_600_000;
+
+/// The start of the UTC hour holding `at`.
+pub fn hour_floor(at: Millis) -> Millis {
+    at.div_euclid(HOUR_MS) * HOUR_MS
 }
 
-impl Acc {
-    fn add(&mut self, e: &ReportEventView<'_>) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        e.conversation.hash(&mut h);
-        self.conversations.insert(h.finish());
-        match &e.kind {
+/// A conversation id as rollups keep it: SipHash-1-3 with fixed keys, so the same id hashes the
+/// same in every build and process (rollups are durable). Two ids of one report colliding is
+/// vanishingly rare (64 bits) and would count them as one.
+pub fn conversation_hash(id: &str) -> u64 {
+    siphasher::sip::SipHasher13::new_with_keys(0, 0).hash(id.as_bytes())
+}
+
+/// The counters of a set of events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub inbound: u64,
+    pub outbound: u64,
+    pub resolved: u64,
+    pub assignments: u64,
+    pub reassignments: u64,
+    pub transfers: u64,
+    pub sla_hits: u64,
+    pub sla_misses: u64,
+    pub bot_resolved: u64,
+    pub bot_handovers: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.inbound += o.inbound;
+        self.outbound += o.outbound;
+        self.resolved += o.resolved;
+        self.assignments += o.assignments;
+        self.reassignments += o.reassignments;
+        self.transfers += o.transfers;
+        self.sla_hits += o.sla_hits;
+        self.sla_misses += o.sla_misses;
+        self.bot_resolved += o.bot_resolved;
+        self.bot_handovers += o.bot_handovers;
+    }
+}
+
+/// Everything a report's figures need of a set of events (one hour of one team, agent or
+/// number), losing nothing: counts, every span in milliseconds (unordered), CSAT answers per
+/// score, and the conversations seen as [`conversation_hash`]es (sorted, each once, after
+/// [`Self::normalize`]). Merging two is adding counts and joining the lists, so it is exact,
+/// associative and commutative (what a RocksDB merge operator needs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollup {
+    pub conversations: Vec<u64>,
+    pub counts: Counts,
+    pub first: Vec<Millis>,
+    pub first_b: Vec<Millis>,
+    pub resolution: Vec<Millis>,
+    pub resolution_b: Vec<Millis>,
+    pub reply: Vec<Millis>,
+    pub reply_b: Vec<Millis>,
+    /// Answers scoring 1, 2, 3, 4 and 5.
+    pub csat: [u64; 5],
+}
+
+impl Rollup {
+    /// What one event adds.
+    pub fn of(e: &ReportEventView<'_>) -> Self {
+        let mut r = Self {
+            conversations: vec![conversation_hash(e.conversation)],
+            ..Self::default()
+        };
+        r.record(&e.kind);
+        r
+    }
+
+    /// Counts an event of `kind` (not its conversation).
+    fn record(&mut self, kind: &ReportKind) {
+        let c = &mut self.counts;
+        match kind {
             ReportKind::Opened | ReportKind::Reopened => {}
-            ReportKind::Inbound { messages } => self.inbound += u64::from(*messages),
+            ReportKind::Inbound { messages } => c.inbound += u64::from(*messages),
             ReportKind::FirstResponse(s) => {
                 self.first.push(s.wall_ms);
                 self.first_b.push(s.business_ms);
             }
             ReportKind::Reply { wait } => {
-                self.outbound += 1;
+                c.outbound += 1;
                 if let Some(s) = wait {
                     self.reply.push(s.wall_ms);
                     self.reply_b.push(s.business_ms);
                 }
             }
             ReportKind::Resolved(s) => {
-                self.resolved += 1;
+                c.resolved += 1;
                 self.resolution.push(s.wall_ms);
                 self.resolution_b.push(s.business_ms);
             }
-            ReportKind::Assigned { .. } => self.assignments += 1,
-            ReportKind::Reassigned { .. } => self.reassignments += 1,
-            ReportKind::Transferred { .. } => self.transfers += 1,
-            ReportKind::BotHandover => self.bot_handovers += 1,
-            ReportKind::BotResolved => self.bot_resolved += 1,
-            ReportKind::Sla { met: true, .. } => self.sla_hits += 1,
-            ReportKind::Sla { met: false, .. } => self.sla_misses += 1,
-            ReportKind::Csat { score } => self.csat.push(*score),
+            ReportKind::Assigned { .. } => c.assignments += 1,
+            ReportKind::Reassigned { .. } => c.reassignments += 1,
+            ReportKind::Transferred { .. } => c.transfers += 1,
+            ReportKind::BotHandover => c.bot_handovers += 1,
+            ReportKind::BotResolved => c.bot_resolved += 1,
+            ReportKind::Sla { met: true, .. } => c.sla_hits += 1,
+            ReportKind::Sla { met: false, .. } => c.sla_misses += 1,
+            ReportKind::Csat { score } => {
+                if let Some(n) = self.csat.get_mut(usize::from((*score).clamp(1, 5) - 1)) {
+                    *n += 1;
+                }
+            }
         }
     }
 
+    /// Adds `o`'s figures and conversations (call [`Self::normalize`] once after a series).
+    pub fn merge(&mut self, o: &Rollup) {
+        self.conversations.extend_from_slice(&o.conversations);
+        self.merge_figures(o);
+    }
+
+    fn merge_figures(&mut self, o: &Rollup) {
+        self.counts.add(&o.counts);
+        self.first.extend_from_slice(&o.first);
+        self.first_b.extend_from_slice(&o.first_b);
+        self.resolution.extend_from_slice(&o.resolution);
+        self.resolution_b.extend_from_slice(&o.resolution_b);
+        self.reply.extend_from_slice(&o.reply);
+        self.reply_b.extend_from_slice(&o.reply_b);
+        for (a, b) in self.csat.iter_mut().zip(o.csat) {
+            *a += b;
+        }
+    }
+
+    /// Sorts the conversations and keeps each once.
+    pub fn normalize(&mut self) {
+        self.conversations.sort_unstable();
+        self.conversations.dedup();
+    }
+}
+
+/// A hasher for sets of [`conversation_hash`]es, which are uniform already.
+type HashSetOfHashes = HashSet<u64, foldhash::fast::FixedState>;
+
+#[derive(Default)]
+struct Acc {
+    /// Distinct conversations, by [`conversation_hash`] (a collision among a window's
+    /// conversations is vanishingly rare; copying every id would cost a report its budget).
+    conversations: HashSetOfHashes,
+    /// Everything else (its own `conversations` stay empty).
+    figures: Rollup,
+}
+
+impl Acc {
+    fn add(&mut self, e: &ReportEventView<'_>) {
+        self.conversations.insert(conversation_hash(e.conversation));
+        self.figures.record(&e.kind);
+    }
+
+    fn absorb(&mut self, r: &Rollup) {
+        self.conversations.extend(r.conversations.iter().copied());
+        self.figures.merge_figures(r);
+    }
+
     fn finish(self, bucket: Option<Millis>) -> ReportRow {
-        let bot = self.bot_resolved + self.bot_handovers;
-        let csat_answers = self.csat.len() as u64;
-        let csat_sum: u64 = self.csat.iter().map(|s| u64::from(*s)).sum();
+        let Rollup {
+            counts: c,
+            first,
+            first_b,
+            resolution,
+            resolution_b,
+            reply,
+            reply_b,
+            csat,
+            ..
+        } = self.figures;
+        let bot = c.bot_resolved + c.bot_handovers;
+        let csat_answers: u64 = csat.iter().sum();
+        let csat_sum: u64 = csat.iter().zip(1u64..).map(|(n, s)| n * s).sum();
         ReportRow {
             bucket,
             conversations: self.conversations.len() as u64,
-            inbound: self.inbound,
-            outbound: self.outbound,
-            first_response_seconds: Stats::of(self.first),
-            first_response_business_seconds: Stats::of(self.first_b),
-            resolution_seconds: Stats::of(self.resolution),
-            resolution_business_seconds: Stats::of(self.resolution_b),
-            reply_seconds: Stats::of(self.reply),
-            reply_business_seconds: Stats::of(self.reply_b),
-            resolved: self.resolved,
-            assignments: self.assignments,
-            reassignments: self.reassignments,
-            transfers: self.transfers,
-            sla_hits: self.sla_hits,
-            sla_misses: self.sla_misses,
-            bot_resolved: self.bot_resolved,
-            bot_handovers: self.bot_handovers,
-            bot_containment: (bot > 0).then(|| self.bot_resolved as f64 / bot as f64),
+            inbound: c.inbound,
+            outbound: c.outbound,
+            first_response_seconds: Stats::of(first),
+            first_response_business_seconds: Stats::of(first_b),
+            resolution_seconds: Stats::of(resolution),
+            resolution_business_seconds: Stats::of(resolution_b),
+            reply_seconds: Stats::of(reply),
+            reply_business_seconds: Stats::of(reply_b),
+            resolved: c.resolved,
+            assignments: c.assignments,
+            reassignments: c.reassignments,
+            transfers: c.transfers,
+            sla_hits: c.sla_hits,
+            sla_misses: c.sla_misses,
+            bot_resolved: c.bot_resolved,
+            bot_handovers: c.bot_handovers,
+            bot_containment: (bot > 0).then(|| c.bot_resolved as f64 / bot as f64),
             csat_answers,
             csat_avg: (csat_answers > 0).then(|| csat_sum as f64 / csat_answers as f64),
         }
     }
 }
 
-/// Folds events into rows per key (and bucket). `keep` says which keys the caller may see;
-/// `tz_of` gives the time zone a key's buckets are cut in.
+/// Folds events and rollups into rows per key (and bucket). `keep` says which teams' events
+/// the caller may see; `tz_of` gives the time zone a key's buckets are cut in.
 pub struct Aggregator<K, Z> {
     dimension: Dimension,
     bucket: Option<Bucket>,
@@ -387,7 +521,7 @@ pub struct Aggregator<K, Z> {
 
 impl<K, Z> Aggregator<K, Z>
 where
-    K: Fn(&ReportEventView<'_>) -> bool,
+    K: Fn(&str) -> bool,
     Z: Fn(&str) -> Tz,
 {
     pub fn new(dimension: Dimension, bucket: Option<Bucket>, keep: K, tz_of: Z) -> Self {
@@ -401,32 +535,59 @@ where
         }
     }
 
+    pub fn dimension(&self) -> Dimension {
+        self.dimension
+    }
+
+    pub fn bucket(&self) -> Option<Bucket> {
+        self.bucket
+    }
+
+    /// The bucket start of `at` for `key` (`Millis::MIN` without buckets).
+    fn start(&mut self, key: &str, at: Millis) -> Millis {
+        let Some(b) = self.bucket else {
+            return Millis::MIN;
+        };
+        let tz = (self.tz_of)(key);
+        match self.last {
+            Some((z, s, end)) if z == tz && s <= at && at < end => s,
+            _ => {
+                let (s, end) = b.range(tz, at);
+                self.last = Some((tz, s, end));
+                s
+            }
+        }
+    }
+
     pub fn add(&mut self, e: &ReportEventView<'_>) {
         let Some(key) = self.dimension.key(e) else {
             return;
         };
-        if !(self.keep)(e) {
+        if !(self.keep)(e.team) {
             return;
         }
-        let start = match self.bucket {
-            Some(b) => {
-                let tz = (self.tz_of)(key);
-                match self.last {
-                    Some((z, s, end)) if z == tz && s <= e.at && e.at < end => s,
-                    _ => {
-                        let (s, end) = b.range(tz, e.at);
-                        self.last = Some((tz, s, end));
-                        s
-                    }
-                }
-            }
-            None => Millis::MIN,
-        };
+        let start = self.start(key, e.at);
+        // Looked up by `&str` first, so an event of a known key allocates nothing.
         let buckets = match self.rows.get_mut(key) {
             Some(b) => b,
             None => self.rows.entry(key.to_string()).or_default(),
         };
         buckets.entry(start).or_default().add(e);
+    }
+
+    /// Adds the rollup of `key`'s events in `team` during the UTC hour starting at `hour`. The
+    /// caller reads a rollup only for an hour that lies in one bucket of every zone (see
+    /// [`Bucket::holds_hour`]), so its events all belong to the bucket of its start.
+    pub fn add_rollup(&mut self, hour: Millis, team: &str, key: &str, r: &Rollup) {
+        if !(self.keep)(team) {
+            return;
+        }
+        let start = self.start(key, hour);
+        let buckets = match self.rows.get_mut(key) {
+            Some(b) => b,
+            None => self.rows.entry(key.to_string()).or_default(),
+        };
+        buckets.entry(start).or_default().absorb(r);
     }
 
     /// Rows by key, then bucket start.

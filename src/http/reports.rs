@@ -1,6 +1,7 @@
 //! `GET /api/v1/reports/teams|agents|numbers?from=&to=[&bucket=hour|day][&format=csv]`.
 //!
-//! Parses the window (RFC 3339 bounds; a missing, unparsable or empty window is 400
+//! Checks the caller may read reports first (403 for agents, whatever the query), then parses
+//! the window (RFC 3339 bounds; a missing, unparsable or empty window is 400
 //! `invalid_request`), calls [`crate::service::reports::report`] and renders its rows as JSON
 //! (`{"teams": [...]}`) or, with `format=csv`, as `text/csv` with the same fields flattened
 //! (`first_response_seconds.p50` becomes the column `first_response_seconds_p50`).
@@ -43,7 +44,7 @@ async fn report(
     State(s): State<AppState>,
     Auth(caller): Auth,
     ApiPath(dimension): ApiPath<String>,
-    ApiQuery(p): ApiQuery<Params>,
+    query: Result<ApiQuery<Params>, ApiError>,
 ) -> ApiResult<Response> {
     let (dimension, plural) = match dimension.as_str() {
         "teams" => (Dimension::Teams, "teams"),
@@ -51,6 +52,9 @@ async fn report(
         "numbers" => (Dimension::Numbers, "numbers"),
         _ => return Err(ApiError::not_found()),
     };
+    // Access before the query's checks: an agent learns nothing from a report's 400.
+    service::may_read(&caller)?;
+    let ApiQuery(p) = query?;
     let from = bound("from", p.from.as_deref())?;
     let to = bound("to", p.to.as_deref())?;
     let bucket = match p.bucket.as_deref() {

@@ -72,6 +72,6 @@ async fn create(
         category: body.category.unwrap_or_default(),
         components: body.components.unwrap_or(Value::Null),
     };
-    let created = service::create(&s.ctx, &caller, t).await?;
+    let created = service::create(&s.ctx, &s.people, &caller, t).await?;
     Ok((StatusCode::CREATED, Json(view(&created))))
 }

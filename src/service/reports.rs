@@ -3,7 +3,8 @@
 //! Who sees what: admins every team; supervisors only events that happened in their teams (so
 //! an agent or number report of a supervisor holds only their teams' share); agents nothing
 //! (403). Figures over the window come from the events of `[from, to)` (see
-//! [`crate::domain::report`]); `backlog`, `unassigned` and `oldest_wait_seconds` are *now*:
+//! [`crate::domain::report`]; whole hours are read from their rollups, see
+//! [`crate::store::report`]); `backlog`, `unassigned` and `oldest_wait_seconds` are *now*:
 //! open conversations from the index, the team queue's depth and oldest wait as its actor last
 //! published them. Hour and day buckets are cut in the time zone of the row's team (an agent:
 //! its first team; a number: its default team).
@@ -15,9 +16,7 @@ use chrono_tz::Tz;
 
 use super::{supervisors_and_admins_only, Result};
 use crate::actors::Ctx;
-use crate::domain::report::{
-    rfc3339_in, Aggregator, Bucket, Dimension, ReportEventView, ReportRow,
-};
+use crate::domain::report::{rfc3339_in, Aggregator, Bucket, Dimension, ReportRow};
 use crate::domain::{Caller, DomainError, Millis, Role};
 
 /// What a report asks for.
@@ -42,6 +41,12 @@ pub struct Row {
     pub unassigned: Option<u64>,
     /// How long the team's oldest waiting conversation has waited now (teams only).
     pub oldest_wait_seconds: Option<Millis>,
+}
+
+/// Whether `caller` may read reports at all (supervisors and admins); checked before anything
+/// else of a request.
+pub fn may_read(caller: &Caller) -> Result<()> {
+    supervisors_and_admins_only(caller)
 }
 
 /// Computes a report for `caller`.
@@ -84,17 +89,22 @@ pub async fn report(ctx: &Arc<Ctx>, caller: &Caller, q: ReportQuery) -> Result<V
             })
             .collect(),
     };
+    // Every zone a bucket may be cut in (a key not in the map is cut in UTC).
+    let mut bucket_zones: Vec<Tz> = zones.values().copied().collect();
+    bucket_zones.push(Tz::UTC);
+    bucket_zones.sort_by_key(|z| z.name());
+    bucket_zones.dedup();
     let zones = Arc::new(zones);
     let tz_of = {
         let zones = zones.clone();
         move |key: &str| zones.get(key).copied().unwrap_or(Tz::UTC)
     };
     let who = caller.clone();
-    let keep = move |e: &ReportEventView<'_>| who.role == Role::Admin || who.in_team(e.team);
+    let keep = move |team: &str| who.role == Role::Admin || who.in_team(team);
     let agg = Aggregator::new(q.dimension, q.bucket, keep, tz_of);
     let scanned = ctx
         .store
-        .scan_report_events(q.from, q.to, agg, |agg, e| agg.add(e))
+        .fold_report(q.from, q.to, bucket_zones, agg)
         .await?;
     if scanned.truncated {
         return Err(DomainError::Invalid(format!(

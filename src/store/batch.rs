@@ -21,6 +21,12 @@ pub(super) enum Op {
         cf: &'static str,
         key: Vec<u8>,
     },
+    /// A merge operand (only `report_rollups` has a merge operator: see `super::rollups`).
+    Merge {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 #[derive(Default)]
@@ -138,10 +144,31 @@ impl Batch {
         Ok(())
     }
 
-    /// Records a reporting event. The key's last part is a process-wide counter that starts at
-    /// the wall-clock nanoseconds of the first event, so two events of one conversation in the
-    /// same millisecond never share a key, also across restarts.
+    /// Records a reporting event, and adds it to its hour's rollups (its team's, its agent's if
+    /// it has one, its number's) in this same batch, so rollups hold exactly the durable events.
+    /// The event key's last part is a process-wide counter that starts at the wall-clock
+    /// nanoseconds of the first event, so two events of one conversation in the same millisecond
+    /// never share a key, also across restarts.
     pub fn put_report(&mut self, e: &ReportEvent) -> Result<(), StoreError> {
+        self.put_report_event(e)?;
+        for (key, operand) in super::rollups::operands(&e.view())? {
+            self.ops.push(Op::Merge {
+                cf: CF_REPORT_ROLLUPS,
+                key,
+                value: operand,
+            });
+        }
+        Ok(())
+    }
+
+    /// The event alone, without rollups: what releases before rollups wrote (tests of a store
+    /// upgraded from one).
+    #[cfg(test)]
+    pub(super) fn put_report_without_rollups(&mut self, e: &ReportEvent) -> Result<(), StoreError> {
+        self.put_report_event(e)
+    }
+
+    fn put_report_event(&mut self, e: &ReportEvent) -> Result<(), StoreError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         use std::sync::OnceLock;
         static NEXT: OnceLock<AtomicU64> = OnceLock::new();

@@ -52,6 +52,31 @@ pub fn decode_view<'a, T: Record, V: serde::Deserialize<'a>>(
     }
 }
 
+/// The compact layout (bincode's variable-length integers) of records written many times for one
+/// change: a reporting event's rollup merge operands (`super::rollups`), mostly small counts.
+/// Same version byte and [`Record::upgrade`] rule as [`encode`].
+pub fn encode_compact<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
+    use bincode::Options;
+    let mut out = Vec::with_capacity(64);
+    out.push(T::VERSION);
+    bincode::DefaultOptions::new()
+        .serialize_into(&mut out, value)
+        .map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(out)
+}
+
+/// Reads what [`encode_compact`] wrote.
+pub fn decode_compact<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
+    use bincode::Options;
+    match bytes.split_first() {
+        Some((&v, rest)) if v == T::VERSION => bincode::DefaultOptions::new()
+            .deserialize(rest)
+            .map_err(|e| StoreError::Codec(e.to_string())),
+        Some((&v, rest)) => T::upgrade(v, rest),
+        None => Err(StoreError::Codec("empty record".into())),
+    }
+}
+
 /// Plain bincode, for [`Record::upgrade`] implementations.
 pub fn raw<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Codec(e.to_string()))

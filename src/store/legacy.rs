@@ -27,6 +27,7 @@ first_layout!(
     MediaRecord,
     FetchJob,
     crate::domain::report::ReportEvent,
+    crate::domain::report::Rollup,
     super::schema::CsatPending,
     super::schema::BotMemory,
 );

@@ -25,6 +25,7 @@
 //! (and RocksDB's memory), [`health`] whether commits fail or hang, [`reads`] point reads and
 //! the outbox's, [`list`] bounded listings and start-up scans, [`media`] the media column family,
 //! [`bot`] the bot's memory.
+//! [`report`] reads for reports and [`rollups`] the hourly report rollups' merge operator.
 
 pub mod batch;
 mod bot;
@@ -38,6 +39,7 @@ pub mod openings;
 pub mod people;
 mod reads;
 pub mod report;
+mod rollups;
 pub mod schema;
 pub mod settings;
 pub mod templates;
@@ -91,6 +93,8 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<writer::Msg>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     health: Arc<writer::Health>,
+    /// The first hour whose report events all have rollups (read or set when opening).
+    rolled_up_from: crate::domain::Millis,
 }
 
 /// A cheap, cloneable handle to the database.

@@ -64,10 +64,22 @@ impl Store {
         table.set_pin_top_level_index_and_filter(true);
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, cf_opts.clone()));
+        let cfs = ALL_CFS.iter().map(|n| {
+            let mut o = cf_opts.clone();
+            if *n == CF_REPORT_ROLLUPS {
+                o.set_merge_operator_associative(
+                    super::rollups::MERGE_OPERATOR,
+                    super::rollups::merge,
+                );
+                // A rollup's operands still in the memtable are merged at every read: past this
+                // many in a row, the write merges them into a value (from memory only, never
+                // waiting on a disk read), so a report's reads merge at most this many per key.
+                o.set_max_successive_merges(super::rollups::MAX_SUCCESSIVE_MERGES);
+            }
+            ColumnFamilyDescriptor::new(*n, o)
+        });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(rocks)?);
+        let rolled_up_from = super::rollups::rolled_up_from(&db)?;
         let health = Arc::new(writer::Health::new());
         let (tx, handle) = writer::spawn(db.clone(), sync, max_commit_batch, health.clone())
             .map_err(|e| StoreError::Rocks(format!("cannot start writer thread: {e}")))?;
@@ -78,6 +90,7 @@ impl Store {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
                 health,
+                rolled_up_from,
             }),
         })
     }

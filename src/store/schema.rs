@@ -24,6 +24,8 @@
 //! | `bot_memory`    | `m` 0 conversation id                 | [`BotMemory`]            |
 //! |                 | `w` 0 conversation id                 | team id (held for its opening) |
 //! | `report_events` | time (i64 BE, sign flipped), conversation id, 0, u64 BE | [`ReportEvent`] |
+//! | `report_rollups`| see [`RollupKey`]: `t`/`a`/`n`, UTC hour (i64 BE, sign flipped), team, 0, agent or number | [`Rollup`] (merge operands) |
+//! |                 | `from`                                | i64 BE: hours from here on are rolled up |
 //!
 //! A `wamids` entry names the message with that wamid, or, for a customer's reaction (not a
 //! message of its own), the message it changed, or no message ([`WamidRef::NO_MESSAGE`]) when
@@ -39,6 +41,13 @@
 //! Report events are keyed by time first, so a report over `[from, to)` is one range scan that
 //! reads only that window; the trailing number (see [`report_key`]) only keeps two events of one
 //! conversation in the same millisecond apart.
+//!
+//! Report rollups are maintained by RocksDB's merge operator ([`super::rollups`]): each report
+//! event adds a merge operand to its hour's team, agent and number rollups in the event's own
+//! batch, so a rollup holds exactly the durable events of its hour. The dimension comes first so
+//! a report over a month is one range scan of its dimension's rollups. `from` marks the first
+//! hour whose events all have rollups: set once, when a store whose events predate rollups (or
+//! an empty one) is first opened; a report reads the events themselves before it.
 //!
 //! Big-endian sequence numbers make RocksDB's byte order the message order, so a prefix scan
 //! returns a conversation's messages oldest first. Ids never contain NUL (config validation and
@@ -83,7 +92,10 @@ pub const CF_BOT_MEMORY: &str = "bot_memory";
 
 pub use crate::automation::memory::BotMemory;
 
-pub const ALL_CFS: [&str; 17] = [
+/// Hourly rollups of the reporting events per team, agent and number (merge operands).
+pub const CF_REPORT_ROLLUPS: &str = "report_rollups";
+
+pub const ALL_CFS: [&str; 18] = [
     CF_CONVERSATIONS,
     CF_MESSAGES,
     CF_WAMIDS,
@@ -101,6 +113,7 @@ pub const ALL_CFS: [&str; 17] = [
     CF_CONTACTS,
     CF_MEDIA,
     CF_BOT_MEMORY,
+    CF_REPORT_ROLLUPS,
 ];
 
 /// An entry of the contact index: one of a customer's ids on one business number. Its value is
@@ -164,7 +177,64 @@ pub struct CsatPending {
     pub agent: Option<String>,
 }
 
-pub use crate::domain::report::ReportEvent;
+pub use crate::domain::report::{ReportEvent, Rollup};
+
+/// The key of one hour's rollup: which dimension, which UTC hour (its start), the team the
+/// events happened in, and the agent or number (empty for a team's own rollup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupKey<'a> {
+    pub dimension: crate::domain::report::Dimension,
+    pub hour: Millis,
+    pub team: &'a str,
+    pub key: &'a str,
+}
+
+impl<'a> RollupKey<'a> {
+    fn tag(d: crate::domain::report::Dimension) -> u8 {
+        use crate::domain::report::Dimension;
+        match d {
+            Dimension::Teams => b't',
+            Dimension::Agents => b'a',
+            Dimension::Numbers => b'n',
+        }
+    }
+
+    /// Where `dimension`'s rollups of the hour `hour` begin.
+    pub fn prefix(dimension: crate::domain::report::Dimension, hour: Millis) -> Vec<u8> {
+        let mut k = Vec::with_capacity(9);
+        k.push(Self::tag(dimension));
+        k.extend_from_slice(&time_prefix(hour));
+        k
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut k = Self::prefix(self.dimension, self.hour);
+        k.extend_from_slice(self.team.as_bytes());
+        k.push(0);
+        k.extend_from_slice(self.key.as_bytes());
+        k
+    }
+
+    /// Reads a key of `dimension` back (None for anything else).
+    pub fn decode(dimension: crate::domain::report::Dimension, k: &'a [u8]) -> Option<Self> {
+        let (&tag, rest) = k.split_first()?;
+        if tag != Self::tag(dimension) || rest.len() < 8 {
+            return None;
+        }
+        let (time, rest) = rest.split_at(8);
+        let hour = (u64::from_be_bytes(time.try_into().ok()?) ^ (1 << 63)) as Millis;
+        let sep = rest.iter().position(|b| *b == 0)?;
+        Some(Self {
+            dimension,
+            hour,
+            team: std::str::from_utf8(&rest[..sep]).ok()?,
+            key: std::str::from_utf8(&rest[sep + 1..]).ok()?,
+        })
+    }
+}
+
+/// The `report_rollups` key of the first hour rolled up (see the module docs).
+pub const ROLLUPS_FROM_KEY: &[u8] = b"from";
 
 /// A time as a key prefix that sorts in time order, negative times included.
 pub fn time_prefix(at: Millis) -> [u8; 8] {

@@ -346,3 +346,249 @@ async fn reads_fold_in_the_messages_committed_after_the_record() {
     );
     store.close().await;
 }
+
+mod rollups {
+    //! Reports through rollups give exactly the figures of the events read one by one: over
+    //! windows cut mid-hour, hour and day buckets in whole-, half- and quarter-hour zones across
+    //! a daylight-saving change, each dimension, and a caller who sees one team only.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use chrono_tz::Tz;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::domain::report::{
+        Aggregator, AssignReason, Bucket, Dimension, ReportEvent, ReportKind, ReportRow, Span,
+        HOUR_MS,
+    };
+    use crate::domain::{Millis, SlaKind};
+
+    /// 2026-10-24 00:00 UTC: Berlin leaves summer time on the 25th at 01:00 UTC.
+    const T0: Millis = 1_792_800_000_000;
+
+    fn zones() -> Arc<HashMap<String, Tz>> {
+        let z = |s: &str| s.parse::<Tz>().unwrap_or(Tz::UTC);
+        Arc::new(
+            [
+                ("support", z("Europe/Berlin")),
+                ("sales", z("Asia/Kolkata")),
+                ("a1", z("Europe/Berlin")),
+                ("a2", z("Asia/Kathmandu")),
+                ("n1", z("Europe/Berlin")),
+                ("n2", z("America/New_York")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        )
+    }
+
+    fn random_events(
+        rng: &mut rand::rngs::StdRng,
+        n: usize,
+        from: Millis,
+        span: Millis,
+    ) -> Vec<ReportEvent> {
+        let teams = ["support", "sales", "ops"];
+        let agents = [None, Some("a1"), Some("a2"), Some("a3")];
+        let numbers = ["n1", "n2"];
+        (0..n)
+            .map(|_| {
+                let s = |rng: &mut rand::rngs::StdRng| Span {
+                    wall_ms: rng.gen_range(0..10_000_000),
+                    business_ms: rng.gen_range(0..1_000_000),
+                };
+                let kind = match rng.gen_range(0..14) {
+                    0 => ReportKind::Opened,
+                    1 => ReportKind::Reopened,
+                    2 => ReportKind::Inbound {
+                        messages: rng.gen_range(1..4),
+                    },
+                    3 => ReportKind::FirstResponse(s(rng)),
+                    4 => ReportKind::Reply { wait: Some(s(rng)) },
+                    5 => ReportKind::Reply { wait: None },
+                    6 => ReportKind::Resolved(s(rng)),
+                    7 => ReportKind::Assigned {
+                        reason: AssignReason::Claim,
+                    },
+                    8 => ReportKind::Reassigned {
+                        reason: "offline".into(),
+                    },
+                    9 => ReportKind::Transferred {
+                        to_team: "sales".into(),
+                    },
+                    10 => ReportKind::BotHandover,
+                    11 => ReportKind::BotResolved,
+                    12 => ReportKind::Sla {
+                        kind: SlaKind::FirstResponse,
+                        met: rng.gen(),
+                    },
+                    _ => ReportKind::Csat {
+                        score: rng.gen_range(1..=5),
+                    },
+                };
+                ReportEvent {
+                    at: from + rng.gen_range(0..span),
+                    conversation: format!("n:{}", rng.gen_range(0..200)),
+                    team: teams[rng.gen_range(0..teams.len())].to_string(),
+                    agent: agents[rng.gen_range(0..agents.len())].map(str::to_string),
+                    number: numbers[rng.gen_range(0..numbers.len())].to_string(),
+                    kind,
+                }
+            })
+            .collect()
+    }
+
+    async fn write(store: &Store, events: &[ReportEvent], with_rollups: bool) {
+        for chunk in events.chunks(7) {
+            let mut b = Batch::new();
+            for e in chunk {
+                if with_rollups {
+                    b.put_report(e).expect("put");
+                } else {
+                    b.put_report_without_rollups(e).expect("put");
+                }
+            }
+            store.commit(b).await.expect("commit");
+        }
+    }
+
+    fn aggregator(
+        dimension: Dimension,
+        bucket: Option<Bucket>,
+        only: Option<&'static str>,
+    ) -> Aggregator<impl Fn(&str) -> bool + Send + 'static, impl Fn(&str) -> Tz + Send + 'static>
+    {
+        let z = zones();
+        Aggregator::new(
+            dimension,
+            bucket,
+            move |team: &str| only.is_none_or(|o| o == team),
+            move |key: &str| z.get(key).copied().unwrap_or(Tz::UTC),
+        )
+    }
+
+    /// The report from the events in memory, one by one.
+    fn by_hand(
+        events: &[ReportEvent],
+        from: Millis,
+        to: Millis,
+        dimension: Dimension,
+        bucket: Option<Bucket>,
+        only: Option<&'static str>,
+    ) -> Vec<(String, ReportRow)> {
+        let mut agg = aggregator(dimension, bucket, only);
+        for e in events.iter().filter(|e| from <= e.at && e.at < to) {
+            agg.add(&e.view());
+        }
+        agg.finish()
+    }
+
+    async fn check(
+        store: &Store,
+        events: &[ReportEvent],
+        windows: &[(Millis, Millis)],
+    ) -> (usize, usize) {
+        let mut all_zones: Vec<Tz> = zones().values().copied().collect();
+        all_zones.push(Tz::UTC);
+        let (mut read, mut in_windows) = (0, 0);
+        for &(from, to) in windows {
+            for dimension in [Dimension::Teams, Dimension::Agents, Dimension::Numbers] {
+                for bucket in [None, Some(Bucket::Hour), Some(Bucket::Day)] {
+                    for only in [None, Some("support")] {
+                        let got = store
+                            .fold_report(
+                                from,
+                                to,
+                                all_zones.clone(),
+                                aggregator(dimension, bucket, only),
+                            )
+                            .await
+                            .expect("fold");
+                        assert!(!got.truncated);
+                        let want = by_hand(events, from, to, dimension, bucket, only);
+                        assert!(!want.is_empty());
+                        assert_eq!(
+                            got.state.finish(),
+                            want,
+                            "{dimension:?} {bucket:?} {only:?} [{from}, {to})"
+                        );
+                        if bucket.is_none() && only.is_none() && dimension == Dimension::Teams {
+                            read += got.events;
+                            in_windows +=
+                                events.iter().filter(|e| from <= e.at && e.at < to).count();
+                        }
+                    }
+                }
+            }
+        }
+        (read, in_windows)
+    }
+
+    #[tokio::test]
+    async fn reports_through_rollups_equal_reports_from_events() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 64).expect("open");
+        assert_eq!(store.rolled_up_from(), Millis::MIN, "an empty store");
+        let events = random_events(&mut rng, 4_000, T0, 3 * 24 * HOUR_MS);
+        write(&store, &events, true).await;
+        let mut windows = vec![
+            (T0, T0 + 3 * 24 * HOUR_MS),
+            (T0 + 1_234_567, T0 + 2 * 24 * HOUR_MS + 987_654),
+            (T0 + 25 * HOUR_MS + 1, T0 + 27 * HOUR_MS - 1),
+            (T0 + 5 * 60_000, T0 + 50 * 60_000),
+        ];
+        for _ in 0..4 {
+            let from = T0 + rng.gen_range(0..2 * 24 * HOUR_MS);
+            windows.push((from, from + rng.gen_range(1..24 * HOUR_MS)));
+        }
+        let (read, raw) = check(&store, &events, &windows).await;
+        assert!(
+            read * 2 < raw,
+            "rollups read: {read} records for {raw} events"
+        );
+        // Merged by flushes and compactions, the same.
+        store.close().await;
+        let store = Store::open(dir.path(), false, 64).expect("reopen");
+        store.compact_report_rollups().await.expect("compact");
+        check(&store, &events, &windows[..2]).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn events_written_before_rollups_are_read_one_by_one() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut events = random_events(&mut rng, 1_000, T0, 24 * HOUR_MS);
+        {
+            // A release without rollups wrote these; an empty marker says nothing yet.
+            let store = Store::open(dir.path(), false, 64).expect("open");
+            store.forget_rollups_marker().await.expect("forget");
+            write(&store, &events, false).await;
+            store.close().await;
+        }
+        let store = Store::open(dir.path(), false, 64).expect("open");
+        let last = events.iter().map(|e| e.at).max().unwrap_or(T0);
+        let from = store.rolled_up_from();
+        assert_eq!(from, crate::domain::report::hour_floor(last) + HOUR_MS);
+        let later = random_events(&mut rng, 1_000, T0, 2 * 24 * HOUR_MS);
+        write(&store, &later, true).await;
+        events.extend(later);
+        check(
+            &store,
+            &events,
+            &[
+                (T0, T0 + 2 * 24 * HOUR_MS),
+                (T0 + 3_000_000, T0 + 40 * HOUR_MS),
+            ],
+        )
+        .await;
+        store.close().await;
+        let store = Store::open(dir.path(), false, 64).expect("reopen");
+        assert_eq!(store.rolled_up_from(), from, "the marker is durable");
+        store.close().await;
+    }
+}

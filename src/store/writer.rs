@@ -185,6 +185,7 @@ fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<(), StoreErro
             match op {
                 Op::Put { cf, key, value } => wb.put_cf(super::cf(db, cf)?, key, value),
                 Op::Delete { cf, key } => wb.delete_cf(super::cf(db, cf)?, key),
+                Op::Merge { cf, key, value } => wb.merge_cf(super::cf(db, cf)?, key, value),
             }
         }
     }

@@ -141,14 +141,20 @@ impl Registry {
 
     /// Checks `t`, submits it to Meta and registers it with Meta's id and status.
     pub async fn create(&self, t: NewTemplate) -> Result<TemplateRecord, TemplateError> {
-        validate(&t)?;
+        let created = self.submit(&t).await?;
+        Ok(self.register(t, created, Batch::new()).await?)
+    }
+
+    /// Checks `t` and submits it to Meta (nothing is stored yet: see [`Self::register`]).
+    pub async fn submit(&self, t: &NewTemplate) -> Result<graph::Created, TemplateError> {
+        validate(t)?;
         if self.get(&t.name, &t.language).is_some() {
             return Err(TemplateError::AlreadyExists {
-                name: t.name,
-                language: t.language,
+                name: t.name.clone(),
+                language: t.language.clone(),
             });
         }
-        let created = self
+        Ok(self
             .graph
             .create(
                 &self.waba_id,
@@ -157,7 +163,17 @@ impl Registry {
                 &t.category,
                 &t.components,
             )
-            .await?;
+            .await?)
+    }
+
+    /// Registers `t` as Meta `created` it, committed with what `batch` holds already (the
+    /// admin change's audit record), so both are durable or neither is.
+    pub async fn register(
+        &self,
+        t: NewTemplate,
+        created: graph::Created,
+        batch: Batch,
+    ) -> Result<TemplateRecord, StoreError> {
         let _w = self.write.lock().await;
         let now = self.now();
         // A webhook about it may have come while Meta answered: what it said is newer.
@@ -190,7 +206,7 @@ impl Registry {
                 rec
             }
         };
-        self.commit(vec![rec.clone()]).await?;
+        self.commit_with(vec![rec.clone()], batch).await?;
         Ok(rec)
     }
 
@@ -449,7 +465,15 @@ impl Registry {
         if records.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::new();
+        self.commit_with(records, Batch::new()).await
+    }
+
+    /// [`Self::commit`] with `batch`'s other changes in the same commit.
+    async fn commit_with(
+        &self,
+        records: Vec<TemplateRecord>,
+        mut batch: Batch,
+    ) -> Result<(), StoreError> {
         for r in &records {
             batch.put_template(r)?;
         }
@@ -579,6 +603,61 @@ impl Registry {
             components_json: send_components.to_string(),
             summary: fill(body, parameters),
         })
+    }
+}
+
+/// The payload of a rating template's quick-reply button: what the customer's tap sends back.
+pub fn rating_payload(score: usize) -> String {
+    format!("csat:{score}")
+}
+
+impl Registry {
+    /// Resolves a send of the rating template `name` (`[csat] template`) as
+    /// [`Self::prepare_send`] does without parameters, and gives each of its quick-reply buttons
+    /// the payload [`rating_payload`] of its score: the button's title if that is a number 1–5,
+    /// else its position (1 for the first). Meta sends a tap back as a `button` message with
+    /// that payload.
+    pub fn prepare_rating(&self, name: &str, language: &str) -> Result<PreparedSend, SendRefusal> {
+        let mut prepared = self.prepare_send(name, language, &[])?;
+        let chosen = self.get(&prepared.name, &prepared.language);
+        let components: Value = chosen
+            .and_then(|t| serde_json::from_str(&t.components_json).ok())
+            .unwrap_or(Value::Null);
+        let buttons = components
+            .as_array()
+            .and_then(|c| {
+                c.iter().find(|c| {
+                    c["type"]
+                        .as_str()
+                        .is_some_and(|k| k.eq_ignore_ascii_case("BUTTONS"))
+                })
+            })
+            .and_then(|c| c["buttons"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut send: Vec<Value> =
+            serde_json::from_str(&prepared.components_json).unwrap_or_default();
+        for (index, b) in buttons.iter().enumerate() {
+            if !b["type"]
+                .as_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case("QUICK_REPLY"))
+            {
+                continue;
+            }
+            let titled = b["text"]
+                .as_str()
+                .and_then(|t| t.trim().parse::<usize>().ok())
+                .filter(|n| (1..=5).contains(n));
+            let score = titled.unwrap_or(index + 1);
+            send.push(serde_json::json!({
+                "type": "button",
+                "sub_type": "quick_reply",
+                "index": index.to_string(),
+                "parameters": [{ "type": "payload", "payload": rating_payload(score) }],
+            }));
+        }
+        prepared.components_json = Value::Array(send).to_string();
+        Ok(prepared)
     }
 }
 

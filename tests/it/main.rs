@@ -25,6 +25,7 @@ mod console;
 mod contract_errors;
 mod conversations;
 mod crash;
+mod csat;
 mod delivery;
 mod events;
 mod found_by_fuzzing;

@@ -532,3 +532,30 @@ async fn without_csat_a_number_after_a_resolve_reopens() {
     .await;
     assert_eq!(tb.graph.count(), 0, "no rating question without [csat]");
 }
+
+#[tokio::test]
+async fn an_agent_is_refused_a_report_before_its_query_is_checked() {
+    // Access comes first: an agent's bad query is 403, as a good one is.
+    let tb = TB::start().await;
+    for q in [
+        "",
+        "from=yesterday&to=2026-12-04T00:00:00Z",
+        "from=2026-12-04T00:00:00Z&to=2026-12-02T00:00:00Z",
+        "from=2026-12-02T00:00:00Z&to=2026-12-04T00:00:00Z&bucket=week",
+        "from=2026-12-02T00:00:00Z&from=2026-12-03T00:00:00Z",
+    ] {
+        for dimension in ["teams", "agents", "numbers"] {
+            let (s, v) = tb
+                .get(ALICE, &format!("/api/v1/reports/{dimension}?{q}"))
+                .await;
+            assert_eq!(
+                (s, err_code(&v)),
+                (403, "forbidden"),
+                "{dimension}?{q}: {v}"
+            );
+        }
+        // A supervisor still gets the 400 naming the problem.
+        let (s, v) = tb.get(CAROL, &format!("/api/v1/reports/teams?{q}")).await;
+        assert_eq!((s, err_code(&v)), (400, "invalid_request"), "{q}: {v}");
+    }
+}

@@ -436,3 +436,41 @@ async fn meta_pausing_a_template_fails_the_send_and_pauses_it() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_template_is_in_the_audit_log() {
+    let tb = TB::start().await;
+    startup_sync(&tb).await;
+    let (code, created) = tb.post(ROOT, "/api/v1/templates", order_ready()).await;
+    assert_eq!(code, 201, "{created}");
+    let (s, log) = tb.get(ROOT, "/api/v1/audit?limit=1").await;
+    assert_eq!(s, 200, "{log}");
+    let e = &log["entries"][0];
+    assert_eq!(
+        (&e["action"], &e["actor"], &e["target"]),
+        (
+            &json!("template.create"),
+            &json!("root"),
+            &json!("order_ready/en_US")
+        ),
+        "{log}"
+    );
+    assert_eq!(e["before"], Value::Null, "{e}");
+    assert_eq!(
+        (
+            &e["after"]["id"],
+            &e["after"]["category"],
+            &e["after"]["status"]
+        ),
+        (&created["id"], &json!("UTILITY"), &json!("PENDING")),
+        "{e}"
+    );
+    assert_eq!(e["after"]["components"], order_ready()["components"], "{e}");
+    // A refused creation (a bad name) is no admin change: nothing more is logged.
+    let mut bad = order_ready();
+    bad["name"] = json!("Order Ready");
+    let (code, _) = tb.post(ROOT, "/api/v1/templates", bad).await;
+    assert_eq!(code, 400);
+    let (_, again) = tb.get(ROOT, "/api/v1/audit?limit=1").await;
+    assert_eq!(again["entries"][0]["seq"], e["seq"], "{again}");
+}

@@ -1,8 +1,10 @@
 //! Customer satisfaction (`[csat]`): the rating question a resolve sends, and the answer to it.
 //!
-//! The question is part of the resolve's batch (its message, outbox job and a `csat_pending`
-//! marker naming the team and agent that resolved it), so it is asked exactly when the resolve
-//! is durable. While the conversation stays resolved, a customer message that is a rating
+//! The question is the configured rating template (quick-reply buttons whose payloads carry the
+//! score, see `crate::templates::Registry::prepare_rating`) or, without one or when it cannot
+//! be sent, a text inside the customer-service window. It is part of the resolve's batch (its
+//! message, outbox job and a `csat_pending` marker naming the team and agent that resolved it),
+//! so it is asked exactly when the resolve is durable. While the conversation stays resolved, a customer message that is a rating
 //! (see [`score`]) answers it: stored as a message and a CSAT reporting event for that team and
 //! agent, the marker removed, and the conversation *not* reopened. Anything else reopens as
 //! usual (and drops the marker: the question was about the cycle that ended).
@@ -32,8 +34,27 @@ pub(super) fn score(item: &InboundMessage) -> Option<u8> {
 }
 
 impl ConversationActor {
-    /// Adds the rating question to a resolve's batch when `[csat]` is on, the conversation's
-    /// number can send and the customer-service window is open.
+    /// The configured rating template, ready to send, if there is one and it can be sent now.
+    fn rating_template(&self) -> Option<crate::templates::PreparedSend> {
+        let c = &self.ctx.config.csat;
+        let name = c.template.as_deref()?;
+        let registry = self.ctx.templates.get()?;
+        match registry.prepare_rating(name, &c.language) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                static LOG: crate::log_limit::LogLimit = crate::log_limit::LogLimit::new(1);
+                if let Some(held_back) = LOG.check() {
+                    tracing::warn!(template = name, error = %e, held_back,
+                        "rating template not sendable; asking by text where the window allows");
+                }
+                None
+            }
+        }
+    }
+
+    /// Adds the rating question to a resolve's batch when `[csat]` is on and the conversation's
+    /// number can send: the rating template if configured and sendable, else the text if the
+    /// customer-service window is open.
     pub(super) fn ask_csat(
         &self,
         before: &Conversation,
@@ -42,11 +63,30 @@ impl ConversationActor {
         now: Millis,
     ) -> Result<Option<(Message, OutboxJob)>, Error> {
         let c = &self.ctx.config.csat;
-        if !c.enabled || self.ctx.config.number(&next.number).is_none() || !next.window_open(now) {
+        if !c.enabled || self.ctx.config.number(&next.number).is_none() {
             return Ok(None);
         }
-        let msg = next.append_outbound(Author::System, c.text.clone(), None, now);
-        let job = outbox_job(next, &msg);
+        let (msg, job) = match self.rating_template() {
+            Some(t) => {
+                let mut msg = next.append_outbound(Author::System, t.summary, None, now);
+                msg.kind = crate::domain::message::TEMPLATE_KIND.to_string();
+                let job = OutboxJob {
+                    payload: Payload::Template {
+                        name: t.name,
+                        language: t.language,
+                        components_json: t.components_json,
+                    },
+                    ..outbox_job(next, &msg)
+                };
+                (msg, job)
+            }
+            None if next.window_open(now) => {
+                let msg = next.append_outbound(Author::System, c.text.clone(), None, now);
+                let job = outbox_job(next, &msg);
+                (msg, job)
+            }
+            None => return Ok(None),
+        };
         batch.put_message(&msg)?;
         batch.put_outbox(&job)?;
         let pending = CsatPending {
