@@ -23,7 +23,8 @@
 //! until the messages
 //! are durable (and their index entries with them): a webhook resolving the same id meanwhile
 //! finds it there, as it finds it in the index afterwards. Deliveries therefore run unlocked;
-//! only resolution (at most two storage reads per notification) is serialized per id. Pending
+//! only resolution (one storage read per notification, index and derived records together) is
+//! serialized per id. Pending
 //! entries live exactly as long as a webhook being handled, so they are bounded by webhook
 //! admission (`server.max_inflight_webhooks`) times the messages a body holds.
 //!
@@ -34,7 +35,7 @@
 //! `system` message moving it, by the conversation actor once durable), and is overwritten when
 //! a conflict gives it to another contact.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -120,6 +121,10 @@ pub struct Resolved {
     ctx: Arc<Ctx>,
     /// The conversation each message goes to, in order.
     pub ids: Vec<String>,
+    /// Per message, for a conversation this resolution found nothing stored at (a new
+    /// contact's): the [`Ctx::removals`] epoch taken before that read, so its activation need
+    /// not read it again ([`Ctx::ask_fresh`]). None otherwise.
+    pub fresh: Vec<Option<u64>>,
     pending: Vec<(IdKey, Arc<str>)>,
 }
 
@@ -147,9 +152,10 @@ impl Drop for Resolved {
 }
 
 /// The conversation id of each message's sender, in order: `(number, ids)` per message (see the
-/// module docs). Storage is read in at most two hops for the whole notification (the contact
-/// index for what memory does not know, then the records at the ids derived for new contacts),
-/// whatever its size. Call with [`lock`] held for the messages; the answer keeps the ids
+/// module docs). Storage is read in one hop for the whole notification (the contact index for
+/// what memory does not know and, in the same hop, the records at the ids derived for senders
+/// the index does not know either), whatever its size; a new contact's activation then reads
+/// nothing more (`fresh`). Call with [`lock`] held for the messages; the answer keeps the ids
 /// pending until it is settled or dropped.
 pub async fn resolve_all(
     ctx: &Arc<Ctx>,
@@ -170,6 +176,31 @@ pub async fn resolve_all(
         .filter(|(_, v)| v.is_none())
         .map(|(k, _)| k.clone())
         .collect();
+    // A sender none of whose ids memory knows may be new: the record at the id derived for it
+    // is read in the same hop as the index (when the index does not know its ids either).
+    let position: HashMap<&IdKey, usize> =
+        unknown.iter().enumerate().map(|(i, k)| (k, i)).collect();
+    let mut candidates: Vec<(Vec<usize>, String)> = Vec::new();
+    let mut candidate_of: HashSet<String> = HashSet::new();
+    for (number, ids) in senders {
+        let positions: Option<Vec<usize>> = keys(number, ids)
+            .iter()
+            .flatten()
+            .map(|k| position.get(k).copied())
+            .collect();
+        let (Some(positions), Some(key)) = (positions, ids.customer()) else {
+            continue;
+        };
+        let id = conversation_id(number, key);
+        if candidate_of.insert(id.clone()) {
+            candidates.push((positions, id));
+        }
+    }
+    drop(position);
+    // Taken before the read: an activation of a conversation this read found free may skip
+    // reading it again only if no conversation left memory since (see `Ctx::activate_fresh`).
+    let epoch = ctx.removals();
+    let mut holders: HashMap<String, Option<Contact>> = HashMap::new();
     if !unknown.is_empty() {
         let asked = unknown
             .iter()
@@ -181,15 +212,21 @@ pub async fn resolve_all(
                 }
             })
             .collect();
-        let found = ctx.store.contact_conversations(asked).await?;
+        let candidate_ids: Vec<String> = candidates.iter().map(|(_, id)| id.clone()).collect();
+        let (found, read) = ctx.store.resolve_contacts(asked, candidates).await?;
         for (key, (by_phone, by_user)) in unknown.into_iter().zip(found) {
             known.insert(key, by_phone.or(by_user));
+        }
+        for (id, holder) in candidate_ids.into_iter().zip(read) {
+            if let Some(holder) = holder {
+                holders.insert(id, holder);
+            }
         }
     }
     let lookup = |known: &HashMap<IdKey, Option<String>>, key: &Option<IdKey>| {
         key.as_ref().and_then(|k| known.get(k).cloned().flatten())
     };
-    // New contacts: the records at their derived ids say whether those are free (one read).
+    // New contacts: the records at their derived ids (read above) say whether those are free.
     let derived: Vec<Option<String>> = senders
         .iter()
         .map(|(number, ids)| {
@@ -200,19 +237,27 @@ pub async fn resolve_all(
             }
         })
         .collect();
-    let wanted: Vec<String> = derived.iter().flatten().cloned().collect();
-    let mut holders: HashMap<String, Option<Contact>> = HashMap::new();
+    let wanted: Vec<String> = derived
+        .iter()
+        .flatten()
+        .filter(|d| !holders.contains_key(*d))
+        .cloned()
+        .collect();
     if !wanted.is_empty() {
+        // Every derived id is a candidate read above; this only keeps a new contact from ever
+        // being resolved without the check, should that change.
         let contacts = ctx.store.conversation_contacts(wanted.clone()).await?;
         holders.extend(wanted.into_iter().zip(contacts));
     }
     let mut resolved = Resolved {
         ctx: ctx.clone(),
         ids: Vec::with_capacity(senders.len()),
+        fresh: Vec::with_capacity(senders.len()),
         pending: Vec::new(),
     };
     for (i, (number, ids)) in senders.iter().enumerate() {
         let [p, u] = keys(number, ids);
+        let mut fresh = None;
         let id = match (lookup(&known, &p), lookup(&known, &u)) {
             (Some(by_phone), Some(by_user)) if by_phone != by_user => {
                 metrics::counter!(m::CONTACT_CONFLICTS).increment(1);
@@ -224,7 +269,10 @@ pub async fn resolve_all(
             (None, None) => {
                 let derived = derived[i].as_ref();
                 match derived.and_then(|d| holders.get(d)) {
-                    Some(None) => derived.cloned().unwrap_or_default(),
+                    Some(None) => {
+                        fresh = Some(epoch);
+                        derived.cloned().unwrap_or_default()
+                    }
                     Some(Some(holder)) if same_contact(ids, holder) => {
                         derived.cloned().unwrap_or_default()
                     }
@@ -241,6 +289,7 @@ pub async fn resolve_all(
             resolved.pending.push((key, shared.clone()));
         }
         resolved.ids.push(id);
+        resolved.fresh.push(fresh);
     }
     Ok(resolved)
 }

@@ -104,11 +104,15 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
     // The resolved ids stay pending (found by other webhooks) until `settle` below.
     drop(held);
     let ids = std::mem::take(&mut resolved.ids);
-    let mut groups: HashMap<String, (Conversation, Vec<InboundMessage>)> = HashMap::new();
+    let fresh = std::mem::take(&mut resolved.fresh);
+    // Per conversation: its seed, whether resolution found it free (see `Ctx::ask_fresh`), and
+    // this body's messages for it.
+    let mut groups: HashMap<String, (Conversation, Option<u64>, Vec<InboundMessage>)> =
+        HashMap::new();
     // A wamid is one message, stored once, under the first customer (and number) the body
     // lists it with: a second listing is a duplicate, never a second message.
     let mut listed: HashMap<String, String> = HashMap::new();
-    for (mut msg, id) in messages.into_iter().zip(ids) {
+    for ((mut msg, id), fresh) in messages.into_iter().zip(ids).zip(fresh) {
         match listed.get(&msg.wamid) {
             Some(first) => {
                 report.duplicates += 1;
@@ -132,22 +136,21 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
             metrics::counter!(m::INBOUND_FUTURE_TIMESTAMPS).increment(1);
             msg.sent_at = now;
         }
-        groups
-            .entry(id.clone())
-            .or_insert_with(|| {
-                let team = ctx.default_team(&msg.number);
-                (
-                    Conversation::for_customer(id.clone(), &msg.number, &msg.ids, &team, now),
-                    Vec::new(),
-                )
-            })
-            .1
-            .push(msg);
+        let group = groups.entry(id.clone()).or_insert_with(|| {
+            let team = ctx.default_team(&msg.number);
+            (
+                Conversation::for_customer(id.clone(), &msg.number, &msg.ids, &team, now),
+                None,
+                Vec::new(),
+            )
+        });
+        group.1 = group.1.or(fresh);
+        group.2.push(msg);
     }
-    let deliveries = groups.into_iter().map(|(id, (seed, messages))| {
+    let deliveries = groups.into_iter().map(|(id, (seed, fresh, messages))| {
         let ctx = ctx.clone();
         async move {
-            ctx.ask(&id, Some(&seed), |reply| ConversationMsg::Inbound {
+            ctx.ask_fresh(&id, Some(&seed), fresh, |reply| ConversationMsg::Inbound {
                 messages: messages.clone(),
                 reply,
             })

@@ -49,6 +49,7 @@ pub const STORE_MEMORY: &str = "switchboard_store_memory_bytes";
 pub const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
 pub const STORE_COMMIT_SECONDS: &str = "switchboard_store_commit_duration_seconds";
 pub const STORE_GROUP_SIZE: &str = "switchboard_store_group_commit_size";
+pub const STORE_READS: &str = "switchboard_store_reads_total";
 pub const WEBHOOKS_IN_FLIGHT: &str = "switchboard_webhooks_in_flight";
 pub const API_IN_FLIGHT: &str = "switchboard_api_requests_in_flight";
 pub const EVENT_STREAMS: &str = "switchboard_event_streams";
@@ -314,6 +315,11 @@ fn describe() {
         "Duration of one group commit (write + fsync)."
     );
     describe_histogram!(STORE_GROUP_SIZE, "Commits merged into one group commit.");
+    describe_counter!(
+        STORE_READS,
+        "Storage reads, each one hop to the blocking pool (a thread wake-up and back): what a \
+         webhook, a request or an activation waits for besides the group commit."
+    );
     describe_gauge!(WEBHOOKS_IN_FLIGHT, "Webhook requests being processed.");
     describe_gauge!(
         API_IN_FLIGHT,

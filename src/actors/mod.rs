@@ -108,6 +108,9 @@ pub struct Ctx {
     pub runners: mailbox::Runners,
     /// Set at shutdown: no conversation activates any more.
     closing: std::sync::atomic::AtomicBool,
+    /// Raised before any conversation actor leaves `conversations` (passivated, forgotten after
+    /// a panic or a retirement, shutdown): see [`Self::removals`].
+    removals: std::sync::atomic::AtomicU64,
     /// Set once by app.rs, right after this context: the outbox reports to conversation actors
     /// through it ([`send_outcomes`]).
     pub outbox: OnceLock<Outbox>,
@@ -173,6 +176,7 @@ impl Ctx {
             claims_won: metrics::counter!(m::CLAIMS, "outcome" => "won"),
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            removals: std::sync::atomic::AtomicU64::new(0),
             outbox: OnceLock::new(),
             automation: OnceLock::new(),
             templates: OnceLock::new(),
@@ -226,34 +230,76 @@ impl Ctx {
         id: &str,
         seed: Option<&Conversation>,
     ) -> Result<ConversationRef, Error> {
+        self.activate_fresh(id, seed, None).await
+    }
+
+    /// How many times a conversation actor has left memory (raised just before each leaves
+    /// `conversations`). A read that found nothing stored at a conversation id, begun after
+    /// this read `e`, still holds while it reads `e` and no actor for the id is live: every
+    /// record is written by the conversation's own actor, which stays in `conversations` from
+    /// before its first commit until this counter moves (see [`Self::activate_fresh`]).
+    pub fn removals(&self) -> u64 {
+        self.removals.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Raised before an actor is taken out of `conversations`, so whoever finds it gone there
+    /// also finds this moved (the map's own locks order the two).
+    fn removing(&self) {
+        self.removals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// [`Self::activate`] for a conversation a read begun at removal epoch `fresh` found
+    /// nothing stored at (`identity::resolve_all`, for a new contact): while no actor for it is
+    /// live and no actor left memory since that epoch, nothing can have been stored at it, so
+    /// it starts from `seed` without reading storage again (one blocking-pool hop less per new
+    /// conversation). Otherwise, as `activate`.
+    pub async fn activate_fresh(
+        self: &Arc<Self>,
+        id: &str,
+        seed: Option<&Conversation>,
+        fresh: Option<u64>,
+    ) -> Result<ConversationRef, Error> {
         if let Some(r) = self.conversations.get(id) {
             return Ok(r.clone());
         }
         if self.is_closing() {
             return Err(Error::Unavailable);
         }
-        let state = match self.store.load_conversation(id, seen::MAX_SCANNED).await? {
-            Some(loaded) => {
-                let seen = loaded
-                    .wamids
-                    .map(|w| seen::SeenWamids::from_wamids(w.iter().map(String::as_str)));
-                // The bot's memory is read only for a conversation the bot has.
-                let memory = match self.automation.get() {
-                    Some(_) if loaded.conv.status == crate::domain::ConversationStatus::Bot => {
-                        self.store.bot_memory(id).await?
-                    }
-                    _ => None,
-                };
-                let state = conversation::State::stored(loaded.conv, loaded.unrecorded, seen);
-                match memory {
-                    Some(m) => state.with_bot_memory(m),
-                    None => state,
-                }
+        // Checked after the map: an actor removed before that lookup raised the epoch first.
+        let unread = match (seed, fresh) {
+            (Some(s), Some(epoch)) if self.removals() == epoch => {
+                Some(conversation::State::new(s.clone()))
             }
-            // Nothing stored yet: the empty set is complete.
-            None => match seed {
-                Some(s) => conversation::State::new(s.clone()),
-                None => return Err(crate::domain::DomainError::NotFound.into()),
+            _ => None,
+        };
+        let state = match unread {
+            Some(state) => state,
+            None => match self.store.load_conversation(id, seen::MAX_SCANNED).await? {
+                Some(loaded) => {
+                    let seen = loaded
+                        .wamids
+                        .map(|w| seen::SeenWamids::from_wamids(w.iter().map(String::as_str)));
+                    // The bot's memory is read only for a conversation the bot has.
+                    let memory = match self.automation.get() {
+                        Some(_)
+                            if loaded.conv.status == crate::domain::ConversationStatus::Bot =>
+                        {
+                            self.store.bot_memory(id).await?
+                        }
+                        _ => None,
+                    };
+                    let state = conversation::State::stored(loaded.conv, loaded.unrecorded, seen);
+                    match memory {
+                        Some(m) => state.with_bot_memory(m),
+                        None => state,
+                    }
+                }
+                // Nothing stored yet: the empty set is complete.
+                None => match seed {
+                    Some(s) => conversation::State::new(s.clone()),
+                    None => return Err(crate::domain::DomainError::NotFound.into()),
+                },
             },
         };
         let key: Arc<str> = Arc::from(id);
@@ -276,6 +322,7 @@ impl Ctx {
 
     /// Drops a registry entry if it still points at `actor`; returns whether it did.
     pub fn forget(&self, actor: &ConversationRef) -> bool {
+        self.removing();
         let gone = self
             .conversations
             .remove_if(actor.key().as_ref(), |_, r| Arc::ptr_eq(r, actor))
@@ -294,6 +341,9 @@ impl Ctx {
         // here, not from the map's length: activations may land while the sweep runs.
         self.conversations.retain(|_, r| {
             let keep = !r.retire_if_idle(idle);
+            if !keep {
+                self.removing();
+            }
             retired += usize::from(!keep);
             keep
         });
@@ -330,6 +380,7 @@ impl Ctx {
     pub fn close_conversations(&self) {
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
+        self.removing();
         self.conversations.retain(|_, r| {
             r.retire();
             false
@@ -353,8 +404,24 @@ impl Ctx {
         R: Send + 'static,
         F: Fn(Reply<R>) -> ConversationMsg,
     {
+        self.ask_fresh(id, seed, None, make).await
+    }
+
+    /// [`Self::ask`] for a conversation found free at removal epoch `fresh` (see
+    /// [`Self::activate_fresh`]).
+    pub async fn ask_fresh<R, F>(
+        self: &Arc<Self>,
+        id: &str,
+        seed: Option<&Conversation>,
+        fresh: Option<u64>,
+        make: F,
+    ) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        F: Fn(Reply<R>) -> ConversationMsg,
+    {
         for _ in 0..ASK_ATTEMPTS {
-            let actor = self.activate(id, seed).await?;
+            let actor = self.activate_fresh(id, seed, fresh).await?;
             let (tx, rx) = oneshot::channel();
             match actor.submit(make(tx)) {
                 // The mailbox was idle: this task handles the command itself.

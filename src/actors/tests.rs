@@ -279,3 +279,43 @@ async fn a_live_actor_tells_redeliveries_without_reading_storage() {
     assert!(deliver(&ctx, "495", "w5c").await.is_err());
     broker.shutdown().await;
 }
+
+/// A conversation found free by a read taken before an actor left memory is read again at
+/// activation, never started from its seed: here the conversation was stored (and passivated)
+/// after the epoch was taken, and the second message must follow the first, not overwrite it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_fresh_hint_reads_storage_and_keeps_what_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(config(dir.path(), 60_000))
+        .await
+        .expect("start");
+    let ctx = broker.ctx().clone();
+    let epoch = ctx.removals();
+    deliver(&ctx, "493", "w3").await.expect("ingest");
+    let id = conversation_id("111", "493");
+    assert!(ctx.passivate(&id), "the actor passivates");
+    assert_ne!(ctx.removals(), epoch, "leaving memory moves the epoch");
+    let n = crate::whatsapp::webhook::parse(&webhook("493", "w4")).expect("parse");
+    let msg = n.messages.into_iter().next().expect("one message");
+    let seed = crate::domain::Conversation::for_customer(
+        id.clone(),
+        "111",
+        &msg.ids,
+        "support",
+        ctx.now(),
+    );
+    let ack = ctx
+        .ask_fresh(&id, Some(&seed), Some(epoch), |reply| {
+            ConversationMsg::Inbound {
+                messages: vec![msg.clone()],
+                reply,
+            }
+        })
+        .await
+        .expect("inbound");
+    assert_eq!(ack.stored, 1);
+    let stored = ctx.store.messages(&id).await.expect("messages");
+    let wamids: Vec<_> = stored.iter().filter_map(|m| m.wamid.clone()).collect();
+    assert_eq!(wamids, ["w3", "w4"], "both messages kept, in order");
+    broker.shutdown().await;
+}

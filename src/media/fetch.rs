@@ -3,14 +3,16 @@
 //!
 //! One task owns the loop; it reads the head of the queue (at most twice the concurrency: the
 //! fetches in progress stay queued until they end, so that many entries always show every free
-//! slot something due), starts what is due, and sleeps until the next entry falls due, a fetch
+//! slot something due), starts what is due (keeping the rest of what is due for the next free
+//! slots, so a queue that keeps up is read about once per `max_concurrent_fetches` fetches, not
+//! after each), and sleeps until the next entry falls due, a fetch
 //! is queued ([`super::Media::fetch_queued`]) or a fetch ends. Each fetch ends in exactly one
 //! durable step: stored (the conversation actor marks the message's media downloaded, writes
 //! the record and deletes the entry in one batch), retried (the entry moves to its next time,
 //! `attempts` or `mismatches` one higher) or failed (the record says why; the entry goes).
 //! A crash in between leaves the entry due, and it is fetched again after the restart.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +88,13 @@ impl Fetcher {
         // `FULL_READ` anyway, so a due time below the floor (a clock set back) waits at most that.
         let mut floor: Option<Millis> = None;
         let mut full_read_at = std::time::Instant::now();
+        // Due jobs of the last read not started yet (at most twice the concurrency). A queue
+        // entry is moved or deleted only by the end of a fetch this task started, so each stays
+        // queued on disk until it is started from here; a free slot takes the next of them instead of reading the queue
+        // again, which it did after every fetch (a blocking-pool hop and an iterator each). The
+        // queue is read again once these cannot fill the free slots, from the floor, which a
+        // fetch queued meanwhile lowered: nothing is missed, it waits at most for these.
+        let mut ready: VecDeque<FetchJob> = VecDeque::new();
         loop {
             let now = self.ctx.now();
             let mut next: Option<Millis> = None;
@@ -96,12 +105,13 @@ impl Fetcher {
                 floor = None;
                 full_read_at = std::time::Instant::now();
             }
-            if running.len() < limit {
+            let free = limit.saturating_sub(running.len());
+            if free > 0 && ready.len() < free {
                 match store.fetch_queue_head(floor, limit * 2).await {
                     Ok(head) => {
                         floor = Some(head.first().map_or(now, |j| j.next_at.min(now)));
                         let busy: HashSet<&String> = running.values().collect();
-                        let mut start = Vec::new();
+                        ready.clear();
                         for job in head {
                             if busy.contains(&job.media_id) {
                                 continue;
@@ -110,15 +120,7 @@ impl Fetcher {
                                 next = Some(job.next_at);
                                 break;
                             }
-                            if running.len() + start.len() >= limit {
-                                break;
-                            }
-                            start.push(job);
-                        }
-                        for job in start {
-                            let id = job.media_id.clone();
-                            let h = tasks.spawn(self.clone().fetch_one(job));
-                            running.insert(h.id(), id);
+                            ready.push_back(job);
                         }
                     }
                     Err(e) => {
@@ -126,6 +128,18 @@ impl Fetcher {
                         next = Some(now + 1_000);
                     }
                 }
+            }
+            while running.len() < limit {
+                let Some(job) = ready.pop_front() else {
+                    break;
+                };
+                // The same media queued twice (two messages): one fetch at a time.
+                if running.values().any(|id| *id == job.media_id) {
+                    continue;
+                }
+                let id = job.media_id.clone();
+                let h = tasks.spawn(self.clone().fetch_one(job));
+                running.insert(h.id(), id);
             }
             let sleep = next.map_or(Duration::from_secs(3600), |t| {
                 Duration::from_millis(t.saturating_sub(now).max(0) as u64)

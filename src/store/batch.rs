@@ -137,6 +137,13 @@ impl Batch {
         Ok(())
     }
 
+    /// Rewrites a stored message whose wamid (and so its wamid entry) did not change: one
+    /// memtable insert, not two (the wamid entry's key is random, the costlier insert).
+    pub fn put_message_only(&mut self, m: &Message) -> Result<(), StoreError> {
+        self.put(CF_MESSAGES, seq_key(&m.conversation_id, m.seq), encode(m)?);
+        Ok(())
+    }
+
     /// Indexes a wamid that is not a message's own (a customer's reaction, under the message it
     /// changed), so a redelivery of it is recognised.
     pub fn put_wamid(&mut self, wamid: &str, r: &WamidRef) -> Result<(), StoreError> {

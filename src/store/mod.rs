@@ -136,6 +136,7 @@ impl Store {
         F: FnOnce(&DB) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.db()?;
+        metrics::counter!(crate::metrics::STORE_READS).increment(1);
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StoreError::Rocks(format!("read task failed: {e}")))?

@@ -71,42 +71,39 @@ impl Store {
         &self,
         asked: Vec<(String, Option<String>, Option<String>)>,
     ) -> Result<Vec<(Option<String>, Option<String>)>, StoreError> {
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        let mut slots = Vec::with_capacity(asked.len());
-        for (number, phone, user_id) in &asked {
-            let mut slot = |id: Option<ContactKey>| {
-                id.map(|k| {
-                    keys.push(k.encode());
-                    keys.len() - 1
-                })
-            };
-            let p = slot(phone.as_deref().map(|p| ContactKey::Phone {
-                number: number.clone(),
-                phone: p.to_string(),
-            }));
-            let u = slot(user_id.as_deref().map(|u| ContactKey::UserId {
-                number: number.clone(),
-                user_id: u.to_string(),
-            }));
-            slots.push((p, u));
+        if asked.iter().all(|(_, p, u)| p.is_none() && u.is_none()) {
+            return Ok(asked.into_iter().map(|_| (None, None)).collect());
         }
-        if keys.is_empty() {
-            return Ok(slots.into_iter().map(|_| (None, None)).collect());
-        }
+        self.read(move |db| contact_index(db, &asked)).await
+    }
+
+    /// [`Self::contact_conversations`] for `asked`, then, in the same hop, the contact of each
+    /// candidate conversation none of whose ids the index knows: `candidates` are (the
+    /// positions in `asked` of a sender's ids, the conversation id derived for it), and each
+    /// answer is `None` when one of those ids is indexed (the record is not read), else the
+    /// contact stored at that id (`Some(None)`: no conversation there). A new customer's
+    /// resolution costs one hop instead of two.
+    pub async fn resolve_contacts(
+        &self,
+        asked: Vec<(String, Option<String>, Option<String>)>,
+        candidates: Vec<(Vec<usize>, String)>,
+    ) -> Result<ContactsResolved, StoreError> {
         self.read(move |db| {
-            let h = cf(db, CF_CONTACTS)?;
-            let values = db
-                .batched_multi_get_cf(h, keys.iter().map(Vec::as_slice), false)
-                .into_iter()
-                .map(|v| match v.map_err(rocks)? {
-                    None => Ok(None),
-                    Some(v) => String::from_utf8(v.to_vec())
-                        .map(Some)
-                        .map_err(|_| StoreError::Codec("contact index value".into())),
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let at = |i: Option<usize>| i.and_then(|i| values.get(i).cloned().flatten());
-            Ok(slots.into_iter().map(|(p, u)| (at(p), at(u))).collect())
+            let indexed = contact_index(db, &asked)?;
+            let mut holders = Vec::with_capacity(candidates.len());
+            for (positions, id) in &candidates {
+                let unknown = positions.iter().all(|&i| {
+                    indexed
+                        .get(i)
+                        .is_none_or(|(p, u)| p.is_none() && u.is_none())
+                });
+                holders.push(if unknown {
+                    Some(get_record(db, id)?.map(|c| c.contact))
+                } else {
+                    None
+                });
+            }
+            Ok((indexed, holders))
         })
         .await
     }
@@ -348,6 +345,55 @@ fn get_folded(db: &DB, id: &str) -> Result<Option<(Conversation, u64)>, StoreErr
 
 /// A conversation's record as stored: `next_seq`, `last_message_at` and `last_inbound_at` may
 /// lag its messages (see [`fold_tail`]).
+/// What [`Store::resolve_contacts`] answers: the index's answer per id asked, and per candidate
+/// its stored contact when it was read.
+pub type ContactsResolved = (Vec<Indexed>, Vec<Option<Option<crate::domain::Contact>>>);
+
+/// The conversations a phone and a user id are indexed to (None: not indexed, or not asked).
+pub type Indexed = (Option<String>, Option<String>);
+
+/// The contact index's conversation for each (number, phone, user id): phone's, user id's.
+fn contact_index(
+    db: &DB,
+    asked: &[(String, Option<String>, Option<String>)],
+) -> Result<Vec<Indexed>, StoreError> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut slots = Vec::with_capacity(asked.len());
+    for (number, phone, user_id) in asked {
+        let mut slot = |id: Option<ContactKey>| {
+            id.map(|k| {
+                keys.push(k.encode());
+                keys.len() - 1
+            })
+        };
+        let p = slot(phone.as_deref().map(|p| ContactKey::Phone {
+            number: number.clone(),
+            phone: p.to_string(),
+        }));
+        let u = slot(user_id.as_deref().map(|u| ContactKey::UserId {
+            number: number.clone(),
+            user_id: u.to_string(),
+        }));
+        slots.push((p, u));
+    }
+    if keys.is_empty() {
+        return Ok(slots.into_iter().map(|_| (None, None)).collect());
+    }
+    let h = cf(db, CF_CONTACTS)?;
+    let values = db
+        .batched_multi_get_cf(h, keys.iter().map(Vec::as_slice), false)
+        .into_iter()
+        .map(|v| match v.map_err(rocks)? {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|_| StoreError::Codec("contact index value".into())),
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let at = |i: Option<usize>| i.and_then(|i| values.get(i).cloned().flatten());
+    Ok(slots.into_iter().map(|(p, u)| (at(p), at(u))).collect())
+}
+
 pub(super) fn get_record(db: &DB, id: &str) -> Result<Option<Conversation>, StoreError> {
     db.get_pinned_cf(cf(db, CF_CONVERSATIONS)?, id.as_bytes())
         .map_err(rocks)?

@@ -411,3 +411,47 @@ async fn a_store_from_before_contacts_is_found_by_phone_then_by_user_id() {
     );
     tb.shutdown().await;
 }
+
+/// A new customer's first webhook reads storage once (the contact index and the record at its
+/// derived conversation id, in one blocking-pool hop) and its conversation's activation reads
+/// nothing more; a known customer's next message reads nothing. It took three hops before
+/// (the index, the derived record, the activation reading that record again), the largest
+/// part of what a reply wave of new customers costs per webhook (BENCHMARKS.md). The fewest
+/// reads over three tries, so a background read landing in one window cannot fail it. Alone in
+/// its process: the read counter is process-wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_customer_costs_one_storage_read_and_a_known_one_none() {
+    if reran_alone!() {
+        return;
+    }
+    let tb = TB::start().await;
+    let reads = |t: &str| metric_sum(t, "switchboard_store_reads_total", &[]).unwrap_or(0.0);
+    // What a scrape itself reads (RocksDB's memory gauges).
+    let a = reads(&tb.metrics().await);
+    let scrape = reads(&tb.metrics().await) - a;
+    let mut new_customer = f64::MAX;
+    let mut known_customer = f64::MAX;
+    for user in [None, Some(bsuid("US")), None] {
+        let phone = customer();
+        let before = reads(&tb.metrics().await);
+        send(&tb, Some(&phone), user.as_deref(), None).await;
+        let after = reads(&tb.metrics().await);
+        new_customer = new_customer.min(after - before - scrape);
+        send(&tb, Some(&phone), user.as_deref(), None).await;
+        known_customer = known_customer.min(reads(&tb.metrics().await) - after - scrape);
+        assert_eq!(
+            tb.messages(&id_of(&the_conv(&tb, &phone).await))
+                .await
+                .len(),
+            2
+        );
+    }
+    assert_eq!(
+        new_customer, 1.0,
+        "storage reads for a new customer's webhook"
+    );
+    assert_eq!(
+        known_customer, 0.0,
+        "storage reads for a known customer's webhook"
+    );
+}

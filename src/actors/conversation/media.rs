@@ -68,7 +68,8 @@ impl ConversationActor {
             },
             state: MediaState::Stored { size, sha256 },
         })?;
-        batch.put_message(&msg)?;
+        // Its wamid entry is as it was.
+        batch.put_message_only(&msg)?;
         self.ctx.store.commit(batch).await?;
         self.publish(EventKind::MessageStatus, &state.conv, Some(msg), None);
         Ok(())
