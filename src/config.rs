@@ -212,6 +212,18 @@ pub struct NumberConfig {
     /// Outbound messages per second allowed for this number.
     #[serde(default = "default_mps")]
     pub mps: u32,
+    /// Where the number serves (ISO 3166-1 alpha-2, upper case once validated): routing's
+    /// `country` for a customer whose own country is unknown (a user id without a country
+    /// prefix, a number the phone metadata does not place).
+    #[serde(default)]
+    pub country: Option<String>,
+    /// The number's IANA time zone (e.g. `Europe/Berlin`), validated at start-up.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// The languages the number serves (ISO 639-1, lower case once validated): routing's
+    /// `language` when the message's own cannot be detected (no text, too short, a media).
+    #[serde(default)]
+    pub languages: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -550,7 +562,15 @@ impl Config {
                 None => e,
             }
         })?;
+        let mut config = config;
         config.validate()?;
+        // Codes compared as the detectors write them (validated above in any case).
+        for n in &mut config.numbers {
+            n.country = n.country.take().map(|c| c.to_ascii_uppercase());
+            for l in &mut n.languages {
+                l.make_ascii_lowercase();
+            }
+        }
         Ok(config)
     }
 
@@ -717,6 +737,31 @@ impl Config {
                 ));
             }
             positive(&format!("numbers[{i}].mps"), n.mps as u64)?;
+            if let Some(country) = &n.country {
+                if !crate::domain::detect::is_region(&country.to_ascii_uppercase()) {
+                    return Err(ConfigError::new(
+                        format!("numbers[{i}].country"),
+                        format!("{country:?} is not an ISO 3166-1 alpha-2 country code"),
+                    ));
+                }
+            }
+            if let Some(tz) = &n.time_zone {
+                if tz.parse::<chrono_tz::Tz>().is_err() {
+                    return Err(ConfigError::new(
+                        format!("numbers[{i}].time_zone"),
+                        format!("{tz:?} is not an IANA time zone (e.g. \"Europe/Berlin\")"),
+                    ));
+                }
+            }
+            let supported = crate::domain::detect::supported_languages();
+            for l in &n.languages {
+                if !supported.contains(&l.to_ascii_lowercase().as_str()) {
+                    return Err(ConfigError::new(
+                        format!("numbers[{i}].languages"),
+                        format!("{l:?} is not an ISO 639-1 code the language detector can produce"),
+                    ));
+                }
+            }
         }
         let mut agents = HashSet::new();
         let mut tokens = HashSet::new();

@@ -900,6 +900,9 @@ mod tests {
             display_phone_number: String::new(),
             default_team: "support".into(),
             mps: 1000,
+            country: None,
+            time_zone: None,
+            languages: Vec::new(),
         }];
         let pending = HashMap::from([("n1".to_string(), 1)]);
         let outbox = Outbox::start(&cfg, &numbers, store.clone(), graph, sink, &pending);

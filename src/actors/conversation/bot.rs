@@ -223,6 +223,7 @@ impl ConversationActor {
         let mut next = before.clone();
         let default_team = self.ctx.default_team(&next.number);
         let placement = {
+            let number = self.ctx.config.number(&next.number);
             let input = RouteInput {
                 number: &next.number,
                 customer: &next.customer,
@@ -230,6 +231,8 @@ impl ConversationActor {
                 message_type: "text",
                 labels: next.labels(),
                 intent: state.bot.intent.as_deref(),
+                number_country: number.and_then(|n| n.country.as_deref()),
+                number_languages: number.map_or(&[], |n| n.languages.as_slice()),
             };
             self.ctx.policies().place(&input, &default_team, now)
         };

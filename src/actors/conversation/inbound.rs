@@ -63,6 +63,7 @@ impl ConversationActor {
         }
         let policies = self.ctx.policies();
         let default_team = self.ctx.default_team(&next.number);
+        let number = self.ctx.config.number(&next.number);
         // Routing runs on a conversation's first message and on reopen, on the first message
         // that is not a redelivery.
         let placement = if is_new || state.conv.status == ConversationStatus::Resolved {
@@ -78,6 +79,8 @@ impl ConversationActor {
                         message_type: &first.kind,
                         labels: next.labels(),
                         intent: None,
+                        number_country: number.and_then(|n| n.country.as_deref()),
+                        number_languages: number.map_or(&[], |n| n.languages.as_slice()),
                     };
                     policies.place(&input, &default_team, now)
                 })
