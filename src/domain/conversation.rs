@@ -409,6 +409,7 @@ impl Conversation {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Default::default(),
         }
     }
 
@@ -467,6 +468,7 @@ impl Conversation {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Default::default(),
         }
     }
 
@@ -1019,6 +1021,7 @@ mod tests {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use super::codec::{raw, Record};
 use super::schema::{FetchJob, MediaRecord, OutboxJob, Payload, StatusUpdate, WamidRef};
 use super::settings::{RoutingRecord, TeamRecord};
 use super::StoreError;
-use crate::domain::message::MessageV1;
+use crate::domain::message::{MessageV1, MessageV2};
 use crate::domain::{Contact, Conversation, ConversationStatus, Message, Millis};
 
 /// Types still in their first layout: version 1, nothing older to read.
@@ -30,12 +30,14 @@ first_layout!(
     super::schema::CsatPending,
 );
 
-/// Version 2 added replies, reactions, referrals, media, pricing and typed content.
+/// Version 2 added replies, reactions, referrals, media, pricing and typed content; version 3
+/// the [`crate::domain::message::Lifecycle`] (coexistence: imported, edited, revoked).
 impl Record for Message {
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         match version {
             1 => Ok(raw::<MessageV1>(bytes)?.into()),
+            2 => Ok(raw::<MessageV2>(bytes)?.into()),
             v => Err(StoreError::Codec(format!(
                 "unknown message record version {v}"
             ))),
