@@ -4,6 +4,7 @@
 //! typed values into Meta's requests.
 
 pub mod graph;
+pub mod coexistence;
 pub mod interactive;
 pub mod media;
 pub mod message_body;
