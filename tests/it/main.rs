@@ -15,6 +15,7 @@ mod access_table;
 mod api;
 mod assignment;
 mod automation;
+mod coexistence;
 mod config;
 mod connections;
 mod console;
