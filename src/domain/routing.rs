@@ -711,7 +711,10 @@ mod tests {
         assert!(!hits(&rules, &unknown));
         unknown.number_country = Some("DE");
         unknown.number_languages = vec!["de".into()];
-        assert!(hits(&rules, &unknown), "the number's country and language apply");
+        assert!(
+            hits(&rules, &unknown),
+            "the number's country and language apply"
+        );
         // A known customer country or detected language is not overridden.
         let mut us = Msg::text("ok");
         us.customer = "14155550123";

@@ -62,7 +62,8 @@ pub fn parse(field: &str, change: &str) -> Option<AppChange> {
                         // The business's own messages name the customer in `to` (and come
                         // from the business's number); the customer's come from its phone.
                         let from = m.get("from").and_then(Value::as_str);
-                        let from_business = m.get("to").is_some() || (from.is_some() && from != customer);
+                        let from_business =
+                            m.get("to").is_some() || (from.is_some() && from != customer);
                         if let Some(msg) = message(&number, customer, m, from_business, true, now) {
                             out.messages.push(msg);
                         }
@@ -75,7 +76,8 @@ pub fn parse(field: &str, change: &str) -> Option<AppChange> {
                 if item.get("type").and_then(Value::as_str) != Some("contact") {
                     continue;
                 }
-                let Some(phone) = str_at(item, &["contact", "phone_number"]).filter(|p| !p.is_empty())
+                let Some(phone) =
+                    str_at(item, &["contact", "phone_number"]).filter(|p| !p.is_empty())
                 else {
                     continue;
                 };
@@ -115,7 +117,10 @@ fn message(
     imported: bool,
     now: i64,
 ) -> Option<AppMessage> {
-    let wamid = m.get("id").and_then(Value::as_str).filter(|w| !w.is_empty())?;
+    let wamid = m
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|w| !w.is_empty())?;
     let customer = customer.filter(|c| !c.is_empty())?.trim_start_matches('+');
     if number.is_empty() {
         return None;

@@ -3,8 +3,8 @@
 //! Nothing here knows about actors or HTTP servers; it turns Meta's bytes into typed values and
 //! typed values into Meta's requests.
 
-pub mod graph;
 pub mod coexistence;
+pub mod graph;
 pub mod interactive;
 pub mod media;
 pub mod message_body;

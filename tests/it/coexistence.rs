@@ -11,7 +11,8 @@ use switchboard::store::schema::CF_OTHER_CHANGES;
 fn coex_change(number: &str, field: &str, value: Value) -> Value {
     let mut value = value;
     value["messaging_product"] = json!("whatsapp");
-    value["metadata"] = json!({"display_phone_number": display_of(number), "phone_number_id": number});
+    value["metadata"] =
+        json!({"display_phone_number": display_of(number), "phone_number_id": number});
     envelope(vec![entry(vec![json!({"field": field, "value": value})])])
 }
 
@@ -20,16 +21,21 @@ fn echo_text(id: &str, to: &str, ts: i64, text: &str) -> Value {
            "text": {"body": text}})
 }
 
+/// A history message: (wamid, timestamp, written by the business, text).
+type HistoryMessage = (String, i64, bool, String);
+/// A history thread: the customer and its messages.
+type Thread<'a> = (&'a str, Vec<HistoryMessage>);
+
 fn echoes(number: &str, items: Vec<Value>) -> Value {
-    coex_change(number, "smb_message_echoes", json!({"message_echoes": items}))
+    coex_change(
+        number,
+        "smb_message_echoes",
+        json!({"message_echoes": items}),
+    )
 }
 
 /// One history chunk: `messages` of `customer`'s thread, each `(wamid, ts, from_business, text)`.
-fn history_chunk(
-    number: &str,
-    chunk_order: u64,
-    threads: Vec<(&str, Vec<(String, i64, bool, String)>)>,
-) -> Value {
+fn history_chunk(number: &str, chunk_order: u64, threads: Vec<Thread<'_>>) -> Value {
     let threads: Vec<Value> = threads
         .into_iter()
         .map(|(customer, msgs)| {
@@ -101,7 +107,10 @@ async fn echoes_are_business_app_messages_with_edits_and_revokes_and_start_nothi
 
     let ts = now();
     let e1 = uniq("wamid.ECHO");
-    let echo = echoes(N1, vec![echo_text(&e1, &customer, ts, "yes, shipped today")]);
+    let echo = echoes(
+        N1,
+        vec![echo_text(&e1, &customer, ts, "yes, shipped today")],
+    );
     post(&tb, &echo).await;
     post(&tb, &echo).await; // Meta redelivers: stored once.
     let messages = tb.messages(&conv).await;
@@ -115,14 +124,20 @@ async fn echoes_are_business_app_messages_with_edits_and_revokes_and_start_nothi
     // An edit changes the text, shown as edited; again, it changes nothing more.
     let edit = echoes(
         N1,
-        vec![json!({"from": N1_DISPLAY, "to": customer, "id": uniq("wamid.EDIT"),
+        vec![
+            json!({"from": N1_DISPLAY, "to": customer, "id": uniq("wamid.EDIT"),
             "timestamp": (ts + 5).to_string(), "type": "edit",
-            "edit": {"original_message_id": e1, "message": {"type": "text", "text": {"body": "yes, it ships tomorrow"}}}})],
+            "edit": {"original_message_id": e1, "message": {"type": "text", "text": {"body": "yes, it ships tomorrow"}}}}),
+        ],
     );
     post(&tb, &edit).await;
     post(&tb, &edit).await;
     let messages = tb.messages(&conv).await;
-    assert_eq!(messages.len(), 2, "an edit is no message of its own: {messages:?}");
+    assert_eq!(
+        messages.len(),
+        2,
+        "an edit is no message of its own: {messages:?}"
+    );
     let m = by_wamid(&messages, &e1);
     assert_eq!(m["text"], "yes, it ships tomorrow");
     assert!(m["edited_at"].is_string(), "{m}");
@@ -130,9 +145,11 @@ async fn echoes_are_business_app_messages_with_edits_and_revokes_and_start_nothi
 
     let revoke = echoes(
         N1,
-        vec![json!({"from": N1_DISPLAY, "to": customer, "id": uniq("wamid.REV"),
+        vec![
+            json!({"from": N1_DISPLAY, "to": customer, "id": uniq("wamid.REV"),
             "timestamp": (ts + 9).to_string(), "type": "revoke",
-            "revoke": {"original_message_id": e1}})],
+            "revoke": {"original_message_id": e1}}),
+        ],
     );
     post(&tb, &revoke).await;
     post(&tb, &revoke).await;
@@ -153,7 +170,15 @@ async fn echoes_are_business_app_messages_with_edits_and_revokes_and_start_nothi
     let stranger = crate::common::customer();
     post(
         &tb,
-        &echoes(N1, vec![echo_text(&uniq("wamid.ECHO"), &stranger, ts, "hello from the shop")]),
+        &echoes(
+            N1,
+            vec![echo_text(
+                &uniq("wamid.ECHO"),
+                &stranger,
+                ts,
+                "hello from the shop",
+            )],
+        ),
     )
     .await;
     let c = tb.conv_of(N1, &stranger).await.expect("a conversation");
@@ -190,16 +215,29 @@ async fn history_chunks_in_any_order_are_imported_once_in_time_order_starting_no
     }
     let conv = tb.conv_id(N1, &customer).await;
     let c = tb.conversation(&conv).await;
-    assert_eq!(c["status"], "resolved", "history alone puts it in no queue: {c}");
+    assert_eq!(
+        c["status"], "resolved",
+        "history alone puts it in no queue: {c}"
+    );
     assert_eq!(c["assignee"], Value::Null);
     let messages = c["messages"].as_array().unwrap().clone();
-    let texts: Vec<&str> = messages.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = messages
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
     let want: Vec<String> = (0..9).map(|i| format!("message {i}")).collect();
     assert_eq!(texts, want, "once each, in time order");
     for m in &messages {
         assert_eq!(m["imported"], true, "{m}");
         let business = m["direction"] == "outbound";
-        assert_eq!(m["author"], if business { json!("business_app") } else { json!(customer) });
+        assert_eq!(
+            m["author"],
+            if business {
+                json!("business_app")
+            } else {
+                json!(customer)
+            }
+        );
     }
     assert_eq!(queue_depth(&tb, "support").await, depth);
     assert_eq!(tb.graph.sends().len(), 0, "nothing is sent for history");
@@ -222,19 +260,30 @@ async fn a_history_webhook_of_thousands_of_messages_is_imported_in_order_once() 
     let start = now() - 90 * SECS_PER_DAY;
     // 4 threads × 600 messages, each thread's listed newest first (Meta's order is not ours).
     let per = 600;
-    let threads: Vec<(&str, Vec<(String, i64, bool, String)>)> = customers
+    let threads: Vec<Thread<'_>> = customers
         .iter()
         .map(|c| {
             let msgs = (0..per)
                 .rev()
-                .map(|i| (format!("wamid.BIG{c}x{i}"), start + i * 30, i % 3 == 0, format!("m{i:04}")))
+                .map(|i| {
+                    (
+                        format!("wamid.BIG{c}x{i}"),
+                        start + i * 30,
+                        i % 3 == 0,
+                        format!("m{i:04}"),
+                    )
+                })
                 .collect();
             (c.as_str(), msgs)
         })
         .collect();
     let body = history_chunk(N1, 1, threads);
     let bytes = serde_json::to_vec(&body).unwrap();
-    assert!(bytes.len() < 3 * 1024 * 1024, "within the 3 MiB bound: {}", bytes.len());
+    assert!(
+        bytes.len() < 3 * 1024 * 1024,
+        "within the 3 MiB bound: {}",
+        bytes.len()
+    );
     for _ in 0..2 {
         let (s, v) = tb.webhook_bytes(bytes.clone()).await;
         assert_eq!(s, 200, "{v}");
@@ -265,8 +314,15 @@ async fn app_contacts_name_their_customers() {
         tb.conversation(&conv).await["customer_name"],
         format!("Customer {customer}")
     );
-    post(&tb, &state_sync(N1, &customer, "add", Some("Pablo Morales"))).await;
-    assert_eq!(tb.conversation(&conv).await["customer_name"], "Pablo Morales");
+    post(
+        &tb,
+        &state_sync(N1, &customer, "add", Some("Pablo Morales")),
+    )
+    .await;
+    assert_eq!(
+        tb.conversation(&conv).await["customer_name"],
+        "Pablo Morales"
+    );
     post(&tb, &state_sync(N1, &customer, "add", Some("Pablo M."))).await;
     assert_eq!(tb.conversation(&conv).await["customer_name"], "Pablo M.");
     post(&tb, &state_sync(N1, &customer, "remove", None)).await;
@@ -363,7 +419,10 @@ async fn kept_after_crash(tb: &mut TB) -> Vec<(String, Value)> {
             let (_, v) = kv.expect("read");
             let nul = v.iter().position(|b| *b == 0).expect("field, 0, raw");
             let field = String::from_utf8(v[..nul].to_vec()).expect("utf-8 field");
-            (field, serde_json::from_slice(&v[nul + 1..]).expect("raw JSON"))
+            (
+                field,
+                serde_json::from_slice(&v[nul + 1..]).expect("raw JSON"),
+            )
         })
         .collect()
 }
@@ -382,13 +441,30 @@ async fn a_webhook_for_an_unknown_number_is_answered_counted_kept_and_no_convers
     post(&tb, &text_webhook(UNKNOWN, &customer, &w, now(), "hello?")).await;
     post(
         &tb,
-        &echoes(UNKNOWN, vec![echo_text(&uniq("wamid.ECHO"), &customer, now(), "hi")]),
+        &echoes(
+            UNKNOWN,
+            vec![echo_text(&uniq("wamid.ECHO"), &customer, now(), "hi")],
+        ),
     )
     .await;
-    post(&tb, &history_chunk(UNKNOWN, 1, vec![(customer.as_str(), vec![(uniq("wamid.H"), now() - 99, false, "old".into())])])).await;
+    post(
+        &tb,
+        &history_chunk(
+            UNKNOWN,
+            1,
+            vec![(
+                customer.as_str(),
+                vec![(uniq("wamid.H"), now() - 99, false, "old".into())],
+            )],
+        ),
+    )
+    .await;
     assert_eq!(count(&tb.metrics().await), 3.0);
     assert!(tb.conv_of(UNKNOWN, &customer).await.is_none());
-    assert!(tb.list(ROOT, &format!("customer={customer}")).await.is_empty());
+    assert!(tb
+        .list(ROOT, &format!("customer={customer}"))
+        .await
+        .is_empty());
 
     let kept = kept_after_crash(&mut tb).await;
     let message = kept
@@ -398,8 +474,9 @@ async fn a_webhook_for_an_unknown_number_is_answered_counted_kept_and_no_convers
     assert_eq!(message.1["phone_number_id"], UNKNOWN);
     for field in ["smb_message_echoes", "history"] {
         assert!(
-            kept.iter().any(|(f, raw)| f == field
-                && raw["value"]["metadata"]["phone_number_id"] == UNKNOWN),
+            kept.iter().any(
+                |(f, raw)| f == field && raw["value"]["metadata"]["phone_number_id"] == UNKNOWN
+            ),
             "{field} kept: {kept:?}"
         );
     }
