@@ -12,7 +12,7 @@
 //! - nothing here routes, assigns, starts the bot or an SLA clock, or sends (see
 //!   `actors::conversation::app`).
 //!
-//! Bounds: one webhook body (3 MiB, `http::webhook::MAX_BODY_BYTES`, Meta's own limit for a
+//! Bounds: contact names [`NAMES_AT_ONCE`] at a time; one webhook body (3 MiB, `http::webhook::MAX_BODY_BYTES`, Meta's own limit for a
 //! webhook) holds every message applied at once; they are grouped per conversation, one commit
 //! each, all conversations concurrently, as inbound messages are.
 
@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::try_join_all;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::inbound::{AppContact, AppMessage, OtherChange};
@@ -52,12 +53,26 @@ pub async fn apply(ctx: &Arc<Ctx>, changes: &[OtherChange]) -> Result<(), Error>
     if !messages.is_empty() {
         deliver(ctx, messages).await?;
     }
-    // After this body's messages, so a name finds a conversation its history just made.
+    // After this body's messages, so a name finds a conversation its history just made. An
+    // address book sync may name thousands: a bounded number at once, the last change of each
+    // contact only (the order within the body is the order of events).
+    let mut last: HashMap<(String, String), Option<String>> = HashMap::new();
     for c in contacts {
-        identity::name_contact(ctx, &c.number, &c.phone, c.name).await?;
+        last.insert((c.number, c.phone), c.name);
     }
+    stream::iter(last)
+        .map(|((number, phone), name)| async move {
+            identity::name_contact(ctx, &number, &phone, name).await
+        })
+        .buffer_unordered(NAMES_AT_ONCE)
+        .try_collect::<Vec<bool>>()
+        .await?;
     Ok(())
 }
+
+/// Contact names applied at once (each one read of the contact index and, for a known
+/// customer, one commit).
+const NAMES_AT_ONCE: usize = 32;
 
 async fn deliver(ctx: &Arc<Ctx>, messages: Vec<AppMessage>) -> Result<(), Error> {
     let ids: Vec<CustomerIds> = messages
@@ -78,7 +93,12 @@ async fn deliver(ctx: &Arc<Ctx>, messages: Vec<AppMessage>) -> Result<(), Error>
     let conversation_ids = std::mem::take(&mut resolved.ids);
     let now = ctx.now();
     let mut groups: HashMap<String, (Conversation, Vec<AppMessage>)> = HashMap::new();
-    for ((msg, ids), id) in messages.into_iter().zip(&ids).zip(conversation_ids) {
+    for ((mut msg, ids), id) in messages.into_iter().zip(&ids).zip(conversation_ids) {
+        // As for inbound messages: a time far ahead would keep the window open that long.
+        if msg.sent_at > now.saturating_add(crate::ingest::MAX_FUTURE_SKEW_MS) {
+            metrics::counter!(m::INBOUND_FUTURE_TIMESTAMPS).increment(1);
+            msg.sent_at = now;
+        }
         groups
             .entry(id.clone())
             .or_insert_with(|| {

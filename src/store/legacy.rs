@@ -300,6 +300,49 @@ mod tests {
     }
 
     #[test]
+    fn version_2_messages_read_with_a_default_lifecycle() {
+        use crate::domain::message::{Author, Lifecycle};
+        let m = Message {
+            conversation_id: "c1".into(),
+            seq: 3,
+            direction: crate::domain::Direction::Outbound,
+            kind: "text".into(),
+            text: Some("hi".into()),
+            wamid: Some("wamid.2".into()),
+            status: Some(crate::domain::DeliveryStatus::Sent),
+            author: Author::BusinessApp,
+            at: 7,
+            error: None,
+            idempotency_key: None,
+            raw: None,
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: None,
+            lifecycle: Lifecycle {
+                imported: true,
+                edited_at: Some(8),
+                revoked_at: None,
+            },
+        };
+        // Version 3 is version 2 plus the lifecycle at the end: version 2's bytes are version
+        // 3's without it.
+        let v3 = super::super::codec::encode(&m).expect("encode");
+        assert_eq!(v3[0], 3);
+        let lifecycle = bincode::serialize(&m.lifecycle).expect("encode lifecycle");
+        let mut v2 = vec![2u8];
+        v2.extend_from_slice(&v3[1..v3.len() - lifecycle.len()]);
+        let old: Message = decode(&v2).expect("upgrade");
+        assert_eq!(old.lifecycle, Lifecycle::default());
+        assert_eq!(old.author, Author::BusinessApp);
+        assert_eq!((old.seq, old.text.as_deref()), (3, Some("hi")));
+        let again: Message = decode(&v3).expect("decode");
+        assert_eq!(again, m);
+    }
+
+    #[test]
     fn version_1_messages_read_with_no_replies_reactions_or_media() {
         let old = (
             String::from("c1"),

@@ -127,22 +127,27 @@ impl ConversationActor {
         if created.is_empty() && changed.is_empty() {
             return Ok(ack);
         }
+        let now = self.ctx.now();
+        let mut batch = Batch::new();
+        let mut fetches = 0;
+        for msg in created.iter().chain(&changed) {
+            batch.put_message(msg)?;
+        }
+        // An echo's media has Meta's id, fetched like a customer's; history media come without
+        // one (Meta sends the ids of recent ones later), so there is nothing to fetch.
+        for msg in created
+            .iter()
+            .filter(|m| m.media.as_ref().is_some_and(|i| !i.id.is_empty()))
+        {
+            fetches += queue_fetch(&mut batch, msg, now)?;
+        }
+        for msg in &changed {
+            state.recent.forget(msg.seq);
+        }
         if created.is_empty() && !is_new {
             // Edits and revokes only: the record stays as it is.
-            let mut batch = Batch::new();
-            for msg in &changed {
-                batch.put_message(msg)?;
-                state.recent.forget(msg.seq);
-            }
             self.ctx.store.commit(batch).await?;
         } else {
-            let mut batch = Batch::new();
-            for msg in created.iter().chain(&changed) {
-                batch.put_message(msg)?;
-            }
-            for msg in &changed {
-                state.recent.forget(msg.seq);
-            }
             if let Err(e) = self.persist(state, next, batch).await {
                 // A failed commit may still have reached the disk; only storage knows now.
                 state.seen = None;
@@ -153,6 +158,10 @@ impl ConversationActor {
             for w in created.iter().filter_map(|m| m.wamid.as_deref()) {
                 seen.insert(w);
             }
+        }
+        if fetches > 0 {
+            metrics::gauge!(m::MEDIA_FETCH_PENDING).increment(fetches as f64);
+            self.ctx.media_queued.queued(now);
         }
         ack.stored = created.len();
         metrics::counter!(m::APP_ECHOES).increment(echoes);
