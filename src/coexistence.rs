@@ -95,7 +95,7 @@ async fn deliver(ctx: &Arc<Ctx>, messages: Vec<AppMessage>) -> Result<(), Error>
     let mut groups: HashMap<String, (Conversation, Vec<AppMessage>)> = HashMap::new();
     for ((mut msg, ids), id) in messages.into_iter().zip(&ids).zip(conversation_ids) {
         // As for inbound messages: a time far ahead would keep the window open that long.
-        if msg.sent_at > now.saturating_add(crate::ingest::MAX_FUTURE_SKEW_MS) {
+        if msg.sent_at > now.saturating_add(crate::domain::inbound::MAX_FUTURE_SKEW_MS) {
             metrics::counter!(m::INBOUND_FUTURE_TIMESTAMPS).increment(1);
             msg.sent_at = now;
         }

@@ -42,7 +42,7 @@ use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
-use crate::domain::{Conversation, CustomerIds, DomainError, Millis};
+use crate::domain::{Conversation, CustomerIds, DomainError};
 use crate::error::Error;
 use crate::identity;
 use crate::log_limit::LogLimit;
@@ -59,9 +59,7 @@ fn unknown_number_raw(number: &str, message: &str) -> String {
     format!(r#"{{"phone_number_id":{number},"message":{message}}}"#)
 }
 
-/// How far ahead of the broker's clock an inbound message's Meta `timestamp` may be and still be
-/// taken as given (clocks differ a little); a later one is dated when it arrived.
-pub const MAX_FUTURE_SKEW_MS: Millis = 5 * 60 * 1000;
+pub use crate::domain::inbound::MAX_FUTURE_SKEW_MS;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IngestReport {

@@ -8,6 +8,11 @@
 use super::message::{Content, MediaInfo, Pricing};
 use super::{CustomerIds, DeliveryStatus, IdentityChange, MessageError, Millis};
 
+/// How far ahead of the broker's clock an inbound message's Meta `timestamp` may be and still be
+/// taken as given (clocks differ a little); a later one is dated when it arrived (`ingest`, and
+/// `coexistence` for imported history), since it decides when the 24-hour window closes.
+pub const MAX_FUTURE_SKEW_MS: Millis = 5 * 60 * 1000;
+
 /// An inbound customer message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundMessage {
