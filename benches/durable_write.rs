@@ -70,6 +70,7 @@ fn template() -> Message {
         media: None,
         pricing: None,
         content: None,
+        lifecycle: Default::default(),
     }
 }
 

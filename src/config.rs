@@ -240,6 +240,18 @@ pub struct NumberConfig {
     /// Meta allows it 20 messages per second.
     #[serde(default)]
     pub coexistence: bool,
+    /// Where the number serves (ISO 3166-1 alpha-2, upper case once validated): routing's
+    /// `country` for a customer whose own country is unknown (a user id without a country
+    /// prefix, a number the phone metadata does not place).
+    #[serde(default)]
+    pub country: Option<String>,
+    /// The number's IANA time zone (e.g. `Europe/Berlin`), validated at start-up.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// The languages the number serves (ISO 639-1, lower case once validated): routing's
+    /// `language` when the message's own cannot be detected (no text, too short, a media).
+    #[serde(default)]
+    pub languages: Vec<String>,
 }
 
 /// A number's `mps` when the config gives none.
@@ -599,6 +611,13 @@ impl Config {
             n.mps = n.effective_mps();
         }
         config.validate()?;
+        // Codes compared as the detectors write them (validated above in any case).
+        for n in &mut config.numbers {
+            n.country = n.country.take().map(|c| c.to_ascii_uppercase());
+            for l in &mut n.languages {
+                l.make_ascii_lowercase();
+            }
+        }
         Ok(config)
     }
 
@@ -790,6 +809,31 @@ impl Config {
                 ));
             }
             positive(&format!("numbers[{i}].mps"), n.mps as u64)?;
+            if let Some(country) = &n.country {
+                if !crate::domain::detect::is_region(&country.to_ascii_uppercase()) {
+                    return Err(ConfigError::new(
+                        format!("numbers[{i}].country"),
+                        format!("{country:?} is not an ISO 3166-1 alpha-2 country code"),
+                    ));
+                }
+            }
+            if let Some(tz) = &n.time_zone {
+                if tz.parse::<chrono_tz::Tz>().is_err() {
+                    return Err(ConfigError::new(
+                        format!("numbers[{i}].time_zone"),
+                        format!("{tz:?} is not an IANA time zone (e.g. \"Europe/Berlin\")"),
+                    ));
+                }
+            }
+            let supported = crate::domain::detect::supported_languages();
+            for l in &n.languages {
+                if !supported.contains(&l.to_ascii_lowercase().as_str()) {
+                    return Err(ConfigError::new(
+                        format!("numbers[{i}].languages"),
+                        format!("{l:?} is not an ISO 639-1 code the language detector can produce"),
+                    ));
+                }
+            }
         }
         let mut agents = HashSet::new();
         let mut tokens = HashSet::new();

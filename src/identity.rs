@@ -105,6 +105,17 @@ pub async fn lock_customer(number: &str, ids: &CustomerIds) -> Held {
     lock_stripes(stripes).await
 }
 
+/// [`lock`] for senders given by their ids alone (coexistence messages: no id moves).
+pub async fn lock_ids(senders: &[(&str, &CustomerIds)]) -> Held {
+    let stripes = senders
+        .iter()
+        .flat_map(|(number, ids)| keys(number, ids))
+        .flatten()
+        .map(|key| stripe(&key))
+        .collect();
+    lock_stripes(stripes).await
+}
+
 async fn lock_stripes(mut stripes: Vec<usize>) -> Held {
     stripes.sort_unstable();
     stripes.dedup();
@@ -382,6 +393,40 @@ pub async fn change_ids(
             change.new_user_id.as_deref(),
         );
     }
+    match asked {
+        Ok(changed) => Ok(changed),
+        Err(Error::Domain(DomainError::NotFound)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Names the customer with phone `phone` on `number` as the business's WhatsApp Business App
+/// address book does (`smb_app_state_sync`; `None`: the business removed the contact, and the
+/// name it gave goes). Only a customer the broker knows is named: a contact is never created
+/// for a name alone (an address book may hold thousands of people who never wrote), and the
+/// change stays kept verbatim either way. Answers whether a conversation changed.
+pub async fn name_contact(
+    ctx: &Arc<Ctx>,
+    number: &str,
+    phone: &str,
+    name: Option<String>,
+) -> Result<bool, Error> {
+    let (by_phone, _) = ctx
+        .store
+        .contact_conversations(vec![(number.to_string(), Some(phone.to_string()), None)])
+        .await?
+        .pop()
+        .unwrap_or_default();
+    // A contact not indexed yet (stored by an earlier version) is found by its derived id; the
+    // actor checks the phone is its customer's.
+    let id = by_phone.unwrap_or_else(|| conversation_id(number, phone));
+    let asked = ctx
+        .ask(&id, None, |reply| ConversationMsg::Name {
+            phone: phone.to_string(),
+            name: name.clone(),
+            reply,
+        })
+        .await;
     match asked {
         Ok(changed) => Ok(changed),
         Err(Error::Domain(DomainError::NotFound)) => Ok(false),

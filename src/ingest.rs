@@ -11,7 +11,14 @@
 //! serialized (read the parked status, keep the more advanced), so concurrent webhooks never put
 //! back a less advanced one. Every status is also kept whole, in the commit that settles it
 //! (applied, stale, adopted or parked). Other changes (template updates, account events, echoes)
-//! are kept verbatim; the template ones also update the template registry (`crate::templates`).
+//! are kept verbatim; the template ones also update the template registry (`crate::templates`),
+//! the coexistence ones (`smb_message_echoes`, `history`, `smb_app_state_sync`) their
+//! conversations (`crate::coexistence`).
+//!
+//! A message for a `phone_number_id` missing from `[[numbers]]` is counted
+//! (`switchboard_unknown_number_total`) and kept verbatim (field [`UNKNOWN_NUMBER_FIELD`]), never
+//! a conversation; so is a coexistence change for one. Its statuses go on as any status (they
+//! open nothing; one for a wamid nobody knows is parked and kept).
 //!
 //! Each message's conversation is its sender's contact's, found from the phone and user id it
 //! names, for the whole body at once (see [`crate::identity`], which also says how racing
@@ -35,7 +42,7 @@ use tokio::sync::Mutex;
 
 use crate::actors::{ConversationMsg, Ctx};
 use crate::domain::inbound::{InboundMessage, InboundStatus, Notification, OtherChange};
-use crate::domain::{Conversation, CustomerIds, DomainError, Millis};
+use crate::domain::{Conversation, CustomerIds, DomainError};
 use crate::error::Error;
 use crate::identity;
 use crate::log_limit::LogLimit;
@@ -43,9 +50,16 @@ use crate::metrics as m;
 use crate::store::{Batch, StatusUpdate};
 use crate::whatsapp::webhook::callback_message;
 
-/// How far ahead of the broker's clock an inbound message's Meta `timestamp` may be and still be
-/// taken as given (clocks differ a little); a later one is dated when it arrived.
-pub const MAX_FUTURE_SKEW_MS: Millis = 5 * 60 * 1000;
+/// The field under which a message to a `phone_number_id` missing from `[[numbers]]` is kept
+/// (`{"phone_number_id", "message"}`, the message as Meta sent it).
+pub const UNKNOWN_NUMBER_FIELD: &str = "unknown_number";
+
+fn unknown_number_raw(number: &str, message: &str) -> String {
+    let number = serde_json::Value::String(number.to_string());
+    format!(r#"{{"phone_number_id":{number},"message":{message}}}"#)
+}
+
+pub use crate::domain::inbound::MAX_FUTURE_SKEW_MS;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IngestReport {
@@ -65,6 +79,22 @@ pub async fn ingest(ctx: &Arc<Ctx>, n: Notification) -> Result<IngestReport, Err
         metrics::counter!(m::INBOUND_NO_CUSTOMER).increment(n.no_customer as u64);
     }
     let now = ctx.now();
+    // A message to a number the broker does not serve is kept, never a conversation.
+    let (served, unserved): (Vec<_>, Vec<_>) = n
+        .messages
+        .into_iter()
+        .partition(|m| ctx.config.number(&m.number).is_some());
+    let mut n = Notification {
+        messages: served,
+        ..n
+    };
+    for msg in &unserved {
+        metrics::counter!(m::UNKNOWN_NUMBER).increment(1);
+        n.other.push(OtherChange {
+            field: UNKNOWN_NUMBER_FIELD.to_string(),
+            raw: unknown_number_raw(&msg.number, &msg.raw),
+        });
+    }
     // Held while ids move and messages are resolved: see `identity` (one person's webhooks never
     // race to make two contacts).
     let held = identity::lock(&n.messages).await;
@@ -327,5 +357,6 @@ async fn keep_other(ctx: &Arc<Ctx>, other: Vec<OtherChange>) -> Result<(), Error
             }
         }
     }
-    Ok(())
+    // Kept first for the same reason; applying is idempotent too.
+    crate::coexistence::apply(ctx, &other).await
 }

@@ -38,6 +38,7 @@ pub mod alloc;
 pub mod app;
 pub mod automation;
 pub mod clock;
+pub mod coexistence;
 pub mod config;
 pub mod console;
 pub mod domain;

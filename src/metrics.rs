@@ -17,6 +17,10 @@ pub const INBOUND_WAMID_CONFLICTS: &str = "switchboard_inbound_wamid_conflicts_t
 pub const INBOUND_FUTURE_TIMESTAMPS: &str = "switchboard_inbound_future_timestamps_total";
 pub const INBOUND_NO_CUSTOMER: &str = "switchboard_inbound_no_customer_total";
 pub const INBOUND_SYSTEM: &str = "switchboard_inbound_system_messages_total";
+pub const UNKNOWN_NUMBER: &str = "switchboard_unknown_number_total";
+pub const APP_ECHOES: &str = "switchboard_app_echoes_total";
+pub const HISTORY_IMPORTED: &str = "switchboard_history_messages_total";
+pub const APP_CONTACT_SYNC: &str = "switchboard_app_contact_sync_total";
 pub const CONTACT_CONFLICTS: &str = "switchboard_contact_conflicts_total";
 pub const STATUS_UPDATES: &str = "switchboard_status_updates_total";
 pub const INBOUND_REACTIONS: &str = "switchboard_inbound_reactions_total";
@@ -175,6 +179,22 @@ fn describe() {
     describe_counter!(
         INBOUND_NO_CUSTOMER,
         "Inbound messages naming neither a phone nor a user id (in the message or its contacts): kept verbatim, never a conversation."
+    );
+    describe_counter!(
+        UNKNOWN_NUMBER,
+        "Webhook items (messages, echoes, history chunks, contact syncs) for a phone_number_id missing from [[numbers]]: answered 200 and kept verbatim, never a conversation."
+    );
+    describe_counter!(
+        APP_ECHOES,
+        "Messages, edits and revokes the business made in the WhatsApp Business App (smb_message_echoes) applied to their conversations (redeliveries excluded)."
+    );
+    describe_counter!(
+        HISTORY_IMPORTED,
+        "WhatsApp Business App chat history messages (history webhook) imported into their conversations (redeliveries excluded)."
+    );
+    describe_counter!(
+        APP_CONTACT_SYNC,
+        "WhatsApp Business App contact changes (smb_app_state_sync) that renamed a known customer."
     );
     describe_counter!(
         INBOUND_SYSTEM,
@@ -507,6 +527,10 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
         INBOUND_FUTURE_TIMESTAMPS,
         INBOUND_NO_CUSTOMER,
         INBOUND_SYSTEM,
+        UNKNOWN_NUMBER,
+        APP_ECHOES,
+        HISTORY_IMPORTED,
+        APP_CONTACT_SYNC,
         CONTACT_CONFLICTS,
         OUTBOUND_RETRIES,
         OUTBOX_SPILLED,

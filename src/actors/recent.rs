@@ -80,6 +80,7 @@ mod tests {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Default::default(),
         }
     }
 

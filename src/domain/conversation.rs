@@ -422,6 +422,7 @@ impl Conversation {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Default::default(),
         }
     }
 
@@ -480,6 +481,7 @@ impl Conversation {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Default::default(),
         }
     }
 
@@ -735,6 +737,24 @@ impl Conversation {
             self.sla.waiting_since = Some(now);
         }
         false
+    }
+
+    /// Records a message of the WhatsApp Business App (an echo, or imported history): only the
+    /// times follow (as storage's fold reads them back, see [`Self::absorb`]); no status, queue,
+    /// owner or SLA clock changes, for none of it is the customer writing to the broker now.
+    pub fn on_app_message(&mut self, at: Millis, inbound: bool) {
+        let mut clock = self.clock();
+        clock.saw(at, inbound);
+        self.set_clock(clock);
+    }
+
+    /// A conversation that only the WhatsApp Business App made (an echo or imported history,
+    /// no customer message through the broker yet) is `resolved`: in no queue and owned by
+    /// nobody; the customer's next message reopens it and routing places it as usual.
+    pub fn settle_as_app_only(&mut self) {
+        self.status = ConversationStatus::Resolved;
+        self.assignee = None;
+        self.assigned_at = None;
     }
 
     /// Takes the conversation from `agent` back to its team's queue (the assignee became
@@ -1100,6 +1120,7 @@ mod tests {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Default::default(),
         }
     }
 

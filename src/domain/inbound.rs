@@ -8,6 +8,11 @@
 use super::message::{Content, MediaInfo, Pricing};
 use super::{CustomerIds, DeliveryStatus, IdentityChange, MessageError, Millis};
 
+/// How far ahead of the broker's clock an inbound message's Meta `timestamp` may be and still be
+/// taken as given (clocks differ a little); a later one is dated when it arrived (`ingest`, and
+/// `coexistence` for imported history), since it decides when the 24-hour window closes.
+pub const MAX_FUTURE_SKEW_MS: Millis = 5 * 60 * 1000;
+
 /// An inbound customer message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundMessage {
@@ -98,4 +103,65 @@ pub struct Notification {
     /// in the message or the change's `contacts`): counted on their own
     /// (`switchboard_inbound_no_customer_total`), kept verbatim, never a conversation.
     pub no_customer: usize,
+}
+
+/// A message of the WhatsApp Business App on a coexistence number (the number is used in the
+/// app and through the Cloud API at once): what the business sent from the app
+/// (`smb_message_echoes`), or a message of the app's chat history (`history`), either side's.
+/// None of them is the customer writing now: they start no routing, automation or SLA clock,
+/// and the broker sends nothing for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppMessage {
+    /// The business number (`phone_number_id`).
+    pub number: String,
+    /// The customer's phone: the echo's `to`, the history thread's `id`.
+    pub customer: String,
+    pub wamid: String,
+    /// Meta's `timestamp` (ms): when it was written on the device.
+    pub sent_at: Millis,
+    /// Written by the business (shown as outbound, author `business_app`); else by the customer.
+    pub from_business: bool,
+    /// From the `history` webhook.
+    pub imported: bool,
+    pub kind: String,
+    pub text: Option<String>,
+    pub detail: InboundDetail,
+    /// Meta's `history_context.status` of an imported message, when it is one the broker knows.
+    pub status: Option<DeliveryStatus>,
+    /// An edit or revoke of an earlier message, rather than a message of its own.
+    pub edit: Option<AppEdit>,
+    /// The item's JSON as Meta sent it.
+    pub raw: String,
+}
+
+/// What an echo of type `edit` or `revoke` does to the message it names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppEdit {
+    /// The business edited message `original`: its text becomes `text`.
+    Edit {
+        original: String,
+        text: Option<String>,
+    },
+    /// The business deleted message `original` for everyone.
+    Revoke { original: String },
+}
+
+/// A contact of the business's WhatsApp Business App address book (`smb_app_state_sync`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppContact {
+    pub number: String,
+    /// The contact's phone (`contact.phone_number`).
+    pub phone: String,
+    /// The name the business gave it (`full_name`, else `first_name`); None when it removed
+    /// the contact.
+    pub name: Option<String>,
+}
+
+/// What one coexistence change (`smb_message_echoes`, `history`, `smb_app_state_sync`) carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppChange {
+    /// The business number it is about (`metadata.phone_number_id`; empty when Meta gave none).
+    pub number: String,
+    pub messages: Vec<AppMessage>,
+    pub contacts: Vec<AppContact>,
 }

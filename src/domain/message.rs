@@ -421,6 +421,9 @@ pub enum Author {
     System,
     /// The automation bot (`[automation]`): its answers and its hand-over notes.
     Bot,
+    /// The business itself, writing from the WhatsApp Business App on a coexistence number
+    /// (`smb_message_echoes`, and its side of imported `history`): never sent by the broker.
+    BusinessApp,
 }
 
 impl Author {
@@ -428,10 +431,12 @@ impl Author {
     pub const SYSTEM: &'static str = "system";
     /// How [`Author::Bot`] is written; no agent may have this id either.
     pub const BOT: &'static str = "bot";
+    /// How [`Author::BusinessApp`] is written; reserved like the others.
+    pub const BUSINESS_APP: &'static str = "business_app";
 
     /// Whether an agent id would be mistaken for the broker's own authorship.
     pub fn is_reserved(agent_id: &str) -> bool {
-        agent_id == Self::SYSTEM || agent_id == Self::BOT
+        agent_id == Self::SYSTEM || agent_id == Self::BOT || agent_id == Self::BUSINESS_APP
     }
 
     /// The author as stored and shown: the customer's or agent's id, or `"system"`.
@@ -440,6 +445,7 @@ impl Author {
             Self::Customer(id) | Self::Agent(id) => id,
             Self::System => Self::SYSTEM,
             Self::Bot => Self::BOT,
+            Self::BusinessApp => Self::BUSINESS_APP,
         }
     }
 
@@ -455,6 +461,7 @@ impl Author {
             Direction::Inbound => Self::Customer(stored),
             _ if stored == Self::SYSTEM => Self::System,
             _ if stored == Self::BOT => Self::Bot,
+            _ if stored == Self::BUSINESS_APP => Self::BusinessApp,
             _ => Self::Agent(stored),
         }
     }
@@ -493,11 +500,36 @@ pub struct Message {
     pub media: Option<MediaInfo>,
     pub pricing: Option<Pricing>,
     pub content: Option<Content>,
+    /// What happened to it after it was written, and where it came from (coexistence).
+    pub lifecycle: Lifecycle,
+}
+
+/// A message's life after it was written, for messages the business wrote in the WhatsApp
+/// Business App (edited, revoked), and whether it was imported from that app's chat history.
+/// All default for everything else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// Imported from the WhatsApp Business App's chat history (`history` webhook): shown in
+    /// time order before the conversation's live messages, and it started nothing (no
+    /// routing, automation or SLA clock).
+    pub imported: bool,
+    /// When the business last edited it in the app (its `text` is the edited one).
+    pub edited_at: Option<Millis>,
+    /// When the business deleted it for everyone in the app (`revoke`): its text is kept for
+    /// the record, shown as revoked.
+    pub revoked_at: Option<Millis>,
+}
+
+impl Lifecycle {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// [`Message`]'s stored layout, field by field, the author as its string (the customer's or
 /// agent's id, or [`Author::SYSTEM`]). Borrowed when writing (no copy of the text or raw JSON);
-/// owned when reading. Version 2 of the record (see `store::legacy`): version 1 ended at `raw`.
+/// owned when reading. Version 3 of the record (see `store::legacy`): version 1 ended at `raw`,
+/// version 2 at `content`.
 #[derive(Serialize, Deserialize)]
 struct StoredMessage<'a> {
     conversation_id: Cow<'a, str>,
@@ -518,6 +550,7 @@ struct StoredMessage<'a> {
     media: Option<Cow<'a, MediaInfo>>,
     pricing: Option<Cow<'a, Pricing>>,
     content: Option<Cow<'a, Content>>,
+    lifecycle: Cow<'a, Lifecycle>,
 }
 
 impl Serialize for Message {
@@ -541,6 +574,7 @@ impl Serialize for Message {
             media: self.media.as_ref().map(Cow::Borrowed),
             pricing: self.pricing.as_ref().map(Cow::Borrowed),
             content: self.content.as_ref().map(Cow::Borrowed),
+            lifecycle: Cow::Borrowed(&self.lifecycle),
         }
         .serialize(serializer)
     }
@@ -568,7 +602,58 @@ impl<'de> Deserialize<'de> for Message {
             media: m.media.map(Cow::into_owned),
             pricing: m.pricing.map(Cow::into_owned),
             content: m.content.map(Cow::into_owned),
+            lifecycle: m.lifecycle.into_owned(),
         })
+    }
+}
+
+/// [`Message`] as version 2 of the record wrote it: everything up to `content`, before
+/// [`Lifecycle`]. Read by `store::legacy`.
+#[derive(Deserialize)]
+pub struct MessageV2 {
+    conversation_id: String,
+    seq: u64,
+    direction: Direction,
+    kind: String,
+    text: Option<String>,
+    wamid: Option<String>,
+    status: Option<DeliveryStatus>,
+    author: String,
+    at: Millis,
+    error: Option<MessageError>,
+    idempotency_key: Option<String>,
+    raw: Option<String>,
+    reply_to: Option<String>,
+    reactions: Vec<Reaction>,
+    referral: Option<String>,
+    media: Option<MediaInfo>,
+    pricing: Option<Pricing>,
+    content: Option<Content>,
+}
+
+impl From<MessageV2> for Message {
+    fn from(m: MessageV2) -> Self {
+        Message {
+            author: Author::read(m.direction, m.author),
+            conversation_id: m.conversation_id,
+            seq: m.seq,
+            direction: m.direction,
+            kind: m.kind,
+            text: m.text,
+            wamid: m.wamid,
+            status: m.status,
+            at: m.at,
+            error: m.error,
+            idempotency_key: m.idempotency_key,
+            raw: m.raw,
+            reply_to: m.reply_to,
+            reactions: m.reactions,
+            referral: m.referral,
+            media: m.media,
+            pricing: m.pricing,
+            content: m.content,
+            lifecycle: Lifecycle::default(),
+        }
     }
 }
 
@@ -611,6 +696,7 @@ impl From<MessageV1> for Message {
             media: None,
             pricing: None,
             content: None,
+            lifecycle: Lifecycle::default(),
         }
     }
 }
@@ -660,6 +746,20 @@ impl Message {
             self.error = error;
         }
         true
+    }
+}
+
+/// Puts a conversation's messages (read in `seq` order) in the order they are shown: messages
+/// imported from the WhatsApp Business App's history first, by their time (chunks arrive in any
+/// order, so their `seq` is arrival order, not time order), then every live message in `seq`
+/// order as before. Meta's history covers only the time before the number was onboarded, so it
+/// all precedes what arrives live.
+pub fn in_display_order(messages: &mut [Message]) {
+    if messages.iter().any(|m| m.lifecycle.imported) {
+        messages.sort_by_key(|m| {
+            let imported = m.lifecycle.imported;
+            (!imported, if imported { m.at } else { 0 }, m.seq)
+        });
     }
 }
 

@@ -431,6 +431,8 @@ mod tests {
             message_type: "text",
             labels: &[],
             intent: None,
+            number_country: None,
+            number_languages: &[],
         }
     }
 

@@ -122,6 +122,12 @@ pub struct RouteInput<'a> {
     pub message_type: &'a str,
     pub labels: &'a [String],
     pub intent: Option<&'a str>,
+    /// The business number's country (`[[numbers]] country`): `country` for a customer whose
+    /// own is unknown. A customer's known country always wins.
+    pub number_country: Option<&'a str>,
+    /// The business number's languages (`[[numbers]] languages`): a `language` condition
+    /// matches any of them when the message's own language cannot be detected.
+    pub number_languages: &'a [String],
 }
 
 /// The winning rule and what it assigns.
@@ -318,11 +324,10 @@ impl CompiledWhen {
                     .country()
                     .is_some_and(|country| contains(countries, country))
             })
-            && self.language.as_ref().is_none_or(|languages| {
-                derived
-                    .language()
-                    .is_some_and(|language| languages.contains(&language))
-            })
+            && self
+                .language
+                .as_ref()
+                .is_none_or(|languages| derived.language_in(languages))
     }
 }
 
@@ -335,6 +340,8 @@ fn contains(list: &[String], value: &str) -> bool {
 struct Derived<'a> {
     customer: &'a str,
     text: Option<&'a str>,
+    number_country: Option<&'a str>,
+    number_languages: &'a [String],
     lowercase_text: Option<Option<String>>,
     country: Option<Option<String>>,
     language: Option<Option<&'static str>>,
@@ -345,6 +352,8 @@ impl<'a> Derived<'a> {
         Derived {
             customer: input.customer,
             text: input.text,
+            number_country: input.number_country,
+            number_languages: input.number_languages,
             lowercase_text: None,
             country: None,
             language: None,
@@ -359,10 +368,22 @@ impl<'a> Derived<'a> {
     }
 
     fn country(&mut self) -> Option<&str> {
-        let customer = self.customer;
+        let (customer, fallback) = (self.customer, self.number_country);
         self.country
-            .get_or_insert_with(|| country_of(customer))
+            .get_or_insert_with(|| country_of(customer).or_else(|| fallback.map(str::to_string)))
             .as_deref()
+    }
+
+    /// Whether the message's language is one of `languages`: the detected one, else (nothing
+    /// detected) any of the number's.
+    fn language_in(&mut self, languages: &[&'static str]) -> bool {
+        match self.language() {
+            Some(language) => languages.contains(&language),
+            None => self
+                .number_languages
+                .iter()
+                .any(|l| languages.contains(&l.as_str())),
+        }
     }
 
     fn language(&mut self) -> Option<&'static str> {
@@ -663,6 +684,8 @@ mod tests {
         message_type: &'static str,
         labels: Vec<String>,
         intent: Option<&'static str>,
+        number_country: Option<&'static str>,
+        number_languages: Vec<String>,
     }
 
     impl Msg {
@@ -674,6 +697,8 @@ mod tests {
                 message_type: "text",
                 labels: Vec::new(),
                 intent: None,
+                number_country: None,
+                number_languages: Vec::new(),
             }
         }
 
@@ -685,8 +710,43 @@ mod tests {
                 message_type: self.message_type,
                 labels: &self.labels,
                 intent: self.intent,
+                number_country: self.number_country,
+                number_languages: &self.number_languages,
             }
         }
+    }
+
+    /// The number's country and languages stand in for the customer's only when those are
+    /// unknown: a customer whose phone names a country, or a text whose language is detected,
+    /// is routed by its own.
+    #[test]
+    fn number_country_and_languages_are_defaults() {
+        let rules = one(WhenConfig {
+            country: list(&["DE"]),
+            language: list(&["de"]),
+            ..Default::default()
+        });
+        // No country from an id that is neither a phone nor a user id, no language from "ok".
+        let mut unknown = Msg::text("ok");
+        unknown.customer = "no-phone";
+        assert!(!hits(&rules, &unknown));
+        unknown.number_country = Some("DE");
+        unknown.number_languages = vec!["de".into()];
+        assert!(
+            hits(&rules, &unknown),
+            "the number's country and language apply"
+        );
+        // A known customer country or detected language is not overridden.
+        let mut us = Msg::text("ok");
+        us.customer = "14155550123";
+        us.number_country = Some("DE");
+        us.number_languages = vec!["de".into()];
+        assert!(!hits(&rules, &us), "the customer's own country wins");
+        let mut english = Msg::text(EN_TEXT);
+        english.customer = "no-phone";
+        english.number_country = Some("DE");
+        english.number_languages = vec!["de".into()];
+        assert!(!hits(&rules, &english), "the detected language wins");
     }
 
     fn open(_: &str) -> bool {

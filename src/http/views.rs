@@ -106,6 +106,15 @@ pub struct MessageView {
     pub forwarded: bool,
     /// Meta's `context.frequently_forwarded`: forwarded many times.
     pub frequently_forwarded: bool,
+    /// When the business edited it in the WhatsApp Business App (`text` is the edited text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// When the business deleted it for everyone in the WhatsApp Business App.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Imported from the WhatsApp Business App's chat history (`history` webhook).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub imported: bool,
 }
 
 type Json = Box<serde_json::value::RawValue>;
@@ -322,6 +331,9 @@ impl MessageView {
             content: m.content.as_ref().map(ContentView::new),
             forwarded,
             frequently_forwarded,
+            edited_at: m.lifecycle.edited_at.map(rfc3339),
+            revoked_at: m.lifecycle.revoked_at.map(rfc3339),
+            imported: m.lifecycle.imported,
         }
     }
 }

@@ -902,6 +902,9 @@ mod tests {
             mps_setting: Some(1000),
             mps: 1000,
             coexistence: false,
+            country: None,
+            time_zone: None,
+            languages: Vec::new(),
         }];
         let pending = HashMap::from([("n1".to_string(), 1)]);
         let outbox = Outbox::start(&cfg, &numbers, store.clone(), graph, sink, &pending);

@@ -184,7 +184,8 @@ pub async fn show(
         .await?
         .filter(|c| c.visible_to(caller))
         .ok_or(DomainError::NotFound)?;
-    let messages = store.messages(id).await?;
+    let mut messages = store.messages(id).await?;
+    crate::domain::message::in_display_order(&mut messages);
     Ok((conv, messages))
 }
 

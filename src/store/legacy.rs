@@ -11,7 +11,7 @@ use super::codec::{raw, Record};
 use super::schema::{FetchJob, MediaRecord, OutboxJob, Payload, StatusUpdate, WamidRef};
 use super::settings::{RoutingRecord, TeamRecord};
 use super::StoreError;
-use crate::domain::message::MessageV1;
+use crate::domain::message::{MessageV1, MessageV2};
 use crate::domain::{Contact, Conversation, ConversationStatus, Message, Millis};
 
 /// Types still in their first layout: version 1, nothing older to read.
@@ -32,12 +32,14 @@ first_layout!(
     super::schema::BotMemory,
 );
 
-/// Version 2 added replies, reactions, referrals, media, pricing and typed content.
+/// Version 2 added replies, reactions, referrals, media, pricing and typed content; version 3
+/// the [`crate::domain::message::Lifecycle`] (coexistence: imported, edited, revoked).
 impl Record for Message {
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         match version {
             1 => Ok(raw::<MessageV1>(bytes)?.into()),
+            2 => Ok(raw::<MessageV2>(bytes)?.into()),
             v => Err(StoreError::Codec(format!(
                 "unknown message record version {v}"
             ))),
@@ -297,6 +299,49 @@ mod tests {
             reply_to: None,
         };
         assert_eq!((job.seq, &job.payload, job.in_doubt), (7, &text, true));
+    }
+
+    #[test]
+    fn version_2_messages_read_with_a_default_lifecycle() {
+        use crate::domain::message::{Author, Lifecycle};
+        let m = Message {
+            conversation_id: "c1".into(),
+            seq: 3,
+            direction: crate::domain::Direction::Outbound,
+            kind: "text".into(),
+            text: Some("hi".into()),
+            wamid: Some("wamid.2".into()),
+            status: Some(crate::domain::DeliveryStatus::Sent),
+            author: Author::BusinessApp,
+            at: 7,
+            error: None,
+            idempotency_key: None,
+            raw: None,
+            reply_to: None,
+            reactions: Vec::new(),
+            referral: None,
+            media: None,
+            pricing: None,
+            content: None,
+            lifecycle: Lifecycle {
+                imported: true,
+                edited_at: Some(8),
+                revoked_at: None,
+            },
+        };
+        // Version 3 is version 2 plus the lifecycle at the end: version 2's bytes are version
+        // 3's without it.
+        let v3 = super::super::codec::encode(&m).expect("encode");
+        assert_eq!(v3[0], 3);
+        let lifecycle = bincode::serialize(&m.lifecycle).expect("encode lifecycle");
+        let mut v2 = vec![2u8];
+        v2.extend_from_slice(&v3[1..v3.len() - lifecycle.len()]);
+        let old: Message = decode(&v2).expect("upgrade");
+        assert_eq!(old.lifecycle, Lifecycle::default());
+        assert_eq!(old.author, Author::BusinessApp);
+        assert_eq!((old.seq, old.text.as_deref()), (3, Some("hi")));
+        let again: Message = decode(&v3).expect("decode");
+        assert_eq!(again, m);
     }
 
     #[test]

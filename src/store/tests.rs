@@ -286,6 +286,7 @@ async fn reads_fold_in_the_messages_committed_after_the_record() {
         media: None,
         pricing: None,
         content: None,
+        lifecycle: Default::default(),
     };
     let mut b = Batch::new();
     let seq = c.take_seq();

@@ -3,6 +3,7 @@
 //! Nothing here knows about actors or HTTP servers; it turns Meta's bytes into typed values and
 //! typed values into Meta's requests.
 
+pub mod coexistence;
 pub mod graph;
 pub mod interactive;
 pub mod media;

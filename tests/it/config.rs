@@ -590,6 +590,8 @@ fn the_demo_config_has_routing_rules_for_its_teams() {
             message_type: "text",
             labels: &[],
             intent: None,
+            number_country: None,
+            number_languages: &[],
         };
         policies
             .rules

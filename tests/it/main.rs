@@ -19,6 +19,7 @@ mod automation_flows;
 mod bot_handback;
 mod bot_provider;
 mod bot_routing;
+mod coexistence;
 mod config;
 mod connections;
 mod console;

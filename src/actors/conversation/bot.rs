@@ -348,6 +348,7 @@ impl ConversationActor {
         let default_team = self.ctx.default_team(&next.number);
         let policies = self.ctx.policies();
         let mut placement = {
+            let number = self.ctx.config.number(&next.number);
             let input = RouteInput {
                 number: &next.number,
                 customer: &next.customer,
@@ -355,6 +356,8 @@ impl ConversationActor {
                 message_type: "text",
                 labels: next.labels(),
                 intent: mem.intent.as_deref(),
+                number_country: number.and_then(|n| n.country.as_deref()),
+                number_languages: number.map_or(&[], |n| n.languages.as_slice()),
             };
             policies.place(&input, &default_team, now)
         };

@@ -63,6 +63,7 @@ impl ConversationActor {
         }
         let policies = self.ctx.policies();
         let default_team = self.ctx.default_team(&next.number);
+        let number = self.ctx.config.number(&next.number);
         // Routing runs on a conversation's first message and on reopen, on the first message
         // that is not a redelivery.
         let placement = if is_new || state.conv.status == ConversationStatus::Resolved {
@@ -85,6 +86,8 @@ impl ConversationActor {
                         message_type: &first.kind,
                         labels: next.labels(),
                         intent: intent.as_deref(),
+                        number_country: number.and_then(|n| n.country.as_deref()),
+                        number_languages: number.map_or(&[], |n| n.languages.as_slice()),
                     };
                     policies.place(&input, &default_team, now)
                 })
@@ -159,6 +162,7 @@ impl ConversationActor {
                 reply_to,
                 reactions: Vec::new(),
                 referral: item.detail.referral,
+                lifecycle: Default::default(),
                 media: item.detail.media,
                 pricing: None,
                 content: item.detail.content,
@@ -398,6 +402,7 @@ impl ConversationActor {
             reply_to: None,
             reactions: Vec::new(),
             referral: None,
+            lifecycle: Default::default(),
             media: None,
             pricing: None,
             content: notice.detail.content,
@@ -492,6 +497,7 @@ pub(super) fn inbound_message(next: &mut Conversation, item: InboundMessage) -> 
         reply_to: None,
         reactions: Vec::new(),
         referral: item.detail.referral,
+        lifecycle: Default::default(),
         media: item.detail.media,
         pricing: None,
         content: item.detail.content,

@@ -27,6 +27,7 @@
 //! [`start`] (the business starting it with a template), [`deadlines`] and [`media`]; the
 //! automation bot's turns in [`bot`].
 
+mod app;
 mod bot;
 mod csat;
 mod deadlines;
@@ -290,6 +291,19 @@ pub enum ConversationMsg {
         flow: crate::automation::memory::Flow,
         reply: Reply<bool>,
     },
+    /// Messages of the WhatsApp Business App (coexistence): the business's echoes, their edits
+    /// and revokes, and imported chat history (see `app`). They start nothing.
+    App {
+        messages: Vec<crate::domain::inbound::AppMessage>,
+        reply: Reply<InboundAck>,
+    },
+    /// The business's WhatsApp Business App names the customer with phone `phone` (`None`:
+    /// removed from its contacts). Answers whether anything changed.
+    Name {
+        phone: String,
+        name: Option<String>,
+        reply: Reply<bool>,
+    },
     /// Test-only: panics inside the handler, to exercise supervision.
     #[cfg(test)]
     Crash,
@@ -323,6 +337,8 @@ impl ConversationMsg {
             | Self::Reassign { .. }
             | Self::Tick { .. }
             | Self::BotTurn { .. }
+            | Self::App { .. }
+            | Self::Name { .. }
             | Self::ChangeIds { .. } => None,
             #[cfg(test)]
             Self::Crash => None,
@@ -359,6 +375,8 @@ impl ConversationMsg {
             | Self::Reassign { .. }
             | Self::Tick { .. }
             | Self::BotTurn { .. }
+            | Self::App { .. }
+            | Self::Name { .. }
             | Self::ChangeIds { .. } => {}
             #[cfg(test)]
             Self::Crash => {}
@@ -548,6 +566,12 @@ impl ConversationActor {
                 reply,
             } => {
                 let _ = reply.send(Box::pin(self.bot_turn(state, version, turn, flow)).await);
+            }
+            ConversationMsg::App { messages, reply } => {
+                let _ = reply.send(Box::pin(self.app_messages(state, messages)).await);
+            }
+            ConversationMsg::Name { phone, name, reply } => {
+                let _ = reply.send(Box::pin(self.app_name(state, &phone, name)).await);
             }
             #[cfg(test)]
             ConversationMsg::Crash => panic!("injected crash"),
