@@ -649,6 +649,8 @@ async fn drive_and_audit(
             .map(|sh| sh.counters.snapshot())
             .unwrap_or_default(),
         fake_graph: graph.state.counters.snapshot(),
+        outbound_per_number: graph.state.rates_per_number(),
+        mps: s.mps,
         errors,
         crash,
         baseline,

@@ -676,19 +676,20 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                     .into_iter()
                     .partition(|j| &j.conversation_id == conv && j.seq < job.seq);
             held.lanes[o].read_back = kept;
-            forget(
-                &mut held.lanes[o].read_back_convs,
-                conv,
-                taken.len() as u32,
-            );
+            forget(&mut held.lanes[o].read_back_convs, conv, taken.len() as u32);
             found.extend(taken);
         }
         if intake.lanes[o].state.lock().spilled {
             let on_disk = self
-                .until_ok(conv, job.seq, "reading a conversation's earlier sends", || {
-                    self.store
-                        .outbox_before(conv, job.seq, self.cfg.queue_capacity)
-                })
+                .until_ok(
+                    conv,
+                    job.seq,
+                    "reading a conversation's earlier sends",
+                    || {
+                        self.store
+                            .outbox_before(conv, job.seq, self.cfg.queue_capacity)
+                    },
+                )
                 .await;
             found.extend(on_disk.into_iter().filter(|j| LaneKind::of(j) == other));
         }
@@ -767,7 +768,12 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 let reply = usize::from(pending.lane == LaneKind::Reply);
                 let at = match after {
                     RetryAfter::Now => now,
-                    RetryAfter::Backoff(d) => now + d,
+                    RetryAfter::Backoff(d) => {
+                        // A definite refusal: nothing reached the user, so the pair keeps its
+                        // token for the retry.
+                        held.pairs.refund(&e.to);
+                        now + d
+                    }
                     RetryAfter::PairLimited => {
                         metrics::counter!(m::OUTBOX_PAIR_LIMITED, "number" => self.number.clone())
                             .increment(1);
@@ -889,8 +895,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
             }
             held.lanes[li].ready.pop_front();
             held.lanes[pending.lane as usize].count -= 1;
-            if lane == LaneKind::Reply
-                && !held.lanes[LaneKind::Campaign as usize].ready.is_empty()
+            if lane == LaneKind::Reply && !held.lanes[LaneKind::Campaign as usize].ready.is_empty()
             {
                 held.reply_streak += 1;
             } else {
@@ -1126,9 +1131,12 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
         if job.in_doubt {
             // Sent again after a hold no callback ended: one may have come since.
             let pending = self
-                .until_ok(conv, seq, "checking that a held send is still pending", || {
-                    self.store.outbox_contains(conv, seq)
-                })
+                .until_ok(
+                    conv,
+                    seq,
+                    "checking that a held send is still pending",
+                    || self.store.outbox_contains(conv, seq),
+                )
                 .await;
             if !pending {
                 return Attempt::Over(None);

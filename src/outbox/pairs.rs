@@ -87,13 +87,17 @@ impl Pairs {
         let Some(p) = self.map.get_mut(to) else {
             return Ok(());
         };
-        if let Some(until) = p.blocked_until {
-            if now < until {
-                return Err(until);
-            }
-            p.blocked_until = None;
-        }
+        let unblocked = match p.blocked_until {
+            Some(until) if now < until => return Err(until),
+            Some(_) => true,
+            None => false,
+        };
+        p.blocked_until = None;
         p.tokens = p.tokens_at(now, interval).min(burst);
+        if unblocked {
+            // The back-off is the wait Meta asks for: the retry goes when it ends.
+            p.tokens = p.tokens.max(1.0);
+        }
         p.at = now;
         if p.tokens >= 1.0 {
             p.tokens -= 1.0;
@@ -103,7 +107,8 @@ impl Pairs {
         }
     }
 
-    /// Gives back a token taken for a send that did not go (the number had none left).
+    /// Gives back a token taken for a send that did not reach the user (the number had no
+    /// token left, or Meta refused the send for another reason than the pair rate).
     pub(super) fn refund(&mut self, to: &str) {
         if let Some(p) = self.map.get_mut(to) {
             p.tokens = (p.tokens + 1.0).min(self.burst);
@@ -177,6 +182,10 @@ mod tests {
         assert_eq!(
             p.try_take("a", now + Duration::from_secs(63)),
             Err(now + Duration::from_secs(64))
+        );
+        assert!(
+            p.try_take("a", now + Duration::from_secs(64)).is_ok(),
+            "the retry goes when the back-off ends"
         );
         for _ in 0..10 {
             p.limited("a", now);

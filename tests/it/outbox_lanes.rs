@@ -22,8 +22,8 @@ fn gap(a: &GraphRequest, b: &GraphRequest) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_message_to_the_same_user_waits_for_its_pair_and_another_users_does_not() {
-    let tb = TB::start_with(|c| c.outbox_extra = "pair_burst = 1\npair_interval_ms = 1500".into())
-        .await;
+    let tb =
+        TB::start_with(|c| c.outbox_extra = "pair_burst = 1\npair_interval_ms = 1500".into()).await;
     let (a_conv, a) = claimed(&tb, N1, BOB).await;
     let (b_conv, b) = claimed(&tb, N1, BOB).await;
     tb.must_reply(BOB, &a_conv, "a1").await;
@@ -34,7 +34,11 @@ async fn a_second_message_to_the_same_user_waits_for_its_pair_and_another_users_
         .iter()
         .map(|s| s.body["text"]["body"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(texts, ["a1", "b1", "a2"], "b's reply does not wait for a's pair");
+    assert_eq!(
+        texts,
+        ["a1", "b1", "a2"],
+        "b's reply does not wait for a's pair"
+    );
     let to_a = sends_to(&tb, &a);
     // The broker takes the pair's token when the send starts; arrival here can differ by a
     // little from that, never by the interval.
@@ -80,7 +84,10 @@ async fn pair_rate_limit_hit_backs_that_pair_off_four_to_the_n_and_no_other() {
     assert_eq!((to_a.len(), to_b.len()), (3, 1), "{to_a:?} {to_b:?}");
     let (first, second) = (gap(&to_a[0], &to_a[1]), gap(&to_a[1], &to_a[2]));
     assert!(first >= Duration::from_millis(190), "4^1 units: {first:?}");
-    assert!(second >= Duration::from_millis(790), "4^2 units: {second:?}");
+    assert!(
+        second >= Duration::from_millis(790),
+        "4^2 units: {second:?}"
+    );
     assert!(
         to_b[0].at < to_a[2].at,
         "b's send did not wait for a's back-off"
@@ -91,7 +98,10 @@ async fn pair_rate_limit_hit_backs_that_pair_off_four_to_the_n_and_no_other() {
         "switchboard_outbox_pair_limited_total",
         &[&format!("number=\"{N1}\"")],
     );
-    assert!(limited.unwrap_or(0.0) >= 2.0, "131056 is counted: {limited:?}");
+    assert!(
+        limited.unwrap_or(0.0) >= 2.0,
+        "131056 is counted: {limited:?}"
+    );
 }
 
 /// A UTILITY template approved through the API and Meta's webhook.
