@@ -540,7 +540,8 @@ enum End {
     Settled { accepted: bool },
     /// Send it again, after `after`; `permit` is its slot when it keeps one.
     Retry {
-        pending: Pending,
+        /// Boxed: it is the rare end, and a job is large.
+        pending: Box<Pending>,
         after: RetryAfter,
         permit: Option<OwnedSemaphorePermit>,
     },
@@ -790,7 +791,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                     replies: 0,
                     permit: None,
                 });
-                line.jobs.push_front(pending);
+                line.jobs.push_front(*pending);
                 line.replies += reply;
                 line.permit = permit;
                 if at <= now {
@@ -1009,12 +1010,12 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 return settled;
             }
             return End::Retry {
-                pending: Pending {
+                pending: Box::new(Pending {
                     job,
                     lane,
                     attempts,
                     hold_first: false,
-                },
+                }),
                 after: RetryAfter::Now,
                 permit: Some(permit),
             };
@@ -1039,12 +1040,12 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 End::Settled { accepted }
             }
             Attempt::Again { job, after } => End::Retry {
-                pending: Pending {
-                    job,
+                pending: Box::new(Pending {
+                    job: *job,
                     lane,
                     attempts: attempts + 1,
                     hold_first: false,
-                },
+                }),
                 after,
                 permit: Some(permit),
             },
@@ -1171,7 +1172,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 // No callback named it: sent again (the hold was the back-off).
                 metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
                 Attempt::Again {
-                    job,
+                    job: Box::new(job),
                     after: RetryAfter::Now,
                 }
             }
@@ -1199,7 +1200,10 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 } else {
                     RetryAfter::Backoff(backoff(&self.cfg, attempt))
                 };
-                Attempt::Again { job, after }
+                Attempt::Again {
+                    job: Box::new(job),
+                    after,
+                }
             }
             // Meta's code and title as given; the API adds `reason: "window_closed"`.
             Err(SendError::WindowClosed { code, title }) => {
@@ -1220,7 +1224,11 @@ enum Attempt {
     /// Done: its outcome to record, or None when there is none to record.
     Over(Option<Result<String, MessageError>>),
     /// To be sent again (`job` as it now stands on disk), after what.
-    Again { job: OutboxJob, after: RetryAfter },
+    Again {
+        /// Boxed: it is the rare outcome, and a job is large.
+        job: Box<OutboxJob>,
+        after: RetryAfter,
+    },
 }
 
 impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
