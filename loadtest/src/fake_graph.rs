@@ -175,6 +175,10 @@ impl FakeGraph {
         let app = Router::new()
             .route("/{pnid}/messages", post(send_v))
             .route("/{version}/{pnid}/messages", post(send_versioned))
+            .route(
+                "/{pnid}/message_templates",
+                get(templates_list).post(templates_create),
+            )
             .route("/{pnid}", get(media_locate))
             .route("/{pnid}/{id}", get(media_locate_versioned))
             .route("/media-bytes/{id}", get(media_download))
@@ -313,6 +317,35 @@ async fn send_v(
     body: Bytes,
 ) -> Response {
     handle(st, pnid, headers, body)
+}
+
+/// The WABA's templates: one approved template for `--campaign`
+/// ([`crate::campaign::TEMPLATE`]), so the broker's start-up sync registers it.
+async fn templates_list(State(st): State<Arc<GraphState>>, headers: HeaderMap) -> Response {
+    if !bearer_ok(&st, &headers) {
+        st.counters.inc("unauthorized");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    Json(json!({"data": [{
+        "id": "990001",
+        "name": crate::campaign::TEMPLATE,
+        "language": "en_US",
+        "status": "APPROVED",
+        "category": "UTILITY",
+        "components": [{"type": "BODY", "text": "Hi {{1}}, your order is ready."}],
+    }]}))
+    .into_response()
+}
+
+/// A template creation: accepted, `PENDING`.
+async fn templates_create(State(st): State<Arc<GraphState>>, headers: HeaderMap) -> Response {
+    if !bearer_ok(&st, &headers) {
+        st.counters.inc("unauthorized");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let n = st.next.fetch_add(1, Ordering::Relaxed);
+    Json(json!({"id": format!("99{n}"), "status": "PENDING", "category": "UTILITY"}))
+        .into_response()
 }
 
 fn handle(st: Arc<GraphState>, pnid: String, headers: HeaderMap, body: Bytes) -> Response {
