@@ -192,6 +192,19 @@ pub async fn drive(
             campaign.push(t);
         }
     }
+    // Round robin over the numbers, so every number's backlog grows from the start.
+    let mut by_number: Vec<Vec<&Taken>> = vec![Vec::new(); nums.len()];
+    for t in campaign {
+        let n = nums
+            .iter()
+            .position(|n| n.phone_number_id == t.number)
+            .unwrap_or(0);
+        by_number[n].push(t);
+    }
+    let longest = by_number.iter().map(Vec::len).max().unwrap_or(0);
+    let campaign: Vec<&Taken> = (0..longest)
+        .flat_map(|i| by_number.iter().filter_map(move |v| v.get(i).copied()))
+        .collect();
     let accepted = AtomicUsize::new(0);
     let refused = AtomicUsize::new(0);
     let replies: Arc<parking_mutex::Replies> = Arc::default();
