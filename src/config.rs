@@ -337,6 +337,15 @@ pub struct OutboxConfig {
     /// callback naming it before it is sent again.
     #[serde(default = "default_ambiguous_hold_ms")]
     pub ambiguous_hold_ms: u64,
+    /// Meta's pair rate: one message to the same user per this many milliseconds…
+    #[serde(default = "default_pair_interval_ms")]
+    pub pair_interval_ms: u64,
+    /// …with bursts of up to this many (`outbox::pairs`).
+    #[serde(default = "default_pair_burst")]
+    pub pair_burst: u32,
+    /// A 131056 answer backs its pair off 4^n times this (n: consecutive 131056 answers).
+    #[serde(default = "default_pair_backoff_ms")]
+    pub pair_backoff_ms: u64,
 }
 
 impl Default for OutboxConfig {
@@ -349,6 +358,9 @@ impl Default for OutboxConfig {
             queue_capacity: default_outbox_queue(),
             request_timeout_ms: default_request_timeout_ms(),
             ambiguous_hold_ms: default_ambiguous_hold_ms(),
+            pair_interval_ms: default_pair_interval_ms(),
+            pair_burst: default_pair_burst(),
+            pair_backoff_ms: default_pair_backoff_ms(),
         }
     }
 }
@@ -531,6 +543,18 @@ fn default_outbox_queue() -> usize {
 /// for its webhook retries while keeping a lost send's delay short.
 fn default_ambiguous_hold_ms() -> u64 {
     30_000
+}
+/// Meta: about one message every 6 seconds to one user, bursts of up to 45 in 6 seconds
+/// borrowed from the time that follows (`outbox::pairs`).
+fn default_pair_interval_ms() -> u64 {
+    6_000
+}
+fn default_pair_burst() -> u32 {
+    45
+}
+/// Meta's advice for 131056: retry after 4^n seconds.
+fn default_pair_backoff_ms() -> u64 {
+    1_000
 }
 fn default_request_timeout_ms() -> u64 {
     10_000
@@ -774,6 +798,9 @@ impl Config {
         positive("outbox.max_attempts", self.outbox.max_attempts as u64)?;
         positive("outbox.max_in_flight", self.outbox.max_in_flight as u64)?;
         positive("outbox.queue_capacity", self.outbox.queue_capacity as u64)?;
+        positive("outbox.pair_interval_ms", self.outbox.pair_interval_ms)?;
+        positive("outbox.pair_burst", u64::from(self.outbox.pair_burst))?;
+        positive("outbox.pair_backoff_ms", self.outbox.pair_backoff_ms)?;
         positive("outbox.request_timeout_ms", self.outbox.request_timeout_ms)?;
         positive(
             "conversations.idle_timeout_ms",

@@ -32,6 +32,9 @@ pub const OUTBOX_SPILLED: &str = "switchboard_outbox_spilled_total";
 pub const OUTBOX_PENDING: &str = "switchboard_outbox_pending";
 pub const OUTBOX_AMBIGUOUS: &str = "switchboard_outbox_ambiguous_total";
 pub const OUTBOX_ADOPTED: &str = "switchboard_outbox_adopted_total";
+pub const OUTBOX_SENDS: &str = "switchboard_outbox_sends_total";
+pub const OUTBOX_PAIR_PACED: &str = "switchboard_outbox_pair_paced_total";
+pub const OUTBOX_PAIR_LIMITED: &str = "switchboard_outbox_pair_limited_total";
 pub const READ_RECEIPTS: &str = "switchboard_read_receipts_total";
 pub const BROKER_RESTARTS: &str = "switchboard_broker_restarts_total";
 pub const API_REFUSED: &str = "switchboard_api_requests_refused_total";
@@ -258,6 +261,21 @@ fn describe() {
         OUTBOX_ADOPTED,
         "Outbound messages, per number, that took their wamid from a status callback naming them \
          (biz_opaque_callback_data) instead of from the Graph API's answer."
+    );
+    describe_counter!(
+        OUTBOX_SENDS,
+        "Graph API send attempts the outbox started, per number and lane: reply (agents' and the \
+         bot's messages, served first) or campaign (template sends), sharing the number's mps."
+    );
+    describe_counter!(
+        OUTBOX_PAIR_PACED,
+        "Outbound sends, per number, that waited for Meta's pair rate (one message to the same \
+         user per outbox.pair_interval_ms, bursts of outbox.pair_burst) while other users' sends went on."
+    );
+    describe_counter!(
+        OUTBOX_PAIR_LIMITED,
+        "Graph API answers 131056 (pair rate limit hit), per number: the pair then backs off 4^n \
+         seconds (n: its consecutive 131056 answers, at most 5), other pairs unaffected."
     );
     describe_counter!(
         READ_RECEIPTS,
@@ -508,6 +526,8 @@ pub const SLA_KINDS: [&str; 3] = ["first_response", "next_response", "resolution
 pub const SLA_OUTCOMES: [&str; 2] = ["hit", "miss"];
 /// `OUTBOX_AMBIGUOUS` causes, per number.
 pub const AMBIGUOUS_CAUSES: [&str; 4] = ["timeout", "connection", "no_message_id", "restart"];
+/// `OUTBOX_SENDS` lanes, per number.
+pub const OUTBOX_LANES: [&str; 2] = ["reply", "campaign"];
 /// `AGENT_REFUSED` kinds.
 pub const AGENT_REFUSED_KINDS: [&str; 2] = ["requests", "streams"];
 
@@ -587,6 +607,11 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
                 .increment(0);
         }
         counter!(OUTBOX_ADOPTED, "number" => number.to_owned()).increment(0);
+        counter!(OUTBOX_PAIR_PACED, "number" => number.to_owned()).increment(0);
+        counter!(OUTBOX_PAIR_LIMITED, "number" => number.to_owned()).increment(0);
+        for lane in OUTBOX_LANES {
+            counter!(OUTBOX_SENDS, "number" => number.to_owned(), "lane" => lane).increment(0);
+        }
         for category in PRICING_CATEGORIES.into_iter().chain([OTHER_CATEGORY]) {
             counter!(BILLABLE_MESSAGES, "number" => number.to_owned(), "category" => category)
                 .increment(0);

@@ -237,6 +237,13 @@ pub struct Cli {
     #[arg(long, default_value_t = 30, help_heading = "Fake Graph API")]
     pub status_delay_ms: u64,
 
+    /// Campaign mode: this many business-initiated template sends (one per distinct customer)
+    /// spread over --numbers, while an agent on the first number replies every 20 ms; reports
+    /// sends/s per number against --mps, the fake Graph API's pair-rate violations and the
+    /// replies' 202 -> Graph latency (needs --broker-bin; no webhook load, no audit). 0 = off.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Load")]
+    pub campaign: usize,
+
     /// `mps` of each generated business number.
     #[arg(long, default_value_t = 1000, help_heading = "Fake Graph API")]
     pub mps: u32,
@@ -333,6 +340,8 @@ pub struct Settings {
     pub throttle_ratio: f64,
     pub status_delay: Duration,
     pub mps: u32,
+    /// Template sends of campaign mode (0: the usual inbound run).
+    pub campaign: usize,
     pub crash_after: Option<Duration>,
     pub baseline: bool,
     pub baseline_mode: BaselineMode,
@@ -574,6 +583,7 @@ impl Cli {
             throttle_ratio: ratio("throttle-ratio", self.throttle_ratio)?,
             status_delay: Duration::from_millis(self.status_delay_ms),
             mps: self.mps,
+            campaign: self.campaign,
             crash_after,
             baseline: self.baseline,
             baseline_mode: self.baseline_mode,

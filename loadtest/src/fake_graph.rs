@@ -10,14 +10,22 @@
 //! `GET /media-bytes/{id}` serves [`crate::webhook::media_bytes`]; both require the bearer token
 //! (`media_located`, `media_downloaded`, `media_unknown` counters).
 //!
+//! Meta's pair rate is checked per number and recipient as Meta describes it: a bucket of
+//! [`PAIR_BURST`] messages refilled one per [`PAIR_INTERVAL`], with [`PAIR_SLACK`] of tolerance
+//! for the time a request takes to get here after the broker decided to send it. A send beyond
+//! it is answered 131056 ("pair rate limit hit"), as Meta does, and counted
+//! (`pair_rate_violations`). `rates_per_number` gives each number's accepted sends per second.
+//!
 //! Invariants: every accepted send is recorded (phone number, recipient, body text,
 //! `biz_opaque_callback_data`, wamid, arrival instant) *before* the answer is written, and is
 //! announced exactly once on the status channel so status callbacks (sent/delivered/read) can be
 //! generated for it. Rejected and throttled attempts are counted but never recorded as sends.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -33,6 +41,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::stats::{lock, Counters};
+
+/// Meta's pair rate: one message per 6 s to one user…
+pub const PAIR_INTERVAL: Duration = Duration::from_secs(6);
+/// …in bursts of up to 45.
+pub const PAIR_BURST: f64 = 45.0;
+/// How much earlier than its pair allows a send may arrive and still count as kept (request
+/// latency between the broker and here varies by a few milliseconds).
+pub const PAIR_SLACK: Duration = Duration::from_millis(250);
 
 /// A send the fake Graph API accepted.
 #[derive(Debug, Clone)]
@@ -60,6 +76,8 @@ pub struct GraphState {
     run_id: String,
     next: AtomicU64,
     sends: Mutex<Vec<SendRecord>>,
+    /// Each (number, recipient) pair's tokens and when they were counted.
+    pairs: Mutex<HashMap<(String, String), (f64, Instant)>>,
     /// `requests`, `accepted`, `throttled`, `unauthorized`, `bad_request`.
     pub counters: Counters,
     notices: mpsc::UnboundedSender<SentNotice>,
@@ -68,6 +86,46 @@ pub struct GraphState {
 impl GraphState {
     pub fn sends(&self) -> Vec<SendRecord> {
         lock(&self.sends).clone()
+    }
+
+    /// Each number's accepted sends per second, from its first to its last accepted send
+    /// (numbers with fewer than two sends are left out).
+    pub fn rates_per_number(&self) -> BTreeMap<String, f64> {
+        let mut spans: BTreeMap<String, (Instant, Instant, u64)> = BTreeMap::new();
+        for s in lock(&self.sends).iter() {
+            let e = spans
+                .entry(s.phone_number_id.clone())
+                .or_insert((s.at, s.at, 0));
+            e.0 = e.0.min(s.at);
+            e.1 = e.1.max(s.at);
+            e.2 += 1;
+        }
+        spans
+            .into_iter()
+            .filter_map(|(n, (first, last, count))| {
+                let secs = last.duration_since(first).as_secs_f64();
+                (count >= 2 && secs > 0.0).then(|| (n, (count - 1) as f64 / secs))
+            })
+            .collect()
+    }
+
+    /// Takes a token of the pair (`number`, `to`) at `at`; false when the send breaks Meta's
+    /// pair rate.
+    fn pair_ok(&self, number: &str, to: &str, at: Instant) -> bool {
+        let mut pairs = lock(&self.pairs);
+        let e = pairs
+            .entry((number.to_string(), to.to_string()))
+            .or_insert((PAIR_BURST, at));
+        let gained = at.duration_since(e.1).as_secs_f64() / PAIR_INTERVAL.as_secs_f64();
+        e.0 = (e.0 + gained).min(PAIR_BURST);
+        e.1 = at;
+        let slack = PAIR_SLACK.as_secs_f64() / PAIR_INTERVAL.as_secs_f64();
+        if e.0 >= 1.0 - slack {
+            e.0 -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Accepted sends carrying this `biz_opaque_callback_data`.
@@ -110,12 +168,17 @@ impl FakeGraph {
             run_id,
             next: AtomicU64::new(1),
             sends: Mutex::new(Vec::new()),
+            pairs: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             notices,
         });
         let app = Router::new()
             .route("/{pnid}/messages", post(send_v))
             .route("/{version}/{pnid}/messages", post(send_versioned))
+            .route(
+                "/{pnid}/message_templates",
+                get(templates_list).post(templates_create),
+            )
             .route("/{pnid}", get(media_locate))
             .route("/{pnid}/{id}", get(media_locate_versioned))
             .route("/media-bytes/{id}", get(media_download))
@@ -256,6 +319,35 @@ async fn send_v(
     handle(st, pnid, headers, body)
 }
 
+/// The WABA's templates: one approved template for `--campaign`
+/// ([`crate::campaign::TEMPLATE`]), so the broker's start-up sync registers it.
+async fn templates_list(State(st): State<Arc<GraphState>>, headers: HeaderMap) -> Response {
+    if !bearer_ok(&st, &headers) {
+        st.counters.inc("unauthorized");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    Json(json!({"data": [{
+        "id": "990001",
+        "name": crate::campaign::TEMPLATE,
+        "language": "en_US",
+        "status": "APPROVED",
+        "category": "UTILITY",
+        "components": [{"type": "BODY", "text": "Hi {{1}}, your order is ready."}],
+    }]}))
+    .into_response()
+}
+
+/// A template creation: accepted, `PENDING`.
+async fn templates_create(State(st): State<Arc<GraphState>>, headers: HeaderMap) -> Response {
+    if !bearer_ok(&st, &headers) {
+        st.counters.inc("unauthorized");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let n = st.next.fetch_add(1, Ordering::Relaxed);
+    Json(json!({"id": format!("99{n}"), "status": "PENDING", "category": "UTILITY"}))
+        .into_response()
+}
+
 fn handle(st: Arc<GraphState>, pnid: String, headers: HeaderMap, body: Bytes) -> Response {
     let at = Instant::now();
     st.counters.inc("requests");
@@ -308,6 +400,15 @@ fn handle(st: Arc<GraphState>, pnid: String, headers: HeaderMap, body: Bytes) ->
             130429,
             "(#130429) Rate limit hit",
             "Cloud API message throughput has been reached.",
+        );
+    }
+    if !st.pair_ok(&pnid, &to, at) {
+        st.counters.inc("pair_rate_violations");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            131056,
+            "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+            "Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.",
         );
     }
     let n = st.next.fetch_add(1, Ordering::Relaxed);

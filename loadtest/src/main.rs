@@ -13,6 +13,7 @@ mod bot;
 mod broker_config;
 mod broker_process;
 mod broker_view;
+mod campaign;
 mod cli;
 mod fake_graph;
 mod http1;
@@ -65,6 +66,39 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if settings.campaign > 0 {
+        let json_path = settings.json.clone();
+        let result = rt.block_on(async {
+            tokio::select! {
+                r = run::run_campaign(settings) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            }
+        });
+        drop(rt);
+        return match result {
+            Ok(report) => {
+                print!("{}", report.summary());
+                if let Some(path) = json_path {
+                    let written = serde_json::to_vec_pretty(&report)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|b| std::fs::write(&path, b).map_err(anyhow::Error::from));
+                    if let Err(e) = written {
+                        eprintln!("error: writing {}: {e:#}", path.display());
+                        return ExitCode::from(1);
+                    }
+                }
+                if report.passed() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let result = rt.block_on(async {
         tokio::select! {
             r = run::run(settings) => r,

@@ -80,6 +80,10 @@ pub struct Report {
     pub latency_ms: Latencies,
     pub agents: BTreeMap<String, u64>,
     pub fake_graph: BTreeMap<String, u64>,
+    /// Accepted sends per second of each number, at the fake Graph API (first to last send).
+    pub outbound_per_number: BTreeMap<String, f64>,
+    /// The `mps` each generated number was configured with.
+    pub mps: u32,
     /// Failures by `<what>.<kind>`.
     pub errors: BTreeMap<String, u64>,
     pub crash: Option<Crash>,
@@ -200,6 +204,20 @@ impl Report {
         }
         let _ = writeln!(o, "agents     {}", kv(&self.agents));
         let _ = writeln!(o, "fake graph {}", kv(&self.fake_graph));
+        let rates: Vec<f64> = self.outbound_per_number.values().copied().collect();
+        if !rates.is_empty() {
+            let total: f64 = rates.iter().sum();
+            let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = rates.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(
+                o,
+                "outbound   {total:.1} sends/s through {} numbers; per number min {min:.1} max {max:.1} sends/s (mps {}: {:+.1} % .. {:+.1} %)",
+                rates.len(),
+                self.mps,
+                (min / f64::from(self.mps.max(1)) - 1.0) * 100.0,
+                (max / f64::from(self.mps.max(1)) - 1.0) * 100.0,
+            );
+        }
         if let Some(c) = &self.crash {
             match (&c.error, c.killed_at_s, c.downtime_ms) {
                 (None, Some(k), Some(d)) => {

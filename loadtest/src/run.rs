@@ -365,6 +365,65 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Campaign mode (`--campaign`, `crate::campaign`): starts the fake Graph API and the broker
+/// (agents with room for every campaign conversation), runs the campaign, stops the broker.
+pub async fn run_campaign(s: Settings) -> anyhow::Result<crate::campaign::CampaignReport> {
+    let Target::Spawn { bin, .. } = &s.target else {
+        anyhow::bail!("--campaign needs --broker-bin");
+    };
+    let run_id = format!("{:08X}", rand::random::<u32>());
+    // Status callbacks are not generated: the campaign measures the outbox, not the callbacks.
+    let (notice_tx, _notice_rx) = mpsc::unbounded_channel();
+    let graph = FakeGraph::start(
+        s.graph_port,
+        s.access_token.clone(),
+        s.throttle_ratio,
+        run_id,
+        notice_tx,
+    )
+    .await?;
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-campaign-")
+        .tempdir()?;
+    let listen = format!("127.0.0.1:{}", free_loopback_port()?);
+    let api_listen = format!("127.0.0.1:{}", free_loopback_port()?);
+    let agents = s.agent_tokens.len().max(1);
+    let room = u32::try_from(s.campaign / agents + 1_000).unwrap_or(u32::MAX);
+    let cfg = render(&BrokerConfigSpec {
+        listen: listen.clone(),
+        api_listen: Some(api_listen.clone()),
+        storage_path: dir.path().join("db").display().to_string(),
+        app_secret: &s.app_secret,
+        verify_token: &s.verify_token,
+        access_token: &s.access_token,
+        graph_api_base: graph.base_url(),
+        numbers: s.numbers,
+        mps: s.mps,
+        agent_ids: &s.agent_ids,
+        agent_tokens: &s.agent_tokens,
+        admin_token: &s.admin_token,
+        max_concurrent: s.max_concurrent.max(room),
+    })?;
+    let cfg_path = dir.path().join("switchboard-loadtest.toml");
+    std::fs::write(&cfg_path, cfg).with_context(|| format!("writing {}", cfg_path.display()))?;
+    let base = format!("http://{listen}");
+    let mut broker =
+        BrokerProcess::new(bin, &cfg_path, &dir.path().join("broker.log"), base.clone());
+    broker.start()?;
+    let health = outcome::client(2, Some(Duration::from_secs(2)))?;
+    broker.wait_healthy(&health, s.startup_timeout).await?;
+    let result =
+        crate::campaign::drive(&s, &graph.state, &base, &format!("http://{api_listen}")).await;
+    let _ = broker.shutdown(Duration::from_secs(10)).await;
+    graph.stop();
+    if result.is_err() {
+        eprintln!("broker log (last lines):\n{}", broker.log_tail(20));
+        let kept = dir.keep();
+        eprintln!("kept data directory {}", kept.display());
+    }
+    result
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drive_and_audit(
     s: &Settings,
@@ -655,6 +714,8 @@ async fn drive_and_audit(
             .map(|sh| sh.counters.snapshot())
             .unwrap_or_default(),
         fake_graph: graph.state.counters.snapshot(),
+        outbound_per_number: graph.state.rates_per_number(),
+        mps: s.mps,
         errors,
         crash,
         baseline,

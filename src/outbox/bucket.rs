@@ -25,13 +25,24 @@ impl TokenBucket {
 
     /// Takes a token now, or says how long until one is available.
     pub fn try_take(&self) -> Result<(), Duration> {
+        self.check(true)
+    }
+
+    /// Whether a token is available now (without taking it), or how long until one is.
+    pub fn ready(&self) -> Result<(), Duration> {
+        self.check(false)
+    }
+
+    fn check(&self, take: bool) -> Result<(), Duration> {
         let mut s = self.state.lock();
         let now = Instant::now();
         let elapsed = now.duration_since(s.1).as_secs_f64();
         s.0 = (s.0 + elapsed * self.rate).min(self.burst);
         s.1 = now;
         if s.0 >= 1.0 {
-            s.0 -= 1.0;
+            if take {
+                s.0 -= 1.0;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - s.0) / self.rate))

@@ -10,9 +10,26 @@
 //! `outbox.max_in_flight` requests in flight per number, and reports the outcome to the
 //! conversation actor, which records it and deletes the outbox entry in one batch. Transient
 //! failures are retried with exponential back-off (each delay drawn between half and all of its
-//! ceiling), at most `outbox.max_attempts` times; entries still on disk at start-up (the broker
-//! died before an outcome was recorded) are sent again, so an acknowledged reply is sent even
-//! across kill -9.
+//! ceiling; the retry keeps its in-flight slot meanwhile), at most `outbox.max_attempts` times;
+//! entries still on disk at start-up (the broker died before an outcome was recorded) are sent
+//! again, so an acknowledged reply is sent even across kill -9.
+//!
+//! Lanes: each number has two, sharing its `mps` and in-flight slots. The *reply* lane carries
+//! agents' and the bot's messages (everything but templates); the *campaign* lane carries
+//! template sends (business-initiated: `POST /api/v1/conversations`, and the templates an agent
+//! sends to reopen a closed window, which no waiting customer is owed). Each lane has its own
+//! queue and spill, and the worker starts reply sends first: the campaign lane gets at least one
+//! send in [`REPLY_STREAK`]` + 1` while both have work (replies never wait behind a campaign; a
+//! flood of replies slows a campaign to a tenth of the number's rate, never to nothing). A
+//! conversation whose line holds a reply is served as a reply, template ahead of it included, so
+//! the lanes never reorder a conversation's sends (below).
+//!
+//! Pair rate: Meta allows about one message per 6 s to one user, in bursts of up to 45
+//! (`pairs`). A send whose user had their share is parked until the pair has a token again,
+//! without an in-flight slot, and other users' sends go meanwhile; a 131056 answer ("pair rate
+//! limit hit") backs that pair off 4^n seconds (n: its consecutive 131056 answers), other pairs
+//! unaffected (`switchboard_outbox_pair_paced_total{number}`,
+//! `switchboard_outbox_pair_limited_total{number}`, `switchboard_outbox_sends_total{number,lane}`).
 //!
 //! Ports: the outbox sees neither the actors nor a concrete HTTP client. Requests go out through a
 //! [`GraphSender`] and attempts and outcomes are reported to an [`OutcomeSink`] (app.rs wires the
@@ -27,11 +44,12 @@
 //! Never waiting on a full queue: [`Outbox::enqueue`] is called by conversation actors, and a send
 //! in flight records its outcome through its conversation's actor, so an actor that waited for
 //! room could wait on its own send (a burst of after-hours auto-replies on a throttled number
-//! did that). Every job is durable before it is queued, so when a number's queue is full the job
-//! stays on disk only and the number *spills*: every later job of that number stays on disk too,
-//! and the worker, once its queue is empty, reads them back in pages in key order
-//! (conversation, seq). It stops spilling after a full pass during which nothing new was
-//! spilled. Start-up is a spill too: the first pass resumes what the last run left unsent.
+//! did that). Every job is durable before it is queued, so when a lane's queue is full the job
+//! stays on disk only and the lane *spills*: every later job of that lane stays on disk too,
+//! and the worker, once the lane's queue is empty, reads the number's jobs back in pages in key
+//! order (conversation, seq), keeping that lane's. It stops spilling after a full pass during
+//! which nothing new was spilled. Start-up is a spill too: the first pass resumes what the last
+//! run left unsent.
 //!
 //! A send's outcome is recorded before its conversation's next send starts; recording is
 //! retried while it fails, so a reply never overtakes one that is still on disk.
@@ -64,23 +82,27 @@
 //! and the send itself keeps the in-doubt discipline above. Upload failures are retried like
 //! sends (same back-off, same `max_attempts`).
 //!
-//! Bounds: `outbox.queue_capacity` jobs queued per number, as many again waiting behind a
-//! conversation's send in flight (beyond that the worker stops taking jobs until a send ends),
-//! pages of `queue_capacity` jobs read back from disk, `max_in_flight` concurrent sends per
-//! number, `max_attempts` tries per message (held ambiguous attempts included), one hold entry per
-//! send in flight. Nothing else waits in memory: spilled jobs wait on disk.
+//! Bounds: per number and lane, `outbox.queue_capacity` jobs queued, as many again held by the
+//! worker and not started (waiting for their turn, their pair, a back-off, or behind their
+//! conversation's send in flight; beyond that the worker stops taking the lane's jobs until some
+//! start), a page of `queue_capacity` jobs read back from disk; `max_in_flight` concurrent sends
+//! (and retries keeping their slot) per number, `max_attempts` tries per message (held ambiguous
+//! attempts included), one hold entry per send in flight, the pair table of `pairs`. Nothing
+//! else waits in memory: spilled jobs wait on disk.
 
 mod bucket;
+mod pairs;
 mod ports;
 mod reads;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::Rng;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use bucket::TokenBucket;
@@ -99,7 +121,8 @@ pub struct Outbox {
     /// Set by a graceful shutdown: no send starts a new attempt, so none is left "in doubt"
     /// by the shutdown itself (an attempt cut off mid-request would be held after the restart).
     closing: Arc<std::sync::atomic::AtomicBool>,
-    lanes: HashMap<String, Arc<Lane>>,
+    /// Each number's hand-over to its worker.
+    lanes: HashMap<String, Arc<Intake>>,
     /// Each number's read receipts (`reads`: in memory only, bounded).
     reads: HashMap<String, Arc<reads::Reads>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -141,16 +164,51 @@ impl Drop for HoldGuard {
 /// Every send in flight, so shutdown can wait for them and then cancel the rest.
 type Deliveries = Arc<Mutex<JoinSet<()>>>;
 
-/// One number's hand-over from conversation actors to its worker.
-struct Lane {
-    state: Mutex<LaneState>,
+/// Which of its number's two lanes a job waits in (module docs, "Lanes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneKind {
+    /// Agents' and the bot's messages: whatever answers a customer who is waiting.
+    Reply = 0,
+    /// Template sends: business-initiated, a campaign's bulk.
+    Campaign = 1,
+}
+
+impl LaneKind {
+    const ALL: [LaneKind; 2] = [LaneKind::Reply, LaneKind::Campaign];
+
+    pub fn of(job: &OutboxJob) -> Self {
+        match job.payload {
+            Payload::Template { .. } => LaneKind::Campaign,
+            _ => LaneKind::Reply,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        m::OUTBOX_LANES[self as usize]
+    }
+}
+
+/// The campaign lane's turn comes at least once per this many sends while both lanes have
+/// work: replies go first, and a stream of them slows a campaign to a tenth, never stops it.
+const REPLY_STREAK: u32 = 9;
+
+/// One number's hand-over from conversation actors to its worker: a queue per lane.
+struct Intake {
+    lanes: [Lane; 2],
     /// Wakes the worker; a permit is stored when it is not waiting, so no wake-up is lost.
     wake: Notify,
+}
+
+/// One lane's queue, spilled to disk on its own (a campaign's spill never puts replies on disk).
+struct Lane {
+    state: Mutex<LaneState>,
     capacity: usize,
 }
 
 struct LaneState {
     queue: VecDeque<OutboxJob>,
+    /// How many of `queue`'s jobs each conversation has (see `NumberWorker::earlier`).
+    convs: HashMap<String, u32>,
     /// Jobs are kept on disk only until the worker has read them all back.
     spilled: bool,
     /// Counts spills, so the worker can tell whether one happened during its pass.
@@ -158,20 +216,69 @@ struct LaneState {
 }
 
 impl Lane {
+    fn new(capacity: usize) -> Self {
+        Lane {
+            state: Mutex::new(LaneState {
+                queue: VecDeque::new(),
+                convs: HashMap::new(),
+                // Start-up is a spill: the first pass resumes what the last run left.
+                spilled: true,
+                spills: 1,
+            }),
+            capacity,
+        }
+    }
+
     /// Queues `job`, or keeps it on disk only when the queue is full or already spilled.
     /// Never waits; true when queued.
     fn push(&self, job: OutboxJob) -> bool {
-        let queued = {
-            let mut st = self.state.lock();
-            if st.spilled || st.queue.len() >= self.capacity {
-                st.spilled = true;
-                st.spills += 1;
-                false
-            } else {
-                st.queue.push_back(job);
-                true
-            }
-        };
+        let mut st = self.state.lock();
+        if st.spilled || st.queue.len() >= self.capacity {
+            st.spilled = true;
+            st.spills += 1;
+            false
+        } else {
+            *st.convs.entry(job.conversation_id.clone()).or_default() += 1;
+            st.queue.push_back(job);
+            true
+        }
+    }
+
+    fn pop(&self) -> Option<OutboxJob> {
+        let mut st = self.state.lock();
+        let job = st.queue.pop_front()?;
+        forget(&mut st.convs, &job.conversation_id, 1);
+        Some(job)
+    }
+
+    /// Takes out of the queue conversation `conv`'s jobs with a seq below `before`.
+    fn take_before(&self, conv: &str, before: u64) -> Vec<OutboxJob> {
+        let mut st = self.state.lock();
+        if !st.convs.contains_key(conv) {
+            return Vec::new();
+        }
+        let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.queue)
+            .into_iter()
+            .partition(|j| j.conversation_id == conv && j.seq < before);
+        st.queue = kept;
+        forget(&mut st.convs, conv, taken.len() as u32);
+        taken.into()
+    }
+}
+
+/// Lowers `conv`'s count in `convs` by `n`, dropping it at zero.
+fn forget(convs: &mut HashMap<String, u32>, conv: &str, n: u32) {
+    if let Some(c) = convs.get_mut(conv) {
+        *c = c.saturating_sub(n);
+        if *c == 0 {
+            convs.remove(conv);
+        }
+    }
+}
+
+impl Intake {
+    fn push(&self, job: OutboxJob) -> bool {
+        let queued = self.lanes[LaneKind::of(&job) as usize].push(job);
         self.wake.notify_one();
         queued
     }
@@ -210,16 +317,11 @@ impl Outbox {
             let left = pending.get(&n.phone_number_id).copied().unwrap_or(0);
             metrics::gauge!(m::OUTBOX_PENDING, "number" => n.phone_number_id.clone())
                 .set(left as f64);
-            let lane = Arc::new(Lane {
-                state: Mutex::new(LaneState {
-                    queue: VecDeque::new(),
-                    spilled: true,
-                    spills: 1,
-                }),
+            let intake = Arc::new(Intake {
+                lanes: [Lane::new(cfg.queue_capacity), Lane::new(cfg.queue_capacity)],
                 wake: Notify::new(),
-                capacity: cfg.queue_capacity,
             });
-            lanes.insert(n.phone_number_id.clone(), lane.clone());
+            lanes.insert(n.phone_number_id.clone(), intake.clone());
             let bucket = Arc::new(TokenBucket::new(n.mps));
             let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
             let worker = NumberWorker {
@@ -234,7 +336,7 @@ impl Outbox {
                 holds: holds.clone(),
                 closing: closing.clone(),
             };
-            tasks.push(tokio::spawn(worker.run(lane)));
+            tasks.push(tokio::spawn(worker.run(intake)));
             // Receipts share the number's bucket and permits with its messages.
             let number_reads = Arc::new(reads::Reads::new(cfg.queue_capacity));
             reads.insert(n.phone_number_id.clone(), number_reads.clone());
@@ -272,7 +374,7 @@ impl Outbox {
         }
     }
 
-    /// Hands a durable job to its number's worker without waiting: when the number's queue is
+    /// Hands a durable job to its number's worker without waiting: when its lane's queue is
     /// full the job stays on disk and the worker reads it back (module docs).
     pub fn enqueue(&self, job: OutboxJob) {
         match self.lanes.get(&job.number) {
@@ -352,111 +454,469 @@ struct NumberWorker<G, S> {
 /// A job's identity: its conversation and its seq there.
 type JobKey = (String, u64);
 
-/// The worker's own bookkeeping; only its task touches it.
+/// A job the worker holds, with what its earlier attempts of this run left.
+struct Pending {
+    job: OutboxJob,
+    lane: LaneKind,
+    /// Attempts made so far (counted against `max_attempts`).
+    attempts: u32,
+    /// In doubt since the last run: held for a status callback before its first send.
+    hold_first: bool,
+}
+
+/// Where a conversation's line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    /// Its next job waits its turn in this lane's `ready` queue.
+    Ready(LaneKind),
+    /// Waiting for a time (its pair's rate or back-off, or a retry's back-off) in `parked`.
+    Parked,
+    /// A send of it is out; the rest waits.
+    InFlight,
+}
+
+/// One conversation's jobs the worker holds, in order: at most one of them is out at a time.
+struct Line {
+    jobs: VecDeque<Pending>,
+    state: LineState,
+    /// Reply-lane jobs among `jobs`: while there is one the line is served as a reply, so a
+    /// reply never waits behind the campaign lane for a template queued before it.
+    replies: usize,
+    /// The in-flight slot a retry keeps through its back-off (as a send in flight does), so a
+    /// throttled number does not start more sends meanwhile; none while waiting for a pair.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Line {
+    fn lane(&self) -> LaneKind {
+        if self.replies > 0 {
+            LaneKind::Reply
+        } else {
+            LaneKind::Campaign
+        }
+    }
+}
+
+/// One lane's side of the worker's bookkeeping.
 #[derive(Default)]
-struct Held {
-    /// Conversations with a send in flight, each with the jobs waiting behind it.
-    busy: HashMap<String, VecDeque<OutboxJob>>,
-    /// Jobs waiting in `busy` lines (bounded by `queue_capacity`).
-    waiting: usize,
-    /// Every job in flight or waiting, until its outcome is recorded.
-    known: HashSet<JobKey>,
-    /// Jobs read back from disk, not yet taken.
+struct LaneHeld {
+    /// This lane's jobs held and not started (bounded by `queue_capacity`).
+    count: usize,
+    /// Conversations whose next job may start, in turn; an entry whose line has moved on since
+    /// is skipped (at most one stale entry per promotion to the reply lane).
+    ready: VecDeque<String>,
+    /// Jobs read back from disk, not yet taken, and how many of them each conversation has.
     read_back: VecDeque<OutboxJob>,
+    read_back_convs: HashMap<String, u32>,
     /// Where the current pass over the disk goes on, and the spill count when it began.
     pass: Option<(Option<JobKey>, u64)>,
 }
 
+/// The worker's own bookkeeping; only its task touches it.
+struct Held {
+    lines: HashMap<String, Line>,
+    /// Every job held, in flight or waiting, until its outcome is recorded.
+    known: HashSet<JobKey>,
+    lanes: [LaneHeld; 2],
+    /// Parked lines by the time they may go again (one entry per parked line).
+    parked: BinaryHeap<Reverse<(Instant, String)>>,
+    pairs: pairs::Pairs,
+    /// A permit taken for the next send.
+    spare: Option<OwnedSemaphorePermit>,
+    /// Reply sends in a row while the campaign lane had work.
+    reply_streak: u32,
+}
+
+/// What a delivery task tells its worker when it ends.
+struct Ended {
+    key: JobKey,
+    to: String,
+    end: End,
+}
+
+enum End {
+    /// Its outcome is recorded (or it needs none: settled already, or shutting down);
+    /// `accepted` when Meta took it.
+    Settled { accepted: bool },
+    /// Send it again, after `after`; `permit` is its slot when it keeps one.
+    Retry {
+        /// Boxed: it is the rare end, and a job is large.
+        pending: Box<Pending>,
+        after: RetryAfter,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+}
+
+enum RetryAfter {
+    /// At its next turn (an ambiguous send no callback named, after its hold).
+    Now,
+    /// After this back-off (a transient failure), keeping its slot.
+    Backoff(Duration),
+    /// Meta's 131056: after its pair's back-off, without a slot.
+    PairLimited,
+}
+
+/// What the worker waits for before it can start more.
+enum Wait {
+    /// Nothing to start (or only parked lines: `parked` says when).
+    Work,
+    /// An in-flight slot.
+    Permit,
+    /// The number's next token, at this time.
+    Token(Instant),
+}
+
 impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
-    async fn run(self, lane: Arc<Lane>) {
+    async fn run(self, intake: Arc<Intake>) {
         let this = Arc::new(self);
-        // A send that ended names its job here; at most `max_in_flight` at a time.
-        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<JobKey>();
-        let mut held = Held::default();
-        let cap = this.cfg.queue_capacity;
+        // A send that ended says so here; at most `max_in_flight` at a time.
+        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
+        let mut held = Held {
+            lines: HashMap::new(),
+            known: HashSet::new(),
+            lanes: Default::default(),
+            parked: BinaryHeap::new(),
+            pairs: pairs::Pairs::new(
+                this.cfg.pair_burst,
+                Duration::from_millis(this.cfg.pair_interval_ms),
+                Duration::from_millis(this.cfg.pair_backoff_ms),
+            ),
+            spare: None,
+            reply_streak: 0,
+        };
         loop {
             // Ended sends first: they free their conversation's next job.
-            while let Ok(key) = ended_rx.try_recv() {
-                if !this.ended(&mut held, key, &ended_tx).await {
-                    return;
-                }
+            while let Ok(e) = ended_rx.try_recv() {
+                this.ended(&mut held, e);
             }
-            if held.waiting < cap {
-                let next = match held.read_back.pop_front() {
-                    Some(job) => Some(job),
-                    None => lane.state.lock().queue.pop_front(),
-                };
-                if let Some(job) = next {
-                    if !this.take(&mut held, job, &ended_tx).await {
-                        return;
-                    }
-                    continue;
-                }
-                if this.read_more(&mut held, &lane).await {
-                    continue;
-                }
+            let mut again = false;
+            for lane in LaneKind::ALL {
+                again |= this.fill(&mut held, &intake, lane).await;
             }
+            let wait = this.dispatch(&mut held, &ended_tx);
+            if again {
+                continue;
+            }
+            let wake_at = match wait {
+                Wait::Token(at) => Some(at),
+                _ => None,
+            };
+            let wake_at = match (wake_at, held.parked.peek()) {
+                (Some(a), Some(Reverse((b, _)))) => Some(a.min(*b)),
+                (a, b) => a.or(b.map(|Reverse((b, _))| *b)),
+            };
+            let want_permit = matches!(wait, Wait::Permit);
             tokio::select! {
                 biased;
-                Some(key) = ended_rx.recv() => {
-                    if !this.ended(&mut held, key, &ended_tx).await {
-                        return;
+                Some(e) = ended_rx.recv() => this.ended(&mut held, e),
+                _ = intake.wake.notified() => {}
+                permit = this.permits.clone().acquire_owned(), if want_permit => {
+                    match permit {
+                        Ok(p) => held.spare = Some(p),
+                        Err(_) => return,
                     }
                 }
-                _ = lane.wake.notified() => {}
+                _ = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now).into()), if wake_at.is_some() => {}
             }
         }
     }
 
-    /// Accepts one job: starts it, or lines it up behind its conversation's send in flight.
-    /// False when the worker is shutting down.
-    async fn take(
-        self: &Arc<Self>,
-        held: &mut Held,
-        job: OutboxJob,
-        ended: &mpsc::UnboundedSender<JobKey>,
-    ) -> bool {
-        if !held.known.insert((job.conversation_id.clone(), job.seq)) {
-            return true; // already held: queued and read back from disk
+    /// Takes `lane`'s jobs while it holds fewer than `queue_capacity`: read back from disk
+    /// first (they are older than anything queued since the spill), then queued, then the next
+    /// page from disk. True when another page may be read at once.
+    async fn fill(&self, held: &mut Held, intake: &Intake, lane: LaneKind) -> bool {
+        let i = lane as usize;
+        while held.lanes[i].count < self.cfg.queue_capacity {
+            let next = match held.lanes[i].read_back.pop_front() {
+                Some(job) => {
+                    forget(&mut held.lanes[i].read_back_convs, &job.conversation_id, 1);
+                    Some(job)
+                }
+                None => intake.lanes[i].pop(),
+            };
+            match next {
+                Some(job) => {
+                    for (earlier, lane) in self.earlier(held, intake, &job, lane).await {
+                        self.take(held, earlier, lane);
+                    }
+                    self.take(held, job, lane)
+                }
+                // One page per turn, so a long pass does not hold back the sends.
+                None => return self.read_more(held, &intake.lanes[i], lane).await,
+            }
         }
-        if let Some(line) = held.busy.get_mut(&job.conversation_id) {
-            line.push_back(job);
-            held.waiting += 1;
-            return true;
-        }
-        held.busy
-            .insert(job.conversation_id.clone(), VecDeque::new());
-        self.start(job, ended).await
+        false
     }
 
-    /// A send's outcome was recorded (or the job was a second copy): its conversation's next
-    /// job may go.
-    async fn ended(
-        self: &Arc<Self>,
+    /// The jobs of `job`'s conversation in the other lane, accepted before it and not held yet
+    /// (in seq order): they must go first. Lanes are separate queues, so a reply accepted after
+    /// a template of its conversation could otherwise be taken (and sent) before the template
+    /// still waiting in the campaign lane, or the other way round; taking them first puts them
+    /// ahead of it in the conversation's line. They are in memory (the other lane's queue or
+    /// pages read back) unless the other lane is spilled; then its disk is read too, which happens
+    /// only while that lane is spilled (a big campaign, or start-up) and costs one short
+    /// prefix read. A copy of such a job left in the other lane is dropped when taken later
+    /// (`known`, or the sink's answer once it is settled).
+    async fn earlier(
+        &self,
         held: &mut Held,
-        key: JobKey,
-        ended: &mpsc::UnboundedSender<JobKey>,
-    ) -> bool {
-        held.known.remove(&key);
-        match held.busy.get_mut(&key.0).and_then(VecDeque::pop_front) {
-            Some(next) => {
-                held.waiting -= 1;
-                self.start(next, ended).await
+        intake: &Intake,
+        job: &OutboxJob,
+        lane: LaneKind,
+    ) -> Vec<(OutboxJob, LaneKind)> {
+        let other = match lane {
+            LaneKind::Reply => LaneKind::Campaign,
+            LaneKind::Campaign => LaneKind::Reply,
+        };
+        let o = other as usize;
+        let conv = &job.conversation_id;
+        let mut found: Vec<OutboxJob> = intake.lanes[o].take_before(conv, job.seq);
+        if held.lanes[o].read_back_convs.contains_key(conv) {
+            let (taken, kept): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut held.lanes[o].read_back)
+                    .into_iter()
+                    .partition(|j| &j.conversation_id == conv && j.seq < job.seq);
+            held.lanes[o].read_back = kept;
+            forget(&mut held.lanes[o].read_back_convs, conv, taken.len() as u32);
+            found.extend(taken);
+        }
+        if intake.lanes[o].state.lock().spilled {
+            let on_disk = self
+                .until_ok(
+                    conv,
+                    job.seq,
+                    "reading a conversation's earlier sends",
+                    || {
+                        self.store
+                            .outbox_before(conv, job.seq, self.cfg.queue_capacity)
+                    },
+                )
+                .await;
+            found.extend(on_disk.into_iter().filter(|j| LaneKind::of(j) == other));
+        }
+        found.retain(|j| !held.known.contains(&(j.conversation_id.clone(), j.seq)));
+        found.sort_by_key(|j| j.seq);
+        found.dedup_by_key(|j| j.seq);
+        found.into_iter().map(|j| (j, other)).collect()
+    }
+
+    /// Accepts one job into its conversation's line.
+    fn take(&self, held: &mut Held, job: OutboxJob, lane: LaneKind) {
+        if !held.known.insert((job.conversation_id.clone(), job.seq)) {
+            return; // already held: queued and read back from disk
+        }
+        held.lanes[lane as usize].count += 1;
+        let conv = job.conversation_id.clone();
+        let pending = Pending {
+            hold_first: job.in_doubt,
+            job,
+            lane,
+            attempts: 0,
+        };
+        let reply = usize::from(lane == LaneKind::Reply);
+        match held.lines.get_mut(&conv) {
+            Some(line) => {
+                line.jobs.push_back(pending);
+                line.replies += reply;
+                if reply == 1 && line.state == LineState::Ready(LaneKind::Campaign) {
+                    line.state = LineState::Ready(LaneKind::Reply);
+                    held.lanes[LaneKind::Reply as usize].ready.push_back(conv);
+                }
             }
             None => {
-                held.busy.remove(&key.0);
-                true
+                held.lines.insert(
+                    conv.clone(),
+                    Line {
+                        jobs: VecDeque::from([pending]),
+                        state: LineState::Ready(lane),
+                        replies: reply,
+                        permit: None,
+                    },
+                );
+                held.lanes[lane as usize].ready.push_back(conv);
             }
         }
     }
 
-    /// While the number is spilled, reads the next page of its jobs back from disk. True when
-    /// there may be more to take now; false when the worker should wait for a wake-up.
-    async fn read_more(&self, held: &mut Held, lane: &Lane) -> bool {
-        let (after, spills_at_start) = match held.pass.take() {
+    /// A delivery ended: its conversation's next job gets its turn, or the job itself does
+    /// again, after its back-off.
+    fn ended(&self, held: &mut Held, e: Ended) {
+        let now = Instant::now();
+        let conv = e.key.0.clone();
+        match e.end {
+            End::Settled { accepted } => {
+                if accepted {
+                    held.pairs.accepted(&e.to);
+                }
+                held.known.remove(&e.key);
+                let Some(line) = held.lines.get_mut(&conv) else {
+                    return;
+                };
+                if line.jobs.is_empty() {
+                    held.lines.remove(&conv);
+                } else {
+                    let lane = line.lane();
+                    line.state = LineState::Ready(lane);
+                    held.lanes[lane as usize].ready.push_front(conv);
+                }
+            }
+            End::Retry {
+                pending,
+                after,
+                permit,
+            } => {
+                held.lanes[pending.lane as usize].count += 1;
+                let reply = usize::from(pending.lane == LaneKind::Reply);
+                let at = match after {
+                    RetryAfter::Now => now,
+                    RetryAfter::Backoff(d) => {
+                        // A definite refusal: nothing reached the user, so the pair keeps its
+                        // token for the retry.
+                        held.pairs.refund(&e.to);
+                        now + d
+                    }
+                    RetryAfter::PairLimited => {
+                        metrics::counter!(m::OUTBOX_PAIR_LIMITED, "number" => self.number.clone())
+                            .increment(1);
+                        now + held.pairs.limited(&e.to, now)
+                    }
+                };
+                let permit = match after {
+                    RetryAfter::PairLimited => None,
+                    _ => permit,
+                };
+                let line = held.lines.entry(conv.clone()).or_insert_with(|| Line {
+                    jobs: VecDeque::new(),
+                    state: LineState::InFlight,
+                    replies: 0,
+                    permit: None,
+                });
+                line.jobs.push_front(*pending);
+                line.replies += reply;
+                line.permit = permit;
+                if at <= now {
+                    let lane = line.lane();
+                    line.state = LineState::Ready(lane);
+                    held.lanes[lane as usize].ready.push_front(conv);
+                } else {
+                    line.state = LineState::Parked;
+                    held.parked.push(Reverse((at, conv)));
+                }
+            }
+        }
+    }
+
+    /// The lane whose turn it is: replies first, the campaign lane at least once per
+    /// `REPLY_STREAK` sends when both have work.
+    fn next_lane(held: &Held) -> Option<LaneKind> {
+        let reply = !held.lanes[LaneKind::Reply as usize].ready.is_empty();
+        let campaign = !held.lanes[LaneKind::Campaign as usize].ready.is_empty();
+        match (reply, campaign) {
+            (true, true) if held.reply_streak >= REPLY_STREAK => Some(LaneKind::Campaign),
+            (true, _) => Some(LaneKind::Reply),
+            (false, true) => Some(LaneKind::Campaign),
+            (false, false) => None,
+        }
+    }
+
+    /// Starts every send that may start now: each needs an in-flight slot, one of the number's
+    /// tokens and one of its pair's; a send whose pair has none is parked until its pair has
+    /// one, and the next conversation's send goes instead. Says what to wait for next.
+    fn dispatch(self: &Arc<Self>, held: &mut Held, ended: &mpsc::UnboundedSender<Ended>) -> Wait {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = held.parked.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, conv))) = held.parked.pop() else {
+                break;
+            };
+            if let Some(line) = held.lines.get_mut(&conv) {
+                if line.state == LineState::Parked {
+                    let lane = line.lane();
+                    line.state = LineState::Ready(lane);
+                    held.lanes[lane as usize].ready.push_front(conv);
+                }
+            }
+        }
+        loop {
+            let Some(lane) = Self::next_lane(held) else {
+                return Wait::Work;
+            };
+            let li = lane as usize;
+            let Some(conv) = held.lanes[li].ready.front() else {
+                return Wait::Work;
+            };
+            let Some(line) = held.lines.get_mut(conv) else {
+                held.lanes[li].ready.pop_front();
+                continue;
+            };
+            if line.state != LineState::Ready(lane) || line.jobs.is_empty() {
+                held.lanes[li].ready.pop_front();
+                continue;
+            }
+            if line.permit.is_none() && held.spare.is_none() {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(p) => held.spare = Some(p),
+                    Err(TryAcquireError::NoPermits) => return Wait::Permit,
+                    Err(TryAcquireError::Closed) => return Wait::Work,
+                }
+            }
+            if let Err(wait) = self.bucket.ready() {
+                return Wait::Token(now + wait);
+            }
+            let to = line.jobs[0].job.to.clone();
+            if let Err(until) = held.pairs.try_take(&to, now) {
+                // This user had their share: others go first, it goes when its pair may.
+                metrics::counter!(m::OUTBOX_PAIR_PACED, "number" => self.number.clone())
+                    .increment(1);
+                line.state = LineState::Parked;
+                line.permit = None;
+                let Some(conv) = held.lanes[li].ready.pop_front() else {
+                    return Wait::Work;
+                };
+                held.parked.push(Reverse((until, conv)));
+                continue;
+            }
+            if let Err(wait) = self.bucket.try_take() {
+                // The number's read receipts took it meanwhile.
+                held.pairs.refund(&to);
+                return Wait::Token(now + wait);
+            }
+            let Some(pending) = line.jobs.pop_front() else {
+                continue;
+            };
+            let permit = match line.permit.take().or_else(|| held.spare.take()) {
+                Some(p) => p,
+                None => return Wait::Permit, // unreachable: one was secured above
+            };
+            line.state = LineState::InFlight;
+            if pending.lane == LaneKind::Reply {
+                line.replies -= 1;
+            }
+            held.lanes[li].ready.pop_front();
+            held.lanes[pending.lane as usize].count -= 1;
+            if lane == LaneKind::Reply && !held.lanes[LaneKind::Campaign as usize].ready.is_empty()
+            {
+                held.reply_streak += 1;
+            } else {
+                held.reply_streak = 0;
+            }
+            metrics::counter!(m::OUTBOX_SENDS, "number" => self.number.clone(), "lane" => lane.as_str())
+                .increment(1);
+            self.start(pending, permit, ended);
+        }
+    }
+
+    /// While `lane` is spilled, reads the next page of the number's jobs back from disk and
+    /// keeps that lane's. True when there may be more to take now; false when the worker
+    /// should wait for a wake-up.
+    async fn read_more(&self, held: &mut Held, queue: &Lane, lane: LaneKind) -> bool {
+        let i = lane as usize;
+        let (after, spills_at_start) = match held.lanes[i].pass.take() {
             Some(pass) => pass,
             None => {
-                let st = lane.state.lock();
+                let st = queue.state.lock();
                 if !st.spilled {
                     return false;
                 }
@@ -472,25 +932,34 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
             Err(e) => {
                 // Keep the place; a later wake-up (a new job or an ended send) tries again.
                 tracing::error!(number = %self.number, error = %e, "cannot read the outbox back from disk");
-                held.pass = Some((after, spills_at_start));
+                held.lanes[i].pass = Some((after, spills_at_start));
                 return false;
             }
         };
         let last = jobs.last().map(|j| (j.conversation_id.clone(), j.seq));
+        let known = &held.known;
         let fresh: Vec<_> = jobs
             .into_iter()
-            .filter(|j| !held.known.contains(&(j.conversation_id.clone(), j.seq)))
+            .filter(|j| {
+                LaneKind::of(j) == lane && !known.contains(&(j.conversation_id.clone(), j.seq))
+            })
             .collect();
         if !fresh.is_empty() {
-            tracing::debug!(number = %self.number, count = fresh.len(), "sends read back from disk");
+            tracing::debug!(number = %self.number, lane = lane.as_str(), count = fresh.len(), "sends read back from disk");
         }
         let progressed = !fresh.is_empty();
-        held.read_back.extend(fresh);
+        for j in &fresh {
+            *held.lanes[i]
+                .read_back_convs
+                .entry(j.conversation_id.clone())
+                .or_default() += 1;
+        }
+        held.lanes[i].read_back.extend(fresh);
         if !reached_end {
-            held.pass = Some((last, spills_at_start));
+            held.lanes[i].pass = Some((last, spills_at_start));
             return true;
         }
-        let mut st = lane.state.lock();
+        let mut st = queue.state.lock();
         if st.spills == spills_at_start {
             // Nothing spilled since this pass began, so every spilled job was on disk for it.
             st.spilled = false;
@@ -499,52 +968,95 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
         progressed || !st.spilled
     }
 
-    /// Sends `job` on a task of its own once a permit is free, and names it on `ended` when
-    /// its outcome is recorded. False when the worker is shutting down.
-    async fn start(
+    /// Sends `pending` on a task of its own, holding `permit`, and reports on `ended` how it
+    /// ended.
+    fn start(
         self: &Arc<Self>,
-        job: OutboxJob,
-        ended: &mpsc::UnboundedSender<JobKey>,
-    ) -> bool {
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return false;
-        };
+        pending: Pending,
+        permit: OwnedSemaphorePermit,
+        ended: &mpsc::UnboundedSender<Ended>,
+    ) {
         let worker = self.clone();
         let ended = ended.clone();
         let mut set = self.deliveries.lock();
         while set.try_join_next().is_some() {}
         set.spawn(async move {
-            let key = (job.conversation_id.clone(), job.seq);
-            worker.deliver(job).await;
-            drop(permit);
-            let _ = ended.send(key);
+            let key = (pending.job.conversation_id.clone(), pending.job.seq);
+            let to = pending.job.to.clone();
+            let end = worker.deliver(pending, permit).await;
+            let _ = ended.send(Ended { key, to, end });
         });
-        true
     }
 
-    async fn deliver(&self, job: OutboxJob) {
+    /// One attempt of a send (with its media upload and its ambiguous hold, if any).
+    async fn deliver(&self, pending: Pending, permit: OwnedSemaphorePermit) -> End {
+        let Pending {
+            job,
+            lane,
+            attempts,
+            hold_first,
+        } = pending;
         let conv = job.conversation_id.clone();
         let seq = job.seq;
         let hold = self.holds.register((conv.clone(), seq));
+        let settled = End::Settled { accepted: false };
+        if hold_first {
+            // The last run may have delivered it: its callbacks get their time first; then it
+            // takes its turn (and tokens) again, as the time since it took them has passed.
+            metrics::counter!(m::OUTBOX_AMBIGUOUS, "number" => self.number.clone(), "cause" => AmbiguousCause::Restart.as_str())
+                .increment(1);
+            tracing::debug!(message_id = %job.message_id(), "send in doubt since the last run; holding it");
+            if !self.hold(&job, &hold.notify).await {
+                return settled;
+            }
+            return End::Retry {
+                pending: Box::new(Pending {
+                    job,
+                    lane,
+                    attempts,
+                    hold_first: false,
+                }),
+                after: RetryAfter::Now,
+                permit: Some(permit),
+            };
+        }
         // Until this send's outcome is recorded, its conversation's next send waits: letting it
         // go would put it ahead of this one, which stays on disk and is sent again after a
         // restart. So storage steps here are retried (with back-off) for as long as they fail;
         // storage that keeps failing gets the broker restarted (`crate::supervisor`).
-        let outcome = match self.upload_media(job).await {
-            Ok(Some(job)) => self.send_with_retries(&job, &hold.notify).await,
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
+        let job = match self.upload_media(job).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return settled,
+            Err(e) => {
+                self.record(&conv, seq, Err(e)).await;
+                return settled;
+            }
         };
-        let Some(outcome) = outcome else {
-            // Settled already: a second copy, or a status callback adopted it (which counted it);
-            // or shutting down (it stays on disk).
-            return;
-        };
-        let outcome = outcome.map(Some);
-        // Recording is idempotent: a repeat finds the message settled and drops the job.
+        match self.send_once(job, attempts + 1, &hold.notify).await {
+            Attempt::Over(None) => settled,
+            Attempt::Over(Some(outcome)) => {
+                let accepted = outcome.is_ok();
+                self.record(&conv, seq, outcome.map(Some)).await;
+                End::Settled { accepted }
+            }
+            Attempt::Again { job, after } => End::Retry {
+                pending: Box::new(Pending {
+                    job: *job,
+                    lane,
+                    attempts: attempts + 1,
+                    hold_first: false,
+                }),
+                after,
+                permit: Some(permit),
+            },
+        }
+    }
+
+    /// Records a send's outcome (idempotent: a repeat finds the message settled and drops it).
+    async fn record(&self, conv: &str, seq: u64, outcome: Result<Option<String>, MessageError>) {
         let settled = self
-            .until_ok(&conv, seq, "recording a send's outcome", || {
-                self.sink.outcome(&conv, seq, outcome.clone())
+            .until_ok(conv, seq, "recording a send's outcome", || {
+                self.sink.outcome(conv, seq, outcome.clone())
             })
             .await;
         if settled {
@@ -552,7 +1064,6 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
             metrics::gauge!(m::OUTBOX_PENDING, "number" => self.number.clone()).decrement(1.0);
         }
     }
-
     /// Records on the job's entry whether an attempt may be at Meta (see the module docs);
     /// false when the message no longer waits for a send (its outcome is recorded, or a status
     /// callback adopted it).
@@ -608,89 +1119,116 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
         }
     }
 
-    /// Sends `job` until it is accepted, fails for good, or runs out of attempts; None when it
-    /// turned out to be settled already (a second copy, or adopted from a status callback).
-    async fn send_with_retries(
-        &self,
-        job: &OutboxJob,
-        adopted: &Notify,
-    ) -> Option<Result<String, MessageError>> {
+    /// Sends `job` once (its `attempt`-th try): its outcome, None when it turned out to be
+    /// settled already (a second copy, or adopted from a status callback) or the broker is
+    /// shutting down, or to try again after what.
+    async fn send_once(&self, job: OutboxJob, attempt: u32, adopted: &Notify) -> Attempt {
         let message_id = job.message_id();
-        // Whether the entry on disk says an attempt may be at Meta.
-        let mut in_doubt = job.in_doubt;
-        if in_doubt {
-            // The last run may have delivered it: its callbacks get their time first.
-            metrics::counter!(m::OUTBOX_AMBIGUOUS, "number" => self.number.clone(), "cause" => AmbiguousCause::Restart.as_str())
-                .increment(1);
-            tracing::debug!(%message_id, "send in doubt since the last run; holding it");
-            if !self.hold(job, adopted).await {
-                return None;
-            }
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            // Shutting down: it stays on disk, not in doubt, and is sent after the restart.
+            return Attempt::Over(None);
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.bucket.take().await;
-            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
-                // Shutting down: it stays on disk, not in doubt, and is sent after the restart.
-                return None;
+        let (conv, seq) = (&job.conversation_id, job.seq);
+        if job.in_doubt {
+            // Sent again after a hold no callback ended: one may have come since.
+            let pending = self
+                .until_ok(
+                    conv,
+                    seq,
+                    "checking that a held send is still pending",
+                    || self.store.outbox_contains(conv, seq),
+                )
+                .await;
+            if !pending {
+                return Attempt::Over(None);
             }
+        } else if !self.mark(&job, true).await {
             // Durable before the request leaves, so a kill -9 during it is known at start-up;
             // this also finds a job whose outcome is recorded already (a second copy).
-            if !in_doubt {
-                if !self.mark(job, true).await {
-                    return None;
+            return Attempt::Over(None);
+        }
+        let started = Instant::now();
+        let res = self.graph.send(&job, &message_id).await;
+        metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
+        let job = OutboxJob {
+            in_doubt: true,
+            ..job
+        };
+        match res {
+            Ok(wamid) => Attempt::Over(Some(Ok(wamid))),
+            Err(SendError::Ambiguous { cause, reason }) => {
+                metrics::counter!(m::OUTBOX_AMBIGUOUS, "number" => self.number.clone(), "cause" => cause.as_str())
+                    .increment(1);
+                tracing::debug!(%message_id, attempt, %reason, "send outcome unknown; holding it");
+                if !self.hold(&job, adopted).await {
+                    return Attempt::Over(None);
                 }
-                in_doubt = true;
+                if attempt >= self.cfg.max_attempts {
+                    return Attempt::Over(Some(Err(MessageError {
+                        code: 0,
+                        title: format!("gave up after {attempt} attempts: {reason}"),
+                    })));
+                }
+                // No callback named it: sent again (the hold was the back-off).
+                metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
+                Attempt::Again {
+                    job: Box::new(job),
+                    after: RetryAfter::Now,
+                }
             }
-            let started = Instant::now();
-            let res = self.graph.send(job, &message_id).await;
-            metrics::histogram!(m::GRAPH_DURATION).record(started.elapsed().as_secs_f64());
-            match res {
-                Ok(wamid) => return Some(Ok(wamid)),
-                Err(SendError::Ambiguous { cause, reason }) => {
-                    metrics::counter!(m::OUTBOX_AMBIGUOUS, "number" => self.number.clone(), "cause" => cause.as_str())
-                        .increment(1);
-                    tracing::debug!(%message_id, attempt, %reason, "send outcome unknown; holding it");
-                    if !self.hold(job, adopted).await {
-                        return None;
-                    }
-                    if attempt >= self.cfg.max_attempts {
-                        return Some(Err(MessageError {
-                            code: 0,
-                            title: format!("gave up after {attempt} attempts: {reason}"),
-                        }));
-                    }
-                    // No callback named it: sent again (the hold was the back-off).
-                    metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
+            Err(SendError::Transient(reason)) => {
+                let code = leading_code(&reason);
+                if attempt >= self.cfg.max_attempts {
+                    return Attempt::Over(Some(Err(MessageError {
+                        code: code.unwrap_or(0),
+                        title: format!("gave up after {attempt} attempts: {reason}"),
+                    })));
                 }
-                Err(SendError::Transient(reason)) => {
-                    if attempt >= self.cfg.max_attempts {
-                        return Some(Err(MessageError {
-                            code: leading_code(&reason).unwrap_or(0),
-                            title: format!("gave up after {attempt} attempts: {reason}"),
-                        }));
-                    }
-                    // A definite refusal: nothing of this attempt is at Meta, and a restart
-                    // during the back-off need not hold it.
-                    if !self.mark(job, false).await {
-                        return None;
-                    }
-                    in_doubt = false;
-                    metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
-                    tracing::debug!(%message_id, attempt, %reason, "transient send failure; retrying");
-                    tokio::time::sleep(backoff(&self.cfg, attempt)).await;
+                // A definite refusal: nothing of this attempt is at Meta, and a restart
+                // during the back-off need not hold it.
+                let job = OutboxJob {
+                    in_doubt: false,
+                    ..job
+                };
+                if !self.mark(&job, false).await {
+                    return Attempt::Over(None);
                 }
-                // Meta's code and title as given; the API adds `reason: "window_closed"`.
-                Err(SendError::WindowClosed { code, title }) => {
-                    return Some(Err(MessageError { code, title }))
+                metrics::counter!(m::OUTBOUND_RETRIES).increment(1);
+                tracing::debug!(%message_id, attempt, %reason, "transient send failure; retrying");
+                let after = if code == Some(PAIR_RATE_LIMIT_HIT) {
+                    RetryAfter::PairLimited
+                } else {
+                    RetryAfter::Backoff(backoff(&self.cfg, attempt))
+                };
+                Attempt::Again {
+                    job: Box::new(job),
+                    after,
                 }
-                Err(SendError::Permanent { code, title }) => {
-                    return Some(Err(MessageError { code, title }))
-                }
+            }
+            // Meta's code and title as given; the API adds `reason: "window_closed"`.
+            Err(SendError::WindowClosed { code, title }) => {
+                Attempt::Over(Some(Err(MessageError { code, title })))
+            }
+            Err(SendError::Permanent { code, title }) => {
+                Attempt::Over(Some(Err(MessageError { code, title })))
             }
         }
     }
+}
+
+/// Meta's "pair rate limit hit": too many messages to one user (`pairs`).
+const PAIR_RATE_LIMIT_HIT: i64 = 131056;
+
+/// How one attempt went.
+enum Attempt {
+    /// Done: its outcome to record, or None when there is none to record.
+    Over(Option<Result<String, MessageError>>),
+    /// To be sent again (`job` as it now stands on disk), after what.
+    Again {
+        /// Boxed: it is the rare outcome, and a job is large.
+        job: Box<OutboxJob>,
+        after: RetryAfter,
+    },
 }
 
 impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {

@@ -297,6 +297,31 @@ impl Store {
     }
 
     /// Whether send `seq` of a conversation is still waiting for its outcome to be recorded.
+    /// Conversation `conversation_id`'s outbox jobs with a seq below `before`, in seq order
+    /// (at most `limit`): what must be sent before its job `before`.
+    pub async fn outbox_before(
+        &self,
+        conversation_id: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxJob>, StoreError> {
+        let mut prefix = conversation_id.as_bytes().to_vec();
+        prefix.push(0);
+        self.read(move |db| {
+            let mut jobs = Vec::new();
+            scan_prefix(db, CF_OUTBOX, &prefix, |_, value| {
+                let job: OutboxJob = decode(value)?;
+                if job.seq >= before {
+                    return Ok(false);
+                }
+                jobs.push(job);
+                Ok(jobs.len() < limit)
+            })?;
+            Ok(jobs)
+        })
+        .await
+    }
+
     pub async fn outbox_contains(
         &self,
         conversation_id: &str,

@@ -40,6 +40,7 @@ mod message_types;
 mod metrics;
 mod outbound;
 mod outbound_rich;
+mod outbox_lanes;
 mod outbox_metrics;
 mod people;
 mod reports;

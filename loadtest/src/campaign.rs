@@ -1,0 +1,466 @@
+//! `--campaign N`: the outbound side of a peak. N template sends (business-initiated, one per
+//! distinct customer) spread over the run's numbers, while agents on the first number answer
+//! their own customers, and what reached the fake Graph API measured against each number's mps.
+//!
+//! Until `POST /api/v1/conversations` is on main, a campaign's conversations are opened the way a
+//! broker sees them today: each customer writes once (signed webhooks, 100 messages each), an
+//! agent takes the conversation from its team's queue (`POST /api/v1/teams/support/next`), and
+//! the template is sent through `POST /api/v1/conversations/{id}/messages`. The fake Graph API
+//! lists one approved template, so the broker's start-up sync registers it.
+//!
+//! Phases: set-up (conversations opened and taken; not measured), then the campaign: every
+//! template send posted by `--connections` workers as fast as the broker accepts them, while one
+//! agent posts a text reply every [`REPLY_EVERY`] in a conversation of its own on the first
+//! number (never one that got a template, so no reply waits behind its own conversation's
+//! template); then the drain, until the fake Graph API has every send (or `--drain-timeout`).
+//!
+//! Reported: each number's accepted sends per second at the fake Graph API between its first and
+//! last send (the number's pacing shows when its backlog outlasts the run: per-number rate
+//! against `--mps`), the total, pair-rate violations the fake Graph API saw (it answers them with
+//! 131056, as Meta does), and the replies' 202 → Graph request latency.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::api::ApiClient;
+use crate::cli::Settings;
+use crate::fake_graph::GraphState;
+use crate::stats::{Latency, LatencySummary};
+use crate::webhook::{numbers, sign, unix_now};
+
+/// How often the replying agent answers during the campaign.
+pub const REPLY_EVERY: Duration = Duration::from_millis(20);
+/// Conversations on the first number kept for replies (no template is sent in them).
+const REPLY_CONVERSATIONS: usize = 200;
+/// Messages per set-up webhook.
+const PER_WEBHOOK: usize = 100;
+/// The template the fake Graph API lists as approved.
+pub const TEMPLATE: &str = "lt_order_ready";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignReport {
+    pub numbers: usize,
+    pub mps: u32,
+    pub template_sends: usize,
+    /// Template sends the broker answered 202.
+    pub accepted: usize,
+    pub refused: usize,
+    /// Seconds posting the templates took, and the rate the broker accepted them at.
+    pub post_s: f64,
+    pub post_rate: f64,
+    /// Sends the fake Graph API accepted, per number per second (first to last send).
+    pub per_number: Vec<(String, f64)>,
+    pub total_rate: f64,
+    pub pair_rate_violations: u64,
+    pub reply_to_graph: LatencySummary,
+    pub replies_sent: usize,
+    pub replies_unseen: usize,
+    pub drained: bool,
+}
+
+impl CampaignReport {
+    pub fn summary(&self) -> String {
+        let mps = f64::from(self.mps.max(1));
+        let min = self
+            .per_number
+            .iter()
+            .map(|x| x.1)
+            .fold(f64::INFINITY, f64::min);
+        let max = self.per_number.iter().map(|x| x.1).fold(0.0, f64::max);
+        let mut o = String::new();
+        use std::fmt::Write;
+        let _ = writeln!(
+            o,
+            "campaign   {} template sends over {} numbers at mps {}: {} accepted (202), {} refused, posted in {:.1} s ({:.1}/s)",
+            self.template_sends, self.numbers, self.mps, self.accepted, self.refused, self.post_s, self.post_rate
+        );
+        let _ = writeln!(
+            o,
+            "outbound   {:.1} sends/s in all; per number min {min:.1} max {max:.1} sends/s ({:+.2} % .. {:+.2} % of mps); drained: {}",
+            self.total_rate,
+            (min / mps - 1.0) * 100.0,
+            (max / mps - 1.0) * 100.0,
+            self.drained
+        );
+        let _ = writeln!(
+            o,
+            "pair rate  {} violations seen by the fake Graph API",
+            self.pair_rate_violations
+        );
+        let r = &self.reply_to_graph;
+        let _ = writeln!(
+            o,
+            "replies    {} sent during the campaign ({} never reached the fake Graph API); 202->graph p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms",
+            self.replies_sent, self.replies_unseen, r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms
+        );
+        o
+    }
+
+    /// Passes when the run saw no pair-rate violation, every reply arrived and nothing was
+    /// refused.
+    pub fn passed(&self) -> bool {
+        self.pair_rate_violations == 0 && self.replies_unseen == 0 && self.refused == 0
+    }
+}
+
+/// A conversation taken by an agent.
+struct Taken {
+    id: String,
+    number: String,
+    token: String,
+}
+
+/// Runs the campaign against a broker at `base` (webhooks) / `agent_base` (API).
+pub async fn drive(
+    s: &Settings,
+    graph: &GraphState,
+    base: &str,
+    agent_base: &str,
+) -> anyhow::Result<CampaignReport> {
+    let client = crate::outcome::client(s.connections, Some(s.request_timeout))?;
+    let api = ApiClient {
+        client: client.clone(),
+        base_url: agent_base.to_string(),
+        timeout: s.request_timeout,
+    };
+    wait_template(&api, &s.admin_token).await?;
+
+    // Set-up: every campaign customer writes once, and the reply customers of the first number.
+    let nums = numbers(s.numbers);
+    let per_number = s.campaign.div_ceil(nums.len().max(1));
+    let run = format!("{:06}", rand::random::<u32>() % 1_000_000);
+    let mut customers: Vec<(usize, String)> = Vec::new();
+    for (ni, _) in nums.iter().enumerate() {
+        let extra = if ni == 0 { REPLY_CONVERSATIONS } else { 0 };
+        for c in 0..per_number + extra {
+            customers.push((ni, format!("49{run}{ni:02}{c:07}")));
+        }
+    }
+    let webhook_url = format!("{base}/webhooks/whatsapp");
+    let batches: Vec<Vec<(usize, String)>> = customers
+        .chunks(PER_WEBHOOK)
+        .map(<[(usize, String)]>::to_vec)
+        .collect();
+    let secret = s.app_secret.clone();
+    let nums_ref = &nums;
+    let failures = AtomicUsize::new(0);
+    stream::iter(batches)
+        .for_each_concurrent(s.connections.min(16), |batch| {
+            let client = client.clone();
+            let url = webhook_url.clone();
+            let secret = secret.clone();
+            let failures = &failures;
+            async move {
+                let body = inbound_webhook(nums_ref, &batch);
+                let sig = sign(secret.as_bytes(), body.as_bytes());
+                let ok = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("X-Hub-Signature-256", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    anyhow::ensure!(
+        failures.load(Ordering::Relaxed) == 0,
+        "{} set-up webhooks were not acknowledged",
+        failures.load(Ordering::Relaxed)
+    );
+    let taken = take_all(&api, &s.agent_tokens, customers.len(), s.drain_timeout).await?;
+
+    // The campaign: templates to every conversation but the first number's reply ones.
+    let mut first_number: Vec<&Taken> = Vec::new();
+    let mut campaign: Vec<&Taken> = Vec::new();
+    for t in &taken {
+        if t.number == nums[0].phone_number_id && first_number.len() < REPLY_CONVERSATIONS {
+            first_number.push(t);
+        } else {
+            campaign.push(t);
+        }
+    }
+    // Round robin over the numbers, so every number's backlog grows from the start.
+    let mut by_number: Vec<Vec<&Taken>> = vec![Vec::new(); nums.len()];
+    for t in campaign {
+        let n = nums
+            .iter()
+            .position(|n| n.phone_number_id == t.number)
+            .unwrap_or(0);
+        by_number[n].push(t);
+    }
+    let longest = by_number.iter().map(Vec::len).max().unwrap_or(0);
+    let campaign: Vec<&Taken> = (0..longest)
+        .flat_map(|i| by_number.iter().filter_map(move |v| v.get(i).copied()))
+        .collect();
+    let accepted = AtomicUsize::new(0);
+    let refused = AtomicUsize::new(0);
+    let replies: Arc<parking_mutex::Replies> = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let started = Instant::now();
+    let reply_task = {
+        let api = ApiClient {
+            client: client.clone(),
+            base_url: agent_base.to_string(),
+            timeout: s.request_timeout,
+        };
+        let convs: Vec<(String, String)> = first_number
+            .iter()
+            .map(|t| (t.id.clone(), t.token.clone()))
+            .collect();
+        let replies = replies.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REPLY_EVERY);
+            let mut i = 0usize;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.notified() => return,
+                }
+                let Some((conv, token)) = convs.get(i % convs.len().max(1)) else {
+                    return;
+                };
+                i += 1;
+                let body =
+                    json!({"text": format!("reply {i}"), "idempotency_key": format!("lt-r-{i}")});
+                let path = format!("/api/v1/conversations/{conv}/messages");
+                if let Ok((st, v)) = api.call(token, Method::POST, &path, Some(&body)).await {
+                    if st.as_u16() == 202 {
+                        if let Some(id) = v["id"].as_str() {
+                            replies.push(id.to_string(), Instant::now());
+                        }
+                    }
+                }
+            }
+        })
+    };
+    stream::iter(campaign.iter())
+        .for_each_concurrent(s.connections, |t| {
+            let api = &api;
+            let (accepted, refused) = (&accepted, &refused);
+            async move {
+                let body = json!({"template": {"name": TEMPLATE, "language": "en_US",
+                                               "parameters": ["Ana"]},
+                                  "idempotency_key": format!("lt-t-{}", t.id)});
+                let path = format!("/api/v1/conversations/{}/messages", t.id);
+                match api.call(&t.token, Method::POST, &path, Some(&body)).await {
+                    Ok((st, _)) if st.as_u16() == 202 => accepted.fetch_add(1, Ordering::Relaxed),
+                    _ => refused.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+        .await;
+    let post_s = started.elapsed().as_secs_f64();
+
+    // The drain: until every template send reached the fake Graph API.
+    let want = accepted.load(Ordering::Relaxed);
+    let deadline = Instant::now() + s.drain_timeout;
+    let templates_seen = || graph.sends().iter().filter(|r| r.text.is_none()).count();
+    let mut drained = false;
+    while Instant::now() < deadline {
+        if templates_seen() >= want {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.notify_one();
+    let _ = reply_task.await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let sends = graph.sends();
+    let arrived: HashMap<&str, Instant> = sends
+        .iter()
+        .filter_map(|r| r.biz_opaque.as_deref().map(|b| (b, r.at)))
+        .collect();
+    let latency = Latency::new();
+    let mut unseen = 0;
+    let posted = replies.take();
+    for (id, at) in &posted {
+        match arrived.get(id.as_str()) {
+            Some(g) => latency.record(g.saturating_duration_since(*at)),
+            None => unseen += 1,
+        }
+    }
+    // Per-number rates of the template sends only (the first number's replies aside).
+    let mut spans: HashMap<&str, (Instant, Instant, u64)> = HashMap::new();
+    for r in sends.iter().filter(|r| r.text.is_none()) {
+        let e = spans
+            .entry(r.phone_number_id.as_str())
+            .or_insert((r.at, r.at, 0));
+        e.0 = e.0.min(r.at);
+        e.1 = e.1.max(r.at);
+        e.2 += 1;
+    }
+    let mut per_number: Vec<(String, f64)> = spans
+        .iter()
+        .filter(|(_, (a, b, n))| *n >= 2 && b > a)
+        .map(|(k, (a, b, n))| {
+            (
+                k.to_string(),
+                (*n - 1) as f64 / b.duration_since(*a).as_secs_f64(),
+            )
+        })
+        .collect();
+    per_number.sort_by(|a, b| a.0.cmp(&b.0));
+    let first = spans.values().map(|x| x.0).min();
+    let last = spans.values().map(|x| x.1).max();
+    let total = spans.values().map(|x| x.2).sum::<u64>();
+    let total_rate = match (first, last) {
+        (Some(a), Some(b)) if b > a => total as f64 / b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok(CampaignReport {
+        numbers: nums.len(),
+        mps: s.mps,
+        template_sends: campaign.len(),
+        accepted: want,
+        refused: refused.load(Ordering::Relaxed),
+        post_s,
+        post_rate: want as f64 / post_s.max(1e-9),
+        per_number,
+        total_rate,
+        pair_rate_violations: graph
+            .counters
+            .snapshot()
+            .get("pair_rate_violations")
+            .copied()
+            .unwrap_or(0),
+        reply_to_graph: latency.summary(),
+        replies_sent: posted.len(),
+        replies_unseen: unseen,
+        drained,
+    })
+}
+
+/// Waits until the broker lists the fake Graph API's approved template (its start-up sync).
+async fn wait_template(api: &ApiClient, admin: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((st, v)) = api
+            .call(admin, Method::GET, "/api/v1/templates", None)
+            .await
+        {
+            let approved = v["templates"].as_array().is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t["name"] == json!(TEMPLATE) && t["status"] == json!("APPROVED"))
+            });
+            if st.is_success() && approved {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the broker did not list the approved template {TEMPLATE} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Takes every queued conversation (`count` of them), spread over the agents.
+async fn take_all(
+    api: &ApiClient,
+    tokens: &[String],
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Taken>> {
+    anyhow::ensure!(!tokens.is_empty(), "--campaign needs at least one agent");
+    let deadline = Instant::now() + timeout;
+    let taken = tokio::sync::Mutex::new(Vec::with_capacity(count));
+    let per_agent = 8;
+    let workers = tokens
+        .iter()
+        .flat_map(|t| std::iter::repeat_n(t, per_agent));
+    stream::iter(workers)
+        .for_each_concurrent(None, |token| {
+            let taken = &taken;
+            async move {
+                while Instant::now() < deadline && taken.lock().await.len() < count {
+                    match api
+                        .call(token, Method::POST, "/api/v1/teams/support/next", None)
+                        .await
+                    {
+                        Ok((st, v)) if st.as_u16() == 200 => {
+                            let id = v["id"].as_str().map(str::to_string);
+                            let number = v["number"].as_str().unwrap_or("").to_string();
+                            if let Some(id) = id {
+                                taken.lock().await.push(Taken {
+                                    id,
+                                    number,
+                                    token: token.clone(),
+                                });
+                            }
+                        }
+                        // Not queued yet (set-up webhooks still being handled), or refused.
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+        })
+        .await;
+    let taken = taken.into_inner();
+    anyhow::ensure!(
+        taken.len() >= count,
+        "took {} of {count} conversations before the deadline",
+        taken.len()
+    );
+    Ok(taken)
+}
+
+/// One signed-webhook body with a text message from each of `batch`'s customers.
+fn inbound_webhook(nums: &[crate::webhook::Number], batch: &[(usize, String)]) -> String {
+    let ts = unix_now();
+    let mut by_number: HashMap<usize, Vec<&String>> = HashMap::new();
+    for (n, c) in batch {
+        by_number.entry(*n).or_default().push(c);
+    }
+    let changes: Vec<Value> = by_number
+        .into_iter()
+        .map(|(n, custs)| {
+            let num = &nums[n];
+            json!({"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": num.display_phone_number,
+                             "phone_number_id": num.phone_number_id},
+                "contacts": custs.iter().map(|c| json!({"profile": {"name": "Campaign"}, "wa_id": c})).collect::<Vec<_>>(),
+                "messages": custs.iter().map(|c| json!({"from": c, "id": format!("wamid.LTC{c}"),
+                    "timestamp": ts, "type": "text", "text": {"body": "hello"}})).collect::<Vec<_>>(),
+            }})
+        })
+        .collect();
+    json!({"object": "whatsapp_business_account",
+           "entry": [{"id": crate::webhook::WABA_ID, "changes": changes}]})
+    .to_string()
+}
+
+/// The replies posted, with when each was accepted (202).
+mod parking_mutex {
+    use std::sync::Mutex;
+    use tokio::time::Instant;
+
+    #[derive(Default)]
+    pub struct Replies(Mutex<Vec<(String, Instant)>>);
+
+    impl Replies {
+        pub fn push(&self, id: String, at: Instant) {
+            crate::stats::lock(&self.0).push((id, at));
+        }
+
+        pub fn take(&self) -> Vec<(String, Instant)> {
+            std::mem::take(&mut *crate::stats::lock(&self.0))
+        }
+    }
+}
