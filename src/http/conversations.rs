@@ -17,7 +17,7 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
 use super::json::ApiJson;
-use super::views::{ConversationView, MessageView};
+use super::views::{ConversationView, ListView, MessageView};
 use super::AppState;
 use crate::domain::ConversationStatus;
 use crate::service::conversations::{
@@ -79,14 +79,7 @@ async fn list(
         number: nonempty(p.number),
     };
     let page = service::list(&s.ctx.store, &caller, filter, p.limit, nonempty(p.after)).await?;
-    let views: Vec<ConversationView> = page
-        .conversations
-        .iter()
-        .map(|c| ConversationView::new(c, None))
-        .collect();
-    Ok(Json(
-        json!({ "conversations": views, "next_after": page.next_after }),
-    ))
+    Ok(Json(ListView::new(&page.conversations, page.next_after)))
 }
 
 #[derive(Deserialize)]

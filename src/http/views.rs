@@ -16,6 +16,27 @@ pub fn rfc3339(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// One page of `GET /api/v1/conversations`, serialised straight from the views: building a
+/// `serde_json::Value` first cost a map per conversation (a default page holds 10,000), which
+/// was most of the list's CPU outside storage.
+#[derive(Serialize)]
+pub struct ListView {
+    pub conversations: Vec<ConversationView>,
+    pub next_after: Option<String>,
+}
+
+impl ListView {
+    pub fn new(conversations: &[Conversation], next_after: Option<String>) -> Self {
+        Self {
+            conversations: conversations
+                .iter()
+                .map(|c| ConversationView::new(c, None))
+                .collect(),
+            next_after,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct ConversationView {
     pub id: String,
