@@ -14,6 +14,7 @@ mod broker_process;
 mod broker_view;
 mod cli;
 mod fake_graph;
+mod fanout;
 mod http1;
 mod load;
 mod outcome;
