@@ -768,7 +768,14 @@ mod tests {
         assert!(parse(&["--broker-bin", "x", "--sse-agents", "5", "--teams", "6"]).is_err());
         assert!(parse(&["--url", "http://127.0.0.1:1", "--sse-agents", "5"]).is_err());
         let plain = parse(&["--broker-bin", "x"]);
-        assert!(matches!(plain, Ok(Settings { sse_agents: 0, teams: 1, .. })));
+        assert!(matches!(
+            plain,
+            Ok(Settings {
+                sse_agents: 0,
+                teams: 1,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -89,7 +89,9 @@ impl AckTable {
     /// (nanos since origin, team) of an acknowledged message.
     fn get(&self, idx: u64) -> Option<(u64, u8)> {
         let chunk = self.chunks.get((idx >> CHUNK_BITS) as usize)?.get()?;
-        let v = chunk.get((idx as usize) & (CHUNK - 1))?.load(Ordering::Acquire);
+        let v = chunk
+            .get((idx as usize) & (CHUNK - 1))?
+            .load(Ordering::Acquire);
         (v != 0).then(|| ((v >> 8) - 1, (v & 0xff) as u8))
     }
 }
@@ -389,37 +391,36 @@ async fn create_agents(
     n: usize,
     teams: usize,
 ) -> anyhow::Result<Vec<(String, usize)>> {
-    let results: Vec<anyhow::Result<(String, usize)>> =
-        futures_util::stream::iter(1..=n)
-            .map(|i| async move {
-                let id = format!("fan{i}");
-                let team = (i - 1) % teams;
-                let body = json!({
-                    "id": id,
-                    "name": format!("Fan-out agent {i}"),
-                    "teams": [fanout_team_id(team)],
-                    "role": "agent",
-                    "max_concurrent": 5,
-                });
-                let call = |method, path: String, body: Option<serde_json::Value>| async move {
-                    api.call(admin_token, method, &path, body.as_ref())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("creating agent {i}: {e}"))
-                };
-                let (status, v) = call(Method::POST, "/api/v1/agents".into(), Some(body)).await?;
-                let (status, v) = if status == StatusCode::CONFLICT {
-                    call(Method::POST, format!("/api/v1/agents/{id}/token"), None).await?
-                } else {
-                    (status, v)
-                };
-                match v["token"].as_str() {
-                    Some(t) if status.is_success() => Ok((t.to_string(), team)),
-                    _ => anyhow::bail!("creating agent {id}: {status} {v}"),
-                }
-            })
-            .buffer_unordered(CREATE_CONCURRENCY)
-            .collect()
-            .await;
+    let results: Vec<anyhow::Result<(String, usize)>> = futures_util::stream::iter(1..=n)
+        .map(|i| async move {
+            let id = format!("fan{i}");
+            let team = (i - 1) % teams;
+            let body = json!({
+                "id": id,
+                "name": format!("Fan-out agent {i}"),
+                "teams": [fanout_team_id(team)],
+                "role": "agent",
+                "max_concurrent": 5,
+            });
+            let call = |method, path: String, body: Option<serde_json::Value>| async move {
+                api.call(admin_token, method, &path, body.as_ref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("creating agent {i}: {e}"))
+            };
+            let (status, v) = call(Method::POST, "/api/v1/agents".into(), Some(body)).await?;
+            let (status, v) = if status == StatusCode::CONFLICT {
+                call(Method::POST, format!("/api/v1/agents/{id}/token"), None).await?
+            } else {
+                (status, v)
+            };
+            match v["token"].as_str() {
+                Some(t) if status.is_success() => Ok((t.to_string(), team)),
+                _ => anyhow::bail!("creating agent {id}: {status} {v}"),
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect()
+        .await;
     results.into_iter().collect()
 }
 
@@ -539,7 +540,9 @@ fn on_event(
             .map(|rest| {
                 rest.iter()
                     .take_while(|b| b.is_ascii_digit())
-                    .fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')))
+                    .fold(0u64, |n, &d| {
+                        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                    })
             })
             .unwrap_or(0);
         t.lagged_missed += missed;
