@@ -7,7 +7,10 @@
 //! behind is told it lagged (so it can re-read the list) instead of slowing the publishers down;
 //! it takes whatever is queued in one batch, so a busy stream is written once per wake-up, not
 //! once per event. An agent's change (teams, role, disabled) reaches the index before the change
-//! is answered ([`EventBus::refresh_agent`]).
+//! is answered ([`EventBus::refresh_agent`]). Publishing only hands the event to one dispatcher
+//! thread (`event-fanout`), which offers events in publishing order, so an actor's answer never
+//! waits for the fan-out; its backlog is bounded by [`MAX_BACKLOG`] (beyond: dropped and counted
+//! to every stream as `lagged`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -172,12 +175,34 @@ impl Event {
 #[derive(Clone)]
 pub struct EventBus {
     inner: Arc<BusInner>,
+    /// The dispatcher's feed (`None` only if its thread could not be started: then publishers
+    /// offer events themselves).
+    feed: Option<Arc<Feed>>,
 }
+
+/// Events published and not yet offered, at most: beyond, an event is dropped and every stream
+/// is told it lagged by one more (the dispatcher is far behind; publishers never wait for it).
+pub const MAX_BACKLOG: usize = 65_536;
 
 struct BusInner {
     registry: RwLock<Registry>,
     subscribers: AtomicUsize,
     next_id: AtomicU64,
+    /// Events sent to the dispatcher and not yet offered.
+    backlog: AtomicUsize,
+    /// Events dropped because the backlog was full, not yet counted to the streams.
+    dropped: AtomicU64,
+}
+
+enum Msg {
+    Event(Arc<Event>),
+    #[cfg(test)]
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Dropping the last one ends the dispatcher thread.
+struct Feed {
+    tx: std::sync::mpsc::Sender<Msg>,
 }
 
 /// One subscriber's queue and wake-up.
@@ -293,63 +318,54 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn new() -> Self {
-        Self {
-            inner: Arc::new(BusInner {
-                registry: RwLock::new(Registry::default()),
-                subscribers: AtomicUsize::new(0),
-                next_id: AtomicU64::new(1),
-            }),
-        }
+        let inner = Arc::new(BusInner {
+            registry: RwLock::new(Registry::default()),
+            subscribers: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            backlog: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dispatcher = inner.clone();
+        let feed = std::thread::Builder::new()
+            .name("event-fanout".into())
+            .spawn(move || dispatch(dispatcher, rx))
+            .map(|_| Arc::new(Feed { tx }))
+            .map_err(|e| tracing::warn!(error = %e, "no event dispatcher thread; publishers offer events themselves"))
+            .ok();
+        Self { inner, feed }
     }
 
-    /// Offers `event` to each subscriber it concerns that may see it and asked for its kind.
+    /// Hands `event` to the dispatcher, which offers it to each subscriber it concerns that
+    /// may see it and asked for its kind, in publishing order. The publisher (a conversation
+    /// actor, before it answers) pays one channel send, not one push per stream.
     pub fn publish(&self, event: Event) {
         // No subscribers is normal; nothing to do.
         if !self.has_subscribers() {
             return;
         }
         let ev = Arc::new(event);
-        let r = self.inner.registry.read();
-        let c = &ev.conversation;
-        let team = |t: &str| r.by_team.get(t).map(Vec::as_slice).unwrap_or_default();
-        let agent = |a: Option<&str>| {
-            a.and_then(|a| r.by_agent.get(a))
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+        let Some(feed) = &self.feed else {
+            self.inner.offer(&ev);
+            return;
         };
-        let previous_team = ev
-            .previous_team
-            .as_deref()
-            .filter(|t| *t != c.team())
-            .map(team)
-            .unwrap_or_default();
-        let previous_assignee = match ev.previous_assignee.as_deref() {
-            a @ Some(_) if a != c.assignee.as_deref() => agent(a),
-            _ => &[],
-        };
-        // The first two lists never share a subscriber (admins are in no team list); the others
-        // may overlap them, so what was offered is remembered for those.
-        let mut offered: Vec<u64> = Vec::new();
-        let lists: [(&[Member], bool); 5] = [
-            (&r.admins, false),
-            (team(c.team()), false),
-            (previous_team, true),
-            (agent(c.assignee.as_deref()), true),
-            (previous_assignee, true),
-        ];
-        let dedup = lists[2..].iter().any(|(l, _)| !l.is_empty());
-        for (list, check) in lists {
-            for m in list {
-                if check && offered.contains(&m.slot.id) {
-                    continue;
-                }
-                if !m.slot.types.contains(ev.kind) || !ev.visible_to(&m.caller) {
-                    continue;
-                }
-                if dedup {
-                    offered.push(m.slot.id);
-                }
-                m.slot.push(&ev);
+        if self.inner.backlog.fetch_add(1, Ordering::AcqRel) >= MAX_BACKLOG {
+            self.inner.backlog.fetch_sub(1, Ordering::AcqRel);
+            self.inner.dropped.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        if feed.tx.send(Msg::Event(ev)).is_err() {
+            self.inner.backlog.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits until everything published so far has been offered.
+    #[cfg(test)]
+    fn settle(&self) {
+        if let Some(feed) = &self.feed {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if feed.tx.send(Msg::Flush(tx)).is_ok() {
+                let _ = rx.recv();
             }
         }
     }
@@ -392,6 +408,84 @@ impl EventBus {
         }
         if any {
             r.reindex();
+        }
+    }
+}
+
+impl BusInner {
+    /// Offers `ev` to each subscriber it concerns that may see it and asked for its kind.
+    fn offer(&self, ev: &Arc<Event>) {
+        let r = self.registry.read();
+        let c = &ev.conversation;
+        let team = |t: &str| r.by_team.get(t).map(Vec::as_slice).unwrap_or_default();
+        let agent = |a: Option<&str>| {
+            a.and_then(|a| r.by_agent.get(a))
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        };
+        let previous_team = ev
+            .previous_team
+            .as_deref()
+            .filter(|t| *t != c.team())
+            .map(team)
+            .unwrap_or_default();
+        let previous_assignee = match ev.previous_assignee.as_deref() {
+            a @ Some(_) if a != c.assignee.as_deref() => agent(a),
+            _ => &[],
+        };
+        // The first two lists never share a subscriber (admins are in no team list); the others
+        // may overlap them, so what was offered is remembered for those.
+        let mut offered: Vec<u64> = Vec::new();
+        let lists: [(&[Member], bool); 5] = [
+            (&r.admins, false),
+            (team(c.team()), false),
+            (previous_team, true),
+            (agent(c.assignee.as_deref()), true),
+            (previous_assignee, true),
+        ];
+        let dedup = lists[2..].iter().any(|(l, _)| !l.is_empty());
+        for (list, check) in lists {
+            for m in list {
+                if check && offered.contains(&m.slot.id) {
+                    continue;
+                }
+                if !m.slot.types.contains(ev.kind) || !ev.visible_to(&m.caller) {
+                    continue;
+                }
+                if dedup {
+                    offered.push(m.slot.id);
+                }
+                m.slot.push(ev);
+            }
+        }
+    }
+
+    /// Tells every stream of the events dropped for a full backlog (as `lagged`).
+    fn count_dropped(&self) {
+        let n = self.dropped.swap(0, Ordering::AcqRel);
+        if n == 0 {
+            return;
+        }
+        for (_, slot) in self.registry.read().subs.values() {
+            slot.queue.lock().missed += n;
+            slot.ready.notify_one();
+        }
+    }
+}
+
+/// The dispatcher thread: offers each event in publishing order until the bus is gone.
+fn dispatch(inner: Arc<BusInner>, rx: std::sync::mpsc::Receiver<Msg>) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Event(ev) => {
+                inner.backlog.fetch_sub(1, Ordering::AcqRel);
+                inner.count_dropped();
+                inner.offer(&ev);
+            }
+            #[cfg(test)]
+            Msg::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -441,8 +535,9 @@ mod tests {
         }
     }
 
-    /// What is queued for `sub` now, without waiting.
-    fn queued(sub: &Subscription) -> (u64, usize) {
+    /// What is queued for `sub` once everything published is offered.
+    fn queued(bus: &EventBus, sub: &Subscription) -> (u64, usize) {
+        bus.settle();
         let q = sub.slot.queue.lock();
         (q.missed, q.events.len())
     }
@@ -459,23 +554,35 @@ mod tests {
             KindSet::parse("conversation.*").expect("valid"),
         );
         bus.publish(event(EventKind::MessageCreated, "support", None));
-        assert_eq!(queued(&support), (0, 1));
-        assert_eq!(queued(&sales), (0, 0), "another team's event is not queued");
+        assert_eq!(queued(&bus, &support), (0, 1));
         assert_eq!(
-            queued(&boss),
+            queued(&bus, &sales),
+            (0, 0),
+            "another team's event is not queued"
+        );
+        assert_eq!(
+            queued(&bus, &boss),
             (0, 0),
             "nor for a supervisor of another team"
         );
-        assert_eq!(queued(&root), (0, 1));
-        assert_eq!(queued(&narrow), (0, 0), "a filtered-out type is not queued");
+        assert_eq!(queued(&bus, &root), (0, 1));
+        assert_eq!(
+            queued(&bus, &narrow),
+            (0, 0),
+            "a filtered-out type is not queued"
+        );
         // Assigned to `b` outside its teams: the owner hears it, once; teammates of the team
         // no longer see a conversation someone owns.
         bus.publish(event(EventKind::MessageCreated, "support", Some("b")));
-        assert_eq!(queued(&sales), (0, 1));
-        assert_eq!(queued(&support), (0, 1));
+        assert_eq!(queued(&bus, &sales), (0, 1));
+        assert_eq!(queued(&bus, &support), (0, 1));
         bus.publish(event(EventKind::MessageCreated, "sales", Some("b")));
-        assert_eq!(queued(&sales), (0, 2), "owner and team member: one copy");
-        assert_eq!(queued(&boss), (0, 1));
+        assert_eq!(
+            queued(&bus, &sales),
+            (0, 2),
+            "owner and team member: one copy"
+        );
+        assert_eq!(queued(&bus, &boss), (0, 1));
         drop(support);
         drop(sales);
         drop(boss);
@@ -492,15 +599,16 @@ mod tests {
         for _ in 0..CAPACITY + 10 {
             bus.publish(event(EventKind::MessageCreated, "sales", None));
         }
-        assert_eq!(queued(&sales), (10, CAPACITY));
+        assert_eq!(queued(&bus, &sales), (10, CAPACITY));
         assert_eq!(
-            queued(&support),
+            queued(&bus, &support),
             (0, 0),
             "a stream never lags on events it may not see"
         );
+        bus.settle();
         let batch = futures_util::FutureExt::now_or_never(sales.next_batch()).expect("ready");
         assert_eq!((batch.missed, batch.events.len()), (10, CAPACITY));
-        assert_eq!(queued(&sales), (0, 0));
+        assert_eq!(queued(&bus, &sales), (0, 0));
         assert!(futures_util::FutureExt::now_or_never(sales.next_batch()).is_none());
     }
 
@@ -510,15 +618,19 @@ mod tests {
         let sub = bus.subscribe(caller("a", Role::Agent, &["support"]), KindSet::ALL);
         bus.refresh_agent("a", Some(caller("a", Role::Agent, &["sales"])));
         bus.publish(event(EventKind::MessageCreated, "support", None));
-        assert_eq!(queued(&sub), (0, 0));
+        assert_eq!(queued(&bus, &sub), (0, 0));
         bus.publish(event(EventKind::MessageCreated, "sales", None));
-        assert_eq!(queued(&sub), (0, 1));
+        assert_eq!(queued(&bus, &sub), (0, 1));
         bus.refresh_agent("a", None);
         bus.publish(event(EventKind::MessageCreated, "sales", None));
-        assert_eq!(queued(&sub), (0, 1), "a disabled agent is offered nothing");
+        assert_eq!(
+            queued(&bus, &sub),
+            (0, 1),
+            "a disabled agent is offered nothing"
+        );
         bus.refresh_agent("a", Some(caller("a", Role::Admin, &[])));
         bus.publish(event(EventKind::ConversationCreated, "vip", None));
-        assert_eq!(queued(&sub), (0, 2), "an admin hears every team");
+        assert_eq!(queued(&bus, &sub), (0, 2), "an admin hears every team");
     }
 
     #[test]
@@ -533,8 +645,8 @@ mod tests {
         ev.previous_team = Some("support".into());
         ev.previous_status = Some(ConversationStatus::Queued);
         bus.publish(ev);
-        assert_eq!(queued(&before), (0, 1));
-        assert_eq!(queued(&both), (0, 1));
+        assert_eq!(queued(&bus, &before), (0, 1));
+        assert_eq!(queued(&bus, &both), (0, 1));
     }
 
     #[test]
