@@ -70,6 +70,7 @@ async fn fill(store: &Store, team: &str, first: usize, n: usize) {
                 media: None,
                 pricing: None,
                 content: None,
+                lifecycle: Default::default(),
             };
             c.absorb(&m);
             b.put_message(&m).expect("put message");

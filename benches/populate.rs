@@ -140,6 +140,7 @@ async fn fill_direct(store: &switchboard::store::Store, total: usize, per: usize
                     media: None,
                     pricing: None,
                     content: None,
+                    lifecycle: Default::default(),
                 };
                 conv.absorb(&msg);
                 let _ = b.put_message(&msg);

@@ -29,6 +29,21 @@ pub struct BrokerConfigSpec<'a> {
     pub max_concurrent: u32,
     /// `[automation]` for every team (`--bot`, see `crate::bot`).
     pub automation: bool,
+    /// `--sse-agents` runs: teams `team1..T` beside `support`, number i routed to
+    /// `team{(i % T) + 1}` (see [`team_of_number`]); 0 = every number routes to `support`.
+    pub fanout_teams: usize,
+    /// Event streams the run opens (`server.max_event_streams` is raised to fit them).
+    pub event_streams: usize,
+}
+
+/// The team a `--sse-agents` run routes number index `i` (0-based) to, of `teams` teams.
+pub fn team_of_number(i: usize, teams: usize) -> usize {
+    i % teams.max(1)
+}
+
+/// The id of fan-out team `t` (0-based).
+pub fn fanout_team_id(t: usize) -> String {
+    format!("team{}", t + 1)
 }
 
 #[derive(Serialize)]
@@ -48,6 +63,7 @@ struct Server {
     #[serde(skip_serializing_if = "Option::is_none")]
     api_listen: Option<String>,
     max_inflight_webhooks: u32,
+    max_event_streams: usize,
 }
 
 #[derive(Serialize)]
@@ -124,6 +140,8 @@ pub fn render(spec: &BrokerConfigSpec<'_>) -> anyhow::Result<String> {
             listen: spec.listen.clone(),
             api_listen: spec.api_listen.clone(),
             max_inflight_webhooks: 4096,
+            // The broker's default (1,024) plus room for a fan-out run's streams.
+            max_event_streams: 1024 + spec.event_streams,
         },
         storage: Storage {
             path: spec.storage_path.clone(),
@@ -143,17 +161,27 @@ pub fn render(spec: &BrokerConfigSpec<'_>) -> anyhow::Result<String> {
         },
         numbers: numbers(spec.numbers)
             .into_iter()
-            .map(|n| NumberCfg {
+            .enumerate()
+            .map(|(i, n)| NumberCfg {
                 phone_number_id: n.phone_number_id,
                 display_phone_number: n.display_phone_number,
-                default_team: "support".into(),
+                default_team: if spec.fanout_teams > 0 {
+                    fanout_team_id(team_of_number(i, spec.fanout_teams))
+                } else {
+                    "support".into()
+                },
                 mps: spec.mps,
             })
             .collect(),
-        teams: vec![Team {
+        teams: std::iter::once(Team {
             id: "support".into(),
             name: "Support".into(),
-        }],
+        })
+        .chain((0..spec.fanout_teams).map(|t| Team {
+            id: fanout_team_id(t),
+            name: format!("Fan-out team {}", t + 1),
+        }))
+        .collect(),
         agents,
     };
     let body = toml::to_string(&cfg)?;
@@ -190,6 +218,8 @@ mod tests {
             admin_token: "lt-admin",
             max_concurrent: 50,
             automation: true,
+            fanout_teams: 2,
+            event_streams: 100,
         };
         let text = match render(&spec) {
             Ok(t) => t,
@@ -217,5 +247,10 @@ mod tests {
         assert_eq!(agents[1]["token"].as_str(), Some("lt-token-2"));
         assert_eq!(v["teams"][0]["id"].as_str(), Some("support"));
         assert_eq!(v["automation"]["teams"][0].as_str(), Some("support"));
+        assert_eq!(v["teams"][2]["id"].as_str(), Some("team2"));
+        assert_eq!(v["numbers"][0]["default_team"].as_str(), Some("team1"));
+        assert_eq!(v["numbers"][1]["default_team"].as_str(), Some("team2"));
+        assert_eq!(v["numbers"][2]["default_team"].as_str(), Some("team1"));
+        assert_eq!(v["server"]["max_event_streams"].as_integer(), Some(1124));
     }
 }

@@ -137,9 +137,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 64, help_heading = "Load")]
     pub connections: usize,
 
-    /// Number of simulated customers (each writes to one business number).
-    #[arg(long, default_value_t = 1000, help_heading = "Load")]
-    pub customers: usize,
+    /// Number of simulated customers (each writes to one business number). Default: a real
+    /// peak's, where a customer writes at most every few seconds: `--rate` x
+    /// 5 s (10,000/s means 50,000 customers), at least 1,000; 1,000 with `--rate 0`.
+    #[arg(long, help_heading = "Load")]
+    pub customers: Option<usize>,
 
     /// Number of business phone numbers the customers are spread across.
     #[arg(long, default_value_t = 2, help_heading = "Load")]
@@ -226,6 +228,19 @@ pub struct Cli {
     /// max_concurrent of each generated agent.
     #[arg(long, default_value_t = 50, help_heading = "Agents")]
     pub max_concurrent: u32,
+
+    /// Open this many event streams (`GET /api/v1/events`) of agents created through the admin
+    /// API at the start, spread evenly over `--teams` teams, on one connection pool; each checks
+    /// it saw every inbound message its team may see, with latency from the webhook's 200 (see
+    /// `fanout`). Needs `--agents 0` (the default with this flag): nobody claims, so every
+    /// conversation stays queued and visible to its whole team.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Agents")]
+    pub sse_agents: usize,
+
+    /// Teams of a `--sse-agents` run: numbers route to `team1..T` in turn (their count is
+    /// raised to T when below), so each message's team is known from its customer.
+    #[arg(long, value_name = "T", default_value_t = 10, help_heading = "Agents")]
+    pub teams: usize,
 
     /// Share of fake Graph API sends answered with HTTP 400 and Meta's 130429 rate-limit error.
     #[arg(long, default_value_t = 0.0, help_heading = "Fake Graph API")]
@@ -318,6 +333,9 @@ pub struct Settings {
     pub connections: usize,
     pub customers: usize,
     pub numbers: usize,
+    /// `--sse-agents` (0 = none) and the teams they spread over (1 when none).
+    pub sse_agents: usize,
+    pub teams: usize,
     pub duplicate_ratio: f64,
     /// Share of username-only customers (see `--username-share`).
     pub username_share: f64,
@@ -411,6 +429,15 @@ pub fn loopback_url(raw: &str) -> Result<String, UsageError> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+/// Customers of a peak at `rate` messages/s when none are given: each writes every
+/// [`PEAK_SECONDS_PER_CUSTOMER`] s, and never fewer than 1,000.
+pub fn peak_customers(rate: f64) -> usize {
+    ((rate * PEAK_SECONDS_PER_CUSTOMER).ceil() as usize).clamp(1000, 10_000_000)
+}
+
+/// How often one customer writes at a peak: every few seconds (people type, read, wait).
+const PEAK_SECONDS_PER_CUSTOMER: f64 = 5.0;
+
 impl Cli {
     /// Checks the arguments and turns them into `Settings`.
     pub fn validate(self) -> Result<Settings, UsageError> {
@@ -459,12 +486,30 @@ impl Cli {
         if self.connections == 0 || self.connections > 100_000 {
             return Err(bad("--connections must be between 1 and 100000"));
         }
-        if self.customers == 0 || self.customers > 10_000_000 {
+        let customers = match (self.customers, rate) {
+            (Some(c), _) => c,
+            (None, Some(r)) => peak_customers(r),
+            (None, None) => 1000,
+        };
+        if customers == 0 || customers > 10_000_000 {
             return Err(bad("--customers must be between 1 and 10000000"));
         }
         if self.numbers == 0 || self.numbers > 1000 {
             return Err(bad("--numbers must be between 1 and 1000"));
         }
+        if self.sse_agents > 10_000 {
+            return Err(bad("--sse-agents must be at most 10000"));
+        }
+        let (teams, numbers) = if self.sse_agents > 0 {
+            if self.teams == 0 || self.teams > 100 || self.teams > self.sse_agents {
+                return Err(bad(
+                    "--teams must be between 1 and 100 and at most --sse-agents",
+                ));
+            }
+            (self.teams, self.numbers.max(self.teams))
+        } else {
+            (1, self.numbers)
+        };
         if self.max_batch < 2 || self.max_batch > 1000 {
             return Err(bad("--max-batch must be between 2 and 1000"));
         }
@@ -481,7 +526,16 @@ impl Cli {
                     "--agent-token is for --url; a started broker gets generated agents",
                 ));
             }
-            let k = self.agents.unwrap_or(8);
+            let k = match self.agents {
+                Some(k) if k > 0 && self.sse_agents > 0 => {
+                    return Err(bad(
+                        "--sse-agents needs --agents 0: claims would hide conversations from the teams that are due their events",
+                    ))
+                }
+                Some(k) => k,
+                None if self.sse_agents > 0 => 0,
+                None => 8,
+            };
             if k > 10_000 {
                 return Err(bad("--agents must be at most 10000"));
             }
@@ -496,6 +550,11 @@ impl Cli {
                     "--agents {k} needs as many --agent-token values (got {})",
                     self.agent_tokens.len()
                 )));
+            }
+            if self.sse_agents > 0 {
+                return Err(bad(
+                    "--sse-agents needs --broker-bin (its config routes numbers to the teams)",
+                ));
             }
             (self.agent_tokens[..k].to_vec(), Vec::new())
         };
@@ -562,8 +621,10 @@ impl Cli {
             rate,
             duration,
             connections: self.connections,
-            customers: self.customers,
-            numbers: self.numbers,
+            customers,
+            numbers,
+            sse_agents: self.sse_agents,
+            teams,
             duplicate_ratio: ratio("duplicate-ratio", self.duplicate_ratio)?,
             username_share: ratio("username-share", self.username_share)?,
             batch_ratio: ratio("batch-ratio", self.batch_ratio)?,
@@ -703,6 +764,43 @@ mod tests {
         assert!(parse(&["--broker-bin", "x", "--rate", "-1"]).is_err());
         assert!(parse(&["--url", "http://127.0.0.1:1", "--agents", "2"]).is_err());
         assert!(parse(&["--url", "http://192.168.1.1:1"]).is_err());
+    }
+
+    #[test]
+    fn customers_follow_the_rate_unless_given() {
+        let c = |args: &[&str]| match parse(args) {
+            Ok(s) => s.customers,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c(&["--broker-bin", "x", "--rate", "10000"]), 50_000);
+        assert_eq!(c(&["--broker-bin", "x", "--rate", "10"]), 1000);
+        assert_eq!(c(&["--broker-bin", "x", "--rate", "0"]), 1000);
+        assert_eq!(
+            c(&["--broker-bin", "x", "--rate", "10000", "--customers", "7"]),
+            7
+        );
+    }
+
+    #[test]
+    fn sse_agents_spread_over_teams_without_claiming_agents() {
+        let s = match parse(&["--broker-bin", "x", "--sse-agents", "1000", "--teams", "10"]) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!((s.sse_agents, s.teams, s.numbers), (1000, 10, 10));
+        assert!(s.agent_tokens.is_empty(), "no claiming agents by default");
+        assert!(parse(&["--broker-bin", "x", "--sse-agents", "10", "--agents", "2"]).is_err());
+        assert!(parse(&["--broker-bin", "x", "--sse-agents", "5", "--teams", "6"]).is_err());
+        assert!(parse(&["--url", "http://127.0.0.1:1", "--sse-agents", "5"]).is_err());
+        let plain = parse(&["--broker-bin", "x"]);
+        assert!(matches!(
+            plain,
+            Ok(Settings {
+                sse_agents: 0,
+                teams: 1,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -257,7 +257,13 @@ pub struct LoadCtx {
     /// In-flight redeliveries.
     pub redelivering: Arc<Tracker>,
     give_up_at: Mutex<Option<Instant>>,
+    /// Told of each webhook's new messages the moment its 200 arrives (`fanout` times the
+    /// events from there); set once, before the load starts.
+    pub ack_observer: OnceLock<AckObserver>,
 }
+
+/// See [`LoadCtx::ack_observer`].
+pub type AckObserver = Arc<dyn Fn(&[InboundRef]) + Send + Sync>;
 
 impl LoadCtx {
     pub fn new(
@@ -285,6 +291,7 @@ impl LoadCtx {
             redeliver_sem: Arc::new(Semaphore::new(connections.max(1))),
             redelivering: Arc::new(Tracker::default()),
             give_up_at: Mutex::new(None),
+            ack_observer: OnceLock::new(),
         })
     }
 
@@ -348,6 +355,9 @@ impl LoadCtx {
         let c = &self.stats.counters;
         match wh.kind {
             Kind::Messages => {
+                if let Some(observe) = self.ack_observer.get() {
+                    observe(&wh.messages);
+                }
                 self.ledger.ack(&wh.messages);
                 self.pool.offer(wh.clone());
                 c.add("messages_acked", wh.messages.len() as u64);

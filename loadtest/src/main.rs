@@ -16,6 +16,7 @@ mod broker_view;
 mod campaign;
 mod cli;
 mod fake_graph;
+mod fanout;
 mod http1;
 mod load;
 mod outcome;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::audit::Audit;
 use crate::broker_view::{BrokerLatency, BrokerView};
+use crate::fanout::FanoutReport;
 use crate::load::LoadSummary;
 use crate::stats::LatencySummary;
 
@@ -90,6 +91,8 @@ pub struct Report {
     pub baseline: Option<BaselineResult>,
     /// The broker's own latency histograms over the run (not with `--crash-after`).
     pub broker_view: Option<BrokerView>,
+    /// `--sse-agents`: the event streams' figures.
+    pub fanout: Option<FanoutReport>,
     /// Replies still neither sent nor failed when the drain deadline passed.
     pub replies_pending_at_deadline: usize,
     pub broker_shutdown: Option<String>,
@@ -192,6 +195,9 @@ impl Report {
             &self.latency_ms.reply_request_to_graph,
         );
         lat_row(&mut o, "status ack", &self.latency_ms.status_webhook_ack);
+        if let Some(f) = &self.fanout {
+            lat_row(&mut o, "200->sse event", &f.latency_ms);
+        }
         if let Some(v) = &self.broker_view {
             if v.webhook.is_some() || v.claim.is_some() {
                 let _ = writeln!(
@@ -200,6 +206,42 @@ impl Report {
                 );
                 broker_row(&mut o, "webhook", &v.webhook);
                 broker_row(&mut o, "claim", &v.claim);
+            }
+        }
+        if let Some(f) = &self.fanout {
+            let _ = writeln!(
+                o,
+                "fan-out    {} streams ({} open) over {} teams: {} messages acked, delivered/due {}/{} = {:.4} %",
+                f.streams,
+                f.connected,
+                f.teams,
+                f.messages_acked,
+                f.delivered,
+                f.due,
+                f.delivered_share * 100.0
+            );
+            let _ = writeln!(
+                o,
+                "           events {} (message.created {}), lagged {} (missed {}), duplicates {}, foreign {}, seen unacked {}, before their 200 {}, oversized {}, untracked {}",
+                f.events,
+                f.message_events,
+                f.lagged_events,
+                f.lagged_missed,
+                f.duplicates,
+                f.foreign,
+                f.seen_unacked,
+                f.before_ack,
+                f.oversized_events,
+                f.untracked_messages
+            );
+            if let (Some(cpu), Some(per)) = (f.broker_cpu_s, f.broker_cpu_us_per_event) {
+                let _ = writeln!(
+                    o,
+                    "           broker CPU {cpu:.2} s over load and drain: {per:.2} µs per delivered event"
+                );
+            }
+            if !f.stream_errors.is_empty() {
+                let _ = writeln!(o, "           stream errors {}", kv(&f.stream_errors));
             }
         }
         let _ = writeln!(o, "agents     {}", kv(&self.agents));

@@ -35,6 +35,7 @@ use crate::broker_process::{cpu_seconds, free_loopback_port, BrokerProcess, Shut
 use crate::broker_view::Scrape;
 use crate::cli::{Settings, Target};
 use crate::fake_graph::FakeGraph;
+use crate::fanout::Fanout;
 use crate::load::{closed_loop, open_loop, LoadCtx, LoadSummary};
 use crate::outcome;
 use crate::report::{BaselineResult, Crash, Latencies, Report};
@@ -76,6 +77,8 @@ pub fn print_config(s: &Settings) -> anyhow::Result<String> {
         admin_token: &s.admin_token,
         max_concurrent: s.max_concurrent,
         automation: s.automation,
+        fanout_teams: 0,
+        event_streams: 0,
     })?;
     Ok(format!(
         "# Run the load test with --graph-port {graph_port} --numbers {} and one --agent-token per agent below.\n{text}",
@@ -300,6 +303,8 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
                 admin_token: &s.admin_token,
                 max_concurrent: s.max_concurrent,
                 automation: s.automation,
+                fanout_teams: if s.sse_agents > 0 { s.teams } else { 0 },
+                event_streams: s.sse_agents,
             })?;
             let cfg_path = dir.join("switchboard-loadtest.toml");
             std::fs::write(&cfg_path, cfg)
@@ -403,6 +408,9 @@ pub async fn run_campaign(s: Settings) -> anyhow::Result<crate::campaign::Campai
         agent_tokens: &s.agent_tokens,
         admin_token: &s.admin_token,
         max_concurrent: s.max_concurrent.max(room),
+        automation: false,
+        fanout_teams: 0,
+        event_streams: 0,
     })?;
     let cfg_path = dir.path().join("switchboard-loadtest.toml");
     std::fs::write(&cfg_path, cfg).with_context(|| format!("writing {}", cfg_path.display()))?;
@@ -529,6 +537,36 @@ async fn drive_and_audit(
     } else {
         None
     };
+    let fanout = if s.sse_agents > 0 {
+        let f = Fanout::start(
+            &api,
+            &s.admin_token,
+            agent_base,
+            s.sse_agents,
+            s.teams,
+            s.event_types.as_deref(),
+            &gen.wamid_prefix(),
+        )
+        .await?;
+        let n = f
+            .wait_connected(Instant::now() + Duration::from_secs(30))
+            .await;
+        if n < s.sse_agents {
+            eprintln!(
+                "warning: only {n} of {} event streams are open; going on",
+                s.sse_agents
+            );
+        }
+        let _ = ctx.ack_observer.set(f.observer(pop.clone()));
+        Some(f)
+    } else {
+        None
+    };
+    let broker_pid = match &broker {
+        Some(b) => b.lock().await.pid(),
+        None => None,
+    };
+    let cpu_at_start = broker_pid.and_then(cpu_seconds);
     let poster = StatusPoster::start(ctx.clone(), notice_rx, seed ^ 0x5EED, s.status_delay);
 
     // 4. load (and crash)
@@ -585,6 +623,21 @@ async fn drive_and_audit(
     let deadline = Instant::now() + s.drain_timeout;
     ctx.set_give_up_at(deadline);
     ctx.redelivering.wait_idle(deadline).await;
+    let fanout = match fanout {
+        Some(f) => {
+            let mut r = f.finish(deadline).await;
+            // Not across a restart: the new process's clock starts at 0.
+            if s.crash_after.is_none() {
+                r.broker_cpu_s = delta(cpu_at_start, broker_pid.and_then(cpu_seconds));
+                r.broker_cpu_us_per_event = r
+                    .broker_cpu_s
+                    .filter(|_| r.delivered > 0)
+                    .map(|c| c * 1e6 / r.delivered as f64);
+            }
+            Some(r)
+        }
+        None => None,
+    };
     let shared: Option<Arc<AgentsShared>> = match agents {
         Some(a) => {
             a.stop_claiming();
@@ -661,6 +714,8 @@ async fn drive_and_audit(
     settings.insert("customers".into(), json!(s.customers));
     settings.insert("numbers".into(), json!(s.numbers));
     settings.insert("agents".into(), json!(k));
+    settings.insert("sse_agents".into(), json!(s.sse_agents));
+    settings.insert("teams".into(), json!(s.teams));
     settings.insert("claim_race".into(), json!(s.claim_race));
     settings.insert("claim_mode".into(), json!(s.claim_mode.as_str()));
     settings.insert("event_types".into(), json!(s.event_types));
@@ -720,6 +775,7 @@ async fn drive_and_audit(
         crash,
         baseline,
         broker_view,
+        fanout,
         replies_pending_at_deadline: pending,
         broker_shutdown: None,
         broker_log: None,

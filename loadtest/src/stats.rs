@@ -57,6 +57,17 @@ impl Latency {
         lock(&self.hist).saturating_record(us);
     }
 
+    /// Records a batch of microsecond values under one lock (for many recorders at a high rate).
+    pub fn record_micros(&self, values: &[u64]) {
+        if values.is_empty() {
+            return;
+        }
+        let mut h = lock(&self.hist);
+        for &us in values {
+            h.saturating_record(us.clamp(1, MAX_MICROS));
+        }
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let h = lock(&self.hist);
         if h.is_empty() {

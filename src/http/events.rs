@@ -5,7 +5,8 @@
 //! admin's change to the agent's teams or role applies to the next event, and the stream ends
 //! when the agent is disabled or its token rotated (`service::people::Live`). A subscriber that falls behind
 //! the bounded feed gets one `lagged` event with the number of events it missed, and should re-read
-//! the conversation list. Open streams are bounded by `server.max_event_streams` in all and by
+//! the conversation list. The events queued for a stream are written as one chunk; a keep-alive
+//! comment (`:`) goes out after 15 s without events. Open streams are bounded by `server.max_event_streams` in all and by
 //! `server.max_streams_per_agent` per agent, so one agent's token cannot hold them all.
 //!
 //! `?types=conversation.*,message.status` (comma-separated types; `conversation.*` and
@@ -14,17 +15,18 @@
 //! rendered for that subscriber. An unknown type is `400 invalid_request`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 
 use super::auth::Session;
 use super::error::{ApiError, ApiResult};
@@ -32,7 +34,7 @@ use super::extract::ApiQuery;
 use super::views::{ConversationView, MessageView};
 use super::AppState;
 use crate::error::Code;
-use crate::events::KindSet;
+use crate::events::{Batch, Event, KindSet};
 use crate::metrics as m;
 
 pub fn router() -> Router<AppState> {
@@ -80,7 +82,12 @@ async fn stream(
         _permit: permit,
         _agent_permit: agent_permit,
     };
-    let rx = s.ctx.bus.subscribe();
+    let sub = s.ctx.bus.subscribe(Arc::new(caller.clone()), types);
+    // A change of the agent that raced the subscription (see `EventBus::refresh_agent`).
+    let now = live.borrow().caller.clone();
+    if now.as_deref() != Some(&caller) {
+        s.ctx.bus.refresh_agent(&caller.id, now);
+    }
     let mut watched = live.clone();
     let ended = async move {
         // Also when the roster is gone (shutdown).
@@ -88,37 +95,62 @@ async fn stream(
             .wait_for(|l| l.caller.is_none() || l.generation != opened)
             .await;
     };
-    let events = BroadcastStream::new(rx)
-        .take_until(ended)
-        .filter_map(move |item| {
-            let _alive = &guard;
-            // The caller as it is now (teams and role may have changed since the stream opened).
-            let Some(caller) = live.borrow().caller.clone() else {
-                return std::future::ready(None);
-            };
-            let out = match item {
-                Ok(ev) if types.contains(ev.kind) && ev.visible_to(&caller) => {
-                    let data = ev.rendered.get_or_init(|| {
-                        json!({
-                            "type": ev.kind.as_str(),
-                            "conversation": ConversationView::new(&ev.conversation, None),
-                            "message": ev.message.as_ref().map(MessageView::new),
-                            "sla": ev.sla.map(|k| k.as_str()),
-                        })
-                        .to_string()
-                    });
-                    Some(Ok::<_, Infallible>(
-                        SseEvent::default()
-                            .event(ev.kind.as_str())
-                            .data(data.as_str()),
-                    ))
-                }
-                Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(SseEvent::default()
-                    .event("lagged")
-                    .data(json!({ "type": "lagged", "missed": n }).to_string()))),
-            };
-            std::future::ready(out)
-        });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let frames = futures_util::stream::unfold((sub, guard), |(sub, guard)| async move {
+        // Whatever is queued goes out as one chunk: a stream behind a busy feed is written
+        // once per wake-up; a lone event is its shared frame itself, not a copy.
+        let chunk = match tokio::time::timeout(KEEP_ALIVE, sub.next_batch()).await {
+            Ok(batch) => batch_frames(batch),
+            Err(_) => Bytes::from_static(b":\n\n"),
+        };
+        Some((Ok::<_, Infallible>(chunk), (sub, guard)))
+    })
+    .take_until(ended);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames),
+    ))
+}
+
+/// A comment line sent when nothing else was for this long, so proxies keep the stream open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The SSE frames of a batch: `lagged` first when events were missed, then each event's frame
+/// (rendered once per event, shared by every stream that sends it).
+fn batch_frames(batch: Batch) -> Bytes {
+    let lagged = (batch.missed > 0).then(|| {
+        Bytes::from(format!(
+            "event: lagged\ndata: {}\n\n",
+            json!({ "type": "lagged", "missed": batch.missed })
+        ))
+    });
+    let mut frames = lagged
+        .into_iter()
+        .chain(batch.events.iter().map(|ev| frame(ev)));
+    match (frames.next(), batch.events.len()) {
+        (Some(one), 1) if batch.missed == 0 => one,
+        (first, _) => {
+            let mut buf = BytesMut::new();
+            for f in first.into_iter().chain(frames) {
+                buf.extend_from_slice(&f);
+            }
+            buf.freeze()
+        }
+    }
+}
+
+fn frame(ev: &Event) -> Bytes {
+    ev.rendered
+        .get_or_init(|| {
+            let data = json!({
+                "type": ev.kind.as_str(),
+                "conversation": ConversationView::new(&ev.conversation, None),
+                "message": ev.message.as_ref().map(MessageView::new),
+                "sla": ev.sla.map(|k| k.as_str()),
+            });
+            Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.kind.as_str()))
+        })
+        .clone()
 }

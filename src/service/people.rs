@@ -723,7 +723,10 @@ impl People {
                 e.stored = after.clone();
                 *e.teams.write() = now.teams.clone();
                 let caller = (!now.disabled).then(|| Arc::new(now.caller()));
-                e.live.send_modify(|l| l.caller = caller);
+                e.live.send_modify(|l| l.caller = caller.clone());
+                // Before the change is answered, after `live` (a stream subscribing meanwhile
+                // re-reads `live` once registered): the next event is offered by what it is now.
+                self.ctx.bus.refresh_agent(id, caller);
             }
         }
         if let Some(slots) = self.ctx.agent_slots(id) {
