@@ -282,9 +282,7 @@ impl Ctx {
                         .map(|w| seen::SeenWamids::from_wamids(w.iter().map(String::as_str)));
                     // The bot's memory is read only for a conversation the bot has.
                     let memory = match self.automation.get() {
-                        Some(_)
-                            if loaded.conv.status == crate::domain::ConversationStatus::Bot =>
-                        {
+                        Some(_) if loaded.conv.status == crate::domain::ConversationStatus::Bot => {
                             self.store.bot_memory(id).await?
                         }
                         _ => None,
