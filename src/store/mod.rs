@@ -142,6 +142,19 @@ impl Store {
             .map_err(|e| StoreError::Rocks(format!("read task failed: {e}")))?
     }
 
+    /// Writes every memtable to table files (RocksDB's flush), which also merges the report
+    /// rollups' operands into one value per rollup: for benchmarks that measure reads of data
+    /// as it is once it is no longer fresh (a month of reports is on disk, not in memory).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.read(|db| {
+            for name in ALL_CFS {
+                db.flush_cf(cf(db, name)?).map_err(rocks)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Stops the writer after it drained every queued commit, then closes the database so the
     /// directory can be reopened. Waits (bounded) for in-flight reads to drop their handles.
     pub async fn close(&self) {

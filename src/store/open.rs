@@ -71,10 +71,11 @@ impl Store {
                     super::rollups::MERGE_OPERATOR,
                     super::rollups::merge,
                 );
-                // A rollup's operands still in the memtable are merged at every read: past this
-                // many in a row, the write merges them into a value (from memory only, never
-                // waiting on a disk read), so a report's reads merge at most this many per key.
-                o.set_max_successive_merges(super::rollups::MAX_SUCCESSIVE_MERGES);
+                // No `max_successive_merges`: a write never merges. A rollup holds every
+                // duration and conversation of its hour, so merging at write time (every N
+                // operands) rewrote the whole rollup again and again: quadratic in an hour's
+                // events (a 42,000-conversation burst took minutes). Operands are merged by
+                // flushes and compactions, and by a read of an hour still in the memtable.
             }
             ColumnFamilyDescriptor::new(*n, o)
         });

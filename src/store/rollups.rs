@@ -23,13 +23,6 @@ use crate::domain::report::{hour_floor, Dimension, ReportEventView, HOUR_MS};
 use crate::domain::Millis;
 use crate::log_limit::LogLimit;
 
-/// Most merge operands of one rollup in a row in the memtable (RocksDB's `max_successive_merges`):
-/// a busy team's hour gets ~750 operands; unmerged, a report would decode each of them, as it
-/// would the events. With this bound the write that would add the 17th merges them (and the
-/// rollup's older value, if the block cache holds it) into one value instead: one merge per 16
-/// writes, on the writer thread.
-pub(super) const MAX_SUCCESSIVE_MERGES: usize = 16;
-
 /// The name RocksDB records for the operator (a store opened with another name refuses to open).
 pub(super) const MERGE_OPERATOR: &str = "switchboard.report_rollups.v1";
 
