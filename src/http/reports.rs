@@ -6,6 +6,8 @@
 //! (`{"teams": [...]}`) or, with `format=csv`, as `text/csv` with the same fields flattened
 //! (`first_response_seconds.p50` becomes the column `first_response_seconds_p50`).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -75,7 +77,9 @@ async fn report(
         to,
         bucket,
     };
-    let rows = service::report(&s.ctx, &caller, q).await?;
+    let people = s.people.clone();
+    let home_team = Arc::new(move |agent: &str| people.home_team(agent));
+    let rows = service::report(&s.ctx, &caller, q, home_team).await?;
     let objects: Vec<Map<String, Value>> = rows.iter().map(|r| row_json(dimension, r)).collect();
     if csv {
         let body = to_csv(dimension, &objects);

@@ -466,6 +466,13 @@ impl People {
         })
     }
 
+    /// An agent's first team, disabled agents included (reports cut an agent's buckets in that
+    /// team's time zone, also for its past work); `None` for an unknown one.
+    pub fn home_team(&self, id: &str) -> Option<String> {
+        let r = self.roster.read();
+        r.agents.get(id)?.stored.profile.teams.first().cloned()
+    }
+
     /// The teams of an enabled agent (a transfer's target); `None` for an unknown or disabled
     /// one.
     pub fn agent_teams(&self, id: &str) -> Option<Vec<String>> {

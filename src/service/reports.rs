@@ -49,59 +49,61 @@ pub fn may_read(caller: &Caller) -> Result<()> {
     supervisors_and_admins_only(caller)
 }
 
-/// Computes a report for `caller`.
-pub async fn report(ctx: &Arc<Ctx>, caller: &Caller, q: ReportQuery) -> Result<Vec<Row>> {
+/// Computes a report for `caller`. Teams, agents and numbers are those of the run-time
+/// roster: `home_team` names an agent's first team (`service::people`), whose time zone cuts
+/// that agent's buckets.
+pub async fn report(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    q: ReportQuery,
+    home_team: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+) -> Result<Vec<Row>> {
     supervisors_and_admins_only(caller)?;
     if q.from >= q.to {
         return Err(DomainError::Invalid("`from` must be before `to`".into()).into());
     }
     let policies = ctx.policies();
-    let team_tz: HashMap<String, Tz> = ctx
+    // Every team in force, those created at run time included.
+    let team_tz: Arc<HashMap<String, Tz>> = Arc::new(
+        policies
+            .teams
+            .iter()
+            .map(|(id, p)| (id.clone(), p.hours.time_zone()))
+            .collect(),
+    );
+    let numbers: HashMap<String, Tz> = ctx
         .config
-        .teams
+        .numbers
         .iter()
-        .map(|t| {
-            let tz = policies
-                .team(&t.id)
-                .map(|p| p.hours.time_zone())
-                .unwrap_or(Tz::UTC);
-            (t.id.clone(), tz)
+        .map(|n| {
+            let tz = team_tz.get(&n.default_team).copied();
+            (n.phone_number_id.clone(), tz.unwrap_or(Tz::UTC))
         })
         .collect();
-    let zones: HashMap<String, Tz> = match q.dimension {
-        Dimension::Teams => team_tz.clone(),
-        Dimension::Agents => ctx
-            .config
-            .agents
-            .iter()
-            .map(|a| {
-                let tz = a.teams.first().and_then(|t| team_tz.get(t).copied());
-                (a.id.clone(), tz.unwrap_or(Tz::UTC))
-            })
-            .collect(),
-        Dimension::Numbers => ctx
-            .config
-            .numbers
-            .iter()
-            .map(|n| {
-                let tz = team_tz.get(&n.default_team).copied();
-                (n.phone_number_id.clone(), tz.unwrap_or(Tz::UTC))
-            })
-            .collect(),
-    };
-    // Every zone a bucket may be cut in (a key not in the map is cut in UTC).
-    let mut bucket_zones: Vec<Tz> = zones.values().copied().collect();
+    // Every zone a bucket may be cut in (a key without one is cut in UTC).
+    let mut bucket_zones: Vec<Tz> = team_tz.values().copied().collect();
     bucket_zones.push(Tz::UTC);
     bucket_zones.sort_by_key(|z| z.name());
     bucket_zones.dedup();
-    let zones = Arc::new(zones);
-    let tz_of = {
-        let zones = zones.clone();
-        move |key: &str| zones.get(key).copied().unwrap_or(Tz::UTC)
+    let dimension = q.dimension;
+    let tz_of: Arc<dyn Fn(&str) -> Tz + Send + Sync> = {
+        let team_tz = team_tz.clone();
+        Arc::new(move |key: &str| {
+            let team = match dimension {
+                Dimension::Teams => Some(key.to_string()),
+                Dimension::Agents => home_team(key),
+                Dimension::Numbers => return numbers.get(key).copied().unwrap_or(Tz::UTC),
+            };
+            team.and_then(|t| team_tz.get(&t).copied())
+                .unwrap_or(Tz::UTC)
+        })
     };
     let who = caller.clone();
     let keep = move |team: &str| who.role == Role::Admin || who.in_team(team);
-    let agg = Aggregator::new(q.dimension, q.bucket, keep, tz_of);
+    let agg = Aggregator::new(q.dimension, q.bucket, keep, {
+        let tz_of = tz_of.clone();
+        move |key: &str| tz_of(key)
+    });
     let scanned = ctx
         .store
         .fold_report(q.from, q.to, bucket_zones, agg)
@@ -116,9 +118,9 @@ pub async fn report(ctx: &Arc<Ctx>, caller: &Caller, q: ReportQuery) -> Result<V
     let mut rows = scanned.state.finish();
     if q.dimension == Dimension::Teams && q.bucket.is_none() {
         // Every team the caller may see has a row, also one with nothing in the window.
-        for t in &ctx.config.teams {
-            if caller.manages(&t.id) && !rows.iter().any(|(k, _)| *k == t.id) {
-                rows.push((t.id.clone(), ReportRow::default()));
+        for t in team_tz.keys() {
+            if caller.manages(t) && !rows.iter().any(|(k, _)| k == t) {
+                rows.push((t.clone(), ReportRow::default()));
             }
         }
         rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -136,7 +138,7 @@ pub async fn report(ctx: &Arc<Ctx>, caller: &Caller, q: ReportQuery) -> Result<V
     Ok(rows
         .into_iter()
         .map(|(key, figures)| {
-            let tz = zones.get(&key).copied().unwrap_or(Tz::UTC);
+            let tz = tz_of(&key);
             let bucket = figures.bucket.map(|b| rfc3339_in(tz, b));
             let (backlog, unassigned, oldest_wait_seconds) = match q.dimension {
                 Dimension::Teams => {

@@ -559,3 +559,52 @@ async fn an_agent_is_refused_a_report_before_its_query_is_checked() {
         assert_eq!((s, err_code(&v)), (400, "invalid_request"), "{q}: {v}");
     }
 }
+
+/// Teams and agents created at run time report like configured ones: a new team has its row
+/// (also with nothing in the window), and a new agent's day buckets are cut in its team's time
+/// zone, not in UTC (reports once read the zones from the config file only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_and_agents_created_at_run_time_are_reported_in_their_zone() {
+    let tb = TB::start().await;
+    for id in ["tokyo", "osaka"] {
+        let (s, v) = tb
+            .post(ROOT, "/api/v1/teams", json!({"id": id, "name": id}))
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = tb
+        .put(
+            ROOT,
+            "/api/v1/teams/tokyo/settings",
+            json!({"time_zone": "Asia/Tokyo"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, kenji) = tb
+        .post(
+            ROOT,
+            "/api/v1/agents",
+            json!({"id": "kenji", "name": "Kenji", "teams": ["tokyo"], "role": "agent", "max_concurrent": 3}),
+        )
+        .await;
+    assert_eq!(s, 201, "{kenji}");
+    let token = kenji["token"].as_str().expect("token").to_string();
+    let conv = tb.open_conv(N1, &customer(), "hello").await;
+    let (s, v) = tb.transfer(ROOT, &conv, json!({"team": "tokyo"})).await;
+    assert_eq!(s, 200, "{v}");
+    tb.must_claim(&token, &conv).await;
+    tb.must_reply(&token, &conv, "konnichiwa").await;
+
+    let now = Utc::now();
+    let window = format!(
+        "from={}&to={}",
+        (now - chrono::Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (now + chrono::Duration::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let teams = report(&tb, ROOT, "teams", &window).await;
+    assert_eq!(row(&teams, "teams", "team", "osaka")["conversations"], 0);
+    let agents = report(&tb, ROOT, "agents", &format!("{window}&bucket=day")).await;
+    let k = row(&agents, "agents", "agent", "kenji");
+    let bucket = k["bucket"].as_str().expect("bucket");
+    assert!(bucket.ends_with("+09:00"), "kenji's day is Tokyo's: {k}");
+}
