@@ -1140,3 +1140,36 @@ async fn lagged_makes_the_list_be_read_again() {
         .await;
     b.row(&conv2).await;
 }
+
+/// An agent hands a conversation the bot had handed over back to the bot from the console (the
+/// `b` shortcut): the broker has it with status `bot` and no owner, and the screen says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_back_to_the_bot_from_the_console() {
+    const DEMO: &str = include_str!("../../config/automation-demo.toml");
+    let tb = TB::start_with(|c| c.extra = format!("\n{DEMO}\n")).await;
+    let conv = tb
+        .open_conv(N1, &customer(), "I want to talk to a person")
+        .await;
+    eventually("handed over to humans", WAIT, || async {
+        match tb.conversation(&conv).await["status"].as_str() {
+            Some("queued") => Ok(()),
+            s => Err(format!("{s:?}")),
+        }
+    })
+    .await;
+    let b = Browser::start(1280, 800).await;
+    b.sign_in(&tb, BOB).await;
+    b.row(&conv).await.click().await.expect("open conversation");
+    b.click("Claim").await;
+    b.button("Release").await;
+    b.js("document.activeElement.blur(); return null;").await;
+    b.press("b").await;
+    eventually("the bot has it again", WAIT, || async {
+        let c = tb.conversation(&conv).await;
+        (c["status"] == "bot" && c["assignee"].is_null())
+            .then_some(())
+            .ok_or(c.to_string())
+    })
+    .await;
+    b.wait_css(".conv-head .status.st-bot").await;
+}

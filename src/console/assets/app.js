@@ -494,6 +494,8 @@ function renderDetail({ keepDraft }) {
       act("Claim", () => doAction("claim"), canClaim, "c"),
       act("Release", () => doAction("release"), mine, "u"),
       act("Resolve", () => doAction("resolve"), mine || (supervisorish && c.status !== "resolved"), "e"),
+      // Back to the bot (teams with automation; the broker answers 409 automation_off otherwise).
+      act("Hand back", () => doAction("handback"), (mine || supervisorish) && (c.status === "assigned" || c.status === "queued"), "b"),
       h("input", { name: "transfer_to", placeholder: "team or @id", "aria-label": "transfer to", list: "team-list", dataset: { conv: c.id } }),
       h("datalist", { id: "team-list" }, (state.me.teams || []).map((t) => h("option", { value: t }))),
       act("Transfer", doTransfer, mine || supervisorish, "t"),
@@ -946,6 +948,7 @@ function onKey(e) {
     c: () => click("claim"),
     u: () => click("release"),
     e: () => click("resolve"),
+    b: () => click("hand back"),
     t: () => $('input[name="transfer_to"]')?.focus(),
     r: () => $('textarea[name="text"]')?.focus(),
     q: () => click("quote", [...document.querySelectorAll('#detail .msg.inbound button[data-action="quote"]')].pop()),
