@@ -49,6 +49,9 @@ pub fn may_read(caller: &Caller) -> Result<()> {
     supervisors_and_admins_only(caller)
 }
 
+/// An agent's first team, by agent id (`service::people::People::home_team`).
+pub type HomeTeam = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Computes a report for `caller`. Teams, agents and numbers are those of the run-time
 /// roster: `home_team` names an agent's first team (`service::people`), whose time zone cuts
 /// that agent's buckets.
@@ -56,7 +59,7 @@ pub async fn report(
     ctx: &Arc<Ctx>,
     caller: &Caller,
     q: ReportQuery,
-    home_team: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    home_team: HomeTeam,
 ) -> Result<Vec<Row>> {
     supervisors_and_admins_only(caller)?;
     if q.from >= q.to {
