@@ -525,31 +525,21 @@ impl People {
     /// Every agent, in creation order, with its presence and load (admins).
     pub fn agents(&self, caller: &Caller) -> Result<Vec<AgentState>> {
         admins_only(caller)?;
-        let mut agents: Vec<StoredAgent> = self
+        let agents: Vec<StoredAgent> = self
             .roster
             .read()
             .agents
             .values()
             .map(|e| e.stored.clone())
             .collect();
-        agents.sort_by_key(|a| a.rank);
-        Ok(agents
-            .into_iter()
-            .map(|a| AgentState {
-                snapshot: self
-                    .ctx
-                    .agent_slots(&a.profile.id)
-                    .map(|s| s.snapshot(&a.profile.id)),
-                agent: a,
-            })
-            .collect())
+        Ok(self.states(agents))
     }
 
     /// The members of `team`, in creation order, with their presence and load: what its
     /// supervisors (and admins) watch in the console's supervisor view. Agents get 403, like for
     /// the team's queue; an unknown team is 404.
     pub fn team_agents(&self, caller: &Caller, team: &str) -> Result<Vec<AgentState>> {
-        let mut agents: Vec<StoredAgent> = {
+        let agents: Vec<StoredAgent> = {
             let r = self.roster.read();
             let entry = r.teams.get(team).ok_or(DomainError::NotFound)?;
             super::managers_only(caller, team)?;
@@ -560,8 +550,13 @@ impl People {
                 .map(|e| e.stored.clone())
                 .collect()
         };
+        Ok(self.states(agents))
+    }
+
+    /// `agents` in creation order, each with its presence and load.
+    fn states(&self, mut agents: Vec<StoredAgent>) -> Vec<AgentState> {
         agents.sort_by_key(|a| a.rank);
-        Ok(agents
+        agents
             .into_iter()
             .map(|a| AgentState {
                 snapshot: self
@@ -570,7 +565,7 @@ impl People {
                     .map(|s| s.snapshot(&a.profile.id)),
                 agent: a,
             })
-            .collect())
+            .collect()
     }
 
     /// Creates an agent (admins); answers it with its token, which is shown this once.
