@@ -675,10 +675,11 @@ pub struct MessageV1 {
     raw: Option<String>,
 }
 
-impl From<MessageV1> for Message {
+/// Version 1 is read as version 2 with the fields it did not have left empty, so each
+/// record version upgrades one step at a time.
+impl From<MessageV1> for MessageV2 {
     fn from(m: MessageV1) -> Self {
-        Message {
-            author: Author::read(m.direction, m.author),
+        MessageV2 {
             conversation_id: m.conversation_id,
             seq: m.seq,
             direction: m.direction,
@@ -686,6 +687,7 @@ impl From<MessageV1> for Message {
             text: m.text,
             wamid: m.wamid,
             status: m.status,
+            author: m.author,
             at: m.at,
             error: m.error,
             idempotency_key: m.idempotency_key,
@@ -696,8 +698,13 @@ impl From<MessageV1> for Message {
             media: None,
             pricing: None,
             content: None,
-            lifecycle: Lifecycle::default(),
         }
+    }
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Self {
+        MessageV2::from(m).into()
     }
 }
 
