@@ -22,7 +22,7 @@
 use serde_json::Value;
 
 use super::message_body;
-use super::webhook::millis_from_secs;
+use super::webhook::{array, millis_from_secs, str_at};
 use crate::domain::inbound::{AppChange, AppContact, AppEdit, AppMessage};
 use crate::domain::DeliveryStatus;
 
@@ -170,22 +170,6 @@ fn message(
         edit,
         raw,
     })
-}
-
-fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter())
-        .into_iter()
-        .flatten()
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_str()
 }
 
 #[cfg(test)]

@@ -115,7 +115,8 @@ fn walkable(v: &Value, key: &str) -> bool {
     matches!(v.get(key), None | Some(Value::Null | Value::Array(_)))
 }
 
-fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+/// The items of `v[key]` when it is an array; none otherwise.
+pub(super) fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     v.get(key)
         .and_then(Value::as_array)
         .map(|a| a.iter())
@@ -123,7 +124,8 @@ fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
         .flatten()
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+/// The string at `path` below `v`, if every step exists.
+pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {
         cur = cur.get(p)?;
