@@ -54,6 +54,22 @@ impl Record for TemplateRecord {
 }
 
 impl TemplateRecord {
+    /// A template first heard of by id, name and language (a webhook or a sync before any
+    /// create): nothing else known yet, no components.
+    pub fn unknown(id: String, name: &str, language: &str, at: Millis) -> Self {
+        TemplateRecord {
+            id,
+            name: name.to_string(),
+            language: language.to_string(),
+            category: String::new(),
+            status: String::new(),
+            quality: String::new(),
+            components_json: "[]".to_string(),
+            history: Vec::new(),
+            updated_at: at,
+        }
+    }
+
     /// Sets the status, recording the change in the history when it is one.
     pub fn set_status(&mut self, status: &str, reason: &str, at: Millis) {
         if self.status == status && !self.history.is_empty() {

@@ -233,17 +233,9 @@ impl Registry {
         let _w = self.write.lock().await;
         let now = self.now();
         let known = self.find(&id, name, language);
-        let mut rec = known.clone().unwrap_or_else(|| TemplateRecord {
-            id: id.clone(),
-            name: name.to_string(),
-            language: language.to_string(),
-            category: String::new(),
-            status: String::new(),
-            quality: String::new(),
-            components_json: "[]".to_string(),
-            history: Vec::new(),
-            updated_at: now,
-        });
+        let mut rec = known
+            .clone()
+            .unwrap_or_else(|| TemplateRecord::unknown(id.clone(), name, language, now));
         if rec.id.is_empty() {
             rec.id = id;
         }
@@ -305,17 +297,9 @@ impl Registry {
             if known.as_ref().is_some_and(|k| k.updated_at >= started) {
                 continue;
             }
-            let mut rec = known.clone().unwrap_or_else(|| TemplateRecord {
-                id: id.clone(),
-                name: name.to_string(),
-                language: language.to_string(),
-                category: String::new(),
-                status: String::new(),
-                quality: String::new(),
-                components_json: "[]".to_string(),
-                history: Vec::new(),
-                updated_at: now,
-            });
+            let mut rec = known
+                .clone()
+                .unwrap_or_else(|| TemplateRecord::unknown(id.clone(), name, language, now));
             if !id.is_empty() {
                 rec.id = id;
             }
