@@ -59,18 +59,7 @@ impl MediaGraph {
     /// Where media `meta_id`'s bytes are (the URL lives 5 minutes).
     pub async fn locate(&self, meta_id: &str) -> Result<MediaLocation, MediaError> {
         let url = format!("{}/{}", self.base, meta_id);
-        let resp = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| MediaError::Transient(format!("request: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| MediaError::Transient(format!("reading answer: {e}")))?;
+        let (status, body) = answer(self.http.get(url).bearer_auth(&self.token)).await?;
         if !(200..300).contains(&status) {
             return Err(refusal(status, &body));
         }
@@ -131,19 +120,8 @@ impl MediaGraph {
             .text("type", mime_type.to_string())
             .part("file", part);
         let url = format!("{}/{}/media", self.base, phone_number_id);
-        let resp = self
-            .http
-            .post(url)
-            .bearer_auth(&self.token)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| MediaError::Transient(format!("request: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| MediaError::Transient(format!("reading answer: {e}")))?;
+        let (status, body) =
+            answer(self.http.post(url).bearer_auth(&self.token).multipart(form)).await?;
         if !(200..300).contains(&status) {
             return match refusal(status, &body) {
                 // An upload is not addressed by id: a 404 is the route's, worth retrying.
@@ -156,6 +134,21 @@ impl MediaGraph {
             .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
             .ok_or_else(|| MediaError::Transient(format!("HTTP {status} without id")))
     }
+}
+
+/// Sends `req` and reads its whole answer (Graph's JSON answers here are small): its status and
+/// body. A request or read that fails is transient.
+async fn answer(req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), MediaError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| MediaError::Transient(format!("request: {e}")))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| MediaError::Transient(format!("reading answer: {e}")))?;
+    Ok((status, body))
 }
 
 /// A non-2xx answer: 404 (or Meta's 100 "does not exist") is gone, 5xx, 429 and Meta's
