@@ -10,14 +10,19 @@
 //!
 //! Phases: set-up (conversations opened and taken; not measured), then the campaign: every
 //! template send posted by `--connections` workers as fast as the broker accepts them, while one
-//! agent posts a text reply every [`REPLY_EVERY`] in a conversation of its own on the first
+//! agent posts text replies at `--reply-rate` in conversations of its own on the first
 //! number (never one that got a template, so no reply waits behind its own conversation's
 //! template); then the drain, until the fake Graph API has every send (or `--drain-timeout`).
 //!
-//! Reported: each number's accepted sends per second at the fake Graph API between its first and
-//! last send (the number's pacing shows when its backlog outlasts the run: per-number rate
-//! against `--mps`), the total, pair-rate violations the fake Graph API saw (it answers them with
-//! 131056, as Meta does), and the replies' 202 → Graph request latency.
+//! The reply rate defaults to half the number's mps (at most 50/s): a number offered more replies
+//! than its mps queues them whatever the outbox does, and the first number's campaign share would
+//! starve behind them.
+//!
+//! Reported: each number's sends per second at the fake Graph API (templates and replies) while
+//! every number still had templates to send (the window where the sum of the numbers' limits is
+//! due: per-number rate against `--mps`), the total over that window and over the whole campaign,
+//! pair-rate violations the fake Graph API saw (it answers them with 131056, as Meta does), and
+//! the replies' 202 → Graph request latency.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,8 +41,16 @@ use crate::fake_graph::GraphState;
 use crate::stats::{Latency, LatencySummary};
 use crate::webhook::{numbers, sign, unix_now};
 
-/// How often the replying agent answers during the campaign.
-pub const REPLY_EVERY: Duration = Duration::from_millis(20);
+/// The replying agent's default rate: this share of the number's mps, at most
+/// [`MAX_DEFAULT_REPLY_RATE`] replies a second.
+const DEFAULT_REPLY_SHARE: f64 = 0.5;
+const MAX_DEFAULT_REPLY_RATE: f64 = 50.0;
+
+/// Replies a second of a run: `--reply-rate`, or half the number's mps (at most 50).
+pub fn reply_rate(s: &Settings) -> f64 {
+    s.reply_rate
+        .unwrap_or_else(|| (f64::from(s.mps) * DEFAULT_REPLY_SHARE).min(MAX_DEFAULT_REPLY_RATE))
+}
 /// Conversations on the first number kept for replies (no template is sent in them).
 const REPLY_CONVERSATIONS: usize = 200;
 /// Messages per set-up webhook.
@@ -57,8 +70,17 @@ pub struct CampaignReport {
     pub post_s: f64,
     pub post_rate: f64,
     /// Sends the fake Graph API accepted, per number per second (first to last send).
+    /// Sends (templates and replies) the fake Graph API accepted per number per second while
+    /// every number still had templates to send.
     pub per_number: Vec<(String, f64)>,
+    /// All sends a second over that window: the sum of the numbers' limits when each is paced.
+    pub busy_rate: f64,
+    /// Seconds of that window.
+    pub busy_s: f64,
+    /// Template sends a second from the first to the last.
     pub total_rate: f64,
+    /// Replies offered a second.
+    pub reply_rate: f64,
     pub pair_rate_violations: u64,
     pub reply_to_graph: LatencySummary,
     pub replies_sent: usize,
@@ -84,11 +106,17 @@ impl CampaignReport {
         );
         let _ = writeln!(
             o,
-            "outbound   {:.1} sends/s in all; per number min {min:.1} max {max:.1} sends/s ({:+.2} % .. {:+.2} % of mps); drained: {}",
-            self.total_rate,
+            "outbound   {:.1} sends/s while every number had templates to send ({:.1} s; sum of the numbers' mps {}); per number min {min:.1} max {max:.1} sends/s ({:+.2} % .. {:+.2} % of mps)",
+            self.busy_rate,
+            self.busy_s,
+            u64::from(self.mps) * self.numbers as u64,
             (min / mps - 1.0) * 100.0,
             (max / mps - 1.0) * 100.0,
-            self.drained
+        );
+        let _ = writeln!(
+            o,
+            "templates  {:.1} sends/s first to last; drained: {}",
+            self.total_rate, self.drained
         );
         let _ = writeln!(
             o,
@@ -98,8 +126,8 @@ impl CampaignReport {
         let r = &self.reply_to_graph;
         let _ = writeln!(
             o,
-            "replies    {} sent during the campaign ({} never reached the fake Graph API); 202->graph p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms",
-            self.replies_sent, self.replies_unseen, r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms
+            "replies    {} sent during the campaign at {:.1}/s ({} never reached the fake Graph API); 202->graph p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms",
+            self.replies_sent, self.reply_rate, self.replies_unseen, r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms
         );
         o
     }
@@ -222,8 +250,13 @@ pub async fn drive(
             .collect();
         let replies = replies.clone();
         let stop = stop.clone();
+        let rate = reply_rate(s);
+        let reply_every = Duration::from_secs_f64(1.0 / rate.max(0.01));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REPLY_EVERY);
+            if rate <= 0.0 {
+                return;
+            }
+            let mut tick = tokio::time::interval(reply_every);
             let mut i = 0usize;
             loop {
                 tokio::select! {
@@ -295,7 +328,8 @@ pub async fn drive(
             None => unseen += 1,
         }
     }
-    // Per-number rates of the template sends only (the first number's replies aside).
+    // Template spans per number: the busy window runs from the first template send to the end of
+    // the number that ran out of templates first.
     let mut spans: HashMap<&str, (Instant, Instant, u64)> = HashMap::new();
     for r in sends.iter().filter(|r| r.text.is_none()) {
         let e = spans
@@ -305,17 +339,32 @@ pub async fn drive(
         e.1 = e.1.max(r.at);
         e.2 += 1;
     }
-    let mut per_number: Vec<(String, f64)> = spans
+    let busy = match (
+        spans.values().map(|x| x.0).min(),
+        spans.values().map(|x| x.1).min(),
+    ) {
+        (Some(a), Some(b)) if b > a => Some((a, b)),
+        _ => None,
+    };
+    let busy_s = busy.map_or(0.0, |(a, b)| b.duration_since(a).as_secs_f64());
+    // Every send in the window counts against its number's mps, replies included.
+    let mut in_window: HashMap<&str, u64> = HashMap::new();
+    if let Some((a, b)) = busy {
+        for r in sends.iter().filter(|r| r.at >= a && r.at <= b) {
+            *in_window.entry(r.phone_number_id.as_str()).or_default() += 1;
+        }
+    }
+    let mut per_number: Vec<(String, f64)> = in_window
         .iter()
-        .filter(|(_, (a, b, n))| *n >= 2 && b > a)
-        .map(|(k, (a, b, n))| {
-            (
-                k.to_string(),
-                (*n - 1) as f64 / b.duration_since(*a).as_secs_f64(),
-            )
-        })
+        .filter(|_| busy_s > 0.0)
+        .map(|(k, n)| (k.to_string(), *n as f64 / busy_s))
         .collect();
     per_number.sort_by(|a, b| a.0.cmp(&b.0));
+    let busy_rate = if busy_s > 0.0 {
+        in_window.values().sum::<u64>() as f64 / busy_s
+    } else {
+        0.0
+    };
     let first = spans.values().map(|x| x.0).min();
     let last = spans.values().map(|x| x.1).max();
     let total = spans.values().map(|x| x.2).sum::<u64>();
@@ -332,7 +381,10 @@ pub async fn drive(
         post_s,
         post_rate: want as f64 / post_s.max(1e-9),
         per_number,
+        busy_rate,
+        busy_s,
         total_rate,
+        reply_rate: reply_rate(s),
         pair_rate_violations: graph
             .counters
             .snapshot()

@@ -253,7 +253,7 @@ pub struct Cli {
     pub status_delay_ms: u64,
 
     /// Campaign mode: this many business-initiated template sends (one per distinct customer)
-    /// spread over --numbers, while an agent on the first number replies every 20 ms; reports
+    /// spread over --numbers, while an agent on the first number replies at --reply-rate; reports
     /// sends/s per number against --mps, the fake Graph API's pair-rate violations and the
     /// replies' 202 -> Graph latency (needs --broker-bin; no webhook load, no audit). 0 = off.
     #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Load")]
@@ -262,6 +262,11 @@ pub struct Cli {
     /// `mps` of each generated business number.
     #[arg(long, default_value_t = 1000, help_heading = "Fake Graph API")]
     pub mps: u32,
+
+    /// Campaign mode: agents' replies a second on the first number, beside its templates
+    /// (default: half its --mps, at most 50; 0 = none).
+    #[arg(long, value_name = "PER_SECOND", help_heading = "Load")]
+    pub reply_rate: Option<f64>,
 
     /// SIGKILL the started broker this many seconds into the load, restart it on the same data
     /// directory and config, and carry on (requires --broker-bin; must be below --duration).
@@ -360,6 +365,8 @@ pub struct Settings {
     pub mps: u32,
     /// Template sends of campaign mode (0: the usual inbound run).
     pub campaign: usize,
+    /// Campaign mode's replies a second (None: half the mps, at most 50).
+    pub reply_rate: Option<f64>,
     pub crash_after: Option<Duration>,
     pub baseline: bool,
     pub baseline_mode: BaselineMode,
@@ -580,6 +587,12 @@ impl Cli {
         if self.mps == 0 {
             return Err(bad("--mps must be at least 1"));
         }
+        if self
+            .reply_rate
+            .is_some_and(|r| !r.is_finite() || !(0.0..=10_000.0).contains(&r))
+        {
+            return Err(bad("--reply-rate must be between 0 and 10000"));
+        }
         if !(1..=MAX_BASELINE_ROUNDS).contains(&self.baseline_rounds) {
             return Err(bad(format!(
                 "--baseline-rounds must be between 1 and {MAX_BASELINE_ROUNDS}"
@@ -645,6 +658,7 @@ impl Cli {
             status_delay: Duration::from_millis(self.status_delay_ms),
             mps: self.mps,
             campaign: self.campaign,
+            reply_rate: self.reply_rate,
             crash_after,
             baseline: self.baseline,
             baseline_mode: self.baseline_mode,
