@@ -6,7 +6,7 @@
 //! conversation, and share the number's token bucket and in-flight permits (`reads`).
 //!
 //! A reply is durable (message + outbox entry, one batch) before the API answers 202; the outbox
-//! then sends it to the Graph API within the number's `mps` (token bucket), with at most
+//! then sends it to the Graph API within the number's `mps` (token bucket, 20 ms burst), with at most
 //! `outbox.max_in_flight` requests in flight per number, and reports the outcome to the
 //! conversation actor, which records it and deletes the outbox entry in one batch. Transient
 //! failures are retried with exponential back-off (each delay drawn between half and all of its
