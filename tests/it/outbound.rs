@@ -769,17 +769,17 @@ async fn number_mps_limits_outbound_rate() {
     let sends = tb.graph.wait_sends(15, Duration::from_secs(15)).await;
     assert!(sends.iter().all(|s| s.phone_number_id == N3));
     let span = sends[14].at.duration_since(sends[0].at);
-    // One send every 200 ms from the first: no burst of a second's worth at the start.
+    // One send every 200 ms after a burst of two: not a second's worth at the start.
     assert!(
         span >= Duration::from_millis(2_500),
         "15 sends at 5 mps took only {span:?}"
     );
-    // No sliding 1 s window holds more than the mps (one more for timer jitter at its edge).
+    // No sliding 1 s window holds more than the mps and the burst of two.
     for (i, s) in sends.iter().enumerate() {
         let in_window = sends[i..]
             .iter()
             .filter(|o| o.at.duration_since(s.at) < Duration::from_secs(1))
             .count();
-        assert!(in_window <= 6, "{in_window} sends within 1 s at mps 5");
+        assert!(in_window <= 7, "{in_window} sends within 1 s at mps 5");
     }
 }
