@@ -402,6 +402,10 @@ pub struct MediaConfig {
     /// for this long; a large file may take longer in all.
     #[serde(default = "default_media_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// Nice value (0 to 19) of the threads that download inbound media: above 0 they yield the
+    /// cores to ingest and the API under load, and the durable queue absorbs the difference.
+    #[serde(default = "default_media_fetch_nice")]
+    pub fetch_nice: u8,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -427,6 +431,7 @@ impl Default for MediaConfig {
             retry_base_ms: default_media_retry_base_ms(),
             retry_max_ms: default_media_retry_max_ms(),
             read_timeout_ms: default_media_read_timeout_ms(),
+            fetch_nice: default_media_fetch_nice(),
         }
     }
 }
@@ -443,6 +448,10 @@ fn default_media_retry_max_ms() -> u64 {
 }
 fn default_media_read_timeout_ms() -> u64 {
     30_000
+}
+/// Weight 110 against ingest's 1024: about a tenth of a busy core, all of an idle one.
+fn default_media_fetch_nice() -> u8 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -737,6 +746,9 @@ impl Config {
         positive("media.retry_base_ms", self.media.retry_base_ms)?;
         positive("media.retry_max_ms", self.media.retry_max_ms)?;
         positive("media.read_timeout_ms", self.media.read_timeout_ms)?;
+        if self.media.fetch_nice > 19 {
+            return Err(ConfigError::new("media.fetch_nice", "must be 0 to 19"));
+        }
         if self.media.backend == MediaBackend::S3
             && self.media.bucket.as_deref().is_none_or(str::is_empty)
         {

@@ -1,4 +1,6 @@
-//! The broker's own latency histograms, read from its `/metrics` before and after the load.
+//! The broker's own latency histograms, read from its `/metrics` before and after the load, and
+//! its media fetch backlog after the load (`--media-share`: how many fetches were left queued
+//! and how long they took to drain).
 //!
 //! The generator shares the machine with the broker, so what it measures includes its own
 //! scheduling delays (see `webhook send lag`). The broker times each request from the moment its
@@ -223,5 +225,71 @@ switchboard_http_request_duration_seconds_bucket{route="/api/v1/conversations",m
             Scrape::parse("garbage\n{le=\"x\"} y").since(&Scrape::default()),
             view
         );
+    }
+}
+
+/// `switchboard_media_fetch_pending`: inbound media fetches queued in the broker.
+const MEDIA_PENDING: &str = "switchboard_media_fetch_pending";
+
+/// The broker's media fetch backlog after the load.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MediaBacklog {
+    /// Fetches queued when the load stopped.
+    pub at_load_end: u64,
+    /// Seconds from the load's end until none was queued (None: not before the deadline).
+    pub drained_after_s: Option<f64>,
+    /// Fetches still queued when the wait ended.
+    pub left: u64,
+}
+
+/// The broker's fetch backlog gauge (None: no answer, or no such gauge).
+async fn media_pending(client: &reqwest::Client, base_url: &str) -> Option<u64> {
+    let r = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let text = r.text().await.ok()?;
+    text.lines().find_map(|l| {
+        let v: f64 = l
+            .strip_prefix(MEDIA_PENDING)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()?;
+        (v.is_finite() && v >= 0.0).then_some(v as u64)
+    })
+}
+
+/// Reads the backlog now (the load's end) and waits, polling every 50 ms, until it is empty
+/// or `deadline` passes. None when the broker does not report one.
+pub async fn wait_media_drained(
+    client: &reqwest::Client,
+    base_url: &str,
+    deadline: tokio::time::Instant,
+) -> Option<MediaBacklog> {
+    let start = tokio::time::Instant::now();
+    let at_load_end = media_pending(client, base_url).await?;
+    let mut left = at_load_end;
+    loop {
+        if left == 0 {
+            return Some(MediaBacklog {
+                at_load_end,
+                drained_after_s: Some(start.elapsed().as_secs_f64()),
+                left,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Some(MediaBacklog {
+                at_load_end,
+                drained_after_s: None,
+                left,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = media_pending(client, base_url).await.unwrap_or(left);
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::audit::Audit;
-use crate::broker_view::{BrokerLatency, BrokerView};
+use crate::broker_view::{BrokerLatency, BrokerView, MediaBacklog};
 use crate::fanout::FanoutReport;
 use crate::load::LoadSummary;
 use crate::stats::LatencySummary;
@@ -95,6 +95,8 @@ pub struct Report {
     pub fanout: Option<FanoutReport>,
     /// Replies still neither sent nor failed when the drain deadline passed.
     pub replies_pending_at_deadline: usize,
+    /// `--media-share`: the broker's fetch backlog at the load's end and how long it took to drain.
+    pub media_backlog: Option<MediaBacklog>,
     pub broker_shutdown: Option<String>,
     pub broker_log: Option<String>,
     pub audit: Audit,
@@ -246,6 +248,20 @@ impl Report {
         }
         let _ = writeln!(o, "agents     {}", kv(&self.agents));
         let _ = writeln!(o, "fake graph {}", kv(&self.fake_graph));
+        if let Some(b) = &self.media_backlog {
+            let _ = match b.drained_after_s {
+                Some(t) => writeln!(
+                    o,
+                    "media      {} fetches queued at the load's end, drained {t:.2} s later",
+                    b.at_load_end
+                ),
+                None => writeln!(
+                    o,
+                    "media      {} fetches queued at the load's end, {} still queued at the drain deadline",
+                    b.at_load_end, b.left
+                ),
+            };
+        }
         let rates: Vec<f64> = self.outbound_per_number.values().copied().collect();
         if !rates.is_empty() {
             let total: f64 = rates.iter().sum();

@@ -32,7 +32,7 @@ use crate::audit::{self, Audit, Observed, ReplyLatency};
 use crate::baseline::Baseline;
 use crate::broker_config::{render, BrokerConfigSpec};
 use crate::broker_process::{cpu_seconds, free_loopback_port, BrokerProcess, Shutdown};
-use crate::broker_view::Scrape;
+use crate::broker_view::{wait_media_drained, Scrape};
 use crate::cli::{Settings, Target};
 use crate::fake_graph::FakeGraph;
 use crate::fanout::Fanout;
@@ -622,6 +622,12 @@ async fn drive_and_audit(
     // 5. drain
     let deadline = Instant::now() + s.drain_timeout;
     ctx.set_give_up_at(deadline);
+    // First, so the backlog read is the one at the load's end (not across a restart).
+    let media_backlog = if s.media_share > 0.0 {
+        wait_media_drained(&api.client, base_url, deadline).await
+    } else {
+        None
+    };
     ctx.redelivering.wait_idle(deadline).await;
     let fanout = match fanout {
         Some(f) => {
@@ -777,6 +783,7 @@ async fn drive_and_audit(
         broker_view,
         fanout,
         replies_pending_at_deadline: pending,
+        media_backlog,
         broker_shutdown: None,
         broker_log: None,
         audit,

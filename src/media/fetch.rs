@@ -11,6 +11,17 @@
 //! the record and deletes the entry in one batch), retried (the entry moves to its next time,
 //! `attempts` or `mismatches` one higher) or failed (the record says why; the entry goes).
 //! A crash in between leaves the entry due, and it is fetched again after the restart.
+//!
+//! **Downloads yield to ingest.** The download itself (Meta's lookup, the transfer, hashing,
+//! writing the object) runs on a runtime of its own ([`Lane`]): [`LANE_WORKERS`] worker
+//! thread(s) and at most `max_concurrent_fetches` blocking threads, all at nice
+//! `media.fetch_nice`, with a Graph connection pool of its own (a pooled connection's work runs
+//! where it was opened). The kernel then gives the cores to webhooks and the API first and to
+//! downloads what is left: under a saturating load the queue grows (it is durable, counted in
+//! `switchboard_media_fetch_pending`, and a media id lives 7 days) and drains once the load
+//! eases, while a nice thread still gets a share of a busy core, so it never stops. The queue
+//! and the durable step stay on the broker's runtime: a conversation actor is never started
+//! from the lane's threads, so nothing of ingest ever runs at the lane's priority.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -18,6 +29,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::task::JoinSet;
+
+use object_store::ObjectStore;
 
 use super::{hash, object_path, store_stream, Media, StreamError, MAX_MEDIA_BYTES, MAX_MISMATCHES};
 use crate::actors::{ConversationMsg, Ctx};
@@ -32,21 +45,117 @@ use crate::whatsapp::media::{MediaError as GraphError, MediaGraph};
 /// `pending` is the queue's length on disk, counted before anything could queue a fetch.
 pub fn start(ctx: &Arc<Ctx>, media: &Arc<Media>, pending: u64) {
     metrics::gauge!(m::MEDIA_FETCH_PENDING).set(pending as f64);
+    let cfg = ctx.config.media.clone();
+    let lane = Lane::start(&cfg).and_then(|lane| {
+        let graph = media.graph.with_own_pool().map_err(|e| e.to_string())?;
+        Ok((lane, graph))
+    });
+    let (lane, downloads, graph) = match lane {
+        Ok((lane, graph)) => {
+            let handle = lane.handle();
+            (Some(lane), handle, graph)
+        }
+        Err(e) => {
+            // Still correct, only not yielding: downloads share the broker's threads.
+            tracing::error!(error = %e, "media downloads run at the broker's priority");
+            (None, tokio::runtime::Handle::current(), media.graph.clone())
+        }
+    };
     let f = Arc::new(Fetcher {
         ctx: ctx.clone(),
         media: media.clone(),
-        graph: media.graph.clone(),
-        cfg: ctx.config.media.clone(),
+        graph,
+        cfg,
+        downloads,
     });
     let task = tokio::spawn(f.run());
     *media.fetcher.lock() = Some(task);
+    *media.lane.lock() = lane;
+}
+
+/// Worker threads of the download runtime: a download's CPU is hashing and copying (one core
+/// does well over a GB/s), the rest of its time it waits on the network.
+pub const LANE_WORKERS: usize = 1;
+
+/// The download runtime (see the module docs). Dropping it cuts the downloads in progress
+/// without waiting (they stay queued on disk), from any context.
+pub struct Lane {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Lane {
+    fn start(cfg: &MediaConfig) -> Result<Lane, String> {
+        let nice = cfg.fetch_nice;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(LANE_WORKERS)
+            // The object store's file operations: at most two parts and a completion per
+            // transfer are in flight, and transfers are bounded by the concurrency.
+            .max_blocking_threads(cfg.max_concurrent_fetches.max(1))
+            .thread_name("media-fetch")
+            .on_thread_start(move || lower_priority(nice))
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the download threads: {e}"))?;
+        Ok(Lane {
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.runtime {
+            Some(r) => r.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if let Some(r) = self.runtime.take() {
+            r.shutdown_background();
+        }
+    }
+}
+
+/// Gives the calling thread nice value `nice` (Linux keeps one per thread; elsewhere the
+/// downloads keep the broker's priority).
+fn lower_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: gettid and setpriority take and return plain integers.
+        let failed = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid as libc::id_t,
+                libc::c_int::from(nice),
+            ) != 0
+        };
+        if failed {
+            tracing::warn!(error = %std::io::Error::last_os_error(), nice, "cannot lower a media download thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 struct Fetcher {
     ctx: Arc<Ctx>,
     media: Arc<Media>,
+    /// Meta's media endpoints through the lane's own connection pool.
     graph: MediaGraph,
     cfg: MediaConfig,
+    /// Where downloads run: the lane, or the broker's runtime when it could not start.
+    downloads: tokio::runtime::Handle,
+}
+
+/// A download on the lane, cut when the fetch that awaits it is (the fetcher stopped).
+struct Cut(tokio::task::JoinHandle<Fetched>);
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How one download went.
@@ -159,7 +268,16 @@ impl Fetcher {
     }
 
     async fn fetch_one(self: Arc<Self>, job: FetchJob) {
-        let outcome = self.download(&job).await;
+        let mut cut = Cut(self.downloads.spawn(download(
+            self.graph.clone(),
+            self.media.objects().clone(),
+            job.media_id.clone(),
+            job.sha256.clone(),
+        )));
+        let outcome = match (&mut cut.0).await {
+            Ok(f) => f,
+            Err(e) => Fetched::Transient(format!("download task: {e}")),
+        };
         match outcome {
             Fetched::Stored { size, sha256 } => {
                 let recorded = self
@@ -193,57 +311,6 @@ impl Fetcher {
                 }
             }
             Fetched::Gone(reason) => self.fail(job, reason).await,
-        }
-    }
-
-    /// Locates, streams, hashes and checks one media; the object is stored only when it
-    /// matches (a mismatch or a failure leaves nothing behind).
-    async fn download(&self, job: &FetchJob) -> Fetched {
-        let loc = match self.graph.locate(&job.media_id).await {
-            Ok(l) => l,
-            Err(GraphError::NotFound) => return Fetched::Gone("Meta answered 404".into()),
-            Err(GraphError::Transient(r)) => return Fetched::Transient(r),
-            Err(GraphError::Permanent { code, title }) => {
-                return Fetched::Gone(format!("Meta refused it: ({code}) {title}"))
-            }
-        };
-        if loc.file_size.is_some_and(|s| s > MAX_MEDIA_BYTES) {
-            return Fetched::Gone(format!("larger than {MAX_MEDIA_BYTES} bytes"));
-        }
-        let resp = match self.graph.download(&loc.url).await {
-            Ok(r) => r,
-            // The URL lives 5 minutes: a 404 there means ask Meta again, not that it is gone.
-            Err(GraphError::NotFound) => return Fetched::Transient("download URL gone".into()),
-            Err(GraphError::Transient(r)) => return Fetched::Transient(r),
-            Err(GraphError::Permanent { code, title }) => {
-                return Fetched::Transient(format!("download refused: ({code}) {title}"))
-            }
-        };
-        let path = object_path(&job.media_id);
-        let objects = self.media.objects().clone();
-        let written =
-            match store_stream(&*objects, &path, resp.bytes_stream(), MAX_MEDIA_BYTES).await {
-                Ok(w) => w,
-                Err(StreamError::TooLarge) => {
-                    return Fetched::Gone(format!("larger than {MAX_MEDIA_BYTES} bytes"))
-                }
-                Err(StreamError::Source(e)) => return Fetched::Transient(format!("download: {e}")),
-                Err(StreamError::Objects(e)) => {
-                    return Fetched::Transient(format!("object store: {e}"))
-                }
-            };
-        let given = job
-            .sha256
-            .iter()
-            .chain(loc.sha256.iter())
-            .map(String::as_str);
-        if hash::matches(&written.sha256, given) == Some(false) {
-            let _ = objects.delete(&path).await;
-            return Fetched::Mismatch;
-        }
-        Fetched::Stored {
-            size: written.size,
-            sha256: hex::encode(written.sha256),
         }
     }
 
@@ -317,5 +384,56 @@ impl Fetcher {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Locates, streams, hashes and checks one media (on the lane); the object is stored only when it
+/// matches (a mismatch or a failure leaves nothing behind).
+async fn download(
+    graph: MediaGraph,
+    objects: Arc<dyn ObjectStore>,
+    media_id: String,
+    given_sha256: Option<String>,
+) -> Fetched {
+    let loc = match graph.locate(&media_id).await {
+        Ok(l) => l,
+        Err(GraphError::NotFound) => return Fetched::Gone("Meta answered 404".into()),
+        Err(GraphError::Transient(r)) => return Fetched::Transient(r),
+        Err(GraphError::Permanent { code, title }) => {
+            return Fetched::Gone(format!("Meta refused it: ({code}) {title}"))
+        }
+    };
+    if loc.file_size.is_some_and(|s| s > MAX_MEDIA_BYTES) {
+        return Fetched::Gone(format!("larger than {MAX_MEDIA_BYTES} bytes"));
+    }
+    let resp = match graph.download(&loc.url).await {
+        Ok(r) => r,
+        // The URL lives 5 minutes: a 404 there means ask Meta again, not that it is gone.
+        Err(GraphError::NotFound) => return Fetched::Transient("download URL gone".into()),
+        Err(GraphError::Transient(r)) => return Fetched::Transient(r),
+        Err(GraphError::Permanent { code, title }) => {
+            return Fetched::Transient(format!("download refused: ({code}) {title}"))
+        }
+    };
+    let path = object_path(&media_id);
+    let written = match store_stream(&*objects, &path, resp.bytes_stream(), MAX_MEDIA_BYTES).await {
+        Ok(w) => w,
+        Err(StreamError::TooLarge) => {
+            return Fetched::Gone(format!("larger than {MAX_MEDIA_BYTES} bytes"))
+        }
+        Err(StreamError::Source(e)) => return Fetched::Transient(format!("download: {e}")),
+        Err(StreamError::Objects(e)) => return Fetched::Transient(format!("object store: {e}")),
+    };
+    let given = given_sha256
+        .iter()
+        .chain(loc.sha256.iter())
+        .map(String::as_str);
+    if hash::matches(&written.sha256, given) == Some(false) {
+        let _ = objects.delete(&path).await;
+        return Fetched::Mismatch;
+    }
+    Fetched::Stored {
+        size: written.size,
+        sha256: hex::encode(written.sha256),
     }
 }

@@ -15,7 +15,9 @@
 //!   The fetcher asks Meta where the bytes are, streams them into the object store, checks them
 //!   against Meta's SHA-256 (hex or base64, see [`hash`]) and only then has the conversation
 //!   actor mark the message's media `downloaded` (durable, with the record and the queue entry
-//!   in one batch, then an event). Failures are retried with exponential back-off until Meta's 7
+//!   in one batch, then an event). Downloads run on threads of their own at a lower priority
+//!   (`media.fetch_nice`), so under load they yield the cores to ingest and the durable queue
+//!   grows instead, then drains. Failures are retried with exponential back-off until Meta's 7
 //!   days for the id are over; a 404 fails it at once; bytes that do not match their hash are
 //!   retried (a transfer can be cut or mangled) but fail after [`MAX_MISMATCHES`].
 //! - **Outbound**: `POST /api/v1/media` checks Meta's type and size limits ([`limits`]) before
@@ -201,6 +203,8 @@ pub struct Media {
     /// Wakes the fetcher when a fetch is queued.
     pub(crate) wake: Arc<FetchSignal>,
     fetcher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The threads downloads run on, at a lower priority ([`fetch::Lane`]).
+    lane: parking_lot::Mutex<Option<fetch::Lane>>,
 }
 
 impl Media {
@@ -217,6 +221,7 @@ impl Media {
             graph,
             wake,
             fetcher: parking_lot::Mutex::new(None),
+            lane: parking_lot::Mutex::new(None),
         }
     }
 
@@ -229,6 +234,8 @@ impl Media {
         if let Some(t) = self.fetcher.lock().take() {
             t.abort();
         }
+        let lane = self.lane.lock().take();
+        drop(lane);
     }
 
     /// Stores an agent's upload of type `content_type` (`length` from `Content-Length`, when

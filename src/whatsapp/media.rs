@@ -40,19 +40,34 @@ pub struct MediaGraph {
     http: reqwest::Client,
     base: String,
     token: String,
+    read_timeout: Duration,
+}
+
+fn client(read_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(read_timeout)
+        .read_timeout(read_timeout)
+        .pool_max_idle_per_host(16)
+        .build()
 }
 
 impl MediaGraph {
     pub fn new(base: &str, token: &str, read_timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(read_timeout)
-            .read_timeout(read_timeout)
-            .pool_max_idle_per_host(16)
-            .build()?;
         Ok(Self {
-            http,
+            http: client(read_timeout)?,
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            read_timeout,
+        })
+    }
+
+    /// The same endpoints through a connection pool of its own. A pooled connection's task runs
+    /// on the runtime that opened it, so a runtime of its own (the fetcher's downloads) needs
+    /// its own pool for the work of its connections to stay on its threads.
+    pub fn with_own_pool(&self) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: client(self.read_timeout)?,
+            ..self.clone()
         })
     }
 

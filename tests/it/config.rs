@@ -470,6 +470,9 @@ fn media_stores_that_cannot_be_used_exit_2_naming_the_key() {
     let mut unknown = cfg.clone();
     unknown.extra.push_str("\n[media]\nbackend = \"ftp\"\n");
     expect_config_error(&unknown.toml(), &["media.backend"]);
+    let mut nice = cfg.clone();
+    nice.extra.push_str("\n[media]\nfetch_nice = 20\n");
+    expect_config_error(&nice.toml(), &["media.fetch_nice", "0 to 19"]);
     // A directory that cannot be made: found when the broker opens it.
     let file = dir.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();

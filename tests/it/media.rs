@@ -172,6 +172,52 @@ async fn inbound_image_is_fetched_verified_and_served_with_ranges() {
     assert_eq!(error_code(&got), "range_not_satisfiable");
 }
 
+/// The nice values of this process's threads named `name` (Linux keeps one per thread).
+#[cfg(target_os = "linux")]
+fn thread_nices(name: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // After the `(comm)` field: state is field 3, nice field 19.
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        if let Some(n) = after
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Downloads yield the cores to ingest: they run on threads of their own at `media.fetch_nice`
+/// (brokers of other tests in this process use the default, 10), and still fetch and verify.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_run_on_threads_of_their_own_at_a_lower_priority() {
+    let tb = TB::start_with(|c| {
+        c.extra
+            .push_str("\n[media]\nretry_base_ms = 20\nretry_max_ms = 100\nfetch_nice = 7\n")
+    })
+    .await;
+    let body = bytes(40_000, 9);
+    let id = uniq("7070");
+    let (conv, msg) = inbound_image(&tb, &id, &body).await;
+    wait_downloaded(&tb, &conv, &msg).await;
+    let nices = thread_nices("media-fetch");
+    assert!(
+        nices.contains(&7),
+        "a download thread at nice 7 among {nices:?}"
+    );
+    let (status, _, got) = get_media(&tb, BOB, &id, None).await;
+    assert_eq!((status, got), (200, body));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_is_retried_after_server_errors_and_not_served_before() {
     let tb = TB::start_with(|c| {
