@@ -12,7 +12,9 @@
 //! process's CPU time per request (the wall times include waiting for a core on a shared machine):
 //!
 //! - `limit=50`: a page the size of the console's queue read (`/teams/{id}/queue?limit=50`);
-//! - the default page (no `limit`: up to 10,000 conversations, what the console's list asks for);
+//! - `limit=200`: the console's list page (`LIST_PAGE` in `src/console/assets/app.js`: the first
+//!   page shows, then the rest is read page by page);
+//! - the default page (no `limit`: up to 10,000 conversations, what the console asked for before);
 //! - the default page of the second page on (`after` the first page's `next_after`);
 //! - the default page serialised through a `serde_json::Value` tree, as the route did before.
 //!
@@ -176,6 +178,7 @@ fn main() {
         };
         let few = (rounds / 5).max(1);
         measure(&store, &caller, "limit=50", Some(50), None, rounds, false).await;
+        measure(&store, &caller, "limit=200", Some(200), None, rounds, false).await;
         let (_, _, next) = one(&store, &caller, None, None, false).await;
         measure(&store, &caller, "default page", None, None, few, false).await;
         let name = "default page, second";

@@ -494,14 +494,34 @@ async fn init_gauges(
     }
 }
 
-/// Retires every conversation actor idle for `conversations.idle_timeout_ms`.
+/// Retires every conversation actor idle for `conversations.idle_timeout_ms`, and the idlest
+/// ones whenever the live ones pass `conversations.max_live` (down to nine tenths of it).
 async fn sweep_idle(ctx: Arc<Ctx>) {
     let every =
         (ctx.config.idle_timeout() / 2).clamp(Duration::from_millis(20), Duration::from_secs(30));
+    let max_live = ctx.config.conversations.max_live;
+    let keep = max_live - max_live / 10;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        ctx.passivate_idle(ctx.config.idle_timeout());
+        let timed = tokio::select! {
+            _ = tick.tick() => true,
+            () = ctx.over_bound() => false,
+        };
+        // A sweep walks the whole registry (hundreds of thousands of entries at the bound):
+        // off the async workers, so webhooks in progress there are not held up behind it.
+        let sweep = ctx.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if timed {
+                sweep.passivate_idle(sweep.config.idle_timeout());
+            }
+            if sweep.live() > max_live {
+                sweep.passivate_idlest(keep);
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "conversation sweep failed");
+        }
     }
 }

@@ -460,14 +460,26 @@ pub struct ConversationsConfig {
     /// A conversation actor with no activity for this long is stopped; its state stays on disk.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Most conversation actors in memory at once: beyond it the idlest are stopped first (down
+    /// to nine tenths of it), however recently they were active (see `actors::Ctx::over_bound`).
+    #[serde(default = "default_max_live")]
+    pub max_live: usize,
 }
 
 impl Default for ConversationsConfig {
     fn default() -> Self {
         Self {
             idle_timeout_ms: default_idle_timeout_ms(),
+            max_live: default_max_live(),
         }
     }
+}
+
+/// Sized for 1 GiB: ~1.2 KB of RSS a live actor (BENCHMARKS.md, memory) is ~0.25 GB, leaving
+/// the rest to RocksDB's memtables and block cache and to passivated conversations (their
+/// queue entries, contact cache), with a million distinct customers in ten minutes.
+fn default_max_live() -> usize {
+    200_000
 }
 
 fn default_true() -> bool {
@@ -818,6 +830,7 @@ impl Config {
             "conversations.idle_timeout_ms",
             self.conversations.idle_timeout_ms,
         )?;
+        positive("conversations.max_live", self.conversations.max_live as u64)?;
 
         let mut teams = HashSet::new();
         for (i, t) in self.teams.iter().enumerate() {

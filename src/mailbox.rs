@@ -302,13 +302,29 @@ impl<H: Handler> Mailbox<H> {
     /// Retires the mailbox if nothing is queued or running and it has been idle for `idle`
     /// (`Duration::ZERO`: whenever nothing is in progress). Returns whether it retired now.
     pub fn retire_if_idle(&self, idle: Duration) -> bool {
+        // Nothing can have been idle for longer than the clock has run.
+        Instant::now()
+            .checked_sub(idle)
+            .is_some_and(|cutoff| self.retire_if_idle_since(cutoff))
+    }
+
+    /// Retires the mailbox if nothing is queued or running and it went idle at or before
+    /// `cutoff`. Returns whether it retired now.
+    pub fn retire_if_idle_since(&self, cutoff: Instant) -> bool {
         let mut g = self.inner.lock();
-        if g.retired || g.running || !g.queue.is_empty() || g.last_active.elapsed() < idle {
+        if g.retired || g.running || !g.queue.is_empty() || g.last_active > cutoff {
             return false;
         }
         g.retired = true;
         g.state = None;
         true
+    }
+
+    /// When it went idle, if it is idle now (nothing queued or running, not retired): what
+    /// choosing the idlest mailboxes compares.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let g = self.inner.lock();
+        (!g.retired && !g.running && g.queue.is_empty()).then_some(g.last_active)
     }
 
     /// Retires it now; a handler in progress finishes, queued messages are still handled, and

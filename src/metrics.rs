@@ -51,6 +51,10 @@ pub const LIVE_ACTORS: &str = "switchboard_live_conversation_actors";
 pub const ACTOR_RESTARTS: &str = "switchboard_actor_restarts_total";
 pub const SUPERVISED_RESTARTS: &str = "switchboard_supervised_restarts_total";
 pub const ACTOR_ACTIVATIONS: &str = "switchboard_actor_activations_total";
+pub const ACTOR_PASSIVATIONS: &str = "switchboard_actor_passivations_total";
+/// `reason` of [`ACTOR_PASSIVATIONS`]: idle for `conversations.idle_timeout_ms`, or among the
+/// idlest when the live actors passed `conversations.max_live`.
+pub const PASSIVATION_REASONS: [&str; 2] = ["idle", "bound"];
 pub const MAILBOX_FULL: &str = "switchboard_mailbox_full_total";
 pub const STORE_MEMORY: &str = "switchboard_store_memory_bytes";
 pub const HTTP_DURATION: &str = "switchboard_http_request_duration_seconds";
@@ -335,6 +339,10 @@ fn describe() {
         ACTOR_ACTIVATIONS,
         "Conversation actors activated from storage."
     );
+    describe_counter!(
+        ACTOR_PASSIVATIONS,
+        "Conversation actors stopped while idle (state stays on disk), by reason: idle (conversations.idle_timeout_ms), bound (the idlest, beyond conversations.max_live)."
+    );
     describe_histogram!(
         HTTP_DURATION,
         "Time to answer a routed HTTP request, by route template and method (SSE: until the stream opens)."
@@ -581,6 +589,9 @@ pub fn zero_known_series(api_codes: &[&'static str], teams: &[&str], numbers: &[
     }
     for &reason in &BOT_HANDOVER_REASONS {
         counter!(BOT_HANDOVERS, "reason" => reason).increment(0);
+    }
+    for &reason in &PASSIVATION_REASONS {
+        counter!(ACTOR_PASSIVATIONS, "reason" => reason).increment(0);
     }
     for &reason in &BOT_PROVIDER_FAILURE_REASONS {
         counter!(BOT_PROVIDER_FAILURES, "reason" => reason).increment(0);

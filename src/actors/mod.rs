@@ -23,7 +23,13 @@
 //! live actors; an id that is not there is activated from storage on demand
 //! ([`Ctx::activate`]), and the idle sweeper retires actors idle for
 //! `conversations.idle_timeout_ms` ([`Ctx::passivate_idle`]), so memory follows active
-//! conversations. A command that reaches an actor that just retired is refused
+//! conversations. However many customers write within the idle timeout, at most
+//! `conversations.max_live` actors stay live: an activation that passes the bound wakes the
+//! sweeper, which retires the idlest actors down to nine tenths of it ([`Ctx::over_bound`],
+//! [`Ctx::passivate_idlest`]); the slack means one sweep of the registry per tenth of the bound
+//! activated, not one per activation. An actor busy when the sweep looks is skipped, so the bound
+//! can be passed by the actors busy at once (bounded by webhook admission and the API's
+//! in-flight limits), never by idle ones. A command that reaches an actor that just retired is refused
 //! (or its reply port is dropped, if the actor panicked) and [`Ctx::ask`] retries it on a fresh
 //! activation; since every handler makes its change durable before replying, a retry never sees
 //! stale state, and re-applying is harmless (wamid dedup, idempotency keys, claim by the owner is
@@ -111,6 +117,12 @@ pub struct Ctx {
     /// Raised before any conversation actor leaves `conversations` (passivated, forgotten after
     /// a panic or a retirement, shutdown): see [`Self::removals`].
     removals: std::sync::atomic::AtomicU64,
+    /// Entries of `conversations` (kept beside the map: its own `len` locks every shard, and
+    /// the bound is checked on every activation).
+    live: std::sync::atomic::AtomicUsize,
+    /// Woken when an activation takes `live` past `conversations.max_live` (see
+    /// [`Self::over_bound`]).
+    crowded: tokio::sync::Notify,
     /// Set once by app.rs, right after this context: the outbox reports to conversation actors
     /// through it ([`send_outcomes`]).
     pub outbox: OnceLock<Outbox>,
@@ -177,6 +189,8 @@ impl Ctx {
             runners: mailbox::Runners::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             removals: std::sync::atomic::AtomicU64::new(0),
+            live: std::sync::atomic::AtomicUsize::new(0),
+            crowded: tokio::sync::Notify::new(),
             outbox: OnceLock::new(),
             automation: OnceLock::new(),
             templates: OnceLock::new(),
@@ -305,12 +319,21 @@ impl Ctx {
             mailbox::Mailbox::new(key.clone(), ConversationActor { ctx: self.clone() }, state);
         // Another caller may have activated it while we read storage: theirs wins, ours never
         // received a message.
+        let mut added = false;
         let live = self.conversations.entry(key).or_insert_with(|| {
-            metrics::gauge!(m::LIVE_ACTORS).increment(1.0);
-            metrics::counter!(m::ACTOR_ACTIVATIONS).increment(1);
+            added = true;
             actor
         });
         let live = live.value().clone();
+        if added {
+            metrics::gauge!(m::LIVE_ACTORS).increment(1.0);
+            metrics::counter!(m::ACTOR_ACTIVATIONS).increment(1);
+            let n = self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n > self.config.conversations.max_live {
+                // One stored permit at most: many activations past the bound wake one sweep.
+                self.crowded.notify_one();
+            }
+        }
         if self.is_closing() {
             // Shutdown began while we read storage.
             live.retire();
@@ -326,19 +349,68 @@ impl Ctx {
             .remove_if(actor.key().as_ref(), |_, r| Arc::ptr_eq(r, actor))
             .is_some();
         if gone {
+            self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             metrics::gauge!(m::LIVE_ACTORS).decrement(1.0);
         }
         gone
     }
 
+    /// Conversation actors in memory now.
+    pub fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until an activation has taken the live actors past `conversations.max_live` since
+    /// the last call (the sweeper then calls [`Self::passivate_idlest`]).
+    pub async fn over_bound(&self) {
+        self.crowded.notified().await;
+    }
+
+    /// Retires the idlest conversation actors until at most `keep` are live; returns how many
+    /// retired. Busy ones are skipped (see the module's bounds), so fewer may retire.
+    pub fn passivate_idlest(&self, keep: usize) -> usize {
+        let excess = self.live().saturating_sub(keep);
+        if excess == 0 {
+            return 0;
+        }
+        // When each idle actor went idle; the `excess`-th oldest of them is the cutoff.
+        let mut since: Vec<std::time::Instant> = self
+            .conversations
+            .iter()
+            .filter_map(|r| r.value().idle_since())
+            .collect();
+        if since.is_empty() {
+            return 0;
+        }
+        let nth = excess.min(since.len()) - 1;
+        let (_, cutoff, _) = since.select_nth_unstable(nth);
+        let cutoff = *cutoff;
+        drop(since);
+        let retired = self.passivate_since(cutoff);
+        metrics::counter!(m::ACTOR_PASSIVATIONS, "reason" => "bound").increment(retired as u64);
+        retired
+    }
+
     /// Retires every conversation actor idle for at least `idle` (`Duration::ZERO`: every one not
     /// busy right now) and removes it from the registry; returns how many retired.
     pub fn passivate_idle(&self, idle: Duration) -> usize {
+        // Nothing can have been idle for longer than the clock has run.
+        let Some(cutoff) = std::time::Instant::now().checked_sub(idle) else {
+            return 0;
+        };
+        let retired = self.passivate_since(cutoff);
+        metrics::counter!(m::ACTOR_PASSIVATIONS, "reason" => "idle").increment(retired as u64);
+        retired
+    }
+
+    /// Retires every conversation actor idle since `cutoff` or earlier and removes it from the
+    /// registry; returns how many retired.
+    fn passivate_since(&self, cutoff: std::time::Instant) -> usize {
         let mut retired = 0usize;
         // The mailbox lock is taken inside the shard lock, never the other way round. Counted
         // here, not from the map's length: activations may land while the sweep runs.
         self.conversations.retain(|_, r| {
-            let keep = !r.retire_if_idle(idle);
+            let keep = !r.retire_if_idle_since(cutoff);
             if !keep {
                 self.removing();
             }
@@ -346,6 +418,8 @@ impl Ctx {
             keep
         });
         let live = self.conversations.len();
+        self.live
+            .fetch_sub(retired, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!(m::LIVE_ACTORS).decrement(retired as f64);
         // A map that grew for a peak keeps its table; give it back once mostly empty.
         if self.conversations.capacity() > 4 * live + 1024 {
@@ -383,6 +457,7 @@ impl Ctx {
             r.retire();
             false
         });
+        self.live.store(0, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!(m::LIVE_ACTORS).set(0.0);
     }
 

@@ -112,6 +112,15 @@ fn agent_with_unknown_team_exits_2_naming_agents_and_team() {
 }
 
 #[test]
+fn a_zero_max_live_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Cfg::new(&dir.path().join("db"), "http://127.0.0.1:9/v25.0");
+    cfg.listen = format!("127.0.0.1:{}", free_port());
+    cfg.conversations_extra = "max_live = 0".into();
+    expect_config_error(&cfg.toml(), &["conversations.max_live", "greater than 0"]);
+}
+
+#[test]
 fn duplicate_agent_ids_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let mut toml = valid(dir.path(), free_port());

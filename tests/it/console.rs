@@ -6,9 +6,10 @@
 //! play the other people (customers through the webhook, colleagues claiming). Every wait is for
 //! a condition in the page (WebDriver polling), never a sleep. What the page shows comes from the
 //! broker itself (templates from its registry, media it fetched from the fake Graph API, Meta's
-//! refusals through the outbox); where a test wraps the page's `fetch` it only records calls, and
-//! only the `lagged` test feeds the page's event stream (a real `lagged` needs a subscriber 4,096
-//! events behind).
+//! refusals through the outbox); where a test wraps the page's `fetch` it only records calls (the
+//! paging test also holds one list request back until it releases it, unchanged), and only the
+//! `lagged` test feeds the page's event stream (a real `lagged` needs a subscriber 4,096 events
+//! behind).
 //!
 //! Chromium and chromedriver come from Debian (`make browser-deps` installs them, and so `make test` and `.ci/run`): when
 //! they are missing these tests FAIL saying so, they never skip.
@@ -1139,6 +1140,84 @@ async fn lagged_makes_the_list_be_read_again() {
     b.js(r#"window.__feed("event: lagged\ndata: {\"type\":\"lagged\",\"missed\":3}\n\n"); return null;"#)
         .await;
     b.row(&conv2).await;
+}
+
+/// The list is read in pages of a few hundred rows (`limit`), and the first page shows before the
+/// next is read: the second page's request is held until the first page's rows are on screen,
+/// then every conversation shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_its_first_page_then_pages_on() {
+    const PAGE: usize = 200;
+    const CONVERSATIONS: usize = PAGE + 30;
+    let tb = TB::start().await;
+    for _ in 0..CONVERSATIONS {
+        tb.send_text(N1, &customer(), "hello").await;
+    }
+    let b = Browser::start(1280, 800).await;
+    b.goto_console(&tb).await;
+    b.wait_css(r#"input[name="token"]"#).await;
+    b.js(r#"
+        const real = window.fetch.bind(window);
+        window.__lists = [];
+        window.fetch = (url, init) => {
+          const u = String(url);
+          if (!u.startsWith("/api/v1/conversations?")) return real(url, init);
+          window.__lists.push(u);
+          if (!u.includes("after=") || window.__release) return real(url, init);
+          return new Promise((done) => { window.__release = () => done(real(url, init)); });
+        };
+        return null;"#)
+        .await;
+    b.wait_css(r#"input[name="token"]"#)
+        .await
+        .send_keys(BOB)
+        .await
+        .unwrap();
+    b.click("Sign in").await;
+    let rows = |want: usize| {
+        let b = &b;
+        async move {
+            eventually(&format!("{want} rows"), PAGE_WAIT, || async {
+                let v = b
+                    .js("return [document.querySelectorAll('#list .row').length, window.__lists];")
+                    .await;
+                if v[0] == json!(want) {
+                    Ok(v[1].clone())
+                } else {
+                    Err(v.to_string())
+                }
+            })
+            .await
+        }
+    };
+    // The first page is on screen while the second is still held back.
+    let lists = rows(PAGE).await;
+    let lists = lists.as_array().expect("requests").clone();
+    assert_eq!(
+        lists[0],
+        json!(format!("/api/v1/conversations?limit={PAGE}")),
+        "the first request asks for a page of {PAGE}"
+    );
+    assert!(lists.len() <= 2, "nothing past the held page: {lists:?}");
+    b.js("window.__release(); return null;").await;
+    let lists = rows(CONVERSATIONS).await;
+    let lists = lists.as_array().expect("requests");
+    let second = lists[1].as_str().unwrap_or_default();
+    assert!(
+        second.starts_with(&format!("/api/v1/conversations?limit={PAGE}&after=")),
+        "{second}"
+    );
+    // Sign-in reads the list, and so does the stream once it is up: every read is paged.
+    b.wait_css(r#"body[data-live="up"]"#).await;
+    let lists = b.js("return window.__lists;").await;
+    let lists = lists.as_array().expect("requests");
+    assert!(
+        lists.iter().all(|u| u
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("/api/v1/conversations?limit={PAGE}")))),
+        "{lists:?}"
+    );
+    assert_eq!(lists.len(), 4, "two reads of two pages each: {lists:?}");
 }
 
 /// An agent hands a conversation the bot had handed over back to the bot from the console (the

@@ -1,4 +1,5 @@
-//! Idle conversation actors passivate and come back from storage with their state intact.
+//! Idle conversation actors passivate (after the idle timeout, or the idlest first beyond
+//! `conversations.max_live`) and come back from storage with their state intact.
 //! (Its own test binary, so the process-global actor gauge belongs to this broker alone.)
 
 use std::time::Duration;
@@ -66,6 +67,99 @@ async fn passivated_conversations_reactivate_with_state_intact() {
     );
     assert_eq!(msgs[3]["text"], json!("after idle"));
     assert_eq!(tb.graph.count(), 1, "the idempotent retry sent nothing");
+}
+
+/// Beyond `conversations.max_live` the idlest actor passivates at once, long before its idle
+/// timeout, and its next message reactivates it from storage with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_live_the_idlest_conversation_passivates_first() {
+    if reran_alone!() {
+        return;
+    }
+    let tb = TB::start_with(|c| {
+        c.idle_timeout_ms = 600_000;
+        c.conversations_extra = "max_live = 2".into();
+    })
+    .await;
+    let (ca, cb, cc) = (customer(), customer(), customer());
+    let a = tb.open_conv(N1, &ca, "a first").await;
+    let b = tb.open_conv(N1, &cb, "b first").await;
+    tb.must_claim(ALICE, &b).await;
+    assert_eq!(counters(&tb.api).await, (2.0, 2.0, 0.0));
+    let a_before = tb.conversation(&a).await;
+
+    // A third conversation passes the bound: `a`, idle longest, passivates; `b` and `c` stay.
+    let c = tb.open_conv(N1, &cc, "c first").await;
+    eventually(
+        "the idlest actor to passivate",
+        Duration::from_secs(10),
+        || async {
+            match counters(&tb.api).await {
+                (3.0, 2.0, 1.0) => Ok(()),
+                other => Err(format!(
+                    "(activations, live, bound passivations) = {other:?}"
+                )),
+            }
+        },
+    )
+    .await;
+    tb.send_text(N1, &cb, "b again").await;
+    assert_eq!(
+        counters(&tb.api).await,
+        (3.0, 2.0, 1.0),
+        "b was still live: no activation, nothing passivated"
+    );
+
+    // `a`'s next message reactivates it from storage (and `c`, now the idlest, makes room).
+    tb.send_text(N1, &ca, "a again").await;
+    eventually("a back, c passivated", Duration::from_secs(10), || async {
+        match counters(&tb.api).await {
+            (4.0, 2.0, 2.0) => Ok(()),
+            other => Err(format!(
+                "(activations, live, bound passivations) = {other:?}"
+            )),
+        }
+    })
+    .await;
+    let texts = |msgs: Vec<serde_json::Value>| -> Vec<String> {
+        msgs.iter()
+            .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(texts(tb.messages(&a).await), ["a first", "a again"]);
+    assert_eq!(tb.conv_id(N1, &ca).await, a, "the same conversation");
+    let a_after = tb.conversation(&a).await;
+    for key in ["status", "team", "assignee", "created_at"] {
+        assert_eq!(a_after[key], a_before[key], "{key}");
+    }
+    assert_eq!(texts(tb.messages(&b).await), ["b first", "b again"]);
+    assert_eq!(tb.conversation(&b).await["assignee"], json!("alice"));
+    assert_eq!(texts(tb.messages(&c).await), ["c first"]);
+    // `b` went idle after `c` did, so `b` is still live: a claim answers from its actor
+    // without an activation.
+    let (s, v) = tb.claim(ALICE, &b).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(counters(&tb.api).await.0, 4.0);
+    let idle = metric_sum(
+        &tb.api.metrics().await,
+        "switchboard_actor_passivations_total",
+        &[r#"reason="idle""#],
+    );
+    assert_eq!(idle, Some(0.0), "the idle timeout retired nothing");
+}
+
+/// (activations, live actors, passivations beyond the bound) from `/metrics`.
+async fn counters(api: &Api) -> (f64, f64, f64) {
+    let t = api.metrics().await;
+    let get = |name: &str, labels: &[&str]| metric_sum(&t, name, labels).unwrap_or(-1.0);
+    (
+        get("switchboard_actor_activations_total", &[]),
+        get("switchboard_live_conversation_actors", &[]),
+        get(
+            "switchboard_actor_passivations_total",
+            &[r#"reason="bound""#],
+        ),
+    )
 }
 
 /// Waits until every conversation actor has passivated (the live-actor gauge reads 0).

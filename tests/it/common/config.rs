@@ -52,6 +52,8 @@ pub struct Cfg {
     /// Extra lines inside `[outbox]` (e.g. `queue_capacity = 1`).
     pub outbox_extra: String,
     pub idle_timeout_ms: u64,
+    /// Extra lines inside `[conversations]` (e.g. `max_live = 2`).
+    pub conversations_extra: String,
     /// Appended verbatim at the end (e.g. more `[[agents]]`).
     pub extra: String,
     /// Extra keys inside the `support` / `sales` `[[teams]]` tables (hours, sla, …).
@@ -78,6 +80,7 @@ impl Cfg {
             max_attempts: 5,
             outbox_extra: String::new(),
             idle_timeout_ms: 60_000,
+            conversations_extra: String::new(),
             extra: String::new(),
             support_extra: String::new(),
             sales_extra: String::new(),
@@ -111,6 +114,7 @@ max_attempts = {ma}
 
 [conversations]
 idle_timeout_ms = {idle}
+{conversations_extra}
 
 [[numbers]]
 phone_number_id = "{N1}"
@@ -186,6 +190,7 @@ max_concurrent = 5
             ma = self.max_attempts,
             outbox_extra = self.outbox_extra,
             idle = self.idle_timeout_ms,
+            conversations_extra = self.conversations_extra,
             extra = self.extra,
             support_extra = self.support_extra,
             sales_extra = self.sales_extra,
