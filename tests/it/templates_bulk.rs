@@ -52,7 +52,11 @@ async fn bulk_template_sends_reach_meta_once_each_and_a_repeat_sends_nothing() {
     assert_eq!(first.len(), 3, "{body}");
     let mut ids = Vec::new();
     for (r, conv) in first.iter().zip(&convs) {
-        assert_eq!(r["conversation_id"], json!(conv), "in request order: {body}");
+        assert_eq!(
+            r["conversation_id"],
+            json!(conv),
+            "in request order: {body}"
+        );
         let m = &r["message"];
         assert_eq!(m["type"], "template", "{body}");
         assert_eq!(m["text"], "Hi Ana, order A-17 is ready.", "{body}");
@@ -98,7 +102,9 @@ async fn bulk_template_sends_refuse_bad_input_as_json_errors() {
         ),
         (
             "no conversation",
-            bulk(vec![json!({"conversation_id": "", "parameters": ["Ana", "A-17"]})]),
+            bulk(vec![
+                json!({"conversation_id": "", "parameters": ["Ana", "A-17"]}),
+            ]),
         ),
     ] {
         let (code, answer) = tb.post(BOB, PATH, body).await;
@@ -109,7 +115,12 @@ async fn bulk_template_sends_refuse_bad_input_as_json_errors() {
         );
     }
     let (code, _, _) = tb
-        .request(reqwest::Method::POST, None, PATH, Some(&bulk(vec![send(conv, "x")])))
+        .request(
+            reqwest::Method::POST,
+            None,
+            PATH,
+            Some(&bulk(vec![send(conv, "x")])),
+        )
         .await;
     assert_eq!(code, 401, "no token");
     let raw = http_client(None)
@@ -143,7 +154,10 @@ async fn bulk_template_sends_refuse_bad_input_as_json_errors() {
     assert_eq!(r[1]["error"]["code"], "not_owner", "{body}");
     assert_eq!(r[2]["error"]["code"], "not_found", "{body}");
     assert_eq!(r[3]["message"]["type"], "template", "{body}");
-    assert!(r[0]["message"].is_null() && r[3]["error"].is_null(), "{body}");
+    assert!(
+        r[0]["message"].is_null() && r[3]["error"].is_null(),
+        "{body}"
+    );
     tb.graph.wait_sends(1, WAIT).await;
     assert_eq!(tb.graph.count(), 1, "only the accepted send reached Meta");
 }
@@ -162,7 +176,10 @@ async fn bulk_template_sends_keep_the_messaging_limit() {
     let (code, body) = tb.post(BOB, PATH, bulk(sends)).await;
     assert_eq!(code, 200, "{body}");
     let r = results(&body);
-    let accepted = r.iter().filter(|x| x["message"]["type"] == "template").count();
+    let accepted = r
+        .iter()
+        .filter(|x| x["message"]["type"] == "template")
+        .count();
     let limited = r
         .iter()
         .filter(|x| x["error"]["code"] == "messaging_limit_reached")
