@@ -302,6 +302,10 @@ impl Broker {
             &config.whatsapp.graph_api_base,
             &config.whatsapp.access_token,
             Duration::from_millis(config.outbox.request_timeout_ms),
+            config
+                .outbox
+                .max_in_flight
+                .saturating_mul(config.numbers.len()),
         )
         .map_err(|e| StartError::Spawn(format!("graph client: {e}")))?;
         let template_graph = crate::templates::TemplateGraph::new(

@@ -9,7 +9,10 @@
 //! lists one approved template, so the broker's start-up sync registers it.
 //!
 //! Phases: set-up (conversations opened and taken; not measured), then the campaign: every
-//! template send posted by `--connections` workers as fast as the broker accepts them, while one
+//! template send posted as fast as the broker accepts them — by default through the bulk route
+//! (`POST /api/v1/templates/{name}/sends`, `--campaign-batch` sends per request, each request one
+//! owner's; `--campaign-batch 0`: one reply-route request per send from `--connections`
+//! workers), while one
 //! agent posts text replies at `--reply-rate` in conversations of its own on the first
 //! number (never one that got a template, so no reply waits behind its own conversation's
 //! template); then the drain, until the fake Graph API has every send (or `--drain-timeout`).
@@ -66,6 +69,8 @@ pub struct CampaignReport {
     /// Template sends the broker answered 202.
     pub accepted: usize,
     pub refused: usize,
+    /// Sends per bulk request (0: one reply-route request per send).
+    pub batch: usize,
     /// Seconds posting the templates took, and the rate the broker accepted them at.
     pub post_s: f64,
     pub post_rate: f64,
@@ -101,8 +106,12 @@ impl CampaignReport {
         use std::fmt::Write;
         let _ = writeln!(
             o,
-            "campaign   {} template sends over {} numbers at mps {}: {} accepted (202), {} refused, posted in {:.1} s ({:.1}/s)",
-            self.template_sends, self.numbers, self.mps, self.accepted, self.refused, self.post_s, self.post_rate
+            "campaign   {} template sends over {} numbers at mps {}: {} accepted, {} refused, posted in {:.1} s ({:.1}/s) {}",
+            self.template_sends, self.numbers, self.mps, self.accepted, self.refused, self.post_s, self.post_rate,
+            match self.batch {
+                0 => "one request per send".to_string(),
+                n => format!("{n} per bulk request"),
+            }
         );
         let _ = writeln!(
             o,
@@ -280,22 +289,70 @@ pub async fn drive(
             }
         })
     };
-    stream::iter(campaign.iter())
-        .for_each_concurrent(s.connections, |t| {
-            let api = &api;
-            let (accepted, refused) = (&accepted, &refused);
-            async move {
-                let body = json!({"template": {"name": TEMPLATE, "language": "en_US",
-                                               "parameters": ["Ana"]},
-                                  "idempotency_key": format!("lt-t-{}", t.id)});
-                let path = format!("/api/v1/conversations/{}/messages", t.id);
-                match api.call(&t.token, Method::POST, &path, Some(&body)).await {
-                    Ok((st, _)) if st.as_u16() == 202 => accepted.fetch_add(1, Ordering::Relaxed),
-                    _ => refused.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        })
-        .await;
+    if s.campaign_batch == 0 {
+        stream::iter(campaign.iter())
+            .for_each_concurrent(s.connections, |t| {
+                let api = &api;
+                let (accepted, refused) = (&accepted, &refused);
+                async move {
+                    let body = json!({"template": {"name": TEMPLATE, "language": "en_US",
+                                                   "parameters": ["Ana"]},
+                                      "idempotency_key": format!("lt-t-{}", t.id)});
+                    let path = format!("/api/v1/conversations/{}/messages", t.id);
+                    match api.call(&t.token, Method::POST, &path, Some(&body)).await {
+                        Ok((st, _)) if st.as_u16() == 202 => {
+                            accepted.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+            .await;
+    } else {
+        // The bulk route: each request carries one owner's sends (only the owner may send),
+        // still round robin over the numbers within it.
+        let mut by_owner: HashMap<&str, Vec<&Taken>> = HashMap::new();
+        for t in &campaign {
+            by_owner.entry(t.token.as_str()).or_default().push(t);
+        }
+        let requests: Vec<(&str, Vec<&Taken>)> = by_owner
+            .into_iter()
+            .flat_map(|(token, ts)| {
+                ts.chunks(s.campaign_batch)
+                    .map(|c| (token, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        stream::iter(requests)
+            .for_each_concurrent(s.connections.div_ceil(8).max(2), |(token, ts)| {
+                let api = &api;
+                let (accepted, refused) = (&accepted, &refused);
+                async move {
+                    let sends: Vec<Value> = ts
+                        .iter()
+                        .map(|t| {
+                            json!({"conversation_id": t.id, "parameters": ["Ana"],
+                                        "idempotency_key": format!("lt-t-{}", t.id)})
+                        })
+                        .collect();
+                    let body = json!({"language": "en_US", "sends": sends});
+                    let path = format!("/api/v1/templates/{TEMPLATE}/sends");
+                    match api.call(token, Method::POST, &path, Some(&body)).await {
+                        Ok((st, v)) if st.as_u16() == 200 => {
+                            let ok = v["results"].as_array().map_or(0, |r| {
+                                r.iter().filter(|x| x["message"].is_object()).count()
+                            });
+                            accepted.fetch_add(ok, Ordering::Relaxed);
+                            refused.fetch_add(ts.len().saturating_sub(ok), Ordering::Relaxed);
+                        }
+                        _ => {
+                            refused.fetch_add(ts.len(), Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+            .await;
+    }
     let post_s = started.elapsed().as_secs_f64();
 
     // The drain: until every template send reached the fake Graph API.
@@ -378,6 +435,7 @@ pub async fn drive(
         template_sends: campaign.len(),
         accepted: want,
         refused: refused.load(Ordering::Relaxed),
+        batch: s.campaign_batch,
         post_s,
         post_rate: want as f64 / post_s.max(1e-9),
         per_number,

@@ -268,6 +268,17 @@ pub struct Cli {
     #[arg(long, value_name = "PER_SECOND", help_heading = "Load")]
     pub reply_rate: Option<f64>,
 
+    /// Campaign mode: template sends per request of the bulk route
+    /// (`POST /api/v1/templates/{name}/sends`, 1 to 1000); 0 = one
+    /// `POST /api/v1/conversations/{id}/messages` per send.
+    #[arg(
+        long,
+        default_value_t = 500,
+        value_name = "SENDS",
+        help_heading = "Load"
+    )]
+    pub campaign_batch: usize,
+
     /// SIGKILL the started broker this many seconds into the load, restart it on the same data
     /// directory and config, and carry on (requires --broker-bin; must be below --duration).
     #[arg(long, value_name = "SECONDS", help_heading = "Chaos")]
@@ -367,6 +378,8 @@ pub struct Settings {
     pub campaign: usize,
     /// Campaign mode's replies a second (None: half the mps, at most 50).
     pub reply_rate: Option<f64>,
+    /// Campaign mode's sends per bulk request (0: one reply-route request per send).
+    pub campaign_batch: usize,
     pub crash_after: Option<Duration>,
     pub baseline: bool,
     pub baseline_mode: BaselineMode,
@@ -593,6 +606,9 @@ impl Cli {
         {
             return Err(bad("--reply-rate must be between 0 and 10000"));
         }
+        if self.campaign_batch > 1000 {
+            return Err(bad("--campaign-batch must be between 0 and 1000"));
+        }
         if !(1..=MAX_BASELINE_ROUNDS).contains(&self.baseline_rounds) {
             return Err(bad(format!(
                 "--baseline-rounds must be between 1 and {MAX_BASELINE_ROUNDS}"
@@ -659,6 +675,7 @@ impl Cli {
             mps: self.mps,
             campaign: self.campaign,
             reply_rate: self.reply_rate,
+            campaign_batch: self.campaign_batch,
             crash_after,
             baseline: self.baseline,
             baseline_mode: self.baseline_mode,

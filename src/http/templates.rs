@@ -1,26 +1,93 @@
 //! `/api/v1/templates`: the template registry, read by everyone, added to by admins (submitted
-//! to Meta for review; its status then follows Meta's webhooks and the periodic sync).
+//! to Meta for review; its status then follows Meta's webhooks and the periodic sync); and
+//! `/api/v1/templates/{name}/sends`, one template to many conversations in one request (a
+//! campaign's bulk: each send answered on its own, in request order).
 //!
 //! Each handler calls one use case of [`crate::service::templates`] and renders its answer.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Auth;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
+use super::extract::ApiPath;
 use super::json::ApiJson;
-use super::views::rfc3339;
+use super::views::{rfc3339, MessageView};
 use super::AppState;
+use crate::service::conversations::{self as conversations, BulkSend};
 use crate::service::templates as service;
 use crate::store::templates::TemplateRecord;
 use crate::templates::NewTemplate;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/templates", get(list).post(create))
+    Router::new()
+        .route("/api/v1/templates", get(list).post(create))
+        .route("/api/v1/templates/{name}/sends", post(send_many))
+}
+
+/// `{"language", "sends": [{"conversation_id", "parameters"?, "idempotency_key"?}]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendsBody {
+    language: String,
+    sends: Vec<SendBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    conversation_id: String,
+    #[serde(default)]
+    parameters: Vec<String>,
+    idempotency_key: Option<String>,
+}
+
+/// `POST /api/v1/templates/{name}/sends`: 200 with `{"results": [...]}`, one per send in
+/// request order: `{"conversation_id", "message"}` when accepted (as the reply route's 202),
+/// else `{"conversation_id", "error": {"code", "message"}}` with the code the reply route would
+/// have answered. A malformed request is one error for all (400).
+async fn send_many(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<SendsBody>,
+) -> ApiResult<Json<Value>> {
+    let ids: Vec<String> = body
+        .sends
+        .iter()
+        .map(|x| x.conversation_id.clone())
+        .collect();
+    let sends = body
+        .sends
+        .into_iter()
+        .map(|x| BulkSend {
+            conversation_id: x.conversation_id,
+            parameters: x.parameters,
+            idempotency_key: x.idempotency_key,
+        })
+        .collect();
+    let answers =
+        conversations::send_templates(&s.ctx, &caller, &name, &body.language, sends).await?;
+    let results: Vec<Value> = ids
+        .iter()
+        .zip(answers)
+        .map(|(id, answer)| match answer {
+            Ok(msg) => json!({"conversation_id": id, "message": MessageView::new(&msg)}),
+            Err(e) => {
+                let e = ApiError::from(e);
+                let mut err = json!({"code": e.code.as_str(), "message": e.message});
+                if let Some(a) = &e.assignee {
+                    err["assignee"] = json!(a);
+                }
+                json!({"conversation_id": id, "error": err})
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
 }
 
 /// A creation. Every key is optional here so an empty body reaches the permission check (403

@@ -394,6 +394,96 @@ pub async fn reply(
     .await
 }
 
+/// Most sends one bulk template request ([`send_templates`]) carries.
+pub const MAX_BULK_SENDS: usize = 1_000;
+
+/// Conversations of one bulk request whose sends are accepted at once: their commits reach the
+/// store together and share its group commits (one write and one fsync for many sends).
+const BULK_CONCURRENCY: usize = 256;
+
+/// One send of a bulk template request: to which conversation, the body's parameters, and its
+/// idempotency key (per conversation, as a reply's).
+#[derive(Debug, Clone)]
+pub struct BulkSend {
+    pub conversation_id: String,
+    pub parameters: Vec<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /api/v1/templates/{name}/sends`: template `name` in `language` to many conversations
+/// the caller owns, each exactly as [`reply`] with that template would send it (the same
+/// checks, refusals, messaging limit and idempotency), answered per send in request order.
+///
+/// Sends to different conversations are accepted concurrently (at most [`BULK_CONCURRENCY`]
+/// conversations at a time), so their durable commits share group commits; a conversation named
+/// more than once gets its sends accepted one after another in request order, so the outbox
+/// sends them in that order. The request as a whole is refused only when it is malformed: no
+/// sends, more than [`MAX_BULK_SENDS`], or no template name or language.
+pub async fn send_templates(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    name: &str,
+    language: &str,
+    sends: Vec<BulkSend>,
+) -> Result<Vec<Result<Message>>> {
+    use futures_util::stream::{self, StreamExt};
+
+    if name.is_empty() || language.is_empty() {
+        return Err(invalid("give the template's name and \"language\""));
+    }
+    if sends.is_empty() || sends.len() > MAX_BULK_SENDS {
+        return Err(invalid("\"sends\" must hold 1 to 1000 sends"));
+    }
+    if sends.iter().any(|s| s.conversation_id.is_empty()) {
+        return Err(invalid("each send needs a \"conversation_id\""));
+    }
+    // Each conversation's sends, in request order, with their places in the answer.
+    let mut groups: Vec<Vec<(usize, BulkSend)>> = Vec::new();
+    let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, send) in sends.into_iter().enumerate() {
+        let g = *group_of
+            .entry(send.conversation_id.clone())
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[g].push((i, send));
+    }
+    let total = groups.iter().map(Vec::len).sum();
+    let answered: Vec<Vec<(usize, Result<Message>)>> = stream::iter(groups)
+        .map(|group| async move {
+            let mut out = Vec::with_capacity(group.len());
+            for (i, send) in group {
+                let req = ReplyRequest {
+                    text: None,
+                    reply_to: None,
+                    interactive: None,
+                    template: Some(TemplateRequest {
+                        name: name.to_string(),
+                        language: language.to_string(),
+                        parameters: send.parameters,
+                    }),
+                    idempotency_key: send.idempotency_key,
+                };
+                out.push((i, reply(ctx, caller, &send.conversation_id, req).await));
+            }
+            out
+        })
+        .buffer_unordered(BULK_CONCURRENCY)
+        .collect()
+        .await;
+    let mut results: Vec<Option<Result<Message>>> = (0..total).map(|_| None).collect();
+    for (i, r) in answered.into_iter().flatten() {
+        if let Some(slot) = results.get_mut(i) {
+            *slot = Some(r);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(crate::error::Error::Unavailable.into())))
+        .collect())
+}
+
 /// What `POST /api/v1/conversations` asks: from which number, to whom (a phone or a user id),
 /// which template.
 #[derive(Debug, Clone, Default)]

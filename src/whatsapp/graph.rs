@@ -75,6 +75,10 @@ pub struct MediaMessage<'a> {
     pub filename: Option<&'a str>,
 }
 
+/// Idle connections kept to the Graph API at least (what the client kept before it was sized
+/// to the outbox's in-flight bound).
+const MIN_IDLE_CONNECTIONS: usize = 64;
+
 #[derive(Clone)]
 pub struct GraphClient {
     http: reqwest::Client,
@@ -83,10 +87,19 @@ pub struct GraphClient {
 }
 
 impl GraphClient {
-    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// `max_connections`: idle connections kept to the Graph API, sized to the sends that may be
+    /// in flight at once (every number's `outbox.max_in_flight`, read receipts included): a pool
+    /// smaller than that closes a connection after each request beyond it and opens a new one
+    /// for the next, a TCP (and TLS) handshake per send at a campaign's rate.
+    pub fn new(
+        base: &str,
+        token: &str,
+        timeout: Duration,
+        max_connections: usize,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(max_connections.max(MIN_IDLE_CONNECTIONS))
             .build()?;
         Ok(Self {
             http,

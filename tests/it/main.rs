@@ -49,6 +49,7 @@ mod start_conversation;
 mod storage_failure;
 mod teams;
 mod templates;
+mod templates_bulk;
 mod webhook;
 mod webhook_kept;
 mod webhook_props;
