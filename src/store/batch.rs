@@ -29,6 +29,28 @@ pub(super) enum Op {
     },
 }
 
+impl Op {
+    pub(super) fn cf(&self) -> &'static str {
+        match self {
+            Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::Merge { cf, .. } => cf,
+        }
+    }
+
+    pub(super) fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key, .. } | Op::Merge { key, .. } => key,
+        }
+    }
+
+    /// The value written (empty for a delete).
+    pub(super) fn value(&self) -> &[u8] {
+        match self {
+            Op::Put { value, .. } | Op::Merge { value, .. } => value,
+            Op::Delete { .. } => &[],
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Batch {
     pub(super) ops: Vec<Op>,

@@ -80,6 +80,19 @@ pub(super) fn merge(
     }
 }
 
+/// Several operands of one rollup joined into one, as RocksDB's partial merge would (the
+/// operator is associative): the group-commit writer writes one operand per rollup and group
+/// instead of one per event. `None` when one of them cannot be read; the caller then writes
+/// them as they are, so the merge that meets it logs it as it always did.
+pub(super) fn combine<'a>(operands: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut acc = Rollup::default();
+    for bytes in operands {
+        acc.merge(&decode_compact::<Rollup>(bytes).ok()?);
+    }
+    acc.normalize();
+    encode_compact(&acc).ok()
+}
+
 /// The first hour whose events all have rollups, set on the first open of a store with
 /// rollups: an empty store's rollups are complete from the beginning; one written by an earlier
 /// release has rollups only from the hour after its last event. Blocking; called while opening.

@@ -56,6 +56,78 @@ async fn batch_is_durable_and_indexed_and_reopens() {
     store.close().await;
 }
 
+/// Runs `commits` as one group commit: the writer is held in a stalled commit of its own while
+/// they queue, so it takes them all at once when the stall is lifted. Returns each outcome.
+async fn commit_as_one_group(store: &Store, commits: Vec<Batch>) -> Vec<Result<(), StoreError>> {
+    store.inject_write_stall(Duration::from_secs(30));
+    let mut first = Batch::new();
+    first.put_other_change("test", "holds the writer");
+    let holder = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(first).await }
+    });
+    while store.commit_running_for().is_none() {
+        tokio::task::yield_now().await;
+    }
+    // Queued one after the other, in the order given, behind the stalled one.
+    let tx = store.inner.writer.lock().clone().expect("writer");
+    let mut waiting = Vec::new();
+    for (i, b) in commits.into_iter().enumerate() {
+        let store = store.clone();
+        waiting.push(tokio::spawn(async move { store.commit(b).await }));
+        while tx.max_capacity() - tx.capacity() < i + 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    store.inject_write_stall(Duration::ZERO);
+    holder.await.expect("join").expect("holder commit");
+    let mut out = Vec::new();
+    for w in waiting {
+        out.push(w.await.expect("join"));
+    }
+    out
+}
+
+/// A group commit is written in key order, but the operations on one key keep the order of the
+/// commits that made them: the last commit's word on a key is the one that stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_in_key_order_keeps_each_keys_operations_in_commit_order() {
+    use crate::domain::DeliveryStatus;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), false, 1024).expect("open");
+    let status = |wamid: &str, at| StatusUpdate {
+        wamid: wamid.to_string(),
+        status: DeliveryStatus::Delivered,
+        error: None,
+        at,
+    };
+    // Keys "w0".."w9": each put, deleted, put again, or put then deleted, in separate commits,
+    // with other keys' commits between them.
+    let mut commits = Vec::new();
+    for round in 0..3 {
+        for i in (0..10).rev() {
+            let w = format!("w{i}");
+            let mut b = Batch::new();
+            match (round, i % 2) {
+                (0, _) => b.put_orphan_status(&status(&w, 1)).expect("put"),
+                (1, _) => b.delete_orphan_status(&w),
+                (2, 0) => b.put_orphan_status(&status(&w, 3)).expect("put"),
+                _ => b.delete_orphan_status(&w),
+            }
+            commits.push(b);
+        }
+    }
+    for r in commit_as_one_group(&store, commits).await {
+        r.expect("commit");
+    }
+    for i in 0..10 {
+        let got = store.orphan_status(&format!("w{i}")).await.expect("read");
+        let want = (i % 2 == 0).then(|| status(&format!("w{i}"), 3));
+        assert_eq!(got, want, "w{i}");
+    }
+    store.close().await;
+}
+
 #[tokio::test]
 async fn status_counts_are_those_of_the_moment_the_view_was_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -590,6 +662,54 @@ mod rollups {
         store.close().await;
         let store = Store::open(dir.path(), false, 64).expect("reopen");
         assert_eq!(store.rolled_up_from(), from, "the marker is durable");
+        store.close().await;
+    }
+
+    /// A group commit writes one operand per rollup, not one per event (the memtable holds a
+    /// rollup's operands until a flush), and reports read through the joined operands are those
+    /// of the events one by one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_writes_one_operand_per_rollup_and_reports_hold() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(24);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 1024).expect("open");
+        // One hour: every event adds to one of at most 3 team rollups, 9 of (team, agent) and 6
+        // of (team, number).
+        let events = random_events(&mut rng, 300, T0, HOUR_MS);
+        let commits = events
+            .iter()
+            .map(|e| {
+                let mut b = Batch::new();
+                b.put_report(e).expect("put");
+                b
+            })
+            .collect();
+        for r in super::commit_as_one_group(&store, commits).await {
+            r.expect("commit");
+        }
+        let entries = store
+            .read(|db| {
+                db.property_int_value_cf(
+                    cf(db, CF_REPORT_ROLLUPS)?,
+                    "rocksdb.num-entries-active-mem-table",
+                )
+                .map_err(rocks)
+            })
+            .await
+            .expect("property")
+            .unwrap_or(u64::MAX);
+        // At most those 18 and the marker written at open; one per event would be hundreds.
+        assert!(entries <= 19, "{entries} memtable entries for 18 rollups");
+        check(
+            &store,
+            &events,
+            &[(T0, T0 + HOUR_MS), (T0 + 60_000, T0 + 1_800_000)],
+        )
+        .await;
+        store.close().await;
+        let store = Store::open(dir.path(), false, 1024).expect("reopen");
+        store.compact_report_rollups().await.expect("compact");
+        check(&store, &events, &[(T0, T0 + HOUR_MS)]).await;
         store.close().await;
     }
 }

@@ -10,6 +10,13 @@
 //! Bounds: the queue holds at most `QUEUE_CAPACITY` commits; producers wait (asynchronously) when it
 //! is full, which pushes back to the webhook admission limit.
 //!
+//! A group is written in key order per column family (a stable sort, so the operations on one
+//! key keep their order and the group means exactly what its commits said in arrival order):
+//! RocksDB inserts a key into the memtable starting from where the previous insert ended, so
+//! sorted keys cost a short step each where interleaved ones (random wamids, the messages of many
+//! conversations) cost a full search. A group's merge operands of one report rollup are joined
+//! into one ([`super::rollups::combine`], what the next flush would do anyway).
+//!
 //! Health: the writer publishes whether its last group commit failed ([`Health`]). RocksDB stops
 //! taking writes after an I/O error in its journal (a full disk, say) and does not resume while
 //! the database stays open, so a failure that persists means the store must be reopened; the
@@ -179,13 +186,55 @@ fn run(
 }
 
 fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<(), StoreError> {
+    // In key order per column family: a memtable insert starts its search from where the last
+    // one in that memtable ended, so neighbouring keys are cheap and random ones (wamids, the
+    // messages of many conversations interleaved) a full search each. The sort is stable, so
+    // the operations on one key keep their order; those on different keys commute, since the
+    // whole group is one atomic `WriteBatch`.
+    let mut ops: Vec<&Op> = group.iter().flat_map(|c| &c.batch.ops).collect();
+    ops.sort_by(|a, b| (a.cf(), a.key()).cmp(&(b.cf(), b.key())));
     let mut wb = WriteBatch::default();
-    for c in group {
-        for op in &c.batch.ops {
-            match op {
-                Op::Put { cf, key, value } => wb.put_cf(super::cf(db, cf)?, key, value),
-                Op::Delete { cf, key } => wb.delete_cf(super::cf(db, cf)?, key),
-                Op::Merge { cf, key, value } => wb.merge_cf(super::cf(db, cf)?, key, value),
+    let mut handle: Option<(&'static str, &rocksdb::ColumnFamily)> = None;
+    let mut i = 0;
+    while i < ops.len() {
+        let op = ops[i];
+        let name = op.cf();
+        let cf = match handle {
+            Some((n, h)) if n == name => h,
+            _ => {
+                let h = super::cf(db, name)?;
+                handle = Some((name, h));
+                h
+            }
+        };
+        i += 1;
+        match op {
+            Op::Put { key, value, .. } => wb.put_cf(cf, key, value),
+            Op::Delete { key, .. } => wb.delete_cf(cf, key),
+            Op::Merge { key, value, .. } => {
+                // The group's operands of one rollup (adjacent once sorted) become one: what a
+                // flush would merge anyway, one memtable entry instead of one per event.
+                let run = ops[i..]
+                    .iter()
+                    .take_while(|o| {
+                        matches!(o, Op::Merge { .. }) && o.cf() == name && o.key() == key
+                    })
+                    .count();
+                let combined = (run > 0 && name == super::schema::CF_REPORT_ROLLUPS)
+                    .then(|| {
+                        super::rollups::combine(
+                            std::iter::once(value.as_slice())
+                                .chain(ops[i..i + run].iter().map(|o| o.value())),
+                        )
+                    })
+                    .flatten();
+                match combined {
+                    Some(v) => {
+                        wb.merge_cf(cf, key, v);
+                        i += run;
+                    }
+                    None => wb.merge_cf(cf, key, value),
+                }
             }
         }
     }
