@@ -134,6 +134,8 @@ struct Tally {
     events: u64,
     message_events: u64,
     duplicates: u64,
+    /// First sightings (added to `Shared::sightings` once per chunk).
+    fresh: u64,
     before_ack: u64,
     lagged_events: u64,
     lagged_missed: u64,
@@ -472,14 +474,34 @@ async fn follow(
             }
         };
         let arrived = Instant::now();
-        pending.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(end) = boundary.find(&pending[start..]) {
-            let event = &pending[start..start + end];
-            start += end + 2;
-            on_event(event, &needle, arrived, &sh, &mut t, &mut latencies);
+        let fresh = t.fresh;
+        let mut scan = |buf: &[u8], t: &mut Tally| {
+            let mut start = 0;
+            while let Some(end) = boundary.find(&buf[start..]) {
+                on_event(
+                    &buf[start..start + end],
+                    &needle,
+                    arrived,
+                    &sh,
+                    t,
+                    &mut latencies,
+                );
+                start += end + 2;
+            }
+            start
+        };
+        // A chunk that starts at an event's start (the broker writes whole events) is read
+        // where it lies; only an unfinished tail is copied.
+        if pending.is_empty() {
+            let used = scan(&chunk, &mut t);
+            pending.extend_from_slice(&chunk[used..]);
+        } else {
+            pending.extend_from_slice(&chunk);
+            let used = scan(&pending, &mut t);
+            pending.drain(..used);
         }
-        pending.drain(..start);
+        // One shared counter update per chunk, not per event (1,000 readers share it).
+        sh.sightings.fetch_add(t.fresh - fresh, Ordering::Relaxed);
         if pending.len() > MAX_EVENT {
             pending.clear();
             t.oversized += 1;
@@ -522,7 +544,7 @@ fn on_event(
             t.duplicates += 1;
             return;
         }
-        sh.sightings.fetch_add(1, Ordering::Relaxed);
+        t.fresh += 1;
         match sh.acks.get(idx) {
             Some((acked, _)) => {
                 let now = sh.nanos(arrived);
@@ -609,6 +631,6 @@ mod tests {
         assert_eq!((t.before_ack, t.lagged_events, t.lagged_missed), (1, 1, 12));
         assert_eq!(lat, vec![7000, 0]);
         assert_eq!(t.seen_indices().collect::<Vec<_>>(), vec![3, 4]);
-        assert_eq!(sh.sightings.load(Ordering::Relaxed), 2);
+        assert_eq!(t.fresh, 2);
     }
 }

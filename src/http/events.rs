@@ -5,8 +5,9 @@
 //! admin's change to the agent's teams or role applies to the next event, and the stream ends
 //! when the agent is disabled or its token rotated (`service::people::Live`). A subscriber that falls behind
 //! the bounded feed gets one `lagged` event with the number of events it missed, and should re-read
-//! the conversation list. The events queued for a stream are written as one chunk; a keep-alive
-//! comment (`:`) goes out after 15 s without events. Open streams are bounded by `server.max_event_streams` in all and by
+//! the conversation list. The events queued for a stream are written as one chunk (the bus wakes
+//! a stream at most once per `crate::events::FLUSH_TICK`, so a busy stream is one write per tick);
+//! a keep-alive comment (`:`) goes out after 14–15 s without events. Open streams are bounded by `server.max_event_streams` in all and by
 //! `server.max_streams_per_agent` per agent, so one agent's token cannot hold them all.
 //!
 //! `?types=conversation.*,message.status` (comma-separated types; `conversation.*` and
@@ -95,15 +96,31 @@ async fn stream(
             .wait_for(|l| l.caller.is_none() || l.generation != opened)
             .await;
     };
-    let frames = futures_util::stream::unfold((sub, guard), |(sub, guard)| async move {
-        // Whatever is queued goes out as one chunk: a stream behind a busy feed is written
-        // once per wake-up; a lone event is its shared frame itself, not a copy.
-        let chunk = match tokio::time::timeout(KEEP_ALIVE, sub.next_batch()).await {
-            Ok(batch) => batch_frames(batch),
-            Err(_) => Bytes::from_static(b":\n\n"),
-        };
-        Some((Ok::<_, Infallible>(chunk), (sub, guard)))
-    })
+    // One keep-alive timer for the stream's life, moved on (at most once a second) rather than
+    // set and cancelled around every batch: a busy stream is woken up to ~200 times a second.
+    let silence = Box::pin(tokio::time::sleep(KEEP_ALIVE));
+    let frames = futures_util::stream::unfold(
+        (sub, guard, silence),
+        |(sub, guard, mut silence)| async move {
+            // Whatever is queued goes out as one chunk: the bus wakes a busy stream once per
+            // tick; a lone event is its shared frame itself, not a copy.
+            let chunk = tokio::select! {
+                biased;
+                batch = sub.next_batch() => {
+                    let now = tokio::time::Instant::now();
+                    if silence.deadline() + RESET_GRAIN < now + KEEP_ALIVE {
+                        silence.as_mut().reset(now + KEEP_ALIVE);
+                    }
+                    batch_frames(batch)
+                }
+                () = silence.as_mut() => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + KEEP_ALIVE);
+                    Bytes::from_static(b":\n\n")
+                }
+            };
+            Some((Ok::<_, Infallible>(chunk), (sub, guard, silence)))
+        },
+    )
     .take_until(ended);
     Ok((
         [
@@ -117,6 +134,10 @@ async fn stream(
 /// A comment line sent when nothing else was for this long, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How stale the keep-alive deadline may get before a batch moves it: a keep-alive goes out
+/// after 14–15 s without events.
+const RESET_GRAIN: Duration = Duration::from_secs(1);
+
 /// The SSE frames of a batch: `lagged` first when events were missed, then each event's frame
 /// (rendered once per event, shared by every stream that sends it).
 fn batch_frames(batch: Batch) -> Bytes {
@@ -126,19 +147,18 @@ fn batch_frames(batch: Batch) -> Bytes {
             json!({ "type": "lagged", "missed": batch.missed })
         ))
     });
-    let mut frames = lagged
+    let frames: Vec<Bytes> = lagged
         .into_iter()
-        .chain(batch.events.iter().map(|ev| frame(ev)));
-    match (frames.next(), batch.events.len()) {
-        (Some(one), 1) if batch.missed == 0 => one,
-        (first, _) => {
-            let mut buf = BytesMut::new();
-            for f in first.into_iter().chain(frames) {
-                buf.extend_from_slice(&f);
-            }
-            buf.freeze()
-        }
+        .chain(batch.events.iter().map(|ev| frame(ev)))
+        .collect();
+    if let [one] = frames.as_slice() {
+        return one.clone();
     }
+    let mut buf = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for f in &frames {
+        buf.extend_from_slice(f);
+    }
+    buf.freeze()
 }
 
 fn frame(ev: &Event) -> Bytes {

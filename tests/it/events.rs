@@ -313,3 +313,52 @@ async fn unknown_event_type_is_invalid_request() {
         "{v}"
     );
 }
+
+/// The bus wakes a stream at most once per tick, so events of a burst wait for the next tick
+/// instead of each waking the stream: every stream still gets all of them, a conversation's in
+/// order, and the burst's last event without any later traffic to push it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reaches_every_stream_complete_and_in_order() {
+    let tb = TB::start().await;
+    let mut bob = Sse::connect(&tb, BOB).await;
+    let mut root = Sse::connect(&tb, ROOT).await;
+    let cust = customer();
+    let texts: Vec<String> = (0..20).map(|i| format!("burst {i}")).collect();
+    let others: Vec<String> = (0..10).map(|_| customer()).collect();
+    let sequential = async {
+        for t in &texts {
+            tb.send_text(N1, &cust, t).await;
+        }
+    };
+    let concurrent =
+        futures_util::future::join_all(others.iter().map(|c| tb.send_text(N1, c, "side")));
+    tokio::join!(sequential, concurrent);
+    let mine = |e: &SseEvent, who: &str| {
+        e.event == "message.created" && e.data["conversation"]["customer"] == json!(who)
+    };
+    for (name, s) in [("bob", &mut bob), ("root", &mut root)] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let complete = |seen: &[SseEvent]| {
+            seen.iter()
+                .any(|e| mine(e, &cust) && e.data["message"]["text"] == json!("burst 19"))
+                && others.iter().all(|c| seen.iter().any(|e| mine(e, c)))
+        };
+        while !complete(&s.seen) {
+            assert!(
+                s.next_before(deadline).await.is_some(),
+                "{name}: the burst did not arrive whole: {:#?}",
+                s.seen.iter().map(|e| &e.data).collect::<Vec<_>>()
+            );
+        }
+        let got: Vec<&str> = s
+            .seen
+            .iter()
+            .filter(|e| mine(e, &cust))
+            .filter_map(|e| e.data["message"]["text"].as_str())
+            .collect();
+        assert_eq!(
+            got, texts,
+            "{name}: the conversation's messages, once, in order"
+        );
+    }
+}
