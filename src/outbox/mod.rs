@@ -20,7 +20,10 @@
 //! sends to reopen a closed window, which no waiting customer is owed). Each lane has its own
 //! queue and spill, and the worker starts reply sends first: the campaign lane gets at least one
 //! send in [`REPLY_STREAK`]` + 1` while both have work (replies never wait behind a campaign; a
-//! flood of replies slows a campaign to a tenth of the number's rate, never to nothing). A
+//! flood of replies slows a campaign to a tenth of the number's rate, never to nothing). The
+//! campaign lane may hold at most [`campaign_slots`] of the number's in-flight slots: the rest
+//! (a quarter, at least one) stay free for replies, so an agent's reply never waits for a
+//! campaign's request to come back from Meta before its own can leave. A
 //! conversation whose line holds a reply is served as a reply, template ahead of it included, so
 //! the lanes never reorder a conversation's sends (below).
 //!
@@ -191,6 +194,17 @@ impl LaneKind {
 /// The campaign lane's turn comes at least once per this many sends while both lanes have
 /// work: replies go first, and a stream of them slows a campaign to a tenth, never stops it.
 const REPLY_STREAK: u32 = 9;
+
+/// In-flight slots the campaign lane may hold: all but a quarter of `max_in_flight` (at least
+/// one kept for replies), and all of a single slot (a number with one slot cannot keep one aside
+/// without stopping its campaign).
+fn campaign_slots(max_in_flight: usize) -> usize {
+    if max_in_flight <= 1 {
+        max_in_flight
+    } else {
+        max_in_flight - (max_in_flight / 4).max(1)
+    }
+}
 
 /// One number's hand-over from conversation actors to its worker: a queue per lane.
 struct Intake {
@@ -525,6 +539,8 @@ struct Held {
     spare: Option<OwnedSemaphorePermit>,
     /// Reply sends in a row while the campaign lane had work.
     reply_streak: u32,
+    /// The campaign lane's sends in flight (at most [`campaign_slots`]).
+    campaign_flying: HashSet<JobKey>,
 }
 
 /// What a delivery task tells its worker when it ends.
@@ -583,6 +599,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
             ),
             spare: None,
             reply_streak: 0,
+            campaign_flying: HashSet::new(),
         };
         loop {
             // Ended sends first: they free their conversation's next job.
@@ -742,6 +759,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
     /// again, after its back-off.
     fn ended(&self, held: &mut Held, e: Ended) {
         let now = Instant::now();
+        held.campaign_flying.remove(&e.key);
         let conv = e.key.0.clone();
         match e.end {
             End::Settled { accepted } => {
@@ -807,10 +825,11 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
     }
 
     /// The lane whose turn it is: replies first, the campaign lane at least once per
-    /// `REPLY_STREAK` sends when both have work.
-    fn next_lane(held: &Held) -> Option<LaneKind> {
+    /// `REPLY_STREAK` sends when both have work and while it holds fewer than its slots.
+    fn next_lane(held: &Held, campaign_slots: usize) -> Option<LaneKind> {
         let reply = !held.lanes[LaneKind::Reply as usize].ready.is_empty();
-        let campaign = !held.lanes[LaneKind::Campaign as usize].ready.is_empty();
+        let campaign = !held.lanes[LaneKind::Campaign as usize].ready.is_empty()
+            && held.campaign_flying.len() < campaign_slots;
         match (reply, campaign) {
             (true, true) if held.reply_streak >= REPLY_STREAK => Some(LaneKind::Campaign),
             (true, _) => Some(LaneKind::Reply),
@@ -840,7 +859,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
             }
         }
         loop {
-            let Some(lane) = Self::next_lane(held) else {
+            let Some(lane) = Self::next_lane(held, campaign_slots(self.cfg.max_in_flight)) else {
                 return Wait::Work;
             };
             let li = lane as usize;
@@ -904,6 +923,10 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
             }
             metrics::counter!(m::OUTBOX_SENDS, "number" => self.number.clone(), "lane" => lane.as_str())
                 .increment(1);
+            if lane == LaneKind::Campaign {
+                held.campaign_flying
+                    .insert((pending.job.conversation_id.clone(), pending.job.seq));
+            }
             self.start(pending, permit, ended);
         }
     }

@@ -188,3 +188,49 @@ async fn an_agents_reply_overtakes_a_queued_campaign_but_not_its_own_conversatio
         "a conversation's sends keep their order across lanes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_leaves_a_quarter_of_the_in_flight_slots_to_replies() {
+    // Four slots, each send held 10 s at Meta (longer than the test): the campaign may hold
+    // three; the fourth is the reply's, so the reply reaches Meta while the campaign's requests
+    // are still out. Without the bound, the campaign takes all four and the reply waits.
+    // A fast number (burst of 20), so the campaign's sends leave as soon as each is accepted.
+    const FAST: &str = "306540352242955";
+    let tb = TB::start_with(|c| {
+        c.outbox_extra = "max_in_flight = 4".into();
+        c.extra = format!(
+            "\n[[numbers]]\nphone_number_id = \"{FAST}\"\ndisplay_phone_number = \"15550783884\"\ndefault_team = \"support\"\nmps = 1000\n"
+        );
+    })
+    .await;
+    tb.graph
+        .set_default(GraphReply::Delay(10_000, Box::new(GraphReply::Ok)));
+    approved_template(&tb).await;
+    let mut campaign = Vec::new();
+    // Five templates (Bob's capacity): three go out, two wait.
+    for _ in 0..5 {
+        campaign.push(claimed(&tb, FAST, BOB).await);
+    }
+    let (alices, alices_customer) = claimed(&tb, FAST, ALICE).await;
+    for (conv, _) in &campaign {
+        send_template(&tb, conv).await;
+    }
+    // The campaign's first requests are out before the reply is accepted.
+    tb.graph.wait_sends(3, WAIT).await;
+    tb.must_reply(ALICE, &alices, "an agent's answer").await;
+    let sends = tb.graph.wait_sends(4, WAIT).await;
+    let first_four: Vec<_> = sends.iter().take(4).collect();
+    let templates = first_four
+        .iter()
+        .filter(|s| s.body["type"] == json!("template"))
+        .count();
+    assert_eq!(
+        templates, 3,
+        "the campaign held three of the four slots: {first_four:?}"
+    );
+    assert_eq!(
+        first_four[3].body["to"],
+        json!(alices_customer),
+        "the fourth request is the reply, sent while the campaign's three were out: {first_four:?}"
+    );
+}
