@@ -36,6 +36,7 @@ mod list;
 mod media;
 mod open;
 pub mod openings;
+mod orphans;
 pub mod people;
 mod reads;
 pub mod report;

@@ -77,6 +77,9 @@ impl Store {
                 // events (a 42,000-conversation burst took minutes). Operands are merged by
                 // flushes and compactions, and by a read of an hour still in the memtable.
             }
+            if *n == CF_ORPHAN_STATUS {
+                o.set_compaction_filter(super::orphans::FILTER_NAME, super::orphans::filter);
+            }
             ColumnFamilyDescriptor::new(*n, o)
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(rocks)?);

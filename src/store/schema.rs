@@ -8,7 +8,7 @@
 //! | `outbox`        | conversation id, 0, seq (u64 BE)      | [`OutboxJob`]            |
 //! | `idempotency`   | conversation id, 0, key               | seq (u64 BE)             |
 //! | `index`         | see [`IndexKey`]                      | empty                    |
-//! | `orphan_status` | wamid                                 | [`StatusUpdate`]         |
+//! | `orphan_status` | wamid                                 | [`StatusUpdate`] (expires: [`super::orphans`]) |
 //! | `other_changes` | SHA-256 of the change's JSON          | field, 0, raw JSON       |
 //! | `status_log`    | wamid, 0, status, 0, time (i64 BE)    | the status's raw JSON    |
 //! | `settings`      | `routing` / `team` 0 team id          | [`super::settings`] records |

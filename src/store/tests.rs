@@ -713,3 +713,56 @@ mod rollups {
         store.close().await;
     }
 }
+
+/// An orphan status older than Meta's seven days of retries is dropped by compaction; a recent
+/// one, and one the filter cannot read, stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_statuses_older_than_a_week_are_compacted_away() {
+    use crate::domain::DeliveryStatus;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), false, 1024).expect("open");
+    let now = chrono::Utc::now().timestamp_millis();
+    let status = |wamid: &str, at| StatusUpdate {
+        wamid: wamid.to_string(),
+        status: DeliveryStatus::Delivered,
+        error: None,
+        at,
+    };
+    let old = status("w-old", now - super::orphans::ORPHAN_TTL_MS - 60_000);
+    let recent = status("w-recent", now - 60_000);
+    let mut b = Batch::new();
+    b.put_orphan_status(&old).expect("put");
+    b.put_orphan_status(&recent).expect("put");
+    b.put_raw(
+        CF_ORPHAN_STATUS,
+        b"w-garbled".to_vec(),
+        vec![0xff, 0x00, 0x13],
+    );
+    store.commit(b).await.expect("commit");
+    assert_eq!(store.orphan_status("w-old").await.expect("read"), Some(old));
+    store.flush().await.expect("flush");
+    store
+        .read(|db| {
+            db.compact_range_cf(cf(db, CF_ORPHAN_STATUS)?, None::<&[u8]>, None::<&[u8]>);
+            Ok(())
+        })
+        .await
+        .expect("compact");
+    assert_eq!(store.orphan_status("w-old").await.expect("read"), None);
+    assert_eq!(
+        store.orphan_status("w-recent").await.expect("read"),
+        Some(recent)
+    );
+    let garbled = store
+        .read(|db| {
+            db.get_cf(cf(db, CF_ORPHAN_STATUS)?, b"w-garbled")
+                .map_err(rocks)
+        })
+        .await
+        .expect("read");
+    assert!(
+        garbled.is_some(),
+        "an unreadable value is not the filter's to drop"
+    );
+    store.close().await;
+}

@@ -326,6 +326,15 @@ const TABLE: &[(&str, &str, Subject, &str, [u16; 6])] = &[
         "{}",
         [403, 403, 400, 403, 401, 401],
     ),
+    // A bulk template send answers 200 with one result per send: whether each went is in its
+    // result (an agent who does not own the conversation gets `not_owner` there).
+    (
+        "POST",
+        "/api/v1/templates/{name}/sends",
+        Subject::QueuedSupport,
+        r#"{"language":"en_US","sends":[{"conversation_id":"{id}"}]}"#,
+        [200, 200, 200, 200, 401, 401],
+    ),
     (
         "GET",
         "/api/v1/audit",
@@ -371,9 +380,10 @@ async fn cell(tb: &TB, row: usize, caller: usize) -> Option<String> {
     // `{message_id}`: the conversation's first message (the customer's).
     let path = path
         .replace("{dimension}", "teams")
+        .replace("{name}", "order_ready")
         .replace("{message_id}", &format!("{id}-1"))
         .replace("{id}", &id);
-    let body = body.replace("NEW", &uniq("n"));
+    let body = body.replace("NEW", &uniq("n")).replace("{id}", &id);
     let body: Option<Value> =
         (!body.is_empty()).then(|| serde_json::from_str(&body).expect("row body"));
     let (name, token) = CALLERS[caller];
@@ -440,6 +450,7 @@ async fn every_route_by_caller() {
     for path in paths {
         let concrete = path
             .replace("{dimension}", "teams")
+            .replace("{name}", "order_ready")
             .replace("{message_id}", "x-1")
             .replace("{id}", "x");
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
