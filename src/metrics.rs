@@ -306,7 +306,7 @@ fn describe() {
     );
     describe_counter!(
         BOT_HANDOVERS,
-        "Conversations the bot handed to humans, by reason (keyword, low_confidence, sensitive_intent, max_failed_turns, order_lookup_failed, intent_handover, busy, claimed, window_closed, cod_confirm_failed, hot_lead, team_opened)."
+        "Conversations the bot handed to humans, by reason (keyword, low_confidence, sensitive_intent, max_failed_turns, order_lookup_failed, intent_handover, busy, claimed, window_closed, cod_confirm_failed, hot_lead, team_opened, transferred)."
     );
     describe_counter!(
         BOT_INTENT_HANDOVERS,
@@ -466,7 +466,7 @@ pub const BOT_TURN_OUTCOMES: [&str; 6] = [
     "answered", "resolved", "fallback", "handover", "held", "dropped",
 ];
 /// `BOT_HANDOVERS` reasons (`automation::HandoverReason::as_str`).
-pub const BOT_HANDOVER_REASONS: [&str; 12] = [
+pub const BOT_HANDOVER_REASONS: [&str; 13] = [
     "keyword",
     "low_confidence",
     "sensitive_intent",
@@ -479,6 +479,7 @@ pub const BOT_HANDOVER_REASONS: [&str; 12] = [
     "cod_confirm_failed",
     "hot_lead",
     "team_opened",
+    "transferred",
 ];
 /// `BOT_PROVIDER_FAILURES` reasons (`automation::provider::Failure::as_str`).
 pub const BOT_PROVIDER_FAILURE_REASONS: [&str; 4] = ["timeout", "error", "garbage", "overload"];

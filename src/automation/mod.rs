@@ -85,6 +85,8 @@ pub enum HandoverReason {
     HotLead,
     /// The bot held the conversation while its team was closed; the team opened.
     TeamOpened,
+    /// A supervisor or an admin transferred the conversation out of the bot's hands.
+    Transferred,
 }
 
 impl HandoverReason {
@@ -102,6 +104,7 @@ impl HandoverReason {
             Self::CodFailed => "cod_confirm_failed",
             Self::HotLead => "hot_lead",
             Self::TeamOpened => "team_opened",
+            Self::Transferred => "transferred",
         }
     }
 }

@@ -522,3 +522,55 @@ after_hours_reply = "Sales is closed; we answer from 09:00.""#
         "{c}"
     );
 }
+
+/// A supervisor's transfer out of the bot is a hand-over like a claim: the bot's note (reason
+/// `transferred`), counted, and the end of its cycle: handed back to the bot later, the
+/// conversation starts a clean cycle, after a restart too.
+#[tokio::test]
+async fn a_transfer_out_of_the_bot_leaves_its_note_and_ends_its_memory() {
+    let orders = Orders::start(false).await;
+    let mut tb = broker(&orders).await;
+    let stuck = customer();
+    // A turn without answer: one of the two allowed before the bot hands over.
+    say(&tb, N1, &stuck, "where is my order", 1).await;
+    let id = tb.conv_id(N1, &stuck).await;
+    let (code, c) = tb
+        .post(
+            CAROL,
+            &format!("/api/v1/conversations/{id}/transfer"),
+            json!({"team": "support"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{c}");
+    let c = wait_conv(&tb, &id, "queued in support", |c| c["status"] == "queued").await;
+    let notes = bot_notes(&c);
+    assert!(
+        notes.len() == 1 && notes[0].contains("transferred"),
+        "the transfer leaves the bot's note: {c}"
+    );
+    let metrics = tb.metrics().await;
+    assert!(
+        counter(
+            &metrics,
+            "switchboard_bot_handovers_total",
+            &["reason=\"transferred\""]
+        ) >= 1.0,
+        "the hand-over is counted"
+    );
+    let (code, c) = tb
+        .post(
+            CAROL,
+            &format!("/api/v1/conversations/{id}/handback"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{c}");
+    wait_conv(&tb, &id, "the bot has it again", |c| c["status"] == "bot").await;
+
+    tb.restart().await;
+
+    // Another turn without answer: the first of the new cycle, so the bot answers.
+    let c = say(&tb, N1, &stuck, "where is my order please", 2).await;
+    assert_eq!(c["status"], "bot", "a clean cycle after the transfer: {c}");
+    assert_eq!(bot_notes(&c).len(), 1, "no second hand-over: {c}");
+}

@@ -147,7 +147,15 @@ impl ConversationActor {
             batch.put_report(&ReportEvent::of(&before, now, None, kind))?;
         }
         let asked = self.ask_csat(&before, &mut next, &mut batch, now)?;
+        // Resolved while the bot held it: the bot's cycle ends with it.
+        let from_bot = before.status == ConversationStatus::Bot;
+        if from_bot {
+            batch.delete_bot_memory(&before.id);
+        }
         self.persist(state, next, batch).await?;
+        if from_bot {
+            state.bot = super::bot::BotMemory::default();
+        }
         self.asked_csat(state, asked);
         if let Some(met) = met {
             record_sla(state.conv.team(), SlaKind::Resolution, met);
@@ -190,7 +198,25 @@ impl ConversationActor {
         let before = state.conv.clone();
         let mut next = before.clone();
         next.transfer(&target, now);
+        // Out of the bot's hands, as a claim is: the bot leaves what it learned for the people
+        // and its cycle ends (its memory goes in this commit).
+        let from_bot = (before.status == ConversationStatus::Bot).then(|| {
+            let text = state
+                .bot
+                .note(crate::automation::HandoverReason::Transferred);
+            next.append_note(Author::Bot, text, now)
+        });
         let mut batch = Batch::new();
+        if let Some(note) = &from_bot {
+            batch.put_message(note)?;
+            batch.delete_bot_memory(&before.id);
+            batch.put_report(&ReportEvent::of(
+                &before,
+                now,
+                None,
+                ReportKind::BotHandover,
+            ))?;
+        }
         // The move counts in the team it left; the new owner's assignment in the team it joins.
         let to_team = next.team().to_string();
         batch.put_report(&ReportEvent::of(
@@ -223,6 +249,15 @@ impl ConversationActor {
             self.free_agent(&o, &before.id);
         }
         self.transferred(&before, &state.conv);
+        if let Some(note) = from_bot {
+            let intent = state.bot.intent.take();
+            state.bot = super::bot::BotMemory::default();
+            self.count_handover(
+                intent.as_deref(),
+                crate::automation::HandoverReason::Transferred,
+            );
+            self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+        }
         if let Some(msg) = note_msg {
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);
         }
