@@ -138,15 +138,7 @@ impl Scrape {
 
     /// Reads `{base_url}/metrics`; None when it cannot be read.
     pub async fn fetch(client: &reqwest::Client, base_url: &str) -> Option<Scrape> {
-        let r = client
-            .get(format!("{base_url}/metrics"))
-            .send()
-            .await
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        Some(Scrape::parse(&r.text().await.ok()?))
+        Some(Scrape::parse(&metrics_text(client, base_url).await?))
     }
 
     /// What happened between `before` and this scrape.
@@ -157,6 +149,19 @@ impl Scrape {
             claim: view(&self.claim, &before.claim),
         }
     }
+}
+
+/// The text of `{base_url}/metrics`; None when it cannot be read.
+async fn metrics_text(client: &reqwest::Client, base_url: &str) -> Option<String> {
+    let r = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.text().await.ok()
 }
 
 #[cfg(test)]
@@ -244,15 +249,7 @@ pub struct MediaBacklog {
 
 /// The broker's fetch backlog gauge (None: no answer, or no such gauge).
 async fn media_pending(client: &reqwest::Client, base_url: &str) -> Option<u64> {
-    let r = client
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    let text = r.text().await.ok()?;
+    let text = metrics_text(client, base_url).await?;
     text.lines().find_map(|l| {
         let v: f64 = l
             .strip_prefix(MEDIA_PENDING)?

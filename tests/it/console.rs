@@ -129,11 +129,16 @@ impl Browser {
     /// Signs in through the page's form and waits for the live stream to be up.
     async fn sign_in(&self, tb: &TB, token: &str) {
         self.goto_console(tb).await;
+        self.submit_token(token).await;
+        self.wait_css(r#"body[data-live="up"]"#).await;
+    }
+
+    /// Types `token` into the open page's sign-in form and submits it.
+    async fn submit_token(&self, token: &str) {
         let input = self.wait_css(r#"input[name="token"]"#).await;
         input.clear().await.expect("clear token");
         input.send_keys(token).await.expect("type token");
         self.click("Sign in").await;
-        self.wait_css(r#"body[data-live="up"]"#).await;
     }
 
     async fn wait_css(&self, css: &str) -> Element {
@@ -1121,12 +1126,7 @@ async fn lagged_makes_the_list_be_read_again() {
         };
         return null;"#)
         .await;
-    b.wait_css(r#"input[name="token"]"#)
-        .await
-        .send_keys(BOB)
-        .await
-        .unwrap();
-    b.click("Sign in").await;
+    b.submit_token(BOB).await;
     b.wait_css(r#"body[data-live="up"]"#).await;
     b.row(&conv).await;
 
@@ -1168,12 +1168,7 @@ async fn list_shows_its_first_page_then_pages_on() {
         };
         return null;"#)
         .await;
-    b.wait_css(r#"input[name="token"]"#)
-        .await
-        .send_keys(BOB)
-        .await
-        .unwrap();
-    b.click("Sign in").await;
+    b.submit_token(BOB).await;
     let rows = |want: usize| {
         let b = &b;
         async move {

@@ -375,24 +375,27 @@ impl ConversationActor {
         }
         next.route(&placement);
         mem.waiting = None;
-        let note = next.append_note(Author::Bot, mem.note(reason), now);
         let mut batch = Batch::new();
-        batch.put_message(&note)?;
-        batch.delete_bot_memory(&next.id);
-        // Counted in the team the bot handled it for.
-        batch.put_report(&ReportEvent::of(
-            &before,
-            now,
-            None,
-            ReportKind::BotHandover,
-        ))?;
+        let note = leave_bot(&before, &mut next, mem.note(reason), now, &mut batch)?;
         self.persist(state, next, batch).await?;
-        state.bot = BotMemory::default();
         metrics::counter!(m::BOT_TURNS, "outcome" => "handover").increment(1);
-        self.count_handover(mem.intent.as_deref(), reason);
         self.transferred(&before, &state.conv);
-        self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+        self.left_bot(state, note, mem.intent, reason);
         Ok(())
+    }
+
+    /// After the commit [`leave_bot`] prepared: the bot forgets the cycle, the hand-over is
+    /// counted (by reason and by `intent`) and its note published.
+    pub(super) fn left_bot(
+        &self,
+        state: &mut State,
+        note: Message,
+        intent: Option<String>,
+        reason: HandoverReason,
+    ) {
+        state.bot = BotMemory::default();
+        self.count_handover(intent.as_deref(), reason);
+        self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
     }
 
     /// A hand-over to closed `team`: the bot keeps the conversation, records the team and the
@@ -465,4 +468,23 @@ impl ConversationActor {
             .get()
             .map_or_else(|| "unknown".to_string(), |a| a.intent_label(intent))
     }
+}
+
+/// The conversation leaves the bot for people (the bot's hand-over, or a claim or transfer that
+/// takes it from the bot, whose pending turn then finds it no longer its own): the bot's note
+/// `text` appended to `next`, and in `batch` the note, the end of the bot's memory of the cycle
+/// and the hand-over's report event (counted in the team the bot handled it for, `before`'s).
+/// [`ConversationActor::left_bot`] follows the commit.
+pub(super) fn leave_bot(
+    before: &Conversation,
+    next: &mut Conversation,
+    text: String,
+    now: Millis,
+    batch: &mut Batch,
+) -> Result<Message, Error> {
+    let note = next.append_note(Author::Bot, text, now);
+    batch.put_message(&note)?;
+    batch.delete_bot_memory(&before.id);
+    batch.put_report(&ReportEvent::of(before, now, None, ReportKind::BotHandover))?;
+    Ok(note)
 }

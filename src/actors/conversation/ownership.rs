@@ -2,6 +2,7 @@
 //! hand-backs, each checked by the domain's rules and committed before anyone is told.
 
 use super::*;
+use crate::automation::HandoverReason;
 
 impl ConversationActor {
     /// A claim by `caller` (or a team's assignment to it); agents' claims are counted by
@@ -37,12 +38,6 @@ impl ConversationActor {
         let before = state.conv.clone();
         let mut next = before.clone();
         next.assign(&caller.id, self.ctx.now());
-        // Taken from the bot: the bot stops in this very step (its pending turn finds the
-        // conversation no longer its own) and leaves what it learned for the agent.
-        let from_bot = (before.status == ConversationStatus::Bot).then(|| {
-            let text = state.bot.note(crate::automation::HandoverReason::Claimed);
-            next.append_note(Author::Bot, text, self.ctx.now())
-        });
         let reason = match kind {
             ClaimKind::Direct => AssignReason::Claim,
             ClaimKind::Queued => AssignReason::Next,
@@ -55,16 +50,17 @@ impl ConversationActor {
             Some(&caller.id),
             ReportKind::Assigned { reason },
         ))?;
-        if let Some(note) = &from_bot {
-            batch.put_message(note)?;
-            batch.delete_bot_memory(&before.id);
-            batch.put_report(&ReportEvent::of(
+        // Taken from the bot: the bot stops in this very step and leaves what it learned.
+        let from_bot = match before.status == ConversationStatus::Bot {
+            true => Some(super::bot::leave_bot(
                 &before,
+                &mut next,
+                state.bot.note(HandoverReason::Claimed),
                 self.ctx.now(),
-                None,
-                ReportKind::BotHandover,
-            ))?;
-        }
+                &mut batch,
+            )?),
+            false => None,
+        };
         if let Err(e) = self.persist(state, next, batch).await {
             self.free_agent(&caller.id, &before.id);
             return Err(e);
@@ -78,12 +74,7 @@ impl ConversationActor {
         );
         if let Some(note) = from_bot {
             let intent = state.bot.intent.take();
-            state.bot = super::bot::BotMemory::default();
-            self.count_handover(
-                intent.as_deref(),
-                crate::automation::HandoverReason::Claimed,
-            );
-            self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+            self.left_bot(state, note, intent, HandoverReason::Claimed);
         }
         Ok(state.conv.clone())
     }
@@ -198,25 +189,18 @@ impl ConversationActor {
         let before = state.conv.clone();
         let mut next = before.clone();
         next.transfer(&target, now);
-        // Out of the bot's hands, as a claim is: the bot leaves what it learned for the people
-        // and its cycle ends (its memory goes in this commit).
-        let from_bot = (before.status == ConversationStatus::Bot).then(|| {
-            let text = state
-                .bot
-                .note(crate::automation::HandoverReason::Transferred);
-            next.append_note(Author::Bot, text, now)
-        });
         let mut batch = Batch::new();
-        if let Some(note) = &from_bot {
-            batch.put_message(note)?;
-            batch.delete_bot_memory(&before.id);
-            batch.put_report(&ReportEvent::of(
+        // Out of the bot's hands, as a claim is.
+        let from_bot = match before.status == ConversationStatus::Bot {
+            true => Some(super::bot::leave_bot(
                 &before,
+                &mut next,
+                state.bot.note(HandoverReason::Transferred),
                 now,
-                None,
-                ReportKind::BotHandover,
-            ))?;
-        }
+                &mut batch,
+            )?),
+            false => None,
+        };
         // The move counts in the team it left; the new owner's assignment in the team it joins.
         let to_team = next.team().to_string();
         batch.put_report(&ReportEvent::of(
@@ -251,12 +235,7 @@ impl ConversationActor {
         self.transferred(&before, &state.conv);
         if let Some(note) = from_bot {
             let intent = state.bot.intent.take();
-            state.bot = super::bot::BotMemory::default();
-            self.count_handover(
-                intent.as_deref(),
-                crate::automation::HandoverReason::Transferred,
-            );
-            self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+            self.left_bot(state, note, intent, HandoverReason::Transferred);
         }
         if let Some(msg) = note_msg {
             self.publish(EventKind::MessageCreated, &state.conv, Some(msg), None);

@@ -92,15 +92,17 @@ impl ConversationActor {
             batch.put_report(&e)?;
         }
         // Taken from the bot: it stops in this very step and leaves what it learned, as a claim.
-        let from_bot = (started == Started::Claimed && before.status == ConversationStatus::Bot)
-            .then(|| {
-                let text = state.bot.note(crate::automation::HandoverReason::Claimed);
-                next.append_note(Author::Bot, text, now)
-            });
-        if let Some(note) = &from_bot {
-            batch.put_message(note)?;
-            batch.put_report(&ReportEvent::of(before, now, None, ReportKind::BotHandover))?;
-        }
+        let from_bot = match started == Started::Claimed && before.status == ConversationStatus::Bot
+        {
+            true => Some(super::bot::leave_bot(
+                before,
+                &mut next,
+                state.bot.note(crate::automation::HandoverReason::Claimed),
+                now,
+                batch,
+            )?),
+            false => None,
+        };
         let queued = self.compose_reply(
             &mut next,
             caller,
@@ -145,9 +147,13 @@ impl ConversationActor {
             Started::Owned => {}
         }
         if let Some(note) = from_bot {
-            state.bot = super::bot::BotMemory::default();
-            metrics::counter!(m::BOT_HANDOVERS, "reason" => "claimed").increment(1);
-            self.publish(EventKind::MessageCreated, &state.conv, Some(note), None);
+            let intent = state.bot.intent.take();
+            self.left_bot(
+                state,
+                note,
+                intent,
+                crate::automation::HandoverReason::Claimed,
+            );
         }
         if started == Started::Reopened || started == Started::Opened {
             state.bot = super::bot::BotMemory::default();
