@@ -67,68 +67,70 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if settings.campaign > 0 {
-        let json_path = settings.json.clone();
-        let result = rt.block_on(async {
-            tokio::select! {
-                r = run::run_campaign(settings) => r,
-                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-            }
-        });
-        drop(rt);
-        return match result {
-            Ok(report) => {
-                print!("{}", report.summary());
-                if let Some(path) = json_path {
-                    let written = serde_json::to_vec_pretty(&report)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|b| std::fs::write(&path, b).map_err(anyhow::Error::from));
-                    if let Err(e) = written {
-                        eprintln!("error: writing {}: {e:#}", path.display());
-                        return ExitCode::from(1);
-                    }
-                }
-                if report.passed() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
+    let result = rt.block_on(async {
+        let run = async {
+            if settings.campaign > 0 {
+                run::run_campaign(settings).await.map(Finished::Campaign)
+            } else {
+                run::run(settings).await.map(|r| Finished::Run(Box::new(r)))
             }
         };
-    }
-    let result = rt.block_on(async {
         tokio::select! {
-            r = run::run(settings) => r,
+            r = run => r,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
         }
     });
     // Drop the runtime (and with it any broker child still owned by a task) before exiting.
     drop(rt);
-    match result {
-        Ok(report) => {
-            print!("{}", report.summary());
-            if let Some(path) = json_path {
-                let written = serde_json::to_vec_pretty(&report)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|b| std::fs::write(&path, b).map_err(anyhow::Error::from));
-                if let Err(e) = written {
-                    eprintln!("error: writing {}: {e:#}", path.display());
-                    return ExitCode::from(1);
-                }
-            }
-            if report.audit.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+    let finished = match result {
+        Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
+    };
+    print!("{}", finished.summary());
+    if let Some(path) = json_path {
+        let written = finished
+            .to_json()
+            .and_then(|b| std::fs::write(&path, b).map_err(anyhow::Error::from));
+        if let Err(e) = written {
+            eprintln!("error: writing {}: {e:#}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    if finished.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// What a run printed and judged: an inbound run (passes with its audit) or a campaign.
+enum Finished {
+    Run(Box<report::Report>),
+    Campaign(campaign::CampaignReport),
+}
+
+impl Finished {
+    fn summary(&self) -> String {
+        match self {
+            Self::Run(r) => r.summary(),
+            Self::Campaign(r) => r.summary(),
+        }
+    }
+
+    fn passed(&self) -> bool {
+        match self {
+            Self::Run(r) => r.audit.passed,
+            Self::Campaign(r) => r.passed(),
+        }
+    }
+
+    fn to_json(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(match self {
+            Self::Run(r) => serde_json::to_vec_pretty(r)?,
+            Self::Campaign(r) => serde_json::to_vec_pretty(r)?,
+        })
     }
 }
