@@ -69,30 +69,6 @@ async fn broker(orders: &Orders) -> TB {
     TB::start_with(|c| c.extra = format!("\n{extra}\n")).await
 }
 
-async fn wait_status(tb: &TB, id: &str, status: &str) -> Value {
-    eventually(&format!("status {status}"), WAIT, || async {
-        let c = tb.conversation(id).await;
-        if c["status"] == status {
-            Ok(c)
-        } else {
-            Err(c.to_string())
-        }
-    })
-    .await
-}
-
-fn bot_notes(c: &Value) -> Vec<String> {
-    c["messages"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter(|m| m["direction"] == "note" && m["author"] == "bot")
-                .filter_map(|m| m["text"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn bot_outbound(c: &Value) -> usize {
     c["messages"].as_array().map_or(0, |ms| {
         ms.iter()

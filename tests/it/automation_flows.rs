@@ -86,30 +86,6 @@ async fn broker(orders: &Orders) -> TB {
     TB::start_with(|c| c.extra = extra).await
 }
 
-async fn wait_conv(tb: &TB, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    eventually(what, WAIT, || async {
-        let c = tb.conversation(id).await;
-        if pred(&c) {
-            Ok(c)
-        } else {
-            Err(c.to_string())
-        }
-    })
-    .await
-}
-
-fn bot_notes(c: &Value) -> Vec<String> {
-    c["messages"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter(|m| m["direction"] == "note" && m["author"] == "bot")
-                .filter_map(|m| m["text"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The texts (or interactive bodies) the bot sent, oldest first.
 fn bot_said(c: &Value) -> Vec<String> {
     c["messages"]

@@ -3,7 +3,6 @@
 //! built-in classifier's intent of the message that opens a conversation (whatever team it lands
 //! in, bot or not).
 
-use serde_json::Value;
 
 use crate::common::*;
 
@@ -15,18 +14,6 @@ async fn broker(intent: &str) -> TB {
         "\n[[routing.rules]]\nname = \"{intent} to sales\"\nwhen = {{ intent = [\"{intent}\"] }}\nthen = {{ team = \"sales\", labels = [\"by-intent\"] }}\n"
     );
     TB::start_with(|c| c.extra = format!("\n{DEMO}\n{rule}")).await
-}
-
-async fn wait_status(tb: &TB, id: &str, status: &str) -> Value {
-    eventually(&format!("status {status}"), WAIT, || async {
-        let c = tb.conversation(id).await;
-        if c["status"] == status {
-            Ok(c)
-        } else {
-            Err(c.to_string())
-        }
-    })
-    .await
 }
 
 #[tokio::test]

@@ -350,18 +350,6 @@ async fn the_after_hours_reply_goes_out_once_per_closed_period_even_across_a_reo
     assert_eq!(system_texts(&tb.messages(&id).await).len(), 2);
 }
 
-async fn wait_conv(tb: &TB, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    eventually(what, WAIT, || async {
-        let c = tb.conversation(id).await;
-        if pred(&c) {
-            Ok(c)
-        } else {
-            Err(c.to_string())
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_assignee_who_does_not_answer_within_reassign_after_loses_the_conversation() {
     let clock = ManualClock::new(utc(30, 10, 0));

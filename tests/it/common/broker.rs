@@ -128,3 +128,43 @@ pub async fn claimed(tb: &TB, number: &str, token: &str) -> (String, String) {
     tb.must_claim(token, &id).await;
     (id, cust)
 }
+
+/// Waits until conversation `id` (as `GET /api/v1/conversations/{id}` shows it) satisfies
+/// `pred`, and returns it; `what` names the wait in the failure.
+pub async fn wait_conv(
+    tb: &TB,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    super::util::eventually(what, super::util::WAIT, || async {
+        let c = tb.conversation(id).await;
+        if pred(&c) {
+            Ok(c)
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await
+}
+
+/// Waits until conversation `id` has `status`, and returns it.
+pub async fn wait_status(tb: &TB, id: &str, status: &str) -> serde_json::Value {
+    wait_conv(tb, id, &format!("status {status}"), |c| {
+        c["status"] == status
+    })
+    .await
+}
+
+/// The texts of the notes the bot left in conversation `c`, oldest first.
+pub fn bot_notes(c: &serde_json::Value) -> Vec<String> {
+    c["messages"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["direction"] == "note" && m["author"] == "bot")
+                .filter_map(|m| m["text"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
