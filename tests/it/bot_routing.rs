@@ -3,7 +3,6 @@
 //! built-in classifier's intent of the message that opens a conversation (whatever team it lands
 //! in, bot or not).
 
-
 use crate::common::*;
 
 const DEMO: &str = include_str!("../../config/automation-demo.toml");

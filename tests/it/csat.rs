@@ -30,14 +30,7 @@ const CSAT_TEMPLATE: &str =
 
 /// Waits for the start-up template sync, then creates `rate_us` and approves it by webhook.
 async fn approved_rate_us(tb: &TB) {
-    eventually("start-up sync", WAIT, || async {
-        if tb.graph.template_lists() > 0 {
-            Ok(())
-        } else {
-            Err("no listing yet".to_string())
-        }
-    })
-    .await;
+    crate::templates::startup_sync(tb).await;
     let (code, created) = tb.post(ROOT, "/api/v1/templates", rate_us()).await;
     assert_eq!(code, 201, "{created}");
     let approved = json!({

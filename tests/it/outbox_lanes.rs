@@ -106,14 +106,7 @@ async fn pair_rate_limit_hit_backs_that_pair_off_four_to_the_n_and_no_other() {
 
 /// A UTILITY template approved through the API and Meta's webhook.
 async fn approved_template(tb: &TB) {
-    eventually("start-up template sync", WAIT, || async {
-        if tb.graph.template_lists() > 0 {
-            Ok(())
-        } else {
-            Err("no listing yet".to_string())
-        }
-    })
-    .await;
+    crate::templates::startup_sync(tb).await;
     let template = json!({
         "name": "order_ready",
         "language": "en_US",
