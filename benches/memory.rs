@@ -163,7 +163,11 @@ fn main() {
             Err(e) => panic!("tempdir: {e}"),
         };
         // Nothing passivates by itself while ingesting; the bench passivates explicitly.
-        let config = common::broker_config(dir.path(), false, 3_600_000, None);
+        let mut config = common::broker_config(dir.path(), false, 3_600_000, None);
+        // Every conversation of a half stays live until the bench passivates it: the live-actor
+        // bound (`conversations.max_live`, default 200,000) would otherwise retire most of a
+        // 1,000,000-conversation run's first half and spread its RSS over fewer actors.
+        config.conversations.max_live = total.max(1);
         let broker = match Broker::start(config).await {
             Ok(b) => b,
             Err(e) => panic!("start: {e}"),
