@@ -4,7 +4,9 @@
 //! (`server.max_inflight_webhooks`, `server.api_listen`, `[outbox]` retry tuning). Invariants:
 //! `listen`, `api_listen` and `graph_api_base` are loopback addresses chosen by the caller, the
 //! numbers are the same `webhook::numbers(m)` the generator uses, agents `agent1..K` have tokens
-//! `lt-token-1..K`, and an extra `admin` agent (token from `--admin-token`) exists for the audit.
+//! `lt-token-1..K`, and an extra `admin` agent (token from `--admin-token`) exists for the audit;
+//! a `--mixed` run adds agents `campaign1..C` with tokens `lt-campaign-1..C` that own its
+//! campaign's conversations (see [`campaign_owner_token`]).
 //! Strings are escaped by the TOML serializer, never by hand.
 
 use serde::Serialize;
@@ -34,6 +36,16 @@ pub struct BrokerConfigSpec<'a> {
     pub fanout_teams: usize,
     /// Event streams the run opens (`server.max_event_streams` is raised to fit them).
     pub event_streams: usize,
+    /// `--mixed`: agents `campaign1..C` of their own (tokens [`campaign_owner_token`]), in team
+    /// `support`, that take the campaign's conversations and send its templates; 0 = none.
+    pub campaign_owners: usize,
+    /// `max_concurrent` of each campaign owner: room for its share of the campaign.
+    pub campaign_room: u32,
+}
+
+/// The token of campaign owner `i` (1-based) of a `--mixed` run.
+pub fn campaign_owner_token(i: usize) -> String {
+    format!("lt-campaign-{i}")
 }
 
 /// The team a `--sse-agents` run routes number index `i` (0-based) to, of `teams` teams.
@@ -127,6 +139,14 @@ pub fn render(spec: &BrokerConfigSpec<'_>) -> anyhow::Result<String> {
             max_concurrent: spec.max_concurrent,
         })
         .collect();
+    agents.extend((1..=spec.campaign_owners).map(|i| Agent {
+        id: format!("campaign{i}"),
+        name: format!("Load Campaign {i}"),
+        token: campaign_owner_token(i),
+        teams: vec!["support".into()],
+        role: "agent".into(),
+        max_concurrent: spec.campaign_room,
+    }));
     agents.push(Agent {
         id: "admin".into(),
         name: "Load Test Admin".into(),
@@ -220,6 +240,8 @@ mod tests {
             automation: true,
             fanout_teams: 2,
             event_streams: 100,
+            campaign_owners: 1,
+            campaign_room: 5000,
         };
         let text = match render(&spec) {
             Ok(t) => t,
@@ -242,8 +264,10 @@ mod tests {
             Some("106540352242921")
         );
         let agents = v["agents"].as_array().cloned().unwrap_or_default();
-        assert_eq!(agents.len(), 3);
-        assert_eq!(agents[2]["role"].as_str(), Some("admin"));
+        assert_eq!(agents.len(), 4);
+        assert_eq!(agents[2]["token"].as_str(), Some("lt-campaign-1"));
+        assert_eq!(agents[2]["max_concurrent"].as_integer(), Some(5000));
+        assert_eq!(agents[3]["role"].as_str(), Some("admin"));
         assert_eq!(agents[1]["token"].as_str(), Some("lt-token-2"));
         assert_eq!(v["teams"][0]["id"].as_str(), Some("support"));
         assert_eq!(v["automation"]["teams"][0].as_str(), Some("support"));

@@ -21,6 +21,10 @@
 //! than its mps queues them whatever the outbox does, and the first number's campaign share would
 //! starve behind them.
 //!
+//! The phases are functions of their own ([`prepare`], [`post`], [`wait_drained`], [`figures`]):
+//! `--mixed` (`crate::mixed`) runs them beside the inbound run, with owners of its own and the
+//! simulated agents' replies in place of the scripted replier.
+//!
 //! Reported: each number's sends per second at the fake Graph API (templates and replies) while
 //! every number still had templates to send (the window where the sum of the numbers' limits is
 //! due: per-number rate against `--mps`), the total over that window and over the whole campaign,
@@ -40,7 +44,7 @@ use tokio::time::Instant;
 
 use crate::api::ApiClient;
 use crate::cli::Settings;
-use crate::fake_graph::GraphState;
+use crate::fake_graph::{GraphState, SendRecord};
 use crate::stats::{Latency, LatencySummary};
 use crate::webhook::{numbers, sign, unix_now};
 
@@ -84,7 +88,8 @@ pub struct CampaignReport {
     pub busy_s: f64,
     /// Template sends a second from the first to the last.
     pub total_rate: f64,
-    /// Replies offered a second.
+    /// Replies a second: offered by the scripted replier (campaign mode), or the agents'
+    /// replies accepted while the campaign drained (`--mixed`).
     pub reply_rate: f64,
     pub pair_rate_violations: u64,
     pub reply_to_graph: LatencySummary,
@@ -155,28 +160,35 @@ struct Taken {
     token: String,
 }
 
-/// Runs the campaign against a broker at `base` (webhooks) / `agent_base` (API).
-pub async fn drive(
-    s: &Settings,
-    graph: &GraphState,
-    base: &str,
-    agent_base: &str,
-) -> anyhow::Result<CampaignReport> {
-    let client = crate::outcome::client(s.connections, Some(s.request_timeout))?;
-    let api = ApiClient {
-        client: client.clone(),
-        base_url: agent_base.to_string(),
-        timeout: s.request_timeout,
-    };
-    wait_template(&api, &s.admin_token).await?;
+/// The set-up phase's result: the campaign's conversations, opened and taken.
+pub struct Prepared {
+    nums: Vec<crate::webhook::Number>,
+    /// The template sends' conversations in posting order: round robin over the numbers, so
+    /// every number's backlog grows from the start.
+    sends: Vec<Taken>,
+    /// The first number's conversations kept out of the campaign for replies: (id, owner token).
+    reply_convs: Vec<(String, String)>,
+}
 
-    // Set-up: every campaign customer writes once, and the reply customers of the first number.
+/// Set-up (not measured): every campaign customer writes once (signed webhooks to `base`,
+/// [`PER_WEBHOOK`] messages each), plus `reply_conversations` more customers of the first
+/// number, and the agents of `owners` take all those conversations from the team's queue.
+pub async fn prepare(
+    s: &Settings,
+    client: &reqwest::Client,
+    base: &str,
+    api: &ApiClient,
+    owners: &[String],
+    reply_conversations: usize,
+) -> anyhow::Result<Prepared> {
+    wait_template(api, &s.admin_token).await?;
+
     let nums = numbers(s.numbers);
     let per_number = s.campaign.div_ceil(nums.len().max(1));
     let run = format!("{:06}", rand::random::<u32>() % 1_000_000);
     let mut customers: Vec<(usize, String)> = Vec::new();
     for (ni, _) in nums.iter().enumerate() {
-        let extra = if ni == 0 { REPLY_CONVERSATIONS } else { 0 };
+        let extra = if ni == 0 { reply_conversations } else { 0 };
         for c in 0..per_number + extra {
             customers.push((ni, format!("49{run}{ni:02}{c:07}")));
         }
@@ -217,21 +229,16 @@ pub async fn drive(
         "{} set-up webhooks were not acknowledged",
         failures.load(Ordering::Relaxed)
     );
-    let taken = take_all(&api, &s.agent_tokens, customers.len(), s.drain_timeout).await?;
+    let taken = take_all(api, owners, customers.len(), s.drain_timeout).await?;
 
     // The campaign: templates to every conversation but the first number's reply ones.
-    let mut first_number: Vec<&Taken> = Vec::new();
-    let mut campaign: Vec<&Taken> = Vec::new();
-    for t in &taken {
-        if t.number == nums[0].phone_number_id && first_number.len() < REPLY_CONVERSATIONS {
-            first_number.push(t);
-        } else {
-            campaign.push(t);
+    let mut reply_convs: Vec<(String, String)> = Vec::new();
+    let mut by_number: Vec<Vec<Taken>> = (0..nums.len()).map(|_| Vec::new()).collect();
+    for t in taken {
+        if t.number == nums[0].phone_number_id && reply_convs.len() < reply_conversations {
+            reply_convs.push((t.id, t.token));
+            continue;
         }
-    }
-    // Round robin over the numbers, so every number's backlog grows from the start.
-    let mut by_number: Vec<Vec<&Taken>> = vec![Vec::new(); nums.len()];
-    for t in campaign {
         let n = nums
             .iter()
             .position(|n| n.phone_number_id == t.number)
@@ -239,24 +246,141 @@ pub async fn drive(
         by_number[n].push(t);
     }
     let longest = by_number.iter().map(Vec::len).max().unwrap_or(0);
-    let campaign: Vec<&Taken> = (0..longest)
-        .flat_map(|i| by_number.iter().filter_map(move |v| v.get(i).copied()))
-        .collect();
+    let mut queues: Vec<std::vec::IntoIter<Taken>> =
+        by_number.into_iter().map(Vec::into_iter).collect();
+    let mut sends = Vec::new();
+    for _ in 0..longest {
+        sends.extend(queues.iter_mut().filter_map(Iterator::next));
+    }
+    Ok(Prepared {
+        nums,
+        sends,
+        reply_convs,
+    })
+}
+
+/// What posting the templates gave.
+pub struct Posted {
+    /// Template sends the broker answered 202 (or 200 with a message, in bulk).
+    pub accepted: usize,
+    pub refused: usize,
+    /// When the first template request went out.
+    pub started: Instant,
+    /// Seconds posting took.
+    pub post_s: f64,
+}
+
+/// Posts every template send of `p` as fast as the broker accepts them: through the bulk route,
+/// `--campaign-batch` sends per request (each request one owner's: only the owner may send), or
+/// with `--campaign-batch 0` one reply-route request per send from `--connections` workers.
+pub async fn post(s: &Settings, api: &ApiClient, p: &Prepared) -> Posted {
     let accepted = AtomicUsize::new(0);
     let refused = AtomicUsize::new(0);
+    let started = Instant::now();
+    if s.campaign_batch == 0 {
+        stream::iter(p.sends.iter())
+            .for_each_concurrent(s.connections, |t| {
+                let (accepted, refused) = (&accepted, &refused);
+                async move {
+                    let body = json!({"template": {"name": TEMPLATE, "language": "en_US",
+                                                   "parameters": ["Ana"]},
+                                      "idempotency_key": format!("lt-t-{}", t.id)});
+                    let path = format!("/api/v1/conversations/{}/messages", t.id);
+                    match api.call(&t.token, Method::POST, &path, Some(&body)).await {
+                        Ok((st, _)) if st.as_u16() == 202 => {
+                            accepted.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+            .await;
+    } else {
+        // Still round robin over the numbers within each owner's requests.
+        let mut by_owner: HashMap<&str, Vec<&Taken>> = HashMap::new();
+        for t in &p.sends {
+            by_owner.entry(t.token.as_str()).or_default().push(t);
+        }
+        let requests: Vec<(&str, Vec<&Taken>)> = by_owner
+            .into_iter()
+            .flat_map(|(token, ts)| {
+                ts.chunks(s.campaign_batch)
+                    .map(|c| (token, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        stream::iter(requests)
+            .for_each_concurrent(s.connections.div_ceil(8).max(2), |(token, ts)| {
+                let (accepted, refused) = (&accepted, &refused);
+                async move {
+                    let sends: Vec<Value> = ts
+                        .iter()
+                        .map(|t| {
+                            json!({"conversation_id": t.id, "parameters": ["Ana"],
+                                        "idempotency_key": format!("lt-t-{}", t.id)})
+                        })
+                        .collect();
+                    let body = json!({"language": "en_US", "sends": sends});
+                    let path = format!("/api/v1/templates/{TEMPLATE}/sends");
+                    match api.call(token, Method::POST, &path, Some(&body)).await {
+                        Ok((st, v)) if st.as_u16() == 200 => {
+                            let ok = v["results"].as_array().map_or(0, |r| {
+                                r.iter().filter(|x| x["message"].is_object()).count()
+                            });
+                            accepted.fetch_add(ok, Ordering::Relaxed);
+                            refused.fetch_add(ts.len().saturating_sub(ok), Ordering::Relaxed);
+                        }
+                        _ => {
+                            refused.fetch_add(ts.len(), Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+            .await;
+    }
+    Posted {
+        accepted: accepted.into_inner(),
+        refused: refused.into_inner(),
+        started,
+        post_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The drain: waits until the fake Graph API has accepted `want` template sends, or the
+/// deadline passes. True when it has.
+pub async fn wait_drained(graph: &GraphState, want: usize, deadline: Instant) -> bool {
+    loop {
+        if graph.templates_accepted() >= want {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the campaign against a broker at `base` (webhooks) / `agent_base` (API): set-up,
+/// templates posted while one agent replies on the first number, the drain, the figures.
+pub async fn drive(
+    s: &Settings,
+    graph: &GraphState,
+    base: &str,
+    agent_base: &str,
+) -> anyhow::Result<CampaignReport> {
+    let client = crate::outcome::client(s.connections, Some(s.request_timeout))?;
+    let api = ApiClient {
+        client: client.clone(),
+        base_url: agent_base.to_string(),
+        timeout: s.request_timeout,
+    };
+    let prepared = prepare(s, &client, base, &api, &s.agent_tokens, REPLY_CONVERSATIONS).await?;
+
     let replies: Arc<parking_mutex::Replies> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
-    let started = Instant::now();
     let reply_task = {
-        let api = ApiClient {
-            client: client.clone(),
-            base_url: agent_base.to_string(),
-            timeout: s.request_timeout,
-        };
-        let convs: Vec<(String, String)> = first_number
-            .iter()
-            .map(|t| (t.id.clone(), t.token.clone()))
-            .collect();
+        let api = api.clone();
+        let convs = prepared.reply_convs.clone();
         let replies = replies.clone();
         let stop = stop.clone();
         let rate = reply_rate(s);
@@ -289,106 +413,41 @@ pub async fn drive(
             }
         })
     };
-    if s.campaign_batch == 0 {
-        stream::iter(campaign.iter())
-            .for_each_concurrent(s.connections, |t| {
-                let api = &api;
-                let (accepted, refused) = (&accepted, &refused);
-                async move {
-                    let body = json!({"template": {"name": TEMPLATE, "language": "en_US",
-                                                   "parameters": ["Ana"]},
-                                      "idempotency_key": format!("lt-t-{}", t.id)});
-                    let path = format!("/api/v1/conversations/{}/messages", t.id);
-                    match api.call(&t.token, Method::POST, &path, Some(&body)).await {
-                        Ok((st, _)) if st.as_u16() == 202 => {
-                            accepted.fetch_add(1, Ordering::Relaxed)
-                        }
-                        _ => refused.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-            .await;
-    } else {
-        // The bulk route: each request carries one owner's sends (only the owner may send),
-        // still round robin over the numbers within it.
-        let mut by_owner: HashMap<&str, Vec<&Taken>> = HashMap::new();
-        for t in &campaign {
-            by_owner.entry(t.token.as_str()).or_default().push(t);
-        }
-        let requests: Vec<(&str, Vec<&Taken>)> = by_owner
-            .into_iter()
-            .flat_map(|(token, ts)| {
-                ts.chunks(s.campaign_batch)
-                    .map(|c| (token, c.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        stream::iter(requests)
-            .for_each_concurrent(s.connections.div_ceil(8).max(2), |(token, ts)| {
-                let api = &api;
-                let (accepted, refused) = (&accepted, &refused);
-                async move {
-                    let sends: Vec<Value> = ts
-                        .iter()
-                        .map(|t| {
-                            json!({"conversation_id": t.id, "parameters": ["Ana"],
-                                        "idempotency_key": format!("lt-t-{}", t.id)})
-                        })
-                        .collect();
-                    let body = json!({"language": "en_US", "sends": sends});
-                    let path = format!("/api/v1/templates/{TEMPLATE}/sends");
-                    match api.call(token, Method::POST, &path, Some(&body)).await {
-                        Ok((st, v)) if st.as_u16() == 200 => {
-                            let ok = v["results"].as_array().map_or(0, |r| {
-                                r.iter().filter(|x| x["message"].is_object()).count()
-                            });
-                            accepted.fetch_add(ok, Ordering::Relaxed);
-                            refused.fetch_add(ts.len().saturating_sub(ok), Ordering::Relaxed);
-                        }
-                        _ => {
-                            refused.fetch_add(ts.len(), Ordering::Relaxed);
-                        }
-                    }
-                }
-            })
-            .await;
-    }
-    let post_s = started.elapsed().as_secs_f64();
-
-    // The drain: until every template send reached the fake Graph API.
-    let want = accepted.load(Ordering::Relaxed);
-    let deadline = Instant::now() + s.drain_timeout;
-    let templates_seen = || graph.sends().iter().filter(|r| r.text.is_none()).count();
-    let mut drained = false;
-    while Instant::now() < deadline {
-        if templates_seen() >= want {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let posted = post(s, &api, &prepared).await;
+    let drained = wait_drained(graph, posted.accepted, Instant::now() + s.drain_timeout).await;
     stop.notify_one();
     let _ = reply_task.await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let replies = replies.take();
+    Ok(figures(
+        s,
+        graph,
+        &prepared,
+        &posted,
+        drained,
+        &replies,
+        reply_rate(s),
+    ))
+}
 
+/// The report of a campaign: what reached the fake Graph API measured against each number's
+/// mps (see the module docs), and the 202 -> Graph latency of `replies` (message id, when its
+/// 202 arrived), offered at `reply_rate` a second.
+pub fn figures(
+    s: &Settings,
+    graph: &GraphState,
+    p: &Prepared,
+    posted: &Posted,
+    drained: bool,
+    replies: &[(String, Instant)],
+    reply_rate: f64,
+) -> CampaignReport {
     let sends = graph.sends();
-    let arrived: HashMap<&str, Instant> = sends
-        .iter()
-        .filter_map(|r| r.biz_opaque.as_deref().map(|b| (b, r.at)))
-        .collect();
-    let latency = Latency::new();
-    let mut unseen = 0;
-    let posted = replies.take();
-    for (id, at) in &posted {
-        match arrived.get(id.as_str()) {
-            Some(g) => latency.record(g.saturating_duration_since(*at)),
-            None => unseen += 1,
-        }
-    }
+    let (latency, unseen) = replies_to_graph(&sends, replies);
     // Template spans per number: the busy window runs from the first template send to the end of
     // the number that ran out of templates first.
     let mut spans: HashMap<&str, (Instant, Instant, u64)> = HashMap::new();
-    for r in sends.iter().filter(|r| r.text.is_none()) {
+    for r in sends.iter().filter(|r| r.template) {
         let e = spans
             .entry(r.phone_number_id.as_str())
             .or_insert((r.at, r.at, 0));
@@ -429,20 +488,20 @@ pub async fn drive(
         (Some(a), Some(b)) if b > a => total as f64 / b.duration_since(a).as_secs_f64(),
         _ => 0.0,
     };
-    Ok(CampaignReport {
-        numbers: nums.len(),
+    CampaignReport {
+        numbers: p.nums.len(),
         mps: s.mps,
-        template_sends: campaign.len(),
-        accepted: want,
-        refused: refused.load(Ordering::Relaxed),
+        template_sends: p.sends.len(),
+        accepted: posted.accepted,
+        refused: posted.refused,
         batch: s.campaign_batch,
-        post_s,
-        post_rate: want as f64 / post_s.max(1e-9),
+        post_s: posted.post_s,
+        post_rate: posted.accepted as f64 / posted.post_s.max(1e-9),
         per_number,
         busy_rate,
         busy_s,
         total_rate,
-        reply_rate: reply_rate(s),
+        reply_rate,
         pair_rate_violations: graph
             .counters
             .snapshot()
@@ -450,10 +509,28 @@ pub async fn drive(
             .copied()
             .unwrap_or(0),
         reply_to_graph: latency.summary(),
-        replies_sent: posted.len(),
+        replies_sent: replies.len(),
         replies_unseen: unseen,
         drained,
-    })
+    }
+}
+
+/// From each reply's 202 (message id, when the 202 arrived) to the fake Graph API accepting its
+/// send (matched by `biz_opaque_callback_data`); also how many never arrived.
+pub fn replies_to_graph(sends: &[SendRecord], replies: &[(String, Instant)]) -> (Latency, usize) {
+    let arrived: HashMap<&str, Instant> = sends
+        .iter()
+        .filter_map(|r| r.biz_opaque.as_deref().map(|b| (b, r.at)))
+        .collect();
+    let latency = Latency::new();
+    let mut unseen = 0;
+    for (id, at) in replies {
+        match arrived.get(id.as_str()) {
+            Some(g) => latency.record(g.saturating_duration_since(*at)),
+            None => unseen += 1,
+        }
+    }
+    (latency, unseen)
 }
 
 /// Waits until the broker lists the fake Graph API's approved template (its start-up sync).

@@ -31,6 +31,8 @@ the broker mid-run, and finally audits the broker's stored state through its API
 
 Latency of webhooks is measured from each request's *intended* send time (no coordinated
 omission). --rate 0 switches to closed-loop maximum throughput with --connections workers.
+--campaign N measures template campaigns instead (no webhook load, no audit); --mixed runs the
+campaign beside the inbound run, a peak hour on one broker.
 
 Target: either --broker-bin PATH (the load test generates a config, picks free loopback ports,
 starts the broker, waits for /healthz and kills it at the end) or --url of a running broker
@@ -52,6 +54,10 @@ Examples:
   # the same in 5 alternating rounds (baseline 4 s, broker 4 s, ...), steadier on a noisy machine
   switchboard-loadtest --broker-bin target/release/switchboard --rate 0 --duration 20 \\
       --agents 0 --baseline --baseline-rounds 5
+
+  # a peak hour on one broker: webhooks, agents claiming and replying, a campaign over 20 numbers
+  switchboard-loadtest --broker-bin target/release/switchboard --mixed --rate 2000 --duration 30 \\
+      --agents 20 --campaign 20000 --numbers 20 --mps 100
 
   # a broker you started yourself
   switchboard-loadtest --print-config --graph-port 18090 > lt.toml
@@ -255,9 +261,21 @@ pub struct Cli {
     /// Campaign mode: this many business-initiated template sends (one per distinct customer)
     /// spread over --numbers, while an agent on the first number replies at --reply-rate; reports
     /// sends/s per number against --mps, the fake Graph API's pair-rate violations and the
-    /// replies' 202 -> Graph latency (needs --broker-bin; no webhook load, no audit). 0 = off.
+    /// replies' 202 -> Graph latency (needs --broker-bin; no webhook load, no audit; with
+    /// --mixed, beside the inbound run instead). 0 = off.
     #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Load")]
     pub campaign: usize,
+
+    /// Mixed mode, a peak hour on one broker: the inbound run (webhooks at --rate, --agents
+    /// claiming, replying and resolving, the end-of-run audit) and, at the same time, the
+    /// --campaign's template sends over --numbers at --mps through the bulk route, sent by agents
+    /// of their own (campaign1..4). One report: the inbound run's, plus the campaign's sends/s
+    /// per number, pair-rate violations and the agents' replies 202 -> Graph while it drained.
+    /// Exit 0 only when the audit passes and the campaign drained with no refused send and no
+    /// pair-rate violation. Needs --broker-bin, --campaign N, --rate above 0 and --agents 1 or
+    /// more; not with --sse-agents, --crash-after, --baseline or --reply-rate.
+    #[arg(long, help_heading = "Load")]
+    pub mixed: bool,
 
     /// `mps` of each generated business number.
     #[arg(long, default_value_t = 1000, help_heading = "Fake Graph API")]
@@ -376,6 +394,8 @@ pub struct Settings {
     pub mps: u32,
     /// Template sends of campaign mode (0: the usual inbound run).
     pub campaign: usize,
+    /// `--mixed`: the campaign runs beside the inbound run, on the same broker (see `mixed`).
+    pub mixed: bool,
     /// Campaign mode's replies a second (None: half the mps, at most 50).
     pub reply_rate: Option<f64>,
     /// Campaign mode's sends per bulk request (0: one reply-route request per send).
@@ -457,6 +477,41 @@ pub fn peak_customers(rate: f64) -> usize {
 
 /// How often one customer writes at a peak: every few seconds (people type, read, wait).
 const PEAK_SECONDS_PER_CUSTOMER: f64 = 5.0;
+
+/// What `--mixed` needs beside `--broker-bin` (checked with `--campaign`): a campaign, an open
+/// loop, agents to claim and reply, and none of the flags whose runs a campaign would confuse.
+fn mixed_combination(
+    cli: &Cli,
+    rate: Option<f64>,
+    agents: usize,
+    crash: bool,
+) -> Result<(), UsageError> {
+    let refused = [
+        (cli.campaign == 0, "--mixed needs --campaign N (its template sends)"),
+        (rate.is_none(), "--mixed needs an open-loop --rate above 0"),
+        (
+            agents == 0,
+            "--mixed needs --agents 1 or more (they claim and reply)",
+        ),
+        (
+            cli.sse_agents > 0,
+            "--mixed cannot be combined with --sse-agents",
+        ),
+        (
+            crash,
+            "--mixed cannot be combined with --crash-after (the campaign's rates would span a restart)",
+        ),
+        (cli.baseline, "--mixed cannot be combined with --baseline"),
+        (
+            cli.reply_rate.is_some(),
+            "--reply-rate is campaign mode's scripted replier; with --mixed the agents reply",
+        ),
+    ];
+    match refused.into_iter().find(|(bad_here, _)| *bad_here) {
+        Some((_, msg)) => Err(bad(msg)),
+        None => Ok(()),
+    }
+}
 
 impl Cli {
     /// Checks the arguments and turns them into `Settings`.
@@ -606,6 +661,14 @@ impl Cli {
         {
             return Err(bad("--reply-rate must be between 0 and 10000"));
         }
+        if self.campaign > 0 && !matches!(target, Target::Spawn { .. }) {
+            return Err(bad(
+                "--campaign needs --broker-bin (its config lists the template and the numbers)",
+            ));
+        }
+        if self.mixed {
+            mixed_combination(&self, rate, agent_tokens.len(), crash_after.is_some())?;
+        }
         if self.campaign_batch > 1000 {
             return Err(bad("--campaign-batch must be between 0 and 1000"));
         }
@@ -674,6 +737,7 @@ impl Cli {
             status_delay: Duration::from_millis(self.status_delay_ms),
             mps: self.mps,
             campaign: self.campaign,
+            mixed: self.mixed,
             reply_rate: self.reply_rate,
             campaign_batch: self.campaign_batch,
             crash_after,
@@ -832,6 +896,49 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn mixed_needs_a_campaign_an_open_loop_and_agents() {
+        let base = [
+            "--broker-bin",
+            "x",
+            "--mixed",
+            "--rate",
+            "200",
+            "--agents",
+            "2",
+            "--campaign",
+            "500",
+        ];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        match with(&[]) {
+            Ok(s) => assert!(s.mixed && s.campaign == 500 && s.agent_tokens.len() == 2),
+            Err(e) => panic!("{e}"),
+        }
+        let err = |extra: &[&str]| match with(extra) {
+            Ok(_) => panic!("{extra:?} should be refused"),
+            Err(e) => e.0,
+        };
+        let no_campaign = parse(&base[..base.len() - 2]);
+        assert!(no_campaign.is_err_and(|e| e.0.contains("--campaign N")));
+        let closed_loop = parse(&[&base[..3], &["--rate", "0"], &base[5..]].concat());
+        assert!(closed_loop.is_err_and(|e| e.0.contains("open-loop")));
+        let no_agents = parse(&[&base[..5], &["--agents", "0"], &base[7..]].concat());
+        assert!(no_agents.is_err_and(|e| e.0.contains("--agents 1")));
+        assert!(err(&["--crash-after", "1"]).contains("--crash-after"));
+        assert!(err(&["--baseline"]).contains("--baseline"));
+        assert!(err(&["--reply-rate", "5"]).contains("--reply-rate"));
+        assert!(err(&["--sse-agents", "10"]).contains("--sse-agents"));
+        // Campaign mode is unchanged: --campaign alone is not mixed.
+        let campaign = parse(&["--broker-bin", "x", "--campaign", "10"]);
+        assert!(matches!(campaign, Ok(Settings { mixed: false, .. })));
+        let url = parse(&["--url", "http://127.0.0.1:1", "--mixed", "--campaign", "10"]);
+        assert!(url.is_err_and(|e| e.0.contains("--broker-bin")));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct SendRecord {
     pub phone_number_id: String,
     pub to: String,
     pub text: Option<String>,
+    /// A template message (`"type": "template"`): a campaign's send.
+    pub template: bool,
     pub biz_opaque: Option<String>,
     pub wamid: String,
     pub at: Instant,
@@ -86,6 +88,12 @@ pub struct GraphState {
 impl GraphState {
     pub fn sends(&self) -> Vec<SendRecord> {
         lock(&self.sends).clone()
+    }
+
+    /// Accepted template sends, counted without copying the log: a campaign's drain polls it
+    /// while the load runs.
+    pub fn templates_accepted(&self) -> usize {
+        lock(&self.sends).iter().filter(|r| r.template).count()
     }
 
     /// Each number's accepted sends per second, from its first to its last accepted send
@@ -420,6 +428,7 @@ fn handle(st: Arc<GraphState>, pnid: String, headers: HeaderMap, body: Bytes) ->
             .pointer("/text/body")
             .and_then(Value::as_str)
             .map(str::to_string),
+        template: v.get("type").and_then(Value::as_str) == Some("template"),
         biz_opaque: v
             .get("biz_opaque_callback_data")
             .and_then(Value::as_str)

@@ -19,6 +19,7 @@ mod fake_graph;
 mod fanout;
 mod http1;
 mod load;
+mod mixed;
 mod outcome;
 mod report;
 mod run;
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         let run = async {
-            if settings.campaign > 0 {
+            if settings.campaign > 0 && !settings.mixed {
                 run::run_campaign(settings).await.map(Finished::Campaign)
             } else {
                 run::run(settings).await.map(|r| Finished::Run(Box::new(r)))
@@ -106,7 +107,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// What a run printed and judged: an inbound run (passes with its audit) or a campaign.
+/// What a run printed and judged: an inbound run (passes with its audit; a `--mixed` one also
+/// with its campaign) or a campaign.
 enum Finished {
     Run(Box<report::Report>),
     Campaign(campaign::CampaignReport),
@@ -122,7 +124,7 @@ impl Finished {
 
     fn passed(&self) -> bool {
         match self {
-            Self::Run(r) => r.audit.passed,
+            Self::Run(r) => r.passed(),
             Self::Campaign(r) => r.passed(),
         }
     }

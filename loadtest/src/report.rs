@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::audit::Audit;
 use crate::broker_view::{BrokerLatency, BrokerView, MediaBacklog};
+use crate::campaign::CampaignReport;
 use crate::fanout::FanoutReport;
 use crate::load::LoadSummary;
 use crate::stats::LatencySummary;
@@ -100,6 +101,10 @@ pub struct Report {
     pub broker_shutdown: Option<String>,
     pub broker_log: Option<String>,
     pub audit: Audit,
+    /// `--mixed`: the campaign that ran beside the load; its replies are the agents' replies
+    /// accepted while it drained (see `crate::mixed`). Absent from other runs' JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<CampaignReport>,
 }
 
 fn lat_row(out: &mut String, name: &str, l: &LatencySummary) {
@@ -142,6 +147,16 @@ fn kv(map: &BTreeMap<String, u64>) -> String {
 }
 
 impl Report {
+    /// Whether the run passed: its audit, and a `--mixed` run's campaign drained with no
+    /// refused send, no pair-rate violation and every reply during it at the Graph API.
+    pub fn passed(&self) -> bool {
+        self.audit.passed
+            && self
+                .campaign
+                .as_ref()
+                .is_none_or(|c| c.drained && c.passed())
+    }
+
     /// The human summary.
     pub fn summary(&self) -> String {
         let mut o = String::new();
@@ -275,6 +290,9 @@ impl Report {
                 (min / f64::from(self.mps.max(1)) - 1.0) * 100.0,
                 (max / f64::from(self.mps.max(1)) - 1.0) * 100.0,
             );
+        }
+        if let Some(c) = &self.campaign {
+            o.push_str(&crate::mixed::summary(self, c));
         }
         if let Some(c) = &self.crash {
             match (&c.error, c.killed_at_s, c.downtime_ms) {

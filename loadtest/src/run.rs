@@ -6,8 +6,10 @@
 //! 2. `--baseline`: drive a trivial server with the same generator, mode and duration (with
 //!    `--baseline-rounds N` above 1: start it here, drive it in step 4, alternating with the
 //!    broker in N slices each);
-//! 3. start the agents (presence + event stream) and the status-callback poster;
-//! 4. drive the broker for `--duration` (with `--crash-after`: SIGKILL, restart, wait healthy);
+//! 3. `--mixed`: the campaign's set-up (`crate::mixed`); start the agents (presence + event
+//!    stream) and the status-callback poster;
+//! 4. drive the broker for `--duration` (with `--crash-after`: SIGKILL, restart, wait healthy;
+//!    with `--mixed`: the campaign posts its templates from the start and drains meanwhile);
 //! 5. drain, within `--drain-timeout` in total: redeliveries, agents' in-flight work (then stop
 //!    them), outbound sends reaching the fake Graph API, status callbacks;
 //! 6. audit through the admin API; stop the broker (SIGTERM, then SIGKILL after 10 s);
@@ -37,6 +39,7 @@ use crate::cli::{Settings, Target};
 use crate::fake_graph::FakeGraph;
 use crate::fanout::Fanout;
 use crate::load::{closed_loop, open_loop, LoadCtx, LoadSummary};
+use crate::mixed::{self, Campaign};
 use crate::outcome;
 use crate::report::{BaselineResult, Crash, Latencies, Report};
 use crate::stats::lock;
@@ -79,6 +82,8 @@ pub fn print_config(s: &Settings) -> anyhow::Result<String> {
         automation: s.automation,
         fanout_teams: 0,
         event_streams: 0,
+        campaign_owners: 0,
+        campaign_room: 0,
     })?;
     Ok(format!(
         "# Run the load test with --graph-port {graph_port} --numbers {} and one --agent-token per agent below.\n{text}",
@@ -305,6 +310,8 @@ pub async fn run(s: Settings) -> anyhow::Result<Report> {
                 automation: s.automation,
                 fanout_teams: if s.sse_agents > 0 { s.teams } else { 0 },
                 event_streams: s.sse_agents,
+                campaign_owners: if s.mixed { mixed::OWNERS } else { 0 },
+                campaign_room: mixed::owner_room(&s),
             })?;
             let cfg_path = dir.join("switchboard-loadtest.toml");
             std::fs::write(&cfg_path, cfg)
@@ -411,6 +418,8 @@ pub async fn run_campaign(s: Settings) -> anyhow::Result<crate::campaign::Campai
         automation: false,
         fanout_teams: 0,
         event_streams: 0,
+        campaign_owners: 0,
+        campaign_room: 0,
     })?;
     let cfg_path = dir.path().join("switchboard-loadtest.toml");
     std::fs::write(&cfg_path, cfg).with_context(|| format!("writing {}", cfg_path.display()))?;
@@ -509,6 +518,12 @@ async fn drive_and_audit(
         s.connections,
         s.request_timeout,
     );
+    // Before any agent runs, so none of them claims a campaign conversation.
+    let campaign = if s.mixed {
+        Some(Campaign::prepare(s, base_url, agent_base).await?)
+    } else {
+        None
+    };
     let agents = if k > 0 {
         let a = Agents::start(AgentsConfig {
             // Their own connections: pooled connections belong to the runtime that opened them,
@@ -576,6 +591,7 @@ async fn drive_and_audit(
         Some(_) => None,
     };
     let load_start = Instant::now();
+    let campaign = campaign.map(|c| c.start(s, graph.state.clone()));
     let crash_task = match (s.crash_after, &broker) {
         (Some(after), Some(b)) => Some(tokio::spawn(crash_and_restart(
             b.clone(),
@@ -616,6 +632,10 @@ async fn drive_and_audit(
                 ..Default::default()
             },
         }),
+        None => None,
+    };
+    let campaign = match campaign {
+        Some(c) => Some(c.finish().await?),
         None => None,
     };
 
@@ -736,6 +756,11 @@ async fn drive_and_audit(
         json!(s.crash_after.map(|d| d.as_secs_f64())),
     );
     settings.insert("seed".into(), json!(seed));
+    if s.mixed {
+        settings.insert("mixed".into(), json!(true));
+        settings.insert("campaign".into(), json!(s.campaign));
+        settings.insert("campaign_batch".into(), json!(s.campaign_batch));
+    }
     let baseline = baseline.map(|(load, latency_ms, round_ratios, cpu)| BaselineResult {
         mode: s.baseline_mode.as_str(),
         rounds: s.baseline_rounds,
@@ -787,5 +812,6 @@ async fn drive_and_audit(
         broker_shutdown: None,
         broker_log: None,
         audit,
+        campaign: campaign.map(|c| c.report(s, &graph.state, &replies)),
     })
 }
