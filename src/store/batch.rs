@@ -27,25 +27,41 @@ pub(super) enum Op {
         key: Vec<u8>,
         value: Vec<u8>,
     },
+    /// A put that happens only if `key` exists when the group is applied: the writer thread is
+    /// the single writer of every key, so the check and the put are one atomic step against
+    /// every other commit (a delete committed before it wins; see `super::writer`).
+    PutIfPresent {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 impl Op {
     pub(super) fn cf(&self) -> &'static str {
         match self {
-            Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::Merge { cf, .. } => cf,
+            Op::Put { cf, .. }
+            | Op::Delete { cf, .. }
+            | Op::Merge { cf, .. }
+            | Op::PutIfPresent { cf, .. } => cf,
         }
     }
 
     pub(super) fn key(&self) -> &[u8] {
         match self {
-            Op::Put { key, .. } | Op::Delete { key, .. } | Op::Merge { key, .. } => key,
+            Op::Put { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Merge { key, .. }
+            | Op::PutIfPresent { key, .. } => key,
         }
     }
 
     /// The value written (empty for a delete).
     pub(super) fn value(&self) -> &[u8] {
         match self {
-            Op::Put { value, .. } | Op::Merge { value, .. } => value,
+            Op::Put { value, .. } | Op::Merge { value, .. } | Op::PutIfPresent { value, .. } => {
+                value
+            }
             Op::Delete { .. } => &[],
         }
     }
@@ -240,6 +256,17 @@ impl Batch {
             seq_key(&job.conversation_id, job.seq),
             encode(job)?,
         );
+        Ok(())
+    }
+
+    /// Rewrites `job`'s entry only if it is still on disk when the batch is applied (a job
+    /// settled meanwhile is not brought back); [`super::Store::commit_checked`] says which were.
+    pub fn put_outbox_if_present(&mut self, job: &OutboxJob) -> Result<(), StoreError> {
+        self.ops.push(Op::PutIfPresent {
+            cf: CF_OUTBOX,
+            key: seq_key(&job.conversation_id, job.seq),
+            value: encode(job)?,
+        });
         Ok(())
     }
 

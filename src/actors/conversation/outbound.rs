@@ -525,10 +525,21 @@ impl ConversationActor {
         };
         batch.put_message(&msg)?;
         state.recent.forget(seq);
-        self.ctx.store.commit(batch).await?;
+        // With a wamid, the writer reads the status parked for it right after this commit
+        // (`wamid_recorded`'s check), which saves every send a trip to the blocking pool.
+        let orphan = match &wamid {
+            Some(w) => self.ctx.store.commit_then_orphan(batch, w).await?,
+            None => {
+                self.ctx.store.commit(batch).await?;
+                None
+            }
+        };
         state.recent.remember(&msg);
         if let Some(wamid) = wamid {
-            self.wamid_recorded(state, &mut msg, &wamid).await?;
+            self.wamid_known(state, &msg, &wamid);
+            if let Some(orphan) = orphan {
+                self.apply_orphan(state, &mut msg, &wamid, orphan).await?;
+            }
         }
         self.after_failure(state, &msg).await?;
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
@@ -552,6 +563,21 @@ impl ConversationActor {
         msg: &mut Message,
         wamid: &str,
     ) -> Result<(), Error> {
+        self.wamid_known(state, msg, wamid);
+        // Write first, check second (the webhook path does the same in the other order): a
+        // status that came before the wamid was recorded was parked as an orphan and is applied
+        // here; one parked after this commit finds the wamid and comes to this actor as a Status
+        // message. (Only this read, after the commit, is needed: reading before it too would
+        // cost every send a second blocking-pool round trip.) A send's outcome has the writer
+        // make this read right after its commit (`Store::commit_then_orphan`).
+        if let Some(orphan) = self.ctx.store.orphan_status(wamid).await? {
+            self.apply_orphan(state, msg, wamid, orphan).await?;
+        }
+        Ok(())
+    }
+
+    /// Remembers where `msg`'s wamid lives, once it is durable.
+    fn wamid_known(&self, state: &mut State, msg: &Message, wamid: &str) {
         if let Some(seen) = &mut state.seen {
             seen.insert(wamid);
         }
@@ -562,23 +588,26 @@ impl ConversationActor {
                 seq: msg.seq,
             },
         );
-        // Write first, check second (the webhook path does the same in the other order): a
-        // status that came before the wamid was recorded was parked as an orphan and is applied
-        // here; one parked after this commit finds the wamid and comes to this actor as a Status
-        // message. (Only this read, after the commit, is needed: reading before it too would
-        // cost every send a second blocking-pool round trip.)
-        if let Some(orphan) = self.ctx.store.orphan_status(wamid).await? {
-            let changed = msg.apply_status(orphan.status, orphan.error);
-            let mut batch = Batch::new();
-            batch.delete_orphan_status(wamid);
-            if changed {
-                batch.put_message(msg)?;
-                state.recent.forget(msg.seq);
-            }
-            self.ctx.store.commit(batch).await?;
-            if changed {
-                state.recent.remember(msg);
-            }
+    }
+
+    /// Applies to `msg` the status parked for its wamid before the wamid was recorded.
+    async fn apply_orphan(
+        &self,
+        state: &mut State,
+        msg: &mut Message,
+        wamid: &str,
+        orphan: crate::store::StatusUpdate,
+    ) -> Result<(), Error> {
+        let changed = msg.apply_status(orphan.status, orphan.error);
+        let mut batch = Batch::new();
+        batch.delete_orphan_status(wamid);
+        if changed {
+            batch.put_message(msg)?;
+            state.recent.forget(msg.seq);
+        }
+        self.ctx.store.commit(batch).await?;
+        if changed {
+            state.recent.remember(msg);
         }
         Ok(())
     }
