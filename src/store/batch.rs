@@ -70,6 +70,9 @@ impl Op {
 #[derive(Default)]
 pub struct Batch {
     pub(super) ops: Vec<Op>,
+    /// A key whose presence when the writer applies the batch means none of it is written
+    /// ([`Self::guard_idempotency`]).
+    pub(super) guard: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Batch {
@@ -272,6 +275,14 @@ impl Batch {
 
     pub fn delete_outbox(&mut self, conversation_id: &str, seq: u64) {
         self.delete(CF_OUTBOX, seq_key(conversation_id, seq));
+    }
+
+    /// Makes the whole batch depend on idempotency key `key` of the conversation being unused:
+    /// if it is stored when the writer applies the batch, nothing of the batch is written and
+    /// [`super::Store::commit_guarded`] answers the seq it names. The writer writes every key, so
+    /// the check is atomic with the write (no read before the commit is needed).
+    pub fn guard_idempotency(&mut self, conversation_id: &str, key: &str) {
+        self.guard = Some((CF_IDEMPOTENCY, idempotency_key(conversation_id, key)));
     }
 
     pub fn put_idempotency(&mut self, conversation_id: &str, key: &str, seq: u64) {

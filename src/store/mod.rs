@@ -134,6 +134,18 @@ impl Store {
         Ok(self.commit_with(batch, None).await?.present)
     }
 
+    /// [`Self::commit`] of a batch guarded by an idempotency key ([`Batch::guard_idempotency`]):
+    /// `Some(seq)` when the key was in use already, so nothing of the batch was written (the seq
+    /// is the message it names), `None` when the batch was written.
+    pub async fn commit_guarded(&self, batch: Batch) -> Result<Option<u64>, StoreError> {
+        match self.commit_with(batch, None).await?.blocked {
+            None => Ok(None),
+            Some(v) => <[u8; 8]>::try_from(v.as_slice())
+                .map(|b| Some(u64::from_be_bytes(b)))
+                .map_err(|_| StoreError::Codec("idempotency entry is not a seq".into())),
+        }
+    }
+
     /// [`Self::commit`], then the orphan status parked for `wamid`, read by the writer thread
     /// right after the batch is written: what [`Self::orphan_status`] after the commit answers,
     /// without a second round trip (to the blocking pool) per send.

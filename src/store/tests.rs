@@ -182,6 +182,54 @@ async fn a_put_if_present_never_brings_back_a_deleted_outbox_entry() {
     store.close().await;
 }
 
+/// A batch guarded by an idempotency key is written only while the key is unused when the
+/// writer applies it: a second batch with the key, in the same group or a later one, writes
+/// nothing and names the seq the key was stored with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_guarded_by_a_used_idempotency_key_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), false, 1024).expect("open");
+    let keyed = |seq: u64, other: &str| {
+        let mut b = Batch::new();
+        b.guard_idempotency("c1", "k");
+        b.put_idempotency("c1", "k", seq);
+        b.put_other_change("test", other);
+        b
+    };
+    let first = store
+        .commit_guarded(keyed(7, "first"))
+        .await
+        .expect("commit");
+    assert_eq!(first, None, "an unused key lets the batch through");
+    assert_eq!(
+        store
+            .commit_guarded(keyed(8, "second"))
+            .await
+            .expect("commit"),
+        Some(7)
+    );
+    assert_eq!(
+        store.idempotent_seq("c1", "k").await.expect("read"),
+        Some(7)
+    );
+    // In one group: the first batch with a new key is written, the next one is held back.
+    for r in commit_as_one_group(&store, vec![keyed_in("c2", 1), keyed_in("c2", 2)]).await {
+        r.expect("commit");
+    }
+    assert_eq!(
+        store.idempotent_seq("c2", "k").await.expect("read"),
+        Some(1)
+    );
+    store.close().await;
+}
+
+fn keyed_in(conv: &str, seq: u64) -> Batch {
+    let mut b = Batch::new();
+    b.guard_idempotency(conv, "k");
+    b.put_idempotency(conv, "k", seq);
+    b
+}
+
 #[tokio::test]
 async fn status_counts_are_those_of_the_moment_the_view_was_taken() {
     let dir = tempfile::tempdir().expect("tempdir");

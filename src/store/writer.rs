@@ -67,6 +67,8 @@ pub(super) struct Committed {
     /// The value of `read_after`'s key once the group was written (an error only fails the
     /// read: the commit is durable).
     pub read: Option<Result<Option<Vec<u8>>, StoreError>>,
+    /// The value of the batch's guard key when it was present, so nothing was written.
+    pub blocked: Option<Vec<u8>>,
 }
 
 /// Whether the last group commit failed, and since when the one in progress runs; shared by
@@ -191,7 +193,7 @@ fn run(
             apply(&db, &opts, &group)
         };
         // Presence checks per commit on success; the group's error for each otherwise.
-        let (result, mut present) = match applied {
+        let (result, mut checked) = match applied {
             Ok(p) => (Ok(()), p.into_iter()),
             Err(e) => (Err(e), Vec::new().into_iter()),
         };
@@ -210,12 +212,12 @@ fn run(
             let answer = match &result {
                 Err(e) => Err(e.clone()),
                 Ok(_) => Ok(Committed {
-                    present: present.next().unwrap_or_default(),
                     read: c.read_after.as_ref().map(|(name, key)| {
                         let h = super::cf(&db, name)?;
                         db.get_cf(h, key)
                             .map_err(|e| StoreError::Rocks(e.to_string()))
                     }),
+                    ..checked.next().unwrap_or_default()
                 }),
             };
             let _ = c.done.send(answer);
@@ -224,8 +226,8 @@ fn run(
 }
 
 /// Writes `group` in one `WriteBatch`; answers, per commit, whether each of its
-/// [`Op::PutIfPresent`] keys existed (so was written).
-fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<Vec<Vec<bool>>, StoreError> {
+/// [`Op::PutIfPresent`] keys existed (so was written) and whether its guard held it back.
+fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<Vec<Committed>, StoreError> {
     let (mut ops, present) = checked_ops(db, group)?;
     // In key order per column family: a memtable insert starts its search from where the last
     // one in that memtable ended, so neighbouring keys are cheap and random ones (wamids, the
@@ -286,61 +288,81 @@ fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<Vec<Vec<bool>
 }
 
 /// The group's operations to write, in arrival order, without the conditional puts whose key
-/// is absent; and per commit whether each of its conditional puts was kept. A key's presence
-/// is what the operations before it in the group left (a put or merge makes it present, a
-/// delete absent), else whether it is on disk: this thread writes every key, so nothing can
-/// change it between the check and the write.
+/// is absent nor the batches whose guard key is present; and per commit which of its
+/// conditional puts were kept and what held it back. A key's presence is what the operations
+/// before it in the group left (a put or merge makes it present, a delete absent), else whether
+/// it is on disk: this thread writes every key, so nothing can change it between the check and
+/// the write.
 fn checked_ops<'a>(
     db: &DB,
     group: &'a [Commit],
-) -> Result<(Vec<&'a Op>, Vec<Vec<bool>>), StoreError> {
+) -> Result<(Vec<&'a Op>, Vec<Committed>), StoreError> {
     let conditional = |o: &Op| matches!(o, Op::PutIfPresent { .. });
     let mut ops = Vec::with_capacity(group.iter().map(|c| c.batch.ops.len()).sum());
-    if !group.iter().any(|c| c.batch.ops.iter().any(conditional)) {
+    let checks = |c: &Commit| c.batch.guard.is_some() || c.batch.ops.iter().any(conditional);
+    if !group.iter().any(checks) {
         ops.extend(group.iter().flat_map(|c| &c.batch.ops));
-        return Ok((ops, vec![Vec::new(); group.len()]));
+        return Ok((ops, group.iter().map(|_| Committed::default()).collect()));
     }
-    // Only the column families conditional puts name need their keys followed.
+    // Only the column families checked need their keys followed.
     let mut cfs: Vec<&'static str> = group
         .iter()
         .flat_map(|c| &c.batch.ops)
         .filter(|o| conditional(o))
         .map(|o| o.cf())
+        .chain(
+            group
+                .iter()
+                .filter_map(|c| c.batch.guard.as_ref().map(|g| g.0)),
+        )
         .collect();
     cfs.sort_unstable();
     cfs.dedup();
-    let mut seen: HashMap<(&'static str, &[u8]), bool> = HashMap::new();
-    let mut present = Vec::with_capacity(group.len());
+    // A followed key's value as the group's operations so far leave it (None: absent).
+    let mut seen: HashMap<(&'static str, &[u8]), Option<&[u8]>> = HashMap::new();
+    let rocks = |e: rocksdb::Error| StoreError::Rocks(e.to_string());
+    let mut answers = Vec::with_capacity(group.len());
     for c in group {
-        let mut mine = Vec::new();
+        let mut answer = Committed::default();
+        if let Some((name, key)) = &c.batch.guard {
+            let value = match seen.get(&(*name, key.as_slice())) {
+                Some(v) => v.map(<[u8]>::to_vec),
+                None => db.get_cf(super::cf(db, name)?, key).map_err(rocks)?,
+            };
+            if value.is_some() {
+                answer.blocked = value;
+                answers.push(answer);
+                continue;
+            }
+        }
         for op in &c.batch.ops {
             let (name, key) = (op.cf(), op.key());
             if !cfs.contains(&name) {
                 ops.push(op);
                 continue;
             }
-            let exists = match op {
-                Op::PutIfPresent { .. } => {
+            let value = match op {
+                Op::PutIfPresent { value, .. } => {
                     let exists = match seen.get(&(name, key)) {
-                        Some(e) => *e,
+                        Some(v) => v.is_some(),
                         None => db
                             .get_pinned_cf(super::cf(db, name)?, key)
-                            .map_err(|e| StoreError::Rocks(e.to_string()))?
+                            .map_err(rocks)?
                             .is_some(),
                     };
-                    mine.push(exists);
+                    answer.present.push(exists);
                     if !exists {
                         continue;
                     }
-                    true
+                    Some(value.as_slice())
                 }
-                Op::Delete { .. } => false,
-                Op::Put { .. } | Op::Merge { .. } => true,
+                Op::Delete { .. } => None,
+                Op::Put { value, .. } | Op::Merge { value, .. } => Some(value.as_slice()),
             };
-            seen.insert((name, key), exists);
+            seen.insert((name, key), value);
             ops.push(op);
         }
-        present.push(mine);
+        answers.push(answer);
     }
-    Ok((ops, present))
+    Ok((ops, answers))
 }

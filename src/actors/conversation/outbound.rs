@@ -31,6 +31,10 @@ impl ConversationActor {
         Ok(self.ctx.store.get_message(&state.conv.id, seq).await?)
     }
 
+    /// An idempotency key is checked by the store's writer with the reply's commit
+    /// ([`Batch::guard_idempotency`]), not read before it: a retry's commit writes nothing and
+    /// names the original message. A reply whose checks fail is answered from the key the old way
+    /// (a retry gets its original answer even when it could no longer be sent now).
     pub(super) async fn reply(
         &self,
         state: &mut State,
@@ -39,23 +43,70 @@ impl ConversationActor {
         idempotency_key: Option<String>,
         media: Option<OutboundMedia>,
     ) -> Result<Message, Error> {
-        let id = state.conv.id.clone();
         let now = self.ctx.now();
-        if let Some(key) = &idempotency_key {
-            if let Some(msg) = self.keyed(state, key).await? {
-                // A retry gets its original answer; anyone else learns nothing of a message
-                // they did not write.
-                if msg.author.is_agent(&caller.id) {
-                    return Ok(msg);
-                }
-                check_send(state, caller, &body, now)?;
-                return Err(DomainError::Invalid(
-                    "idempotency_key was already used in this conversation by someone else".into(),
-                )
-                .into());
-            }
+        let Some(key) = idempotency_key else {
+            return match self
+                .reply_new(state, caller, body, None, media, now)
+                .await?
+            {
+                Ok(msg) => Ok(msg),
+                // Unguarded: never held back.
+                Err(_) => Err(Error::Unavailable),
+            };
+        };
+        let refused = check_send(state, caller, &body, now).err();
+        let written = match refused {
+            None => Some(
+                self.reply_new(state, caller, body, Some(key.clone()), media, now)
+                    .await,
+            ),
+            Some(_) => None,
+        };
+        let seq = match written {
+            Some(Ok(Ok(msg))) => return Ok(msg),
+            Some(Ok(Err(seq))) => seq,
+            // Not written: the key may name an earlier reply, whose answer a retry gets.
+            Some(Err(e)) => match self.ctx.store.idempotent_seq(&state.conv.id, &key).await? {
+                Some(seq) => seq,
+                None => return Err(e),
+            },
+            None => match self.ctx.store.idempotent_seq(&state.conv.id, &key).await? {
+                Some(seq) => seq,
+                None => return Err(refused.map_or(Error::Unavailable, Error::from)),
+            },
+        };
+        let Some(msg) = self.message(state, seq).await? else {
+            return Err(DomainError::NotFound.into());
+        };
+        // A retry gets its original answer; anyone else learns nothing of a message they did
+        // not write (and is told why this send could not be made, if it could not).
+        if msg.author.is_agent(&caller.id) {
+            return Ok(msg);
         }
-        check_send(state, caller, &body, now)?;
+        if let Some(e) = refused {
+            return Err(e.into());
+        }
+        Err(DomainError::Invalid(
+            "idempotency_key was already used in this conversation by someone else".into(),
+        )
+        .into())
+    }
+
+    /// Writes a new reply (its checks but `check_send` passed, or no key): the message, or
+    /// `Err(seq)` when the idempotency key named message `seq` already, so nothing was written.
+    async fn reply_new(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        body: Outgoing,
+        idempotency_key: Option<String>,
+        media: Option<OutboundMedia>,
+        now: Millis,
+    ) -> Result<Result<Message, u64>, Error> {
+        let id = state.conv.id.clone();
+        if idempotency_key.is_none() {
+            check_send(state, caller, &body, now)?;
+        }
         let slot = self.send_checks(state, &state.conv, &body, now)?;
         let mut body = body;
         let quoted = match &mut body {
@@ -72,6 +123,9 @@ impl ConversationActor {
         };
         let mut next = state.conv.clone();
         let mut batch = Batch::new();
+        if let Some(key) = &idempotency_key {
+            batch.guard_idempotency(&id, key);
+        }
         let mut queued = self.compose_reply(
             &mut next,
             caller,
@@ -90,11 +144,14 @@ impl ConversationActor {
         if let Some(slot) = &slot {
             slot.write(&mut batch, now);
         }
-        self.persist(state, next, batch).await?;
+        if let Some(seq) = self.persist_guarded(state, next, batch).await? {
+            // A retry: the slot taken for it goes back (dropped uncommitted).
+            return Ok(Err(seq));
+        }
         if let Some(slot) = slot {
             slot.commit(now);
         }
-        Ok(self.reply_committed(state, queued))
+        Ok(Ok(self.reply_committed(state, queued)))
     }
 
     /// What every send to the customer is checked for before anything changes, once the
