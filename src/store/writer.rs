@@ -21,8 +21,10 @@
 //! exists when the group is applied (the outbox's in-doubt marks, which must never bring back a
 //! job whose outcome was committed first; this thread writes every key, so the check and the
 //! put are one step against every other commit), and may ask for one key to be read right after
-//! the group is written (a check that must see the commit, without a second round trip). Both
-//! are answered with the commit ([`Committed`]).
+//! the group is written (a check that must see the commit, without a second round trip), and
+//! may be guarded by a key (a reply's idempotency key): while that key exists, nothing of the
+//! commit is written and its value is answered instead. All three are answered with the commit
+//! ([`Committed`]).
 //!
 //! Health: the writer publishes whether its last group commit failed ([`Health`]). RocksDB stops
 //! taking writes after an I/O error in its journal (a full disk, say) and does not resume while
