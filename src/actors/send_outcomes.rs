@@ -19,7 +19,7 @@ use super::{ConversationMsg, Ctx};
 use crate::domain::MessageError;
 use crate::error::Error;
 use crate::outbox::OutcomeSink;
-use crate::store::{OutboxJob, Payload};
+use crate::store::{Batch, OutboxJob, Payload};
 
 /// Template sends tracked from attempt to outcome (far above the outbox's sends in flight).
 pub const MAX_TRACKED: usize = 10_000;
@@ -40,10 +40,9 @@ impl SendOutcomes {
     }
 }
 
-impl OutcomeSink for SendOutcomes {
-    type Error = Error;
-
-    async fn attempt(&self, job: &OutboxJob) -> Result<bool, Error> {
+impl SendOutcomes {
+    /// Remembers the template a send names, until its outcome (module docs).
+    fn track(&self, job: &OutboxJob) {
         if let Payload::Template { name, language, .. } = &job.payload {
             let mut tracked = self.templates.lock();
             if tracked.len() < MAX_TRACKED {
@@ -53,6 +52,14 @@ impl OutcomeSink for SendOutcomes {
                 );
             }
         }
+    }
+}
+
+impl OutcomeSink for SendOutcomes {
+    type Error = Error;
+
+    async fn attempt(&self, job: &OutboxJob) -> Result<bool, Error> {
+        self.track(job);
         self.ctx
             .ask(&job.conversation_id, None, |reply| {
                 ConversationMsg::SendAttempt {
@@ -61,6 +68,21 @@ impl OutcomeSink for SendOutcomes {
                 }
             })
             .await
+    }
+
+    /// A round's marks bypass the actors: each is a put of the job's entry made only if the
+    /// entry is still on disk when the writer applies it ([`Batch::put_outbox_if_present`]).
+    /// That is the actor's own check (its message is pending exactly as long as its entry
+    /// exists), made atomically by the single writer of every key, so a mark never brings back
+    /// a job whose outcome or adoption was committed first, and the round costs one commit
+    /// instead of one actor round trip and one commit per send.
+    async fn attempts(&self, jobs: &[&OutboxJob]) -> Result<Vec<bool>, Error> {
+        let mut batch = Batch::new();
+        for job in jobs {
+            self.track(job);
+            batch.put_outbox_if_present(job)?;
+        }
+        Ok(self.ctx.store.commit_checked(batch).await?)
     }
 
     async fn outcome(

@@ -69,11 +69,18 @@
 //! echoes the message id the broker puts in `biz_opaque_callback_data`); the conversation actor
 //! then adopts the callback's wamid and deletes the job ([`Outbox::adopted`] ends the hold), and
 //! the send is over. Only when no callback came is it sent again (another attempt). Across
-//! kill -9: before a request goes out the job is marked durably as *in doubt* (through its
-//! conversation's actor, so the mark never brings back a job an adoption deleted), and a
-//! definite refusal clears the mark; a job found in doubt at start-up is held the same way
-//! before its first send of the run. A held send keeps its in-flight slot: at most
-//! `max_in_flight` sends per number are held at once.
+//! kill -9: before a request goes out the job is marked durably as *in doubt*, never bringing
+//! back a job an adoption or outcome deleted, and a definite refusal clears the mark; a job found
+//! in doubt at start-up is held the same way before its first send of the run. A held send keeps
+//! its in-flight slot: at most `max_in_flight` sends per number are held at once.
+//!
+//! Marks per round: the sends a number's worker starts together (one dispatch round: as many as
+//! its tokens and slots allow at that moment) are marked in one commit before any of their
+//! requests leaves ([`OutcomeSink::attempts`]); each mark is written only if its job is still on
+//! disk when the store's single writer applies it, so a job settled meanwhile is dropped, not
+//! brought back. A crash after that commit leaves every send of the round in doubt, each held at
+//! start-up on its own. The rarer marks (a retry's, a refusal's clearing, a media id) go one by
+//! one through the job's conversation actor.
 //!
 //! Backlog: `switchboard_outbox_pending{number}` counts a number's jobs from the moment they are
 //! durable until their outcome is recorded or a callback adopts them (set from disk at start-up,
@@ -476,6 +483,8 @@ struct Pending {
     attempts: u32,
     /// In doubt since the last run: held for a status callback before its first send.
     hold_first: bool,
+    /// Marked in doubt on disk already, with the other sends of its dispatch round (`start_all`).
+    marked: bool,
 }
 
 /// Where a conversation's line is.
@@ -726,6 +735,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
         let conv = job.conversation_id.clone();
         let pending = Pending {
             hold_first: job.in_doubt,
+            marked: false,
             job,
             lane,
             attempts: 0,
@@ -842,6 +852,18 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
     /// tokens and one of its pair's; a send whose pair has none is parked until its pair has
     /// one, and the next conversation's send goes instead. Says what to wait for next.
     fn dispatch(self: &Arc<Self>, held: &mut Held, ended: &mpsc::UnboundedSender<Ended>) -> Wait {
+        let mut starting = Vec::new();
+        let wait = self.dispatch_round(held, &mut starting);
+        self.start_all(starting, ended);
+        wait
+    }
+
+    /// [`Self::dispatch`]'s choice of what starts now, in `starting` (each with its slot).
+    fn dispatch_round(
+        &self,
+        held: &mut Held,
+        starting: &mut Vec<(Pending, OwnedSemaphorePermit)>,
+    ) -> Wait {
         let now = Instant::now();
         while let Some(Reverse((at, _))) = held.parked.peek() {
             if *at > now {
@@ -927,7 +949,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 held.campaign_flying
                     .insert((pending.job.conversation_id.clone(), pending.job.seq));
             }
-            self.start(pending, permit, ended);
+            starting.push((pending, permit));
         }
     }
 
@@ -991,6 +1013,67 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
         progressed || !st.spilled
     }
 
+    /// Starts a dispatch round's sends. Those about to make their first attempt of the run
+    /// without an upload first (nearly all) are marked in doubt together: one commit for the
+    /// round (`OutcomeSink::attempts`), each mark written only if its job is still on disk, then
+    /// each request goes out on its own task. The others mark themselves (`send_once`).
+    fn start_all(
+        self: &Arc<Self>,
+        starting: Vec<(Pending, OwnedSemaphorePermit)>,
+        ended: &mpsc::UnboundedSender<Ended>,
+    ) {
+        let (round, single): (Vec<_>, Vec<_>) = starting
+            .into_iter()
+            .partition(|(p, _)| !p.hold_first && !p.job.in_doubt && !needs_upload(&p.job.payload));
+        for (pending, permit) in single {
+            self.start(pending, permit, ended);
+        }
+        if round.is_empty() {
+            return;
+        }
+        let worker = self.clone();
+        let ended = ended.clone();
+        let mut set = self.deliveries.lock();
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
+            let settled = |p: &Pending| Ended {
+                key: (p.job.conversation_id.clone(), p.job.seq),
+                to: p.job.to.clone(),
+                end: End::Settled { accepted: false },
+            };
+            if worker.closing.load(std::sync::atomic::Ordering::Acquire) {
+                // Shutting down: they stay on disk, not in doubt, and are sent after the restart.
+                for (p, _) in &round {
+                    let _ = ended.send(settled(p));
+                }
+                return;
+            }
+            let mut round = round;
+            for (p, _) in &mut round {
+                p.job.in_doubt = true;
+            }
+            let marked = {
+                let jobs: Vec<&OutboxJob> = round.iter().map(|(p, _)| &p.job).collect();
+                let (conv, seq) = (&jobs[0].conversation_id, jobs[0].seq);
+                worker
+                    .until_ok(conv, seq, "recording a round of send attempts", || {
+                        worker.sink.attempts(&jobs)
+                    })
+                    .await
+            };
+            for (i, (mut p, permit)) in round.into_iter().enumerate() {
+                if marked.get(i).copied().unwrap_or(false) {
+                    p.marked = true;
+                    worker.start(p, permit, &ended);
+                } else {
+                    // No longer waits for a send (settled meanwhile: a second copy, or
+                    // adopted); its mark was not written, so nothing came back.
+                    let _ = ended.send(settled(&p));
+                }
+            }
+        });
+    }
+
     /// Sends `pending` on a task of its own, holding `permit`, and reports on `ended` how it
     /// ended.
     fn start(
@@ -1018,6 +1101,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
             lane,
             attempts,
             hold_first,
+            marked,
         } = pending;
         let conv = job.conversation_id.clone();
         let seq = job.seq;
@@ -1038,6 +1122,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                     lane,
                     attempts,
                     hold_first: false,
+                    marked: false,
                 }),
                 after: RetryAfter::Now,
                 permit: Some(permit),
@@ -1055,7 +1140,10 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                 return settled;
             }
         };
-        match self.send_once(job, attempts + 1, &hold.notify).await {
+        match self
+            .send_once(job, attempts + 1, marked, &hold.notify)
+            .await
+        {
             Attempt::Over(None) => settled,
             Attempt::Over(Some(outcome)) => {
                 let accepted = outcome.is_ok();
@@ -1068,6 +1156,7 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
                     lane,
                     attempts: attempts + 1,
                     hold_first: false,
+                    marked: false,
                 }),
                 after,
                 permit: Some(permit),
@@ -1145,14 +1234,23 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
     /// Sends `job` once (its `attempt`-th try): its outcome, None when it turned out to be
     /// settled already (a second copy, or adopted from a status callback) or the broker is
     /// shutting down, or to try again after what.
-    async fn send_once(&self, job: OutboxJob, attempt: u32, adopted: &Notify) -> Attempt {
+    /// `marked`: the job's in-doubt mark is durable already (`start_all`).
+    async fn send_once(
+        &self,
+        job: OutboxJob,
+        attempt: u32,
+        marked: bool,
+        adopted: &Notify,
+    ) -> Attempt {
         let message_id = job.message_id();
-        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+        let (conv, seq) = (&job.conversation_id, job.seq);
+        if marked {
+            // Marked with its round after the shutdown check there: it goes, as a send whose
+            // own mark was written before the shutdown began does.
+        } else if self.closing.load(std::sync::atomic::Ordering::Acquire) {
             // Shutting down: it stays on disk, not in doubt, and is sent after the restart.
             return Attempt::Over(None);
-        }
-        let (conv, seq) = (&job.conversation_id, job.seq);
-        if job.in_doubt {
+        } else if job.in_doubt {
             // Sent again after a hold no callback ended: one may have come since.
             let pending = self
                 .until_ok(
@@ -1313,6 +1411,11 @@ impl<G: GraphSender, S: OutcomeSink> NumberWorker<G, S> {
     }
 }
 
+/// Whether a job's file must be uploaded to Meta before it can be sent (`upload_media`).
+fn needs_upload(payload: &Payload) -> bool {
+    matches!(payload, Payload::Media { meta_id: None, .. })
+}
+
 /// Extracts `130429` from a transient reason like `(130429) Rate limit hit`.
 fn leading_code(reason: &str) -> Option<i64> {
     reason.strip_prefix('(')?.split(')').next()?.parse().ok()
@@ -1359,6 +1462,8 @@ mod tests {
         /// A request went out with this callback data.
         Sent(String),
         Outcome(Result<Option<String>, MessageError>),
+        /// A round's jobs were marked together: (conversation, in doubt) of each.
+        Round(Vec<(String, bool)>),
     }
 
     /// A Graph API that answers from a script.
@@ -1416,6 +1521,135 @@ mod tests {
             let _ = self.seen.send(Seen::Outcome(outcome));
             Ok(true)
         }
+    }
+
+    /// A sink that marks a round's jobs as the conversation actors' sink does (one commit of
+    /// conditional puts) and reports each round.
+    struct RoundSink {
+        store: Store,
+        seen: mpsc::UnboundedSender<Seen>,
+    }
+
+    impl OutcomeSink for RoundSink {
+        type Error = crate::store::StoreError;
+
+        async fn attempt(&self, job: &OutboxJob) -> Result<bool, Self::Error> {
+            let _ = self.seen.send(Seen::Attempt(job.in_doubt));
+            Ok(true)
+        }
+
+        async fn attempts(&self, jobs: &[&OutboxJob]) -> Result<Vec<bool>, Self::Error> {
+            let mut batch = crate::store::Batch::new();
+            for job in jobs {
+                batch.put_outbox_if_present(job)?;
+            }
+            let marked = self.store.commit_checked(batch).await?;
+            let round = jobs
+                .iter()
+                .map(|j| (j.conversation_id.clone(), j.in_doubt))
+                .collect();
+            let _ = self.seen.send(Seen::Round(round));
+            Ok(marked)
+        }
+
+        async fn outcome(
+            &self,
+            conversation: &str,
+            seq: u64,
+            outcome: Result<Option<String>, MessageError>,
+        ) -> Result<bool, Self::Error> {
+            let mut batch = crate::store::Batch::new();
+            batch.delete_outbox(conversation, seq);
+            self.store.commit(batch).await?;
+            let _ = self.seen.send(Seen::Outcome(outcome));
+            Ok(true)
+        }
+    }
+
+    /// The sends of one dispatch round are marked in doubt together, in one call (one commit),
+    /// before any of their requests goes out; a job settled on disk before its round is neither
+    /// brought back nor sent.
+    #[tokio::test]
+    async fn a_rounds_in_doubt_marks_are_one_commit_before_its_requests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false, 64).expect("open store");
+        let job = |conv: &str| OutboxJob {
+            conversation_id: conv.into(),
+            seq: 1,
+            number: "n1".into(),
+            to: format!("1555000{conv}"),
+            payload: Payload::Text {
+                body: "hello".into(),
+                reply_to: None,
+            },
+            in_doubt: false,
+        };
+        let convs = ["c0", "c1", "c2", "c3", "c4"];
+        let mut batch = crate::store::Batch::new();
+        for c in convs {
+            batch.put_outbox(&job(c)).expect("encode");
+        }
+        store.commit(batch).await.expect("commit");
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let graph = ScriptedGraph {
+            answers: Mutex::new(VecDeque::from(vec![Ok("wamid.A".to_string()); 5])),
+            seen: tx.clone(),
+        };
+        let sink = RoundSink {
+            store: store.clone(),
+            seen: tx,
+        };
+        let numbers = [NumberConfig {
+            phone_number_id: "n1".into(),
+            display_phone_number: String::new(),
+            default_team: "support".into(),
+            mps_setting: Some(1000),
+            mps: 1000,
+            coexistence: false,
+            country: None,
+            time_zone: None,
+            languages: Vec::new(),
+        }];
+        let pending = HashMap::from([("n1".to_string(), convs.len())]);
+        let cfg = OutboxConfig::default();
+        let outbox = Outbox::start(&cfg, &numbers, store.clone(), graph, sink, &pending);
+
+        let mut seen = Vec::new();
+        while seen
+            .iter()
+            .filter(|s| matches!(s, Seen::Outcome(_)))
+            .count()
+            < convs.len()
+        {
+            let next = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the outbox reports within 10 s")
+                .expect("fakes alive");
+            seen.push(next);
+        }
+        let Some(Seen::Round(round)) = seen.first() else {
+            panic!("a round is marked before anything is sent: {seen:?}");
+        };
+        let mut marked: Vec<_> = round.iter().map(|(c, _)| c.as_str()).collect();
+        marked.sort_unstable();
+        assert_eq!(marked, convs, "all five in one round");
+        assert!(round.iter().all(|(_, in_doubt)| *in_doubt), "{round:?}");
+        assert_eq!(
+            seen.iter().filter(|s| matches!(s, Seen::Round(_))).count(),
+            1,
+            "one round only: {seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|s| matches!(s, Seen::Attempt(_))),
+            "no send marked on its own: {seen:?}"
+        );
+        assert_eq!(
+            seen.iter().filter(|s| matches!(s, Seen::Sent(_))).count(),
+            convs.len()
+        );
+        outbox.shutdown(Duration::from_secs(1)).await;
+        store.close().await;
     }
 
     /// Through its ports alone: a job left on disk is resumed, marked in doubt before each

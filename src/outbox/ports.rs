@@ -3,7 +3,8 @@
 //! actors' sink in `actors::send_outcomes`), tests fake them.
 //!
 //! Invariants both implementations keep (the outbox's order and at-most-once rest on them):
-//! - [`OutcomeSink::attempt`] and [`OutcomeSink::outcome`] are durable when they answer `Ok`,
+//! - [`OutcomeSink::attempt`], [`OutcomeSink::attempts`] and [`OutcomeSink::outcome`] are
+//!   durable when they answer `Ok`,
 //!   and idempotent: the outbox retries them while they fail, and a repeat of one that succeeded
 //!   answers `Ok(false)` (the message was settled already) instead of doing it twice.
 //! - A sink answers `Ok(false)` as soon as the message no longer waits for a send (its outcome is
@@ -140,6 +141,23 @@ pub trait OutcomeSink: Send + Sync + 'static {
     /// Records on the job's entry whether an attempt may be at Meta (`job.in_doubt`); `Ok(false)`
     /// when the message no longer waits for a send.
     fn attempt(&self, job: &OutboxJob) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// [`Self::attempt`] for several jobs at once (a dispatch round's), answering for each, in
+    /// order, whether it still waits for a send (so its mark was written). A job no longer on
+    /// disk is never written back. By default one [`Self::attempt`] after the other; the
+    /// conversation actors' sink writes them all in one commit.
+    fn attempts(
+        &self,
+        jobs: &[&OutboxJob],
+    ) -> impl Future<Output = Result<Vec<bool>, Self::Error>> + Send {
+        async move {
+            let mut marked = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                marked.push(self.attempt(job).await?);
+            }
+            Ok(marked)
+        }
+    }
 
     /// Records a send's outcome (the wamid Meta gave it, `None` when accepted without one, or
     /// why it failed) and deletes its job, in one batch; `Ok(false)` when it was settled already.

@@ -27,25 +27,41 @@ pub(super) enum Op {
         key: Vec<u8>,
         value: Vec<u8>,
     },
+    /// A put that happens only if `key` exists when the group is applied: the writer thread is
+    /// the single writer of every key, so the check and the put are one atomic step against
+    /// every other commit (a delete committed before it wins; see `super::writer`).
+    PutIfPresent {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 impl Op {
     pub(super) fn cf(&self) -> &'static str {
         match self {
-            Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::Merge { cf, .. } => cf,
+            Op::Put { cf, .. }
+            | Op::Delete { cf, .. }
+            | Op::Merge { cf, .. }
+            | Op::PutIfPresent { cf, .. } => cf,
         }
     }
 
     pub(super) fn key(&self) -> &[u8] {
         match self {
-            Op::Put { key, .. } | Op::Delete { key, .. } | Op::Merge { key, .. } => key,
+            Op::Put { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Merge { key, .. }
+            | Op::PutIfPresent { key, .. } => key,
         }
     }
 
     /// The value written (empty for a delete).
     pub(super) fn value(&self) -> &[u8] {
         match self {
-            Op::Put { value, .. } | Op::Merge { value, .. } => value,
+            Op::Put { value, .. } | Op::Merge { value, .. } | Op::PutIfPresent { value, .. } => {
+                value
+            }
             Op::Delete { .. } => &[],
         }
     }
@@ -54,6 +70,9 @@ impl Op {
 #[derive(Default)]
 pub struct Batch {
     pub(super) ops: Vec<Op>,
+    /// A key whose presence when the writer applies the batch means none of it is written
+    /// ([`Self::guard_idempotency`]).
+    pub(super) guard: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Batch {
@@ -243,8 +262,27 @@ impl Batch {
         Ok(())
     }
 
+    /// Rewrites `job`'s entry only if it is still on disk when the batch is applied (a job
+    /// settled meanwhile is not brought back); [`super::Store::commit_checked`] says which were.
+    pub fn put_outbox_if_present(&mut self, job: &OutboxJob) -> Result<(), StoreError> {
+        self.ops.push(Op::PutIfPresent {
+            cf: CF_OUTBOX,
+            key: seq_key(&job.conversation_id, job.seq),
+            value: encode(job)?,
+        });
+        Ok(())
+    }
+
     pub fn delete_outbox(&mut self, conversation_id: &str, seq: u64) {
         self.delete(CF_OUTBOX, seq_key(conversation_id, seq));
+    }
+
+    /// Makes the whole batch depend on idempotency key `key` of the conversation being unused:
+    /// if it is stored when the writer applies the batch, nothing of the batch is written and
+    /// [`super::Store::commit_guarded`] answers the seq it names. The writer writes every key, so
+    /// the check is atomic with the write (no read before the commit is needed).
+    pub fn guard_idempotency(&mut self, conversation_id: &str, key: &str) {
+        self.guard = Some((CF_IDEMPOTENCY, idempotency_key(conversation_id, key)));
     }
 
     pub fn put_idempotency(&mut self, conversation_id: &str, key: &str, seq: u64) {

@@ -122,11 +122,60 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        self.commit_with(batch, None).await.map(|_| ())
+    }
+
+    /// [`Self::commit`], answering for each conditional put of `batch`
+    /// ([`Batch::put_outbox_if_present`]), in order, whether its key existed, so it was written.
+    pub async fn commit_checked(&self, batch: Batch) -> Result<Vec<bool>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.commit_with(batch, None).await?.present)
+    }
+
+    /// [`Self::commit`] of a batch guarded by an idempotency key ([`Batch::guard_idempotency`]):
+    /// `Some(seq)` when the key was in use already, so nothing of the batch was written (the seq
+    /// is the message it names), `None` when the batch was written.
+    pub async fn commit_guarded(&self, batch: Batch) -> Result<Option<u64>, StoreError> {
+        match self.commit_with(batch, None).await?.blocked {
+            None => Ok(None),
+            Some(v) => <[u8; 8]>::try_from(v.as_slice())
+                .map(|b| Some(u64::from_be_bytes(b)))
+                .map_err(|_| StoreError::Codec("idempotency entry is not a seq".into())),
+        }
+    }
+
+    /// [`Self::commit`], then the orphan status parked for `wamid`, read by the writer thread
+    /// right after the batch is written: what [`Self::orphan_status`] after the commit answers,
+    /// without a second round trip (to the blocking pool) per send.
+    pub async fn commit_then_orphan(
+        &self,
+        batch: Batch,
+        wamid: &str,
+    ) -> Result<Option<StatusUpdate>, StoreError> {
+        let read = (CF_ORPHAN_STATUS, wamid.as_bytes().to_vec());
+        match self.commit_with(batch, Some(read)).await?.read {
+            Some(Ok(v)) => v.map(|v| decode(&v)).transpose(),
+            // The commit is durable; only the read failed: it is made again on its own.
+            Some(Err(_)) | None => self.orphan_status(wamid).await,
+        }
+    }
+
+    async fn commit_with(
+        &self,
+        batch: Batch,
+        read_after: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<writer::Committed, StoreError> {
         let tx = self.inner.writer.lock().clone().ok_or(StoreError::Closed)?;
         let (done, wait) = oneshot::channel();
-        tx.send(writer::Msg::Commit(writer::Commit { batch, done }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        tx.send(writer::Msg::Commit(writer::Commit {
+            batch,
+            read_after,
+            done,
+        }))
+        .await
+        .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
     }
 

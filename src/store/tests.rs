@@ -58,7 +58,11 @@ async fn batch_is_durable_and_indexed_and_reopens() {
 
 /// Runs `commits` as one group commit: the writer is held in a stalled commit of its own while
 /// they queue, so it takes them all at once when the stall is lifted. Returns each outcome.
-async fn commit_as_one_group(store: &Store, commits: Vec<Batch>) -> Vec<Result<(), StoreError>> {
+/// Each answer says, per conditional put of its batch, whether it was made.
+async fn commit_as_one_group(
+    store: &Store,
+    commits: Vec<Batch>,
+) -> Vec<Result<Vec<bool>, StoreError>> {
     store.inject_write_stall(Duration::from_secs(30));
     let mut first = Batch::new();
     first.put_other_change("test", "holds the writer");
@@ -74,7 +78,7 @@ async fn commit_as_one_group(store: &Store, commits: Vec<Batch>) -> Vec<Result<(
     let mut waiting = Vec::new();
     for (i, b) in commits.into_iter().enumerate() {
         let store = store.clone();
-        waiting.push(tokio::spawn(async move { store.commit(b).await }));
+        waiting.push(tokio::spawn(async move { store.commit_checked(b).await }));
         while tx.max_capacity() - tx.capacity() < i + 1 {
             tokio::task::yield_now().await;
         }
@@ -126,6 +130,104 @@ async fn a_group_in_key_order_keeps_each_keys_operations_in_commit_order() {
         assert_eq!(got, want, "w{i}");
     }
     store.close().await;
+}
+
+/// A conditional put (the outbox's in-doubt mark of a dispatch round) is made only if its key
+/// exists when the group is applied: a delete committed before it, in an earlier group or earlier
+/// in its own, wins (a settled job is never brought back), a put before it in the group counts,
+/// and each answer says which puts were made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_if_present_never_brings_back_a_deleted_outbox_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), false, 1024).expect("open");
+    let job = |seq: u64, in_doubt: bool| OutboxJob {
+        conversation_id: "c1".into(),
+        seq,
+        number: "n1".into(),
+        to: "15550001".into(),
+        payload: Payload::Text {
+            body: format!("send {seq}"),
+            reply_to: None,
+        },
+        in_doubt,
+    };
+    let mut b = Batch::new();
+    for seq in 0..3 {
+        b.put_outbox(&job(seq, false)).expect("put");
+    }
+    store.commit(b).await.expect("commit");
+    // 1 is settled in a group of its own, 2 earlier in the marks' group; 3 is new there.
+    let mut b = Batch::new();
+    b.delete_outbox("c1", 1);
+    store.commit(b).await.expect("commit");
+    let mut settle = Batch::new();
+    settle.delete_outbox("c1", 2);
+    let mut new = Batch::new();
+    new.put_outbox(&job(3, false)).expect("put");
+    let mut marks = Batch::new();
+    for seq in 0..5 {
+        marks.put_outbox_if_present(&job(seq, true)).expect("put");
+    }
+    let answers = commit_as_one_group(&store, vec![settle, new, marks]).await;
+    let answers: Vec<Vec<bool>> = answers.into_iter().map(|a| a.expect("commit")).collect();
+    assert_eq!(
+        answers,
+        [vec![], vec![], vec![true, false, false, true, false]]
+    );
+    let (left, _) = store
+        .outbox_page("n1".into(), None, 10)
+        .await
+        .expect("page");
+    assert_eq!(left, [job(0, true), job(3, true)]);
+    store.close().await;
+}
+
+/// A batch guarded by an idempotency key is written only while the key is unused when the
+/// writer applies it: a second batch with the key, in the same group or a later one, writes
+/// nothing and names the seq the key was stored with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_guarded_by_a_used_idempotency_key_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), false, 1024).expect("open");
+    let keyed = |seq: u64, other: &str| {
+        let mut b = Batch::new();
+        b.guard_idempotency("c1", "k");
+        b.put_idempotency("c1", "k", seq);
+        b.put_other_change("test", other);
+        b
+    };
+    let first = store
+        .commit_guarded(keyed(7, "first"))
+        .await
+        .expect("commit");
+    assert_eq!(first, None, "an unused key lets the batch through");
+    assert_eq!(
+        store
+            .commit_guarded(keyed(8, "second"))
+            .await
+            .expect("commit"),
+        Some(7)
+    );
+    assert_eq!(
+        store.idempotent_seq("c1", "k").await.expect("read"),
+        Some(7)
+    );
+    // In one group: the first batch with a new key is written, the next one is held back.
+    for r in commit_as_one_group(&store, vec![keyed_in("c2", 1), keyed_in("c2", 2)]).await {
+        r.expect("commit");
+    }
+    assert_eq!(
+        store.idempotent_seq("c2", "k").await.expect("read"),
+        Some(1)
+    );
+    store.close().await;
+}
+
+fn keyed_in(conv: &str, seq: u64) -> Batch {
+    let mut b = Batch::new();
+    b.guard_idempotency(conv, "k");
+    b.put_idempotency(conv, "k", seq);
+    b
 }
 
 #[tokio::test]

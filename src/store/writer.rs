@@ -17,6 +17,15 @@
 //! conversations) cost a full search. A group's merge operands of one report rollup are joined
 //! into one ([`super::rollups::combine`], what the next flush would do anyway).
 //!
+//! Conditional puts and reads after the write: a commit may hold puts made only if their key
+//! exists when the group is applied (the outbox's in-doubt marks, which must never bring back a
+//! job whose outcome was committed first; this thread writes every key, so the check and the
+//! put are one step against every other commit), and may ask for one key to be read right after
+//! the group is written (a check that must see the commit, without a second round trip), and
+//! may be guarded by a key (a reply's idempotency key): while that key exists, nothing of the
+//! commit is written and its value is answered instead. All three are answered with the commit
+//! ([`Committed`]).
+//!
 //! Health: the writer publishes whether its last group commit failed ([`Health`]). RocksDB stops
 //! taking writes after an I/O error in its journal (a full disk, say) and does not resume while
 //! the database stays open, so a failure that persists means the store must be reopened; the
@@ -27,6 +36,7 @@
 //! must not wait for it. After `Close` the queue takes nothing new, and what is already queued is
 //! still written and answered.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +54,23 @@ pub const QUEUE_CAPACITY: usize = 16_384;
 
 pub(super) struct Commit {
     pub batch: Batch,
-    pub done: oneshot::Sender<Result<(), StoreError>>,
+    /// A key to read right after the group is written, on this thread: a check that must
+    /// see this commit (write first, check second) without a hop to the blocking pool.
+    pub read_after: Option<(&'static str, Vec<u8>)>,
+    pub done: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+/// What one commit learns besides that it is durable.
+#[derive(Debug, Default)]
+pub(super) struct Committed {
+    /// For each [`Op::PutIfPresent`] of the batch, in order: whether its key existed, so the
+    /// put was made.
+    pub present: Vec<bool>,
+    /// The value of `read_after`'s key once the group was written (an error only fails the
+    /// read: the commit is durable).
+    pub read: Option<Result<Option<Vec<u8>>, StoreError>>,
+    /// The value of the batch's guard key when it was present, so nothing was written.
+    pub blocked: Option<Vec<u8>>,
 }
 
 /// Whether the last group commit failed, and since when the one in progress runs; shared by
@@ -163,10 +189,15 @@ fn run(
                 std::thread::sleep(left.min(Duration::from_millis(5)));
             }
         }
-        let result = if health.inject_failure.load(Ordering::Relaxed) {
+        let applied = if health.inject_failure.load(Ordering::Relaxed) {
             Err(StoreError::Rocks("injected write failure".into()))
         } else {
             apply(&db, &opts, &group)
+        };
+        // Presence checks per commit on success; the group's error for each otherwise.
+        let (result, mut checked) = match applied {
+            Ok(p) => (Ok(()), p.into_iter()),
+            Err(e) => (Err(e), Vec::new().into_iter()),
         };
         health.end();
         health.record(result.is_err());
@@ -180,18 +211,31 @@ fn run(
             }
         }
         for c in group.drain(..) {
-            let _ = c.done.send(result.clone());
+            let answer = match &result {
+                Err(e) => Err(e.clone()),
+                Ok(_) => Ok(Committed {
+                    read: c.read_after.as_ref().map(|(name, key)| {
+                        let h = super::cf(&db, name)?;
+                        db.get_cf(h, key)
+                            .map_err(|e| StoreError::Rocks(e.to_string()))
+                    }),
+                    ..checked.next().unwrap_or_default()
+                }),
+            };
+            let _ = c.done.send(answer);
         }
     }
 }
 
-fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<(), StoreError> {
+/// Writes `group` in one `WriteBatch`; answers, per commit, whether each of its
+/// [`Op::PutIfPresent`] keys existed (so was written) and whether its guard held it back.
+fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<Vec<Committed>, StoreError> {
+    let (mut ops, present) = checked_ops(db, group)?;
     // In key order per column family: a memtable insert starts its search from where the last
     // one in that memtable ended, so neighbouring keys are cheap and random ones (wamids, the
     // messages of many conversations interleaved) a full search each. The sort is stable, so
     // the operations on one key keep their order; those on different keys commute, since the
     // whole group is one atomic `WriteBatch`.
-    let mut ops: Vec<&Op> = group.iter().flat_map(|c| &c.batch.ops).collect();
     ops.sort_by(|a, b| (a.cf(), a.key()).cmp(&(b.cf(), b.key())));
     let mut wb = WriteBatch::default();
     let mut handle: Option<(&'static str, &rocksdb::ColumnFamily)> = None;
@@ -209,7 +253,9 @@ fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<(), StoreErro
         };
         i += 1;
         match op {
-            Op::Put { key, value, .. } => wb.put_cf(cf, key, value),
+            Op::Put { key, value, .. } | Op::PutIfPresent { key, value, .. } => {
+                wb.put_cf(cf, key, value)
+            }
             Op::Delete { key, .. } => wb.delete_cf(cf, key),
             Op::Merge { key, value, .. } => {
                 // The group's operands of one rollup (adjacent once sorted) become one: what a
@@ -239,5 +285,86 @@ fn apply(db: &DB, opts: &WriteOptions, group: &[Commit]) -> Result<(), StoreErro
         }
     }
     db.write_opt(wb, opts)
-        .map_err(|e| StoreError::Rocks(e.to_string()))
+        .map_err(|e| StoreError::Rocks(e.to_string()))?;
+    Ok(present)
+}
+
+/// The group's operations to write, in arrival order, without the conditional puts whose key
+/// is absent nor the batches whose guard key is present; and per commit which of its
+/// conditional puts were kept and what held it back. A key's presence is what the operations
+/// before it in the group left (a put or merge makes it present, a delete absent), else whether
+/// it is on disk: this thread writes every key, so nothing can change it between the check and
+/// the write.
+fn checked_ops<'a>(
+    db: &DB,
+    group: &'a [Commit],
+) -> Result<(Vec<&'a Op>, Vec<Committed>), StoreError> {
+    let conditional = |o: &Op| matches!(o, Op::PutIfPresent { .. });
+    let mut ops = Vec::with_capacity(group.iter().map(|c| c.batch.ops.len()).sum());
+    let checks = |c: &Commit| c.batch.guard.is_some() || c.batch.ops.iter().any(conditional);
+    if !group.iter().any(checks) {
+        ops.extend(group.iter().flat_map(|c| &c.batch.ops));
+        return Ok((ops, group.iter().map(|_| Committed::default()).collect()));
+    }
+    // Only the column families checked need their keys followed.
+    let mut cfs: Vec<&'static str> = group
+        .iter()
+        .flat_map(|c| &c.batch.ops)
+        .filter(|o| conditional(o))
+        .map(|o| o.cf())
+        .chain(
+            group
+                .iter()
+                .filter_map(|c| c.batch.guard.as_ref().map(|g| g.0)),
+        )
+        .collect();
+    cfs.sort_unstable();
+    cfs.dedup();
+    // A followed key's value as the group's operations so far leave it (None: absent).
+    let mut seen: HashMap<(&'static str, &[u8]), Option<&[u8]>> = HashMap::new();
+    let rocks = |e: rocksdb::Error| StoreError::Rocks(e.to_string());
+    let mut answers = Vec::with_capacity(group.len());
+    for c in group {
+        let mut answer = Committed::default();
+        if let Some((name, key)) = &c.batch.guard {
+            let value = match seen.get(&(*name, key.as_slice())) {
+                Some(v) => v.map(<[u8]>::to_vec),
+                None => db.get_cf(super::cf(db, name)?, key).map_err(rocks)?,
+            };
+            if value.is_some() {
+                answer.blocked = value;
+                answers.push(answer);
+                continue;
+            }
+        }
+        for op in &c.batch.ops {
+            let (name, key) = (op.cf(), op.key());
+            if !cfs.contains(&name) {
+                ops.push(op);
+                continue;
+            }
+            let value = match op {
+                Op::PutIfPresent { value, .. } => {
+                    let exists = match seen.get(&(name, key)) {
+                        Some(v) => v.is_some(),
+                        None => db
+                            .get_pinned_cf(super::cf(db, name)?, key)
+                            .map_err(rocks)?
+                            .is_some(),
+                    };
+                    answer.present.push(exists);
+                    if !exists {
+                        continue;
+                    }
+                    Some(value.as_slice())
+                }
+                Op::Delete { .. } => None,
+                Op::Put { value, .. } | Op::Merge { value, .. } => Some(value.as_slice()),
+            };
+            seen.insert((name, key), value);
+            ops.push(op);
+        }
+        answers.push(answer);
+    }
+    Ok((ops, answers))
 }

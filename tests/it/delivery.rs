@@ -594,6 +594,56 @@ async fn a_send_cut_by_a_crash_and_never_named_is_sent_again_after_the_hold() {
     );
 }
 
+/// Sends marked in doubt together (a dispatch round's marks are one commit) and cut by a crash
+/// are each held after the restart like a send marked alone: the ones a callback names are
+/// adopted and never POSTed again, the others are sent again only once the hold has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_of_sends_cut_by_a_crash_is_held_after_the_restart_none_sent_again_blindly() {
+    let hold = 1_500;
+    let n = 6;
+    let meta = Meta::start(Plan::answer(Answer::Ok, false)).await;
+    for _ in 0..n {
+        meta.push(Plan::hang());
+    }
+    let mut tb = broker_for(&meta, &format!("ambiguous_hold_ms = {hold}")).await;
+    let convs = conversations(&tb, n).await;
+    let sent = reply_everywhere(&tb, &convs, 1).await;
+    let posts = meta.wait_posts(n).await;
+    let restarted = Instant::now();
+    tb.crash_and_restart().await;
+    meta.call_back_to(&tb.api);
+    // Half of them are named by Meta's callbacks (retried webhooks the broker missed).
+    let (named, unnamed) = sent.split_at(n / 2);
+    for (conv, id) in named {
+        let to = tb.conversation(conv).await["customer"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let post = posts.iter().find(|p| &p.message == id).expect("posted");
+        for hook in callbacks(N1, &to, &post.wamid, Some(id)) {
+            assert_eq!(tb.webhook(&hook).await, 200);
+        }
+        let m = tb.wait_status(conv, id, "read").await;
+        assert_eq!(m["wamid"], json!(post.wamid));
+    }
+    for (conv, id) in unnamed {
+        let m = tb.wait_status(conv, id, "accepted").await;
+        let again = meta.posts_for(id);
+        assert_eq!(again.len(), 2, "{again:?}");
+        assert_eq!(m["wamid"], json!(again[1].wamid));
+        assert!(
+            again[1].at - restarted >= Duration::from_millis(hold),
+            "sent again {:?} after the restart",
+            again[1].at - restarted
+        );
+    }
+    // Every hold has ended by now: a named send would have been POSTed again.
+    tokio::time::sleep(Duration::from_millis(hold + 500).saturating_sub(restarted.elapsed())).await;
+    for (_, id) in named {
+        assert_eq!(meta.posts_for(id).len(), 1, "{:?}", meta.posts());
+    }
+}
+
 /// A send refused for sure (HTTP 500) before a crash is not in doubt: it is sent again at once
 /// after the restart, with no hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -583,15 +583,29 @@ impl ConversationActor {
     async fn persist(
         &self,
         state: &mut State,
+        next: Conversation,
+        batch: Batch,
+    ) -> Result<(), Error> {
+        self.persist_guarded(state, next, batch).await.map(|_| ())
+    }
+
+    /// [`Self::persist`] of a batch that may be guarded by an idempotency key
+    /// ([`Batch::guard_idempotency`]): `Some(seq)` when the key was in use already, so nothing was
+    /// written and nothing changed (`seq` is the message the key names).
+    async fn persist_guarded(
+        &self,
+        state: &mut State,
         mut next: Conversation,
         mut batch: Batch,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<u64>, Error> {
         // Every record this version writes has its contact indexed (a record from before
         // contacts existed gets its index entries in this batch, see `Batch::put_conversation`).
         next.contact.indexed = true;
         let before = state.persisted.then_some(&state.conv);
         batch.put_conversation(before, &next)?;
-        self.ctx.store.commit(batch).await?;
+        if let Some(seq) = self.ctx.store.commit_guarded(batch).await? {
+            return Ok(Some(seq));
+        }
         count_change(before, &next);
         // Ids this contact let go (a new number or user id) no longer lead here.
         let (was, is) = (&state.conv.contact, &next.contact);
@@ -606,7 +620,7 @@ impl ConversationActor {
         state.persisted = true;
         state.unrecorded = 0;
         self.reschedule(state, false);
-        Ok(())
+        Ok(None)
     }
 
     /// [`Self::persist`] for inbound messages, without rewriting the record when nothing but

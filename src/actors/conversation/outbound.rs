@@ -31,6 +31,10 @@ impl ConversationActor {
         Ok(self.ctx.store.get_message(&state.conv.id, seq).await?)
     }
 
+    /// An idempotency key is checked by the store's writer with the reply's commit
+    /// ([`Batch::guard_idempotency`]), not read before it: a retry's commit writes nothing and
+    /// names the original message. A reply whose checks fail is answered from the key the old way
+    /// (a retry gets its original answer even when it could no longer be sent now).
     pub(super) async fn reply(
         &self,
         state: &mut State,
@@ -39,23 +43,70 @@ impl ConversationActor {
         idempotency_key: Option<String>,
         media: Option<OutboundMedia>,
     ) -> Result<Message, Error> {
-        let id = state.conv.id.clone();
         let now = self.ctx.now();
-        if let Some(key) = &idempotency_key {
-            if let Some(msg) = self.keyed(state, key).await? {
-                // A retry gets its original answer; anyone else learns nothing of a message
-                // they did not write.
-                if msg.author.is_agent(&caller.id) {
-                    return Ok(msg);
-                }
-                check_send(state, caller, &body, now)?;
-                return Err(DomainError::Invalid(
-                    "idempotency_key was already used in this conversation by someone else".into(),
-                )
-                .into());
-            }
+        let Some(key) = idempotency_key else {
+            return match self
+                .reply_new(state, caller, body, None, media, now)
+                .await?
+            {
+                Ok(msg) => Ok(msg),
+                // Unguarded: never held back.
+                Err(_) => Err(Error::Unavailable),
+            };
+        };
+        let refused = check_send(state, caller, &body, now).err();
+        let written = match refused {
+            None => Some(
+                self.reply_new(state, caller, body, Some(key.clone()), media, now)
+                    .await,
+            ),
+            Some(_) => None,
+        };
+        let seq = match written {
+            Some(Ok(Ok(msg))) => return Ok(msg),
+            Some(Ok(Err(seq))) => seq,
+            // Not written: the key may name an earlier reply, whose answer a retry gets.
+            Some(Err(e)) => match self.ctx.store.idempotent_seq(&state.conv.id, &key).await? {
+                Some(seq) => seq,
+                None => return Err(e),
+            },
+            None => match self.ctx.store.idempotent_seq(&state.conv.id, &key).await? {
+                Some(seq) => seq,
+                None => return Err(refused.map_or(Error::Unavailable, Error::from)),
+            },
+        };
+        let Some(msg) = self.message(state, seq).await? else {
+            return Err(DomainError::NotFound.into());
+        };
+        // A retry gets its original answer; anyone else learns nothing of a message they did
+        // not write (and is told why this send could not be made, if it could not).
+        if msg.author.is_agent(&caller.id) {
+            return Ok(msg);
         }
-        check_send(state, caller, &body, now)?;
+        if let Some(e) = refused {
+            return Err(e.into());
+        }
+        Err(DomainError::Invalid(
+            "idempotency_key was already used in this conversation by someone else".into(),
+        )
+        .into())
+    }
+
+    /// Writes a new reply (its checks but `check_send` passed, or no key): the message, or
+    /// `Err(seq)` when the idempotency key named message `seq` already, so nothing was written.
+    async fn reply_new(
+        &self,
+        state: &mut State,
+        caller: &Caller,
+        body: Outgoing,
+        idempotency_key: Option<String>,
+        media: Option<OutboundMedia>,
+        now: Millis,
+    ) -> Result<Result<Message, u64>, Error> {
+        let id = state.conv.id.clone();
+        if idempotency_key.is_none() {
+            check_send(state, caller, &body, now)?;
+        }
         let slot = self.send_checks(state, &state.conv, &body, now)?;
         let mut body = body;
         let quoted = match &mut body {
@@ -72,6 +123,9 @@ impl ConversationActor {
         };
         let mut next = state.conv.clone();
         let mut batch = Batch::new();
+        if let Some(key) = &idempotency_key {
+            batch.guard_idempotency(&id, key);
+        }
         let mut queued = self.compose_reply(
             &mut next,
             caller,
@@ -90,11 +144,14 @@ impl ConversationActor {
         if let Some(slot) = &slot {
             slot.write(&mut batch, now);
         }
-        self.persist(state, next, batch).await?;
+        if let Some(seq) = self.persist_guarded(state, next, batch).await? {
+            // A retry: the slot taken for it goes back (dropped uncommitted).
+            return Ok(Err(seq));
+        }
         if let Some(slot) = slot {
             slot.commit(now);
         }
-        Ok(self.reply_committed(state, queued))
+        Ok(Ok(self.reply_committed(state, queued)))
     }
 
     /// What every send to the customer is checked for before anything changes, once the
@@ -525,10 +582,21 @@ impl ConversationActor {
         };
         batch.put_message(&msg)?;
         state.recent.forget(seq);
-        self.ctx.store.commit(batch).await?;
+        // With a wamid, the writer reads the status parked for it right after this commit
+        // (`wamid_recorded`'s check), which saves every send a trip to the blocking pool.
+        let orphan = match &wamid {
+            Some(w) => self.ctx.store.commit_then_orphan(batch, w).await?,
+            None => {
+                self.ctx.store.commit(batch).await?;
+                None
+            }
+        };
         state.recent.remember(&msg);
         if let Some(wamid) = wamid {
-            self.wamid_recorded(state, &mut msg, &wamid).await?;
+            self.wamid_known(state, &msg, &wamid);
+            if let Some(orphan) = orphan {
+                self.apply_orphan(state, &mut msg, &wamid, orphan).await?;
+            }
         }
         self.after_failure(state, &msg).await?;
         metrics::counter!(m::OUTBOUND_MESSAGES, "outcome" => label).increment(1);
@@ -552,6 +620,21 @@ impl ConversationActor {
         msg: &mut Message,
         wamid: &str,
     ) -> Result<(), Error> {
+        self.wamid_known(state, msg, wamid);
+        // Write first, check second (the webhook path does the same in the other order): a
+        // status that came before the wamid was recorded was parked as an orphan and is applied
+        // here; one parked after this commit finds the wamid and comes to this actor as a Status
+        // message. (Only this read, after the commit, is needed: reading before it too would
+        // cost every send a second blocking-pool round trip.) A send's outcome has the writer
+        // make this read right after its commit (`Store::commit_then_orphan`).
+        if let Some(orphan) = self.ctx.store.orphan_status(wamid).await? {
+            self.apply_orphan(state, msg, wamid, orphan).await?;
+        }
+        Ok(())
+    }
+
+    /// Remembers where `msg`'s wamid lives, once it is durable.
+    fn wamid_known(&self, state: &mut State, msg: &Message, wamid: &str) {
         if let Some(seen) = &mut state.seen {
             seen.insert(wamid);
         }
@@ -562,23 +645,26 @@ impl ConversationActor {
                 seq: msg.seq,
             },
         );
-        // Write first, check second (the webhook path does the same in the other order): a
-        // status that came before the wamid was recorded was parked as an orphan and is applied
-        // here; one parked after this commit finds the wamid and comes to this actor as a Status
-        // message. (Only this read, after the commit, is needed: reading before it too would
-        // cost every send a second blocking-pool round trip.)
-        if let Some(orphan) = self.ctx.store.orphan_status(wamid).await? {
-            let changed = msg.apply_status(orphan.status, orphan.error);
-            let mut batch = Batch::new();
-            batch.delete_orphan_status(wamid);
-            if changed {
-                batch.put_message(msg)?;
-                state.recent.forget(msg.seq);
-            }
-            self.ctx.store.commit(batch).await?;
-            if changed {
-                state.recent.remember(msg);
-            }
+    }
+
+    /// Applies to `msg` the status parked for its wamid before the wamid was recorded.
+    async fn apply_orphan(
+        &self,
+        state: &mut State,
+        msg: &mut Message,
+        wamid: &str,
+        orphan: crate::store::StatusUpdate,
+    ) -> Result<(), Error> {
+        let changed = msg.apply_status(orphan.status, orphan.error);
+        let mut batch = Batch::new();
+        batch.delete_orphan_status(wamid);
+        if changed {
+            batch.put_message(msg)?;
+            state.recent.forget(msg.seq);
+        }
+        self.ctx.store.commit(batch).await?;
+        if changed {
+            state.recent.remember(msg);
         }
         Ok(())
     }
