@@ -8,7 +8,7 @@ use switchboard::{Config, Supervisor};
 
 /// jemalloc for Rust and, unprefixed, for RocksDB's C++ too: the ingest path allocates and frees
 /// many small buffers across threads, where glibc's malloc spent ~13 % of the machine in the
-/// ingest profile (`_int_malloc`, `malloc_consolidate`); see BENCHMARKS.md, stop 11.
+/// ingest profile (`_int_malloc`, `malloc_consolidate`); stop 11, in `git log -p -- BENCHMARKS.md`.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

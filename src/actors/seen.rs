@@ -2,7 +2,7 @@
 //! redelivery is told from a new message without a storage read: each such read is a
 //! blocking-pool round trip, and confirming Meta's redeliveries that way (one webhook in twenty
 //! in the load generator's default mix) cost about an eighth of the broker's CPU at 15,000
-//! webhooks/s (BENCHMARKS.md, "Stop 16").
+//! webhooks/s (stop 16; `git log -p -- BENCHMARKS.md`).
 //!
 //! Exactness: the set is complete — built at activation from every stored message of the
 //! conversation, then extended by the actor, the only writer of its messages, with every wamid it

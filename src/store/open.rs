@@ -36,7 +36,7 @@ impl Store {
         // Group commit already batches; pipelined writes let the WAL and memtable overlap.
         opts.set_enable_pipelined_write(true);
         // One writer thread: concurrent memtable inserts only add splice recomputation per key
-        // (10.6 % of broker CPU in the ingest profile, see BENCHMARKS.md).
+        // (10.6 % of broker CPU in an ingest profile, `git log -p -- BENCHMARKS.md`).
         opts.set_allow_concurrent_memtable_write(false);
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         opts.set_max_open_files(MAX_OPEN_FILES);
@@ -57,8 +57,8 @@ impl Store {
         // filter and index, not the whole filter (≈1 MiB for a 300 MB file). With whole filters,
         // a redelivery check against a flushed wamid evicted and re-read (copy plus XXH3
         // checksum) a filter block per file per lookup once the data outgrew the bounded cache:
-        // 17 % of the webhook workers' CPU after 45 s of closed-loop ingest (BENCHMARKS.md,
-        // stop 11). The partitions' top-level index stays pinned in the cache.
+        // 17 % of the webhook workers' CPU after 45 s of closed-loop ingest (stop 11,
+        // in `git log -p -- BENCHMARKS.md`). The partitions' top-level index stays pinned in the cache.
         table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
         table.set_partition_filters(true);
         table.set_pin_top_level_index_and_filter(true);

@@ -11,7 +11,7 @@ use super::*;
 /// Most messages a conversation commits in a row without rewriting its record. Each read of the
 /// record then reads at most this many messages to bring it up to date, while a busy
 /// conversation skips all but one record write in this many (one of the three memtable inserts
-/// an inbound message costs the group-commit writer, BENCHMARKS.md "Stop 15").
+/// an inbound message costs the group-commit writer, stop 15 in `git log -p -- BENCHMARKS.md`).
 pub const MAX_UNRECORDED: u64 = 64;
 
 /// A conversation as an actor activation needs it.

@@ -2,8 +2,8 @@
 //! borrowed structs.
 //!
 //! Why: building a `serde_json::Value` tree of every body and re-serializing each message for
-//! its `raw` copy was a tenth of the broker's CPU under closed-loop ingest (BENCHMARKS.md,
-//! stop 8). Here strings borrow from the body where they can and each message's `raw` is its
+//! its `raw` copy was a tenth of the broker's CPU under closed-loop ingest (stop 8,
+//! in `git log -p -- BENCHMARKS.md`). Here strings borrow from the body where they can and each message's `raw` is its
 //! original JSON text, sliced out of the body, not re-serialized.
 //!
 //! Invariant: this path either yields exactly what the lenient parser ([`super::webhook`]) would
