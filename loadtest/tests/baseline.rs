@@ -51,7 +51,7 @@ fn baseline_rounds_alternate_with_the_broker() {
     let bin = common::broker_bin();
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("rounds.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-loadtest"))
         .arg("--broker-bin")
         .arg(&bin)
         .args([
@@ -70,8 +70,13 @@ fn baseline_rounds_alternate_with_the_broker() {
         ])
         .arg(&json)
         .stdin(Stdio::null())
-        .status()
+        .spawn()
         .expect("run the load generator");
+    let status = common::wait_for_exit(
+        &mut child,
+        std::time::Duration::from_secs(120),
+        "switchboard-loadtest --baseline-rounds",
+    );
     assert!(status.success(), "exit status {status}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");

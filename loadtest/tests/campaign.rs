@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn campaign_mode_sends_every_template_within_the_pair_rate() {
@@ -39,19 +39,11 @@ fn campaign_mode_sends_every_template_within_the_pair_rate() {
         Ok(c) => c,
         Err(e) => panic!("cannot start switchboard-loadtest: {e}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("switchboard-loadtest --campaign did not finish within 120 s");
-            }
-            Err(e) => panic!("waiting for switchboard-loadtest: {e}"),
-        }
-    };
+    let status = common::wait_for_exit(
+        &mut child,
+        Duration::from_secs(120),
+        "switchboard-loadtest --campaign",
+    );
     let text = std::fs::read_to_string(&json_path).unwrap_or_default();
     assert!(status.success(), "exit status {status}; report: {text}");
     let v: serde_json::Value = match serde_json::from_str(&text) {

@@ -9,7 +9,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn mixed_mode_reports_every_part_and_the_audit_passes() {
@@ -46,19 +46,11 @@ fn mixed_mode_reports_every_part_and_the_audit_passes() {
         Ok(c) => c,
         Err(e) => panic!("cannot start switchboard-loadtest: {e}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("switchboard-loadtest --mixed did not finish within 120 s");
-            }
-            Err(e) => panic!("waiting for switchboard-loadtest: {e}"),
-        }
-    };
+    let status = common::wait_for_exit(
+        &mut child,
+        Duration::from_secs(120),
+        "switchboard-loadtest --mixed",
+    );
     let mut summary = String::new();
     if let Some(mut out) = child.stdout.take() {
         let _ = std::io::Read::read_to_string(&mut out, &mut summary);

@@ -13,7 +13,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn smoke_against_broker_with_crash() {
@@ -63,19 +63,8 @@ fn smoke(extra: &[&str]) {
         Err(e) => panic!("cannot start switchboard-loadtest: {e}"),
     };
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("switchboard-loadtest did not finish within 120 s");
-            }
-            Err(e) => panic!("waiting for switchboard-loadtest: {e}"),
-        }
-    };
+    let status =
+        common::wait_for_exit(&mut child, Duration::from_secs(120), "switchboard-loadtest");
 
     let text = std::fs::read_to_string(&json_path).unwrap_or_default();
     let report: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);

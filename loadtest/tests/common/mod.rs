@@ -1,6 +1,8 @@
 //! What the load generator's integration tests share.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// The broker binary the runs start: `SWITCHBOARD_BIN` (absolute, or relative to the current
 /// directory or the workspace root) when set; otherwise the broker built into the same target
@@ -36,4 +38,22 @@ fn resolve(p: PathBuf) -> PathBuf {
 fn beside_the_load_generator() -> PathBuf {
     let loadgen = Path::new(env!("CARGO_BIN_EXE_switchboard-loadtest"));
     loadgen.with_file_name(format!("switchboard{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Waits for a started `switchboard-loadtest` run to exit, at most `limit`; kills it and panics
+/// (naming the run `what`) beyond that, so a hung run fails the test instead of hanging CI.
+pub fn wait_for_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {} s", limit.as_secs());
+            }
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    }
 }
