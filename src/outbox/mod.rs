@@ -1523,19 +1523,15 @@ mod tests {
         }
     }
 
-    /// A sink that marks a round's jobs as the conversation actors' sink does (one commit of
-    /// conditional puts) and reports each round.
-    struct RoundSink {
-        store: Store,
-        seen: mpsc::UnboundedSender<Seen>,
-    }
+    /// [`RecordingSink`] that also marks a round's jobs as the conversation actors' sink does
+    /// (one commit of conditional puts) and reports each round.
+    struct RoundSink(RecordingSink);
 
     impl OutcomeSink for RoundSink {
         type Error = crate::store::StoreError;
 
         async fn attempt(&self, job: &OutboxJob) -> Result<bool, Self::Error> {
-            let _ = self.seen.send(Seen::Attempt(job.in_doubt));
-            Ok(true)
+            self.0.attempt(job).await
         }
 
         async fn attempts(&self, jobs: &[&OutboxJob]) -> Result<Vec<bool>, Self::Error> {
@@ -1543,12 +1539,12 @@ mod tests {
             for job in jobs {
                 batch.put_outbox_if_present(job)?;
             }
-            let marked = self.store.commit_checked(batch).await?;
+            let marked = self.0.store.commit_checked(batch).await?;
             let round = jobs
                 .iter()
                 .map(|j| (j.conversation_id.clone(), j.in_doubt))
                 .collect();
-            let _ = self.seen.send(Seen::Round(round));
+            let _ = self.0.seen.send(Seen::Round(round));
             Ok(marked)
         }
 
@@ -1558,11 +1554,7 @@ mod tests {
             seq: u64,
             outcome: Result<Option<String>, MessageError>,
         ) -> Result<bool, Self::Error> {
-            let mut batch = crate::store::Batch::new();
-            batch.delete_outbox(conversation, seq);
-            self.store.commit(batch).await?;
-            let _ = self.seen.send(Seen::Outcome(outcome));
-            Ok(true)
+            self.0.outcome(conversation, seq, outcome).await
         }
     }
 
@@ -1596,10 +1588,10 @@ mod tests {
             answers: Mutex::new(VecDeque::from(vec![Ok("wamid.A".to_string()); 5])),
             seen: tx.clone(),
         };
-        let sink = RoundSink {
+        let sink = RoundSink(RecordingSink {
             store: store.clone(),
             seen: tx,
-        };
+        });
         let numbers = [NumberConfig {
             phone_number_id: "n1".into(),
             display_phone_number: String::new(),
