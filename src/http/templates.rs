@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::auth::Auth;
@@ -55,7 +55,7 @@ async fn send_many(
     Auth(caller): Auth,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<SendsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SendsAnswer>> {
     let ids: Vec<String> = body
         .sends
         .iter()
@@ -72,22 +72,56 @@ async fn send_many(
         .collect();
     let answers =
         conversations::send_templates(&s.ctx, &caller, &name, &body.language, sends).await?;
-    let results: Vec<Value> = ids
-        .iter()
+    let results = ids
+        .into_iter()
         .zip(answers)
-        .map(|(id, answer)| match answer {
-            Ok(msg) => json!({"conversation_id": id, "message": MessageView::new(&msg)}),
+        .map(|(conversation_id, answer)| match answer {
+            Ok(msg) => SendResult {
+                conversation_id,
+                message: Some(MessageView::new(&msg)),
+                error: None,
+            },
             Err(e) => {
                 let e = ApiError::from(e);
-                let mut err = json!({"code": e.code.as_str(), "message": e.message});
-                if let Some(a) = &e.assignee {
-                    err["assignee"] = json!(a);
+                SendResult {
+                    conversation_id,
+                    message: None,
+                    error: Some(SendError {
+                        code: e.code.as_str(),
+                        message: e.message,
+                        assignee: e.assignee,
+                    }),
                 }
-                json!({"conversation_id": id, "error": err})
             }
         })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(SendsAnswer { results }))
+}
+
+/// The bulk route's answer, serialised straight from the views: a campaign's answer holds up to
+/// 1,000 messages, and building a `serde_json::Value` tree of them first was a large part of
+/// the route's cost.
+#[derive(Serialize)]
+struct SendsAnswer {
+    results: Vec<SendResult>,
+}
+
+/// One send's answer: `message` when accepted, `error` otherwise (never both).
+#[derive(Serialize)]
+struct SendResult {
+    conversation_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<MessageView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<SendError>,
+}
+
+#[derive(Serialize)]
+struct SendError {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assignee: Option<String>,
 }
 
 /// A creation. Every key is optional here so an empty body reaches the permission check (403
