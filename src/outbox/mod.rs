@@ -1523,6 +1523,21 @@ mod tests {
         }
     }
 
+    /// The one number `n1` these tests send through, at 1,000 mps.
+    fn number_n1() -> NumberConfig {
+        NumberConfig {
+            phone_number_id: "n1".into(),
+            display_phone_number: String::new(),
+            default_team: "support".into(),
+            mps_setting: Some(1000),
+            mps: 1000,
+            coexistence: false,
+            country: None,
+            time_zone: None,
+            languages: Vec::new(),
+        }
+    }
+
     /// [`RecordingSink`] that also marks a round's jobs as the conversation actors' sink does
     /// (one commit of conditional puts) and reports each round.
     struct RoundSink(RecordingSink);
@@ -1592,17 +1607,7 @@ mod tests {
             store: store.clone(),
             seen: tx,
         });
-        let numbers = [NumberConfig {
-            phone_number_id: "n1".into(),
-            display_phone_number: String::new(),
-            default_team: "support".into(),
-            mps_setting: Some(1000),
-            mps: 1000,
-            coexistence: false,
-            country: None,
-            time_zone: None,
-            languages: Vec::new(),
-        }];
+        let numbers = [number_n1()];
         let pending = HashMap::from([("n1".to_string(), convs.len())]);
         let cfg = OutboxConfig::default();
         let outbox = Outbox::start(&cfg, &numbers, store.clone(), graph, sink, &pending);
@@ -1682,17 +1687,7 @@ mod tests {
             retry_max_ms: 1,
             ..OutboxConfig::default()
         };
-        let numbers = [NumberConfig {
-            phone_number_id: "n1".into(),
-            display_phone_number: String::new(),
-            default_team: "support".into(),
-            mps_setting: Some(1000),
-            mps: 1000,
-            coexistence: false,
-            country: None,
-            time_zone: None,
-            languages: Vec::new(),
-        }];
+        let numbers = [number_n1()];
         let pending = HashMap::from([("n1".to_string(), 1)]);
         let outbox = Outbox::start(&cfg, &numbers, store.clone(), graph, sink, &pending);
 
